@@ -1,0 +1,227 @@
+//! Agent-side client for Warden: obtains DPoP-bound tokens with
+//! `private_key_jwt` (client credentials or RFC 8693 exchange) and speaks MCP
+//! over streamable HTTP to the gateway, signing a fresh DPoP proof for every
+//! request. Used by the demo agent and the integration tests; agents in Rust
+//! can use it as is.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+use warden_identity::{Keypair, b64url, make_dpop_proof, sign_jws};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HTTP request to {url} failed: {message}")]
+    Http { url: String, message: String },
+    #[error("token request refused ({status}): {error}: {description}")]
+    Token { status: u16, error: String, description: String },
+    #[error("unexpected response: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+/// Raw outcome of one MCP POST.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub www_authenticate: Option<String>,
+    pub session: Option<String>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn result(&self) -> Option<&Value> {
+        self.body.get("result")
+    }
+
+    pub fn error_message(&self) -> Option<&str> {
+        self.body.get("error").and_then(|e| e.get("message")).and_then(Value::as_str)
+    }
+
+    pub fn error_code(&self) -> Option<i64> {
+        self.body.get("error").and_then(|e| e.get("code")).and_then(Value::as_i64)
+    }
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS random source available");
+    b64url(&b)
+}
+
+/// One agent's connection to a Warden server.
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: String,
+    pub agent_id: String,
+    key: Keypair,
+    pub token: Option<String>,
+    pub session: Option<String>,
+    next_id: i64,
+}
+
+impl AgentClient {
+    pub fn new(base: &str, agent_id: &str, key: Keypair) -> Self {
+        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').into(), agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.base)
+    }
+
+    /// An RFC 7523 client assertion for the token endpoint.
+    pub fn client_assertion(&self) -> String {
+        let now = now();
+        let claims = json!({ "iss": self.agent_id, "sub": self.agent_id, "aud": self.token_url(), "iat": now, "exp": now + 60, "jti": nonce() });
+        let mut header = serde_json::Map::new();
+        header.insert("typ".into(), "JWT".into());
+        sign_jws(self.key.signing_key(), header, &claims)
+    }
+
+    /// A DPoP proof for a request to the MCP endpoint with the current token.
+    pub fn proof(&self, method: &str) -> String {
+        make_dpop_proof(&self.key, method, &self.mcp_url(), self.token.as_deref(), now())
+    }
+
+    async fn token_request(&mut self, mut form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
+        form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
+        form.push(("client_assertion", self.client_assertion()));
+        let url = self.token_url();
+        let proof = make_dpop_proof(&self.key, "POST", &url, None, now());
+        let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+        let resp = self
+            .http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("dpop", proof)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Http { url: url.clone(), message: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if status != 200 {
+            return Err(ClientError::Token {
+                status,
+                error: v["error"].as_str().unwrap_or("?").into(),
+                description: v["error_description"].as_str().unwrap_or("").into(),
+            });
+        }
+        let t: TokenResponse = serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.token = Some(t.access_token.clone());
+        self.session = None;
+        Ok(t)
+    }
+
+    /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
+    pub async fn fetch_token(&mut self, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
+        let mut form = vec![("grant_type", "client_credentials".to_string())];
+        if let Some(s) = scope {
+            form.push(("scope", s.into()));
+        }
+        if let Some(t) = task {
+            form.push(("task", t.into()));
+        }
+        self.token_request(form).await
+    }
+
+    /// RFC 8693 exchange of a parent's token for this (sub-)agent.
+    pub async fn exchange(&mut self, subject_token: &str, scope: Option<&str>) -> Result<TokenResponse, ClientError> {
+        let mut form = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_string()),
+            ("subject_token", subject_token.to_string()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token".to_string()),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s.into()));
+        }
+        self.token_request(form).await
+    }
+
+    /// POST raw bytes to the MCP endpoint with explicit credentials.
+    pub async fn post_raw(&self, body: Vec<u8>, authorization: Option<String>, dpop: Option<String>) -> Result<Reply, ClientError> {
+        let url = self.mcp_url();
+        let mut req = self.http.post(&url).header("content-type", "application/json").header("accept", "application/json, text/event-stream");
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        if let Some(d) = dpop {
+            req = req.header("dpop", d);
+        }
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        let resp = req.body(body).send().await.map_err(|e| ClientError::Http { url: url.clone(), message: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let www_authenticate = header("www-authenticate");
+        let session = header("mcp-session-id");
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Http { url, message: e.to_string() })?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))? };
+        Ok(Reply { status, www_authenticate, session, body })
+    }
+
+    /// Send a JSON-RPC request with the current token and a fresh proof.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Reply, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let auth = self.token.as_ref().map(|t| format!("DPoP {t}"));
+        let reply = self.post_raw(msg.to_string().into_bytes(), auth, Some(self.proof("POST"))).await?;
+        if method == "initialize" {
+            self.session = reply.session.clone();
+        }
+        Ok(reply)
+    }
+
+    /// `initialize` + `notifications/initialized`.
+    pub async fn initialize(&mut self) -> Result<Reply, ClientError> {
+        self.session = None;
+        let r = self
+            .request("initialize", json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "warden-client", "version": env!("CARGO_PKG_VERSION") } }))
+            .await?;
+        if r.status == 200 {
+            let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+            let auth = self.token.as_ref().map(|t| format!("DPoP {t}"));
+            self.post_raw(note.to_string().into_bytes(), auth, Some(self.proof("POST"))).await?;
+        }
+        Ok(r)
+    }
+
+    /// Names of the tools the gateway shows this agent.
+    pub async fn list_tools(&mut self) -> Result<Vec<String>, ClientError> {
+        let r = self.request("tools/list", json!({})).await?;
+        let tools = r.result().and_then(|x| x.get("tools")).and_then(Value::as_array).ok_or_else(|| ClientError::Protocol(format!("tools/list failed: {}", r.body)))?;
+        Ok(tools.iter().filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+    }
+
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Result<Reply, ClientError> {
+        self.request("tools/call", json!({ "name": name, "arguments": arguments })).await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ToolCall,
+    ToolList,
+    McpRequest,
+    TokenIssued,
+    TokenExchanged,
+    TokenDenied,
+    AuthnFailure,
+    Revocation,
+    AgentChanged,
+    ToolChanged,
+    ToolDefinitionChanged,
+}
+
+/// One audited decision. Arguments are recorded as a digest, never raw, and
+/// no token or secret ever appears here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub kind: Option<EventKind>,
+    /// Agent SPIFFE id (the actor), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Human owner on whose behalf the agent acts (token `sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Delegation chain, outermost actor first, for sub-agent tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub delegation: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// allow | deny | needs_approval | error
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub policies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// Whether the request reached an upstream server.
+    #[serde(default)]
+    pub forwarded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+}

@@ -1,0 +1,63 @@
+//! The single audit writer: events from every request are sealed into the
+//! hash chain and committed in batches (group commit); each caller waits for
+//! its record to be durable, so a failed audit write fails the request.
+
+use tokio::sync::{mpsc, oneshot};
+use warden_identity::Keypair;
+use warden_core::AuditEvent;
+use warden_store::Store;
+
+type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// Handle for appending audit events.
+#[derive(Clone, Debug)]
+pub struct AuditSink {
+    tx: mpsc::Sender<(AuditEvent, Reply)>,
+}
+
+/// The audit log could not be written; the request must fail closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log cannot be written ({0}); refusing the request")]
+pub struct AuditUnavailable(pub String);
+
+const MAX_BATCH: usize = 512;
+
+impl AuditSink {
+    pub fn start(store: Store, key: Keypair) -> Self {
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(writer(store, key, rx));
+        Self { tx }
+    }
+
+    /// Append one event; returns its sequence number once committed.
+    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditUnavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((event, tx)).await.map_err(|_| AuditUnavailable("writer stopped".into()))?;
+        rx.await.map_err(|_| AuditUnavailable("writer stopped".into()))?.map_err(AuditUnavailable)
+    }
+}
+
+async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let now = now_ms();
+        let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(e, r)| ((e, now), r)).unzip();
+        match store.append_events(&key, events).await {
+            Ok(records) => {
+                for (r, reply) in records.iter().zip(replies) {
+                    let _ = reply.send(Ok(r.seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!("audit append failed: {e}");
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

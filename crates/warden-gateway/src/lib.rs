@@ -1,0 +1,18 @@
+//! The Policy Enforcement Point: an MCP streamable-HTTP endpoint that
+//! authenticates every request (DPoP-bound tokens), federates upstream MCP
+//! servers, shows only the tools a token and policy allow, refuses tools whose
+//! definitions changed since an operator pinned them, asks the policy engine
+//! about every `tools/call`, and audits each decision before answering.
+
+mod audit_sink;
+mod authn;
+mod mcp;
+mod pins;
+mod state;
+pub mod upstream;
+
+pub use audit_sink::{AuditSink, AuditUnavailable};
+pub use authn::{AuthFailure, Authenticated};
+pub use mcp::router;
+pub use state::{Gateway, GatewayConfig, Snapshot, now_secs};
+pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

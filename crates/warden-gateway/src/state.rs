@@ -1,0 +1,164 @@
+//! Gateway state: the in-memory registry snapshot (refreshed from the store
+//! when its change counter moves), the policy bundle, the replay cache, MCP
+//! sessions and the upstream connections.
+
+use crate::audit_sink::AuditSink;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use warden_core::{Agent, Tool, ToolRef};
+use warden_identity::{ReplayCache, RevocationSet, TokenVerifier};
+use warden_policy::PolicyBundle;
+use warden_store::{Store, StoreError};
+
+/// Everything the hot path reads, swapped atomically on refresh.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub seq: i64,
+    /// By SPIFFE id.
+    pub agents: HashMap<String, Agent>,
+    pub tools: HashMap<ToolRef, Tool>,
+    pub revocations: RevocationSet,
+}
+
+impl Snapshot {
+    pub async fn load(store: &Store) -> Result<Self, StoreError> {
+        let seq = store.change_seq().await?;
+        let agents = store.list_agents().await?.into_iter().map(|a| (a.id.to_string(), a)).collect();
+        let tools = store.list_tools().await?.into_iter().map(|t| (t.tool.clone(), t)).collect();
+        let revocations = store.revocation_set().await?;
+        Ok(Self { seq, agents, tools, revocations })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Token issuer (the server's public base URL).
+    pub issuer: String,
+    /// This resource's identifier: the public URL of the MCP endpoint; tokens
+    /// must name it as their audience and DPoP proofs as their `htu`.
+    pub resource: String,
+    /// RFC 9728 metadata URL advertised in `WWW-Authenticate`.
+    pub resource_metadata: String,
+    pub max_body_bytes: usize,
+    /// Accepted clock difference for DPoP proofs (seconds).
+    pub dpop_skew_secs: i64,
+    pub refresh_interval: Duration,
+    pub pin_check_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub agent: String,
+}
+
+/// The enforcement point's shared state.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub store: Store,
+    pub audit: AuditSink,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) policy: ArcSwap<PolicyBundle>,
+    pub(crate) verifier: TokenVerifier,
+    replay: Mutex<ReplayCache>,
+    pub(crate) upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Tool definitions as last listed upstream, by tool.
+    pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
+    pub(crate) sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gateway({})", self.config.resource)
+    }
+}
+
+impl Gateway {
+    pub async fn new(
+        config: GatewayConfig,
+        store: Store,
+        audit: AuditSink,
+        policy: PolicyBundle,
+        verifier: TokenVerifier,
+        upstreams: Vec<Upstream>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let snapshot = Snapshot::load(&store).await?;
+        Ok(Arc::new(Self {
+            config,
+            store,
+            audit,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            policy: ArcSwap::from_pointee(policy),
+            verifier,
+            replay: Mutex::new(ReplayCache::new(1_000_000)),
+            upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
+            definitions: RwLock::new(BTreeMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn policy(&self) -> Arc<PolicyBundle> {
+        self.policy.load_full()
+    }
+
+    pub fn set_policy(&self, bundle: PolicyBundle) {
+        self.policy.store(Arc::new(bundle));
+    }
+
+    /// Record a one-time id (DPoP proof or client assertion `jti`); `false`
+    /// means it was seen before and the request is a replay.
+    pub fn first_use(&self, id: &str, expires_at: i64) -> bool {
+        self.replay.lock().expect("replay cache lock").check_and_insert(id, expires_at, now_secs())
+    }
+
+    /// Reload the snapshot now if the store changed.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let seq = self.store.change_seq().await?;
+        if seq == self.snapshot.load().seq {
+            return Ok(false);
+        }
+        self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
+        Ok(true)
+    }
+
+    /// Background tasks: snapshot refresh and upstream definition checks.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(gw.config.refresh_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = gw.refresh().await {
+                    tracing::error!("registry refresh failed: {e}");
+                }
+            }
+        });
+        let gw = self.clone();
+        tokio::spawn(async move {
+            // start_up already checked once; the first tick is one period out.
+            let period = gw.config.pin_check_interval;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                gw.check_definitions().await;
+            }
+        });
+    }
+
+    pub(crate) fn upstream(&self, server: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(server)
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,407 @@
+//! Connections to upstream MCP servers: stdio child processes and streamable
+//! HTTP endpoints. Each is (re)connected lazily with the MCP `initialize`
+//! handshake; the gateway's own request ids are used upstream, never the
+//! client's, and the client's token never leaves the gateway.
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// How to reach one upstream server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Transport {
+    /// A child process speaking newline-delimited JSON-RPC on stdio.
+    Stdio {
+        command: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    /// A streamable HTTP endpoint.
+    Http {
+        url: String,
+        /// Headers the gateway injects (upstream credentials), each taken
+        /// from the named environment variable at start-up: `{ Authorization = "CRM_TOKEN" }`.
+        #[serde(default)]
+        headers_from_env: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamConfig {
+    /// Server name: the `SERVER` in `SERVER/TOOL`.
+    pub name: String,
+    #[serde(flatten)]
+    pub transport: Transport,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {server} is unavailable: {message}")]
+    Unavailable { server: String, message: String },
+    #[error("upstream {server} did not answer within {secs} s")]
+    Timeout { server: String, secs: u64 },
+    #[error("upstream {server} returned an invalid response: {message}")]
+    Protocol { server: String, message: String },
+    /// A JSON-RPC error object from the upstream, passed through.
+    #[error("upstream {server} answered with error {code}: {message}")]
+    Rpc { server: String, code: i64, message: String, data: Option<Value> },
+    #[error("upstream {server} is misconfigured: {message}")]
+    Config { server: String, message: String },
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
+
+struct StdioConn {
+    tx: mpsc::Sender<String>,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    _child: Child,
+}
+
+struct HttpConn {
+    session: Option<String>,
+    protocol: String,
+}
+
+enum Conn {
+    Stdio(StdioConn),
+    Http(HttpConn),
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        match self {
+            Conn::Stdio(s) => s.alive.load(Ordering::Relaxed),
+            Conn::Http(_) => true,
+        }
+    }
+}
+
+/// One upstream server.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    http: reqwest::Client,
+    headers: Vec<(String, String)>,
+    conn: Mutex<Option<Arc<Conn>>>,
+    next_id: AtomicI64,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({})", self.config.name)
+    }
+}
+
+impl Upstream {
+    /// Prepare an upstream; resolves injected credentials from the
+    /// environment now so a missing secret is reported at start-up.
+    pub fn new(config: UpstreamConfig, http: reqwest::Client) -> Result<Self, UpstreamError> {
+        let mut headers = Vec::new();
+        if let Transport::Http { headers_from_env, .. } = &config.transport {
+            for (header, var) in headers_from_env {
+                let value = std::env::var(var).map_err(|_| UpstreamError::Config {
+                    server: config.name.clone(),
+                    message: format!("environment variable {var} (for header {header}) is not set"),
+                })?;
+                headers.push((header.clone(), value));
+            }
+        }
+        Ok(Self { config, http, headers, conn: Mutex::new(None), next_id: AtomicI64::new(1) })
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn unavailable(&self, message: impl Into<String>) -> UpstreamError {
+        UpstreamError::Unavailable { server: self.name().into(), message: message.into() }
+    }
+
+    /// Send a request and return its `result`.
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
+        let conn = self.connection().await?;
+        match self.send(&conn, method, params.clone()).await {
+            // An expired HTTP session: reconnect once and retry.
+            Err(UpstreamError::Unavailable { message, .. }) if message.contains("session expired") => {
+                *self.conn.lock().await = None;
+                let conn = self.connection().await?;
+                self.send(&conn, method, params).await
+            }
+            other => other,
+        }
+    }
+
+    /// All tools, following `nextCursor` pagination.
+    pub async fn list_tools(&self) -> Result<Vec<Value>, UpstreamError> {
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let page = self.request("tools/list", params).await?;
+            let items = page.get("tools").and_then(Value::as_array).ok_or_else(|| UpstreamError::Protocol {
+                server: self.name().into(),
+                message: "tools/list result has no tools array".into(),
+            })?;
+            tools.extend(items.iter().cloned());
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
+                _ => return Ok(tools),
+            }
+        }
+        Err(UpstreamError::Protocol { server: self.name().into(), message: "more than 100 pages of tools".into() })
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| c.alive()) {
+            return Ok(c.clone());
+        }
+        let conn = Arc::new(self.connect().await?);
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let init = json!({
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
+        });
+        match &self.config.transport {
+            Transport::Stdio { command, args, env, cwd } => {
+                let mut cmd = Command::new(command);
+                cmd.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+                if let Some(d) = cwd {
+                    cmd.current_dir(d);
+                }
+                let mut child = cmd.spawn().map_err(|e| self.unavailable(format!("cannot start {command:?}: {e}")))?;
+                let stdin = child.stdin.take().expect("piped");
+                let stdout = child.stdout.take().expect("piped");
+                let stderr = child.stderr.take().expect("piped");
+                let (tx, rx) = mpsc::channel::<String>(256);
+                let pending: Pending = Default::default();
+                let alive = Arc::new(AtomicBool::new(true));
+                tokio::spawn(write_loop(stdin, rx));
+                tokio::spawn(read_loop(self.name().to_string(), stdout, tx.clone(), pending.clone(), alive.clone()));
+                let name = self.name().to_string();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(stderr).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        tracing::debug!(upstream = %name, "stderr: {l}");
+                    }
+                });
+                let conn = Conn::Stdio(StdioConn { tx, pending, alive, _child: child });
+                let result = self.send(&conn, "initialize", init).await?;
+                check_init(self.name(), &result)?;
+                self.notify(&conn, "notifications/initialized").await?;
+                Ok(conn)
+            }
+            Transport::Http { .. } => {
+                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSION.into() });
+                let (result, session) = self.http_post(&bootstrap, Some(0), "initialize", init).await?;
+                check_init(self.name(), &result)?;
+                let protocol = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(PROTOCOL_VERSION).to_string();
+                let conn = Conn::Http(HttpConn { session, protocol });
+                self.notify(&conn, "notifications/initialized").await?;
+                Ok(conn)
+            }
+        }
+    }
+
+    async fn notify(&self, conn: &Conn, method: &str) -> Result<(), UpstreamError> {
+        match conn {
+            Conn::Stdio(s) => {
+                let msg = json!({ "jsonrpc": "2.0", "method": method }).to_string();
+                s.tx.send(msg).await.map_err(|_| self.unavailable("process exited"))
+            }
+            Conn::Http(_) => self.http_post(conn, None, method, Value::Null).await.map(|_| ()),
+        }
+    }
+
+    async fn send(&self, conn: &Conn, method: &str, params: Value) -> Result<Value, UpstreamError> {
+        let secs = self.config.timeout_secs;
+        let fut = async {
+            match conn {
+                Conn::Stdio(s) => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = oneshot::channel();
+                    s.pending.lock().expect("pending lock").insert(id, tx);
+                    let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
+                    if s.tx.send(msg).await.is_err() {
+                        s.pending.lock().expect("pending lock").remove(&id);
+                        return Err(self.unavailable("process exited"));
+                    }
+                    let resp = rx.await.map_err(|_| self.unavailable("process exited before answering"))?;
+                    self.result_of(resp)
+                }
+                Conn::Http(_) => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    self.http_post(conn, Some(id), method, params).await.map(|(r, _)| r)
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout { server: self.name().into(), secs }),
+        }
+    }
+
+    fn result_of(&self, resp: Value) -> Result<Value, UpstreamError> {
+        if let Some(err) = resp.get("error") {
+            return Err(UpstreamError::Rpc {
+                server: self.name().into(),
+                code: err.get("code").and_then(Value::as_i64).unwrap_or(-32603),
+                message: err.get("message").and_then(Value::as_str).unwrap_or("error").into(),
+                data: err.get("data").cloned(),
+            });
+        }
+        resp.get("result").cloned().ok_or_else(|| UpstreamError::Protocol { server: self.name().into(), message: "response has neither result nor error".into() })
+    }
+
+    /// POST one message. For requests, returns the result and any session id
+    /// the server assigned; the response may be JSON or an SSE stream.
+    async fn http_post(&self, conn: &Conn, id: Option<i64>, method: &str, params: Value) -> Result<(Value, Option<String>), UpstreamError> {
+        let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else {
+            unreachable!("http_post on an HTTP upstream only")
+        };
+        let mut msg = json!({ "jsonrpc": "2.0", "method": method });
+        if let Some(id) = id {
+            msg["id"] = id.into();
+        }
+        if !params.is_null() {
+            msg["params"] = params;
+        }
+        let mut req = self.http.post(url).header("accept", "application/json, text/event-stream").header("content-type", "application/json");
+        if method != "initialize" {
+            req = req.header("mcp-protocol-version", &h.protocol);
+        }
+        if let Some(s) = &h.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND && h.session.is_some() {
+            return Err(self.unavailable("session expired"));
+        }
+        if !status.is_success() {
+            return Err(self.unavailable(format!("HTTP {status}")));
+        }
+        let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let Some(id) = id else { return Ok((Value::Null, session)) };
+        let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let message = if ctype.starts_with("text/event-stream") {
+            self.read_sse(resp, id).await?
+        } else {
+            let bytes = resp.bytes().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Protocol { server: self.name().into(), message: e.to_string() })?
+        };
+        Ok((self.result_of(message)?, session))
+    }
+
+    /// Read SSE events until the response to `id` arrives.
+    async fn read_sse(&self, resp: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+        let mut stream = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut data = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    if !data.is_empty() {
+                        if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                            if v.get("id").and_then(Value::as_i64) == Some(id) && (v.get("result").is_some() || v.get("error").is_some()) {
+                                return Ok(v);
+                            }
+                        }
+                        data.clear();
+                    }
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+        }
+        Err(UpstreamError::Protocol { server: self.name().into(), message: "event stream ended without a response".into() })
+    }
+}
+
+fn check_init(server: &str, result: &Value) -> Result<(), UpstreamError> {
+    if result.get("capabilities").and_then(|c| c.get("tools")).is_none() {
+        return Err(UpstreamError::Protocol { server: server.into(), message: "server does not offer tools".into() });
+    }
+    Ok(())
+}
+
+async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<String>) {
+    while let Some(mut msg) = rx.recv().await {
+        msg.push('\n');
+        if stdin.write_all(msg.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::Sender<String>, pending: Pending, alive: Arc<AtomicBool>) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            tracing::warn!(upstream = %name, "ignoring non-JSON line on stdout");
+            continue;
+        };
+        let id = msg.get("id").cloned();
+        match (id, msg.get("method").and_then(Value::as_str)) {
+            // A response to one of ours.
+            (Some(id), None) => {
+                if let Some(tx) = id.as_i64().and_then(|i| pending.lock().expect("pending lock").remove(&i)) {
+                    let _ = tx.send(msg);
+                }
+            }
+            // A request from the server: the gateway offers no client
+            // capabilities (sampling, roots, elicitation) upstream.
+            (Some(id), Some(method)) => {
+                let reply = if method == "ping" {
+                    json!({ "jsonrpc": "2.0", "id": id, "result": {} })
+                } else {
+                    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": "the Warden gateway does not offer this capability upstream" } })
+                };
+                let _ = tx.send(reply.to_string()).await;
+            }
+            (None, _) => {}
+        }
+    }
+    alive.store(false, Ordering::Relaxed);
+    pending.lock().expect("pending lock").clear();
+    tracing::warn!(upstream = %name, "upstream process closed its stdout; it will be restarted on the next call");
+}

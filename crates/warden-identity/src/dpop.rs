@@ -1,0 +1,161 @@
+use crate::IdentityError;
+use crate::jose::{b64url, sign_jws, split_jws};
+use crate::keys::{Jwk, Keypair, PublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProofClaims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ath: Option<String>,
+}
+
+/// A verified DPoP proof: the key it proves possession of and its jti, which
+/// the caller must check against a [`ReplayCache`].
+#[derive(Debug, Clone)]
+pub struct DpopProof {
+    pub jkt: String,
+    pub jti: String,
+    pub iat: i64,
+    pub public_key: PublicKey,
+}
+
+/// Create a DPoP proof (client side; used by the demo agent and tests).
+pub fn make_dpop_proof(key: &Keypair, method: &str, url: &str, access_token: Option<&str>, now: i64) -> String {
+    let mut jti = [0u8; 16];
+    getrandom::fill(&mut jti).expect("OS random source available");
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), "dpop+jwt".into());
+    header.insert("jwk".into(), serde_json::to_value(key.public().jwk()).expect("jwk serializes"));
+    let claims = ProofClaims {
+        jti: b64url(&jti),
+        htm: method.to_string(),
+        htu: strip_query(url).to_string(),
+        iat: now,
+        ath: access_token.map(|t| b64url(&Sha256::digest(t.as_bytes()))),
+    };
+    sign_jws(key.signing_key(), header, &claims)
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// Verify a DPoP proof (RFC 9449 §4.3) for a request `method url`. With
+/// `access_token`, the proof must carry its hash (`ath`). `max_skew` bounds
+/// how far `iat` may be from `now`, which also bounds the replay window.
+pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Option<&str>, now: i64, max_skew: i64) -> Result<DpopProof, IdentityError> {
+    let bad = |m: &str| IdentityError::Dpop(m.to_string());
+    let jws = split_jws(proof).map_err(|e| IdentityError::Dpop(e.to_string()))?;
+    jws.expect_typ("dpop+jwt").map_err(|e| IdentityError::Dpop(e.to_string()))?;
+    let jwk: Jwk = serde_json::from_value(jws.header.get("jwk").cloned().ok_or_else(|| bad("missing jwk header"))?)
+        .map_err(|_| bad("jwk header is not a public JWK"))?;
+    let key = jwk.public_key().map_err(|e| IdentityError::Dpop(e.to_string()))?;
+    let c: ProofClaims = jws.verify(&key).map_err(|e| match e {
+        IdentityError::Signature => bad("signature does not verify with the embedded jwk"),
+        other => IdentityError::Dpop(other.to_string()),
+    })?;
+    if !c.htm.eq(method) {
+        return Err(bad(&format!("htm {:?} does not match the request method {method}", c.htm)));
+    }
+    if !strip_query(&c.htu).eq_ignore_ascii_case(strip_query(url)) {
+        return Err(bad(&format!("htu {:?} does not match the request URL {:?}", c.htu, strip_query(url))));
+    }
+    if (c.iat - now).abs() > max_skew {
+        return Err(bad("iat is outside the accepted window; check the client clock"));
+    }
+    if c.jti.is_empty() || c.jti.len() > 256 {
+        return Err(bad("jti must be 1-256 characters"));
+    }
+    if let Some(token) = access_token {
+        let expected = b64url(&Sha256::digest(token.as_bytes()));
+        if c.ath.as_deref() != Some(expected.as_str()) {
+            return Err(bad("ath does not match the access token"));
+        }
+    }
+    Ok(DpopProof { jkt: key.kid(), jti: c.jti, iat: c.iat, public_key: key })
+}
+
+/// Remembers one-time identifiers (DPoP and assertion `jti`) until they expire.
+/// Bounded: when full after pruning it refuses new entries (fails closed).
+#[derive(Debug)]
+pub struct ReplayCache {
+    seen: HashMap<String, i64>,
+    capacity: usize,
+    last_prune: i64,
+}
+
+impl ReplayCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { seen: HashMap::new(), capacity, last_prune: 0 }
+    }
+
+    /// Record `id` until `expires_at`. Returns `false` if it was already seen
+    /// (a replay) or the cache is full.
+    pub fn check_and_insert(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
+        if self.seen.len() >= self.capacity || now - self.last_prune > 5 {
+            self.seen.retain(|_, exp| *exp > now);
+            self.last_prune = now;
+        }
+        if self.seen.get(id).is_some_and(|exp| *exp > now) || self.seen.len() >= self.capacity {
+            return false;
+        }
+        self.seen.insert(id.to_string(), expires_at);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://gw.example/mcp";
+
+    #[test]
+    fn valid_proof_binds_key_method_url_and_token() {
+        let k = Keypair::generate();
+        let p = make_dpop_proof(&k, "POST", URL, Some("tok"), 1000);
+        let v = verify_dpop_proof(&p, "POST", URL, Some("tok"), 1010, 60).unwrap();
+        assert_eq!(v.jkt, k.public().kid());
+        assert!(verify_dpop_proof(&p, "GET", URL, Some("tok"), 1000, 60).is_err());
+        assert!(verify_dpop_proof(&p, "POST", "https://other/mcp", Some("tok"), 1000, 60).is_err());
+        assert!(verify_dpop_proof(&p, "POST", URL, Some("other"), 1000, 60).is_err());
+        assert!(verify_dpop_proof(&p, "POST", URL, Some("tok"), 2000, 60).is_err());
+    }
+
+    #[test]
+    fn tampered_proof_fails() {
+        let k = Keypair::generate();
+        let p = make_dpop_proof(&k, "POST", URL, None, 1000);
+        let other = Keypair::generate();
+        // Swap in another key's jwk: signature no longer verifies.
+        let parts: Vec<&str> = p.split('.').collect();
+        let q = make_dpop_proof(&other, "POST", URL, None, 1000);
+        let forged = format!("{}.{}.{}", q.split('.').next().unwrap(), parts[1], parts[2]);
+        assert!(matches!(verify_dpop_proof(&forged, "POST", URL, None, 1000, 60), Err(IdentityError::Dpop(_))));
+    }
+
+    #[test]
+    fn replay_cache_detects_reuse_and_expires() {
+        let mut c = ReplayCache::new(2);
+        assert!(c.check_and_insert("a", 10, 0));
+        assert!(!c.check_and_insert("a", 10, 1));
+        assert!(c.check_and_insert("b", 10, 1));
+        assert!(!c.check_and_insert("c", 10, 1), "full cache fails closed");
+        assert!(c.check_and_insert("c", 30, 11), "expired entries are pruned");
+        assert!(c.check_and_insert("a", 30, 11));
+    }
+}

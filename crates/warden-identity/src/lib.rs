@@ -1,0 +1,55 @@
+//! Cryptographic identity for agents and the gateway: Ed25519 keys, compact
+//! JWS (EdDSA only), RFC 9068 access tokens bound to a key by DPoP (RFC 9449),
+//! `private_key_jwt` client assertions (RFC 7523), RFC 8693 attenuation and
+//! the revocation set. Pure: every check takes `now` from the caller.
+
+mod assertion;
+mod dpop;
+mod jose;
+mod keys;
+mod revocation;
+mod token;
+
+pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
+pub use dpop::{DpopProof, ReplayCache, make_dpop_proof, verify_dpop_proof};
+pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
+pub use keys::{Jwk, Keypair, PublicKey, thumbprint};
+pub use revocation::RevocationSet;
+pub use token::{AccessClaims, Actor, Confirmation, SubAgent, TokenIssuer, TokenVerifier, attenuate};
+
+/// Why a credential was refused. Messages are safe to return to callers: they
+/// never contain the token itself.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("malformed JWT: {0}")]
+    Malformed(String),
+    #[error("unsupported JWS algorithm {0:?}: only EdDSA (Ed25519) is accepted")]
+    Algorithm(String),
+    #[error("wrong JWT type {found:?}: expected {expected:?}")]
+    Type { expected: &'static str, found: String },
+    #[error("signature verification failed")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("wrong audience: token is for {found:?}, this resource is {expected:?}")]
+    Audience { expected: String, found: String },
+    #[error("wrong issuer {0:?}")]
+    Issuer(String),
+    #[error("token has been revoked ({0})")]
+    Revoked(String),
+    #[error("DPoP proof invalid: {0}")]
+    Dpop(String),
+    #[error("DPoP proof replayed: its jti was already used")]
+    DpopReplay,
+    #[error("DPoP key does not match the key the token is bound to")]
+    DpopKeyMismatch,
+    #[error("client assertion invalid: {0}")]
+    Assertion(String),
+    #[error("invalid key: {0}")]
+    Key(String),
+    #[error("requested scope {0:?} exceeds what may be granted")]
+    Scope(String),
+}
+

@@ -1,0 +1,254 @@
+use crate::IdentityError;
+use crate::jose::split_jws;
+use crate::keys::{Keypair, PublicKey};
+use serde::{Deserialize, Serialize};
+use warden_core::ToolRef;
+
+/// RFC 8693 `act` claim: the current actor, with the actor it acts for nested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+/// Claims of a Warden access token (RFC 9068 profile): `sub` is the human
+/// owner, `act.sub` the agent, `cnf.jkt` the DPoP key, `scope` the tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
+    pub act: Actor,
+    pub cnf: Confirmation,
+    /// Task the grant is for; revoking the task revokes every token of it.
+    pub task: String,
+    /// Token ids this one was derived from, root first (empty for a root grant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+}
+
+impl AccessClaims {
+    /// The agent making the call.
+    pub fn agent(&self) -> &str {
+        &self.act.sub
+    }
+
+    /// Actor chain, current actor first.
+    pub fn delegation(&self) -> Vec<&str> {
+        let mut out = vec![self.act.sub.as_str()];
+        let mut cur = &self.act.act;
+        while let Some(a) = cur {
+            out.push(a.sub.as_str());
+            cur = &a.act;
+        }
+        out
+    }
+
+    /// Tools in scope. Unparseable entries are ignored (they grant nothing).
+    pub fn tools(&self) -> Vec<ToolRef> {
+        self.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect()
+    }
+
+    pub fn in_scope(&self, tool: &ToolRef) -> bool {
+        self.scope.split_whitespace().filter_map(|s| s.parse::<ToolRef>().ok()).any(|s| s.covers(tool))
+    }
+}
+
+/// Signs access tokens with the gateway key.
+#[derive(Debug, Clone)]
+pub struct TokenIssuer {
+    key: Keypair,
+}
+
+impl TokenIssuer {
+    pub fn new(key: Keypair) -> Self {
+        Self { key }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    pub fn issue(&self, claims: &AccessClaims) -> String {
+        let mut header = serde_json::Map::new();
+        header.insert("typ".into(), "at+jwt".into());
+        header.insert("kid".into(), self.key.public().kid().into());
+        crate::sign_jws(self.key.signing_key(), header, claims)
+    }
+
+    pub fn verifier(&self, issuer: &str, audience: &str) -> TokenVerifier {
+        TokenVerifier { key: self.key.public(), issuer: issuer.into(), audience: audience.into() }
+    }
+}
+
+/// Verifies access tokens for one resource (audience).
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    key: PublicKey,
+    issuer: String,
+    audience: String,
+}
+
+impl TokenVerifier {
+    pub fn new(key: PublicKey, issuer: &str, audience: &str) -> Self {
+        Self { key, issuer: issuer.into(), audience: audience.into() }
+    }
+
+    /// Signature, type, issuer, audience and lifetime. Revocation and the DPoP
+    /// binding are checked by the caller, which holds that state.
+    pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, IdentityError> {
+        let jws = split_jws(token)?;
+        jws.expect_typ("at+jwt")?;
+        let c: AccessClaims = jws.verify(&self.key)?;
+        if c.iss != self.issuer {
+            return Err(IdentityError::Issuer(c.iss));
+        }
+        if c.aud != self.audience {
+            return Err(IdentityError::Audience { expected: self.audience.clone(), found: c.aud });
+        }
+        if c.exp <= now {
+            return Err(IdentityError::Expired);
+        }
+        if c.nbf > now + 5 {
+            return Err(IdentityError::NotYetValid);
+        }
+        Ok(c)
+    }
+}
+
+/// The sub-agent a token is being exchanged for.
+#[derive(Debug, Clone, Copy)]
+pub struct SubAgent<'a> {
+    pub id: &'a str,
+    /// The sub-agent's own registered allow-list.
+    pub allowed: &'a [ToolRef],
+    /// Thumbprint of its registered key: the new token is bound to it.
+    pub jkt: &'a str,
+}
+
+/// RFC 8693 attenuation: derive a sub-agent token from `parent`. The child
+/// gets at most the parent's tools (further limited by its own allow-list and
+/// the request), at most the parent's remaining lifetime, the same task and
+/// owner, and an `act` chain naming both.
+pub fn attenuate(parent: &AccessClaims, child: &SubAgent<'_>, requested: Option<&[ToolRef]>, ttl: i64, now: i64, jti: String) -> Result<AccessClaims, IdentityError> {
+    let SubAgent { id: child_agent, allowed: child_allowed, jkt: child_jkt } = *child;
+    let parent_tools = parent.tools();
+    let granted_by_both = |t: &ToolRef| parent_tools.iter().any(|p| p.covers(t)) && child_allowed.iter().any(|a| a.covers(t));
+    let scope: Vec<ToolRef> = match requested {
+        Some(req) => {
+            if let Some(bad) = req.iter().find(|t| !granted_by_both(t)) {
+                return Err(IdentityError::Scope(bad.to_string()));
+            }
+            req.to_vec()
+        }
+        // No explicit request: the intersection of the two lists, wildcards
+        // narrowed to whichever side is more specific.
+        None => {
+            let mut out: Vec<ToolRef> = Vec::new();
+            for p in &parent_tools {
+                for a in child_allowed {
+                    let t = if p.covers(a) { a } else if a.covers(p) { p } else { continue };
+                    if !out.contains(t) {
+                        out.push(t.clone());
+                    }
+                }
+            }
+            out
+        }
+    };
+    if scope.is_empty() {
+        return Err(IdentityError::Scope("no tool is granted to both the parent token and the sub-agent".into()));
+    }
+    let mut chain = parent.chain.clone();
+    chain.push(parent.jti.clone());
+    Ok(AccessClaims {
+        iss: parent.iss.clone(),
+        sub: parent.sub.clone(),
+        aud: parent.aud.clone(),
+        exp: parent.exp.min(now + ttl),
+        iat: now,
+        nbf: now,
+        jti,
+        client_id: child_agent.into(),
+        scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        act: Actor { sub: child_agent.into(), act: Some(Box::new(parent.act.clone())) },
+        cnf: Confirmation { jkt: child_jkt.into() },
+        task: parent.task.clone(),
+        chain,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RevocationSet;
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "https://gw".into(),
+            sub: "alice".into(),
+            aud: "https://gw/mcp".into(),
+            exp: now + 300,
+            iat: now,
+            nbf: now,
+            jti: "t1".into(),
+            client_id: "spiffe://td/agent/a".into(),
+            scope: "crm/lookup db/*".into(),
+            act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
+            cnf: Confirmation { jkt: "k".into() },
+            task: "task-1".into(),
+            chain: vec![],
+        }
+    }
+
+    #[test]
+    fn issue_verify_and_reject_forgeries() {
+        let issuer = TokenIssuer::new(Keypair::generate());
+        let v = issuer.verifier("https://gw", "https://gw/mcp");
+        let tok = issuer.issue(&claims(100));
+        assert_eq!(v.verify(&tok, 150).unwrap(), claims(100));
+        assert_eq!(v.verify(&tok, 400), Err(IdentityError::Expired));
+        let other = TokenIssuer::new(Keypair::generate()).issue(&claims(100));
+        assert_eq!(v.verify(&other, 150), Err(IdentityError::Signature));
+        let wrong_aud = issuer.verifier("https://gw", "https://elsewhere/mcp");
+        assert!(matches!(wrong_aud.verify(&tok, 150), Err(IdentityError::Audience { .. })));
+        // alg=none / algorithm confusion is refused before signature checks.
+        let none = format!("{}.{}.", crate::b64url(br#"{"alg":"none","typ":"at+jwt"}"#), tok.split('.').nth(1).unwrap());
+        assert!(matches!(v.verify(&none, 150), Err(IdentityError::Algorithm(_))));
+    }
+
+    #[test]
+    fn attenuation_never_widens() {
+        let parent = claims(100);
+        let child_allowed: Vec<ToolRef> = vec!["db/query".parse().unwrap(), "email/send".parse().unwrap()];
+        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &child_allowed, jkt: "kb" };
+        let c = attenuate(&parent, &child, None, 600, 200, "t2".into()).unwrap();
+        assert_eq!(c.scope, "db/query");
+        assert_eq!(c.exp, parent.exp, "TTL capped at the parent's");
+        assert_eq!(c.delegation(), vec!["spiffe://td/agent/b", "spiffe://td/agent/a"]);
+        assert_eq!(c.chain, vec!["t1".to_string()]);
+        let req = vec!["email/send".parse().unwrap()];
+        assert!(matches!(attenuate(&parent, &child, Some(&req), 60, 200, "t3".into()), Err(IdentityError::Scope(_))));
+
+        let mut rev = RevocationSet::default();
+        rev.token_ids.insert("t1".into());
+        assert!(rev.check(&c).is_err(), "revoking the parent cascades");
+        let mut rev = RevocationSet::default();
+        rev.agents_before.insert("spiffe://td/agent/a".into(), 250);
+        assert!(rev.check(&c).is_err(), "revoking the parent agent cascades");
+        rev.agents_before.insert("spiffe://td/agent/a".into(), 150);
+        assert!(rev.check(&c).is_ok());
+    }
+}

@@ -1,0 +1,359 @@
+use crate::{CallFacts, PolicyError};
+use cedar_policy::{
+    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use warden_core::Decision;
+
+/// One policy file's text and a name for messages.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+struct PolicyMeta {
+    effect: Effect,
+    reason: Option<String>,
+    /// A forbid that an approval can lift (`@approval("...")`).
+    approval: Option<String>,
+}
+
+/// A validated set of policies with its schema, ready to decide requests.
+pub struct PolicyBundle {
+    schema: Schema,
+    policies: PolicySet,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    authorizer: Authorizer,
+    call_action: EntityUid,
+    agent_type: EntityTypeName,
+    tool_type: EntityTypeName,
+    owner_type: EntityTypeName,
+    server_type: EntityTypeName,
+}
+
+impl std::fmt::Debug for PolicyBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PolicyBundle({} policies)", self.meta.len())
+    }
+}
+
+/// Deepest argument nesting turned into Cedar records; deeper values are
+/// passed as their JSON text.
+const MAX_ARG_DEPTH: usize = 8;
+
+impl PolicyBundle {
+    /// Parse the schema and every policy file, give each policy its `@id`
+    /// (or `FILE#N`), and validate the whole set strictly against the schema.
+    pub fn load(schema: &PolicySource, files: &[PolicySource]) -> Result<Self, PolicyError> {
+        let (schema_v, _warnings) =
+            Schema::from_cedarschema_str(&schema.text).map_err(|e| PolicyError::Schema { file: schema.name.clone(), message: render(&e) })?;
+        let mut policies = PolicySet::new();
+        let mut meta = HashMap::new();
+        for file in files {
+            let set = PolicySet::from_str(&file.text).map_err(|e| PolicyError::Parse { file: file.name.clone(), message: render(&e) })?;
+            for (n, p) in set.policies().enumerate() {
+                let id = PolicyId::new(p.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{}#{n}", file.name)));
+                if meta.contains_key(&id) {
+                    return Err(PolicyError::DuplicateId { id: id.to_string(), file: file.name.clone() });
+                }
+                let m = PolicyMeta {
+                    effect: p.effect(),
+                    reason: p.annotation("reason").map(str::to_string),
+                    approval: p.annotation("approval").map(str::to_string),
+                };
+                if m.effect == Effect::Permit && (m.reason.is_some() || m.approval.is_some()) {
+                    return Err(PolicyError::Annotation { id: id.to_string() });
+                }
+                policies.add(p.new_id(id.clone())).map_err(|e| PolicyError::Parse { file: file.name.clone(), message: e.to_string() })?;
+                meta.insert(id, m);
+            }
+        }
+        let result = Validator::new(schema_v.clone()).validate(&policies, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let msgs: Vec<String> = result.validation_errors().map(|e| format!("  - {}", render(e))).collect();
+            return Err(PolicyError::Validation(msgs.join("\n")));
+        }
+        let ty = |s: &str| EntityTypeName::from_str(s).expect("static type name");
+        Ok(Self {
+            schema: schema_v,
+            policies,
+            meta,
+            authorizer: Authorizer::new(),
+            call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
+            agent_type: ty("Warden::Agent"),
+            tool_type: ty("Warden::Tool"),
+            owner_type: ty("Warden::Owner"),
+            server_type: ty("Warden::Server"),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.meta.keys().map(ToString::to_string).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Decide one call. Default deny; a forbid wins over any permit; a forbid
+    /// policy that fails to evaluate (e.g. an argument of the wrong type)
+    /// denies rather than being skipped.
+    pub fn decide(&self, facts: &CallFacts) -> Decision {
+        let (request, entities) = match self.build(facts) {
+            Ok(x) => x,
+            Err(e) => return Decision::deny(format!("could not build the policy request: {e}")),
+        };
+        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let diag = response.diagnostics();
+        let erroring_forbids: Vec<String> = diag
+            .errors()
+            .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().clone())
+            .filter(|id| self.meta.get(id).is_some_and(|m| m.effect == Effect::Forbid))
+            .map(|id| id.to_string())
+            .collect();
+        if !erroring_forbids.is_empty() {
+            return Decision::Deny {
+                reason: format!("forbid policy could not be evaluated (failing closed): {}", erroring_forbids.join(", ")),
+                policies: erroring_forbids,
+            };
+        }
+        let mut determining: Vec<&PolicyId> = diag.reason().collect();
+        determining.sort();
+        let ids: Vec<String> = determining.iter().map(|id| id.to_string()).collect();
+        let forbids: Vec<(&PolicyId, &PolicyMeta)> =
+            determining.iter().filter_map(|id| self.meta.get(*id).map(|m| (*id, m))).filter(|(_, m)| m.effect == Effect::Forbid).collect();
+        if forbids.is_empty() {
+            if ids.is_empty() {
+                return Decision::Deny { policies: vec![], reason: "no policy permits this call (default deny)".into() };
+            }
+            return Decision::Allow { policies: ids, obligations: vec![] };
+        }
+        let reason = forbids
+            .iter()
+            .map(|(id, m)| match m.reason.as_ref().or(m.approval.as_ref()) {
+                Some(r) => format!("{r} [{id}]"),
+                None => format!("forbidden by {id}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        // Only approval-forbids stand in the way, and something permits: a
+        // human may lift them.
+        let permitted = self.policies_permit(&request, &entities, &forbids);
+        if permitted && forbids.iter().all(|(_, m)| m.approval.is_some()) {
+            return Decision::NeedsApproval { policies: ids, reason };
+        }
+        Decision::Deny { policies: ids, reason }
+    }
+
+    /// Whether the set without the given forbids would allow the request.
+    fn policies_permit(&self, request: &Request, entities: &Entities, forbids: &[(&PolicyId, &PolicyMeta)]) -> bool {
+        if forbids.iter().any(|(_, m)| m.approval.is_none()) {
+            return false;
+        }
+        let mut without = PolicySet::new();
+        for p in self.policies.policies() {
+            if !forbids.iter().any(|(id, _)| *id == p.id()) {
+                let _ = without.add(p.clone());
+            }
+        }
+        self.authorizer.is_authorized(request, &without, entities).decision() == cedar_policy::Decision::Allow
+    }
+
+    fn build(&self, f: &CallFacts) -> Result<(Request, Entities), String> {
+        let e = |x: cedar_policy::ExpressionConstructionError| x.to_string();
+        let owner = EntityUid::from_type_name_and_id(self.owner_type.clone(), EntityId::new(&f.agent.owner));
+        let server = EntityUid::from_type_name_and_id(self.server_type.clone(), EntityId::new(&f.tool.server));
+        let principal = EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&f.agent.id));
+        let resource = EntityUid::from_type_name_and_id(self.tool_type.clone(), EntityId::new(format!("{}/{}", f.tool.server, f.tool.name)));
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        let agent = Entity::new(
+            principal.clone(),
+            HashMap::from([
+                ("name".to_string(), s(&f.agent.name)),
+                ("owner".to_string(), s(&f.agent.owner)),
+                ("purpose".to_string(), s(&f.agent.purpose)),
+                ("autonomy".to_string(), RestrictedExpression::new_long(f.agent.autonomy)),
+                ("risk_score".to_string(), RestrictedExpression::new_long(f.agent.risk_score)),
+            ]),
+            HashSet::from([owner.clone()]),
+        )
+        .map_err(|x| x.to_string())?;
+        let tool = Entity::new(
+            resource.clone(),
+            HashMap::from([
+                ("name".to_string(), s(&f.tool.name)),
+                ("server".to_string(), s(&f.tool.server)),
+                ("sensitivity".to_string(), s(&f.tool.sensitivity)),
+                ("sensitivity_level".to_string(), RestrictedExpression::new_long(f.tool.sensitivity_level)),
+                ("action_class".to_string(), s(&f.tool.action_class)),
+                ("exfil_capable".to_string(), RestrictedExpression::new_bool(f.tool.exfil_capable)),
+            ]),
+            HashSet::from([server.clone()]),
+        )
+        .map_err(|x| x.to_string())?;
+        let entities = Entities::from_entities([agent, tool, Entity::with_uid(owner), Entity::with_uid(server)], None).map_err(|x| x.to_string())?;
+        let r = &f.request;
+        let context = Context::from_pairs([
+            ("task".to_string(), s(&r.task)),
+            ("in_scope".to_string(), RestrictedExpression::new_bool(r.in_scope)),
+            ("delegation_depth".to_string(), RestrictedExpression::new_long(r.delegation_depth)),
+            ("now".to_string(), RestrictedExpression::new_long(r.now)),
+            ("hour".to_string(), RestrictedExpression::new_long(r.hour())),
+            ("weekday".to_string(), RestrictedExpression::new_long(r.weekday())),
+            ("listing".to_string(), RestrictedExpression::new_bool(r.listing)),
+            ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
+        ])
+        .map_err(|x| x.to_string())?;
+        let request = Request::new(principal, self.call_action.clone(), resource, context, None).map_err(|x| x.to_string())?;
+        Ok((request, entities))
+    }
+
+    /// Check that entities and context built for `facts` conform to the schema
+    /// (used by tests and `policy validate`; live requests skip it for speed).
+    pub fn check_facts(&self, facts: &CallFacts) -> Result<(), PolicyError> {
+        let (request, entities) = self.build(facts).map_err(PolicyError::Request)?;
+        let ents: Vec<Entity> = entities.iter().cloned().collect();
+        Entities::from_entities(ents, Some(&self.schema)).map_err(|e| PolicyError::Request(render(&e)))?;
+        let ctx = request.context().ok_or_else(|| PolicyError::Request("no context".into()))?.clone();
+        Request::new(
+            request.principal().cloned().ok_or_else(|| PolicyError::Request("no principal".into()))?,
+            self.call_action.clone(),
+            request.resource().cloned().ok_or_else(|| PolicyError::Request("no resource".into()))?,
+            ctx,
+            Some(&self.schema),
+        )
+        .map_err(|e| PolicyError::Request(render(&e)))?;
+        Ok(())
+    }
+}
+
+/// Arguments become a Cedar record: strings, integers, booleans, sets and
+/// records map directly; a non-integral number becomes its decimal text so a
+/// numeric comparison on it errors (and forbids fail closed) instead of
+/// silently not matching; `null` is dropped.
+fn json_to_cedar(v: &Value, depth: usize) -> Result<Option<RestrictedExpression>, cedar_policy::ExpressionConstructionError> {
+    Ok(Some(match v {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => RestrictedExpression::new_long(i),
+            None => RestrictedExpression::new_string(n.to_string()),
+        },
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        _ if depth >= MAX_ARG_DEPTH => RestrictedExpression::new_string(v.to_string()),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                out.extend(json_to_cedar(i, depth + 1)?);
+            }
+            RestrictedExpression::new_set(out)
+        }
+        Value::Object(map) => {
+            let mut fields = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                if let Some(x) = json_to_cedar(v, depth + 1)? {
+                    fields.push((k.clone(), x));
+                }
+            }
+            RestrictedExpression::new_record(fields)?
+        }
+    }))
+}
+
+fn render(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{AgentFacts, RequestFacts, ToolFacts};
+    use serde_json::json;
+
+    pub(crate) const SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
+
+    fn bundle(text: &str) -> Result<PolicyBundle, PolicyError> {
+        PolicyBundle::load(&PolicySource { name: "schema".into(), text: SCHEMA.into() }, &[PolicySource { name: "p.cedar".into(), text: text.into() }])
+    }
+
+    fn facts(tool: &str, args: Value) -> CallFacts {
+        CallFacts {
+            agent: AgentFacts { id: "spiffe://td/agent/a".into(), name: "a".into(), owner: "alice".into(), purpose: "".into(), autonomy: 1, risk_score: 0 },
+            tool: ToolFacts {
+                server: "pay".into(),
+                name: tool.into(),
+                sensitivity: "high".into(),
+                sensitivity_level: 3,
+                action_class: "financial".into(),
+                exfil_capable: false,
+            },
+            request: RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args, listing: false },
+        }
+    }
+
+    const POLICIES: &str = r#"
+        @id("scoped-permit")
+        permit(principal, action == Warden::Action::"call_tool", resource) when { context.in_scope };
+        @id("big-payments") @approval("payments over 1000 need approval")
+        forbid(principal, action, resource) when { resource.action_class == "financial" && context.args has amount && context.args.amount > 1000 };
+        @id("no-wire") @reason("wire transfers are disabled")
+        forbid(principal, action, resource == Warden::Tool::"pay/wire");
+    "#;
+
+    #[test]
+    fn default_deny_permit_forbid_and_approval() {
+        let b = bundle(POLICIES).unwrap();
+        assert_eq!(b.len(), 3);
+        let d = b.decide(&facts("transfer", json!({"amount": 10})));
+        assert_eq!(d, Decision::Allow { policies: vec!["scoped-permit".into()], obligations: vec![] });
+        let d = b.decide(&facts("transfer", json!({"amount": 5000})));
+        assert!(matches!(d, Decision::NeedsApproval { .. }), "{d:?}");
+        let d = b.decide(&facts("wire", json!({})));
+        assert!(matches!(&d, Decision::Deny { reason, .. } if reason.contains("wire transfers are disabled")), "{d:?}");
+        let mut f = facts("transfer", json!({}));
+        f.request.in_scope = false;
+        assert!(matches!(b.decide(&f), Decision::Deny { policies, .. } if policies.is_empty()));
+    }
+
+    #[test]
+    fn wrong_argument_type_fails_closed() {
+        let b = bundle(POLICIES).unwrap();
+        for amount in [json!("5000"), json!(5000.5)] {
+            let d = b.decide(&facts("transfer", json!({ "amount": amount })));
+            assert!(matches!(&d, Decision::Deny { policies, .. } if policies == &vec!["big-payments".to_string()]), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn validation_and_annotation_errors_are_reported() {
+        assert!(matches!(bundle("permit(principal, action, resource) when { resource.nope == 1 };"), Err(PolicyError::Validation(_))));
+        assert!(matches!(bundle("permit(principal, action, resource"), Err(PolicyError::Parse { .. })));
+        assert!(matches!(bundle("@reason(\"x\") permit(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
+        let dup = "@id(\"a\") permit(principal, action, resource); @id(\"a\") permit(principal, action, resource);";
+        assert!(matches!(bundle(dup), Err(PolicyError::DuplicateId { .. })));
+    }
+
+    #[test]
+    fn built_facts_conform_to_schema() {
+        let b = bundle(POLICIES).unwrap();
+        b.check_facts(&facts("transfer", json!({"amount": 3, "to": "x"}))).unwrap();
+    }
+}

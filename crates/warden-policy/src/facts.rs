@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What the policy sees of the calling agent (`principal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentFacts {
+    /// SPIFFE id; the Cedar entity id.
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    #[serde(default)]
+    pub purpose: String,
+    pub autonomy: i64,
+    /// Rolling risk score 0-100 (0 until the monitor provides one).
+    #[serde(default)]
+    pub risk_score: i64,
+}
+
+/// What the policy sees of the tool (`resource`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolFacts {
+    pub server: String,
+    pub name: String,
+    pub sensitivity: String,
+    pub sensitivity_level: i64,
+    pub action_class: String,
+    #[serde(default)]
+    pub exfil_capable: bool,
+}
+
+/// Per-request context (`context`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFacts {
+    pub task: String,
+    /// The tool is within the token's scope.
+    pub in_scope: bool,
+    /// 0 for the agent's own grant, 1+ for sub-agent tokens.
+    #[serde(default)]
+    pub delegation_depth: i64,
+    /// Unix seconds; `hour` and `weekday` (0 = Monday) derive from it in UTC.
+    pub now: i64,
+    /// Arguments of the call (a JSON object); `{}` when listing tools.
+    #[serde(default = "empty_object")]
+    pub args: Value,
+    /// True when deciding whether to show the tool in `tools/list`.
+    #[serde(default)]
+    pub listing: bool,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Everything one decision is made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallFacts {
+    pub agent: AgentFacts,
+    pub tool: ToolFacts,
+    pub request: RequestFacts,
+}
+
+impl RequestFacts {
+    pub fn hour(&self) -> i64 {
+        self.now.rem_euclid(86_400) / 3600
+    }
+
+    pub fn weekday(&self) -> i64 {
+        // 1970-01-01 was a Thursday (3 when Monday is 0).
+        (self.now.div_euclid(86_400) + 3).rem_euclid(7)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hour_and_weekday_utc() {
+        // 2026-11-23T14:30:00Z is a Monday.
+        let r = RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args: empty_object(), listing: false };
+        assert_eq!(r.hour(), 14);
+        assert_eq!(r.weekday(), 0);
+    }
+}

@@ -1,0 +1,31 @@
+//! The Policy Engine: Cedar policies and schema, the entities and context
+//! built for each request, and decisions with the ids of the policies that
+//! made them. Policy-as-code test cases (`warden policy test`) run through the
+//! same path as live requests. Pure: sources are handed in as text.
+
+mod engine;
+mod facts;
+mod testcase;
+
+pub use engine::{PolicyBundle, PolicySource};
+pub use facts::{AgentFacts, CallFacts, RequestFacts, ToolFacts};
+pub use testcase::{CaseResult, TestCase, TestFile};
+
+/// Errors in a policy bundle or test file; each names the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("schema {file}: {message}")]
+    Schema { file: String, message: String },
+    #[error("policy file {file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("policy bundle does not validate against the schema:\n{0}")]
+    Validation(String),
+    #[error("duplicate policy id {id:?} (in {file}); give each policy a unique @id(\"...\")")]
+    DuplicateId { id: String, file: String },
+    #[error("policy {id}: @approval and @reason annotations only make sense on forbid policies")]
+    Annotation { id: String },
+    #[error("test file {file}: {message}")]
+    TestFile { file: String, message: String },
+    #[error("building the request: {0}")]
+    Request(String),
+}

@@ -1,0 +1,110 @@
+//! Start-up: data directory, gateway key, store, policies, audit writer,
+//! upstreams, and the HTTP listener.
+
+use crate::config::ServerConfig;
+use crate::oauth::{self, OAuth};
+use crate::policy_files::load_policy_dir;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_gateway::{AuditSink, Gateway, GatewayConfig, Upstream};
+use warden_identity::{Keypair, TokenIssuer};
+use warden_store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] warden_store::StoreError),
+    #[error("policies in {dir}: {source}")]
+    Policy { dir: String, source: warden_policy::PolicyError },
+    #[error(transparent)]
+    Upstream(#[from] warden_gateway::UpstreamError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub gateway: Arc<Gateway>,
+    pub issuer: TokenIssuer,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Load the gateway key from the data directory, creating it (mode 0600) on
+/// first start.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair, StartError> {
+    let dd = |message: String| StartError::DataDir { path: path.display().to_string(), message };
+    match std::fs::read_to_string(path) {
+        Ok(pem) => Keypair::from_pkcs8_pem(&pem).map_err(|e| dd(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keypair::generate();
+            write_private(path, &key.to_pkcs8_pem()).map_err(|e| dd(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(dd(e.to_string())),
+    }
+}
+
+/// Write a secret file readable by the owner only, refusing to overwrite.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir { path: dir.display().to_string(), message: e.to_string() })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Start the server: bind, observe upstream tool definitions once, then serve.
+pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
+    cfg.validate().map_err(StartError::Config)?;
+    ensure_data_dir(&cfg.data_dir)?;
+    let key = load_or_create_key(&cfg.key_path())?;
+    let store = Store::open(&cfg.db_path()).await?;
+    let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
+    let audit = AuditSink::start(store.clone(), key.clone());
+    let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().map_err(|e| StartError::Config(e.to_string()))?;
+    let upstreams = cfg.upstreams.iter().cloned().map(|u| Upstream::new(u, http.clone())).collect::<Result<Vec<_>, _>>()?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
+    let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let issuer = TokenIssuer::new(key);
+    let gw_cfg = GatewayConfig {
+        issuer: public_url.clone(),
+        resource: format!("{public_url}/mcp"),
+        resource_metadata: format!("{public_url}/.well-known/oauth-protected-resource/mcp"),
+        max_body_bytes: cfg.max_body_bytes,
+        dpop_skew_secs: cfg.dpop_skew_secs,
+        refresh_interval: Duration::from_millis(cfg.refresh_ms.max(10)),
+        pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
+    };
+    let verifier = issuer.verifier(&public_url, &gw_cfg.resource);
+    let gateway = Gateway::new(gw_cfg, store, audit, policy, verifier, upstreams).await?;
+    gateway.check_definitions().await;
+    gateway.spawn_background();
+
+    let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs });
+    let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Running { addr, public_url, gateway, issuer, task })
+}

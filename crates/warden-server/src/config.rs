@@ -1,0 +1,123 @@
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use warden_gateway::UpstreamConfig;
+
+/// `warden.toml`. Relative paths are relative to the file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "d_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    /// Public base URL clients use; the token issuer and the base of the
+    /// resource `PUBLIC_URL/mcp`. Defaults to `http://LISTEN`.
+    pub public_url: Option<String>,
+    #[serde(default = "d_td")]
+    pub trust_domain: String,
+    #[serde(default = "d_policy_dir")]
+    pub policy_dir: PathBuf,
+    #[serde(default = "d_ttl")]
+    pub token_ttl_secs: i64,
+    #[serde(default = "d_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "d_skew")]
+    pub dpop_skew_secs: i64,
+    #[serde(default = "d_refresh")]
+    pub refresh_ms: u64,
+    #[serde(default = "d_pin")]
+    pub pin_check_secs: u64,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+fn d_data_dir() -> PathBuf {
+    "warden-data".into()
+}
+fn d_listen() -> String {
+    "127.0.0.1:8700".into()
+}
+fn d_td() -> String {
+    "warden.local".into()
+}
+fn d_policy_dir() -> PathBuf {
+    "policies".into()
+}
+fn d_ttl() -> i64 {
+    300
+}
+fn d_body() -> usize {
+    1024 * 1024
+}
+fn d_skew() -> i64 {
+    60
+}
+fn d_refresh() -> u64 {
+    100
+}
+fn d_pin() -> u64 {
+    30
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data_dir = base.join(&cfg.data_dir);
+        cfg.policy_dir = base.join(&cfg.policy_dir);
+        cfg.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(30..=3600).contains(&self.token_ttl_secs) {
+            return Err("token_ttl_secs must be between 30 and 3600".into());
+        }
+        if !(5..=300).contains(&self.dpop_skew_secs) {
+            return Err("dpop_skew_secs must be between 5 and 300".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes must be at least 1024".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            warden_core::validate_name(&u.name).map_err(|e| format!("upstream name: {e}"))?;
+            if !names.insert(&u.name) {
+                return Err(format!("upstream {:?} is configured twice", u.name));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/') {
+                return Err("public_url must be an http(s) URL without a trailing slash".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("warden.db")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("gateway-key.pem")
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}

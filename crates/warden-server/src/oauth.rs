@@ -1,0 +1,318 @@
+//! OAuth 2.1 authorization server endpoints for agents. Clients authenticate
+//! with `private_key_jwt` (RFC 7523) signed by their registered Ed25519 key and
+//! must present a DPoP proof (RFC 9449) with that same key, so every token is
+//! bound to the agent's identity. Token exchange (RFC 8693) issues attenuated
+//! tokens to registered sub-agents.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, ToolRef};
+use warden_gateway::{Gateway, now_secs};
+use warden_identity::{
+    AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
+    verify_client_assertion, verify_dpop_proof,
+};
+use warden_store::RevocationKind;
+
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+pub struct OAuth {
+    pub gw: Arc<Gateway>,
+    pub issuer: TokenIssuer,
+    pub issuer_url: String,
+    pub ttl: i64,
+}
+
+impl OAuth {
+    fn token_endpoint(&self) -> String {
+        format!("{}/oauth/token", self.issuer_url)
+    }
+}
+
+pub fn router(state: Arc<OAuth>) -> Router {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/.well-known/oauth-authorization-server", get(as_metadata))
+        .route("/.well-known/oauth-protected-resource", get(pr_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", get(pr_metadata))
+        .route("/jwks.json", get(jwks))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// An RFC 6749 §5.2 error response.
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+fn err(error: &'static str, description: impl Into<String>) -> OAuthError {
+    let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+    OAuthError { status, error, description: description.into() }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "error_description": self.description });
+        (self.status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("OS random source available");
+    warden_identity::b64url(&b)
+}
+
+fn param<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
+    form.get(name).map(String::as_str).filter(|s| !s.is_empty()).ok_or_else(|| err("invalid_request", format!("missing parameter {name}")))
+}
+
+impl OAuth {
+    /// Authenticate the client by its assertion; returns the active agent.
+    fn authenticate_client(&self, form: &HashMap<String, String>, now: i64) -> Result<Agent, OAuthError> {
+        if param(form, "client_assertion_type")? != ASSERTION_TYPE {
+            return Err(err("invalid_client", format!("client_assertion_type must be {ASSERTION_TYPE} (private_key_jwt)")));
+        }
+        let assertion = param(form, "client_assertion")?;
+        let client_id = assertion_client_id(assertion).map_err(|e| err("invalid_client", e.to_string()))?;
+        if let Some(cid) = form.get("client_id") {
+            if cid != &client_id {
+                return Err(err("invalid_client", "client_id does not match the assertion's sub"));
+            }
+        }
+        let snap = self.gw.snapshot();
+        let agent = snap.agents.get(&client_id).ok_or_else(|| err("invalid_client", format!("unknown agent {client_id}")))?;
+        let key = PublicKey::from_b64(&agent.public_key).map_err(|e| err("invalid_client", e.to_string()))?;
+        let endpoint = self.token_endpoint();
+        let c = verify_client_assertion(assertion, &key, &[endpoint.as_str(), self.issuer_url.as_str()], now).map_err(|e| err("invalid_client", e.to_string()))?;
+        if !self.gw.first_use(&format!("assertion:{}:{}", client_id, c.jti), now + MAX_ASSERTION_LIFETIME) {
+            return Err(err("invalid_client", "client assertion replayed: its jti was already used"));
+        }
+        if agent.status != AgentStatus::Active {
+            return Err(err("invalid_client", format!("agent {client_id} is {}", agent.status.as_str())));
+        }
+        Ok(agent.clone())
+    }
+
+    /// The DPoP proof at the token endpoint must be signed by the agent's
+    /// registered key: the issued token is bound to it.
+    fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<String, OAuthError> {
+        let proof = headers.get("dpop").and_then(|v| v.to_str().ok()).ok_or_else(|| err("invalid_dpop_proof", "a DPoP proof header is required"))?;
+        let skew = self.gw.config.dpop_skew_secs;
+        let p = verify_dpop_proof(proof, "POST", &self.token_endpoint(), None, now, skew).map_err(|e| err("invalid_dpop_proof", e.to_string()))?;
+        if p.jkt != thumbprint(&agent.public_key) {
+            return Err(err("invalid_dpop_proof", "the DPoP key must be the agent's registered key"));
+        }
+        if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew) {
+            return Err(err("invalid_dpop_proof", "DPoP proof replayed"));
+        }
+        Ok(p.jkt)
+    }
+
+    fn requested_scope(form: &HashMap<String, String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
+        match form.get("scope").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => s.split_whitespace().map(|t| t.parse().map_err(|e: warden_core::CoreError| err("invalid_scope", e.to_string()))).collect::<Result<_, _>>().map(Some),
+        }
+    }
+
+    fn check_resource(&self, form: &HashMap<String, String>) -> Result<(), OAuthError> {
+        match form.get("resource").or(form.get("audience")) {
+            Some(r) if r != &self.gw.config.resource => Err(err("invalid_target", format!("this server issues tokens only for {}", self.gw.config.resource))),
+            _ => Ok(()),
+        }
+    }
+
+    fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
+        let scope = match Self::requested_scope(form)? {
+            Some(req) => {
+                if let Some(bad) = req.iter().find(|t| !agent.may_use(t)) {
+                    return Err(err("invalid_scope", format!("agent {} may not use {bad}", agent.id)));
+                }
+                req
+            }
+            None => agent.tools.clone(),
+        };
+        if scope.is_empty() {
+            return Err(err("invalid_scope", "the agent has no tools to grant"));
+        }
+        let task = form.get("task").cloned().unwrap_or_else(|| format!("task-{}", random_id()));
+        if task.is_empty() || task.len() > 200 || task.chars().any(char::is_control) {
+            return Err(err("invalid_request", "task must be 1-200 printable characters"));
+        }
+        Ok(AccessClaims {
+            iss: self.issuer_url.clone(),
+            sub: agent.owner.clone(),
+            aud: self.gw.config.resource.clone(),
+            exp: now + self.ttl,
+            iat: now,
+            nbf: now,
+            jti: random_id(),
+            client_id: agent.id.to_string(),
+            scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+            act: Actor { sub: agent.id.to_string(), act: None },
+            cnf: Confirmation { jkt },
+            task,
+            chain: vec![],
+        })
+    }
+
+    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
+        if param(form, "subject_token_type")? != ACCESS_TOKEN_TYPE {
+            return Err(err("invalid_request", format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
+        }
+        if let Some(t) = form.get("requested_token_type") {
+            if t != ACCESS_TOKEN_TYPE {
+                return Err(err("invalid_request", "only access tokens can be requested"));
+            }
+        }
+        let subject = param(form, "subject_token")?;
+        let verifier = self.issuer.verifier(&self.issuer_url, &self.gw.config.resource);
+        let parent = verifier.verify(subject, now).map_err(|e| err("invalid_grant", format!("subject_token: {e}")))?;
+        let snap = self.gw.snapshot();
+        snap.revocations.check(&parent).map_err(|e| err("invalid_grant", format!("subject_token: {e}")))?;
+        for id in parent.delegation() {
+            if snap.agents.get(id).is_none_or(|a| a.status != AgentStatus::Active) {
+                return Err(err("invalid_grant", format!("agent {id} in the subject token's chain is not active")));
+            }
+        }
+        if child.parent.as_ref().map(|p| p.as_str()) != Some(parent.agent()) {
+            return Err(err("invalid_grant", format!("agent {} is not registered as a sub-agent of {}", child.id, parent.agent())));
+        }
+        let requested = Self::requested_scope(form)?;
+        let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: &jkt };
+        attenuate(&parent, &sub, requested.as_deref(), self.ttl, now, random_id()).map_err(|e| err("invalid_scope", e.to_string()))
+    }
+}
+
+async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    let now = now_secs();
+    let grant = form.get("grant_type").cloned().unwrap_or_default();
+    let mut ev = AuditEvent { action: Some(format!("token:{grant}")), ..Default::default() };
+    let result = (|| {
+        s.check_resource(&form)?;
+        if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
+            return Err(err("unsupported_grant_type", "use client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"));
+        }
+        let agent = s.authenticate_client(&form, now)?;
+        ev.agent = Some(agent.id.to_string());
+        let jkt = s.check_dpop(&headers, &agent, now)?;
+        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, now) } else { s.exchange(&form, &agent, jkt, now) }
+    })();
+    match result {
+        Ok(claims) => {
+            ev.kind = Some(if claims.chain.is_empty() { EventKind::TokenIssued } else { EventKind::TokenExchanged });
+            ev.decision = "allow".into();
+            ev.subject = Some(claims.sub.clone());
+            ev.task = Some(claims.task.clone());
+            ev.token_id = Some(claims.jti.clone());
+            ev.reason = Some(format!("scope: {}", claims.scope));
+            if claims.chain.len() > 0 {
+                ev.delegation = claims.delegation().iter().map(|s| s.to_string()).collect();
+            }
+            if let Err(e) = s.gw.audit.record(ev).await {
+                return err("temporarily_unavailable", e.to_string()).into_response();
+            }
+            let token = s.issuer.issue(&claims);
+            let mut body = json!({
+                "access_token": token,
+                "token_type": "DPoP",
+                "expires_in": claims.exp - now,
+                "scope": claims.scope,
+            });
+            if grant == TOKEN_EXCHANGE {
+                body["issued_token_type"] = ACCESS_TOKEN_TYPE.into();
+            }
+            (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
+        Err(e) => {
+            ev.kind = Some(EventKind::TokenDenied);
+            ev.decision = "deny".into();
+            ev.reason = Some(format!("{}: {}", e.error, e.description));
+            if let Err(a) = s.gw.audit.record(ev).await {
+                return err("temporarily_unavailable", a.to_string()).into_response();
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// RFC 7009: an agent revokes one of its own tokens (or one derived from it).
+async fn revoke(State(s): State<Arc<OAuth>>, Form(form): Form<HashMap<String, String>>) -> Response {
+    let now = now_secs();
+    let agent = match s.authenticate_client(&form, now) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(token) = param(&form, "token") else {
+        return err("invalid_request", "missing parameter token").into_response();
+    };
+    // Expired or foreign tokens: RFC 7009 says answer 200 and do nothing.
+    let verifier = s.issuer.verifier(&s.issuer_url, &s.gw.config.resource);
+    let Ok(claims) = verifier.verify(token, now) else { return StatusCode::OK.into_response() };
+    if !claims.delegation().contains(&agent.id.as_str()) {
+        return StatusCode::OK.into_response();
+    }
+    if let Err(e) = s.gw.store.revoke(RevocationKind::Token, &claims.jti, "revoked by the agent (RFC 7009)", now).await {
+        return err("temporarily_unavailable", e.to_string()).into_response();
+    }
+    let ev = AuditEvent {
+        kind: Some(EventKind::Revocation),
+        agent: Some(agent.id.to_string()),
+        token_id: Some(claims.jti.clone()),
+        decision: "allow".into(),
+        reason: Some("token revoked by its holder".into()),
+        ..Default::default()
+    };
+    if let Err(e) = s.gw.audit.record(ev).await {
+        return err("temporarily_unavailable", e.to_string()).into_response();
+    }
+    let _ = s.gw.refresh().await;
+    StatusCode::OK.into_response()
+}
+
+async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
+    Json(json!({
+        "issuer": s.issuer_url,
+        "token_endpoint": s.token_endpoint(),
+        "revocation_endpoint": format!("{}/oauth/revoke", s.issuer_url),
+        "jwks_uri": format!("{}/jwks.json", s.issuer_url),
+        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "dpop_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": [],
+    }))
+}
+
+async fn pr_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
+    Json(json!({
+        "resource": s.gw.config.resource,
+        "authorization_servers": [s.issuer_url],
+        "bearer_methods_supported": ["header"],
+        "dpop_bound_access_tokens_required": true,
+        "dpop_signing_alg_values_supported": ["EdDSA"],
+        "resource_signing_alg_values_supported": ["EdDSA"],
+        "resource_name": "Warden MCP gateway",
+    }))
+}
+
+async fn jwks(State(s): State<Arc<OAuth>>) -> Json<Value> {
+    let mut jwk = s.issuer.public_key().jwk();
+    jwk.kid = Some(s.issuer.public_key().kid());
+    jwk.alg = Some("EdDSA".into());
+    jwk.r#use = Some("sig".into());
+    Json(json!({ "keys": [jwk] }))
+}

@@ -1,0 +1,517 @@
+//! Persistence for the registry (agents, tools and their pinned definitions),
+//! revocations and the audit log. SQLite in a data directory is the embedded
+//! default. Every write bumps a change counter that gateways poll to refresh
+//! their in-memory snapshot.
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use warden_audit::{AuditRecord, Chain, ChainHead};
+use warden_core::{Agent, AuditEvent, AgentId, AgentStatus, Autonomy, Tool, ToolRef, ToolStatus};
+use warden_identity::{Keypair, RevocationSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {context}: {source}")]
+    Db { context: &'static str, source: sqlx::Error },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is corrupt ({0}); restore the data directory from a backup")]
+    Corrupt(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { context, source }
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    autonomy INTEGER NOT NULL CHECK (autonomy BETWEEN 0 AND 3),
+    status TEXT NOT NULL CHECK (status IN ('active','suspended','revoked')),
+    public_key TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES agents(id),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE tools (
+    tool TEXT PRIMARY KEY,
+    sensitivity TEXT NOT NULL,
+    action_class TEXT NOT NULL,
+    exfil_capable INTEGER NOT NULL,
+    pinned_hash TEXT,
+    observed_hash TEXT,
+    observed_definition TEXT,
+    status TEXT NOT NULL
+);
+CREATE TABLE revocations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('token','task','agent')),
+    value TEXT NOT NULL,
+    cutoff INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('change_seq', '0');
+"#];
+
+/// Kind of revocation entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// One token id (and every token derived from it).
+    Token,
+    /// Every token for a task.
+    Task,
+    /// Every token an agent (or its sub-agents) got up to the cut-off.
+    Agent,
+}
+
+impl RevocationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Task => "task",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// The registry store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Open (creating if needed) the SQLite database at `path` and migrate it.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db("opening the database"))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Write transactions take the write lock up front (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that later upgrades fails at once with "database
+    /// is locked" when another writer holds it, instead of waiting.
+    async fn write_tx(&self, context: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db(context))
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.write_tx("starting migration").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(&mut *tx).await.map_err(db("migrating"))?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version").fetch_optional(&mut *tx).await.map_err(db("migrating"))?;
+        let version = version.unwrap_or(0) as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!("database schema version {version} is newer than this warden ({}); upgrade warden", MIGRATIONS.len())));
+        }
+        for m in &MIGRATIONS[version..] {
+            sqlx::raw_sql(*m).execute(&mut *tx).await.map_err(db("migrating"))?;
+        }
+        sqlx::query("DELETE FROM schema_version").execute(&mut *tx).await.map_err(db("migrating"))?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)").bind(MIGRATIONS.len() as i64).execute(&mut *tx).await.map_err(db("migrating"))?;
+        tx.commit().await.map_err(db("migrating"))
+    }
+
+    async fn bump(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
+        sqlx::query("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq'")
+            .execute(&mut **tx)
+            .await
+            .map_err(db("recording a change"))?;
+        Ok(())
+    }
+
+    /// Counter bumped by every registry or revocation write.
+    pub async fn change_seq(&self) -> Result<i64> {
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'change_seq'").fetch_one(&self.pool).await.map_err(db("reading the change counter"))?;
+        v.parse().map_err(|_| StoreError::Corrupt("change counter".into()))
+    }
+
+    // ---- agents ----
+
+    pub async fn insert_agent(&self, a: &Agent) -> Result<()> {
+        let mut tx = self.write_tx("registering an agent").await?;
+        if let Some(p) = &a.parent {
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = ?").bind(p.as_str()).fetch_optional(&mut *tx).await.map_err(db("registering an agent"))?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!("parent agent {p}")));
+            }
+        }
+        let r = sqlx::query("INSERT INTO agents (id, owner, purpose, tools, autonomy, status, public_key, parent, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
+            .bind(a.id.as_str())
+            .bind(&a.owner)
+            .bind(&a.purpose)
+            .bind(serde_json::to_string(&a.tools).expect("tool refs serialize"))
+            .bind(i64::from(a.autonomy))
+            .bind(a.status.as_str())
+            .bind(&a.public_key)
+            .bind(a.parent.as_ref().map(AgentId::as_str))
+            .bind(a.created_at)
+            .execute(&mut *tx)
+            .await;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("agent {} already exists or its public key is already registered to another agent", a.id)));
+            }
+            other => other.map_err(db("registering an agent"))?,
+        };
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("registering an agent"))
+    }
+
+    pub async fn get_agent(&self, id: &AgentId) -> Result<Agent> {
+        let row = sqlx::query("SELECT * FROM agents WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db("reading an agent"))?;
+        row.map(|r| agent_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY id").fetch_all(&self.pool).await.map_err(db("listing agents"))?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    /// Change an agent's status. Suspending or revoking also revokes every
+    /// token it (and its sub-agents) holds; a revoked agent cannot come back.
+    pub async fn set_agent_status(&self, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
+        let mut tx = self.write_tx("changing agent status").await?;
+        let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await.map_err(db("changing agent status"))?;
+        let cur = cur.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))?;
+        if cur == "revoked" && status != AgentStatus::Revoked {
+            return Err(StoreError::Conflict(format!("agent {id} is revoked for good; register a new agent instead")));
+        }
+        sqlx::query("UPDATE agents SET status = ? WHERE id = ?").bind(status.as_str()).bind(id.as_str()).execute(&mut *tx).await.map_err(db("changing agent status"))?;
+        if status != AgentStatus::Active {
+            Self::insert_revocation(&mut tx, RevocationKind::Agent, id.as_str(), now, reason, now).await?;
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("changing agent status"))
+    }
+
+    /// Replace an agent's key; tokens bound to the old key are revoked.
+    pub async fn rotate_key(&self, id: &AgentId, public_key: &str, now: i64) -> Result<()> {
+        let mut tx = self.write_tx("rotating a key").await?;
+        let r = sqlx::query("UPDATE agents SET public_key = ? WHERE id = ?").bind(public_key).bind(id.as_str()).execute(&mut *tx).await;
+        let r = match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::Conflict("that public key is already registered".into())),
+            other => other.map_err(db("rotating a key"))?,
+        };
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent {id}")));
+        }
+        Self::insert_revocation(&mut tx, RevocationKind::Agent, id.as_str(), now, "key rotated", now).await?;
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("rotating a key"))
+    }
+
+    // ---- tools ----
+
+    /// Register or update a tool's classification (keeps pins and observations).
+    pub async fn upsert_tool(&self, t: &Tool) -> Result<()> {
+        let mut tx = self.write_tx("registering a tool").await?;
+        sqlx::query(
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, pinned_hash, observed_hash, status) VALUES (?,?,?,?,?,?,?)
+             ON CONFLICT(tool) DO UPDATE SET sensitivity = excluded.sensitivity, action_class = excluded.action_class,
+             exfil_capable = excluded.exfil_capable, status = excluded.status, pinned_hash = excluded.pinned_hash",
+        )
+        .bind(t.tool.to_string())
+        .bind(t.sensitivity.as_str())
+        .bind(t.action_class.as_str())
+        .bind(t.exfil_capable)
+        .bind(&t.pinned_hash)
+        .bind(&t.observed_hash)
+        .bind(t.status.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("registering a tool"))?;
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("registering a tool"))
+    }
+
+    pub async fn get_tool(&self, tool: &ToolRef) -> Result<Tool> {
+        let row = sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_optional(&self.pool).await.map_err(db("reading a tool"))?;
+        row.map(|r| tool_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("tool {tool}")))
+    }
+
+    pub async fn list_tools(&self) -> Result<Vec<Tool>> {
+        let rows = sqlx::query("SELECT * FROM tools ORDER BY tool").fetch_all(&self.pool).await.map_err(db("listing tools"))?;
+        rows.iter().map(tool_from_row).collect()
+    }
+
+    /// The definition last observed upstream (canonical JSON), if any.
+    pub async fn observed_definition(&self, tool: &ToolRef) -> Result<Option<String>> {
+        let v: Option<Option<String>> = sqlx::query_scalar("SELECT observed_definition FROM tools WHERE tool = ?")
+            .bind(tool.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a tool definition"))?;
+        Ok(v.flatten())
+    }
+
+    /// Record what the gateway saw upstream. A tool seen for the first time is
+    /// added as `pending`; an approved tool whose definition moved away from its
+    /// pin becomes `changed`. Returns the tool after the update.
+    pub async fn observe_tool(&self, tool: &ToolRef, hash: &str, definition: &str) -> Result<Tool> {
+        let mut tx = self.write_tx("recording a tool definition").await?;
+        let before: Option<(Option<String>, String)> = sqlx::query_as("SELECT observed_hash, status FROM tools WHERE tool = ?")
+            .bind(tool.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("recording a tool definition"))?;
+        sqlx::query(
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, observed_hash, observed_definition, status)
+             VALUES (?, 'high', 'exec', 1, ?, ?, 'pending')
+             ON CONFLICT(tool) DO UPDATE SET observed_hash = excluded.observed_hash, observed_definition = excluded.observed_definition,
+             status = CASE WHEN tools.status = 'approved' AND tools.pinned_hash IS NOT excluded.observed_hash THEN 'changed'
+                           WHEN tools.status = 'changed' AND tools.pinned_hash IS excluded.observed_hash THEN 'approved'
+                           ELSE tools.status END",
+        )
+        .bind(tool.to_string())
+        .bind(hash)
+        .bind(definition)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording a tool definition"))?;
+        let row = sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_one(&mut *tx).await.map_err(db("recording a tool definition"))?;
+        let after = tool_from_row(&row)?;
+        if before.as_ref().map(|(h, s)| (h.as_deref(), s.as_str())) != Some((after.observed_hash.as_deref(), after.status.as_str())) {
+            Self::bump(&mut tx).await?;
+        }
+        tx.commit().await.map_err(db("recording a tool definition"))?;
+        Ok(after)
+    }
+
+    /// Pin the observed definition: the tool becomes callable as it is now.
+    pub async fn approve_tool(&self, tool: &ToolRef) -> Result<Tool> {
+        let mut tx = self.write_tx("approving a tool").await?;
+        let r = sqlx::query("UPDATE tools SET pinned_hash = observed_hash, status = 'approved' WHERE tool = ? AND observed_hash IS NOT NULL")
+            .bind(tool.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("approving a tool"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tool {tool} with an observed definition (start `warden serve` so the gateway can see it upstream)")));
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("approving a tool"))?;
+        self.get_tool(tool).await
+    }
+
+    pub async fn set_tool_status(&self, tool: &ToolRef, status: ToolStatus) -> Result<()> {
+        let mut tx = self.write_tx("changing a tool").await?;
+        let r = sqlx::query("UPDATE tools SET status = ? WHERE tool = ?").bind(status.as_str()).bind(tool.to_string()).execute(&mut *tx).await.map_err(db("changing a tool"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tool {tool}")));
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("changing a tool"))
+    }
+
+    // ---- revocations ----
+
+    async fn insert_revocation(tx: &mut Transaction<'_, Sqlite>, kind: RevocationKind, value: &str, cutoff: i64, reason: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO revocations (kind, value, cutoff, reason, at) VALUES (?,?,?,?,?)")
+            .bind(kind.as_str())
+            .bind(value)
+            .bind(cutoff)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("recording a revocation"))?;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, kind: RevocationKind, value: &str, reason: &str, now: i64) -> Result<()> {
+        let mut tx = self.write_tx("revoking").await?;
+        Self::insert_revocation(&mut tx, kind, value, now, reason, now).await?;
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("revoking"))
+    }
+
+    pub async fn revocation_set(&self) -> Result<RevocationSet> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT kind, value, cutoff FROM revocations").fetch_all(&self.pool).await.map_err(db("reading revocations"))?;
+        let mut set = RevocationSet::default();
+        for (kind, value, cutoff) in rows {
+            match kind.as_str() {
+                "token" => {
+                    set.token_ids.insert(value);
+                }
+                "task" => {
+                    set.tasks.insert(value);
+                }
+                _ => {
+                    let e = set.agents_before.entry(value).or_insert(cutoff);
+                    *e = (*e).max(cutoff);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    // ---- audit ----
+
+    /// Seal `events` onto the chain and append them in one write
+    /// transaction (all or nothing). The head is read inside the transaction,
+    /// so several writers (the server, CLI commands) extend one chain.
+    pub async fn append_events(&self, key: &Keypair, events: Vec<(AuditEvent, i64)>) -> Result<Vec<AuditRecord>> {
+        let mut tx = self.write_tx("appending to the audit log").await?;
+        let head: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&mut *tx).await.map_err(db("appending to the audit log"))?;
+        let head = match head {
+            None => ChainHead::default(),
+            Some(s) => serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("audit head".into()))?,
+        };
+        let records = Chain::new(key.clone(), head).seal_batch(events);
+        for r in &records {
+            sqlx::query("INSERT INTO audit (seq, record) VALUES (?, ?)")
+                .bind(r.seq as i64)
+                .bind(serde_json::to_string(r).expect("record serializes"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("appending to the audit log"))?;
+        }
+        if let Some(last) = records.last() {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+                .bind(serde_json::to_string(&ChainHead { seq: last.seq, hash: last.hash.clone() }).expect("head serializes"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("appending to the audit log"))?;
+        }
+        tx.commit().await.map_err(db("appending to the audit log"))?;
+        Ok(records)
+    }
+
+    /// The head recorded with the last append.
+    pub async fn audit_head(&self) -> Result<ChainHead> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&self.pool).await.map_err(db("reading the audit head"))?;
+        match v {
+            None => Ok(ChainHead::default()),
+            Some(s) => serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("audit head".into())),
+        }
+    }
+
+    /// Records with `seq > after`, in order, at most `limit`. Rows that do not
+    /// parse are returned as errors so verification reports them.
+    pub async fn read_audit(&self, after: u64, limit: u32) -> Result<Vec<std::result::Result<AuditRecord, String>>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after as i64)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the audit log"))?;
+        Ok(rows.into_iter().map(|(seq, text)| serde_json::from_str(&text).map_err(|e| format!("row {seq}: {e}"))).collect())
+    }
+
+    /// Raw access for tamper demonstrations and repair tooling.
+    pub async fn overwrite_audit_row(&self, seq: u64, record_json: &str) -> Result<()> {
+        let r = sqlx::query("UPDATE audit SET record = ? WHERE seq = ?").bind(record_json).bind(seq as i64).execute(&self.pool).await.map_err(db("editing the audit log"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("audit record {seq}")));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(what: &str) -> impl Fn(warden_core::CoreError) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(r: &'r SqliteRow, name: &str) -> Result<T> {
+    r.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
+    let tools: String = col(r, "tools")?;
+    Ok(Agent {
+        id: AgentId::from_str(&col::<String>(r, "id")?).map_err(corrupt("agent id"))?,
+        owner: col(r, "owner")?,
+        purpose: col(r, "purpose")?,
+        tools: serde_json::from_str(&tools).map_err(|e| StoreError::Corrupt(format!("agent tools: {e}")))?,
+        autonomy: Autonomy::try_from(col::<i64>(r, "autonomy")?).map_err(corrupt("autonomy"))?,
+        status: AgentStatus::from_str(&col::<String>(r, "status")?).map_err(corrupt("status"))?,
+        public_key: col(r, "public_key")?,
+        parent: col::<Option<String>>(r, "parent")?.map(|p| AgentId::from_str(&p)).transpose().map_err(corrupt("parent"))?,
+        created_at: col(r, "created_at")?,
+    })
+}
+
+fn tool_from_row(r: &SqliteRow) -> Result<Tool> {
+    Ok(Tool {
+        tool: ToolRef::from_str(&col::<String>(r, "tool")?).map_err(corrupt("tool"))?,
+        sensitivity: col::<String>(r, "sensitivity")?.parse().map_err(corrupt("sensitivity"))?,
+        action_class: col::<String>(r, "action_class")?.parse().map_err(corrupt("action class"))?,
+        exfil_capable: col(r, "exfil_capable")?,
+        pinned_hash: col(r, "pinned_hash")?,
+        observed_hash: col(r, "observed_hash")?,
+        status: col::<String>(r, "status")?.parse().map_err(corrupt("tool status"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::{ActionClass, Sensitivity};
+
+    fn agent(name: &str, key: &str) -> Agent {
+        Agent {
+            id: AgentId::new("td", name).unwrap(),
+            owner: "alice".into(),
+            purpose: "p".into(),
+            tools: vec!["crm/*".parse().unwrap()],
+            autonomy: Autonomy::try_from(1).unwrap(),
+            status: AgentStatus::Active,
+            public_key: key.into(),
+            parent: None,
+            created_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn agents_tools_revocations_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
+        let seq0 = s.change_seq().await.unwrap();
+        let a = agent("a", "k1");
+        s.insert_agent(&a).await.unwrap();
+        assert!(matches!(s.insert_agent(&a).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(s.insert_agent(&agent("b", "k1")).await, Err(StoreError::Conflict(_))), "keys are unique");
+        let mut child = agent("c", "k3");
+        child.parent = Some(AgentId::new("td", "nope").unwrap());
+        assert!(matches!(s.insert_agent(&child).await, Err(StoreError::NotFound(_))));
+        assert_eq!(s.get_agent(&a.id).await.unwrap(), a);
+        s.set_agent_status(&a.id, AgentStatus::Suspended, "test", 50).await.unwrap();
+        assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&50));
+        s.set_agent_status(&a.id, AgentStatus::Revoked, "test", 60).await.unwrap();
+        assert!(matches!(s.set_agent_status(&a.id, AgentStatus::Active, "x", 70).await, Err(StoreError::Conflict(_))));
+        assert!(s.change_seq().await.unwrap() > seq0);
+
+        let t: ToolRef = "crm/lookup".parse().unwrap();
+        let seen = s.observe_tool(&t, "h1", "{}").await.unwrap();
+        assert_eq!(seen.status, ToolStatus::Pending);
+        assert!(!seen.is_callable());
+        s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, ..seen }).await.unwrap();
+        assert!(s.approve_tool(&t).await.unwrap().is_callable());
+        let changed = s.observe_tool(&t, "h2", "{\"x\":1}").await.unwrap();
+        assert_eq!(changed.status, ToolStatus::Changed);
+        assert!(!changed.is_callable());
+        assert_eq!(s.get_tool(&t).await.unwrap().sensitivity, Sensitivity::Low, "observation keeps the classification");
+        assert_eq!(s.observe_tool(&t, "h1", "{}").await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+    }
+}

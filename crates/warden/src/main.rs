@@ -1,0 +1,69 @@
+//! `warden`: the single binary — server, operator CLI, demo.
+
+mod agent_cmd;
+mod audit_cmd;
+mod cli;
+mod demo;
+mod demo_server;
+mod policy_cmd;
+mod tool_cmd;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cli::{Cli, Command};
+use warden_server::ServerConfig;
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Command::DemoServer = cli.command {
+        // The stdio MCP server must keep stdout for JSON-RPC only.
+        return demo_server::run();
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+/// Load the config file, or the defaults relative to the current directory
+/// when it does not exist and was not named explicitly.
+pub fn load_config(cli: &Cli) -> Result<ServerConfig> {
+    let path = &cli.config;
+    if !path.exists() && !cli.config_explicit() {
+        return Ok(ServerConfig::default());
+    }
+    ServerConfig::load(path).with_context(|| "loading the configuration (see `warden init`)")
+}
+
+pub async fn open_store(cfg: &ServerConfig) -> Result<warden_store::Store> {
+    let db = cfg.db_path();
+    if !db.exists() {
+        warden_server::ensure_data_dir(&cfg.data_dir)?;
+    }
+    warden_store::Store::open(&db).await.with_context(|| format!("opening the registry at {}", db.display()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Serve => {
+            let cfg = load_config(&cli)?;
+            let running = warden_server::start(cfg).await?;
+            eprintln!("warden: serving MCP on {}/mcp (issuer {})", running.public_url, running.public_url);
+            tokio::select! {
+                r = running.task => r?.context("server stopped")?,
+                _ = tokio::signal::ctrl_c() => eprintln!("warden: shutting down"),
+            }
+            Ok(())
+        }
+        Command::Init { dir } => demo::init(dir),
+        Command::Agent(cmd) => agent_cmd::run(&load_config(&cli)?, cmd).await,
+        Command::Tool(cmd) => tool_cmd::run(&load_config(&cli)?, cmd).await,
+        Command::Token(cmd) => agent_cmd::token(&load_config(&cli)?, cmd).await,
+        Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
+        Command::Demo { dir } => demo::run(dir.clone()).await,
+        Command::DemoServer => unreachable!("handled before the runtime starts"),
+    }
+}

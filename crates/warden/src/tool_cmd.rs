@@ -1,0 +1,71 @@
+//! `warden tool …`: classification and definition pinning.
+
+use crate::cli::ToolCmd;
+use crate::open_store;
+use anyhow::{Result, bail};
+use warden_core::{ToolRef, ToolStatus};
+use warden_server::ServerConfig;
+
+pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
+    let store = open_store(cfg).await?;
+    match cmd {
+        ToolCmd::List => {
+            println!("{:<40} {:<9} {:<9} {:<10} {:<6} PIN", "TOOL", "STATUS", "SENSITIV.", "ACTION", "EXFIL");
+            for t in store.list_tools().await? {
+                let pin = match (&t.pinned_hash, &t.observed_hash) {
+                    (Some(p), Some(o)) if p == o => format!("pinned {}", &p[..12]),
+                    (Some(p), Some(o)) => format!("MISMATCH pinned {} observed {}", &p[..12], &o[..12]),
+                    (None, Some(o)) => format!("unpinned, observed {}", &o[..12]),
+                    _ => "not observed".into(),
+                };
+                println!("{:<40} {:<9} {:<9} {:<10} {:<6} {pin}", t.tool.to_string(), t.status.as_str(), t.sensitivity.as_str(), t.action_class.as_str(), t.exfil_capable);
+            }
+            Ok(())
+        }
+        ToolCmd::Show { tool } => {
+            let tref: ToolRef = tool.parse()?;
+            let t = store.get_tool(&tref).await?;
+            println!("{}", serde_json::to_string_pretty(&t)?);
+            if let Some(def) = store.observed_definition(&tref).await? {
+                let v: serde_json::Value = serde_json::from_str(&def)?;
+                println!("observed definition:\n{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(())
+        }
+        ToolCmd::Set { tool, sensitivity, action_class, exfil } => {
+            let tref: ToolRef = tool.parse()?;
+            if tref.is_wildcard() {
+                bail!("classify one tool at a time (SERVER/TOOL)");
+            }
+            let mut t = match store.get_tool(&tref).await {
+                Ok(t) => t,
+                Err(warden_store::StoreError::NotFound(_)) => warden_core::Tool {
+                    tool: tref.clone(),
+                    sensitivity: warden_core::Sensitivity::High,
+                    action_class: warden_core::ActionClass::Exec,
+                    exfil_capable: true,
+                    pinned_hash: None,
+                    observed_hash: None,
+                    status: ToolStatus::Pending,
+                },
+                Err(e) => return Err(e.into()),
+            };
+            t.sensitivity = sensitivity.parse()?;
+            t.action_class = action_class.parse()?;
+            t.exfil_capable = *exfil;
+            store.upsert_tool(&t).await?;
+            println!("{tref}: {} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
+            Ok(())
+        }
+        ToolCmd::Approve { tool } => {
+            let t = store.approve_tool(&tool.parse()?).await?;
+            println!("{} approved; pinned definition {}", t.tool, t.pinned_hash.unwrap_or_default());
+            Ok(())
+        }
+        ToolCmd::Disable { tool } => {
+            store.set_tool_status(&tool.parse()?, ToolStatus::Disabled).await?;
+            println!("{tool} disabled");
+            Ok(())
+        }
+    }
+}
