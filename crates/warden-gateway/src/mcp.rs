@@ -116,8 +116,8 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
         Err(_) => {
             let mut ev = call.event(EventKind::McpRequest, Some(&auth));
             ev.decision = "deny".into();
-            ev.reason = Some(format!("request body exceeds {} bytes", gw.config.max_body_bytes));
             let msg = format!("request body too large: the limit is {} bytes", gw.config.max_body_bytes);
+            ev.reason = Some(msg.clone());
             return call.finish(ev, StatusCode::PAYLOAD_TOO_LARGE, rpc_error(&null, codes::INVALID_REQUEST, &msg, None), &null).await;
         }
     };

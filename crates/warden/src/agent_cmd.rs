@@ -64,6 +64,9 @@ async fn register(cfg: &ServerConfig, store: &Store, a: &RegisterArgs) -> Result
         bail!("--owner and --purpose must not be empty: every agent needs an accountable human and a stated purpose");
     }
     // Validate everything before a key file is written.
+    if let Some(p) = &parent {
+        store.get_agent(p).await.context("--parent must name a registered agent")?;
+    }
     let public_key = public_key(&a.key)?;
     let agent = Agent { id: id.clone(), owner: a.owner.clone(), purpose: a.purpose.clone(), tools, autonomy, status: AgentStatus::Active, public_key, parent, created_at: now() };
     store.insert_agent(&agent).await?;

@@ -2,7 +2,7 @@
 
 use crate::cli::{AuditCmd, Cli};
 use crate::{load_config, open_store};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use std::io::Write;
 use warden_audit::{AuditError, AuditRecord, ChainHead, VerifyReport, parse_jsonl, verify};
 use warden_identity::{Keypair, PublicKey};
@@ -66,13 +66,14 @@ fn line(r: &AuditRecord) -> String {
 
 pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
     match cmd {
-        AuditCmd::Verify { file: Some(file), public_key } => {
+        AuditCmd::Verify { file: Some(file), public_key, head } => {
+            let head = head.as_deref().map(parse_head).transpose()?;
             let key = match public_key {
                 Some(p) => PublicKey::parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)?,
                 None => gateway_public_key(cli)?,
             };
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            report(verify(parse_jsonl(&text), &key, ChainHead::default(), None))
+            report(verify(parse_jsonl(&text), &key, ChainHead::default(), head.as_ref()))
         }
         AuditCmd::PublicKey => {
             print!("{}", gateway_public_key(cli)?.to_spki_pem());
@@ -128,6 +129,13 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
     }
 }
 
+fn parse_head(s: &str) -> Result<ChainHead> {
+    let (seq, hash) = s.split_once(':').context("--head must be SEQ:HASH")?;
+    let ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    ensure!(ok, "--head hash must be 64 hex characters");
+    Ok(ChainHead { seq: seq.parse().context("--head SEQ must be a number")?, hash: hash.to_ascii_lowercase() })
+}
+
 fn print_records(recs: impl Iterator<Item = AuditRecord>, json: bool) -> Result<()> {
     for r in recs {
         if json { println!("{}", serde_json::to_string(&r)?) } else { println!("{}", line(&r)) }
@@ -138,7 +146,7 @@ fn print_records(recs: impl Iterator<Item = AuditRecord>, json: bool) -> Result<
 fn report(r: Result<VerifyReport, AuditError>) -> Result<()> {
     match r {
         Ok(rep) => {
-            println!("audit log OK: {} records, {} signed batches, head {} at seq {}", rep.records, rep.signatures, rep.head.hash, rep.head.seq);
+            println!("audit log OK: {} records, {} signed batches, head {}:{}", rep.records, rep.signatures, rep.head.seq, rep.head.hash);
             Ok(())
         }
         Err(e) => bail!("audit log verification FAILED: {e}"),

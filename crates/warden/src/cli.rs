@@ -191,6 +191,10 @@ pub enum AuditCmd {
         /// Gateway public key (SPKI PEM) for verifying an export elsewhere.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// A head published earlier (`SEQ:HASH`, as printed by verify): the
+        /// export must reach it, which catches records cut from the end.
+        #[arg(long)]
+        head: Option<String>,
     },
     /// Write the log as JSONL.
     Export {

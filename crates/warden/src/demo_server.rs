@@ -80,6 +80,16 @@ fn call(name: &str, args: &Value) -> Result<Value, String> {
     })
 }
 
+/// With `WARDEN_DEMO_CALL_LOG=FILE`, every executed call is appended there,
+/// so tests can prove that refused requests never reached the upstream.
+fn log_call(name: &str) {
+    if let Ok(path) = std::env::var("WARDEN_DEMO_CALL_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{name}");
+        }
+    }
+}
+
 fn handle(msg: &Value) -> Option<Value> {
     let id = msg.get("id")?.clone();
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
@@ -94,6 +104,7 @@ fn handle(msg: &Value) -> Option<Value> {
         "tools/list" => Ok(json!({ "tools": tools() })),
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+            log_call(name);
             call(name, params.get("arguments").unwrap_or(&Value::Null)).map_err(|m| (-32602, m))
         }
         other => Err((-32601, format!("method {other} not found"))),

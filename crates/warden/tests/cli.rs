@@ -1,0 +1,113 @@
+//! CLI behaviour that needs no running server: policy checks, audit
+//! verification of exports, input validation.
+
+mod common;
+
+use common::{BIN, Harness, policies_dir};
+use std::process::Command;
+
+fn warden(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn policy_validate_and_test_pass_on_the_shipped_policies_and_fail_on_bad_ones() {
+    let dir = policies_dir();
+    let out = warden(&["policy", "validate", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = warden(&["policy", "test", dir.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+
+    // A copy with a failing expectation and one with a policy error.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("p");
+    std::fs::create_dir_all(copy.join("tests")).unwrap();
+    for f in ["schema.cedarschema", "base.cedar", "guardrails.cedar", "tests/guardrails.toml"] {
+        std::fs::copy(dir.join(f), copy.join(f)).unwrap();
+    }
+    std::fs::write(copy.join("tests/wrong.toml"), "[[case]]\nname = \"wrongly expects allow\"\nagent = \"a\"\ntool = \"onboarding/file_read\"\nargs = { path = \"/secrets/x\" }\nexpect = \"allow\"\n").unwrap();
+    let out = warden(&["policy", "test", copy.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    std::fs::write(copy.join("broken.cedar"), "permit(principal, action, resource) when { resource.no_such_attribute };").unwrap();
+    let out = warden(&["policy", "validate", copy.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_attribute"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_audit_log_detects_edit_delete_and_reorder() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    for i in 0..5 {
+        c.call_tool("onboarding__customer_lookup", serde_json::json!({ "customer_id": format!("c-100{i}") })).await.unwrap();
+    }
+    let export = h.dir.path().join("audit.jsonl");
+    let pk = h.dir.path().join("gateway.pub.pem");
+    h.cli(&["audit", "export", "--out", export.to_str().unwrap()]);
+    std::fs::write(&pk, h.cli(&["audit", "public-key"])).unwrap();
+    let verify = |path: &std::path::Path| warden(&["audit", "verify", "--file", path.to_str().unwrap(), "--public-key", pk.to_str().unwrap()]);
+    let ok = verify(&export);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let head = String::from_utf8_lossy(&ok.stdout).split("head ").nth(1).unwrap().trim().to_string();
+
+    let lines: Vec<String> = std::fs::read_to_string(&export).unwrap().lines().map(str::to_string).collect();
+    assert!(lines.len() >= 8);
+    let tampered = h.dir.path().join("tampered.jsonl");
+    let check = |ls: &[String], expect: &str| {
+        std::fs::write(&tampered, ls.join("\n")).unwrap();
+        let out = verify(&tampered);
+        assert!(!out.status.success(), "tampering not detected ({expect})");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{expect}: {err}");
+    };
+    let mut edited = lines.clone();
+    edited[4] = edited[4].replace("\"allow\"", "\"deny\"");
+    assert_ne!(edited[4], lines[4]);
+    check(&edited, "has been modified");
+    let mut deleted = lines.clone();
+    deleted.remove(3);
+    check(&deleted, "deleted, inserted or reordered");
+    let mut reordered = lines.clone();
+    reordered.swap(2, 3);
+    check(&reordered, "deleted, inserted or reordered");
+    // Cutting whole batches off the end is caught against a published head.
+    std::fs::write(&tampered, lines[..lines.len() - 1].join("\n")).unwrap();
+    let out = warden(&["audit", "verify", "--file", tampered.to_str().unwrap(), "--public-key", pk.to_str().unwrap(), "--head", &head]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("records were removed from the end"));
+
+    // The wrong public key fails too.
+    let other = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(other.path(), warden_identity::Keypair::generate().public().to_spki_pem()).unwrap();
+    let out = warden(&["audit", "verify", "--file", export.to_str().unwrap(), "--public-key", other.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn bad_registrations_are_refused_without_side_effects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("warden.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let key = tmp.path().join("k.pem");
+    let run = |args: &[&str]| Command::new(BIN).arg("--config").arg(&cfg).args(args).output().unwrap();
+    for (args, expect) in [
+        (vec!["agent", "register", "Bad Name", "--owner", "o", "--purpose", "p", "--tools", "a/b", "--generate-key"], "invalid name"),
+        (vec!["agent", "register", "ok", "--owner", "o", "--purpose", "p", "--tools", "nope", "--generate-key"], "invalid tool reference"),
+        (vec!["agent", "register", "ok", "--owner", "o", "--purpose", "p", "--tools", "a/b", "--autonomy", "7", "--generate-key"], "out of range"),
+        (vec!["agent", "register", "ok", "--owner", "o", "--purpose", "p", "--tools", "a/b", "--parent", "ghost", "--generate-key"], "not found"),
+    ] {
+        let mut a = args.clone();
+        a.push(key.to_str().unwrap());
+        let out = run(&a);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expect), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!key.exists(), "no key file is written for a refused registration");
+    let listed = String::from_utf8(run(&["agent", "list"]).stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
+}

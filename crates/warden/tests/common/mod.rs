@@ -1,0 +1,214 @@
+//! Test harness: runs the real `warden` binary (server and CLI) in a
+//! temporary directory with the built-in demo upstream.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use warden_client::AgentClient;
+use warden_identity::{AccessClaims, Actor, Confirmation, Keypair, TokenIssuer};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+    pub base: String,
+    pub call_log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Harness {
+    /// Start with the demo upstream; `upstream_env` goes into its environment.
+    pub fn start(upstream_env: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let call_log = dir.path().join("calls.log");
+        let cfg = dir.path().join("warden.toml");
+        let text = format!(
+            r#"listen = "127.0.0.1:0"
+policy_dir = {policies:?}
+max_body_bytes = 65536
+refresh_ms = 20
+[[upstream]]
+name = "onboarding"
+transport = "stdio"
+command = {bin:?}
+args = ["demo-server"]
+env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
+"#,
+            policies = policies_dir().display().to_string(),
+            bin = BIN,
+            log = call_log.display().to_string(),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let mut h = Self { dir, cfg, base: String::new(), call_log, child: None };
+        h.serve();
+        h
+    }
+
+    /// (Re)start the server process and wait for its address.
+    pub fn serve(&mut self) {
+        self.stop();
+        let mut child = Command::new(BIN)
+            .args(["--config", self.cfg.to_str().unwrap(), "serve"])
+            .env("WARDEN_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving MCP on ").nth(1) {
+                    let _ = tx.send(rest.split("/mcp").next().unwrap().to_string());
+                }
+                eprintln!("[warden] {line}");
+            }
+        });
+        self.base = rx.recv_timeout(Duration::from_secs(60)).expect("server started");
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--config").arg(&self.cfg).args(args).output().unwrap()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args);
+        assert!(out.status.success(), "warden {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Classify and approve a demo tool.
+    pub fn approve(&self, tool: &str, sensitivity: &str, action: &str, exfil: bool) {
+        let mut args = vec!["tool", "set", tool, "--sensitivity", sensitivity, "--action-class", action];
+        if exfil {
+            args.push("--exfil");
+        }
+        self.cli(&args);
+        self.cli(&["tool", "approve", tool]);
+    }
+
+    pub fn approve_demo_tools(&self) {
+        self.approve("onboarding/customer_lookup", "medium", "read", false);
+        self.approve("onboarding/email_send", "medium", "write", true);
+        self.approve("onboarding/file_read", "medium", "read", false);
+        self.approve("onboarding/payment_transfer", "high", "financial", false);
+    }
+
+    /// Register an agent with a generated key; returns (SPIFFE id, key).
+    pub fn register(&self, name: &str, tools: &str, autonomy: u8, parent: Option<&str>) -> (String, Keypair) {
+        let key_path = self.dir.path().join(format!("{name}.pem"));
+        let autonomy = autonomy.to_string();
+        let mut args = vec![
+            "agent", "register", name, "--owner", "alice@example.com", "--purpose", "integration test", "--tools", tools, "--autonomy", &autonomy,
+            "--generate-key", key_path.to_str().unwrap(),
+        ];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        let id = self.cli(&args).trim().to_string();
+        let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+        (id, key)
+    }
+
+    pub fn client(&self, id: &str, key: &Keypair) -> AgentClient {
+        AgentClient::new(&self.base, id, key.clone())
+    }
+
+    /// Client with a token and an initialized session, waiting for the
+    /// server's registry refresh to see a just-registered agent.
+    pub async fn ready_client(&self, id: &str, key: &Keypair, scope: Option<&str>) -> AgentClient {
+        let mut c = self.client(id, key);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.fetch_token(scope, Some("test-task")).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("unknown agent") => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("token: {e}"),
+            }
+        }
+        let r = c.initialize().await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        c
+    }
+
+    /// Tool calls the upstream actually executed.
+    pub fn upstream_calls(&self) -> usize {
+        std::fs::read_to_string(&self.call_log).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    /// The newest audit record.
+    pub fn last_audit(&self) -> Value {
+        let out = self.cli(&["audit", "tail", "-n", "1", "--json"]);
+        serde_json::from_str(out.lines().last().expect("an audit record")).unwrap()
+    }
+
+    pub fn gateway_key(&self) -> Keypair {
+        Keypair::from_pkcs8_pem(&std::fs::read_to_string(self.dir.path().join("warden-data/gateway-key.pem")).unwrap()).unwrap()
+    }
+
+    /// Claims like the server would issue for `agent` (to mint edge cases).
+    pub fn claims(&self, agent: &str, key: &Keypair, scope: &str) -> AccessClaims {
+        let now = warden_client::now();
+        AccessClaims {
+            iss: self.base.clone(),
+            sub: "alice@example.com".into(),
+            aud: format!("{}/mcp", self.base),
+            exp: now + 300,
+            iat: now,
+            nbf: now,
+            jti: format!("minted-{now}-{}", rand_suffix()),
+            client_id: agent.into(),
+            scope: scope.into(),
+            act: Actor { sub: agent.into(), act: None },
+            cnf: Confirmation { jkt: key.public().kid() },
+            task: "minted-task".into(),
+            chain: vec![],
+        }
+    }
+
+    pub fn mint(&self, claims: &AccessClaims) -> String {
+        TokenIssuer::new(self.gateway_key()).issue(claims)
+    }
+
+    /// Wait until the server has picked up a registry change (polling `probe`).
+    pub async fn eventually<F, Fut>(&self, mut probe: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !probe().await {
+            assert!(Instant::now() < deadline, "condition not reached within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

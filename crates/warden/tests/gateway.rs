@@ -1,0 +1,292 @@
+//! End-to-end tests of the real `warden` binary: the gateway in front of the
+//! built-in demo upstream, driven as an agent would over HTTP.
+
+mod common;
+
+use common::Harness;
+use serde_json::json;
+use warden_client::now;
+use warden_identity::{Keypair, TokenIssuer, make_dpop_proof};
+
+const BOT_TOOLS: &str = "onboarding/customer_lookup,onboarding/email_send,onboarding/file_read";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tools_policy_decisions_and_audit() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", BOT_TOOLS, 2, None);
+    let mut c = h.ready_client(&id, &key, Some("onboarding/customer_lookup onboarding/email_send")).await;
+
+    // tools/list shows only what the token grants (file_read is allowed to the
+    // agent but not in this token; payment_transfer is in neither).
+    let mut tools = c.list_tools().await.unwrap();
+    tools.sort();
+    assert_eq!(tools, vec!["onboarding__customer_lookup", "onboarding__email_send"]);
+
+    let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await.unwrap();
+    assert!(r.result().unwrap().to_string().contains("Grace Hopper"), "{}", r.body);
+    assert_eq!(h.upstream_calls(), 1);
+    let a = h.last_audit();
+    assert_eq!(a["event"]["decision"], "allow");
+    assert_eq!(a["event"]["tool"], "onboarding/customer_lookup");
+    assert_eq!(a["event"]["policies"], json!(["read-low-medium"]));
+    assert_eq!(a["event"]["forwarded"], true);
+
+    // Denied by a forbid policy: JSON-RPC error naming the reason and policy.
+    let r = c.call_tool("onboarding__email_send", json!({ "to": "x@evil.test", "subject": "s", "body": "b" })).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.error_code(), Some(-32001));
+    assert!(r.error_message().unwrap().contains("outside example.com"), "{}", r.body);
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["no-external-email"]));
+    assert_eq!(h.upstream_calls(), 1, "denied call never reached the upstream");
+    assert_eq!(h.last_audit()["event"]["decision"], "deny");
+
+    // Outside the token's scope: 403 insufficient_scope challenge.
+    let r = c.call_tool("onboarding__file_read", json!({ "path": "/onboarding/checklist.md" })).await.unwrap();
+    assert_eq!(r.status, 403);
+    let www = r.www_authenticate.unwrap();
+    assert!(www.contains("error=\"insufficient_scope\"") && www.contains("scope=\"onboarding/file_read\""), "{www}");
+    assert_eq!(h.upstream_calls(), 1);
+
+    // Unknown tools and bad arguments are refused and audited too.
+    let r = c.call_tool("nonexistent", json!({})).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32602));
+    let r = c.request("tools/call", json!({ "name": "onboarding__customer_lookup", "arguments": [1] })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32602));
+    assert_eq!(h.upstream_calls(), 1);
+
+    // A token for more than the agent may have is refused at the token endpoint.
+    let mut c2 = h.client(&id, &key);
+    let e = c2.fetch_token(Some("onboarding/payment_transfer"), None).await.unwrap_err();
+    assert!(e.to_string().contains("invalid_scope"), "{e}");
+
+    let out = h.cli(&["audit", "verify"]);
+    assert!(out.contains("audit log OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_authentication_failure_is_refused_and_audited() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", BOT_TOOLS, 2, None);
+    let (other_id, other_key) = h.register("other", BOT_TOOLS, 2, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let mcp = c.mcp_url();
+    let call = || json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1001" } } }).to_string().into_bytes();
+
+    // Send `token` with a proof by `proof_key`, expect 401 whose message and
+    // audit record contain `expect`, and nothing executed upstream.
+    async fn refused(h: &Harness, c: &warden_client::AgentClient, body: Vec<u8>, auth: Option<String>, dpop: Option<String>, status: u16, expect: &str) {
+        let before = h.upstream_calls();
+        let r = c.post_raw(body, auth, dpop).await.unwrap();
+        assert_eq!(r.status, status, "{expect}: {}", r.body);
+        let msg = r.error_message().unwrap_or_default().to_string();
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+        assert_eq!(h.upstream_calls(), before, "{expect}: nothing may run upstream");
+        let a = h.last_audit();
+        assert_eq!(a["event"]["decision"], "deny", "{expect}");
+        assert!(a["event"]["reason"].as_str().unwrap_or_default().contains(expect), "audit for {expect}: {a}");
+    }
+    let proof_for = |k: &Keypair, token: &str| make_dpop_proof(k, "POST", &mcp, Some(token), now());
+
+    // No credentials at all: 401 with an RFC 9728 pointer.
+    let r = c.post_raw(call(), None, None).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.www_authenticate.unwrap().contains("resource_metadata=\""));
+
+    // Forged signature: a token signed by some other key.
+    let forged = TokenIssuer::new(Keypair::generate()).issue(&h.claims(&id, &key, "onboarding/customer_lookup"));
+    refused(&h, &c, call(), Some(format!("DPoP {forged}")), Some(proof_for(&key, &forged)), 401, "signature verification failed").await;
+
+    // Wrong audience.
+    let mut claims = h.claims(&id, &key, "onboarding/customer_lookup");
+    claims.aud = "https://other.example/mcp".into();
+    let t = h.mint(&claims);
+    refused(&h, &c, call(), Some(format!("DPoP {t}")), Some(proof_for(&key, &t)), 401, "wrong audience").await;
+
+    // Expired.
+    let mut claims = h.claims(&id, &key, "onboarding/customer_lookup");
+    claims.exp = now() - 5;
+    let t = h.mint(&claims);
+    refused(&h, &c, call(), Some(format!("DPoP {t}")), Some(proof_for(&key, &t)), 401, "token has expired").await;
+
+    // Unknown agent (validly signed, but no such registration).
+    let ghost = Keypair::generate();
+    let t = h.mint(&h.claims("spiffe://warden.local/agent/ghost", &ghost, "onboarding/customer_lookup"));
+    refused(&h, &c, call(), Some(format!("DPoP {t}")), Some(proof_for(&ghost, &t)), 401, "unknown agent").await;
+
+    // Bearer use of a DPoP-bound token, and a missing proof.
+    let token = c.token.clone().unwrap();
+    refused(&h, &c, call(), Some(format!("Bearer {token}")), None, 401, "bearer tokens are not accepted").await;
+    refused(&h, &c, call(), Some(format!("DPoP {token}")), None, 401, "missing DPoP proof").await;
+
+    // DPoP key mismatch: the real token with a proof signed by another key.
+    refused(&h, &c, call(), Some(format!("DPoP {token}")), Some(proof_for(&other_key, &token)), 401, "DPoP key does not match").await;
+
+    // Replayed proof: the first use works, the second is refused.
+    let p = proof_for(&key, &token);
+    let first = c.post_raw(call(), Some(format!("DPoP {token}")), Some(p.clone())).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    refused(&h, &c, call(), Some(format!("DPoP {token}")), Some(p), 401, "DPoP proof replayed").await;
+
+    // Malformed JSON-RPC and an oversized body (authenticated, still refused).
+    refused(&h, &c, b"{not json".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "parse error").await;
+    refused(&h, &c, b"[{\"jsonrpc\":\"2.0\"}]".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "batches are not supported").await;
+    refused(&h, &c, b"{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "invalid request").await;
+    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"onboarding__customer_lookup","arguments":{{"customer_id":"{}"}}}}}}"#, "x".repeat(70_000));
+    refused(&h, &c, big.into_bytes(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 413, "too large").await;
+
+    // Revoked token: revoke its task from the CLI; the next call is refused.
+    let (_, key2) = (other_id.clone(), other_key.clone());
+    let c2 = h.ready_client(&other_id, &key2, None).await;
+    let t2 = c2.token.clone().unwrap();
+    h.cli(&["token", "revoke", "--task", "test-task"]);
+    h.eventually(|| {
+        let c2 = &c2;
+        let t2 = t2.clone();
+        let k = key2.clone();
+        let url = c2.mcp_url();
+        async move {
+            let r = c2.post_raw(call(), Some(format!("DPoP {t2}")), Some(make_dpop_proof(&k, "POST", &url, Some(&t2), now()))).await.unwrap();
+            r.status == 401
+        }
+    })
+    .await;
+    let a = h.last_audit();
+    assert!(a["event"]["reason"].as_str().unwrap().contains("revoked"), "{a}");
+
+    // Suspended agent: a fresh token stops working once the agent is suspended.
+    let mut c3 = h.client(&id, &key);
+    c3.fetch_token(None, Some("task-2")).await.unwrap();
+    assert_eq!(c3.initialize().await.unwrap().status, 200);
+    h.cli(&["agent", "suspend", "bot"]);
+    let t3 = c3.token.clone().unwrap();
+    let url = c3.mcp_url();
+    h.eventually(|| {
+        let (c3, t3, key, url) = (&c3, t3.clone(), key.clone(), url.clone());
+        async move { c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now()))).await.unwrap().status == 401 }
+    })
+    .await;
+    let a = h.last_audit();
+    let reason = a["event"]["reason"].as_str().unwrap();
+    assert!(reason.contains("revoked") || reason.contains("suspended"), "{a}");
+    let e = h.client(&id, &key).fetch_token(None, None).await.unwrap_err();
+    assert!(e.to_string().contains("suspended"), "{e}");
+    c.session = None;
+
+    let out = h.cli(&["audit", "verify"]);
+    assert!(out.contains("audit log OK"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_refuses_bad_client_authentication() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", BOT_TOOLS, 2, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/oauth/token", h.base);
+    let form = |assertion: &str| {
+        format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}")
+    };
+    // A replayed client assertion.
+    let assertion = c.client_assertion();
+    let ok = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&key, "POST", &url, None, now())).body(form(&assertion)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let again = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&key, "POST", &url, None, now())).body(form(&assertion)).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+    assert!(again.text().await.unwrap().contains("replayed"));
+    // DPoP proof by a key other than the agent's registered key.
+    let stranger = Keypair::generate();
+    let r = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&stranger, "POST", &url, None, now())).body(form(&c.client_assertion())).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("registered key"));
+    // An assertion signed by the wrong key.
+    let mut imposter = h.client(&id, &stranger);
+    let e = imposter.fetch_token(None, None).await.unwrap_err();
+    assert!(e.to_string().contains("invalid_client"), "{e}");
+    // Every token-endpoint decision is audited.
+    assert_eq!(h.last_audit()["event"]["kind"], "token_denied");
+    let _ = c.list_tools().await.unwrap();
+    // Metadata documents are served.
+    let md: serde_json::Value = http.get(format!("{}/.well-known/oauth-protected-resource/mcp", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(md["resource"], format!("{}/mcp", h.base));
+    assert_eq!(md["dpop_bound_access_tokens_required"], true);
+    let jwks: serde_json::Value = http.get(format!("{}/jwks.json", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], h.gateway_key().public().kid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_agent_tokens_are_attenuated_and_revocation_cascades() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (bot, bot_key) = h.register("bot", BOT_TOOLS, 2, None);
+    let (helper, helper_key) = h.register("helper", "onboarding/email_send,onboarding/payment_transfer", 3, Some("bot"));
+    let (stranger, stranger_key) = h.register("stranger", "onboarding/email_send", 2, None);
+    let parent = h.ready_client(&bot, &bot_key, Some("onboarding/customer_lookup onboarding/email_send")).await;
+    let ptoken = parent.token.clone().unwrap();
+
+    let mut sub = h.client(&helper, &helper_key);
+    let t = sub.exchange(&ptoken, None).await.unwrap();
+    assert_eq!(t.scope, "onboarding/email_send", "intersection of parent scope and sub-agent allow-list");
+    assert!(t.expires_in <= 300);
+    // Asking for more than the parent holds is refused.
+    let e = h.client(&helper, &helper_key).exchange(&ptoken, Some("onboarding/payment_transfer")).await.unwrap_err();
+    assert!(e.to_string().contains("invalid_scope"), "{e}");
+    // Only registered sub-agents of the parent may exchange its token.
+    let e = h.client(&stranger, &stranger_key).exchange(&ptoken, None).await.unwrap_err();
+    assert!(e.to_string().contains("not registered as a sub-agent"), "{e}");
+
+    sub.initialize().await.unwrap();
+    let r = sub.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "s", "body": "b" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    let a = h.last_audit();
+    assert_eq!(a["event"]["delegation"], json!([helper, bot]));
+    assert_eq!(a["event"]["subject"], "alice@example.com");
+
+    // Revoking the parent's token id kills the derived token too.
+    let jti = a["event"]["token_id"].as_str().unwrap().to_string();
+    assert_ne!(jti, "");
+    h.cli(&["agent", "suspend", "bot", "--reason", "test cascade"]);
+    h.eventually(|| async {
+        let mut s = h.client(&helper, &helper_key);
+        s.token = sub.token.clone();
+        s.session = sub.session.clone();
+        let r = s.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "s", "body": "b" })).await.unwrap();
+        r.status == 401
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_tool_definition_is_blocked_until_reapproved() {
+    let mut h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", BOT_TOOLS, 2, None);
+    // The upstream now serves a poisoned email_send description.
+    let cfg = std::fs::read_to_string(&h.cfg).unwrap().replace("WARDEN_DEMO_CALL_LOG", "WARDEN_DEMO_VARIANT = \"poisoned\", WARDEN_DEMO_CALL_LOG");
+    std::fs::write(&h.cfg, cfg).unwrap();
+    h.serve();
+    let listed = h.cli(&["tool", "list"]);
+    assert!(listed.lines().any(|l| l.starts_with("onboarding/email_send") && l.contains("changed") && l.contains("MISMATCH")), "{listed}");
+    let mut c = h.ready_client(&id, &key, None).await;
+    let tools = c.list_tools().await.unwrap();
+    assert!(!tools.contains(&"onboarding__email_send".to_string()), "changed tool is hidden: {tools:?}");
+    let r = c.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "s", "body": "b" })).await.unwrap();
+    assert!(r.error_message().unwrap().contains("changed its definition"), "{}", r.body);
+    assert_eq!(h.upstream_calls(), 0);
+    let changed = h.cli(&["audit", "query", "--kind", "tool_definition_changed", "--json"]);
+    assert_eq!(changed.lines().count(), 1, "{changed}");
+    // The operator reviews and re-approves: calls work again.
+    h.cli(&["tool", "approve", "onboarding/email_send"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "s", "body": "b" })).await.unwrap();
+        if r.result().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "re-approval not picked up: {}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.upstream_calls(), 1);
+}
