@@ -26,8 +26,10 @@ impl Keypair {
         SigningKey::from_pkcs8_pem(pem).map(Self).map_err(|e| IdentityError::Key(format!("not an Ed25519 PKCS#8 private key: {e}")))
     }
 
+    /// PKCS#8 v1 (RFC 8410) PEM: the form OpenSSL, Node and Go all read.
     pub fn to_pkcs8_pem(&self) -> String {
-        self.0.to_pkcs8_pem(Default::default()).expect("Ed25519 key encodes").to_string()
+        let bytes = ed25519_dalek::pkcs8::KeypairBytes { secret_key: self.0.to_bytes(), public_key: None };
+        bytes.to_pkcs8_pem(Default::default()).expect("Ed25519 key encodes").to_string()
     }
 
     pub fn public(&self) -> PublicKey {

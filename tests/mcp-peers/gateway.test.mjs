@@ -1,0 +1,183 @@
+// Interop test: the official MCP TypeScript SDK client talks to the real
+// `warden` binary, which federates the reference server-everything over stdio
+// and over streamable HTTP. Token acquisition (private_key_jwt, RFC 7523) and
+// DPoP proofs (RFC 9449) are implemented here independently with node:crypto.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createPrivateKey, createPublicKey, sign, randomUUID, createHash } from 'node:crypto';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '../..');
+const WARDEN = process.env.WARDEN_BIN ?? join(root, 'target/debug/warden');
+const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+
+const dir = mkdtempSync(join(tmpdir(), 'warden-sdk-'));
+const cfg = join(dir, 'warden.toml');
+const children = [];
+let base;
+
+const b64u = (buf) => Buffer.from(buf).toString('base64url');
+const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
+
+function freePort() {
+  return new Promise((res) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
+  });
+}
+
+function waitFor(child, pattern, what) {
+  return new Promise((res, rej) => {
+    let seen = '';
+    const timer = setTimeout(() => rej(new Error(`${what} did not start: ${seen}`)), 60000);
+    const onData = (d) => {
+      seen += d.toString();
+      const m = seen.match(pattern);
+      if (m) { clearTimeout(timer); res(m); }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.on('exit', (code) => rej(new Error(`${what} exited with ${code}: ${seen}`)));
+  });
+}
+
+function jws(privateKey, header, claims) {
+  const input = `${b64u(JSON.stringify({ ...header, alg: 'EdDSA' }))}.${b64u(JSON.stringify(claims))}`;
+  return `${input}.${b64u(sign(null, Buffer.from(input), privateKey))}`;
+}
+
+class Agent {
+  constructor(id, pemPath) {
+    this.id = id;
+    this.key = createPrivateKey(readFileSync(pemPath));
+    const { kty, crv, x } = createPublicKey(this.key).export({ format: 'jwk' });
+    this.jwk = { kty, crv, x };
+  }
+  proof(method, url, token) {
+    const claims = { jti: randomUUID(), htm: method, htu: url, iat: Math.floor(Date.now() / 1000) };
+    if (token) claims.ath = b64u(createHash('sha256').update(token).digest());
+    return jws(this.key, { typ: 'dpop+jwt', jwk: this.jwk }, claims);
+  }
+  async fetchToken(scope) {
+    const url = `${base}/oauth/token`;
+    const now = Math.floor(Date.now() / 1000);
+    const assertion = jws(this.key, { typ: 'JWT' }, { iss: this.id, sub: this.id, aud: url, iat: now, exp: now + 60, jti: randomUUID() });
+    const body = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+      scope,
+      task: 'sdk-interop',
+    });
+    const r = await fetch(url, { method: 'POST', headers: { dpop: this.proof('POST', url) }, body });
+    const json = await r.json();
+    assert.equal(r.status, 200, JSON.stringify(json));
+    assert.equal(json.token_type, 'DPoP');
+    this.token = json.access_token;
+    return json;
+  }
+  // A fetch for the SDK transport that signs a DPoP proof for every request.
+  fetch = (input, init = {}) => {
+    const url = new URL(input instanceof Request ? input.url : input);
+    const method = (init.method ?? 'GET').toUpperCase();
+    const headers = new Headers(init.headers);
+    headers.set('authorization', `DPoP ${this.token}`);
+    headers.set('dpop', this.proof(method, `${url.origin}${url.pathname}`, this.token));
+    return fetch(input, { ...init, headers });
+  };
+}
+
+before(async () => {
+  const port = await freePort();
+  const http = spawn('node', [EVERYTHING, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(http);
+  await waitFor(http, new RegExp(`${port}`), 'server-everything (streamableHttp)');
+  writeFileSync(cfg, `listen = "127.0.0.1:0"
+policy_dir = ${JSON.stringify(join(root, 'policies'))}
+refresh_ms = 20
+
+[[upstream]]
+name = "everything"
+transport = "stdio"
+command = "node"
+args = [${JSON.stringify(EVERYTHING)}, "stdio"]
+
+[[upstream]]
+name = "everything-http"
+transport = "http"
+url = "http://127.0.0.1:${port}/mcp"
+`);
+  const gw = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(gw);
+  [, base] = await waitFor(gw, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
+  for (const tool of ['everything/echo', 'everything-http/echo', 'everything/get-sum']) {
+    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
+    warden('tool', 'approve', tool);
+  }
+});
+
+after(() => { for (const c of children) c.kill('SIGKILL'); });
+
+async function connect(agent) {
+  const client = new Client({ name: 'warden-sdk-interop', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { fetch: agent.fetch });
+  await client.connect(transport);
+  return client;
+}
+
+test('SDK client lists and calls federated tools through the gateway (stdio and streamable HTTP upstreams)', async () => {
+  const id = warden('agent', 'register', 'sdk-agent', '--owner', 'alice@example.com', '--purpose', 'interop test',
+    '--tools', 'everything/echo,everything-http/echo,everything/get-sum,everything/get-env', '--autonomy', '1',
+    '--generate-key', join(dir, 'sdk-agent.pem')).trim();
+  const agent = new Agent(id, join(dir, 'sdk-agent.pem'));
+  // The server refreshes its registry every 20 ms.
+  await new Promise((r) => setTimeout(r, 200));
+  const granted = await agent.fetchToken('everything/echo everything-http/echo everything/get-env');
+  assert.equal(granted.scope, 'everything/echo everything-http/echo everything/get-env');
+  const client = await connect(agent);
+
+  const { tools } = await client.listTools();
+  // get-env is in scope but was never approved by an operator: hidden.
+  assert.deepEqual(tools.map((t) => t.name).sort(), ['everything-http__echo', 'everything__echo']);
+
+  for (const name of ['everything__echo', 'everything-http__echo']) {
+    const r = await client.callTool({ name, arguments: { message: `hello via ${name}` } });
+    assert.equal(r.content[0].text, `Echo: hello via ${name}`);
+  }
+
+  // Outside the token's scope (the agent may use get-sum, this token may not).
+  await assert.rejects(client.callTool({ name: 'everything__get-sum', arguments: { a: 1, b: 2 } }), (e) => {
+    assert.match(String(e), /403|insufficient_scope|outside this token's scope/);
+    return true;
+  });
+  // In scope but not approved: a JSON-RPC error naming the reason.
+  await assert.rejects(client.callTool({ name: 'everything__get-env', arguments: {} }), (e) => {
+    assert.match(e.message, /has not been approved by an operator/);
+    return true;
+  });
+  await client.close();
+
+  const denied = warden('audit', 'query', '--agent', 'sdk-agent', '--decision', 'deny', '--json').trim().split('\n').map(JSON.parse);
+  assert.ok(denied.some((r) => r.event.tool === 'everything/get-sum'));
+  assert.ok(denied.some((r) => r.event.tool === 'everything/get-env'));
+  assert.match(warden('audit', 'verify'), /audit log OK/);
+});
+
+test('a client without a valid DPoP-bound token is turned away with a 401 challenge', async () => {
+  const r = await fetch(`${base}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) });
+  assert.equal(r.status, 401);
+  const challenge = r.headers.get('www-authenticate');
+  assert.match(challenge, /^DPoP /);
+  const md = await (await fetch(challenge.match(/resource_metadata="([^"]+)"/)[1])).json();
+  assert.equal(md.resource, `${base}/mcp`);
+  assert.deepEqual(md.authorization_servers, [base]);
+});
