@@ -154,9 +154,10 @@ where
 
 /// Parse a JSONL export line by line (for `warden audit verify --file`).
 pub fn parse_jsonl(text: &str) -> impl Iterator<Item = Result<AuditRecord, AuditError>> + '_ {
-    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| {
-        serde_json::from_str(l).map_err(|e| AuditError::Parse { line: i as u64 + 1, message: e.to_string() })
-    })
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| AuditError::Parse { line: i as u64 + 1, message: e.to_string() }))
 }
 
 #[cfg(test)]

@@ -193,7 +193,10 @@ impl AgentClient {
     pub async fn initialize(&mut self) -> Result<Reply, ClientError> {
         self.session = None;
         let r = self
-            .request("initialize", json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "warden-client", "version": env!("CARGO_PKG_VERSION") } }))
+            .request(
+                "initialize",
+                json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "warden-client", "version": env!("CARGO_PKG_VERSION") } }),
+            )
             .await?;
         if r.status == 200 {
             let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
@@ -206,7 +209,8 @@ impl AgentClient {
     /// Names of the tools the gateway shows this agent.
     pub async fn list_tools(&mut self) -> Result<Vec<String>, ClientError> {
         let r = self.request("tools/list", json!({})).await?;
-        let tools = r.result().and_then(|x| x.get("tools")).and_then(Value::as_array).ok_or_else(|| ClientError::Protocol(format!("tools/list failed: {}", r.body)))?;
+        let tools =
+            r.result().and_then(|x| x.get("tools")).and_then(Value::as_array).ok_or_else(|| ClientError::Protocol(format!("tools/list failed: {}", r.body)))?;
         Ok(tools.iter().filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string)).collect())
     }
 

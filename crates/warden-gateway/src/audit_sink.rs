@@ -3,8 +3,8 @@
 //! its record to be durable, so a failed audit write fails the request.
 
 use tokio::sync::{mpsc, oneshot};
-use warden_identity::Keypair;
 use warden_core::AuditEvent;
+use warden_identity::Keypair;
 use warden_store::Store;
 
 type Reply = oneshot::Sender<Result<u64, String>>;

@@ -64,7 +64,13 @@ impl Gateway {
     /// Authenticate one request to the resource with HTTP `method`.
     pub fn authenticate(&self, headers: &HeaderMap, method: &str, now: i64) -> Result<Authenticated, AuthFailure> {
         let Some(auth) = header(headers, "authorization")? else {
-            return Err(AuthFailure { status: StatusCode::UNAUTHORIZED, error: None, description: "authentication required".into(), agent: None, token_id: None });
+            return Err(AuthFailure {
+                status: StatusCode::UNAUTHORIZED,
+                error: None,
+                description: "authentication required".into(),
+                agent: None,
+                token_id: None,
+            });
         };
         let token = match auth.split_once(' ') {
             Some((scheme, t)) if scheme.eq_ignore_ascii_case("dpop") => t.trim(),

@@ -143,7 +143,8 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
     let method = obj.get("method").and_then(Value::as_str);
     let id_ok = matches!(id, Value::Null | Value::String(_) | Value::Number(_));
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || !id_ok || (method.is_none() && !obj.contains_key("result") && !obj.contains_key("error")) {
-        let (ev, st, body) = invalid("invalid request: expected a JSON-RPC 2.0 request, notification or response".into(), codes::INVALID_REQUEST, StatusCode::BAD_REQUEST);
+        let (ev, st, body) =
+            invalid("invalid request: expected a JSON-RPC 2.0 request, notification or response".into(), codes::INVALID_REQUEST, StatusCode::BAD_REQUEST);
         return call.finish(ev, st, body, &null).await;
     }
     let Some(method) = method else {
@@ -159,10 +160,10 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
         Ok(()) => {}
         Err((status, message)) => return respond(status, rpc_error(&id, codes::INVALID_REQUEST, message, None), &call.corr),
     };
-    if let Some(v) = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()) {
-        if !SUPPORTED_VERSIONS.contains(&v) {
-            return respond(StatusCode::BAD_REQUEST, rpc_error(&id, codes::INVALID_REQUEST, &format!("unsupported MCP-Protocol-Version {v}"), None), &call.corr);
-        }
+    if let Some(v) = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok())
+        && !SUPPORTED_VERSIONS.contains(&v)
+    {
+        return respond(StatusCode::BAD_REQUEST, rpc_error(&id, codes::INVALID_REQUEST, &format!("unsupported MCP-Protocol-Version {v}"), None), &call.corr);
     }
     if obj.get("id").is_none() {
         // Notifications need no answer.
@@ -172,12 +173,17 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" => call_tool(&call, &auth, &id, &params).await,
-        other => respond(StatusCode::OK, rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None), &call.corr),
+        other => respond(
+            StatusCode::OK,
+            rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None),
+            &call.corr,
+        ),
     }
 }
 
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<(), (StatusCode, &'static str)> {
-    let sid = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
+    let sid =
+        headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
     let sessions = gw.sessions.lock().expect("sessions lock");
     match sessions.get(sid) {
         // A session belongs to the agent that opened it; another agent's
@@ -332,7 +338,8 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     };
     ev.tool = Some(tref.to_string());
     if !(auth.claims.in_scope(&tref) && auth.agent.may_use(&tref)) {
-        let (ev, body) = deny(ev, format!("tool {tref} is outside this token's scope"), codes::OUT_OF_SCOPE, Some(json!({ "required_scope": tref.to_string() })));
+        let (ev, body) =
+            deny(ev, format!("tool {tref} is outside this token's scope"), codes::OUT_OF_SCOPE, Some(json!({ "required_scope": tref.to_string() })));
         let mut resp = call.finish(ev, StatusCode::FORBIDDEN, body, id).await;
         if resp.status() == StatusCode::FORBIDDEN {
             let f = crate::AuthFailure {
@@ -382,7 +389,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
                 Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
                 Err(UpstreamError::Rpc { code, message, data, .. }) => {
                     ev.reason = Some(format!("upstream error {code}: {message}"));
-                    rpc_error(id, code, &message, data)
+                    rpc_error(id, code, &message, data.map(|d| *d))
                 }
                 Err(e) => {
                     ev.reason = Some(e.to_string());

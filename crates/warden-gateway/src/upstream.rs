@@ -64,7 +64,7 @@ pub enum UpstreamError {
     Protocol { server: String, message: String },
     /// A JSON-RPC error object from the upstream, passed through.
     #[error("upstream {server} answered with error {code}: {message}")]
-    Rpc { server: String, code: i64, message: String, data: Option<Value> },
+    Rpc { server: String, code: i64, message: String, data: Option<Box<Value>> },
     #[error("upstream {server} is misconfigured: {message}")]
     Config { server: String, message: String },
 }
@@ -161,10 +161,10 @@ impl Upstream {
                 None => json!({}),
             };
             let page = self.request("tools/list", params).await?;
-            let items = page.get("tools").and_then(Value::as_array).ok_or_else(|| UpstreamError::Protocol {
-                server: self.name().into(),
-                message: "tools/list result has no tools array".into(),
-            })?;
+            let items = page
+                .get("tools")
+                .and_then(Value::as_array)
+                .ok_or_else(|| UpstreamError::Protocol { server: self.name().into(), message: "tools/list result has no tools array".into() })?;
             tools.extend(items.iter().cloned());
             match page.get("nextCursor").and_then(Value::as_str) {
                 Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
@@ -275,18 +275,18 @@ impl Upstream {
                 server: self.name().into(),
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(-32603),
                 message: err.get("message").and_then(Value::as_str).unwrap_or("error").into(),
-                data: err.get("data").cloned(),
+                data: err.get("data").cloned().map(Box::new),
             });
         }
-        resp.get("result").cloned().ok_or_else(|| UpstreamError::Protocol { server: self.name().into(), message: "response has neither result nor error".into() })
+        resp.get("result")
+            .cloned()
+            .ok_or_else(|| UpstreamError::Protocol { server: self.name().into(), message: "response has neither result nor error".into() })
     }
 
     /// POST one message. For requests, returns the result and any session id
     /// the server assigned; the response may be JSON or an SSE stream.
     async fn http_post(&self, conn: &Conn, id: Option<i64>, method: &str, params: Value) -> Result<(Value, Option<String>), UpstreamError> {
-        let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else {
-            unreachable!("http_post on an HTTP upstream only")
-        };
+        let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_post on an HTTP upstream only") };
         let mut msg = json!({ "jsonrpc": "2.0", "method": method });
         if let Some(id) = id {
             msg["id"] = id.into();
@@ -338,10 +338,11 @@ impl Upstream {
                 let line = line.trim_end_matches(['\r', '\n']);
                 if line.is_empty() {
                     if !data.is_empty() {
-                        if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                            if v.get("id").and_then(Value::as_i64) == Some(id) && (v.get("result").is_some() || v.get("error").is_some()) {
-                                return Ok(v);
-                            }
+                        if let Ok(v) = serde_json::from_str::<Value>(&data)
+                            && v.get("id").and_then(Value::as_i64) == Some(id)
+                            && (v.get("result").is_some() || v.get("error").is_some())
+                        {
+                            return Ok(v);
                         }
                         data.clear();
                     }

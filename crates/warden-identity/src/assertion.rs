@@ -53,4 +53,3 @@ pub fn verify_client_assertion(assertion: &str, key: &PublicKey, audiences: &[&s
     }
     Ok(c)
 }
-

@@ -53,8 +53,8 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
     let bad = |m: &str| IdentityError::Dpop(m.to_string());
     let jws = split_jws(proof).map_err(|e| IdentityError::Dpop(e.to_string()))?;
     jws.expect_typ("dpop+jwt").map_err(|e| IdentityError::Dpop(e.to_string()))?;
-    let jwk: Jwk = serde_json::from_value(jws.header.get("jwk").cloned().ok_or_else(|| bad("missing jwk header"))?)
-        .map_err(|_| bad("jwk header is not a public JWK"))?;
+    let jwk: Jwk =
+        serde_json::from_value(jws.header.get("jwk").cloned().ok_or_else(|| bad("missing jwk header"))?).map_err(|_| bad("jwk header is not a public JWK"))?;
     let key = jwk.public_key().map_err(|e| IdentityError::Dpop(e.to_string()))?;
     let c: ProofClaims = jws.verify(&key).map_err(|e| match e {
         IdentityError::Signature => bad("signature does not verify with the embedded jwk"),

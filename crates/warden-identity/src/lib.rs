@@ -52,4 +52,3 @@ pub enum IdentityError {
     #[error("requested scope {0:?} exceeds what may be granted")]
     Scope(String),
 }
-

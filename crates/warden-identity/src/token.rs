@@ -142,7 +142,14 @@ pub struct SubAgent<'a> {
 /// gets at most the parent's tools (further limited by its own allow-list and
 /// the request), at most the parent's remaining lifetime, the same task and
 /// owner, and an `act` chain naming both.
-pub fn attenuate(parent: &AccessClaims, child: &SubAgent<'_>, requested: Option<&[ToolRef]>, ttl: i64, now: i64, jti: String) -> Result<AccessClaims, IdentityError> {
+pub fn attenuate(
+    parent: &AccessClaims,
+    child: &SubAgent<'_>,
+    requested: Option<&[ToolRef]>,
+    ttl: i64,
+    now: i64,
+    jti: String,
+) -> Result<AccessClaims, IdentityError> {
     let SubAgent { id: child_agent, allowed: child_allowed, jkt: child_jkt } = *child;
     let parent_tools = parent.tools();
     let granted_by_both = |t: &ToolRef| parent_tools.iter().any(|p| p.covers(t)) && child_allowed.iter().any(|a| a.covers(t));
@@ -159,7 +166,13 @@ pub fn attenuate(parent: &AccessClaims, child: &SubAgent<'_>, requested: Option<
             let mut out: Vec<ToolRef> = Vec::new();
             for p in &parent_tools {
                 for a in child_allowed {
-                    let t = if p.covers(a) { a } else if a.covers(p) { p } else { continue };
+                    let t = if p.covers(a) {
+                        a
+                    } else if a.covers(p) {
+                        p
+                    } else {
+                        continue;
+                    };
                     if !out.contains(t) {
                         out.push(t.clone());
                     }

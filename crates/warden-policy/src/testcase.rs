@@ -168,10 +168,13 @@ mod tests {
     #[test]
     fn cases_pass_and_fail_as_written() {
         let schema = PolicySource { name: "s".into(), text: crate::engine::tests::SCHEMA.into() };
-        let b = PolicyBundle::load(&schema, &[PolicySource {
-            name: "p".into(),
-            text: r#"@id("read") permit(principal, action, resource) when { resource.action_class == "read" && context.in_scope };"#.into(),
-        }])
+        let b = PolicyBundle::load(
+            &schema,
+            &[PolicySource {
+                name: "p".into(),
+                text: r#"@id("read") permit(principal, action, resource) when { resource.action_class == "read" && context.in_scope };"#.into(),
+            }],
+        )
         .unwrap();
         let f = TestFile::parse(
             "t.toml",

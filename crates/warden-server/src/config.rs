@@ -95,10 +95,10 @@ impl ServerConfig {
                 return Err(format!("upstream {:?} is configured twice", u.name));
             }
         }
-        if let Some(u) = &self.public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/') {
-                return Err("public_url must be an http(s) URL without a trailing slash".into());
-            }
+        if let Some(u) = &self.public_url
+            && (!(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/'))
+        {
+            return Err("public_url must be an http(s) URL without a trailing slash".into());
         }
         Ok(())
     }

@@ -86,16 +86,17 @@ impl OAuth {
         }
         let assertion = param(form, "client_assertion")?;
         let client_id = assertion_client_id(assertion).map_err(|e| err("invalid_client", e.to_string()))?;
-        if let Some(cid) = form.get("client_id") {
-            if cid != &client_id {
-                return Err(err("invalid_client", "client_id does not match the assertion's sub"));
-            }
+        if let Some(cid) = form.get("client_id")
+            && cid != &client_id
+        {
+            return Err(err("invalid_client", "client_id does not match the assertion's sub"));
         }
         let snap = self.gw.snapshot();
         let agent = snap.agents.get(&client_id).ok_or_else(|| err("invalid_client", format!("unknown agent {client_id}")))?;
         let key = PublicKey::from_b64(&agent.public_key).map_err(|e| err("invalid_client", e.to_string()))?;
         let endpoint = self.token_endpoint();
-        let c = verify_client_assertion(assertion, &key, &[endpoint.as_str(), self.issuer_url.as_str()], now).map_err(|e| err("invalid_client", e.to_string()))?;
+        let c =
+            verify_client_assertion(assertion, &key, &[endpoint.as_str(), self.issuer_url.as_str()], now).map_err(|e| err("invalid_client", e.to_string()))?;
         if !self.gw.first_use(&format!("assertion:{}:{}", client_id, c.jti), now + MAX_ASSERTION_LIFETIME) {
             return Err(err("invalid_client", "client assertion replayed: its jti was already used"));
         }
@@ -123,7 +124,11 @@ impl OAuth {
     fn requested_scope(form: &HashMap<String, String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
         match form.get("scope").map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(s) => s.split_whitespace().map(|t| t.parse().map_err(|e: warden_core::CoreError| err("invalid_scope", e.to_string()))).collect::<Result<_, _>>().map(Some),
+            Some(s) => s
+                .split_whitespace()
+                .map(|t| t.parse().map_err(|e: warden_core::CoreError| err("invalid_scope", e.to_string())))
+                .collect::<Result<_, _>>()
+                .map(Some),
         }
     }
 
@@ -172,10 +177,10 @@ impl OAuth {
         if param(form, "subject_token_type")? != ACCESS_TOKEN_TYPE {
             return Err(err("invalid_request", format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
         }
-        if let Some(t) = form.get("requested_token_type") {
-            if t != ACCESS_TOKEN_TYPE {
-                return Err(err("invalid_request", "only access tokens can be requested"));
-            }
+        if let Some(t) = form.get("requested_token_type")
+            && t != ACCESS_TOKEN_TYPE
+        {
+            return Err(err("invalid_request", "only access tokens can be requested"));
         }
         let subject = param(form, "subject_token")?;
         let verifier = self.issuer.verifier(&self.issuer_url, &self.gw.config.resource);
@@ -218,7 +223,7 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
             ev.task = Some(claims.task.clone());
             ev.token_id = Some(claims.jti.clone());
             ev.reason = Some(format!("scope: {}", claims.scope));
-            if claims.chain.len() > 0 {
+            if !claims.chain.is_empty() {
                 ev.delegation = claims.delegation().iter().map(|s| s.to_string()).collect();
             }
             if let Err(e) = s.gw.audit.record(ev).await {

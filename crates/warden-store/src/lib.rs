@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 use warden_audit::{AuditRecord, Chain, ChainHead};
-use warden_core::{Agent, AuditEvent, AgentId, AgentStatus, Autonomy, Tool, ToolRef, ToolStatus};
+use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +141,8 @@ impl Store {
 
     /// Counter bumped by every registry or revocation write.
     pub async fn change_seq(&self) -> Result<i64> {
-        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'change_seq'").fetch_one(&self.pool).await.map_err(db("reading the change counter"))?;
+        let v: String =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'change_seq'").fetch_one(&self.pool).await.map_err(db("reading the change counter"))?;
         v.parse().map_err(|_| StoreError::Corrupt("change counter".into()))
     }
 
@@ -150,7 +151,8 @@ impl Store {
     pub async fn insert_agent(&self, a: &Agent) -> Result<()> {
         let mut tx = self.write_tx("registering an agent").await?;
         if let Some(p) = &a.parent {
-            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = ?").bind(p.as_str()).fetch_optional(&mut *tx).await.map_err(db("registering an agent"))?;
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT id FROM agents WHERE id = ?").bind(p.as_str()).fetch_optional(&mut *tx).await.map_err(db("registering an agent"))?;
             if exists.is_none() {
                 return Err(StoreError::NotFound(format!("parent agent {p}")));
             }
@@ -191,12 +193,21 @@ impl Store {
     /// token it (and its sub-agents) holds; a revoked agent cannot come back.
     pub async fn set_agent_status(&self, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
         let mut tx = self.write_tx("changing agent status").await?;
-        let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = ?").bind(id.as_str()).fetch_optional(&mut *tx).await.map_err(db("changing agent status"))?;
+        let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("changing agent status"))?;
         let cur = cur.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))?;
         if cur == "revoked" && status != AgentStatus::Revoked {
             return Err(StoreError::Conflict(format!("agent {id} is revoked for good; register a new agent instead")));
         }
-        sqlx::query("UPDATE agents SET status = ? WHERE id = ?").bind(status.as_str()).bind(id.as_str()).execute(&mut *tx).await.map_err(db("changing agent status"))?;
+        sqlx::query("UPDATE agents SET status = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("changing agent status"))?;
         if status != AgentStatus::Active {
             Self::insert_revocation(&mut tx, RevocationKind::Agent, id.as_str(), now, reason, now).await?;
         }
@@ -288,7 +299,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db("recording a tool definition"))?;
-        let row = sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_one(&mut *tx).await.map_err(db("recording a tool definition"))?;
+        let row =
+            sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_one(&mut *tx).await.map_err(db("recording a tool definition"))?;
         let after = tool_from_row(&row)?;
         if before.as_ref().map(|(h, s)| (h.as_deref(), s.as_str())) != Some((after.observed_hash.as_deref(), after.status.as_str())) {
             Self::bump(&mut tx).await?;
@@ -315,7 +327,12 @@ impl Store {
 
     pub async fn set_tool_status(&self, tool: &ToolRef, status: ToolStatus) -> Result<()> {
         let mut tx = self.write_tx("changing a tool").await?;
-        let r = sqlx::query("UPDATE tools SET status = ? WHERE tool = ?").bind(status.as_str()).bind(tool.to_string()).execute(&mut *tx).await.map_err(db("changing a tool"))?;
+        let r = sqlx::query("UPDATE tools SET status = ? WHERE tool = ?")
+            .bind(status.as_str())
+            .bind(tool.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("changing a tool"))?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tool {tool}")));
         }
@@ -373,7 +390,8 @@ impl Store {
     /// so several writers (the server, CLI commands) extend one chain.
     pub async fn append_events(&self, key: &Keypair, events: Vec<(AuditEvent, i64)>) -> Result<Vec<AuditRecord>> {
         let mut tx = self.write_tx("appending to the audit log").await?;
-        let head: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&mut *tx).await.map_err(db("appending to the audit log"))?;
+        let head: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&mut *tx).await.map_err(db("appending to the audit log"))?;
         let head = match head {
             None => ChainHead::default(),
             Some(s) => serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("audit head".into()))?,
@@ -400,7 +418,8 @@ impl Store {
 
     /// The head recorded with the last append.
     pub async fn audit_head(&self) -> Result<ChainHead> {
-        let v: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&self.pool).await.map_err(db("reading the audit head"))?;
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&self.pool).await.map_err(db("reading the audit head"))?;
         match v {
             None => Ok(ChainHead::default()),
             Some(s) => serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("audit head".into())),
@@ -421,7 +440,12 @@ impl Store {
 
     /// Raw access for tamper demonstrations and repair tooling.
     pub async fn overwrite_audit_row(&self, seq: u64, record_json: &str) -> Result<()> {
-        let r = sqlx::query("UPDATE audit SET record = ? WHERE seq = ?").bind(record_json).bind(seq as i64).execute(&self.pool).await.map_err(db("editing the audit log"))?;
+        let r = sqlx::query("UPDATE audit SET record = ? WHERE seq = ?")
+            .bind(record_json)
+            .bind(seq as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db("editing the audit log"))?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("audit record {seq}")));
         }

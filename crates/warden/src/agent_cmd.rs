@@ -3,7 +3,7 @@
 use crate::cli::{AgentCmd, KeyArgs, RegisterArgs, TokenCmd};
 use crate::open_store;
 use anyhow::{Context, Result, bail};
-use warden_core::{Agent, AgentId, AgentStatus, Autonomy, AuditEvent, EventKind, ToolRef};
+use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, ToolRef};
 use warden_identity::{Keypair, PublicKey};
 use warden_server::ServerConfig;
 use warden_store::{RevocationKind, Store};
@@ -27,7 +27,8 @@ fn public_key(k: &KeyArgs) -> Result<String> {
         }
         (None, Some(out)) => {
             let key = Keypair::generate();
-            warden_server::write_private(out, &key.to_pkcs8_pem()).with_context(|| format!("writing the private key to {} (it must not exist yet)", out.display()))?;
+            warden_server::write_private(out, &key.to_pkcs8_pem())
+                .with_context(|| format!("writing the private key to {} (it must not exist yet)", out.display()))?;
             eprintln!("private key written to {} (keep it secret; Warden keeps only the public key)", out.display());
             Ok(key.public().to_b64())
         }
@@ -68,9 +69,20 @@ async fn register(cfg: &ServerConfig, store: &Store, a: &RegisterArgs) -> Result
         store.get_agent(p).await.context("--parent must name a registered agent")?;
     }
     let public_key = public_key(&a.key)?;
-    let agent = Agent { id: id.clone(), owner: a.owner.clone(), purpose: a.purpose.clone(), tools, autonomy, status: AgentStatus::Active, public_key, parent, created_at: now() };
+    let agent = Agent {
+        id: id.clone(),
+        owner: a.owner.clone(),
+        purpose: a.purpose.clone(),
+        tools,
+        autonomy,
+        status: AgentStatus::Active,
+        public_key,
+        parent,
+        created_at: now(),
+    };
     store.insert_agent(&agent).await?;
-    audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:register", &format!("owner {}, tools {}", a.owner, a.tools.join(",")))).await?;
+    audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:register", &format!("owner {}, tools {}", a.owner, a.tools.join(","))))
+        .await?;
     println!("{id}");
     Ok(())
 }

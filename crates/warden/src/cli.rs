@@ -14,7 +14,7 @@ pub struct Cli {
 impl Cli {
     /// Whether `--config`/`WARDEN_CONFIG` named a file (then it must exist).
     pub fn config_explicit(&self) -> bool {
-        self.config != PathBuf::from("warden.toml")
+        self.config.as_path() != std::path::Path::new("warden.toml")
     }
 }
 
@@ -58,14 +58,18 @@ pub enum AgentCmd {
     /// Register an agent with its public key (or generate a key pair).
     Register(RegisterArgs),
     List,
-    Show { agent: String },
+    Show {
+        agent: String,
+    },
     /// Suspend: every token it holds stops working at once.
     Suspend {
         agent: String,
         #[arg(long, default_value = "suspended by an operator")]
         reason: String,
     },
-    Resume { agent: String },
+    Resume {
+        agent: String,
+    },
     /// Revoke for good.
     Revoke {
         agent: String,
@@ -117,7 +121,9 @@ pub enum ToolCmd {
     /// Registered and observed tools with their pin status.
     List,
     /// A tool with its last observed definition.
-    Show { tool: String },
+    Show {
+        tool: String,
+    },
     /// Classify a tool.
     Set {
         tool: String,
@@ -130,8 +136,12 @@ pub enum ToolCmd {
         exfil: bool,
     },
     /// Pin the definition the gateway observed and allow calls.
-    Approve { tool: String },
-    Disable { tool: String },
+    Approve {
+        tool: String,
+    },
+    Disable {
+        tool: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

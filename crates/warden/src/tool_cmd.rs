@@ -18,7 +18,14 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
                     (None, Some(o)) => format!("unpinned, observed {}", &o[..12]),
                     _ => "not observed".into(),
                 };
-                println!("{:<40} {:<9} {:<9} {:<10} {:<6} {pin}", t.tool.to_string(), t.status.as_str(), t.sensitivity.as_str(), t.action_class.as_str(), t.exfil_capable);
+                println!(
+                    "{:<40} {:<9} {:<9} {:<10} {:<6} {pin}",
+                    t.tool.to_string(),
+                    t.status.as_str(),
+                    t.sensitivity.as_str(),
+                    t.action_class.as_str(),
+                    t.exfil_capable
+                );
             }
             Ok(())
         }

@@ -27,7 +27,11 @@ fn policy_validate_and_test_pass_on_the_shipped_policies_and_fail_on_bad_ones() 
     for f in ["schema.cedarschema", "base.cedar", "guardrails.cedar", "tests/guardrails.toml"] {
         std::fs::copy(dir.join(f), copy.join(f)).unwrap();
     }
-    std::fs::write(copy.join("tests/wrong.toml"), "[[case]]\nname = \"wrongly expects allow\"\nagent = \"a\"\ntool = \"onboarding/file_read\"\nargs = { path = \"/secrets/x\" }\nexpect = \"allow\"\n").unwrap();
+    std::fs::write(
+        copy.join("tests/wrong.toml"),
+        "[[case]]\nname = \"wrongly expects allow\"\nagent = \"a\"\ntool = \"onboarding/file_read\"\nargs = { path = \"/secrets/x\" }\nexpect = \"allow\"\n",
+    )
+    .unwrap();
     let out = warden(&["policy", "test", copy.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));

@@ -72,7 +72,9 @@ async fn every_authentication_failure_is_refused_and_audited() {
     let (other_id, other_key) = h.register("other", BOT_TOOLS, 2, None);
     let mut c = h.ready_client(&id, &key, None).await;
     let mcp = c.mcp_url();
-    let call = || json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1001" } } }).to_string().into_bytes();
+    let call = || {
+        json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1001" } } }).to_string().into_bytes()
+    };
 
     // Send `token` with a proof by `proof_key`, expect 401 whose message and
     // audit record contain `expect`, and nothing executed upstream.
@@ -132,8 +134,20 @@ async fn every_authentication_failure_is_refused_and_audited() {
     // Malformed JSON-RPC and an oversized body (authenticated, still refused).
     refused(&h, &c, b"{not json".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "parse error").await;
     refused(&h, &c, b"[{\"jsonrpc\":\"2.0\"}]".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "batches are not supported").await;
-    refused(&h, &c, b"{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}".to_vec(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 400, "invalid request").await;
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"onboarding__customer_lookup","arguments":{{"customer_id":"{}"}}}}}}"#, "x".repeat(70_000));
+    refused(
+        &h,
+        &c,
+        b"{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}".to_vec(),
+        Some(format!("DPoP {token}")),
+        Some(proof_for(&key, &token)),
+        400,
+        "invalid request",
+    )
+    .await;
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"onboarding__customer_lookup","arguments":{{"customer_id":"{}"}}}}}}"#,
+        "x".repeat(70_000)
+    );
     refused(&h, &c, big.into_bytes(), Some(format!("DPoP {token}")), Some(proof_for(&key, &token)), 413, "too large").await;
 
     // Revoked token: revoke its task from the CLI; the next call is refused.
@@ -187,18 +201,41 @@ async fn token_endpoint_refuses_bad_client_authentication() {
     let http = reqwest::Client::new();
     let url = format!("{}/oauth/token", h.base);
     let form = |assertion: &str| {
-        format!("grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}")
+        format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+        )
     };
     // A replayed client assertion.
     let assertion = c.client_assertion();
-    let ok = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&key, "POST", &url, None, now())).body(form(&assertion)).send().await.unwrap();
+    let ok = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", make_dpop_proof(&key, "POST", &url, None, now()))
+        .body(form(&assertion))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let again = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&key, "POST", &url, None, now())).body(form(&assertion)).send().await.unwrap();
+    let again = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", make_dpop_proof(&key, "POST", &url, None, now()))
+        .body(form(&assertion))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 401);
     assert!(again.text().await.unwrap().contains("replayed"));
     // DPoP proof by a key other than the agent's registered key.
     let stranger = Keypair::generate();
-    let r = http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", make_dpop_proof(&stranger, "POST", &url, None, now())).body(form(&c.client_assertion())).send().await.unwrap();
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", make_dpop_proof(&stranger, "POST", &url, None, now()))
+        .body(form(&c.client_assertion()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("registered key"));
     // An assertion signed by the wrong key.

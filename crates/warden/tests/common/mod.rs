@@ -116,8 +116,19 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         let key_path = self.dir.path().join(format!("{name}.pem"));
         let autonomy = autonomy.to_string();
         let mut args = vec![
-            "agent", "register", name, "--owner", "alice@example.com", "--purpose", "integration test", "--tools", tools, "--autonomy", &autonomy,
-            "--generate-key", key_path.to_str().unwrap(),
+            "agent",
+            "register",
+            name,
+            "--owner",
+            "alice@example.com",
+            "--purpose",
+            "integration test",
+            "--tools",
+            tools,
+            "--autonomy",
+            &autonomy,
+            "--generate-key",
+            key_path.to_str().unwrap(),
         ];
         if let Some(p) = parent {
             args.extend(["--parent", p]);
