@@ -18,6 +18,8 @@ use warden_policy::{AgentFacts, CallFacts, RequestFacts, ToolFacts};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 const MAX_SESSIONS: usize = 100_000;
+/// Sessions idle this long are dropped when the table gets large.
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// JSON-RPC error codes used by the gateway beyond the standard ones.
 pub mod codes {
@@ -184,11 +186,14 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<(), (StatusCode, &'static str)> {
     let sid =
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
-    let sessions = gw.sessions.lock().expect("sessions lock");
-    match sessions.get(sid) {
+    let mut sessions = gw.sessions.lock().expect("sessions lock");
+    match sessions.get_mut(sid) {
         // A session belongs to the agent that opened it; another agent's
         // token cannot ride on it.
-        Some(s) if s.agent == auth.claims.agent() => Ok(()),
+        Some(s) if s.agent == auth.claims.agent() => {
+            s.last_seen = Instant::now();
+            Ok(())
+        }
         _ => Err((StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one")),
     }
 }
@@ -199,10 +204,13 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let sid = format!("{}{}", correlation_id(), correlation_id());
     {
         let mut sessions = call.gw.sessions.lock().expect("sessions lock");
+        if sessions.len() >= MAX_SESSIONS / 10 {
+            sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE);
+        }
         if sessions.len() >= MAX_SESSIONS {
             return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
         }
-        sessions.insert(sid.clone(), Session { agent: auth.claims.agent().to_string() });
+        sessions.insert(sid.clone(), Session { agent: auth.claims.agent().to_string(), last_seen: Instant::now() });
     }
     let mut ev = call.event(EventKind::McpRequest, Some(auth));
     ev.action = Some("initialize".into());

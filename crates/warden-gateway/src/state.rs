@@ -53,6 +53,7 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub agent: String,
+    pub last_seen: std::time::Instant,
 }
 
 /// The enforcement point's shared state.

@@ -1,11 +1,12 @@
 use crate::{CallFacts, PolicyError};
 use cedar_policy::{
-    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use warden_core::Decision;
 
 /// One policy file's text and a name for messages.
@@ -23,11 +24,48 @@ struct PolicyMeta {
     approval: Option<String>,
 }
 
+/// A policy's scope as far as it can rule the policy out for a request:
+/// `Eq` needs that exact entity, `In` that entity or one of its parents
+/// (an agent's owner, a tool's server); anything else is left to Cedar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    Any,
+    Eq(EntityUid),
+    In(EntityUid),
+}
+
+impl Scope {
+    fn admits(&self, entity: &EntityUid, parent: &EntityUid) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Eq(u) => u == entity,
+            Scope::In(u) => u == entity || u == parent,
+        }
+    }
+}
+
+/// The policies that can apply to one request, with the same set minus the
+/// approval forbids (to tell "needs approval" from "denied").
+struct Candidates {
+    full: PolicySet,
+    relaxed: PolicySet,
+}
+
+/// Distinct candidate sets kept; the cache is dropped when it grows past this.
+const CANDIDATE_CACHE: usize = 4096;
+
 /// A validated set of policies with its schema, ready to decide requests.
 pub struct PolicyBundle {
     schema: Schema,
     policies: PolicySet,
     meta: HashMap<PolicyId, PolicyMeta>,
+    /// Every policy with its principal and resource scope, in a fixed order.
+    index: Vec<(PolicyId, Scope, Scope)>,
+    /// Candidate sets by the indices of their policies: Cedar evaluates every
+    /// policy it is given, so evaluating only those whose scope can match a
+    /// request keeps the cost independent of how many per-agent and per-tool
+    /// policies exist.
+    candidates: Mutex<HashMap<Vec<u32>, Arc<Candidates>>>,
     authorizer: Authorizer,
     call_action: EntityUid,
     agent_type: EntityTypeName,
@@ -79,10 +117,28 @@ impl PolicyBundle {
             return Err(PolicyError::Validation(msgs.join("\n")));
         }
         let ty = |s: &str| EntityTypeName::from_str(s).expect("static type name");
+        let index = policies
+            .policies()
+            .map(|p| {
+                let principal = match p.principal_constraint() {
+                    PrincipalConstraint::Eq(u) => Scope::Eq(u),
+                    PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => Scope::In(u),
+                    PrincipalConstraint::Any | PrincipalConstraint::Is(_) => Scope::Any,
+                };
+                let resource = match p.resource_constraint() {
+                    ResourceConstraint::Eq(u) => Scope::Eq(u),
+                    ResourceConstraint::In(u) | ResourceConstraint::IsIn(_, u) => Scope::In(u),
+                    ResourceConstraint::Any | ResourceConstraint::Is(_) => Scope::Any,
+                };
+                (p.id().clone(), principal, resource)
+            })
+            .collect();
         Ok(Self {
             schema: schema_v,
             policies,
             meta,
+            index,
+            candidates: Mutex::new(HashMap::new()),
             authorizer: Authorizer::new(),
             call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
             agent_type: ty("Warden::Agent"),
@@ -110,11 +166,12 @@ impl PolicyBundle {
     /// policy that fails to evaluate (e.g. an argument of the wrong type)
     /// denies rather than being skipped.
     pub fn decide(&self, facts: &CallFacts) -> Decision {
-        let (request, entities) = match self.build(facts) {
+        let (request, entities, uids) = match self.build(facts) {
             Ok(x) => x,
             Err(e) => return Decision::deny(format!("could not build the policy request: {e}")),
         };
-        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let sets = self.candidates_for(&uids);
+        let response = self.authorizer.is_authorized(&request, &sets.full, &entities);
         let diag = response.diagnostics();
         let erroring_forbids: Vec<String> = diag
             .errors()
@@ -149,28 +206,45 @@ impl PolicyBundle {
             .join("; ");
         // Only approval-forbids stand in the way, and something permits: a
         // human may lift them.
-        let permitted = self.policies_permit(&request, &entities, &forbids);
-        if permitted && forbids.iter().all(|(_, m)| m.approval.is_some()) {
+        if forbids.iter().all(|(_, m)| m.approval.is_some())
+            && self.authorizer.is_authorized(&request, &sets.relaxed, &entities).decision() == cedar_policy::Decision::Allow
+        {
             return Decision::NeedsApproval { policies: ids, reason };
         }
         Decision::Deny { policies: ids, reason }
     }
 
-    /// Whether the set without the given forbids would allow the request.
-    fn policies_permit(&self, request: &Request, entities: &Entities, forbids: &[(&PolicyId, &PolicyMeta)]) -> bool {
-        if forbids.iter().any(|(_, m)| m.approval.is_none()) {
-            return false;
+    /// The policies whose scope admits this principal and resource.
+    fn candidates_for(&self, uids: &RequestUids) -> Arc<Candidates> {
+        let key: Vec<u32> = self
+            .index
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p, r))| p.admits(&uids.principal, &uids.owner) && r.admits(&uids.resource, &uids.server))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut cache = self.candidates.lock().expect("candidate cache lock");
+        if let Some(c) = cache.get(&key) {
+            return c.clone();
         }
-        let mut without = PolicySet::new();
-        for p in self.policies.policies() {
-            if !forbids.iter().any(|(id, _)| *id == p.id()) {
-                let _ = without.add(p.clone());
+        let (mut full, mut relaxed) = (PolicySet::new(), PolicySet::new());
+        for &i in &key {
+            let id = &self.index[i as usize].0;
+            let p = self.policies.policy(id).expect("indexed policy").clone();
+            if self.meta[id].approval.is_none() {
+                relaxed.add(p.clone()).expect("ids are unique");
             }
+            full.add(p).expect("ids are unique");
         }
-        self.authorizer.is_authorized(request, &without, entities).decision() == cedar_policy::Decision::Allow
+        if cache.len() >= CANDIDATE_CACHE {
+            cache.clear();
+        }
+        let c = Arc::new(Candidates { full, relaxed });
+        cache.insert(key, c.clone());
+        c
     }
 
-    fn build(&self, f: &CallFacts) -> Result<(Request, Entities), String> {
+    fn build(&self, f: &CallFacts) -> Result<(Request, Entities, RequestUids), String> {
         let e = |x: cedar_policy::ExpressionConstructionError| x.to_string();
         let owner = EntityUid::from_type_name_and_id(self.owner_type.clone(), EntityId::new(&f.agent.owner));
         let server = EntityUid::from_type_name_and_id(self.server_type.clone(), EntityId::new(&f.tool.server));
@@ -202,7 +276,8 @@ impl PolicyBundle {
             HashSet::from([server.clone()]),
         )
         .map_err(|x| x.to_string())?;
-        let entities = Entities::from_entities([agent, tool, Entity::with_uid(owner), Entity::with_uid(server)], None).map_err(|x| x.to_string())?;
+        let entities =
+            Entities::from_entities([agent, tool, Entity::with_uid(owner.clone()), Entity::with_uid(server.clone())], None).map_err(|x| x.to_string())?;
         let r = &f.request;
         let context = Context::from_pairs([
             ("task".to_string(), s(&r.task)),
@@ -215,14 +290,15 @@ impl PolicyBundle {
             ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
         ])
         .map_err(|x| x.to_string())?;
+        let uids = RequestUids { principal: principal.clone(), owner: owner.clone(), resource: resource.clone(), server: server.clone() };
         let request = Request::new(principal, self.call_action.clone(), resource, context, None).map_err(|x| x.to_string())?;
-        Ok((request, entities))
+        Ok((request, entities, uids))
     }
 
     /// Check that entities and context built for `facts` conform to the schema
     /// (used by tests and `policy validate`; live requests skip it for speed).
     pub fn check_facts(&self, facts: &CallFacts) -> Result<(), PolicyError> {
-        let (request, entities) = self.build(facts).map_err(PolicyError::Request)?;
+        let (request, entities, _) = self.build(facts).map_err(PolicyError::Request)?;
         let ents: Vec<Entity> = entities.iter().cloned().collect();
         Entities::from_entities(ents, Some(&self.schema)).map_err(|e| PolicyError::Request(render(&e)))?;
         let ctx = request.context().ok_or_else(|| PolicyError::Request("no context".into()))?.clone();
@@ -236,6 +312,14 @@ impl PolicyBundle {
         .map_err(|e| PolicyError::Request(render(&e)))?;
         Ok(())
     }
+}
+
+/// The entities of one request, for candidate selection.
+struct RequestUids {
+    principal: EntityUid,
+    owner: EntityUid,
+    resource: EntityUid,
+    server: EntityUid,
 }
 
 /// Arguments become a Cedar record: strings, integers, booleans, sets and

@@ -22,12 +22,19 @@ pub struct Harness {
     pub cfg: PathBuf,
     pub base: String,
     pub call_log: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Harness {
     /// Start with the demo upstream; `upstream_env` goes into its environment.
     pub fn start(upstream_env: &str) -> Self {
+        Self::start_with(upstream_env, "", &[])
+    }
+
+    /// As [`Harness::start`], with more config appended and environment
+    /// variables for the server process.
+    pub fn start_with(upstream_env: &str, extra_config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let call_log = dir.path().join("calls.log");
         let cfg = dir.path().join("warden.toml");
@@ -42,13 +49,15 @@ transport = "stdio"
 command = {bin:?}
 args = ["demo-server"]
 env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
+{extra_config}
 "#,
             policies = policies_dir().display().to_string(),
             bin = BIN,
             log = call_log.display().to_string(),
         );
         std::fs::write(&cfg, text).unwrap();
-        let mut h = Self { dir, cfg, base: String::new(), call_log, child: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut h = Self { dir, cfg, base: String::new(), call_log, env, child: None };
         h.serve();
         h
     }
@@ -59,6 +68,7 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         let mut child = Command::new(BIN)
             .args(["--config", self.cfg.to_str().unwrap(), "serve"])
             .env("WARDEN_LOG", "warn")
+            .envs(self.env.iter().cloned())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Load benchmark: tools/call through the Warden gateway (DPoP authn, Cedar
+# policy, audit commit) vs direct to the same upstream, the reference
+# server-everything over streamable HTTP. Everything runs on loopback.
+#   bash bench/gateway-load.sh [REQUESTS] [CONCURRENCY] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${1:-2000} CONCURRENCY=${2:-16} SECONDS_PER_PATH=${3:-10}
+(cd tests/mcp-peers && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --release --locked -p warden -p warden-bench
+BIN=$PWD/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$port node tests/mcp-peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp >"$work/everything.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q "$port" "$work/everything.log" && break; sleep 0.1; done
+
+cat >"$work/warden.toml" <<TOML
+listen = "127.0.0.1:0"
+policy_dir = "$PWD/policies"
+[[upstream]]
+name = "everything"
+transport = "http"
+url = "http://127.0.0.1:$port/mcp"
+TOML
+"$BIN/warden" --config "$work/warden.toml" serve 2>"$work/warden.log" &
+pids+=($!)
+for _ in $(seq 200); do grep -q "serving MCP on" "$work/warden.log" && break; sleep 0.1; done
+base=$(sed -n 's/.*serving MCP on \(http:\/\/[0-9.:]*\)\/mcp.*/\1/p' "$work/warden.log")
+W() { "$BIN/warden" --config "$work/warden.toml" "$@"; }
+W tool set everything/echo --sensitivity low --action-class read >/dev/null
+W tool approve everything/echo >/dev/null
+id=$(W agent register load-agent --owner bench@example.com --purpose "load test" --tools everything/echo --autonomy 1 --generate-key "$work/agent.pem")
+sleep 0.5
+echo "gateway $base, upstream http://127.0.0.1:$port/mcp (server-everything), $(nproc) cores"
+"$BIN/warden-loadgen" --gateway "$base" --agent "$id" --key "$work/agent.pem" --tool everything__echo \
+  --direct "http://127.0.0.1:$port/mcp" --direct-tool echo --requests "$REQUESTS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_PATH"
+echo "audit: $(W audit verify)"

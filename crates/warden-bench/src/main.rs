@@ -1,0 +1,175 @@
+//! `warden-loadgen`: measures what the gateway adds to a `tools/call`.
+//! The same MCP upstream is called directly (with the gateway's own upstream
+//! client) and through the gateway (token + DPoP proof per request, Cedar
+//! decision, audit commit). Phase 1 sends one request at a time and reports
+//! latency percentiles; phase 2 runs concurrent workers and reports
+//! throughput. DPoP proofs are signed before the clock starts, so the figures
+//! are the gateway's cost, not the client's signing.
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_client::AgentClient;
+use warden_gateway::{Transport, Upstream, UpstreamConfig};
+use warden_identity::{Keypair, make_dpop_proof};
+
+#[derive(Parser)]
+struct Args {
+    /// Gateway base URL (the issuer).
+    #[arg(long)]
+    gateway: String,
+    #[arg(long)]
+    agent: String,
+    /// The agent's private key (PKCS#8 PEM).
+    #[arg(long)]
+    key: std::path::PathBuf,
+    /// Federated tool name at the gateway (SERVER__TOOL).
+    #[arg(long)]
+    tool: String,
+    /// The upstream's MCP URL, for the direct baseline.
+    #[arg(long)]
+    direct: String,
+    /// Tool name at the upstream.
+    #[arg(long)]
+    direct_tool: String,
+    #[arg(long, default_value = r#"{"message":"hello"}"#)]
+    arguments: String,
+    /// Sequential requests per path for the latency phase.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds per path for the throughput phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+fn pct(samples: &mut [u64], p: f64) -> f64 {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1000.0
+}
+
+struct Gw {
+    client: AgentClient,
+    auth: String,
+    key: Keypair,
+    body: Vec<u8>,
+}
+
+impl Gw {
+    /// Proofs for `n` requests, signed ahead of time.
+    fn proofs(&self, n: usize) -> Vec<String> {
+        let now = warden_client::now();
+        let token = self.auth.strip_prefix("DPoP ").unwrap();
+        (0..n).map(|_| make_dpop_proof(&self.key, "POST", &self.client.mcp_url(), Some(token), now)).collect()
+    }
+
+    async fn call(&self, proof: String) -> Result<()> {
+        let r = self.client.post_raw(self.body.clone(), Some(self.auth.clone()), Some(proof)).await?;
+        ensure!(r.status == 200 && r.result().is_some(), "gateway call failed: {} {}", r.status, r.body);
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    let arguments: Value = serde_json::from_str(&a.arguments).context("--arguments must be JSON")?;
+    let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&a.key)?)?;
+
+    let upstream = Arc::new(Upstream::new(
+        UpstreamConfig { name: "direct".into(), transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default() }, timeout_secs: 30 },
+        reqwest::Client::new(),
+    )?);
+    let direct_params = json!({ "name": a.direct_tool, "arguments": arguments });
+
+    let mut client = AgentClient::new(&a.gateway, &a.agent, key.clone());
+    client.fetch_token(None, Some("load-test")).await?;
+    ensure!(client.initialize().await?.status == 200, "initialize through the gateway failed");
+    let auth = format!("DPoP {}", client.token.clone().unwrap());
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": a.tool, "arguments": arguments } }).to_string().into_bytes();
+    let gw = Arc::new(Gw { client, auth, key, body });
+
+    // Warm up both paths (connections, JIT in the upstream).
+    for p in gw.proofs(200) {
+        gw.call(p).await?;
+        upstream.request("tools/call", direct_params.clone()).await?;
+    }
+
+    // Phase 1: latency, one request in flight, paths interleaved in blocks so
+    // that drift in the upstream affects both equally.
+    let (mut direct, mut via) = (Vec::with_capacity(a.requests), Vec::with_capacity(a.requests));
+    for chunk in 0..a.requests.div_ceil(500) {
+        let n = 500.min(a.requests - chunk * 500);
+        for _ in 0..n {
+            let t = Instant::now();
+            upstream.request("tools/call", direct_params.clone()).await?;
+            direct.push(t.elapsed().as_nanos() as u64);
+        }
+        for p in gw.proofs(n) {
+            let t = Instant::now();
+            gw.call(p).await?;
+            via.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    let (d50, d99) = (pct(&mut direct, 0.50), pct(&mut direct, 0.99));
+    let (g50, g99) = (pct(&mut via, 0.50), pct(&mut via, 0.99));
+    println!("latency over {} sequential calls per path:", a.requests);
+    println!("  direct   p50 {d50:>8.1} µs   p99 {d99:>8.1} µs");
+    println!("  gateway  p50 {g50:>8.1} µs   p99 {g99:>8.1} µs");
+    println!("  added    p50 {:>8.1} µs   p99 {:>8.1} µs", g50 - d50, g99 - d99);
+
+    // Phase 2: throughput with `concurrency` workers for `seconds` each path.
+    let dur = Duration::from_secs(a.seconds);
+    let direct_rate = {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..a.concurrency {
+            let (u, p) = (upstream.clone(), direct_params.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < dur {
+                    u.request("tools/call", p.clone()).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    };
+    let gw_rate = {
+        // Proofs are minted in batches ahead of use; iat must stay fresh.
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..a.concurrency {
+            let g = gw.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut proofs = Vec::new();
+                while start.elapsed() < dur {
+                    if proofs.is_empty() {
+                        proofs = g.proofs(256);
+                    }
+                    g.call(proofs.pop().unwrap()).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    };
+    println!("throughput with {} concurrent clients, {} s per path:", a.concurrency, a.seconds);
+    println!("  direct  {direct_rate:>8.0} calls/s");
+    println!("  gateway {gw_rate:>8.0} calls/s   ratio {:.2}", gw_rate / direct_rate);
+    Ok(())
+}

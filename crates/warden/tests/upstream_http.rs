@@ -1,0 +1,85 @@
+//! Upstream credential brokering over streamable HTTP: the gateway injects
+//! its own secret from the environment and never forwards the agent's token
+//! or DPoP proof. The upstream here is a minimal MCP server that answers over
+//! SSE and records the headers it receives.
+
+mod common;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::Harness;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+type Seen = Arc<Mutex<Vec<HeaderMap>>>;
+
+async fn mcp(axum::extract::State(seen): axum::extract::State<Seen>, headers: HeaderMap, body: String) -> axum::response::Response {
+    seen.lock().unwrap().push(headers);
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let Some(id) = msg.get("id").cloned() else { return StatusCode::ACCEPTED.into_response() };
+    let result = match msg["method"].as_str().unwrap() {
+        "initialize" => json!({ "protocolVersion": "2025-06-18", "capabilities": { "tools": {} }, "serverInfo": { "name": "recorder", "version": "1" } }),
+        "tools/list" => json!({ "tools": [{ "name": "whoami", "description": "Echo the caller", "inputSchema": { "type": "object" } }] }),
+        "tools/call" => json!({ "content": [{ "type": "text", "text": "recorded" }] }),
+        _ => json!({}),
+    };
+    let reply = json!({ "jsonrpc": "2.0", "id": id, "result": result });
+    // A notification first, then the response, as a server may stream them.
+    let sse =
+        format!("event: message\ndata: {}\n\nevent: message\ndata: {reply}\n\n", json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": {} }));
+    ([("content-type", "text/event-stream"), ("mcp-session-id", "upstream-session-1")], sse).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token() {
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let extra = format!(
+        "[[upstream]]\nname = \"recorder\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\nheaders_from_env = {{ X-Api-Key = \"RECORDER_KEY\" }}\n"
+    );
+    let h = Harness::start_with("", &extra, &[("RECORDER_KEY", "upstream-secret-123")]);
+    h.approve("recorder/whoami", "low", "read", false);
+    let (id, key) = h.register("bot", "recorder/whoami", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let r = c.call_tool("recorder__whoami", json!({})).await.unwrap();
+    assert_eq!(r.result().unwrap()["content"][0]["text"], "recorded", "{}", r.body);
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 3, "initialize, tools/list and the call reached the upstream");
+    let token = c.token.clone().unwrap();
+    for hdrs in seen.iter() {
+        assert_eq!(hdrs.get("x-api-key").unwrap(), "upstream-secret-123");
+        assert!(hdrs.get("authorization").is_none() && hdrs.get("dpop").is_none(), "agent credentials leaked upstream: {hdrs:?}");
+        for (_, v) in hdrs.iter() {
+            assert!(!v.to_str().unwrap_or_default().contains(&token[..40]), "token in an upstream header");
+        }
+    }
+    // After initialize the gateway keeps the upstream's session.
+    assert_eq!(seen.last().unwrap().get("mcp-session-id").unwrap(), "upstream-session-1");
+    // The secret never appears in the audit log.
+    let audit = h.cli(&["audit", "export"]);
+    assert!(!audit.contains("upstream-secret-123"));
+    assert!(!audit.contains(&token[..40]));
+}
+
+#[test]
+fn a_missing_upstream_secret_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("warden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\npolicy_dir = {:?}\n[[upstream]]\nname = \"x\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders_from_env = {{ Authorization = \"WARDEN_TEST_UNSET_SECRET\" }}\n",
+            common::policies_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN).arg("--config").arg(&cfg).arg("serve").env_remove("WARDEN_TEST_UNSET_SECRET").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_TEST_UNSET_SECRET"), "{}", String::from_utf8_lossy(&out.stderr));
+}
