@@ -67,9 +67,25 @@ impl Gw {
     }
 
     async fn call(&self, proof: String) -> Result<()> {
-        let r = self.client.post_raw(self.body.clone(), Some(self.auth.clone()), Some(proof)).await?;
-        ensure!(r.status == 200 && r.result().is_some(), "gateway call failed: {} {}", r.status, r.body);
+        self.send(self.body.clone(), proof, true).await
+    }
+
+    async fn send(&self, body: Vec<u8>, proof: String, expect_result: bool) -> Result<()> {
+        let r = self.client.post_raw(body, Some(self.auth.clone()), Some(proof)).await?;
+        ensure!(r.status == 200 && r.result().is_some() == expect_result, "gateway call failed: {} {}", r.status, r.body);
         Ok(())
+    }
+
+    /// Sequential latency of `body` through the gateway alone (no upstream).
+    async fn probe(&self, body: Value, n: usize, expect_result: bool) -> Result<(f64, f64)> {
+        let body = body.to_string().into_bytes();
+        let mut t = Vec::with_capacity(n);
+        for p in self.proofs(n) {
+            let start = Instant::now();
+            self.send(body.clone(), p, expect_result).await?;
+            t.push(start.elapsed().as_nanos() as u64);
+        }
+        Ok((pct(&mut t, 0.5), pct(&mut t, 0.99)))
     }
 }
 
@@ -97,6 +113,25 @@ async fn main() -> Result<()> {
         gw.call(p).await?;
         upstream.request("tools/call", direct_params.clone()).await?;
     }
+
+    // Phase 0: the gateway's own costs, no upstream involved: `ping` is
+    // authentication only; a call denied by policy adds the Cedar decision
+    // and the audit commit.
+    let (p50, p99) = gw.probe(json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }), 1000, true).await?;
+    println!("gateway alone, 1000 sequential requests (HTTP round trip included):");
+    let http = reqwest::Client::new();
+    let health = format!("{}/healthz", a.gateway.trim_end_matches('/'));
+    let mut t = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let start = Instant::now();
+        http.get(&health).send().await?.bytes().await?;
+        t.push(start.elapsed().as_nanos() as u64);
+    }
+    println!("  GET /healthz (HTTP only)      p50 {:>8.1} µs   p99 {:>8.1} µs", pct(&mut t, 0.5), pct(&mut t, 0.99));
+    println!("  ping (authn)                  p50 {p50:>8.1} µs   p99 {p99:>8.1} µs");
+    let malformed = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": a.tool, "arguments": 5 } });
+    let (p50, p99) = gw.probe(malformed, 1000, false).await?;
+    println!("  refused call (authn + audit)  p50 {p50:>8.1} µs   p99 {p99:>8.1} µs");
 
     // Phase 1: latency, one request in flight, paths interleaved in blocks so
     // that drift in the upstream affects both equally.

@@ -5,6 +5,7 @@
 
 use crate::state::Gateway;
 use axum::http::{HeaderMap, StatusCode};
+use sha2::{Digest, Sha256};
 use warden_core::{Agent, AgentStatus};
 use warden_identity::{AccessClaims, IdentityError, verify_dpop_proof};
 
@@ -60,7 +61,30 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Aut
     v.to_str().map(Some).map_err(|_| AuthFailure::new("invalid_request", format!("{name} header is not ASCII")))
 }
 
+/// Verified tokens remembered; the cache is emptied when it reaches this.
+const VERIFIED_CACHE: usize = 100_000;
+
 impl Gateway {
+    /// Signature, issuer and audience are checked once per token; lifetime on
+    /// every use. Revocation and DPoP are the caller's, per request.
+    fn verify_token(&self, token: &str, now: i64) -> Result<AccessClaims, IdentityError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = self.verified.lock().expect("token cache lock").get(&digest) {
+            c.check_lifetime(now)?;
+            return Ok(c.clone());
+        }
+        let claims = self.verifier.verify(token, now)?;
+        let mut cache = self.verified.lock().expect("token cache lock");
+        if cache.len() >= VERIFIED_CACHE {
+            cache.retain(|_, c| c.exp > now);
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
     /// Authenticate one request to the resource with HTTP `method`.
     pub fn authenticate(&self, headers: &HeaderMap, method: &str, now: i64) -> Result<Authenticated, AuthFailure> {
         let Some(auth) = header(headers, "authorization")? else {
@@ -79,7 +103,7 @@ impl Gateway {
             }
             _ => return Err(AuthFailure::new("invalid_token", "unsupported authorization scheme; expected DPoP")),
         };
-        let claims = self.verifier.verify(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
+        let claims = self.verify_token(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
         let proof = header(headers, "dpop")?.ok_or_else(|| AuthFailure::new("invalid_dpop_proof", "missing DPoP proof header").with_claims(&claims))?;
         let skew = self.config.dpop_skew_secs;
         let p = verify_dpop_proof(proof, method, &self.config.resource, Some(token), now, skew)

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use warden_core::{Agent, Tool, ToolRef};
-use warden_identity::{ReplayCache, RevocationSet, TokenVerifier};
+use warden_identity::{AccessClaims, ReplayCache, RevocationSet, TokenVerifier};
 use warden_policy::PolicyBundle;
 use warden_store::{Store, StoreError};
 
@@ -65,6 +65,10 @@ pub struct Gateway {
     pub(crate) policy: ArcSwap<PolicyBundle>,
     pub(crate) verifier: TokenVerifier,
     replay: Mutex<ReplayCache>,
+    /// Claims of tokens whose signature was already verified, by SHA-256 of
+    /// the whole token: agents reuse a token for many calls, and the
+    /// signature check is the most expensive step of authentication.
+    pub(crate) verified: Mutex<HashMap<[u8; 32], AccessClaims>>,
     pub(crate) upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
@@ -95,6 +99,7 @@ impl Gateway {
             policy: ArcSwap::from_pointee(policy),
             verifier,
             replay: Mutex::new(ReplayCache::new(1_000_000)),
+            verified: Mutex::new(HashMap::new()),
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
             sessions: Mutex::new(HashMap::new()),

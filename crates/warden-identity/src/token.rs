@@ -61,6 +61,17 @@ impl AccessClaims {
         self.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect()
     }
 
+    /// Expiry and not-before (5 s leeway for clock skew on `nbf` only).
+    pub fn check_lifetime(&self, now: i64) -> Result<(), IdentityError> {
+        if self.exp <= now {
+            return Err(IdentityError::Expired);
+        }
+        if self.nbf > now + 5 {
+            return Err(IdentityError::NotYetValid);
+        }
+        Ok(())
+    }
+
     pub fn in_scope(&self, tool: &ToolRef) -> bool {
         self.scope.split_whitespace().filter_map(|s| s.parse::<ToolRef>().ok()).any(|s| s.covers(tool))
     }
@@ -118,12 +129,7 @@ impl TokenVerifier {
         if c.aud != self.audience {
             return Err(IdentityError::Audience { expected: self.audience.clone(), found: c.aud });
         }
-        if c.exp <= now {
-            return Err(IdentityError::Expired);
-        }
-        if c.nbf > now + 5 {
-            return Err(IdentityError::NotYetValid);
-        }
+        c.check_lifetime(now)?;
         Ok(c)
     }
 }
