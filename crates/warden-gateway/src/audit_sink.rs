@@ -39,10 +39,11 @@ impl AuditSink {
 
 async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut head = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let now = now_ms();
         let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(e, r)| ((e, now), r)).unzip();
-        match store.append_events(&key, events).await {
+        match store.append_events(&key, events, &mut head).await {
             Ok(records) => {
                 for (r, reply) in records.iter().zip(replies) {
                     let _ = reply.send(Ok(r.seq));

@@ -13,6 +13,14 @@ pub struct RevocationSet {
 }
 
 impl RevocationSet {
+    /// The `iat` for a new token of these agents: after every cut-off, so a
+    /// token issued in the same second as a suspension or key rotation (and
+    /// the resume that may follow it) is not born revoked. At most one second
+    /// ahead of `now`, within the verifier's `nbf` leeway.
+    pub fn issue_time<'a>(&self, agents: impl IntoIterator<Item = &'a str>, now: i64) -> i64 {
+        agents.into_iter().filter_map(|a| self.agents_before.get(a)).fold(now, |t, cut| t.max(cut + 1))
+    }
+
     pub fn check(&self, c: &AccessClaims) -> Result<(), IdentityError> {
         if self.token_ids.contains(&c.jti) {
             return Err(IdentityError::Revoked("token id".into()));
@@ -29,5 +37,20 @@ impl RevocationSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_time_follows_the_latest_cutoff() {
+        let mut r = RevocationSet::default();
+        assert_eq!(r.issue_time(["a"], 100), 100);
+        r.agents_before.insert("a".into(), 100);
+        r.agents_before.insert("b".into(), 50);
+        assert_eq!(r.issue_time(["a", "b"], 100), 101);
+        assert_eq!(r.issue_time(["b"], 100), 100);
     }
 }

@@ -152,6 +152,7 @@ impl OAuth {
         if scope.is_empty() {
             return Err(err("invalid_scope", "the agent has no tools to grant"));
         }
+        let iat = self.gw.snapshot().revocations.issue_time([agent.id.as_str()], now);
         let task = form.get("task").cloned().unwrap_or_else(|| format!("task-{}", random_id()));
         if task.is_empty() || task.len() > 200 || task.chars().any(char::is_control) {
             return Err(err("invalid_request", "task must be 1-200 printable characters"));
@@ -161,8 +162,8 @@ impl OAuth {
             sub: agent.owner.clone(),
             aud: self.gw.config.resource.clone(),
             exp: now + self.ttl,
-            iat: now,
-            nbf: now,
+            iat,
+            nbf: iat,
             jti: random_id(),
             client_id: agent.id.to_string(),
             scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
@@ -197,7 +198,8 @@ impl OAuth {
         }
         let requested = Self::requested_scope(form)?;
         let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: &jkt };
-        attenuate(&parent, &sub, requested.as_deref(), self.ttl, now, random_id()).map_err(|e| err("invalid_scope", e.to_string()))
+        let iat = snap.revocations.issue_time(std::iter::once(child.id.as_str()).chain(parent.delegation()), now);
+        attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))
     }
 }
 

@@ -385,35 +385,50 @@ impl Store {
 
     // ---- audit ----
 
-    /// Seal `events` onto the chain and append them in one write
-    /// transaction (all or nothing). The head is read inside the transaction,
-    /// so several writers (the server, CLI commands) extend one chain.
-    pub async fn append_events(&self, key: &Keypair, events: Vec<(AuditEvent, i64)>) -> Result<Vec<AuditRecord>> {
-        let mut tx = self.write_tx("appending to the audit log").await?;
-        let head: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_head'").fetch_optional(&mut *tx).await.map_err(db("appending to the audit log"))?;
-        let head = match head {
-            None => ChainHead::default(),
-            Some(s) => serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("audit head".into()))?,
-        };
-        let records = Chain::new(key.clone(), head).seal_batch(events);
-        for r in &records {
-            sqlx::query("INSERT INTO audit (seq, record) VALUES (?, ?)")
-                .bind(r.seq as i64)
-                .bind(serde_json::to_string(r).expect("record serializes"))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("appending to the audit log"))?;
+    /// Seal `events` onto the chain and append them atomically.
+    ///
+    /// `cached` is the writer's last known head: with it the whole append is
+    /// one statement batch (a single round trip to the database worker, on
+    /// the hot path of every call). If another writer (a CLI command, another
+    /// process) extended the chain meanwhile, the sequence number collides,
+    /// nothing is written, and the append is redone from the stored head, so
+    /// writers never fork the chain.
+    pub async fn append_events(&self, key: &Keypair, events: Vec<(AuditEvent, i64)>, cached: &mut Option<ChainHead>) -> Result<Vec<AuditRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(db("appending to the audit log"))?;
+        for _ in 0..5 {
+            let head = match cached.take() {
+                Some(h) => h,
+                None => self.audit_head().await?,
+            };
+            let records = Chain::new(key.clone(), head).seal_batch(events.clone());
+            let Some(last) = records.last() else { return Ok(records) };
+            let new_head = ChainHead { seq: last.seq, hash: last.hash.clone() };
+            let mut sql = String::from("BEGIN IMMEDIATE;\nINSERT INTO audit (seq, record) VALUES ");
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("({}, {})", r.seq, sql_text(&serde_json::to_string(r).expect("record serializes"))));
+            }
+            sql.push_str(&format!(
+                ";\nINSERT INTO meta (key, value) VALUES ('audit_head', {}) ON CONFLICT(key) DO UPDATE SET value = excluded.value;\nCOMMIT;",
+                sql_text(&serde_json::to_string(&new_head).expect("head serializes"))
+            ));
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await {
+                Ok(_) => {
+                    *cached = Some(new_head);
+                    return Ok(records);
+                }
+                Err(e) => {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                    match e {
+                        sqlx::Error::Database(d) if d.is_unique_violation() => continue,
+                        other => return Err(StoreError::Db { context: "appending to the audit log", source: other }),
+                    }
+                }
+            }
         }
-        if let Some(last) = records.last() {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ('audit_head', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-                .bind(serde_json::to_string(&ChainHead { seq: last.seq, hash: last.hash.clone() }).expect("head serializes"))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("appending to the audit log"))?;
-        }
-        tx.commit().await.map_err(db("appending to the audit log"))?;
-        Ok(records)
+        Err(StoreError::Conflict("the audit log is being extended by another writer too quickly; retry".into()))
     }
 
     /// The head recorded with the last append.
@@ -451,6 +466,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// An SQLite string literal. SQLite has no backslash escapes: doubling
+/// single quotes is complete, and serde_json never emits a raw NUL.
+fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn corrupt(what: &str) -> impl Fn(warden_core::CoreError) -> StoreError + '_ {
@@ -537,5 +558,27 @@ mod tests {
         assert!(!changed.is_callable());
         assert_eq!(s.get_tool(&t).await.unwrap().sensitivity, Sensitivity::Low, "observation keeps the classification");
         assert_eq!(s.observe_tool(&t, "h1", "{}").await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+    }
+
+    #[tokio::test]
+    async fn audit_appends_survive_hostile_text_and_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
+        let key = Keypair::generate();
+        let nasty = "x'); DROP TABLE audit; --\u{0}'' \\ ünïcødé \"q\"";
+        let ev = |r: &str| AuditEvent { decision: "deny".into(), reason: Some(r.into()), ..Default::default() };
+        let mut cached = None;
+        s.append_events(&key, vec![(ev(nasty), 1), (ev("second"), 2)], &mut cached).await.unwrap();
+        // Another writer (no cache) appends behind this writer's back.
+        s.append_events(&key, vec![(ev("other writer"), 3)], &mut None).await.unwrap();
+        // The stale cache collides, and the append is redone on the real head.
+        let recs = s.append_events(&key, vec![(ev("after"), 4)], &mut cached).await.unwrap();
+        assert_eq!(recs[0].seq, 4);
+        let all: Vec<_> = s.read_audit(0, 100).await.unwrap().into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0].event.reason.as_deref(), Some(nasty));
+        let head = s.audit_head().await.unwrap();
+        let report = warden_audit::verify(all.into_iter().map(Ok), &key.public(), ChainHead::default(), Some(&head)).unwrap();
+        assert_eq!(report.records, 4);
     }
 }

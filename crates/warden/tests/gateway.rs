@@ -188,6 +188,22 @@ async fn every_authentication_failure_is_refused_and_audited() {
     assert!(e.to_string().contains("suspended"), "{e}");
     c.session = None;
 
+    // Resumed: old tokens stay dead, a new one works at once (even within the
+    // same second as the suspension).
+    h.cli(&["agent", "resume", "bot"]);
+    let mut c4 = h.client(&id, &key);
+    h.eventually(|| {
+        let mut probe = h.client(&id, &key);
+        async move { probe.fetch_token(None, Some("task-3")).await.is_ok() }
+    })
+    .await;
+    c4.fetch_token(None, Some("task-3")).await.unwrap();
+    assert_eq!(c4.initialize().await.unwrap().status, 200);
+    let r = c4.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    let r = c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now()))).await.unwrap();
+    assert_eq!(r.status, 401, "tokens from before the suspension stay revoked");
+
     let out = h.cli(&["audit", "verify"]);
     assert!(out.contains("audit log OK"), "{out}");
 }
