@@ -39,11 +39,22 @@ impl AuditSink {
 
 async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut head = None;
+    let mut appender = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let now = now_ms();
         let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(e, r)| ((e, now), r)).unzip();
-        match store.append_events(&key, events, &mut head).await {
+        if appender.is_none() {
+            appender = store.audit_appender(key.clone()).await.map_err(|e| tracing::error!("audit writer: {e}")).ok();
+        }
+        let result = match appender.as_mut() {
+            Some(w) => w.append(events).await,
+            None => Err(warden_store::StoreError::Conflict("no database connection for the audit writer".into())),
+        };
+        if result.is_err() {
+            // Reconnect on the next batch.
+            appender = None;
+        }
+        match result {
             Ok(records) => {
                 for (r, reply) in records.iter().zip(replies) {
                     let _ = reply.send(Ok(r.seq));

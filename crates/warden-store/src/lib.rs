@@ -385,50 +385,10 @@ impl Store {
 
     // ---- audit ----
 
-    /// Seal `events` onto the chain and append them atomically.
-    ///
-    /// `cached` is the writer's last known head: with it the whole append is
-    /// one statement batch (a single round trip to the database worker, on
-    /// the hot path of every call). If another writer (a CLI command, another
-    /// process) extended the chain meanwhile, the sequence number collides,
-    /// nothing is written, and the append is redone from the stored head, so
-    /// writers never fork the chain.
-    pub async fn append_events(&self, key: &Keypair, events: Vec<(AuditEvent, i64)>, cached: &mut Option<ChainHead>) -> Result<Vec<AuditRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(db("appending to the audit log"))?;
-        for _ in 0..5 {
-            let head = match cached.take() {
-                Some(h) => h,
-                None => self.audit_head().await?,
-            };
-            let records = Chain::new(key.clone(), head).seal_batch(events.clone());
-            let Some(last) = records.last() else { return Ok(records) };
-            let new_head = ChainHead { seq: last.seq, hash: last.hash.clone() };
-            let mut sql = String::from("BEGIN IMMEDIATE;\nINSERT INTO audit (seq, record) VALUES ");
-            for (i, r) in records.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("({}, {})", r.seq, sql_text(&serde_json::to_string(r).expect("record serializes"))));
-            }
-            sql.push_str(&format!(
-                ";\nINSERT INTO meta (key, value) VALUES ('audit_head', {}) ON CONFLICT(key) DO UPDATE SET value = excluded.value;\nCOMMIT;",
-                sql_text(&serde_json::to_string(&new_head).expect("head serializes"))
-            ));
-            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await {
-                Ok(_) => {
-                    *cached = Some(new_head);
-                    return Ok(records);
-                }
-                Err(e) => {
-                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                    match e {
-                        sqlx::Error::Database(d) if d.is_unique_violation() => continue,
-                        other => return Err(StoreError::Db { context: "appending to the audit log", source: other }),
-                    }
-                }
-            }
-        }
-        Err(StoreError::Conflict("the audit log is being extended by another writer too quickly; retry".into()))
+    /// A writer for the audit log, holding its own connection.
+    pub async fn audit_appender(&self, key: Keypair) -> Result<AuditAppender> {
+        let conn = self.pool.acquire().await.map_err(db("opening the audit writer"))?;
+        Ok(AuditAppender { store: self.clone(), conn, key, head: None })
     }
 
     /// The head recorded with the last append.
@@ -465,6 +425,62 @@ impl Store {
             return Err(StoreError::NotFound(format!("audit record {seq}")));
         }
         Ok(())
+    }
+}
+
+/// Appends to the audit log over a dedicated connection (no pool checkout
+/// or health check per append on the hot path).
+pub struct AuditAppender {
+    store: Store,
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    key: Keypair,
+    head: Option<ChainHead>,
+}
+
+impl AuditAppender {
+    /// Seal `events` onto the chain and append them atomically.
+    ///
+    /// The writer remembers the head it last wrote: with it the whole append is
+    /// one statement batch (a single round trip to the database worker, on
+    /// the hot path of every call). If another writer (a CLI command, another
+    /// process) extended the chain meanwhile, the sequence number collides,
+    /// nothing is written, and the append is redone from the stored head, so
+    /// writers never fork the chain.
+    pub async fn append(&mut self, events: Vec<(AuditEvent, i64)>) -> Result<Vec<AuditRecord>> {
+        for _ in 0..5 {
+            let head = match self.head.take() {
+                Some(h) => h,
+                None => self.store.audit_head().await?,
+            };
+            let records = Chain::new(self.key.clone(), head).seal_batch(events.clone());
+            let Some(last) = records.last() else { return Ok(records) };
+            let new_head = ChainHead { seq: last.seq, hash: last.hash.clone() };
+            let mut sql = String::from("BEGIN IMMEDIATE;\nINSERT INTO audit (seq, record) VALUES ");
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("({}, {})", r.seq, sql_text(&serde_json::to_string(r).expect("record serializes"))));
+            }
+            sql.push_str(&format!(
+                ";\nINSERT INTO meta (key, value) VALUES ('audit_head', {}) ON CONFLICT(key) DO UPDATE SET value = excluded.value;\nCOMMIT;",
+                sql_text(&serde_json::to_string(&new_head).expect("head serializes"))
+            ));
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *self.conn).await {
+                Ok(_) => {
+                    self.head = Some(new_head);
+                    return Ok(records);
+                }
+                Err(e) => {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *self.conn).await;
+                    match e {
+                        sqlx::Error::Database(d) if d.is_unique_violation() => continue,
+                        other => return Err(StoreError::Db { context: "appending to the audit log", source: other }),
+                    }
+                }
+            }
+        }
+        Err(StoreError::Conflict("the audit log is being extended by another writer too quickly; retry".into()))
     }
 }
 
@@ -567,12 +583,12 @@ mod tests {
         let key = Keypair::generate();
         let nasty = "x'); DROP TABLE audit; --\u{0}'' \\ ünïcødé \"q\"";
         let ev = |r: &str| AuditEvent { decision: "deny".into(), reason: Some(r.into()), ..Default::default() };
-        let mut cached = None;
-        s.append_events(&key, vec![(ev(nasty), 1), (ev("second"), 2)], &mut cached).await.unwrap();
-        // Another writer (no cache) appends behind this writer's back.
-        s.append_events(&key, vec![(ev("other writer"), 3)], &mut None).await.unwrap();
-        // The stale cache collides, and the append is redone on the real head.
-        let recs = s.append_events(&key, vec![(ev("after"), 4)], &mut cached).await.unwrap();
+        let mut w = s.audit_appender(key.clone()).await.unwrap();
+        w.append(vec![(ev(nasty), 1), (ev("second"), 2)]).await.unwrap();
+        // Another writer appends behind this writer's back.
+        s.audit_appender(key.clone()).await.unwrap().append(vec![(ev("other writer"), 3)]).await.unwrap();
+        // The stale head collides, and the append is redone on the real head.
+        let recs = w.append(vec![(ev("after"), 4)]).await.unwrap();
         assert_eq!(recs[0].seq, 4);
         let all: Vec<_> = s.read_audit(0, 100).await.unwrap().into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(all.len(), 4);

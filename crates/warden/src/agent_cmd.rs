@@ -40,7 +40,8 @@ fn public_key(k: &KeyArgs) -> Result<String> {
 async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> Result<()> {
     // Same chain and key as the server; the store serializes the writers.
     let key = warden_server::load_or_create_key(&cfg.key_path())?;
-    store.append_events(&key, vec![(ev, chrono::Utc::now().timestamp_millis())], &mut None).await.context("appending the audit record")?;
+    let mut w = store.audit_appender(key).await?;
+    w.append(vec![(ev, chrono::Utc::now().timestamp_millis())]).await.context("appending the audit record")?;
     Ok(())
 }
 
