@@ -37,7 +37,7 @@ fn public_key(k: &KeyArgs) -> Result<String> {
 }
 
 /// Registry changes by operators are audited like every other decision.
-async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> Result<()> {
+pub async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> Result<()> {
     // Same chain and key as the server; the store serializes the writers.
     let key = warden_server::load_or_create_key(&cfg.key_path())?;
     let mut w = store.audit_appender(key).await?;
@@ -45,7 +45,7 @@ async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> Resul
     Ok(())
 }
 
-fn admin_event(kind: EventKind, agent: Option<&AgentId>, action: &str, reason: &str) -> AuditEvent {
+pub fn admin_event(kind: EventKind, agent: Option<&AgentId>, action: &str, reason: &str) -> AuditEvent {
     AuditEvent {
         kind: Some(kind),
         agent: agent.map(ToString::to_string),

@@ -1,10 +1,17 @@
 //! `warden tool …`: classification and definition pinning.
 
+use crate::agent_cmd::{admin_event, audit_admin};
 use crate::cli::ToolCmd;
 use crate::open_store;
 use anyhow::{Result, bail};
-use warden_core::{ToolRef, ToolStatus};
+use warden_core::{EventKind, ToolRef, ToolStatus};
 use warden_server::ServerConfig;
+
+async fn audit_tool(cfg: &ServerConfig, store: &warden_store::Store, tool: &ToolRef, action: &str, reason: &str) -> Result<()> {
+    let mut ev = admin_event(EventKind::ToolChanged, None, action, reason);
+    ev.tool = Some(tool.to_string());
+    audit_admin(store, cfg, ev).await
+}
 
 pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
     let store = open_store(cfg).await?;
@@ -61,16 +68,21 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             t.action_class = action_class.parse()?;
             t.exfil_capable = *exfil;
             store.upsert_tool(&t).await?;
+            let what = format!("{} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
+            audit_tool(cfg, &store, &tref, "tool:set", &what).await?;
             println!("{tref}: {} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
             Ok(())
         }
         ToolCmd::Approve { tool } => {
             let t = store.approve_tool(&tool.parse()?).await?;
+            audit_tool(cfg, &store, &t.tool, "tool:approve", &format!("pinned definition {}", t.pinned_hash.as_deref().unwrap_or_default())).await?;
             println!("{} approved; pinned definition {}", t.tool, t.pinned_hash.unwrap_or_default());
             Ok(())
         }
         ToolCmd::Disable { tool } => {
-            store.set_tool_status(&tool.parse()?, ToolStatus::Disabled).await?;
+            let tref: ToolRef = tool.parse()?;
+            store.set_tool_status(&tref, ToolStatus::Disabled).await?;
+            audit_tool(cfg, &store, &tref, "tool:disable", "disabled by an operator").await?;
             println!("{tool} disabled");
             Ok(())
         }

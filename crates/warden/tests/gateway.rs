@@ -332,6 +332,8 @@ async fn changed_tool_definition_is_blocked_until_reapproved() {
     assert_eq!(changed.lines().count(), 1, "{changed}");
     // The operator reviews and re-approves: calls work again.
     h.cli(&["tool", "approve", "onboarding/email_send"]);
+    let admin = h.cli(&["audit", "query", "--kind", "tool_changed", "--tool", "onboarding/email_send", "--json"]);
+    assert_eq!(admin.matches("tool:approve").count(), 2, "both approvals are audited: {admin}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let r = c.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "s", "body": "b" })).await.unwrap();
