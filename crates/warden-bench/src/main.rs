@@ -89,6 +89,21 @@ impl Gw {
     }
 }
 
+/// Run `n` workers concurrently; each returns how many calls it made.
+async fn workers<F, Fut>(n: usize, mut spawn: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(spawn())).collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
@@ -158,51 +173,34 @@ async fn main() -> Result<()> {
 
     // Phase 2: throughput with `concurrency` workers for `seconds` each path.
     let dur = Duration::from_secs(a.seconds);
-    let direct_rate = {
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..a.concurrency {
-            let (u, p) = (upstream.clone(), direct_params.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while start.elapsed() < dur {
-                    u.request("tools/call", p.clone()).await?;
-                    n += 1;
+    let direct_rate = workers(a.concurrency, || {
+        let (u, p, until) = (upstream.clone(), direct_params.clone(), Instant::now() + dur);
+        async move {
+            let mut n = 0u64;
+            while Instant::now() < until {
+                u.request("tools/call", p.clone()).await?;
+                n += 1;
+            }
+            Ok(n)
+        }
+    })
+    .await?;
+    let gw_rate = workers(a.concurrency, || {
+        let (g, until) = (gw.clone(), Instant::now() + dur);
+        async move {
+            // Proofs are minted in small batches so that their iat stays fresh.
+            let (mut n, mut proofs) = (0u64, Vec::new());
+            while Instant::now() < until {
+                if proofs.is_empty() {
+                    proofs = g.proofs(256);
                 }
-                anyhow::Ok(n)
-            }));
+                g.call(proofs.pop().expect("refilled")).await?;
+                n += 1;
+            }
+            Ok(n)
         }
-        let mut total = 0;
-        for t in tasks {
-            total += t.await??;
-        }
-        total as f64 / start.elapsed().as_secs_f64()
-    };
-    let gw_rate = {
-        // Proofs are minted in batches ahead of use; iat must stay fresh.
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..a.concurrency {
-            let g = gw.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                let mut proofs = Vec::new();
-                while start.elapsed() < dur {
-                    if proofs.is_empty() {
-                        proofs = g.proofs(256);
-                    }
-                    g.call(proofs.pop().unwrap()).await?;
-                    n += 1;
-                }
-                anyhow::Ok(n)
-            }));
-        }
-        let mut total = 0;
-        for t in tasks {
-            total += t.await??;
-        }
-        total as f64 / start.elapsed().as_secs_f64()
-    };
+    })
+    .await?;
     println!("throughput with {} concurrent clients, {} s per path:", a.concurrency, a.seconds);
     println!("  direct  {direct_rate:>8.0} calls/s");
     println!("  gateway {gw_rate:>8.0} calls/s   ratio {:.2}", gw_rate / direct_rate);
