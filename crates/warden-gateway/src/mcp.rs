@@ -58,6 +58,15 @@ fn respond(status: StatusCode, body: Value, corr: &str) -> Response {
     r
 }
 
+/// Add a `WWW-Authenticate` challenge, unless the answer became another
+/// error (the audit write failed) on the way.
+fn with_challenge(mut resp: Response, status: StatusCode, challenge: &str) -> Response {
+    if resp.status() == status {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(challenge).unwrap_or(HeaderValue::from_static("DPoP")));
+    }
+    resp
+}
+
 /// Per-request context carried into the audit record.
 struct Call<'a> {
     gw: &'a Gateway,
@@ -105,29 +114,24 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
             ev.reason = Some(f.description.clone());
             ev.remediation = Some("obtain a fresh DPoP-bound token from the token endpoint and sign a new proof for each request".into());
             let msg = format!("unauthorized: {}", f.description);
-            let mut resp = call.finish(ev, f.status, rpc_error(&null, codes::UNAUTHENTICATED, &msg, None), &null).await;
-            if resp.status() == f.status {
-                let challenge = f.challenge(&gw.config.resource_metadata, None);
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("DPoP")));
-            }
-            return resp;
+            let resp = call.finish(ev, f.status, rpc_error(&null, codes::UNAUTHENTICATED, &msg, None), &null).await;
+            return with_challenge(resp, f.status, &f.challenge(&gw.config.resource_metadata, None));
         }
     };
-    let bytes = match axum::body::to_bytes(body, gw.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            let mut ev = call.event(EventKind::McpRequest, Some(&auth));
-            ev.decision = "deny".into();
-            let msg = format!("request body too large: the limit is {} bytes", gw.config.max_body_bytes);
-            ev.reason = Some(msg.clone());
-            return call.finish(ev, StatusCode::PAYLOAD_TOO_LARGE, rpc_error(&null, codes::INVALID_REQUEST, &msg, None), &null).await;
-        }
-    };
+    // An authenticated request refused before it is understood.
     let invalid = |ev_reason: String, code: i64, status: StatusCode| {
         let mut ev = call.event(EventKind::McpRequest, Some(&auth));
         ev.decision = "deny".into();
         ev.reason = Some(ev_reason.clone());
         (ev, status, rpc_error(&Value::Null, code, &ev_reason, None))
+    };
+    let bytes = match axum::body::to_bytes(body, gw.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let reason = format!("request body too large: the limit is {} bytes", gw.config.max_body_bytes);
+            let (ev, st, body) = invalid(reason, codes::INVALID_REQUEST, StatusCode::PAYLOAD_TOO_LARGE);
+            return call.finish(ev, st, body, &null).await;
+        }
     };
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
@@ -348,19 +352,15 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     if !(auth.claims.in_scope(&tref) && auth.agent.may_use(&tref)) {
         let (ev, body) =
             deny(ev, format!("tool {tref} is outside this token's scope"), codes::OUT_OF_SCOPE, Some(json!({ "required_scope": tref.to_string() })));
-        let mut resp = call.finish(ev, StatusCode::FORBIDDEN, body, id).await;
-        if resp.status() == StatusCode::FORBIDDEN {
-            let f = crate::AuthFailure {
-                status: StatusCode::FORBIDDEN,
-                error: Some("insufficient_scope"),
-                description: format!("the token does not grant {tref}"),
-                agent: None,
-                token_id: None,
-            };
-            let challenge = f.challenge(&call.gw.config.resource_metadata, Some(&tref.to_string()));
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("DPoP")));
-        }
-        return resp;
+        let resp = call.finish(ev, StatusCode::FORBIDDEN, body, id).await;
+        let f = crate::AuthFailure {
+            status: StatusCode::FORBIDDEN,
+            error: Some("insufficient_scope"),
+            description: format!("the token does not grant {tref}"),
+            agent: None,
+            token_id: None,
+        };
+        return with_challenge(resp, StatusCode::FORBIDDEN, &f.challenge(&call.gw.config.resource_metadata, Some(&tref.to_string())));
     }
     let snap = call.gw.snapshot();
     let tool = match snap.tools.get(&tref).filter(|t| t.is_callable()) {
