@@ -44,11 +44,11 @@ impl Scope {
     }
 }
 
-/// The policies that can apply to one request, with the same set minus the
-/// approval forbids (to tell "needs approval" from "denied").
+/// The policies that can apply to one request, split into the approval
+/// forbids (`@approval`) and all the others.
 struct Candidates {
-    full: PolicySet,
     relaxed: PolicySet,
+    approvals: Option<PolicySet>,
 }
 
 /// Distinct candidate sets kept; the cache is dropped when it grows past this.
@@ -171,31 +171,42 @@ impl PolicyBundle {
             Err(e) => return Decision::deny(format!("could not build the policy request: {e}")),
         };
         let sets = self.candidates_for(&uids);
-        let response = self.authorizer.is_authorized(&request, &sets.full, &entities);
-        let diag = response.diagnostics();
-        let erroring_forbids: Vec<String> = diag
-            .errors()
+        // The set without approval forbids decides allow/deny; the approval
+        // forbids, evaluated on their own, tell whether a human must agree.
+        // Together that is one evaluation of every candidate policy.
+        let main = self.authorizer.is_authorized(&request, &sets.relaxed, &entities);
+        let approvals = sets.approvals.as_ref().map(|a| self.authorizer.is_authorized(&request, a, &entities));
+        let responses = std::iter::once(&main).chain(approvals.as_ref());
+        let mut erroring_forbids: Vec<String> = responses
+            .clone()
+            .flat_map(|r| r.diagnostics().errors())
             .map(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| e.policy_id().clone())
             .filter(|id| self.meta.get(id).is_some_and(|m| m.effect == Effect::Forbid))
             .map(|id| id.to_string())
             .collect();
         if !erroring_forbids.is_empty() {
+            erroring_forbids.sort();
             return Decision::Deny {
                 reason: format!("forbid policy could not be evaluated (failing closed): {}", erroring_forbids.join(", ")),
                 policies: erroring_forbids,
             };
         }
-        let mut determining: Vec<&PolicyId> = diag.reason().collect();
-        determining.sort();
-        let ids: Vec<String> = determining.iter().map(|id| id.to_string()).collect();
-        let forbids: Vec<(&PolicyId, &PolicyMeta)> =
-            determining.iter().filter_map(|id| self.meta.get(*id).map(|m| (*id, m))).filter(|(_, m)| m.effect == Effect::Forbid).collect();
+        let mut forbids: Vec<(&PolicyId, &PolicyMeta)> = responses
+            .flat_map(|r| r.diagnostics().reason())
+            .filter_map(|id| self.meta.get(id).map(|m| (id, m)))
+            .filter(|(_, m)| m.effect == Effect::Forbid)
+            .collect();
+        forbids.sort_by_key(|(id, _)| *id);
+        let permitted = main.decision() == cedar_policy::Decision::Allow;
         if forbids.is_empty() {
-            if ids.is_empty() {
+            if !permitted {
                 return Decision::Deny { policies: vec![], reason: "no policy permits this call (default deny)".into() };
             }
+            let mut ids: Vec<String> = main.diagnostics().reason().map(ToString::to_string).collect();
+            ids.sort();
             return Decision::Allow { policies: ids, obligations: vec![] };
         }
+        let ids: Vec<String> = forbids.iter().map(|(id, _)| id.to_string()).collect();
         let reason = forbids
             .iter()
             .map(|(id, m)| match m.reason.as_ref().or(m.approval.as_ref()) {
@@ -204,11 +215,9 @@ impl PolicyBundle {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        // Only approval-forbids stand in the way, and something permits: a
-        // human may lift them.
-        if forbids.iter().all(|(_, m)| m.approval.is_some())
-            && self.authorizer.is_authorized(&request, &sets.relaxed, &entities).decision() == cedar_policy::Decision::Allow
-        {
+        // Only approval forbids stand in the way of a permitted call: a human
+        // may lift them.
+        if permitted {
             return Decision::NeedsApproval { policies: ids, reason };
         }
         Decision::Deny { policies: ids, reason }
@@ -227,19 +236,19 @@ impl PolicyBundle {
         if let Some(c) = cache.get(&key) {
             return c.clone();
         }
-        let (mut full, mut relaxed) = (PolicySet::new(), PolicySet::new());
+        let (mut relaxed, mut approvals) = (PolicySet::new(), PolicySet::new());
         for &i in &key {
             let id = &self.index[i as usize].0;
             let p = self.policies.policy(id).expect("indexed policy").clone();
-            if self.meta[id].approval.is_none() {
-                relaxed.add(p.clone()).expect("ids are unique");
-            }
-            full.add(p).expect("ids are unique");
+            let set = if self.meta[id].approval.is_some() { &mut approvals } else { &mut relaxed };
+            set.add(p).expect("ids are unique");
         }
+        let has_approvals = approvals.policies().next().is_some();
+        let approvals = has_approvals.then_some(approvals);
         if cache.len() >= CANDIDATE_CACHE {
             cache.clear();
         }
-        let c = Arc::new(Candidates { full, relaxed });
+        let c = Arc::new(Candidates { relaxed, approvals });
         cache.insert(key, c.clone());
         c
     }
