@@ -60,8 +60,7 @@ async fn scoped_tools_policy_decisions_and_audit() {
     let e = c2.fetch_token(Some("onboarding/payment_transfer"), None).await.unwrap_err();
     assert!(e.to_string().contains("invalid_scope"), "{e}");
 
-    let out = h.cli(&["audit", "verify"]);
-    assert!(out.contains("audit log OK"), "{out}");
+    h.assert_audit_intact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +203,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
     let r = c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now()))).await.unwrap();
     assert_eq!(r.status, 401, "tokens from before the suspension stay revoked");
 
-    let out = h.cli(&["audit", "verify"]);
-    assert!(out.contains("audit log OK"), "{out}");
+    h.assert_audit_intact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

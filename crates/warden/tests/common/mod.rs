@@ -180,6 +180,12 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         serde_json::from_str(out.lines().last().expect("an audit record")).unwrap()
     }
 
+    /// The stored audit log verifies against the gateway key.
+    pub fn assert_audit_intact(&self) {
+        let out = self.cli(&["audit", "verify"]);
+        assert!(out.contains("audit log OK"), "{out}");
+    }
+
     pub fn gateway_key(&self) -> Keypair {
         Keypair::from_pkcs8_pem(&std::fs::read_to_string(self.dir.path().join("warden-data/gateway-key.pem")).unwrap()).unwrap()
     }
