@@ -214,42 +214,27 @@ async fn token_endpoint_refuses_bad_client_authentication() {
     let mut c = h.ready_client(&id, &key, None).await;
     let http = reqwest::Client::new();
     let url = format!("{}/oauth/token", h.base);
-    let form = |assertion: &str| {
-        format!(
-            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
-        )
+    // POST a client_credentials request with `assertion` and a DPoP proof by `dpop_key`.
+    let post = |dpop_key: Keypair, assertion: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let body = format!(
+                "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+            );
+            let proof = make_dpop_proof(&dpop_key, "POST", &url, None, now());
+            http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", proof).body(body).send().await.unwrap()
+        }
     };
     // A replayed client assertion.
     let assertion = c.client_assertion();
-    let ok = http
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("dpop", make_dpop_proof(&key, "POST", &url, None, now()))
-        .body(form(&assertion))
-        .send()
-        .await
-        .unwrap();
+    let ok = post(key.clone(), assertion.clone()).await;
     assert_eq!(ok.status(), 200);
-    let again = http
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("dpop", make_dpop_proof(&key, "POST", &url, None, now()))
-        .body(form(&assertion))
-        .send()
-        .await
-        .unwrap();
+    let again = post(key.clone(), assertion).await;
     assert_eq!(again.status(), 401);
     assert!(again.text().await.unwrap().contains("replayed"));
     // DPoP proof by a key other than the agent's registered key.
     let stranger = Keypair::generate();
-    let r = http
-        .post(&url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("dpop", make_dpop_proof(&stranger, "POST", &url, None, now()))
-        .body(form(&c.client_assertion()))
-        .send()
-        .await
-        .unwrap();
+    let r = post(stranger.clone(), c.client_assertion()).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("registered key"));
     // An assertion signed by the wrong key.
