@@ -245,7 +245,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     println!("    sub-agent: {}", outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "x", "body": "y" })).await?));
 
     s.step("Audit: every decision above is in a hash-chained log signed with the gateway key");
-    let key = gw_public(&cfg)?;
+    let key = running.issuer.public_key();
     let report = crate::audit_cmd::verify_store(&store, &key).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("    verify: OK — {} records, head {}…", report.records, &report.head.hash[..16]);
     let recs = store.read_audit(0, 1000).await?;
@@ -273,8 +273,4 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     println!("\nDemo complete. Explore it: warden --config {} audit tail", base.join("warden.toml").display());
     running.task.abort();
     Ok(())
-}
-
-fn gw_public(cfg: &ServerConfig) -> Result<warden_identity::PublicKey> {
-    Ok(warden_server::load_or_create_key(&cfg.key_path())?.public())
 }
