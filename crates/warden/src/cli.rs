@@ -42,6 +42,9 @@ pub enum Command {
     /// Read, query, verify and export the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Scan text with the inspection detectors, and measure their accuracy.
+    #[command(subcommand)]
+    Inspect(InspectCmd),
     /// Run the end-to-end demo on a fresh SQLite data directory.
     Demo {
         /// Directory for the demo's data (default: a new temporary directory).
@@ -213,4 +216,28 @@ pub enum AuditCmd {
     },
     /// Print the gateway's audit/token signing public key (SPKI PEM).
     PublicKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCmd {
+    /// Precision, recall, F1 and false-positive rate per detector on
+    /// labelled JSONL files (build them with `scripts/eval-data`).
+    Eval {
+        /// JSONL files, or directories whose *.jsonl files are read.
+        #[arg(required = true)]
+        dataset: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit non-zero unless the targets are met: secrets and PII F1 >= 0.95,
+        /// injection recall >= 0.90 at a false-positive rate <= 0.01.
+        #[arg(long)]
+        check: bool,
+        /// Print up to 20 misses and false alarms per detector.
+        #[arg(long)]
+        examples: bool,
+    },
+    /// Scan a file (or stdin) and print the findings as JSON. A JSON
+    /// document is scanned value by value, anything else as text.
+    Scan { file: Option<PathBuf> },
 }

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod cli;
 mod demo;
 mod demo_server;
+mod inspect_cmd;
 mod policy_cmd;
 mod tool_cmd;
 
@@ -63,6 +64,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => agent_cmd::token(&load_config(&cli)?, cmd).await,
         Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
+        Command::Inspect(cmd) => inspect_cmd::run(cmd),
         Command::Demo { dir } => demo::run(dir.clone()).await,
         Command::DemoServer => unreachable!("handled before the runtime starts"),
     }

@@ -1,0 +1,69 @@
+//! One Aho-Corasick automaton over every keyword and prefix the scanners
+//! start from, so a text is searched once for all of them.
+
+use crate::injection::{self, Bound, Lex};
+use crate::pii::{self, Keyword};
+use crate::secrets::{self, Provider, WordKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Anchor {
+    Provider(&'static Provider),
+    PemBegin,
+    Jwt,
+    SchemeSeparator,
+    SecretWord(WordKind),
+    Pii(Keyword),
+    Lex(Lex, Bound),
+    /// `](` of a markdown link or image.
+    MarkdownUrl,
+    /// `src=` of an HTML element.
+    HtmlSrc,
+}
+
+pub(crate) struct Anchors {
+    pub ac: AhoCorasick,
+    pub anchors: Vec<Anchor>,
+}
+
+impl Anchors {
+    pub fn build() -> Self {
+        let mut pats: Vec<&'static str> = Vec::new();
+        let mut anchors = Vec::new();
+        let mut add = |p: &'static str, a: Anchor| {
+            // First entry wins for a duplicate pattern (e.g. "email").
+            if !pats.iter().any(|x| x.eq_ignore_ascii_case(p)) {
+                pats.push(p);
+                anchors.push(a);
+            }
+        };
+        for p in secrets::PROVIDERS {
+            add(p.prefix, Anchor::Provider(p));
+        }
+        add("-----BEGIN", Anchor::PemBegin);
+        add("eyJ", Anchor::Jwt);
+        add("://", Anchor::SchemeSeparator);
+        for (w, k) in secrets::WORDS {
+            add(w, Anchor::SecretWord(*k));
+        }
+        for (w, k) in pii::KEYWORDS {
+            add(w, Anchor::Pii(*k));
+        }
+        add("](", Anchor::MarkdownUrl);
+        add("src=", Anchor::HtmlSrc);
+        for (w, lex, bound) in injection::LEXICON {
+            add(w, Anchor::Lex(*lex, *bound));
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&pats)
+            .expect("static patterns build");
+        Self { ac, anchors }
+    }
+
+    pub fn len(&self) -> usize {
+        self.anchors.len()
+    }
+}

@@ -1,0 +1,192 @@
+//! Content inspection for the enforcement point: PII with validators,
+//! secrets (provider formats, key blocks, JWTs, connection strings, keyword
+//! assignments with entropy), prompt injection (override phrasing, role
+//! spoofing, hidden Unicode, encoded payloads, exfiltration links, tool-call
+//! smuggling) and tool-definition poisoning; plus redaction inside JSON values.
+//!
+//! Pure and IO-free. Every scanner is a linear pass over the bytes (one
+//! Aho-Corasick automaton for all keywords and prefixes, and hand-written
+//! loops for numbers, e-mail addresses and encoded runs) with bounded local
+//! look-around, so adversarial input cannot cause super-linear work.
+
+mod anchors;
+pub mod eval;
+mod injection;
+mod json;
+mod pii;
+mod poison;
+mod redact;
+mod secrets;
+mod text;
+
+pub use json::{JsonFinding, JsonScan, Summary};
+pub use poison::{DefinitionScan, ToolDefinition};
+pub use redact::{Method, RedactError, Redactor, Rule};
+
+use anchors::Anchors;
+use serde::Serialize;
+use std::collections::HashSet;
+
+/// The detector family a finding belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    Pii,
+    Secret,
+    Injection,
+    Poisoning,
+}
+
+impl Detector {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pii => "pii",
+            Self::Secret => "secrets",
+            Self::Injection => "injection",
+            Self::Poisoning => "poisoning",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pii" => Self::Pii,
+            "secret" | "secrets" => Self::Secret,
+            "injection" => Self::Injection,
+            "poisoning" => Self::Poisoning,
+            _ => return None,
+        })
+    }
+}
+
+/// One thing found in a text: what, where (byte offsets into the scanned
+/// text) and how sure the detector is (0..1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub detector: Detector,
+    pub kind: &'static str,
+    pub start: usize,
+    pub end: usize,
+    pub confidence: f32,
+}
+
+/// Findings of one text, and the injection score they add up to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TextScan {
+    pub findings: Vec<Finding>,
+    /// 0..1: independent injection signals combined as 1 - Π(1 - wᵢ), taking
+    /// the strongest signal of each kind.
+    pub injection_score: f32,
+}
+
+impl TextScan {
+    pub fn of(&self, d: Detector) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.detector == d)
+    }
+
+    /// Whether the text counts as an injection attempt (score ≥ 0.5).
+    pub fn is_injection(&self) -> bool {
+        self.injection_score >= INJECTION_THRESHOLD
+    }
+}
+
+/// The score from which a text counts as injection in evaluation and in the
+/// `injection_score` threshold suggested to policies (50).
+pub const INJECTION_THRESHOLD: f32 = 0.5;
+
+/// What the operator can tune.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// Exact values never reported as secrets (documentation examples,
+    /// known test keys).
+    pub secret_allowlist: HashSet<String>,
+    /// How deep encoded payloads (base64, hex, URL-encoding, Unicode tags)
+    /// are decoded and rescanned.
+    pub max_decode_depth: u8,
+    /// Texts longer than this are scanned in windows of this size that
+    /// overlap by [`WINDOW_OVERLAP`], so memory stays bounded.
+    pub window_bytes: usize,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        Self { secret_allowlist: HashSet::new(), max_decode_depth: 2, window_bytes: 1 << 20 }
+    }
+}
+
+/// Overlap between scan windows: longer than any single pattern the
+/// scanners look for, so nothing is missed at a window edge.
+pub const WINDOW_OVERLAP: usize = 4096;
+
+/// The scanners, built once (the keyword automaton) and shared.
+pub struct Inspector {
+    anchors: Anchors,
+    config: InspectConfig,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Inspector({} anchors)", self.anchors.len())
+    }
+}
+
+impl Default for Inspector {
+    fn default() -> Self {
+        Self::new(InspectConfig::default())
+    }
+}
+
+impl Inspector {
+    pub fn new(config: InspectConfig) -> Self {
+        Self { anchors: Anchors::build(), config }
+    }
+
+    pub fn config(&self) -> &InspectConfig {
+        &self.config
+    }
+
+    /// Scan one text with every detector.
+    pub fn scan_text(&self, text: &str) -> TextScan {
+        let w = self.config.window_bytes.max(2 * WINDOW_OVERLAP);
+        if text.len() <= w {
+            return self.scan_window(text, 0);
+        }
+        // Windows overlap by WINDOW_OVERLAP; each window owns the findings
+        // that start before the next window begins (the last owns the rest).
+        let mut out = TextScan::default();
+        let mut start = 0;
+        loop {
+            let mut end = (start + w).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let last = end == text.len();
+            let mut next = end - WINDOW_OVERLAP;
+            while !text.is_char_boundary(next) {
+                next -= 1;
+            }
+            for mut f in self.scan_window(&text[start..end], 0).findings {
+                if last || start + f.start < next {
+                    f.start += start;
+                    f.end += start;
+                    out.findings.push(f);
+                }
+            }
+            if last {
+                break;
+            }
+            start = next;
+        }
+        out.findings.sort_by_key(|f| (f.start, f.end));
+        out.findings.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.kind == b.kind);
+        out.injection_score = injection::score(&out.findings);
+        out
+    }
+
+    fn scan_window(&self, text: &str, depth: u8) -> TextScan {
+        let mut t = text::Scanner::new(self, text, depth);
+        t.run();
+        let findings = t.finish();
+        let injection_score = injection::score(&findings);
+        TextScan { findings, injection_score }
+    }
+}

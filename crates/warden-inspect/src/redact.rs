@@ -1,0 +1,207 @@
+//! Redaction inside JSON values: each string is rescanned and the spans of
+//! the selected findings are replaced, so the surrounding JSON-RPC message
+//! stays valid. Methods: `mask` (`[REDACTED:email]`), `hash` (a keyed
+//! HMAC-SHA256 digest, stable per value so records can still be joined) and
+//! `token` (format-preserving: digits stay digits, letters stay letters and
+//! separators stay, derived from the same keyed digest).
+
+use crate::{Detector, Finding, Inspector};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Mask,
+    Hash,
+    Token,
+}
+
+/// Which findings to redact and how: a detector (`pii`, `secrets`) or one
+/// kind (`email`, `credit_card`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub class: String,
+    pub method: Method,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RedactError {
+    #[error("unknown redaction method {0:?}: use mask, hash or token")]
+    Method(String),
+    #[error("redaction rule {0:?} must look like CLASS:METHOD, e.g. pii:mask or secrets:hash")]
+    Syntax(String),
+    #[error("unknown redaction class {0:?}: use pii, secrets, or a finding kind such as email or credit_card")]
+    Class(String),
+}
+
+impl Rule {
+    /// Parse `CLASS:METHOD`.
+    pub fn parse(s: &str) -> Result<Self, RedactError> {
+        let (class, method) = s.trim().split_once(':').ok_or_else(|| RedactError::Syntax(s.to_string()))?;
+        let method = match method.trim() {
+            "mask" => Method::Mask,
+            "hash" => Method::Hash,
+            "token" => Method::Token,
+            m => return Err(RedactError::Method(m.to_string())),
+        };
+        let class = class.trim();
+        if class.is_empty() || !class.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') {
+            return Err(RedactError::Class(class.to_string()));
+        }
+        if matches!(Detector::parse(class), Some(Detector::Injection | Detector::Poisoning)) {
+            return Err(RedactError::Class(class.to_string()));
+        }
+        Ok(Self { class: class.to_string(), method })
+    }
+
+    /// Parse a comma-separated list.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, RedactError> {
+        s.split(',').filter(|p| !p.trim().is_empty()).map(Self::parse).collect()
+    }
+
+    fn applies(&self, f: &Finding) -> bool {
+        match Detector::parse(&self.class) {
+            Some(d) => d == f.detector,
+            None => f.kind == self.class,
+        }
+    }
+}
+
+/// Replaces findings; holds the key that makes hashes and tokens stable
+/// for this deployment and useless for dictionary reversal elsewhere.
+#[derive(Clone)]
+pub struct Redactor {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redactor(..)")
+    }
+}
+
+impl Redactor {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn digest(&self, v: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(v.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn replacement(&self, f: &Finding, value: &str, method: Method) -> String {
+        match method {
+            Method::Mask => format!("[REDACTED:{}]", f.kind),
+            Method::Hash => format!("[{}:{}]", f.kind, hex::encode(&self.digest(value)[..8])),
+            Method::Token => {
+                // A keystream from the digest, extended by re-hashing.
+                let mut stream = self.digest(value).to_vec();
+                while stream.len() < value.len() {
+                    let next = self.digest(&hex::encode(&stream[stream.len() - 32..]));
+                    stream.extend_from_slice(&next);
+                }
+                value
+                    .chars()
+                    .zip(stream.iter().cycle())
+                    .map(|(c, k)| match c {
+                        '0'..='9' => char::from(b'0' + k % 10),
+                        'a'..='z' => char::from(b'a' + k % 26),
+                        'A'..='Z' => char::from(b'A' + k % 26),
+                        other => other,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Redact the findings in `text` that a rule selects; returns the new
+    /// text and how many spans were replaced.
+    pub fn redact_text(&self, text: &str, findings: &[Finding], rules: &[Rule]) -> (String, usize) {
+        let mut chosen: Vec<(&Finding, Method)> =
+            findings.iter().filter_map(|f| rules.iter().find(|r| r.applies(f)).map(|r| (f, r.method))).filter(|(f, _)| f.end <= text.len()).collect();
+        chosen.sort_by_key(|(f, _)| (f.start, std::cmp::Reverse(f.end)));
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        let mut n = 0;
+        for (f, m) in chosen {
+            if f.start < pos || !text.is_char_boundary(f.start) || !text.is_char_boundary(f.end) {
+                continue; // overlaps a span already replaced
+            }
+            out.push_str(&text[pos..f.start]);
+            out.push_str(&self.replacement(f, &text[f.start..f.end], m));
+            pos = f.end;
+            n += 1;
+        }
+        out.push_str(&text[pos..]);
+        (out, n)
+    }
+
+    /// Redact every string in `v` in place; returns how many spans changed.
+    pub fn redact_json(&self, ins: &Inspector, v: &mut Value, rules: &[Rule]) -> usize {
+        if rules.is_empty() {
+            return 0;
+        }
+        self.walk(ins, v, None, rules)
+    }
+
+    fn walk(&self, ins: &Inspector, v: &mut Value, key: Option<&str>, rules: &[Rule]) -> usize {
+        match v {
+            Value::String(s) => {
+                let scan = ins.scan_member(key, s);
+                let (new, n) = self.redact_text(s, &scan.findings, rules);
+                if n > 0 {
+                    *s = new;
+                }
+                n
+            }
+            Value::Array(items) => items.iter_mut().map(|i| self.walk(ins, i, key, rules)).sum(),
+            Value::Object(map) => map.iter_mut().map(|(k, i)| self.walk(ins, i, Some(k.as_str()), rules)).sum(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rules_parse_with_clear_errors() {
+        assert_eq!(Rule::parse_list("pii:mask, secrets:hash").unwrap().len(), 2);
+        assert_eq!(Rule::parse("email:token").unwrap(), Rule { class: "email".into(), method: Method::Token });
+        assert!(matches!(Rule::parse("pii"), Err(RedactError::Syntax(_))));
+        assert!(matches!(Rule::parse("pii:erase"), Err(RedactError::Method(_))));
+        assert!(matches!(Rule::parse("injection:mask"), Err(RedactError::Class(_))));
+    }
+
+    #[test]
+    fn redacts_inside_json_strings_keeping_the_message_valid() {
+        let ins = Inspector::default();
+        let r = Redactor::new([7; 32]);
+        let mut v = json!({"content": [{"type": "text", "text": "{\"email\": \"bob@corp.example\", \"card\": \"4111 1111 1111 1111\", \"note\": \"ok\"}"}]});
+        let n = r.redact_json(&ins, &mut v, &Rule::parse_list("email:token, pii:mask").unwrap());
+        assert_eq!(n, 2);
+        let text = v["content"][0]["text"].as_str().unwrap();
+        let inner: Value = serde_json::from_str(text).expect("the embedded JSON text stays JSON");
+        assert_eq!(inner["card"], "[REDACTED:credit_card]");
+        let tok = inner["email"].as_str().unwrap();
+        assert_ne!(tok, "bob@corp.example");
+        assert_eq!(tok.len(), "bob@corp.example".len());
+        assert_eq!(tok.find('@'), Some(3), "format kept: {tok}");
+        assert_eq!(inner["note"], "ok");
+        // Stable per key and value; different under another key.
+        let mut again = json!("mail bob@corp.example");
+        r.redact_json(&ins, &mut again, &Rule::parse_list("email:token").unwrap());
+        assert!(again.as_str().unwrap().ends_with(tok));
+        let mut other = json!("mail bob@corp.example");
+        Redactor::new([8; 32]).redact_json(&ins, &mut other, &Rule::parse_list("email:token").unwrap());
+        assert_ne!(other, again);
+        let mut h = json!({"password": "hunter2!xyz"});
+        r.redact_json(&ins, &mut h, &Rule::parse_list("secrets:hash").unwrap());
+        assert!(h["password"].as_str().unwrap().starts_with("[password:"), "{h}");
+    }
+}

@@ -1,0 +1,427 @@
+//! The scan of one text: the keyword automaton pass, then the byte loops
+//! (numbers, `@`, `:`), hidden Unicode, and encoded runs that are decoded
+//! and scanned again one level deeper.
+
+use crate::anchors::Anchor;
+use crate::injection::{self, Bound, Event};
+use crate::{Detector, Finding, Inspector, pii, secrets};
+use base64::Engine;
+
+/// Letters, digits and `_`: a byte that continues a word.
+pub(crate) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Nothing word-like before `s`, counting an escaped `\n`, `\t` or `\r`
+/// (text inside JSON or a program's repr) as the white space it stands for.
+pub(crate) fn word_start(b: &[u8], s: usize) -> bool {
+    s == 0 || !is_word(b[s - 1]) || (s >= 2 && b[s - 2] == b'\\' && matches!(b[s - 1], b'n' | b't' | b'r'))
+}
+
+/// Bits per symbol of the byte distribution.
+pub(crate) fn shannon_entropy(v: &[u8]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u16; 256];
+    for &c in v {
+        counts[c as usize] += 1;
+    }
+    let n = v.len() as f32;
+    counts.iter().filter(|c| **c > 0).map(|&c| f32::from(c) / n).map(|p| -p * p.log2()).sum()
+}
+
+/// Shortest base64 / hex run worth decoding.
+const MIN_ENCODED: usize = 24;
+/// Decoded bytes looked at per encoded run.
+const MAX_DECODED: usize = 16 * 1024;
+
+pub(crate) struct Scanner<'a> {
+    ins: &'a Inspector,
+    text: &'a str,
+    b: &'a [u8],
+    depth: u8,
+    out: Vec<Finding>,
+    events: Vec<Event>,
+    /// Spans already claimed by a secret (sorted by start): numbers, e-mail
+    /// addresses and encoded runs inside them are not reported again.
+    claimed: Vec<(usize, usize)>,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(ins: &'a Inspector, text: &'a str, depth: u8) -> Self {
+        Self { ins, text, b: text.as_bytes(), depth, out: Vec::new(), events: Vec::new(), claimed: Vec::new() }
+    }
+
+    fn claimed(&self, pos: usize) -> bool {
+        // Claims are few; a linear check from the back is cheapest.
+        self.claimed.iter().rev().any(|(s, e)| (*s..*e).contains(&pos))
+    }
+
+    fn push(&mut self, detector: Detector, kind: &'static str, start: usize, end: usize, confidence: f32) {
+        self.out.push(Finding { detector, kind, start, end, confidence });
+    }
+
+    pub fn run(&mut self) {
+        self.keywords();
+        self.numbers();
+        self.emails();
+        self.ipv6();
+        if !self.text.is_ascii() {
+            self.hidden_unicode();
+        }
+        self.token_runs();
+        self.assigned_tokens();
+        if self.depth < self.ins.config.max_decode_depth {
+            self.encoded_runs();
+            self.url_encoded();
+        }
+        let events = std::mem::take(&mut self.events);
+        injection::evaluate(self.b, &events, &mut self.out);
+    }
+
+    pub fn finish(mut self) -> Vec<Finding> {
+        self.out.sort_by_key(|f| (f.start, f.end));
+        self.out
+    }
+
+    fn keywords(&mut self) {
+        let b = self.b;
+        for m in self.ins.anchors.ac.find_iter(b) {
+            let (s, e) = (m.start(), m.end());
+            if self.claimed(s) {
+                continue;
+            }
+            match self.ins.anchors.anchors[m.pattern().as_usize()] {
+                Anchor::Provider(p) => {
+                    if let Some(h) = secrets::provider(b, s, p) {
+                        self.secret(h);
+                    }
+                }
+                Anchor::PemBegin => {
+                    if let Some(h) = secrets::pem(b, s) {
+                        self.secret(h);
+                    }
+                }
+                Anchor::Jwt => {
+                    if let Some(h) = secrets::jwt(b, s) {
+                        self.secret(h);
+                    }
+                }
+                Anchor::SchemeSeparator => {
+                    if let Some(h) = secrets::url_credentials(b, s) {
+                        self.secret(h);
+                    }
+                }
+                Anchor::SecretWord(kind) => {
+                    if let Some(h) = secrets::assignment(b, s, e, kind) {
+                        self.secret(h);
+                    }
+                }
+                Anchor::Pii(kw) => {
+                    if let Some(h) = pii::after_keyword(b, e, kw) {
+                        self.claimed.push((h.start, h.end));
+                        self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
+                    }
+                }
+                Anchor::MarkdownUrl | Anchor::HtmlSrc => {
+                    let html = matches!(self.ins.anchors.anchors[m.pattern().as_usize()], Anchor::HtmlSrc);
+                    if let Some(f) = injection::exfil_link(b, s, html) {
+                        self.out.push(f);
+                    }
+                }
+                Anchor::Lex(lex, bound) => {
+                    let left = bound != Bound::Word || word_start(b, s);
+                    let right = bound == Bound::Free || e >= b.len() || !is_word(b[e]) || !is_word(b[e - 1]);
+                    if left && right {
+                        self.events.push(Event { start: s, end: e, lex });
+                    }
+                }
+            }
+        }
+    }
+
+    fn secret(&mut self, h: secrets::Hit) {
+        let v = &self.text[h.start..h.end];
+        if self.ins.config.secret_allowlist.contains(v) {
+            return;
+        }
+        self.claimed.push((h.start, h.end));
+        self.push(Detector::Secret, h.kind, h.start, h.end, h.confidence);
+    }
+
+    fn numbers(&mut self) {
+        let b = self.b;
+        let n = b.len();
+        let mut i = 0;
+        while i < n {
+            let c = b[i];
+            let starts = c.is_ascii_digit() || ((c == b'+' || c == b'(') && i + 1 < n && b[i + 1].is_ascii_digit());
+            if !starts {
+                i += 1;
+                continue;
+            }
+            if self.claimed(i) {
+                i += 1;
+                continue;
+            }
+            if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'.' || b[i - 1] == b'-' || b[i - 1] == b'/') {
+                // Inside a word or a dotted/dashed token; but two capitals
+                // before the first digit may open an IBAN.
+                if c.is_ascii_digit()
+                    && i >= 2
+                    && b[i - 1].is_ascii_uppercase()
+                    && let Some(h) = pii::iban_at(b, i)
+                {
+                    self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
+                    i = h.end;
+                    continue;
+                }
+                i += 1;
+                while i < n && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'-') {
+                    i += 1;
+                }
+                continue;
+            }
+            let (hit, next) = pii::number_at(b, i);
+            match hit {
+                Some(h) if h.kind == pii::PHONE_CANDIDATE && pii::phone_context(b, h.start) => {
+                    self.push(Detector::Pii, "phone", h.start, h.end, h.confidence);
+                }
+                Some(h) => self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence),
+                None => {}
+            }
+            i = next.max(i + 1);
+        }
+    }
+
+    fn emails(&mut self) {
+        let b = self.b;
+        let mut last_end = 0;
+        for at in memchr::memchr_iter(b'@', b) {
+            if at < last_end || self.claimed(at) {
+                continue;
+            }
+            if let Some(h) = pii::email_at(b, at) {
+                last_end = h.end;
+                self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
+            }
+        }
+    }
+
+    fn ipv6(&mut self) {
+        let b = self.b;
+        let mut last_end = 0;
+        for c in memchr::memchr_iter(b':', b) {
+            if c < last_end || c == 0 || c + 1 >= b.len() {
+                continue;
+            }
+            let (l, r) = (b[c - 1], b[c + 1]);
+            if !((l.is_ascii_hexdigit() || l == b':') && (r.is_ascii_hexdigit() || r == b':')) || self.claimed(c) {
+                continue;
+            }
+            if let Some(h) = pii::ipv6_at(b, c) {
+                last_end = h.end;
+                self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
+            }
+        }
+    }
+
+    /// Zero-width and bidi control characters, and Unicode tag characters
+    /// (invisible ASCII); the latter are decoded and scanned.
+    fn hidden_unicode(&mut self) {
+        let (mut zw, mut bidi, mut first, mut last) = (0usize, 0usize, usize::MAX, 0);
+        let mut tags = String::new();
+        let (mut tag_start, mut tag_end) = (usize::MAX, 0);
+        for (i, ch) in self.text.char_indices() {
+            let cp = ch as u32;
+            let kind = match cp {
+                0x200B | 0x200C | 0x200E | 0x200F | 0x2060..=0x2064 | 0xFEFF | 0x180E => 1,
+                0x202A..=0x202E | 0x2066..=0x2069 => 2,
+                0xE0000..=0xE007F => 3,
+                _ => 0,
+            };
+            if kind == 0 {
+                continue;
+            }
+            first = first.min(i);
+            last = i + ch.len_utf8();
+            match kind {
+                1 => zw += 1,
+                2 => bidi += 1,
+                _ => {
+                    tag_start = tag_start.min(i);
+                    tag_end = i + ch.len_utf8();
+                    if let Some(a) = char::from_u32(cp - 0xE0000).filter(|c| c.is_ascii() && !c.is_ascii_control() || *c == '\n') {
+                        tags.push(a);
+                    }
+                }
+            }
+        }
+        if !tags.is_empty() {
+            let inner = self.ins.scan_window(&tags, self.depth + 1);
+            let w = (0.8f32).max(inner.injection_score);
+            self.push(Detector::Injection, "hidden_text", tag_start, tag_end, w);
+        }
+        if bidi > 0 {
+            self.push(Detector::Injection, "hidden_text", first, last, 0.5);
+        } else if zw >= 3 {
+            self.push(Detector::Injection, "hidden_text", first, last, 0.35);
+        }
+    }
+
+    /// High-entropy values assigned to a name (`ai21=…`, `"x": "…"`).
+    fn assigned_tokens(&mut self) {
+        let b = self.b;
+        let mut resume = 0;
+        for sep in memchr::memchr2_iter(b'=', b':', b) {
+            if sep < resume || self.claimed(sep + 1) || self.claimed(sep.saturating_sub(1)) {
+                continue;
+            }
+            if let Some(h) = secrets::high_entropy_assignment(b, sep)
+                && !self.claimed(h.start)
+            {
+                resume = h.end;
+                self.secret(h);
+            }
+        }
+    }
+
+    /// Prefixed high-entropy tokens not claimed by a known format.
+    fn token_runs(&mut self) {
+        let b = self.b;
+        let n = b.len();
+        let mut i = 0;
+        let tok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        while i < n {
+            if !b[i].is_ascii_alphabetic() || (i > 0 && (tok(b[i - 1]) || matches!(b[i - 1], b'.' | b'/' | b'+'))) {
+                i += 1;
+                continue;
+            }
+            let s = i;
+            while i < n && tok(b[i]) {
+                i += 1;
+            }
+            if i - s >= 32
+                && !self.claimed(s)
+                && !matches!(b.get(i), Some(b'.' | b'/' | b'+' | b'='))
+                && let Some(conf) = secrets::prefixed_token(&b[s..i])
+            {
+                self.secret(secrets::Hit { kind: "prefixed_token", start: s, end: i, confidence: conf });
+            }
+        }
+    }
+
+    /// Long base64 or hex runs that decode to text are scanned again; an
+    /// injection inside counts for the run.
+    fn encoded_runs(&mut self) {
+        let b = self.b;
+        let n = b.len();
+        let mut i = 0;
+        let b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+        while i < n {
+            if !b64(b[i]) {
+                i += 1;
+                continue;
+            }
+            let s = i;
+            while i < n && b64(b[i]) {
+                i += 1;
+            }
+            let mut e = i;
+            while e < n && e - i < 2 && b[e] == b'=' {
+                e += 1;
+            }
+            if i - s < MIN_ENCODED || self.claimed(s) {
+                continue;
+            }
+            let run = &b[s..i];
+            let decoded = if run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
+                hex::decode(&run[..run.len().min(2 * MAX_DECODED)]).ok()
+            } else {
+                decode_base64(run)
+            };
+            let Some(decoded) = decoded else { continue };
+            let Ok(text) = std::str::from_utf8(&decoded) else { continue };
+            if !mostly_text(text) {
+                continue;
+            }
+            let inner = self.ins.scan_window(text, self.depth + 1);
+            if inner.injection_score >= crate::INJECTION_THRESHOLD {
+                self.push(Detector::Injection, "encoded_payload", s, e, inner.injection_score.min(0.95));
+            }
+            for f in inner.findings.iter().filter(|f| f.detector == Detector::Secret) {
+                self.push(Detector::Secret, f.kind, s, e, f.confidence * 0.9);
+            }
+        }
+    }
+
+    /// Runs of `%XX` escapes (at least 8) decoded and scanned.
+    fn url_encoded(&mut self) {
+        let b = self.b;
+        let mut i = 0;
+        while let Some(p) = memchr::memchr(b'%', &b[i..]) {
+            let s = i + p;
+            let mut e = s;
+            let mut escapes = 0;
+            while e < b.len() && e - s < 8192 {
+                if b[e] == b'%' && e + 2 < b.len() && b[e + 1].is_ascii_hexdigit() && b[e + 2].is_ascii_hexdigit() {
+                    escapes += 1;
+                    e += 3;
+                } else if b[e].is_ascii_alphanumeric() || matches!(b[e], b'+' | b'.' | b'-' | b'_' | b'~') {
+                    e += 1;
+                } else {
+                    break;
+                }
+            }
+            i = e.max(s + 1);
+            if escapes < 8 {
+                continue;
+            }
+            let decoded: Vec<u8> = percent_decode(&b[s..e]);
+            if let Ok(text) = std::str::from_utf8(&decoded) {
+                let inner = self.ins.scan_window(text, self.depth + 1);
+                if inner.injection_score >= crate::INJECTION_THRESHOLD {
+                    self.push(Detector::Injection, "encoded_payload", s, e, inner.injection_score.min(0.95));
+                }
+            }
+        }
+    }
+}
+
+fn decode_base64(run: &[u8]) -> Option<Vec<u8>> {
+    let run = &run[..run.len().min(MAX_DECODED * 4 / 3) & !3];
+    let engines = [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD];
+    // Look at the first 32 characters before decoding the rest: most long
+    // runs (hashes, ids, images) are not text.
+    let head = engines.iter().find_map(|e| e.decode(&run[..32.min(run.len())]).ok())?;
+    if !head.iter().all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace()) {
+        return None;
+    }
+    engines.iter().find_map(|e| e.decode(run).ok())
+}
+
+fn mostly_text(s: &str) -> bool {
+    let total = s.chars().count().max(1);
+    let printable = s.chars().filter(|c| !c.is_control() || c.is_whitespace()).count();
+    let letters = s.chars().filter(|c| c.is_alphabetic() || *c == ' ').count();
+    printable * 100 >= total * 95 && letters * 2 >= total
+}
+
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%'
+            && i + 2 < v.len()
+            && let Ok(x) = u8::from_str_radix(std::str::from_utf8(&v[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(if v[i] == b'+' { b' ' } else { v[i] });
+        i += 1;
+    }
+    out
+}
