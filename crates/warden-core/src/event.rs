@@ -15,6 +15,8 @@ pub enum EventKind {
     AgentChanged,
     ToolChanged,
     ToolDefinitionChanged,
+    /// Inspection flagged a tool definition (possible tool poisoning).
+    ToolDefinitionFlagged,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and
@@ -56,4 +58,15 @@ pub struct AuditEvent {
     pub forwarded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
+    /// What inspection found, as kinds only (`args.pii.email`,
+    /// `result.injection.instruction_override`); never the values.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub findings: Vec<String>,
+    /// How many spans the gateway redacted in the arguments and result.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub redacted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

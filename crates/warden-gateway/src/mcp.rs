@@ -13,8 +13,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use warden_core::{AuditEvent, Decision, EventKind, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
-use warden_policy::{AgentFacts, CallFacts, RequestFacts, ToolFacts};
+use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
+use warden_inspect::{Rule, Summary};
+use warden_policy::{AgentFacts, CallFacts, Findings, RequestFacts, ToolFacts};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 const MAX_SESSIONS: usize = 100_000;
@@ -255,7 +256,57 @@ async fn handle_delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Re
     }
 }
 
-fn facts(auth: &Authenticated, tool: &Tool, args: &Value, listing: bool, now: i64) -> CallFacts {
+/// How a decision is asked: for a call (with the arguments' findings), for
+/// its result (with the result's findings), or for a listing.
+enum Ask {
+    Listing,
+    Call(Findings),
+    Result(Findings),
+}
+
+/// Inspection summary as the policy context sees it.
+fn findings_of(s: &Summary) -> Findings {
+    Findings {
+        pii: s.pii.clone(),
+        pii_count: i64::from(s.pii_count),
+        secrets: s.secrets.clone(),
+        secret_count: i64::from(s.secret_count),
+        injection_score: i64::from(s.injection_score),
+        injection_signals: s.injection_signals.clone(),
+    }
+}
+
+/// Finding kinds for the audit record (never values).
+fn finding_labels(prefix: &str, s: &Summary) -> Vec<String> {
+    let mut out: Vec<String> = s.pii.iter().map(|k| format!("{prefix}.pii.{k}")).collect();
+    out.extend(s.secrets.iter().map(|k| format!("{prefix}.secrets.{k}")));
+    out.extend(s.injection_signals.iter().map(|k| format!("{prefix}.injection.{k}")));
+    if s.injection_score > 0 {
+        out.push(format!("{prefix}.injection_score.{}", s.injection_score));
+    }
+    out
+}
+
+/// `@redact` obligations as redaction rules.
+fn redaction_rules(obligations: &[Obligation]) -> Vec<Rule> {
+    obligations
+        .iter()
+        .filter_map(|Obligation::Redact { class, method }| match Rule::parse(&format!("{class}:{method}")) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!("policy obligation not applicable: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask, now: i64) -> CallFacts {
+    let (listing, result, findings) = match ask {
+        Ask::Listing => (true, false, Findings::default()),
+        Ask::Call(f) => (false, false, f),
+        Ask::Result(f) => (false, true, f),
+    };
     let a = &auth.agent;
     CallFacts {
         agent: AgentFacts {
@@ -281,6 +332,8 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, listing: bool, now: i6
             now,
             args: args.clone(),
             listing,
+            findings,
+            result,
         },
     }
 }
@@ -294,7 +347,7 @@ async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Respon
         defs.iter()
             .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
             .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable()).map(|t| (t, def)))
-            .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, true, call.now)).is_allow())
+            .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, Ask::Listing, call.now)).is_allow())
             .map(|(t, def)| {
                 let mut d = def.clone();
                 d["name"] = t.tool.federated_name().into();
@@ -374,7 +427,10 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         let (ev, body) = deny(ev, format!("no upstream server {:?} is configured", tref.server), codes::DENIED, None);
         return call.finish(ev, StatusCode::OK, body, id).await;
     };
-    let decision = call.gw.policy().decide(&facts(auth, tool, &args, false, call.now));
+    let arg_scan = call.gw.inspector.scan_json(&args);
+    ev.findings = finding_labels("args", &arg_scan.summary);
+    let policy = call.gw.policy();
+    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(findings_of(&arg_scan.summary)), call.now));
     ev.policies = decision.policies().to_vec();
     match decision {
         Decision::Deny { reason, policies } => {
@@ -389,12 +445,18 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
             let body = rpc_error(id, codes::NEEDS_APPROVAL, &message, Some(json!({ "policies": policies, "correlation_id": call.corr })));
             call.finish(ev, StatusCode::OK, body, id).await
         }
-        Decision::Allow { .. } => {
+        Decision::Allow { obligations, .. } => {
             ev.decision = "allow".into();
             ev.forwarded = true;
-            let result = upstream.request("tools/call", json!({ "name": tref.tool, "arguments": args })).await;
+            // Obligations of the call apply to the arguments before they leave.
+            let mut forwarded = args.clone();
+            ev.redacted += call.gw.redactor.redact_json(&call.gw.inspector, &mut forwarded, &redaction_rules(&obligations)) as u32;
+            let result = upstream.request("tools/call", json!({ "name": tref.tool, "arguments": forwarded })).await;
             let body = match result {
-                Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
+                Ok(r) => match review_result(call, auth, tool, &args, r, &mut ev) {
+                    Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
+                    Err((code, message, policies)) => rpc_error(id, code, &message, Some(json!({ "policies": policies, "correlation_id": call.corr }))),
+                },
                 Err(UpstreamError::Rpc { code, message, data, .. }) => {
                     ev.reason = Some(format!("upstream error {code}: {message}"));
                     rpc_error(id, code, &message, data.map(|d| *d))
@@ -405,6 +467,48 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
                 }
             };
             call.finish(ev, StatusCode::OK, body, id).await
+        }
+    }
+}
+
+/// Inspect an upstream result and decide on it (`receive_result`): withhold
+/// it on a deny (the call itself already happened upstream), or release it
+/// with the permits' redaction obligations applied.
+fn review_result(
+    call: &Call<'_>,
+    auth: &Authenticated,
+    tool: &Tool,
+    args: &Value,
+    mut result: Value,
+    ev: &mut AuditEvent,
+) -> Result<Value, (i64, String, Vec<String>)> {
+    let scan = call.gw.inspector.scan_json(&result);
+    ev.findings.extend(finding_labels("result", &scan.summary));
+    let decision = call.gw.policy().decide(&facts(auth, tool, args, Ask::Result(findings_of(&scan.summary)), call.now));
+    for p in decision.policies() {
+        if !ev.policies.contains(p) {
+            ev.policies.push(p.clone());
+        }
+    }
+    match decision {
+        Decision::Allow { obligations, .. } => {
+            let rules = redaction_rules(&obligations);
+            if !rules.is_empty() && !(scan.summary.pii_count == 0 && scan.summary.secret_count == 0) {
+                ev.redacted += call.gw.redactor.redact_json(&call.gw.inspector, &mut result, &rules) as u32;
+            }
+            Ok(result)
+        }
+        Decision::Deny { reason, policies } => {
+            ev.decision = "deny".into();
+            let reason = format!("result withheld: {reason}");
+            ev.reason = Some(reason.clone());
+            Err((codes::DENIED, format!("denied: {reason}"), policies))
+        }
+        Decision::NeedsApproval { reason, policies } => {
+            ev.decision = "needs_approval".into();
+            let reason = format!("result withheld until a human approves it: {reason}");
+            ev.reason = Some(reason.clone());
+            Err((codes::NEEDS_APPROVAL, reason, policies))
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use warden_core::{Agent, Tool, ToolRef};
 use warden_identity::{AccessClaims, ReplayCache, RevocationSet, TokenVerifier};
+use warden_inspect::{Inspector, Redactor};
 use warden_policy::PolicyBundle;
 use warden_store::{Store, StoreError};
 
@@ -73,6 +74,11 @@ pub struct Gateway {
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
     pub(crate) sessions: Mutex<HashMap<String, Session>>,
+    /// Scans arguments, results and tool definitions.
+    pub(crate) inspector: Inspector,
+    /// Applies `@redact` obligations; keyed so tokens and hashes are stable
+    /// per deployment.
+    pub(crate) redactor: Redactor,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -89,6 +95,7 @@ impl Gateway {
         policy: PolicyBundle,
         verifier: TokenVerifier,
         upstreams: Vec<Upstream>,
+        redaction_key: [u8; 32],
     ) -> Result<Arc<Self>, StoreError> {
         let snapshot = Snapshot::load(&store).await?;
         Ok(Arc::new(Self {
@@ -103,6 +110,8 @@ impl Gateway {
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            inspector: Inspector::default(),
+            redactor: Redactor::new(redaction_key),
         }))
     }
 

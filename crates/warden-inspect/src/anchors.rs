@@ -10,6 +10,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 pub(crate) enum Anchor {
     Provider(&'static Provider),
     PemBegin,
+    PemEnd,
     Jwt,
     SchemeSeparator,
     SecretWord(WordKind),
@@ -41,6 +42,7 @@ impl Anchors {
             add(p.prefix, Anchor::Provider(p));
         }
         add("-----BEGIN", Anchor::PemBegin);
+        add("-----END", Anchor::PemEnd);
         add("eyJ", Anchor::Jwt);
         add("://", Anchor::SchemeSeparator);
         for (w, k) in secrets::WORDS {

@@ -190,3 +190,31 @@ impl Inspector {
         TextScan { findings, injection_score }
     }
 }
+
+/// One input through every entry point, checking the invariants the gateway
+/// relies on; shared by the cargo-fuzz target (`fuzz/`) and the property
+/// tests so both exercise the same thing.
+#[doc(hidden)]
+pub mod fuzz {
+    use crate::{Inspector, Redactor, Rule};
+
+    pub fn exercise(ins: &Inspector, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let scan = ins.scan_text(&text);
+        assert!((0.0..=1.0).contains(&scan.injection_score), "score out of range");
+        for f in &scan.findings {
+            assert!(f.start <= f.end && f.end <= text.len(), "span out of bounds: {f:?}");
+            assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end), "span splits a character: {f:?}");
+        }
+        let mut v = serde_json::json!({ "text": text.as_ref(), "nested": [text.as_ref()] });
+        let before = ins.scan_json(&v);
+        assert!(before.summary.injection_score <= 100);
+        let rules = Rule::parse_list("pii:mask, secrets:hash").expect("static rules");
+        Redactor::new([1; 32]).redact_json(ins, &mut v, &rules);
+        assert!(serde_json::to_string(&v).is_ok());
+        if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(data) {
+            let _ = ins.scan_json(&parsed);
+            let _ = ins.scan_tool_definition(&parsed, "fuzz", &[]);
+        }
+    }
+}

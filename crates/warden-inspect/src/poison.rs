@@ -116,7 +116,9 @@ impl Inspector {
         let scan = self.scan_text(s);
         let signals: Vec<_> = scan.of(Detector::Injection).filter(|f| DEFINITION_SIGNALS.contains(&f.kind)).collect();
         if let Some(strongest) = signals.iter().max_by(|a, b| a.confidence.total_cmp(&b.confidence)) {
-            let kinds: Vec<&str> = signals.iter().map(|f| f.kind).collect();
+            let mut kinds: Vec<&str> = signals.iter().map(|f| f.kind).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
             let combined = 1.0 - signals.iter().fold(1.0, |acc, f| acc * (1.0 - f.confidence));
             out.findings.push(PoisonFinding {
                 kind: "hidden_instructions",

@@ -216,18 +216,18 @@ fn scheme_start(b: &[u8], mut s: usize) -> usize {
 }
 
 /// `-----BEGIN … PRIVATE KEY-----` up to its END line (or the end of the
-/// base64 body when the block is cut off).
-pub(crate) fn pem(b: &[u8], start: usize) -> Option<Hit> {
+/// base64 body when the block is cut off); `end_marker` is where the first
+/// `-----END` after it is, if any.
+pub(crate) fn pem(b: &[u8], start: usize, end_marker: Option<usize>) -> Option<Hit> {
     let head_end = start + 10 + memchr::memmem::find(&b[start + 10..(start + 80).min(b.len())], b"-----")?;
     let label = &b[start + 10..head_end];
     if !contains_ci(label, b"PRIVATE KEY") {
         return None;
     }
     let body = head_end + 5;
-    let limit = (body + 16384).min(b.len());
-    let end = match memchr::memmem::find(&b[body..limit], b"-----END") {
+    let end = match end_marker.filter(|e| *e >= body && *e - body <= 16384) {
         Some(i) => {
-            let e = body + i + 8;
+            let e = i + 8;
             e + memchr::memmem::find(&b[e..(e + 80).min(b.len())], b"-----").map(|j| j + 5).unwrap_or(0)
         }
         None => run_end(b, body, 16384, |c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'\n' | b'\r' | b'\\' | b' ')),
@@ -678,9 +678,9 @@ mod tests {
         assert!(provider(b"id=AKIAZ3MNQ7RXW4PVBC5DX", 3, aws).is_none(), "too long");
         assert!(provider(b"xAKIAZ3MNQ7RXW4PVBC5D", 1, aws).is_none(), "inside a word");
         let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpQIBAAKCAQEA7n2K9xR4vQ1mWcZ8hLbF3jD5sT6yU0pN2aG4eH7iO9kB1lM3\n-----END RSA PRIVATE KEY-----";
-        let h = pem(key.as_bytes(), 0).unwrap();
+        let h = pem(key.as_bytes(), 0, key.find("-----END")).unwrap();
         assert_eq!(h.end, key.len());
-        assert!(pem(b"-----BEGIN PRIVATE KEY----- goes here", 0).is_none());
+        assert!(pem(b"-----BEGIN PRIVATE KEY----- goes here", 0, None).is_none());
         let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.K3xqLnZWP4UlH9oZcQK7nBmJrEzVfYp2N1RsAtX5Y8w";
         assert_eq!(jwt(t.as_bytes(), 0).unwrap().end, t.len());
         assert!(jwt(&t.as_bytes()[..t.rfind('.').unwrap()], 0).is_none(), "unsigned two-part prefix");

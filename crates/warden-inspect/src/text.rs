@@ -53,9 +53,29 @@ impl<'a> Scanner<'a> {
         Self { ins, text, b: text.as_bytes(), depth, out: Vec::new(), events: Vec::new(), claimed: Vec::new() }
     }
 
+    /// Kept sorted and merged, so each lookup is a binary search however
+    /// many secrets a hostile text holds.
     fn claimed(&self, pos: usize) -> bool {
-        // Claims are few; a linear check from the back is cheapest.
-        self.claimed.iter().rev().any(|(s, e)| (*s..*e).contains(&pos))
+        let i = self.claimed.partition_point(|(s, _)| *s <= pos);
+        i > 0 && self.claimed[i - 1].1 > pos
+    }
+
+    fn claim(&mut self, start: usize, end: usize) {
+        let i = self.claimed.partition_point(|(s, _)| *s <= start);
+        self.claimed.insert(i, (start, end));
+        // merge with neighbours so the intervals stay disjoint
+        let mut k = i.saturating_sub(1);
+        while k + 1 < self.claimed.len() {
+            let (a, b) = (self.claimed[k], self.claimed[k + 1]);
+            if b.0 <= a.1 {
+                self.claimed[k].1 = a.1.max(b.1);
+                self.claimed.remove(k + 1);
+            } else if k + 1 > i {
+                break;
+            } else {
+                k += 1;
+            }
+        }
     }
 
     fn push(&mut self, detector: Detector, kind: &'static str, start: usize, end: usize, confidence: f32) {
@@ -87,6 +107,9 @@ impl<'a> Scanner<'a> {
 
     fn keywords(&mut self) {
         let b = self.b;
+        // Key blocks are paired after the pass: each BEGIN with the first END
+        // after it, so many BEGINs cost one search, not one each.
+        let (mut begins, mut ends) = (Vec::new(), Vec::new());
         for m in self.ins.anchors.ac.find_iter(b) {
             let (s, e) = (m.start(), m.end());
             if self.claimed(s) {
@@ -98,11 +121,8 @@ impl<'a> Scanner<'a> {
                         self.secret(h);
                     }
                 }
-                Anchor::PemBegin => {
-                    if let Some(h) = secrets::pem(b, s) {
-                        self.secret(h);
-                    }
-                }
+                Anchor::PemBegin => begins.push(s),
+                Anchor::PemEnd => ends.push(s),
                 Anchor::Jwt => {
                     if let Some(h) = secrets::jwt(b, s) {
                         self.secret(h);
@@ -120,7 +140,7 @@ impl<'a> Scanner<'a> {
                 }
                 Anchor::Pii(kw) => {
                     if let Some(h) = pii::after_keyword(b, e, kw) {
-                        self.claimed.push((h.start, h.end));
+                        self.claim(h.start, h.end);
                         self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
                     }
                 }
@@ -139,6 +159,16 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
+        self.key_blocks(&begins, &ends);
+    }
+
+    fn key_blocks(&mut self, begins: &[usize], ends: &[usize]) {
+        for &s in begins {
+            let end = ends.get(ends.partition_point(|e| *e <= s)).copied();
+            if let Some(h) = secrets::pem(self.b, s, end) {
+                self.secret(h);
+            }
+        }
     }
 
     fn secret(&mut self, h: secrets::Hit) {
@@ -146,7 +176,7 @@ impl<'a> Scanner<'a> {
         if self.ins.config.secret_allowlist.contains(v) {
             return;
         }
-        self.claimed.push((h.start, h.end));
+        self.claim(h.start, h.end);
         self.push(Detector::Secret, h.kind, h.start, h.end, h.confidence);
     }
 

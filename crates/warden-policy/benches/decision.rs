@@ -70,7 +70,7 @@ fn requests() -> Vec<CallFacts> {
                     delegation_depth: i.is_multiple_of(3) as i64,
                     now: 1_795_435_200 + (i as i64 * 37) % 86_400,
                     args: json!({ "amount": (i * 13) % 5000, "to": "ops@example.com", "customer_id": format!("c-{i}") }),
-                    listing: false,
+                    ..Default::default()
                 },
             }
         })

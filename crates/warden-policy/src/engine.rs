@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use warden_core::Decision;
+use warden_core::{Decision, Obligation};
 
 /// One policy file's text and a name for messages.
 #[derive(Debug, Clone)]
@@ -22,6 +22,29 @@ struct PolicyMeta {
     reason: Option<String>,
     /// A forbid that an approval can lift (`@approval("...")`).
     approval: Option<String>,
+    /// Obligations a permit attaches (`@redact("pii:mask, secrets:hash")`).
+    redact: Vec<Obligation>,
+}
+
+/// Parse `@redact("CLASS:METHOD, …")`: CLASS is pii, secrets or a finding
+/// kind; METHOD is mask, hash or token.
+fn parse_redact(id: &PolicyId, text: &str) -> Result<Vec<Obligation>, PolicyError> {
+    let err = |message: String| PolicyError::Redact { id: id.to_string(), message };
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|part| {
+            let (class, method) =
+                part.trim().split_once(':').ok_or_else(|| err(format!("@redact entry {part:?} must look like CLASS:METHOD, e.g. pii:mask")))?;
+            let (class, method) = (class.trim(), method.trim());
+            if !matches!(method, "mask" | "hash" | "token") {
+                return Err(err(format!("@redact method {method:?} is not one of mask, hash, token")));
+            }
+            if class.is_empty() || !class.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') || matches!(class, "injection" | "poisoning") {
+                return Err(err(format!("@redact class {class:?} must be pii, secrets or a finding kind such as email")));
+            }
+            Ok(Obligation::Redact { class: class.to_string(), method: method.to_string() })
+        })
+        .collect()
 }
 
 /// A policy's scope as far as it can rule the policy out for a request:
@@ -68,6 +91,7 @@ pub struct PolicyBundle {
     candidates: Mutex<HashMap<Vec<u32>, Arc<Candidates>>>,
     authorizer: Authorizer,
     call_action: EntityUid,
+    result_action: EntityUid,
     agent_type: EntityTypeName,
     tool_type: EntityTypeName,
     owner_type: EntityTypeName,
@@ -99,13 +123,21 @@ impl PolicyBundle {
                 if meta.contains_key(&id) {
                     return Err(PolicyError::DuplicateId { id: id.to_string(), file: file.name.clone() });
                 }
+                let redact = match p.annotation("redact") {
+                    Some(r) => parse_redact(&id, r)?,
+                    None => Vec::new(),
+                };
                 let m = PolicyMeta {
                     effect: p.effect(),
                     reason: p.annotation("reason").map(str::to_string),
                     approval: p.annotation("approval").map(str::to_string),
+                    redact,
                 };
                 if m.effect == Effect::Permit && (m.reason.is_some() || m.approval.is_some()) {
                     return Err(PolicyError::Annotation { id: id.to_string() });
+                }
+                if m.effect == Effect::Forbid && !m.redact.is_empty() {
+                    return Err(PolicyError::Redact { id: id.to_string(), message: "@redact belongs on a permit (an obligation of allowing)".into() });
                 }
                 policies.add(p.new_id(id.clone())).map_err(|e| PolicyError::Parse { file: file.name.clone(), message: e.to_string() })?;
                 meta.insert(id, m);
@@ -141,6 +173,7 @@ impl PolicyBundle {
             candidates: Mutex::new(HashMap::new()),
             authorizer: Authorizer::new(),
             call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
+            result_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("receive_result")),
             agent_type: ty("Warden::Agent"),
             tool_type: ty("Warden::Tool"),
             owner_type: ty("Warden::Owner"),
@@ -204,7 +237,16 @@ impl PolicyBundle {
             }
             let mut ids: Vec<String> = main.diagnostics().reason().map(ToString::to_string).collect();
             ids.sort();
-            return Decision::Allow { policies: ids, obligations: vec![] };
+            // Every satisfied permit's obligations apply.
+            let mut obligations: Vec<Obligation> = Vec::new();
+            for id in main.diagnostics().reason() {
+                for o in self.meta.get(id).map(|m| m.redact.as_slice()).unwrap_or_default() {
+                    if !obligations.contains(o) {
+                        obligations.push(o.clone());
+                    }
+                }
+            }
+            return Decision::Allow { policies: ids, obligations };
         }
         let ids: Vec<String> = forbids.iter().map(|(id, _)| id.to_string()).collect();
         let reason = forbids
@@ -297,11 +339,16 @@ impl PolicyBundle {
             ("weekday".to_string(), RestrictedExpression::new_long(r.weekday())),
             ("listing".to_string(), RestrictedExpression::new_bool(r.listing)),
             ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
+            ("findings".to_string(), findings_record(&r.findings).map_err(e)?),
         ])
         .map_err(|x| x.to_string())?;
         let uids = RequestUids { principal: principal.clone(), owner: owner.clone(), resource: resource.clone(), server: server.clone() };
-        let request = Request::new(principal, self.call_action.clone(), resource, context, None).map_err(|x| x.to_string())?;
+        let request = Request::new(principal, self.action_for(f).clone(), resource, context, None).map_err(|x| x.to_string())?;
         Ok((request, entities, uids))
+    }
+
+    fn action_for(&self, f: &CallFacts) -> &EntityUid {
+        if f.request.result { &self.result_action } else { &self.call_action }
     }
 
     /// Check that entities and context built for `facts` conform to the schema
@@ -313,7 +360,7 @@ impl PolicyBundle {
         let ctx = request.context().ok_or_else(|| PolicyError::Request("no context".into()))?.clone();
         Request::new(
             request.principal().cloned().ok_or_else(|| PolicyError::Request("no principal".into()))?,
-            self.call_action.clone(),
+            self.action_for(facts).clone(),
             request.resource().cloned().ok_or_else(|| PolicyError::Request("no resource".into()))?,
             ctx,
             Some(&self.schema),
@@ -329,6 +376,18 @@ struct RequestUids {
     owner: EntityUid,
     resource: EntityUid,
     server: EntityUid,
+}
+
+fn findings_record(f: &crate::Findings) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    let set = |s: &std::collections::BTreeSet<String>| RestrictedExpression::new_set(s.iter().map(|x| RestrictedExpression::new_string(x.clone())));
+    RestrictedExpression::new_record([
+        ("pii".to_string(), set(&f.pii)),
+        ("pii_count".to_string(), RestrictedExpression::new_long(f.pii_count)),
+        ("secrets".to_string(), set(&f.secrets)),
+        ("secret_count".to_string(), RestrictedExpression::new_long(f.secret_count)),
+        ("injection_score".to_string(), RestrictedExpression::new_long(f.injection_score)),
+        ("injection_signals".to_string(), set(&f.injection_signals)),
+    ])
 }
 
 /// Arguments become a Cedar record: strings, integers, booleans, sets and
@@ -398,7 +457,7 @@ pub(crate) mod tests {
                 action_class: "financial".into(),
                 exfil_capable: false,
             },
-            request: RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args, listing: false },
+            request: RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args, ..Default::default() },
         }
     }
 
@@ -442,6 +501,37 @@ pub(crate) mod tests {
         assert!(matches!(bundle("@reason(\"x\") permit(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
         let dup = "@id(\"a\") permit(principal, action, resource); @id(\"a\") permit(principal, action, resource);";
         assert!(matches!(bundle(dup), Err(PolicyError::DuplicateId { .. })));
+    }
+
+    #[test]
+    fn redact_obligations_and_result_decisions() {
+        let b = bundle(
+            r#"
+            @id("results") @redact("secrets:mask, email:token")
+            permit(principal, action == Warden::Action::"receive_result", resource);
+            @id("injected") @reason("result carries an injection")
+            forbid(principal, action == Warden::Action::"receive_result", resource) when { context.findings.injection_score >= 50 };
+            @id("calls") permit(principal, action == Warden::Action::"call_tool", resource);
+        "#,
+        )
+        .unwrap();
+        let mut f = facts("transfer", json!({}));
+        assert_eq!(b.decide(&f), Decision::Allow { policies: vec!["calls".into()], obligations: vec![] });
+        f.request.result = true;
+        let d = b.decide(&f);
+        let want =
+            vec![Obligation::Redact { class: "secrets".into(), method: "mask".into() }, Obligation::Redact { class: "email".into(), method: "token".into() }];
+        assert_eq!(d, Decision::Allow { policies: vec!["results".into()], obligations: want });
+        f.request.findings.injection_score = 80;
+        assert!(matches!(b.decide(&f), Decision::Deny { policies, .. } if policies == vec!["injected".to_string()]));
+        b.check_facts(&f).unwrap();
+        for bad in [
+            r#"@redact("pii") permit(principal, action, resource);"#,
+            r#"@redact("pii:erase") permit(principal, action, resource);"#,
+            r#"@redact("pii:mask") forbid(principal, action, resource);"#,
+        ] {
+            assert!(matches!(bundle(bad), Err(PolicyError::Redact { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 /// What the policy sees of the calling agent (`principal`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,7 +30,7 @@ pub struct ToolFacts {
 }
 
 /// Per-request context (`context`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestFacts {
     pub task: String,
     /// The tool is within the token's scope.
@@ -45,6 +46,29 @@ pub struct RequestFacts {
     /// True when deciding whether to show the tool in `tools/list`.
     #[serde(default)]
     pub listing: bool,
+    /// What inspection found in the arguments (for `call_tool`) or in the
+    /// upstream's result (for `receive_result`).
+    #[serde(default)]
+    pub findings: Findings,
+    /// Deciding on a tool's result (`receive_result`) rather than the call.
+    #[serde(default)]
+    pub result: bool,
+}
+
+/// Inspection findings as policies see them (`context.findings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Findings {
+    /// PII kinds: email, phone, credit_card, iban, us_ssn, ip_address, …
+    pub pii: BTreeSet<String>,
+    pub pii_count: i64,
+    /// Secret kinds: github_token, private_key, generic_secret, …
+    pub secrets: BTreeSet<String>,
+    pub secret_count: i64,
+    /// 0..100
+    pub injection_score: i64,
+    /// instruction_override, role_spoofing, hidden_text, exfil_link, …
+    pub injection_signals: BTreeSet<String>,
 }
 
 fn empty_object() -> Value {
@@ -77,7 +101,15 @@ mod tests {
     #[test]
     fn hour_and_weekday_utc() {
         // 2026-11-23T14:30:00Z is a Monday.
-        let r = RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args: empty_object(), listing: false };
+        let r = RequestFacts {
+            task: "t".into(),
+            in_scope: true,
+            delegation_depth: 0,
+            now: 1_795_444_200,
+            args: empty_object(),
+            listing: false,
+            ..Default::default()
+        };
         assert_eq!(r.hour(), 14);
         assert_eq!(r.weekday(), 0);
     }

@@ -8,7 +8,7 @@ mod facts;
 mod testcase;
 
 pub use engine::{PolicyBundle, PolicySource};
-pub use facts::{AgentFacts, CallFacts, RequestFacts, ToolFacts};
+pub use facts::{AgentFacts, CallFacts, Findings, RequestFacts, ToolFacts};
 pub use testcase::{CaseResult, TestCase, TestFile};
 
 /// Errors in a policy bundle or test file; each names the file and what to fix.
@@ -24,6 +24,8 @@ pub enum PolicyError {
     DuplicateId { id: String, file: String },
     #[error("policy {id}: @approval and @reason annotations only make sense on forbid policies")]
     Annotation { id: String },
+    #[error("policy {id}: {message}")]
+    Redact { id: String, message: String },
     #[error("test file {file}: {message}")]
     TestFile { file: String, message: String },
     #[error("building the request: {0}")]

@@ -1,4 +1,4 @@
-use crate::{AgentFacts, CallFacts, PolicyBundle, PolicyError, RequestFacts, ToolFacts};
+use crate::{AgentFacts, CallFacts, Findings, PolicyBundle, PolicyError, RequestFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::Value;
 use warden_core::{ActionClass, Decision, Sensitivity, ToolRef};
@@ -47,8 +47,16 @@ pub struct TestCase {
     pub listing: bool,
     #[serde(default)]
     pub args: toml::Table,
+    /// Inspection findings (in the arguments, or in the result when `result`).
+    #[serde(default)]
+    pub findings: Findings,
+    /// Decide on the tool's result (`receive_result`) instead of the call.
+    #[serde(default)]
+    pub result: bool,
     /// `allow`, `deny` or `needs_approval`.
     pub expect: String,
+    /// If given, exactly these obligations (`CLASS:METHOD`) must come with an allow.
+    pub obligations: Option<Vec<String>>,
     /// If given, exactly these policy ids must determine the decision.
     pub policies: Option<Vec<String>>,
 }
@@ -132,6 +140,8 @@ impl TestCase {
                 now: self.now,
                 args,
                 listing: self.listing,
+                findings: self.findings.clone(),
+                result: self.result,
             },
         })
     }
@@ -147,6 +157,15 @@ impl TestCase {
             want.sort();
             if want != decision.policies() {
                 detail = Some(format!("expected policies {want:?}, got {:?}", decision.policies()));
+            }
+        }
+        if let (None, Some(want), Decision::Allow { obligations, .. }) = (&detail, &self.obligations, &decision) {
+            let mut got: Vec<String> = obligations.iter().map(|warden_core::Obligation::Redact { class, method }| format!("{class}:{method}")).collect();
+            let mut want = want.clone();
+            got.sort();
+            want.sort();
+            if got != want {
+                detail = Some(format!("expected obligations {want:?}, got {got:?}"));
             }
         }
         CaseResult { name: self.name.clone(), passed: detail.is_none(), decision, detail }

@@ -4,6 +4,7 @@
 use crate::config::ServerConfig;
 use crate::oauth::{self, OAuth};
 use crate::policy_files::load_policy_dir;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +80,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
     ensure_data_dir(&cfg.data_dir)?;
     let key = load_or_create_key(&cfg.key_path())?;
+    // Redaction tokens and hashes are keyed by a value derived from the
+    // gateway key, so every replica sharing the key produces the same ones.
+    let redaction_key: [u8; 32] = Sha256::new().chain_update(b"warden redaction key v1\n").chain_update(key.to_pkcs8_pem().as_bytes()).finalize().into();
     let store = Store::open(&cfg.db_path()).await?;
     let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
     let audit = AuditSink::start(store.clone(), key.clone());
@@ -99,7 +103,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
     };
     let verifier = issuer.verifier(&public_url, &gw_cfg.resource);
-    let gateway = Gateway::new(gw_cfg, store, audit, policy, verifier, upstreams).await?;
+    let gateway = Gateway::new(gw_cfg, store, audit, policy, verifier, upstreams, redaction_key).await?;
     gateway.check_definitions().await;
     gateway.spawn_background();
 

@@ -30,7 +30,8 @@ fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { context, source }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agents (
     id TEXT PRIMARY KEY,
@@ -63,7 +64,10 @@ CREATE TABLE revocations (
 );
 CREATE TABLE audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('change_seq', '0');
-"#];
+"#,
+    // Inspection findings on the observed tool definition (JSON array; NULL when clean).
+    r#"ALTER TABLE tools ADD COLUMN observed_findings TEXT;"#,
+];
 
 /// Kind of revocation entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +282,9 @@ impl Store {
     /// Record what the gateway saw upstream. A tool seen for the first time is
     /// added as `pending`; an approved tool whose definition moved away from its
     /// pin becomes `changed`. Returns the tool after the update.
-    pub async fn observe_tool(&self, tool: &ToolRef, hash: &str, definition: &str) -> Result<Tool> {
+    /// Record a definition seen upstream, with what inspection found in it
+    /// (a JSON array; `None` when clean).
+    pub async fn observe_tool(&self, tool: &ToolRef, hash: &str, definition: &str, findings: Option<&str>) -> Result<Tool> {
         let mut tx = self.write_tx("recording a tool definition").await?;
         let before: Option<(Option<String>, String)> = sqlx::query_as("SELECT observed_hash, status FROM tools WHERE tool = ?")
             .bind(tool.to_string())
@@ -286,9 +292,10 @@ impl Store {
             .await
             .map_err(db("recording a tool definition"))?;
         sqlx::query(
-            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, observed_hash, observed_definition, status)
-             VALUES (?, 'high', 'exec', 1, ?, ?, 'pending')
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, observed_hash, observed_definition, observed_findings, status)
+             VALUES (?, 'high', 'exec', 1, ?, ?, ?, 'pending')
              ON CONFLICT(tool) DO UPDATE SET observed_hash = excluded.observed_hash, observed_definition = excluded.observed_definition,
+             observed_findings = excluded.observed_findings,
              status = CASE WHEN tools.status = 'approved' AND tools.pinned_hash IS NOT excluded.observed_hash THEN 'changed'
                            WHEN tools.status = 'changed' AND tools.pinned_hash IS excluded.observed_hash THEN 'approved'
                            ELSE tools.status END",
@@ -296,6 +303,7 @@ impl Store {
         .bind(tool.to_string())
         .bind(hash)
         .bind(definition)
+        .bind(findings)
         .execute(&mut *tx)
         .await
         .map_err(db("recording a tool definition"))?;
@@ -309,9 +317,31 @@ impl Store {
         Ok(after)
     }
 
+    /// Inspection findings on the observed definition (JSON array), if any.
+    pub async fn observed_findings(&self, tool: &ToolRef) -> Result<Option<String>> {
+        let v: Option<Option<String>> = sqlx::query_scalar("SELECT observed_findings FROM tools WHERE tool = ?")
+            .bind(tool.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading tool findings"))?;
+        Ok(v.flatten())
+    }
+
     /// Pin the observed definition: the tool becomes callable as it is now.
-    pub async fn approve_tool(&self, tool: &ToolRef) -> Result<Tool> {
+    /// A definition that inspection flagged (possible tool poisoning) is
+    /// pinned only when the operator accepts the findings explicitly.
+    pub async fn approve_tool(&self, tool: &ToolRef, accept_findings: bool) -> Result<Tool> {
         let mut tx = self.write_tx("approving a tool").await?;
+        let flagged: Option<Option<String>> = sqlx::query_scalar("SELECT observed_findings FROM tools WHERE tool = ?")
+            .bind(tool.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("approving a tool"))?;
+        if let Some(Some(f)) = flagged.filter(|_| !accept_findings) {
+            return Err(StoreError::Conflict(format!(
+                "the observed definition of {tool} was flagged by inspection (possible tool poisoning): {f}; review it with `warden tool show {tool}` and approve with --accept-findings only if it is safe"
+            )));
+        }
         let r = sqlx::query("UPDATE tools SET pinned_hash = observed_hash, status = 'approved' WHERE tool = ? AND observed_hash IS NOT NULL")
             .bind(tool.to_string())
             .execute(&mut *tx)
@@ -564,16 +594,18 @@ mod tests {
         assert!(s.change_seq().await.unwrap() > seq0);
 
         let t: ToolRef = "crm/lookup".parse().unwrap();
-        let seen = s.observe_tool(&t, "h1", "{}").await.unwrap();
+        let seen = s.observe_tool(&t, "h1", "{}", None).await.unwrap();
         assert_eq!(seen.status, ToolStatus::Pending);
         assert!(!seen.is_callable());
         s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, ..seen }).await.unwrap();
-        assert!(s.approve_tool(&t).await.unwrap().is_callable());
-        let changed = s.observe_tool(&t, "h2", "{\"x\":1}").await.unwrap();
+        assert!(s.approve_tool(&t, false).await.unwrap().is_callable());
+        let changed = s.observe_tool(&t, "h2", "{\"x\":1}", Some("[\"hidden_instructions\"]")).await.unwrap();
         assert_eq!(changed.status, ToolStatus::Changed);
         assert!(!changed.is_callable());
         assert_eq!(s.get_tool(&t).await.unwrap().sensitivity, Sensitivity::Low, "observation keeps the classification");
-        assert_eq!(s.observe_tool(&t, "h1", "{}").await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+        assert!(matches!(s.approve_tool(&t, false).await, Err(StoreError::Conflict(m)) if m.contains("tool poisoning")), "flagged needs acceptance");
+        assert_eq!(s.observed_findings(&t).await.unwrap().as_deref(), Some("[\"hidden_instructions\"]"));
+        assert_eq!(s.observe_tool(&t, "h1", "{}", None).await.unwrap().status, ToolStatus::Approved, "reverting restores it");
     }
 
     #[tokio::test]

@@ -141,6 +141,10 @@ pub enum ToolCmd {
     /// Pin the definition the gateway observed and allow calls.
     Approve {
         tool: String,
+        /// Approve even though inspection flagged the definition (possible
+        /// tool poisoning); read `warden tool show` first.
+        #[arg(long)]
+        accept_findings: bool,
     },
     Disable {
         tool: String,

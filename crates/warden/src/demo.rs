@@ -130,7 +130,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         t.action_class = action;
         t.exfil_capable = exfil;
         store.upsert_tool(&t).await?;
-        let t = store.approve_tool(&tref).await?;
+        let t = store.approve_tool(&tref, false).await?;
         println!("    {tref:<30} {sens:<7} {action:<10} pinned {}", &t.pinned_hash.unwrap_or_default()[..16]);
     }
 
@@ -193,6 +193,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     );
     s.step("Denied by policy: reading /secrets");
     println!("    {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/secrets/api-keys.txt" })).await?));
+    s.step("Inspection: a shared file carries an indirect prompt injection; the result is withheld");
+    println!("    {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/onboarding/partner-notes.md" })).await?));
     s.step("Out of scope: payment_transfer was never granted (403 insufficient_scope)");
     let r = bot.call_tool("onboarding__payment_transfer", json!({ "amount": 10, "currency": "EUR", "to": "acct-9" })).await?;
     println!("    {}\n    WWW-Authenticate: {}", outcome(&r), r.www_authenticate.unwrap_or_default());

@@ -44,6 +44,10 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
                 let v: serde_json::Value = serde_json::from_str(&def)?;
                 println!("observed definition:\n{}", serde_json::to_string_pretty(&v)?);
             }
+            if let Some(f) = store.observed_findings(&tref).await? {
+                let v: serde_json::Value = serde_json::from_str(&f)?;
+                println!("inspection findings (possible tool poisoning; approving needs --accept-findings):\n{}", serde_json::to_string_pretty(&v)?);
+            }
             Ok(())
         }
         ToolCmd::Set { tool, sensitivity, action_class, exfil } => {
@@ -73,9 +77,15 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             println!("{tref}: {} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
             Ok(())
         }
-        ToolCmd::Approve { tool } => {
-            let t = store.approve_tool(&tool.parse()?).await?;
-            audit_tool(cfg, &store, &t.tool, "tool:approve", &format!("pinned definition {}", t.pinned_hash.as_deref().unwrap_or_default())).await?;
+        ToolCmd::Approve { tool, accept_findings } => {
+            let tref: ToolRef = tool.parse()?;
+            let flagged = store.observed_findings(&tref).await?;
+            let t = store.approve_tool(&tref, *accept_findings).await?;
+            let mut what = format!("pinned definition {}", t.pinned_hash.as_deref().unwrap_or_default());
+            if let Some(f) = flagged {
+                what.push_str(&format!("; operator accepted inspection findings {f}"));
+            }
+            audit_tool(cfg, &store, &t.tool, "tool:approve", &what).await?;
             println!("{} approved; pinned definition {}", t.tool, t.pinned_hash.unwrap_or_default());
             Ok(())
         }

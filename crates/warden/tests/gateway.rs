@@ -29,7 +29,8 @@ async fn scoped_tools_policy_decisions_and_audit() {
     let a = h.last_audit();
     assert_eq!(a["event"]["decision"], "allow");
     assert_eq!(a["event"]["tool"], "onboarding/customer_lookup");
-    assert_eq!(a["event"]["policies"], json!(["read-low-medium"]));
+    // The call's permit, then the result's (secrets are always masked).
+    assert_eq!(a["event"]["policies"], json!(["read-low-medium", "results-mask-secrets"]));
     assert_eq!(a["event"]["forwarded"], true);
 
     // Denied by a forbid policy: JSON-RPC error naming the reason and policy.
@@ -313,8 +314,17 @@ async fn changed_tool_definition_is_blocked_until_reapproved() {
     assert_eq!(h.upstream_calls(), 0);
     let changed = h.cli(&["audit", "query", "--kind", "tool_definition_changed", "--json"]);
     assert_eq!(changed.lines().count(), 1, "{changed}");
+    // Inspection flagged the new description (hidden instructions), so
+    // pinning it needs the operator to accept the findings explicitly.
+    let flagged = h.cli(&["audit", "query", "--kind", "tool_definition_flagged", "--json"]);
+    assert_eq!(flagged.lines().count(), 1, "{flagged}");
+    assert!(flagged.contains("hidden_instructions"), "{flagged}");
+    let refused = h.cli_output(&["tool", "approve", "onboarding/email_send"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("possible tool poisoning"));
+    assert!(h.cli(&["tool", "show", "onboarding/email_send"]).contains("inspection findings"));
     // The operator reviews and re-approves: calls work again.
-    h.cli(&["tool", "approve", "onboarding/email_send"]);
+    h.cli(&["tool", "approve", "onboarding/email_send", "--accept-findings"]);
     let admin = h.cli(&["audit", "query", "--kind", "tool_changed", "--tool", "onboarding/email_send", "--json"]);
     assert_eq!(admin.matches("tool:approve").count(), 2, "both approvals are audited: {admin}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -327,4 +337,51 @@ async fn changed_tool_definition_is_blocked_until_reapproved() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(h.upstream_calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspection_redacts_withholds_and_refuses() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    // Autonomy 1: personal data in results reaches it only as tokens.
+    let (id, key) = h.register("copilot", BOT_TOOLS, 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+
+    let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await.unwrap();
+    let text = r.result().unwrap()["content"][0]["text"].as_str().unwrap().to_string();
+    let record: serde_json::Value = serde_json::from_str(&text).expect("redaction keeps the tool's JSON text valid");
+    assert_eq!(record["name"], "Grace Hopper");
+    let email = record["email"].as_str().unwrap();
+    assert_ne!(email, "grace@cobol.example", "e-mail tokenized");
+    assert_eq!(email.len(), "grace@cobol.example".len());
+    assert_eq!(email.find('@'), Some(5), "format kept: {email}");
+    let a = h.last_audit();
+    assert_eq!(a["event"]["decision"], "allow");
+    assert_eq!(a["event"]["redacted"], 1);
+    assert!(a["event"]["findings"].as_array().unwrap().contains(&json!("result.pii.email")), "{a}");
+    assert!(!a.to_string().contains("grace@cobol.example"), "the audit record holds kinds, never values");
+
+    // An indirect prompt injection in a file: the call ran upstream, the
+    // result is withheld from the agent.
+    let before = h.upstream_calls();
+    let r = c.call_tool("onboarding__file_read", json!({ "path": "/onboarding/partner-notes.md" })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32001));
+    assert!(r.error_message().unwrap().contains("result withheld"), "{}", r.body);
+    assert!(!r.body.to_string().contains("evil.test"), "nothing of the result leaks: {}", r.body);
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["injected-result"]));
+    assert_eq!(h.upstream_calls(), before + 1);
+    let a = h.last_audit();
+    assert_eq!(a["event"]["decision"], "deny");
+    assert_eq!(a["event"]["forwarded"], true);
+    assert!(a["event"]["findings"].as_array().unwrap().contains(&json!("result.injection.instruction_override")), "{a}");
+
+    // A credential in the arguments never leaves the gateway.
+    let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "ghp_Z3MNQ7RXW4PVBC5DKp4Qx7Rm2Sn5Tb8Vw3Yz" })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32001));
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["no-secrets-in-arguments"]));
+    assert_eq!(h.upstream_calls(), before + 1, "refused before the upstream");
+    let a = h.last_audit();
+    assert!(a["event"]["findings"].as_array().unwrap().contains(&json!("args.secrets.github_token")), "{a}");
+    assert!(!a.to_string().contains("ghp_Z3MN"), "no secret in the audit log");
+    h.assert_audit_intact();
 }
