@@ -33,6 +33,7 @@ KEYHOG = ("https://static.crates.io/crates/keyhog-scanner/keyhog-scanner-0.5.40.
 IDENT = __import__("re").compile(r"(?i)(^|[^a-z])(id|app[_ .-]?id|client[_ .-]?id|user(name)?|login|account)[\"' ]*[:=][\"' ]*$")
 KEYHOG_SHA256 = "df831d39c1eaf18bb2ad739961354a1cb30da1f37e53266c792cea0b53255a0f"
 PRESIDIO = "presidio_evaluator-0.3.2-py3-none-any.whl"
+PRESIDIO_SHA256 = "57614fe604e52b78e6de25b767c59265886b93bbcdc6c7e43ab2657d3f6302be"
 
 
 def fetch(url, cache: Path) -> bytes:
@@ -94,6 +95,9 @@ def presidio_sentences(cache: Path, per_template=6):
     if not whl.exists():
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache),
                         "presidio-evaluator==0.3.2"], check=True)
+    digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+    if digest != PRESIDIO_SHA256:
+        sys.exit(f"{whl} has SHA-256 {digest}, expected {PRESIDIO_SHA256}: delete it and retry")
     z = zipfile.ZipFile(whl)
     raw = "presidio_evaluator/data_generator/raw_data/"
     templates = [t.strip() for t in z.read(raw + "templates.txt").decode("utf-8", "replace").splitlines() if t.strip()]

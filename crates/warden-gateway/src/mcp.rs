@@ -493,7 +493,7 @@ fn review_result(
     match decision {
         Decision::Allow { obligations, .. } => {
             let rules = redaction_rules(&obligations);
-            if !rules.is_empty() && !(scan.summary.pii_count == 0 && scan.summary.secret_count == 0) {
+            if !rules.is_empty() && scan.summary.pii_count + scan.summary.secret_count > 0 {
                 ev.redacted += call.gw.redactor.redact_json(&call.gw.inspector, &mut result, &rules) as u32;
             }
             Ok(result)

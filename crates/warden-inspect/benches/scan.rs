@@ -36,7 +36,8 @@ fn tool_result_4k() -> serde_json::Value {
     let mut rows = Vec::new();
     let mut i = 0;
     loop {
-        rows.push(json!({ "id": format!("c-{}", 1000 + i), "name": format!("Customer {i}"), "plan": ["starter", "team", "enterprise"][i % 3],
+        let plan = ["starter", "team", "enterprise"][i % 3];
+        rows.push(json!({ "id": format!("c-{}", 1000 + i), "name": format!("Customer {i}"), "plan": plan,
                           "email": format!("user{i}@example.com"), "notes": "renewal due next quarter; prefers e-mail contact", "seats": 5 + i }));
         let text = serde_json::to_string(&json!({ "rows": rows })).unwrap();
         if text.len() >= 4000 {

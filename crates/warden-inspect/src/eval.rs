@@ -137,11 +137,15 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
                 continue;
             }
             // Entity scoring: spans of the labelled values in the text.
-            let labels: Vec<(&Entity, usize, usize)> = s
-                .entities
+            // Every occurrence of a labelled value counts as that label.
+            let labelled: Vec<&Entity> = s.entities.iter().filter(|e| Detector::parse(&e.detector) == Some(det) && !e.value.is_empty()).collect();
+            let spans: Vec<(usize, usize, usize)> =
+                labelled.iter().enumerate().flat_map(|(k, e)| s.text.match_indices(e.value.as_str()).map(move |(i, m)| (k, i, i + m.len()))).collect();
+            let labels: Vec<(&Entity, Vec<(usize, usize)>)> = labelled
                 .iter()
-                .filter(|e| Detector::parse(&e.detector) == Some(det))
-                .filter_map(|e| s.text.find(&e.value).map(|i| (e, i, i + e.value.len())))
+                .enumerate()
+                .map(|(k, e)| (*e, spans.iter().filter(|x| x.0 == k).map(|x| (x.1, x.2)).collect::<Vec<_>>()))
+                .filter(|(_, sp)| !sp.is_empty())
                 .collect();
             let found: Vec<_> = scan.of(det).collect();
             if labels.is_empty() {
@@ -151,8 +155,8 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
                 }
             }
             let mut source = Counts::default();
-            for (e, a, b) in &labels {
-                let hit = found.iter().any(|f| f.start < *b && *a < f.end);
+            for (e, sp) in &labels {
+                let hit = found.iter().any(|f| sp.iter().any(|(a, b)| f.start < *b && *a < f.end));
                 let k = r.breakdown.entry(e.kind.clone()).or_default();
                 if hit {
                     r.counts.tp += 1;
@@ -172,7 +176,7 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
                 source.negatives_flagged += u64::from(!found.is_empty());
             }
             for f in &found {
-                if !labels.iter().any(|(_, a, b)| f.start < *b && *a < f.end) {
+                if !spans.iter().any(|(_, a, b)| f.start < *b && *a < f.end) {
                     r.counts.fp += 1;
                     source.fp += 1;
                     r.breakdown.entry(format!("(found) {}", f.kind)).or_default().fp += 1;

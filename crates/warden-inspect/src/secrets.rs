@@ -140,6 +140,8 @@ pub(crate) enum WordKind {
     Key,
     /// `Bearer <token>`: the value follows after one space.
     Bearer,
+    /// `secret`: a generated key or a chosen password; digits and letters.
+    Secret,
 }
 
 pub(crate) static WORDS: &[(&str, WordKind)] = &[
@@ -147,7 +149,7 @@ pub(crate) static WORDS: &[(&str, WordKind)] = &[
     ("passwd", WordKind::Password),
     ("pwd", WordKind::Password),
     ("passphrase", WordKind::Password),
-    ("secret", WordKind::Key),
+    ("secret", WordKind::Secret),
     ("token", WordKind::Key),
     ("apikey", WordKind::Key),
     ("key", WordKind::Key),
@@ -307,7 +309,8 @@ pub(crate) fn url_credentials(b: &[u8], sep: usize) -> Option<Hit> {
         s -= 1;
     }
     let scheme = std::str::from_utf8(&b[s..sep]).ok()?.to_ascii_lowercase();
-    if !URL_SCHEMES.contains(&scheme.as_str()) {
+    let known = URL_SCHEMES.contains(&scheme.as_str());
+    if !(known || (scheme.len() >= 2 && scheme.as_bytes()[0].is_ascii_alphabetic())) {
         return None;
     }
     let auth_start = sep + 3;
@@ -317,6 +320,9 @@ pub(crate) fn url_credentials(b: &[u8], sep: usize) -> Option<Hit> {
     let userinfo = &authority[..at];
     let kind = if scheme.starts_with("http") { "url_credentials" } else { "connection_string" };
     let Some(colon) = memchr::memchr(b':', userinfo) else {
+        if !known {
+            return None;
+        }
         // a key as the whole userinfo (Sentry DSN style)
         return (userinfo.len() >= 20 && shannon_entropy(userinfo) >= 3.5 && userinfo.iter().all(u8::is_ascii_alphanumeric)).then_some(Hit {
             kind,
@@ -327,6 +333,10 @@ pub(crate) fn url_credentials(b: &[u8], sep: usize) -> Option<Hit> {
     };
     let password = &userinfo[colon + 1..];
     if password.len() < 3 || is_placeholder(password) {
+        return None;
+    }
+    // Other schemes: only a password that looks chosen (letters and digits).
+    if !(known || (password.len() >= 6 && password.iter().any(u8::is_ascii_digit) && password.iter().any(u8::is_ascii_alphabetic))) {
         return None;
     }
     Some(Hit { kind, start: s, end: auth_end, confidence: 0.9 })
@@ -360,13 +370,26 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
         }
         i = run_end(b, i, 4, |c| c == b' ' || c == b'\t');
         match (b.get(i), b.get(i + 1)) {
+            // <token>VALUE</token>
+            (Some(b'>'), _) if name_start > 0 && b[name_start - 1] == b'<' => {
+                let e = run_end(b, i + 1, 257, |c| c != b'<');
+                return xml_value(b, i + 1, e, kind);
+            }
             (Some(b':'), Some(b'=')) | (Some(b'='), Some(b'>')) => i += 2,
             (Some(b'=' | b':'), _) => i += 1,
             // `api_key Kp4Qx7…` in prose: only a value that is clearly random (checked below)
             _ if i > kw_end || b.get(i - 1) == Some(&b' ') => spaced = true,
             _ => return None,
         }
-        i = run_end(b, i, 4, |c| c == b' ' || c == b'\t');
+        let j = run_end(b, i, 200, |c| matches!(c, b' ' | b'\t' | b'=' | b':' | b'"' | b'\'' | b'`'));
+        if j - i > 4 && b[i..j].iter().any(|c| matches!(c, b'=' | b':' | b'"' | b'\'')) {
+            // `KEY :  = "  ' value`: separators padded with noise; only a
+            // clearly random value counts (checked below, as for prose).
+            i = j;
+            spaced = true;
+        } else {
+            i = run_end(b, i, 4, |c| c == b' ' || c == b'\t');
+        }
     }
     let (v_start, v_end) = match b.get(i) {
         Some(&q @ (b'"' | b'\'' | b'`')) => {
@@ -382,8 +405,13 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
     if v.len() > 256 || is_placeholder(v) || v.contains(&b' ') {
         return None;
     }
+    let hex32 = v.len() >= 32 && v.iter().all(u8::is_ascii_hexdigit);
     if spaced
-        && (kind != WordKind::Key || v.len() < 20 || shannon_entropy(v) < 3.5 || !v.iter().any(u8::is_ascii_digit) || !v.iter().any(u8::is_ascii_uppercase))
+        && (!matches!(kind, WordKind::Key | WordKind::Secret)
+            || v.len() < 20
+            || shannon_entropy(v) < 3.5
+            || !v.iter().any(u8::is_ascii_digit)
+            || !(hex32 || is_uuid(v) || v.iter().any(u8::is_ascii_uppercase)))
     {
         return None;
     }
@@ -397,8 +425,13 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
             }
             if digits > 0 || letters < v.len() { 0.8 } else { 0.5 }
         }
-        WordKind::Key | WordKind::Bearer => {
-            if v.len() < 16 || letters == 0 || (digits == 0 && v.len() < 32) || entropy < 3.0 {
+        WordKind::Secret if v.len() >= 8 && v.len() < 16 && digits > 0 && letters > 0 && entropy >= 2.5 && !names_identifier(name) => 0.6,
+        WordKind::Key | WordKind::Bearer | WordKind::Secret => {
+            let upper = v.iter().any(u8::is_ascii_uppercase);
+            let lower = v.iter().any(u8::is_ascii_lowercase);
+            // Long enough and mixed: digits and letters, or (from 16) both cases.
+            let mixed = (digits > 0 && v.len() >= 12) || (upper && lower && v.len() >= 16) || v.len() >= 32;
+            if letters == 0 || !mixed || entropy < 3.0 {
                 return None;
             }
             // Paths, URLs and dotted names are not keys; nor is anything under
@@ -416,6 +449,18 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
         }
     };
     Some(Hit { kind: if kind == WordKind::Password { "password" } else { "generic_secret" }, start: v_start, end: v_end, confidence })
+}
+
+/// The text of an XML element named like a secret (`<password>…</password>`).
+fn xml_value(b: &[u8], s: usize, e: usize, kind: WordKind) -> Option<Hit> {
+    let v = &b[s..e];
+    if !b[e..].starts_with(b"</") || v.len() < 8 || v.len() > 256 || v.contains(&b' ') || is_placeholder(v) || shannon_entropy(v) < 3.0 {
+        return None;
+    }
+    if kind != WordKind::Password && !(v.iter().any(u8::is_ascii_digit) && v.iter().any(u8::is_ascii_alphabetic)) {
+        return None;
+    }
+    Some(Hit { kind: if kind == WordKind::Password { "password" } else { "generic_secret" }, start: s, end: e, confidence: 0.7 })
 }
 
 /// The keyword is a component of an identifier: `API_KEY`, `apiKey`,
@@ -511,14 +556,15 @@ pub(crate) fn high_entropy_assignment(b: &[u8], sep: usize) -> Option<Hit> {
     }
     let v_end = run_end(b, i, 257, |c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-' | b'='));
     let v = &b[i..v_end];
-    if v.len() < 24 || v.len() > 256 || (v_end < b.len() && !matches!(b[v_end], b' ' | b'"' | b'\'' | b'`' | b'\n' | b'\r' | b',' | b';' | b'}' | b')')) {
+    if v.len() < 20 || v.len() > 256 || (v_end < b.len() && !matches!(b[v_end], b' ' | b'"' | b'\'' | b'`' | b'\n' | b'\r' | b',' | b';' | b'}' | b')')) {
         return None;
     }
     let hex = v.iter().all(u8::is_ascii_hexdigit);
     let (up, lo, dig) =
         v.iter().fold((0, 0, 0), |(u, l, d), c| (u + c.is_ascii_uppercase() as usize, l + c.is_ascii_lowercase() as usize, d + c.is_ascii_digit() as usize));
     let e = shannon_entropy(v);
-    let random = if hex { v.len() >= 32 && e >= 3.5 && dig > 0 && lo + up > 0 } else { up > 0 && lo > 0 && dig > 0 && e >= 4.0 };
+    let random =
+        if hex { v.len() >= 32 && e >= 3.5 && dig > 0 && lo + up > 0 } else { up > 0 && lo > 0 && dig > 0 && e >= if v.len() < 24 { 3.8 } else { 4.0 } };
     if !random || v.iter().filter(|c| **c == b'/').count() > 1 || has_placeholder_marker(v) {
         return None;
     }
@@ -619,21 +665,36 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// Markers of documentation values, matched case-insensitively in one pass.
+static MARKERS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(["example", "xxxxx", "placeholder", "your_", "your-", "redacted"])
+        .expect("static patterns")
+});
+
+/// Markers that make a whole value a stand-in, not a secret.
+static STAND_INS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(["****", "...", "{{", "${", "process.env", "os.environ", "getenv", "<", "dummy", "sample", "fake"])
+        .expect("static patterns")
+});
+
 fn has_placeholder_marker(v: &[u8]) -> bool {
-    ["example", "xxxxx", "placeholder", "your_", "your-", "redacted"].iter().any(|m| contains_ci(v, m.as_bytes()))
+    MARKERS.is_match(v)
 }
 
 /// Template references, masked values and documentation stand-ins.
 pub(crate) fn is_placeholder(v: &[u8]) -> bool {
     const EXACT: &[&str] = &["password", "passwd", "secret", "token", "null", "none", "true", "false", "undefined", "changeme", "pass", "test"];
-    if EXACT.iter().any(|e| v.eq_ignore_ascii_case(e.as_bytes())) {
+    if v.len() <= 9 && EXACT.iter().any(|e| v.eq_ignore_ascii_case(e.as_bytes())) {
         return true;
     }
     if matches!(v.first(), Some(b'$' | b'%' | b'<' | b'{' | b'*' | b'@' | b'#')) || v.iter().all(|c| *c == v[0]) {
         return true;
     }
-    has_placeholder_marker(v)
-        || ["****", "...", "{{", "${", "process.env", "os.environ", "getenv", "<", "dummy", "sample", "fake"].iter().any(|m| contains_ci(v, m.as_bytes()))
+    has_placeholder_marker(v) || STAND_INS.is_match(v)
 }
 
 #[cfg(test)]
@@ -654,6 +715,8 @@ mod tests {
         assert_eq!(assign("Authorization: Bearer abcDEF123456ghiJKL789").as_deref(), Some("abcDEF123456ghiJKL789"));
         assert_eq!(assign("apiKey: \"q8Jd93kLm2Pz7Xw1Vb4N\"").as_deref(), Some("q8Jd93kLm2Pz7Xw1Vb4N"));
         assert_eq!(assign("123formbuilder api_key Kp4Qx7-Rm2Sn5Tb8Vw3YzKp4Qx").as_deref(), Some("Kp4Qx7-Rm2Sn5Tb8Vw3YzKp4Qx"));
+        assert_eq!(assign("<token>EZAKKp4Qx7Rm2Sn5Tb8Vw3Yz</token>").as_deref(), Some("EZAKKp4Qx7Rm2Sn5Tb8Vw3Yz"));
+        assert_eq!(assign("{\"secret\":\"Lg1PDmyqw9g786\"}").as_deref(), Some("Lg1PDmyqw9g786"));
         assert_eq!(assign("intelowlkey=3hjArTco0NPvH-0aKSYr").as_deref(), Some("3hjArTco0NPvH-0aKSYr"));
         assert_eq!(assign("SERVER_KEY=\"aec51681-9963-c39a-1dca-dd7658e6395a\"").as_deref(), Some("aec51681-9963-c39a-1dca-dd7658e6395a"));
         for no in [
@@ -705,6 +768,9 @@ mod tests {
         ] {
             assert_eq!(he(no), None, "{no}");
         }
+        let trino = "TRINO_URL=trino://admin:SecretPass123@trino.example.com:8080";
+        assert!(url_credentials(trino.as_bytes(), trino.find("://").unwrap()).is_some());
+        assert_eq!(assign("X-API-KEY   :  = \"  JSuKxKWNfd898GujYX9p66-_M1knu3xIP").as_deref(), Some("JSuKxKWNfd898GujYX9p66-_M1knu3xIP"));
         let doc = "postgres://user:${DB_PASSWORD}@db/app";
         assert!(url_credentials(doc.as_bytes(), doc.find("://").unwrap()).is_none());
     }

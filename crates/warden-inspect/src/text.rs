@@ -31,6 +31,26 @@ pub(crate) fn shannon_entropy(v: &[u8]) -> f32 {
     counts.iter().filter(|c| **c > 0).map(|&c| f32::from(c) / n).map(|p| -p * p.log2()).sum()
 }
 
+const B64: u8 = 1;
+const TOKEN: u8 = 2;
+
+/// Byte classes for the run walk: base64 characters (letters, digits,
+/// `+ / - _`) and, among them, token characters (all but `+ /`).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            t[c] = B64 | TOKEN;
+        } else if b == b'+' || b == b'/' {
+            t[c] = B64;
+        }
+        c += 1;
+    }
+    t
+};
+
 /// Shortest base64 / hex run worth decoding.
 const MIN_ENCODED: usize = 24;
 /// Decoded bytes looked at per encoded run.
@@ -90,10 +110,9 @@ impl<'a> Scanner<'a> {
         if !self.text.is_ascii() {
             self.hidden_unicode();
         }
-        self.token_runs();
+        self.runs();
         self.assigned_tokens();
         if self.depth < self.ins.config.max_decode_depth {
-            self.encoded_runs();
             self.url_encoded();
         }
         let events = std::mem::take(&mut self.events);
@@ -317,72 +336,66 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Prefixed high-entropy tokens not claimed by a known format.
-    fn token_runs(&mut self) {
+    /// One walk over the runs of base64/token characters: prefixed
+    /// high-entropy tokens (`pscale_tkn_…`) not claimed by a known format,
+    /// then long base64 or hex runs that decode to text, which are scanned
+    /// again one level deeper (an injection inside counts for the run).
+    fn runs(&mut self) {
         let b = self.b;
         let n = b.len();
+        let decode = self.depth < self.ins.config.max_decode_depth;
         let mut i = 0;
-        let tok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
         while i < n {
-            if !b[i].is_ascii_alphabetic() || (i > 0 && (tok(b[i - 1]) || matches!(b[i - 1], b'.' | b'/' | b'+'))) {
+            while i < n && CLASS[b[i] as usize] & B64 == 0 {
                 i += 1;
-                continue;
             }
             let s = i;
-            while i < n && tok(b[i]) {
+            let mut slash_or_plus = false;
+            while i < n && CLASS[b[i] as usize] & B64 != 0 {
+                slash_or_plus |= CLASS[b[i] as usize] & TOKEN == 0;
                 i += 1;
             }
+            if i - s < MIN_ENCODED.min(32) || self.claimed(s) {
+                continue;
+            }
             if i - s >= 32
-                && !self.claimed(s)
-                && !matches!(b.get(i), Some(b'.' | b'/' | b'+' | b'='))
+                && !slash_or_plus
+                && b[s].is_ascii_alphabetic()
+                && (s == 0 || !matches!(b[s - 1], b'.'))
+                && !matches!(b.get(i), Some(b'.' | b'='))
                 && let Some(conf) = secrets::prefixed_token(&b[s..i])
             {
                 self.secret(secrets::Hit { kind: "prefixed_token", start: s, end: i, confidence: conf });
+                continue;
+            }
+            if decode && i - s >= MIN_ENCODED {
+                let mut e = i;
+                while e < n && e - i < 2 && b[e] == b'=' {
+                    e += 1;
+                }
+                self.encoded_run(s, i, e);
             }
         }
     }
 
-    /// Long base64 or hex runs that decode to text are scanned again; an
-    /// injection inside counts for the run.
-    fn encoded_runs(&mut self) {
-        let b = self.b;
-        let n = b.len();
-        let mut i = 0;
-        let b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
-        while i < n {
-            if !b64(b[i]) {
-                i += 1;
-                continue;
-            }
-            let s = i;
-            while i < n && b64(b[i]) {
-                i += 1;
-            }
-            let mut e = i;
-            while e < n && e - i < 2 && b[e] == b'=' {
-                e += 1;
-            }
-            if i - s < MIN_ENCODED || self.claimed(s) {
-                continue;
-            }
-            let run = &b[s..i];
-            let decoded = if run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
-                hex::decode(&run[..run.len().min(2 * MAX_DECODED)]).ok()
-            } else {
-                decode_base64(run)
-            };
-            let Some(decoded) = decoded else { continue };
-            let Ok(text) = std::str::from_utf8(&decoded) else { continue };
-            if !mostly_text(text) {
-                continue;
-            }
-            let inner = self.ins.scan_window(text, self.depth + 1);
-            if inner.injection_score >= crate::INJECTION_THRESHOLD {
-                self.push(Detector::Injection, "encoded_payload", s, e, inner.injection_score.min(0.95));
-            }
-            for f in inner.findings.iter().filter(|f| f.detector == Detector::Secret) {
-                self.push(Detector::Secret, f.kind, s, e, f.confidence * 0.9);
-            }
+    fn encoded_run(&mut self, s: usize, i: usize, e: usize) {
+        let run = &self.b[s..i];
+        let decoded = if run.len().is_multiple_of(2) && run.iter().all(u8::is_ascii_hexdigit) {
+            hex::decode(&run[..run.len().min(2 * MAX_DECODED)]).ok()
+        } else {
+            decode_base64(run)
+        };
+        let Some(decoded) = decoded else { return };
+        let Ok(text) = std::str::from_utf8(&decoded) else { return };
+        if !mostly_text(text) {
+            return;
+        }
+        let inner = self.ins.scan_window(text, self.depth + 1);
+        if inner.injection_score >= crate::INJECTION_THRESHOLD {
+            self.push(Detector::Injection, "encoded_payload", s, e, inner.injection_score.min(0.95));
+        }
+        for f in inner.findings.iter().filter(|f| f.detector == Detector::Secret) {
+            self.push(Detector::Secret, f.kind, s, e, f.confidence * 0.9);
         }
     }
 

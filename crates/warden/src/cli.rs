@@ -237,6 +237,10 @@ pub enum InspectCmd {
         /// injection recall >= 0.90 at a false-positive rate <= 0.01.
         #[arg(long)]
         check: bool,
+        /// Require these targets instead (DETECTOR.METRIC>=VALUE or <=VALUE;
+        /// METRIC: F1, precision, recall, FPR), e.g. --require secrets.F1>=0.90.
+        #[arg(long, value_name = "TARGET")]
+        require: Vec<String>,
         /// Print up to 20 misses and false alarms per detector.
         #[arg(long)]
         examples: bool,

@@ -8,20 +8,68 @@ use std::path::{Path, PathBuf};
 use warden_inspect::Inspector;
 use warden_inspect::eval::{Counts, Report, Sample, evaluate};
 
-/// The accuracy targets `--check` enforces: (detector, metric, bound, at
-/// least?, sources left out). Secrets are judged on passwords, keys and
-/// tokens: values the labelled text assigns to identifier names (CLIENT_ID,
-/// APP_ID, USERNAME) are reported but not part of the target.
-const TARGETS: &[(&str, &str, f64, bool, &[&str])] = &[
-    ("secrets", "F1", 0.95, true, &["/identifier"]),
-    ("pii", "F1", 0.95, true, &[]),
-    ("injection", "recall", 0.90, true, &[]),
-    ("injection", "FPR", 0.01, false, &[]),
-];
+/// The accuracy targets, enforced by `--check` unless `--require`
+/// names others.
+const TARGETS: &[&str] = &["secrets.F1>=0.95", "pii.F1>=0.95", "injection.recall>=0.90", "injection.FPR<=0.01"];
+
+/// Secrets are judged on passwords, keys and tokens: values the labelled
+/// text assigns to identifier names (CLIENT_ID, APP_ID, USERNAME) are
+/// reported but left out of the target.
+fn excluded(detector: &str) -> &'static [&'static str] {
+    if detector == "secrets" { &["/identifier"] } else { &[] }
+}
+
+/// `DETECTOR.METRIC>=VALUE` or `DETECTOR.METRIC<=VALUE`; METRIC is F1,
+/// precision, recall or FPR.
+struct Target {
+    detector: String,
+    metric: String,
+    bound: f64,
+    at_least: bool,
+}
+
+impl Target {
+    fn parse(s: &str) -> Result<Self> {
+        let bad = || anyhow::anyhow!("bad target {s:?}: write DETECTOR.METRIC>=VALUE or <=VALUE, e.g. secrets.F1>=0.95 or injection.FPR<=0.01");
+        let (lhs, bound, at_least) = match (s.split_once(">="), s.split_once("<=")) {
+            (Some((l, v)), None) => (l, v, true),
+            (None, Some((l, v))) => (l, v, false),
+            _ => return Err(bad()),
+        };
+        let (detector, metric) = lhs.trim().split_once('.').ok_or_else(bad)?;
+        if !matches!(metric, "F1" | "precision" | "recall" | "FPR") {
+            return Err(bad());
+        }
+        Ok(Self { detector: detector.into(), metric: metric.into(), bound: bound.trim().parse().map_err(|_| bad())?, at_least })
+    }
+
+    /// The measured value, or why there is none.
+    fn measure(&self, r: &Report) -> Result<f64, String> {
+        let d = r.detectors.get(&self.detector).ok_or_else(|| format!("{}: no samples labelled for it in the dataset", self.detector))?;
+        let c = Counts::sum(d.sources.iter(), excluded(&self.detector));
+        Ok(match self.metric.as_str() {
+            "F1" => c.f1(),
+            "precision" => c.precision(),
+            "recall" => c.recall(),
+            _ => c.fpr(),
+        })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let without = if excluded(&self.detector).is_empty() { String::new() } else { format!(" (without {})", excluded(&self.detector).join(", ")) };
+        write!(f, "{}{without} {} {} {}", self.detector, self.metric, if self.at_least { ">=" } else { "<=" }, self.bound)
+    }
+}
 
 pub fn run(cmd: &InspectCmd) -> Result<()> {
     match cmd {
-        InspectCmd::Eval { dataset, json, check, examples } => eval(dataset, *json, *check, *examples),
+        InspectCmd::Eval { dataset, json, check, require, examples } => {
+            let specs: Vec<&str> = if require.is_empty() { TARGETS.to_vec() } else { require.iter().map(String::as_str).collect() };
+            let targets = if *check || !require.is_empty() { specs.into_iter().map(Target::parse).collect::<Result<Vec<_>>>()? } else { Vec::new() };
+            eval(dataset, *json, &targets, *examples)
+        }
         InspectCmd::Scan { file } => scan(file.as_deref()),
     }
 }
@@ -62,7 +110,7 @@ fn load(file: &Path) -> Result<Vec<Sample>> {
         .collect()
 }
 
-fn eval(paths: &[PathBuf], json: bool, check: bool, examples: bool) -> Result<()> {
+fn eval(paths: &[PathBuf], json: bool, targets: &[Target], examples: bool) -> Result<()> {
     let mut samples = Vec::new();
     for f in jsonl_files(paths)? {
         samples.extend(load(&f)?);
@@ -82,43 +130,23 @@ fn eval(paths: &[PathBuf], json: bool, check: bool, examples: bool) -> Result<()
             }
         }
     }
-    if check {
-        for (det, metric, bound, at_least, exclude) in TARGETS {
-            if let Some(d) = report.detectors.get(*det) {
-                let c = Counts::sum(d.sources.iter(), exclude);
-                let v = metric_of(&c, metric);
-                let without = if exclude.is_empty() { String::new() } else { format!(" (without {})", exclude.join(", ")) };
-                eprintln!("target {det}{without} {metric} {v:.4} {} {bound}", if *at_least { ">=" } else { "<=" });
+    let mut missed = Vec::new();
+    for t in targets {
+        match t.measure(&report) {
+            Ok(v) => {
+                let ok = if t.at_least { v >= t.bound } else { v <= t.bound };
+                eprintln!("target {t}: {v:.4} {}", if ok { "met" } else { "MISSED" });
+                if !ok {
+                    missed.push(format!("{t}: measured {v:.4}"));
+                }
             }
+            Err(e) => missed.push(e),
         }
-        let failed = missed_targets(&report);
-        if !failed.is_empty() {
-            bail!("accuracy targets missed:\n  {}", failed.join("\n  "));
-        }
-        eprintln!("all accuracy targets met");
+    }
+    if !missed.is_empty() {
+        bail!("accuracy targets missed:\n  {}", missed.join("\n  "));
     }
     Ok(())
-}
-
-fn missed_targets(r: &Report) -> Vec<String> {
-    TARGETS
-        .iter()
-        .filter_map(|(det, metric, bound, at_least, exclude)| {
-            let Some(d) = r.detectors.get(*det) else { return Some(format!("{det}: no samples labelled for it in the dataset")) };
-            let c = &Counts::sum(d.sources.iter(), exclude);
-            let v = metric_of(c, metric);
-            let ok = if *at_least { v >= *bound } else { v <= *bound };
-            (!ok).then(|| format!("{det} {metric} {v:.4} (target {} {bound})", if *at_least { ">=" } else { "<=" }))
-        })
-        .collect()
-}
-
-fn metric_of(c: &Counts, metric: &str) -> f64 {
-    match metric {
-        "F1" => c.f1(),
-        "recall" => c.recall(),
-        _ => c.fpr(),
-    }
 }
 
 fn scan(file: Option<&Path>) -> Result<()> {
