@@ -1,15 +1,17 @@
 //! Domain types shared by every Warden component: agent identities, tools,
-//! decisions and audit events. Pure data and validation, no IO.
+//! decisions, inspection findings and audit events. Pure data and validation, no IO.
 
 mod agent;
 mod decision;
 mod event;
+mod findings;
 mod json;
 mod tool;
 
 pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
 pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind};
+pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
-use warden_inspect::{Rule, Summary};
+use warden_inspect::Rule;
 use warden_policy::{AgentFacts, CallFacts, Findings, RequestFacts, ToolFacts};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -264,20 +264,8 @@ enum Ask {
     Result(Findings),
 }
 
-/// Inspection summary as the policy context sees it.
-fn findings_of(s: &Summary) -> Findings {
-    Findings {
-        pii: s.pii.clone(),
-        pii_count: i64::from(s.pii_count),
-        secrets: s.secrets.clone(),
-        secret_count: i64::from(s.secret_count),
-        injection_score: i64::from(s.injection_score),
-        injection_signals: s.injection_signals.clone(),
-    }
-}
-
 /// Finding kinds for the audit record (never values).
-fn finding_labels(prefix: &str, s: &Summary) -> Vec<String> {
+fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
     let mut out: Vec<String> = s.pii.iter().map(|k| format!("{prefix}.pii.{k}")).collect();
     out.extend(s.secrets.iter().map(|k| format!("{prefix}.secrets.{k}")));
     out.extend(s.injection_signals.iter().map(|k| format!("{prefix}.injection.{k}")));
@@ -430,7 +418,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     let arg_scan = call.gw.inspector.scan_json(&args);
     ev.findings = finding_labels("args", &arg_scan.summary);
     let policy = call.gw.policy();
-    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(findings_of(&arg_scan.summary)), call.now));
+    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(arg_scan.summary), call.now));
     ev.policies = decision.policies().to_vec();
     match decision {
         Decision::Deny { reason, policies } => {
@@ -484,7 +472,7 @@ fn review_result(
 ) -> Result<Value, (i64, String, Vec<String>)> {
     let scan = call.gw.inspector.scan_json(&result);
     ev.findings.extend(finding_labels("result", &scan.summary));
-    let decision = call.gw.policy().decide(&facts(auth, tool, args, Ask::Result(findings_of(&scan.summary)), call.now));
+    let decision = call.gw.policy().decide(&facts(auth, tool, args, Ask::Result(scan.summary.clone()), call.now));
     for p in decision.policies() {
         if !ev.policies.contains(p) {
             ev.policies.push(p.clone());

@@ -6,7 +6,7 @@ use crate::anchors::Anchor;
 use crate::{Detector, Finding, Inspector, TextScan, injection, secrets};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use warden_core::Findings;
 
 /// A finding and the JSON pointer of the string it is in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,31 +16,10 @@ pub struct JsonFinding {
     pub finding: Finding,
 }
 
-/// What the policy sees of a scanned value (`context.findings`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
-    /// PII kinds found (`email`, `credit_card`, …).
-    pub pii: BTreeSet<String>,
-    pub pii_count: u32,
-    /// Secret kinds found (`github_token`, `private_key`, …).
-    pub secrets: BTreeSet<String>,
-    pub secret_count: u32,
-    /// 0..100.
-    pub injection_score: u8,
-    /// Injection signal kinds (`instruction_override`, `hidden_text`, …).
-    pub injection_signals: BTreeSet<String>,
-}
-
-impl Summary {
-    pub fn is_empty(&self) -> bool {
-        self.pii_count == 0 && self.secret_count == 0 && self.injection_signals.is_empty()
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct JsonScan {
     pub findings: Vec<JsonFinding>,
-    pub summary: Summary,
+    pub summary: Findings,
 }
 
 /// Deepest nesting walked; deeper values are scanned as their JSON text.
@@ -53,7 +32,7 @@ impl Inspector {
         let mut path = String::new();
         self.walk(v, &mut path, None, 0, &mut out);
         let all: Vec<Finding> = out.iter().map(|f| f.finding.clone()).collect();
-        let mut summary = Summary { injection_score: (injection::score(&all) * 100.0).round() as u8, ..Default::default() };
+        let mut summary = Findings { injection_score: (injection::score(&all) * 100.0).round() as i64, ..Default::default() };
         for f in &all {
             match f.detector {
                 Detector::Pii => {

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeSet;
+pub use warden_core::Findings;
 
 /// What the policy sees of the calling agent (`principal`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,22 +53,6 @@ pub struct RequestFacts {
     /// Deciding on a tool's result (`receive_result`) rather than the call.
     #[serde(default)]
     pub result: bool,
-}
-
-/// Inspection findings as policies see them (`context.findings`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Findings {
-    /// PII kinds: email, phone, credit_card, iban, us_ssn, ip_address, …
-    pub pii: BTreeSet<String>,
-    pub pii_count: i64,
-    /// Secret kinds: github_token, private_key, generic_secret, …
-    pub secrets: BTreeSet<String>,
-    pub secret_count: i64,
-    /// 0..100
-    pub injection_score: i64,
-    /// instruction_override, role_spoofing, hidden_text, exfil_link, …
-    pub injection_signals: BTreeSet<String>,
 }
 
 fn empty_object() -> Value {
