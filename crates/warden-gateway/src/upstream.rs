@@ -11,11 +11,16 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// Largest upstream message (JSON body, SSE event or stdio line) the gateway
+/// accepts: a response is inspected and redacted as a whole, so its size is
+/// what bounds the gateway's memory per call.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// How to reach one upstream server.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +136,10 @@ impl Upstream {
 
     fn name(&self) -> &str {
         &self.config.name
+    }
+
+    fn too_large(&self) -> UpstreamError {
+        UpstreamError::Protocol { server: self.name().into(), message: format!("response larger than {} MiB; refused", MAX_MESSAGE_BYTES >> 20) }
     }
 
     fn unavailable(&self, message: impl Into<String>) -> UpstreamError {
@@ -318,8 +327,15 @@ impl Upstream {
         let message = if ctype.starts_with("text/event-stream") {
             self.read_sse(resp, id).await?
         } else {
-            let bytes = resp.bytes().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
-            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Protocol { server: self.name().into(), message: e.to_string() })?
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                body.extend_from_slice(&chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?);
+                if body.len() > MAX_MESSAGE_BYTES {
+                    return Err(self.too_large());
+                }
+            }
+            serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol { server: self.name().into(), message: e.to_string() })?
         };
         Ok((self.result_of(message)?, session))
     }
@@ -329,10 +345,18 @@ impl Upstream {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut data = String::new();
+        // Where the search for the next newline resumes, so a long line
+        // arriving in many chunks is scanned once.
+        let mut scanned = 0;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
             buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            if buf.len() + data.len() > MAX_MESSAGE_BYTES {
+                return Err(self.too_large());
+            }
+            while let Some(rel) = buf[scanned..].iter().position(|c| *c == b'\n') {
+                let pos = scanned + rel;
+                scanned = 0;
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim_end_matches(['\r', '\n']);
@@ -353,6 +377,7 @@ impl Upstream {
                     data.push_str(d.strip_prefix(' ').unwrap_or(d));
                 }
             }
+            scanned = buf.len();
         }
         Err(UpstreamError::Protocol { server: self.name().into(), message: "event stream ended without a response".into() })
     }
@@ -375,9 +400,28 @@ async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receive
 }
 
 async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::Sender<String>, pending: Pending, alive: Arc<AtomicBool>) {
-    let mut lines = BufReader::new(stdout).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_MESSAGE_BYTES as u64 + 1).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.len() > MAX_MESSAGE_BYTES && !line.ends_with(b"\n") {
+            // Skip the rest of an oversized message; the call it answers times out.
+            tracing::warn!(upstream = %name, "dropping a message larger than {} MiB", MAX_MESSAGE_BYTES >> 20);
+            loop {
+                line.clear();
+                match (&mut reader).take(1 << 20).read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.ends_with(b"\n") => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
             tracing::warn!(upstream = %name, "ignoring non-JSON line on stdout");
             continue;
         };

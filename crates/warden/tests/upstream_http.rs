@@ -20,7 +20,12 @@ async fn mcp(axum::extract::State(seen): axum::extract::State<Seen>, headers: He
     let Some(id) = msg.get("id").cloned() else { return StatusCode::ACCEPTED.into_response() };
     let result = match msg["method"].as_str().unwrap() {
         "initialize" => json!({ "protocolVersion": "2025-06-18", "capabilities": { "tools": {} }, "serverInfo": { "name": "recorder", "version": "1" } }),
-        "tools/list" => json!({ "tools": [{ "name": "whoami", "description": "Echo the caller", "inputSchema": { "type": "object" } }] }),
+        "tools/list" => json!({ "tools": [
+            { "name": "whoami", "description": "Echo the caller", "inputSchema": { "type": "object" } },
+            { "name": "huge", "description": "Return a very large result", "inputSchema": { "type": "object" } },
+        ] }),
+        // Past the gateway's 16 MiB limit on one upstream message.
+        "tools/call" if msg["params"]["name"] == "huge" => json!({ "content": [{ "type": "text", "text": "x".repeat(17 << 20) }] }),
         "tools/call" => json!({ "content": [{ "type": "text", "text": "recorded" }] }),
         _ => json!({}),
     };
@@ -82,4 +87,21 @@ fn a_missing_upstream_secret_stops_start_up_with_a_clear_error() {
     let out = std::process::Command::new(common::BIN).arg("--config").arg(&cfg).arg("serve").env_remove("WARDEN_TEST_UNSET_SECRET").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_TEST_UNSET_SECRET"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_upstream_results_are_refused_not_buffered_without_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(Seen::default());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let extra = format!("[[upstream]]\nname = \"recorder\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\n");
+    let h = Harness::start_with("", &extra, &[]);
+    h.approve("recorder/huge", "low", "read", false);
+    let (id, key) = h.register("bot", "recorder/huge", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let r = c.call_tool("recorder__huge", json!({})).await.unwrap();
+    assert!(r.error_message().unwrap_or_default().contains("larger than 16 MiB"), "{}", &r.body.to_string()[..200.min(r.body.to_string().len())]);
+    let a = h.last_audit();
+    assert!(a["event"]["reason"].as_str().unwrap().contains("larger than 16 MiB"), "{a}");
 }
