@@ -248,4 +248,8 @@ pub enum InspectCmd {
     /// Scan a file (or stdin) and print the findings as JSON. A JSON
     /// document is scanned value by value, anything else as text.
     Scan { file: Option<PathBuf> },
+    /// Check tool definitions for poisoning before connecting a server: a
+    /// `tools/list` result (`{"tools": [...]}`) or an array of tools, from a
+    /// file or stdin. Exits non-zero if any tool is flagged.
+    Tools { file: Option<PathBuf> },
 }

@@ -71,6 +71,7 @@ pub fn run(cmd: &InspectCmd) -> Result<()> {
             eval(dataset, *json, &targets, *examples)
         }
         InspectCmd::Scan { file } => scan(file.as_deref()),
+        InspectCmd::Tools { file } => tools(file.as_deref()),
     }
 }
 
@@ -149,7 +150,7 @@ fn eval(paths: &[PathBuf], json: bool, targets: &[Target], examples: bool) -> Re
     Ok(())
 }
 
-fn scan(file: Option<&Path>) -> Result<()> {
+fn read_input(file: Option<&Path>) -> Result<String> {
     let mut text = String::new();
     match file {
         Some(f) => text = std::fs::read_to_string(f).with_context(|| format!("reading {} (it must be UTF-8 text)", f.display()))?,
@@ -157,6 +158,32 @@ fn scan(file: Option<&Path>) -> Result<()> {
             std::io::stdin().read_to_string(&mut text).context("reading stdin (it must be UTF-8 text)")?;
         }
     }
+    Ok(text)
+}
+
+fn tools(file: Option<&Path>) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_str(&read_input(file)?).context("the input is not JSON: give a tools/list result or an array of tools")?;
+    let list = v.get("tools").unwrap_or(&v).as_array().context("expected {\"tools\": [...]} or an array of tool definitions")?;
+    let ins = Inspector::default();
+    let mut flagged = 0;
+    for def in list {
+        let name = def.get("name").and_then(serde_json::Value::as_str).unwrap_or("(unnamed)");
+        let scan = ins.scan_tool_definition(def, "input", &[]);
+        let status = if scan.flagged() { "FLAGGED" } else { "ok" };
+        println!("{status:<8} {name}");
+        for f in &scan.findings {
+            println!("         {} {:.2} at {}: {}", f.kind, f.confidence, f.path, f.detail);
+        }
+        flagged += usize::from(scan.flagged());
+    }
+    if flagged > 0 {
+        bail!("{flagged} of {} tool definitions flagged (possible tool poisoning)", list.len());
+    }
+    Ok(())
+}
+
+fn scan(file: Option<&Path>) -> Result<()> {
+    let text = read_input(file)?;
     let ins = Inspector::default();
     let out = match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v) if v.is_object() || v.is_array() => serde_json::to_value(ins.scan_json(&v))?,
