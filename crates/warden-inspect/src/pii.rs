@@ -399,7 +399,15 @@ pub(crate) fn email_at(b: &[u8], at: usize) -> Option<Hit> {
 }
 
 /// An IPv6 address through the `:` at `colon`.
-pub(crate) fn ipv6_at(b: &[u8], colon: usize) -> Option<Hit> {
+/// Also returns where the candidate run ends: no other address can start
+/// inside it, so the caller resumes there.
+pub(crate) fn ipv6_at(b: &[u8], colon: usize) -> (Option<Hit>, usize) {
+    let mut end = colon + 1;
+    let hit = ipv6_run(b, colon, &mut end);
+    (hit, end)
+}
+
+fn ipv6_run(b: &[u8], colon: usize, end: &mut usize) -> Option<Hit> {
     let ch = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
     let mut s = colon;
     while s > 0 && colon - s < 40 && ch(b[s - 1]) {
@@ -409,6 +417,7 @@ pub(crate) fn ipv6_at(b: &[u8], colon: usize) -> Option<Hit> {
     while e < b.len() && e - s < 46 && ch(b[e]) {
         e += 1;
     }
+    *end = e;
     if (s > 0 && is_word(b[s - 1])) || (e < b.len() && is_word(b[e])) {
         return None;
     }
@@ -547,9 +556,9 @@ mod tests {
         assert!(email_at(b"@decorator", 0).is_none());
         assert!(email_at(b"npm i @scope/pkg@1.2", 18).is_none());
         let v6 = "from 2001:db8::8a2e:370:7334 at 12:30:45";
-        let h = ipv6_at(v6.as_bytes(), v6.find(':').unwrap()).unwrap();
+        let h = ipv6_at(v6.as_bytes(), v6.find(':').unwrap()).0.unwrap();
         assert_eq!(&v6[h.start..h.end], "2001:db8::8a2e:370:7334");
-        assert!(ipv6_at(v6.as_bytes(), v6.rfind(':').unwrap()).is_none());
+        assert!(ipv6_at(v6.as_bytes(), v6.rfind(':').unwrap()).0.is_none());
         let dob = "date of birth: March 5, 1980";
         let h = after_keyword(dob.as_bytes(), 13, Keyword::Birth).unwrap();
         assert_eq!(&dob[h.start..h.end], "March 5, 1980");

@@ -167,6 +167,13 @@ pub(crate) struct Hit {
     pub confidence: f32,
 }
 
+/// A value's end, taking in base64 padding (`==`) but not an `=` that
+/// starts another assignment (so `a=b=c=…` is not rescanned per `=`).
+fn with_padding(b: &[u8], e: usize) -> usize {
+    let p = run_end(b, e, 2, |c| c == b'=');
+    if p > e && (p == b.len() || !b[p].is_ascii_alphanumeric()) { p } else { e }
+}
+
 fn run_end(b: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize {
     let limit = (from + max).min(b.len());
     let mut i = from;
@@ -554,7 +561,7 @@ pub(crate) fn high_entropy_assignment(b: &[u8], sep: usize) -> Option<Hit> {
     if quote {
         i += 1;
     }
-    let v_end = run_end(b, i, 257, |c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-' | b'='));
+    let v_end = with_padding(b, run_end(b, i, 257, |c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-')));
     let v = &b[i..v_end];
     if v.len() < 20 || v.len() > 256 || (v_end < b.len() && !matches!(b[v_end], b' ' | b'"' | b'\'' | b'`' | b'\n' | b'\r' | b',' | b';' | b'}' | b')')) {
         return None;

@@ -269,8 +269,9 @@ impl<'a> Scanner<'a> {
             if !((l.is_ascii_hexdigit() || l == b':') && (r.is_ascii_hexdigit() || r == b':')) || self.claimed(c) {
                 continue;
             }
-            if let Some(h) = pii::ipv6_at(b, c) {
-                last_end = h.end;
+            let (hit, end) = pii::ipv6_at(b, c);
+            last_end = end;
+            if let Some(h) = hit {
                 self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence);
             }
         }
