@@ -99,6 +99,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn push(&mut self, detector: Detector, kind: &'static str, start: usize, end: usize, confidence: f32) {
+        let (start, end) = self.snap(start, end);
         self.out.push(Finding { detector, kind, start, end, confidence });
     }
 
@@ -166,7 +167,7 @@ impl<'a> Scanner<'a> {
                 Anchor::MarkdownUrl | Anchor::HtmlSrc => {
                     let html = matches!(self.ins.anchors.anchors[m.pattern().as_usize()], Anchor::HtmlSrc);
                     if let Some(f) = injection::exfil_link(b, s, html) {
-                        self.out.push(f);
+                        self.push(f.detector, f.kind, f.start, f.end, f.confidence);
                     }
                 }
                 Anchor::Lex(lex, bound) => {
@@ -190,7 +191,21 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn secret(&mut self, h: secrets::Hit) {
+    /// Widen a byte span to character boundaries: detectors work on bytes
+    /// and a length cap can stop one inside a multi-byte character.
+    fn snap(&self, mut start: usize, mut end: usize) -> (usize, usize) {
+        end = end.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        while !self.text.is_char_boundary(end) {
+            end += 1;
+        }
+        (start, end)
+    }
+
+    fn secret(&mut self, mut h: secrets::Hit) {
+        (h.start, h.end) = self.snap(h.start, h.end);
         let v = &self.text[h.start..h.end];
         if self.ins.config.secret_allowlist.contains(v) {
             return;

@@ -231,3 +231,16 @@ fn megabyte_pathological_inputs_complete() {
         assert!(scan.findings.iter().all(|f| f.end <= text.len()), "{p:?}");
     }
 }
+
+/// Inputs the fuzzer found crashing, kept so they stay fixed.
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        fuzz::exercise(&INS, &std::fs::read(&path).unwrap());
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
+}
