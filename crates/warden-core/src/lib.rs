@@ -28,6 +28,8 @@ pub enum CoreError {
     Enum { field: &'static str, value: String, allowed: &'static str },
     #[error("autonomy level {0} is out of range: use 0 (assisted) to 3 (autonomous within bounds)")]
     Autonomy(i64),
+    #[error("invalid redaction rule {rule:?}: {why}")]
+    Redaction { rule: String, why: String },
 }
 
 /// A registry name (agent name, server name): lowercase, no `/`, no `__`

@@ -277,16 +277,7 @@ fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
 
 /// `@redact` obligations as redaction rules.
 fn redaction_rules(obligations: &[Obligation]) -> Vec<Rule> {
-    obligations
-        .iter()
-        .filter_map(|Obligation::Redact { class, method }| match Rule::parse(&format!("{class}:{method}")) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::error!("policy obligation not applicable: {e}");
-                None
-            }
-        })
-        .collect()
+    obligations.iter().map(Rule::from_obligation).collect()
 }
 
 fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask, now: i64) -> CallFacts {

@@ -44,7 +44,7 @@ impl Gateway {
                 let canonical = canonical_json(&def);
                 let hash = sha256_hex(canonical.as_bytes());
                 let scan = self.inspector.scan_tool_definition(&def, &name, &all);
-                let flagged: Vec<_> = scan.findings.iter().filter(|f| f.confidence >= 0.5).collect();
+                let flagged: Vec<_> = scan.significant().collect();
                 let findings_json = (!flagged.is_empty()).then(|| serde_json::to_string(&flagged).expect("findings serialize"));
                 let before = self.snapshot().tools.get(&tref).map(|t| (t.status, t.observed_hash.clone()));
                 match self.store.observe_tool(&tref, &hash, &canonical, findings_json.as_deref()).await {

@@ -138,14 +138,12 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
             }
             // Entity scoring: spans of the labelled values in the text.
             // Every occurrence of a labelled value counts as that label.
-            let labelled: Vec<&Entity> = s.entities.iter().filter(|e| Detector::parse(&e.detector) == Some(det) && !e.value.is_empty()).collect();
-            let spans: Vec<(usize, usize, usize)> =
-                labelled.iter().enumerate().flat_map(|(k, e)| s.text.match_indices(e.value.as_str()).map(move |(i, m)| (k, i, i + m.len()))).collect();
-            let labels: Vec<(&Entity, Vec<(usize, usize)>)> = labelled
+            let labels: Vec<(&Entity, Vec<(usize, usize)>)> = s
+                .entities
                 .iter()
-                .enumerate()
-                .map(|(k, e)| (*e, spans.iter().filter(|x| x.0 == k).map(|x| (x.1, x.2)).collect::<Vec<_>>()))
-                .filter(|(_, sp)| !sp.is_empty())
+                .filter(|e| Detector::parse(&e.detector) == Some(det) && !e.value.is_empty())
+                .map(|e| (e, s.text.match_indices(e.value.as_str()).map(|(i, m)| (i, i + m.len())).collect::<Vec<_>>()))
+                .filter(|(_, spans)| !spans.is_empty())
                 .collect();
             let found: Vec<_> = scan.of(det).collect();
             if labels.is_empty() {
@@ -176,7 +174,7 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
                 source.negatives_flagged += u64::from(!found.is_empty());
             }
             for f in &found {
-                if !spans.iter().any(|(_, a, b)| f.start < *b && *a < f.end) {
+                if !labels.iter().flat_map(|(_, spans)| spans).any(|(a, b)| f.start < *b && *a < f.end) {
                     r.counts.fp += 1;
                     source.fp += 1;
                     r.breakdown.entry(format!("(found) {}", f.kind)).or_default().fp += 1;

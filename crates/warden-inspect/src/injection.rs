@@ -284,8 +284,7 @@ pub(crate) fn exfil_link(b: &[u8], at: usize, html: bool) -> Option<Finding> {
     if !(templated || long_value) {
         return None;
     }
-    let image = html || b[at.saturating_sub(300)..at].iter().rev().take_while(|c| **c != b'\n').any(|c| *c == b'!');
-    let image = image && (html || image_bang(b, at));
+    let image = html || image_bang(b, at);
     Some(signal("exfil_link", at, u + len, if image { 0.75 } else { 0.45 }))
 }
 

@@ -21,7 +21,7 @@ mod text;
 
 pub use json::{JsonFinding, JsonScan};
 pub use poison::{DefinitionScan, ToolDefinition};
-pub use redact::{Method, RedactError, Redactor, Rule};
+pub use redact::{Method, Redactor, Rule};
 pub use warden_core::Findings;
 
 use anchors::Anchors;

@@ -30,9 +30,14 @@ pub struct DefinitionScan {
 }
 
 impl DefinitionScan {
+    /// The findings strong enough to need an operator's review.
+    pub fn significant(&self) -> impl Iterator<Item = &PoisonFinding> {
+        self.findings.iter().filter(|f| f.confidence >= 0.5)
+    }
+
     /// Whether an operator must look before the tool is usable.
     pub fn flagged(&self) -> bool {
-        self.findings.iter().any(|f| f.confidence >= 0.5)
+        self.significant().next().is_some()
     }
 }
 

@@ -9,6 +9,7 @@ use crate::{Detector, Finding, Inspector};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+use warden_core::Obligation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -25,39 +26,23 @@ pub struct Rule {
     pub method: Method,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RedactError {
-    #[error("unknown redaction method {0:?}: use mask, hash or token")]
-    Method(String),
-    #[error("redaction rule {0:?} must look like CLASS:METHOD, e.g. pii:mask or secrets:hash")]
-    Syntax(String),
-    #[error("unknown redaction class {0:?}: use pii, secrets, or a finding kind such as email or credit_card")]
-    Class(String),
-}
-
 impl Rule {
-    /// Parse `CLASS:METHOD`.
-    pub fn parse(s: &str) -> Result<Self, RedactError> {
-        let (class, method) = s.trim().split_once(':').ok_or_else(|| RedactError::Syntax(s.to_string()))?;
-        let method = match method.trim() {
-            "mask" => Method::Mask,
+    /// A policy's redaction obligation as a rule (the grammar is checked
+    /// when the policy loads: `Obligation::parse_redactions`).
+    pub fn from_obligation(o: &Obligation) -> Self {
+        let Obligation::Redact { class, method } = o;
+        let method = match method.as_str() {
             "hash" => Method::Hash,
             "token" => Method::Token,
-            m => return Err(RedactError::Method(m.to_string())),
+            // "mask", and anything unvalidated: the strictest method
+            _ => Method::Mask,
         };
-        let class = class.trim();
-        if class.is_empty() || !class.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') {
-            return Err(RedactError::Class(class.to_string()));
-        }
-        if matches!(Detector::parse(class), Some(Detector::Injection | Detector::Poisoning)) {
-            return Err(RedactError::Class(class.to_string()));
-        }
-        Ok(Self { class: class.to_string(), method })
+        Self { class: class.clone(), method }
     }
 
-    /// Parse a comma-separated list.
-    pub fn parse_list(s: &str) -> Result<Vec<Self>, RedactError> {
-        s.split(',').filter(|p| !p.trim().is_empty()).map(Self::parse).collect()
+    /// Parse `CLASS:METHOD, …` (e.g. `pii:token, secrets:mask`).
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, warden_core::CoreError> {
+        Ok(Obligation::parse_redactions(s)?.iter().map(Self::from_obligation).collect())
     }
 
     fn applies(&self, f: &Finding) -> bool {
@@ -170,12 +155,9 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn rules_parse_with_clear_errors() {
-        assert_eq!(Rule::parse_list("pii:mask, secrets:hash").unwrap().len(), 2);
-        assert_eq!(Rule::parse("email:token").unwrap(), Rule { class: "email".into(), method: Method::Token });
-        assert!(matches!(Rule::parse("pii"), Err(RedactError::Syntax(_))));
-        assert!(matches!(Rule::parse("pii:erase"), Err(RedactError::Method(_))));
-        assert!(matches!(Rule::parse("injection:mask"), Err(RedactError::Class(_))));
+    fn rules_from_obligations() {
+        assert_eq!(Rule::parse_list("pii:mask, email:token").unwrap()[1], Rule { class: "email".into(), method: Method::Token });
+        assert!(Rule::parse_list("pii:erase").is_err());
     }
 
     #[test]

@@ -598,24 +598,13 @@ fn right_boundary(b: &[u8], e: usize) -> bool {
     e >= b.len() || !b[e].is_ascii_alphanumeric()
 }
 
-/// Names of values that identify rather than authenticate.
+/// Names of values that identify rather than authenticate: `CLIENT_ID`,
+/// `key-id`, `clientId`, `token_type`, `secret_name`, …
 fn names_identifier(name: &[u8]) -> bool {
-    let n = name.to_ascii_lowercase();
-    let ends = |s: &[u8]| n.ends_with(s);
-    ends(b"_id")
-        || ends(b"-id")
-        || ends(b"id") && name.len() > 2 && name[name.len() - 2].is_ascii_lowercase() && name[name.len() - 2] != b'i' && name.ends_with(b"Id")
-        || ends(b"_type")
-        || ends(b"_name")
-        || ends(b"_url")
-        || ends(b"_uri")
-        || ends(b"_path")
-        || ends(b"_file")
-        || ends(b"_length")
-        || ends(b"_count")
-        || ends(b"_expiry")
-        || ends(b"_expires")
-        || ends(b"_at")
+    const SUFFIXES: &[&[u8]] =
+        &[b"_id", b"-id", b".id", b"_type", b"_name", b"_url", b"_uri", b"_path", b"_file", b"_length", b"_count", b"_expiry", b"_expires", b"_at"];
+    let lower = name.to_ascii_lowercase();
+    SUFFIXES.iter().any(|s| lower.ends_with(s)) || (name.len() > 2 && name.ends_with(b"Id") && name[name.len() - 3].is_ascii_lowercase())
 }
 
 /// A token shaped like modern provider formats: a short lowercase prefix,

@@ -135,7 +135,8 @@ impl<'a> Scanner<'a> {
             if self.claimed(s) {
                 continue;
             }
-            match self.ins.anchors.anchors[m.pattern().as_usize()] {
+            let anchor = self.ins.anchors.anchors[m.pattern().as_usize()];
+            match anchor {
                 Anchor::Provider(p) => {
                     if let Some(h) = secrets::provider(b, s, p) {
                         self.secret(h);
@@ -165,8 +166,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 Anchor::MarkdownUrl | Anchor::HtmlSrc => {
-                    let html = matches!(self.ins.anchors.anchors[m.pattern().as_usize()], Anchor::HtmlSrc);
-                    if let Some(f) = injection::exfil_link(b, s, html) {
+                    if let Some(f) = injection::exfil_link(b, s, matches!(anchor, Anchor::HtmlSrc)) {
                         self.push(f.detector, f.kind, f.start, f.end, f.confidence);
                     }
                 }

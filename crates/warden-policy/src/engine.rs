@@ -26,27 +26,6 @@ struct PolicyMeta {
     redact: Vec<Obligation>,
 }
 
-/// Parse `@redact("CLASS:METHOD, …")`: CLASS is pii, secrets or a finding
-/// kind; METHOD is mask, hash or token.
-fn parse_redact(id: &PolicyId, text: &str) -> Result<Vec<Obligation>, PolicyError> {
-    let err = |message: String| PolicyError::Redact { id: id.to_string(), message };
-    text.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|part| {
-            let (class, method) =
-                part.trim().split_once(':').ok_or_else(|| err(format!("@redact entry {part:?} must look like CLASS:METHOD, e.g. pii:mask")))?;
-            let (class, method) = (class.trim(), method.trim());
-            if !matches!(method, "mask" | "hash" | "token") {
-                return Err(err(format!("@redact method {method:?} is not one of mask, hash, token")));
-            }
-            if class.is_empty() || !class.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') || matches!(class, "injection" | "poisoning") {
-                return Err(err(format!("@redact class {class:?} must be pii, secrets or a finding kind such as email")));
-            }
-            Ok(Obligation::Redact { class: class.to_string(), method: method.to_string() })
-        })
-        .collect()
-}
-
 /// A policy's scope as far as it can rule the policy out for a request:
 /// `Eq` needs that exact entity, `In` that entity or one of its parents
 /// (an agent's owner, a tool's server); anything else is left to Cedar.
@@ -124,7 +103,7 @@ impl PolicyBundle {
                     return Err(PolicyError::DuplicateId { id: id.to_string(), file: file.name.clone() });
                 }
                 let redact = match p.annotation("redact") {
-                    Some(r) => parse_redact(&id, r)?,
+                    Some(r) => Obligation::parse_redactions(r).map_err(|e| PolicyError::Redact { id: id.to_string(), message: e.to_string() })?,
                     None => Vec::new(),
                 };
                 let m = PolicyMeta {
