@@ -271,11 +271,18 @@ impl Store {
 
     /// The definition last observed upstream (canonical JSON), if any.
     pub async fn observed_definition(&self, tool: &ToolRef) -> Result<Option<String>> {
-        let v: Option<Option<String>> = sqlx::query_scalar("SELECT observed_definition FROM tools WHERE tool = ?")
-            .bind(tool.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading a tool definition"))?;
+        self.observed(tool, "SELECT observed_definition FROM tools WHERE tool = ?").await
+    }
+
+    /// Inspection findings on the observed definition (JSON array), if any.
+    pub async fn observed_findings(&self, tool: &ToolRef) -> Result<Option<String>> {
+        self.observed(tool, "SELECT observed_findings FROM tools WHERE tool = ?").await
+    }
+
+    /// One nullable text column of a tool's row, by a constant query.
+    async fn observed(&self, tool: &ToolRef, query: &'static str) -> Result<Option<String>> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar(query).bind(tool.to_string()).fetch_optional(&self.pool).await.map_err(db("reading a tool's observed definition"))?;
         Ok(v.flatten())
     }
 
@@ -315,16 +322,6 @@ impl Store {
         }
         tx.commit().await.map_err(db("recording a tool definition"))?;
         Ok(after)
-    }
-
-    /// Inspection findings on the observed definition (JSON array), if any.
-    pub async fn observed_findings(&self, tool: &ToolRef) -> Result<Option<String>> {
-        let v: Option<Option<String>> = sqlx::query_scalar("SELECT observed_findings FROM tools WHERE tool = ?")
-            .bind(tool.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("reading tool findings"))?;
-        Ok(v.flatten())
     }
 
     /// Pin the observed definition: the tool becomes callable as it is now.
