@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::Rule;
-use warden_policy::{AgentFacts, CallFacts, Findings, RequestFacts, ToolFacts};
+use warden_policy::{AgentFacts, CallFacts, Findings, PolicyBundle, RequestFacts, ToolFacts};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 const MAX_SESSIONS: usize = 100_000;
@@ -258,10 +258,10 @@ async fn handle_delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Re
 
 /// How a decision is asked: for a call (with the arguments' findings), for
 /// its result (with the result's findings), or for a listing.
-enum Ask {
+enum Ask<'a> {
     Listing,
-    Call(Findings),
-    Result(Findings),
+    Call(&'a Findings),
+    Result(&'a Findings),
 }
 
 /// Finding kinds for the audit record (never values).
@@ -275,16 +275,22 @@ fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
     out
 }
 
-/// `@redact` obligations as redaction rules.
-fn redaction_rules(obligations: &[Obligation]) -> Vec<Rule> {
-    obligations.iter().map(Rule::from_obligation).collect()
+/// Apply a decision's `@redact` obligations to a value (arguments or a
+/// result), when its scan found something they could apply to; returns how
+/// many spans were replaced.
+fn redact(gw: &Gateway, v: &mut Value, obligations: &[Obligation], found: &Findings) -> u32 {
+    if obligations.is_empty() || found.pii_count + found.secret_count == 0 {
+        return 0;
+    }
+    let rules: Vec<Rule> = obligations.iter().map(Rule::from_obligation).collect();
+    gw.redactor.redact_json(&gw.inspector, v, &rules) as u32
 }
 
-fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask, now: i64) -> CallFacts {
+fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64) -> CallFacts {
     let (listing, result, findings) = match ask {
         Ask::Listing => (true, false, Findings::default()),
-        Ask::Call(f) => (false, false, f),
-        Ask::Result(f) => (false, true, f),
+        Ask::Call(f) => (false, false, f.clone()),
+        Ask::Result(f) => (false, true, f.clone()),
     };
     let a = &auth.agent;
     CallFacts {
@@ -409,7 +415,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     let arg_scan = call.gw.inspector.scan_json(&args);
     ev.findings = finding_labels("args", &arg_scan.summary);
     let policy = call.gw.policy();
-    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(arg_scan.summary), call.now));
+    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(&arg_scan.summary), call.now));
     ev.policies = decision.policies().to_vec();
     match decision {
         Decision::Deny { reason, policies } => {
@@ -429,10 +435,10 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
             ev.forwarded = true;
             // Obligations of the call apply to the arguments before they leave.
             let mut forwarded = args.clone();
-            ev.redacted += call.gw.redactor.redact_json(&call.gw.inspector, &mut forwarded, &redaction_rules(&obligations)) as u32;
+            ev.redacted += redact(call.gw, &mut forwarded, &obligations, &arg_scan.summary);
             let result = upstream.request("tools/call", json!({ "name": tref.tool, "arguments": forwarded })).await;
             let body = match result {
-                Ok(r) => match review_result(call, auth, tool, &args, r, &mut ev) {
+                Ok(r) => match review_result(call, &policy, auth, tool, &args, r, &mut ev) {
                     Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
                     Err((code, message, policies)) => rpc_error(id, code, &message, Some(json!({ "policies": policies, "correlation_id": call.corr }))),
                 },
@@ -452,9 +458,11 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 
 /// Inspect an upstream result and decide on it (`receive_result`): withhold
 /// it on a deny (the call itself already happened upstream), or release it
-/// with the permits' redaction obligations applied.
+/// with the permits' redaction obligations applied. `policy` is the bundle
+/// that decided the call, so one bundle decides both.
 fn review_result(
     call: &Call<'_>,
+    policy: &PolicyBundle,
     auth: &Authenticated,
     tool: &Tool,
     args: &Value,
@@ -463,7 +471,7 @@ fn review_result(
 ) -> Result<Value, (i64, String, Vec<String>)> {
     let scan = call.gw.inspector.scan_json(&result);
     ev.findings.extend(finding_labels("result", &scan.summary));
-    let decision = call.gw.policy().decide(&facts(auth, tool, args, Ask::Result(scan.summary.clone()), call.now));
+    let decision = policy.decide(&facts(auth, tool, args, Ask::Result(&scan.summary), call.now));
     for p in decision.policies() {
         if !ev.policies.contains(p) {
             ev.policies.push(p.clone());
@@ -471,10 +479,7 @@ fn review_result(
     }
     match decision {
         Decision::Allow { obligations, .. } => {
-            let rules = redaction_rules(&obligations);
-            if !rules.is_empty() && scan.summary.pii_count + scan.summary.secret_count > 0 {
-                ev.redacted += call.gw.redactor.redact_json(&call.gw.inspector, &mut result, &rules) as u32;
-            }
+            ev.redacted += redact(call.gw, &mut result, &obligations, &scan.summary);
             Ok(result)
         }
         Decision::Deny { reason, policies } => {
