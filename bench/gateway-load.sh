@@ -22,6 +22,9 @@ for _ in $(seq 100); do grep -q "$port" "$work/everything.log" && break; sleep 0
 cat >"$work/warden.toml" <<TOML
 listen = "127.0.0.1:0"
 policy_dir = "$PWD/policies"
+# One agent calling as fast as it can is the point here, not an anomaly.
+[monitor.learning]
+cold_calls_per_minute = 1000000
 [[upstream]]
 name = "everything"
 transport = "http"

@@ -17,6 +17,11 @@ pub enum EventKind {
     ToolDefinitionChanged,
     /// Inspection flagged a tool definition (possible tool poisoning).
     ToolDefinitionFlagged,
+    /// A kill switch was engaged (by an operator or automatically) or took
+    /// effect on a gateway.
+    Containment,
+    /// An operator lifted a kill switch.
+    ContainmentLifted,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and
@@ -65,6 +70,12 @@ pub struct AuditEvent {
     /// How many spans the gateway redacted in the arguments and result.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub redacted: u32,
+    /// The agent's risk score (0-100) when the call was decided.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub risk: Option<u8>,
+    /// The call's anomaly score (0-100) against the agent's baseline.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub anomaly: Option<u8>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -127,6 +127,10 @@ pub struct Tool {
     pub action_class: ActionClass,
     /// Can move data out of the organisation (email, HTTP fetch, upload).
     pub exfil_capable: bool,
+    /// Its results carry content from outside the trust boundary (web
+    /// pages, inbound e-mail, shared files): reading them taints the session.
+    #[serde(default)]
+    pub untrusted_content: bool,
     /// SHA-256 of the canonical definition approved by an operator.
     pub pinned_hash: Option<String>,
     /// SHA-256 of the definition the gateway last saw upstream.
@@ -166,6 +170,7 @@ mod tests {
             sensitivity: Sensitivity::Low,
             action_class: ActionClass::Read,
             exfil_capable: false,
+            untrusted_content: false,
             pinned_hash: Some("h1".into()),
             observed_hash: Some("h1".into()),
             status: ToolStatus::Approved,

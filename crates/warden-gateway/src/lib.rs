@@ -2,10 +2,13 @@
 //! authenticates every request (DPoP-bound tokens), federates upstream MCP
 //! servers, shows only the tools a token and policy allow, refuses tools whose
 //! definitions changed since an operator pinned them, asks the policy engine
-//! about every `tools/call`, and audits each decision before answering.
+//! about every `tools/call` (with the monitor's risk, anomaly and session
+//! taint), enforces limits and kill switches, contains agents whose risk
+//! crosses the threshold, and audits each decision before answering.
 
 mod audit_sink;
 mod authn;
+mod containment;
 mod mcp;
 mod pins;
 mod state;
@@ -13,6 +16,7 @@ pub mod upstream;
 
 pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use authn::{AuthFailure, Authenticated};
+pub use containment::Timings;
 pub use mcp::router;
 pub use state::{Gateway, GatewayConfig, Snapshot, now_secs};
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

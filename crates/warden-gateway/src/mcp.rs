@@ -1,6 +1,7 @@
 //! The MCP streamable-HTTP endpoint (`POST/GET/DELETE /mcp`). Responses are
 //! single JSON bodies; the gateway opens no server-initiated streams.
 
+use crate::audit_sink::now_ms;
 use crate::authn::Authenticated;
 use crate::state::{Gateway, Session, now_secs};
 use crate::upstream::UpstreamError;
@@ -13,9 +14,10 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
+use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::Rule;
-use warden_policy::{AgentFacts, CallFacts, Findings, PolicyBundle, RequestFacts, ToolFacts};
+use warden_monitor::{Assessment, Kill, KillScope, Outcome, Refusal, Taint, records_in};
+use warden_policy::{AgentFacts, CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFacts, ToolFacts};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 const MAX_SESSIONS: usize = 100_000;
@@ -160,6 +162,19 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
     };
     let params = obj.get("params").cloned().unwrap_or(Value::Null);
 
+    // A contained caller (its agent, an ancestor, its owner, or everyone)
+    // gets nothing more through the gateway.
+    if let Some(k) = gw.kills().for_caller(auth.claims.delegation(), &auth.agent.owner) {
+        gw.note_refusal(k);
+        let mut ev = call.event(EventKind::McpRequest, Some(&auth));
+        ev.action = Some(method.to_string());
+        ev.decision = "deny".into();
+        ev.reason = Some(k.describe());
+        ev.policies = vec![format!("kill#{}", k.id)];
+        let body = rpc_error(&id, codes::DENIED, &format!("denied: {}", k.describe()), Some(json!({ "correlation_id": call.corr })));
+        return call.finish(ev, StatusCode::FORBIDDEN, body, &id).await;
+    }
+
     if method == "initialize" {
         return initialize(&call, &auth, &id, &params).await;
     }
@@ -286,7 +301,29 @@ fn redact(gw: &Gateway, v: &mut Value, obligations: &[Obligation], found: &Findi
     gw.redactor.redact_json(&gw.inspector, v, &rules) as u32
 }
 
-fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64) -> CallFacts {
+/// What the monitor contributes to a decision: the agent's risk and the
+/// call's `context.monitor`.
+#[derive(Default)]
+struct MonitorView {
+    risk: i64,
+    facts: MonitorFacts,
+}
+
+impl From<&Assessment> for MonitorView {
+    fn from(a: &Assessment) -> Self {
+        Self {
+            risk: i64::from(a.risk),
+            facts: MonitorFacts {
+                anomaly: i64::from(a.anomaly.score),
+                learning: a.learning,
+                calls_this_minute: a.calls_this_minute as i64,
+                taint: a.taint.labels().into_iter().map(String::from).collect(),
+            },
+        }
+    }
+}
+
+fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
     let (listing, result, findings) = match ask {
         Ask::Listing => (true, false, Findings::default()),
         Ask::Call(f) => (false, false, f.clone()),
@@ -300,7 +337,7 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64
             owner: a.owner.clone(),
             purpose: a.purpose.clone(),
             autonomy: i64::from(a.autonomy),
-            risk_score: 0,
+            risk_score: mon.risk,
         },
         tool: ToolFacts {
             server: tool.tool.server.clone(),
@@ -309,6 +346,7 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64
             sensitivity_level: tool.sensitivity.level(),
             action_class: tool.action_class.as_str().into(),
             exfil_capable: tool.exfil_capable,
+            untrusted_content: tool.untrusted_content,
         },
         request: RequestFacts {
             task: auth.claims.task.clone(),
@@ -319,20 +357,48 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64
             listing,
             findings,
             result,
+            monitor: mon.facts.clone(),
         },
+    }
+}
+
+/// The monitor's view of a call.
+fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &Value, arg_bytes: usize) -> warden_monitor::Call<'a> {
+    warden_monitor::Call {
+        agent: auth.claims.agent(),
+        agent_name: auth.agent.id.name(),
+        task: &auth.claims.task,
+        tool: &tool.tool,
+        sensitivity_level: tool.sensitivity.level(),
+        exfil_capable: tool.exfil_capable,
+        financial: tool.action_class == ActionClass::Financial,
+        amount: args.get("amount").and_then(Value::as_f64).unwrap_or(0.0),
+        arg_bytes,
+        now_ms: now_ms(),
+    }
+}
+
+/// Contain an agent automatically (the monitor's verdict at `trigger`).
+async fn contain_agent(gw: &Gateway, agent: &str, cause: String, trigger: Instant) {
+    let kill = Kill { id: 0, scope: KillScope::Agent, target: agent.to_string(), reason: cause, by: "monitor".into(), at_ms: now_ms() };
+    match gw.contain_since(kill, trigger).await {
+        Ok(_) | Err(warden_store::StoreError::Conflict(_)) => {}
+        Err(e) => tracing::error!("automatic containment of {agent}: {e}"),
     }
 }
 
 async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
     let snap = call.gw.snapshot();
     let policy = call.gw.policy();
+    let kills = call.gw.kills();
     let empty = json!({});
+    let mon = MonitorView { risk: i64::from(call.gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
     let tools: Vec<Value> = {
         let defs = call.gw.definitions.read().expect("definitions lock");
         defs.iter()
             .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
-            .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable()).map(|t| (t, def)))
-            .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, Ask::Listing, call.now)).is_allow())
+            .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))
+            .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, Ask::Listing, call.now, &mon)).is_allow())
             .map(|(t, def)| {
                 let mut d = def.clone();
                 d["name"] = t.tool.federated_name().into();
@@ -380,7 +446,9 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
             return call.finish(ev, StatusCode::OK, body, id).await;
         }
     };
-    ev.args_sha256 = Some(sha256_hex(canonical_json(&args).as_bytes()));
+    let canonical = canonical_json(&args);
+    let arg_bytes = canonical.len();
+    ev.args_sha256 = Some(sha256_hex(canonical.as_bytes()));
     ev.tool = Some(name.to_string());
     let Some(tref) = ToolRef::from_federated_name(name) else {
         let (ev, body) = deny(ev, format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL"), codes::INVALID_PARAMS, None);
@@ -412,87 +480,202 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         let (ev, body) = deny(ev, format!("no upstream server {:?} is configured", tref.server), codes::DENIED, None);
         return call.finish(ev, StatusCode::OK, body, id).await;
     };
+    if let Some(k) = call.gw.kills().for_tool(&tref) {
+        call.gw.note_refusal(k);
+        ev.policies = vec![format!("kill#{}", k.id)];
+        let (ev, body) = deny(ev, k.describe(), codes::DENIED, None);
+        return call.finish(ev, StatusCode::OK, body, id).await;
+    }
     let arg_scan = call.gw.inspector.scan_json(&args);
     ev.findings = finding_labels("args", &arg_scan.summary);
-    let policy = call.gw.policy();
-    let decision = policy.decide(&facts(auth, tool, &args, Ask::Call(&arg_scan.summary), call.now));
-    ev.policies = decision.policies().to_vec();
-    match decision {
-        Decision::Deny { reason, policies } => {
-            let data = json!({ "policies": policies, "correlation_id": call.corr });
-            let (ev, body) = deny(ev, reason, codes::DENIED, Some(data));
-            call.finish(ev, StatusCode::OK, body, id).await
-        }
-        Decision::NeedsApproval { reason, policies } => {
-            ev.decision = "needs_approval".into();
-            ev.reason = Some(reason.clone());
-            let message = format!("requires human approval: {reason}. No approval workflow is configured on this gateway, so the call was not executed");
-            let body = rpc_error(id, codes::NEEDS_APPROVAL, &message, Some(json!({ "policies": policies, "correlation_id": call.corr })));
-            call.finish(ev, StatusCode::OK, body, id).await
-        }
-        Decision::Allow { obligations, .. } => {
-            ev.decision = "allow".into();
-            ev.forwarded = true;
-            // Obligations of the call apply to the arguments before they leave.
-            let mut forwarded = args.clone();
-            ev.redacted += redact(call.gw, &mut forwarded, &obligations, &arg_scan.summary);
-            let result = upstream.request("tools/call", json!({ "name": tref.tool, "arguments": forwarded })).await;
-            let body = match result {
-                Ok(r) => match review_result(call, &policy, auth, tool, &args, r, &mut ev) {
-                    Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
-                    Err((code, message, policies)) => rpc_error(id, code, &message, Some(json!({ "policies": policies, "correlation_id": call.corr }))),
-                },
-                Err(UpstreamError::Rpc { code, message, data, .. }) => {
-                    ev.reason = Some(format!("upstream error {code}: {message}"));
-                    rpc_error(id, code, &message, data.map(|d| *d))
-                }
-                Err(e) => {
-                    ev.reason = Some(e.to_string());
-                    rpc_error(id, codes::INTERNAL, &e.to_string(), None)
-                }
-            };
-            call.finish(ev, StatusCode::OK, body, id).await
-        }
+    let mcall = monitor_call(auth, tool, &args, arg_bytes);
+    let seen = call.gw.monitor.assess(&mcall);
+    let assessed = Instant::now();
+    ev.risk = Some(seen.risk);
+    ev.anomaly = Some(seen.anomaly.score);
+    let mut outcome =
+        Outcome { injection_in_args: arg_scan.summary.injection_score >= 50, secret_in_args: arg_scan.summary.secret_count > 0, ..Default::default() };
+    let step = Step { call, auth, id, tool, args: &args, mcall: &mcall, seen: &seen };
+    let (ev, body) = step.decide_and_forward(upstream, &arg_scan.summary, &mut outcome, ev).await;
+    // The call that takes the agent over the threshold is refused and the
+    // agent contained before the answer leaves, so no later call gets in.
+    let (cause, trigger) = match &seen.contain {
+        Some(c) => (Some(c.clone()), assessed),
+        None => (call.gw.monitor.finish(&mcall, &outcome), Instant::now()),
+    };
+    if let Some(cause) = cause {
+        contain_agent(call.gw, auth.claims.agent(), cause, trigger).await;
     }
+    call.finish(ev, StatusCode::OK, body, id).await
 }
 
-/// Inspect an upstream result and decide on it (`receive_result`): withhold
-/// it on a deny (the call itself already happened upstream), or release it
-/// with the permits' redaction obligations applied. `policy` is the bundle
-/// that decided the call, so one bundle decides both.
-fn review_result(
-    call: &Call<'_>,
-    policy: &PolicyBundle,
-    auth: &Authenticated,
-    tool: &Tool,
-    args: &Value,
-    mut result: Value,
-    ev: &mut AuditEvent,
-) -> Result<Value, (i64, String, Vec<String>)> {
-    let scan = call.gw.inspector.scan_json(&result);
-    ev.findings.extend(finding_labels("result", &scan.summary));
-    let decision = policy.decide(&facts(auth, tool, args, Ask::Result(&scan.summary), call.now));
-    for p in decision.policies() {
-        if !ev.policies.contains(p) {
-            ev.policies.push(p.clone());
+/// One authorized `tools/call` on its way through policy, limits and the upstream.
+struct Step<'a> {
+    call: &'a Call<'a>,
+    auth: &'a Authenticated,
+    id: &'a Value,
+    tool: &'a Tool,
+    args: &'a Value,
+    mcall: &'a warden_monitor::Call<'a>,
+    seen: &'a Assessment,
+}
+
+impl Step<'_> {
+    /// A kill switch covering this caller or tool, engaged since the call
+    /// was first checked.
+    fn kill(&self) -> Option<Kill> {
+        let kills = self.call.gw.kills();
+        let k = kills.for_caller(self.auth.claims.delegation(), &self.auth.agent.owner).or_else(|| kills.for_tool(&self.tool.tool))?;
+        self.call.gw.note_refusal(k);
+        Some(k.clone())
+    }
+
+    fn refuse(&self, mut ev: AuditEvent, reason: String, code: i64, policies: &[String]) -> (AuditEvent, Value) {
+        ev.decision = "deny".into();
+        ev.reason = Some(reason.clone());
+        let data = json!({ "policies": policies, "correlation_id": self.call.corr });
+        (ev, rpc_error(self.id, code, &format!("denied: {reason}"), Some(data)))
+    }
+
+    fn refused_by_monitor(&self, mut ev: AuditEvent, r: &Refusal, outcome: &mut Outcome) -> (AuditEvent, Value) {
+        outcome.denied = true;
+        outcome.limit_hit = matches!(r, Refusal::Limit(_));
+        ev.policies.push(r.id());
+        let policies = ev.policies.clone();
+        self.refuse(ev, r.to_string(), codes::DENIED, &policies)
+    }
+
+    async fn decide_and_forward(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        found: &Findings,
+        outcome: &mut Outcome,
+        mut ev: AuditEvent,
+    ) -> (AuditEvent, Value) {
+        if let Some(cause) = &self.seen.contain {
+            outcome.denied = true;
+            ev.policies = vec!["monitor:risk".into()];
+            return self.refuse(ev, format!("the agent is contained: {cause}"), codes::DENIED, &["monitor:risk".to_string()]);
+        }
+        if let Some(r) = &self.seen.refusal {
+            return self.refused_by_monitor(ev, r, outcome);
+        }
+        let policy = self.call.gw.policy();
+        let mon = MonitorView::from(self.seen);
+        let decision = policy.decide(&facts(self.auth, self.tool, self.args, Ask::Call(found), self.call.now, &mon));
+        ev.policies = decision.policies().to_vec();
+        match decision {
+            Decision::Deny { reason, policies } => {
+                outcome.denied = true;
+                outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
+                self.refuse(ev, reason, codes::DENIED, &policies)
+            }
+            Decision::NeedsApproval { reason, policies } => {
+                outcome.denied = true;
+                outcome.trifecta = self.seen.taint.both() && self.tool.exfil_capable;
+                ev.decision = "needs_approval".into();
+                ev.reason = Some(reason.clone());
+                let message = format!("requires human approval: {reason}. No approval workflow is configured on this gateway, so the call was not executed");
+                (ev, rpc_error(self.id, codes::NEEDS_APPROVAL, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr }))))
+            }
+            Decision::Allow { obligations, .. } => {
+                // A kill engaged while this call was being decided stops it
+                // before it reaches the upstream.
+                if let Some(k) = self.kill() {
+                    outcome.denied = true;
+                    ev.policies = vec![format!("kill#{}", k.id)];
+                    return self.refuse(ev, k.describe(), codes::DENIED, &[format!("kill#{}", k.id)]);
+                }
+                if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
+                    return self.refused_by_monitor(ev, &r, outcome);
+                }
+                ev.decision = "allow".into();
+                ev.forwarded = true;
+                // Obligations of the call apply to the arguments before they leave.
+                let mut forwarded = self.args.clone();
+                ev.redacted += redact(self.call.gw, &mut forwarded, &obligations, found);
+                let result = upstream.request("tools/call", json!({ "name": self.tool.tool.tool, "arguments": forwarded })).await;
+                outcome.upstream_ok = Some(!matches!(result, Err(ref e) if !matches!(e, UpstreamError::Rpc { .. })));
+                let body = match result {
+                    Ok(r) => match self.review_result(&policy, r, &mut ev, outcome) {
+                        Ok(r) => json!({ "jsonrpc": "2.0", "id": self.id, "result": r }),
+                        Err((code, message, policies)) => {
+                            outcome.denied = true;
+                            rpc_error(self.id, code, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr })))
+                        }
+                    },
+                    Err(UpstreamError::Rpc { code, message, data, .. }) => {
+                        outcome.failed = true;
+                        ev.reason = Some(format!("upstream error {code}: {message}"));
+                        rpc_error(self.id, code, &message, data.map(|d| *d))
+                    }
+                    Err(e) => {
+                        outcome.failed = true;
+                        ev.reason = Some(e.to_string());
+                        rpc_error(self.id, codes::INTERNAL, &e.to_string(), None)
+                    }
+                };
+                (ev, body)
+            }
         }
     }
-    match decision {
-        Decision::Allow { obligations, .. } => {
-            ev.redacted += redact(call.gw, &mut result, &obligations, &scan.summary);
-            Ok(result)
-        }
-        Decision::Deny { reason, policies } => {
+
+    /// Inspect an upstream result and decide on it (`receive_result`):
+    /// withhold it on a deny (the call itself already happened upstream) or
+    /// when its records would exceed a cap, or release it with the permits'
+    /// redaction obligations applied and taint the session with what it
+    /// carried. `policy` is the bundle that decided the call, so one bundle
+    /// decides both.
+    fn review_result(&self, policy: &PolicyBundle, mut result: Value, ev: &mut AuditEvent, outcome: &mut Outcome) -> Result<Value, (i64, String, Vec<String>)> {
+        let gw = self.call.gw;
+        // Contained while the upstream ran: the call happened, but nothing
+        // more reaches the agent.
+        if let Some(k) = self.kill() {
             ev.decision = "deny".into();
-            let reason = format!("result withheld: {reason}");
+            let reason = format!("result withheld: {}", k.describe());
             ev.reason = Some(reason.clone());
-            Err((codes::DENIED, format!("denied: {reason}"), policies))
+            ev.policies.push(format!("kill#{}", k.id));
+            return Err((codes::DENIED, format!("denied: {reason}"), ev.policies.clone()));
         }
-        Decision::NeedsApproval { reason, policies } => {
-            ev.decision = "needs_approval".into();
-            let reason = format!("result withheld until a human approves it: {reason}");
-            ev.reason = Some(reason.clone());
-            Err((codes::NEEDS_APPROVAL, reason, policies))
+        let scan = gw.inspector.scan_json(&result);
+        ev.findings.extend(finding_labels("result", &scan.summary));
+        let decision = policy.decide(&facts(self.auth, self.tool, self.args, Ask::Result(&scan.summary), self.call.now, &MonitorView::from(self.seen)));
+        for p in decision.policies() {
+            if !ev.policies.contains(p) {
+                ev.policies.push(p.clone());
+            }
+        }
+        match decision {
+            Decision::Allow { obligations, .. } => {
+                if let Err(hit) = gw.monitor.take_records(self.mcall, records_in(&result)) {
+                    outcome.limit_hit = true;
+                    ev.decision = "deny".into();
+                    let reason = format!("result withheld: {hit}");
+                    ev.reason = Some(reason.clone());
+                    ev.policies.push(format!("limit:{}", hit.rule));
+                    return Err((codes::DENIED, format!("denied: {reason}"), ev.policies.clone()));
+                }
+                ev.redacted += redact(gw, &mut result, &obligations, &scan.summary);
+                let s = &scan.summary;
+                outcome.taint = Taint {
+                    untrusted: self.tool.untrusted_content || s.injection_score >= 50,
+                    sensitive: s.pii_count + s.secret_count > 0 || self.tool.sensitivity.level() >= 3,
+                };
+                Ok(result)
+            }
+            Decision::Deny { reason, policies } => {
+                outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
+                ev.decision = "deny".into();
+                let reason = format!("result withheld: {reason}");
+                ev.reason = Some(reason.clone());
+                Err((codes::DENIED, format!("denied: {reason}"), policies))
+            }
+            Decision::NeedsApproval { reason, policies } => {
+                ev.decision = "needs_approval".into();
+                let reason = format!("result withheld until a human approves it: {reason}");
+                ev.reason = Some(reason.clone());
+                Err((codes::NEEDS_APPROVAL, reason, policies))
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Gateway state: the in-memory registry snapshot (refreshed from the store
 //! when its change counter moves), the policy bundle, the replay cache, MCP
-//! sessions and the upstream connections.
+//! sessions, the upstream connections, the monitor and the kill switches.
 
-use crate::audit_sink::AuditSink;
+use crate::audit_sink::{AuditSink, now_ms};
+use crate::containment::Containment;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use serde_json::Value;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use warden_core::{Agent, Tool, ToolRef};
 use warden_identity::{AccessClaims, ReplayCache, RevocationSet, TokenVerifier};
 use warden_inspect::{Inspector, Redactor};
+use warden_monitor::{Kill, Monitor, MonitorConfig};
 use warden_policy::PolicyBundle;
 use warden_store::{Store, StoreError};
 
@@ -23,6 +25,8 @@ pub struct Snapshot {
     pub agents: HashMap<String, Agent>,
     pub tools: HashMap<ToolRef, Tool>,
     pub revocations: RevocationSet,
+    /// Kill switches engaged in the store.
+    pub kills: Vec<Kill>,
 }
 
 impl Snapshot {
@@ -31,7 +35,8 @@ impl Snapshot {
         let agents = store.list_agents().await?.into_iter().map(|a| (a.id.to_string(), a)).collect();
         let tools = store.list_tools().await?.into_iter().map(|t| (t.tool.clone(), t)).collect();
         let revocations = store.revocation_set().await?;
-        Ok(Self { seq, agents, tools, revocations })
+        let kills = store.active_kills().await?;
+        Ok(Self { seq, agents, tools, revocations, kills })
     }
 }
 
@@ -49,6 +54,7 @@ pub struct GatewayConfig {
     pub dpop_skew_secs: i64,
     pub refresh_interval: Duration,
     pub pin_check_interval: Duration,
+    pub monitor: MonitorConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +85,9 @@ pub struct Gateway {
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
     /// per deployment.
     pub(crate) redactor: Redactor,
+    /// Baselines, risk, taint, limits and breakers.
+    pub monitor: Monitor,
+    pub(crate) containment: Containment,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -98,7 +107,13 @@ impl Gateway {
         redaction_key: [u8; 32],
     ) -> Result<Arc<Self>, StoreError> {
         let snapshot = Snapshot::load(&store).await?;
-        Ok(Arc::new(Self {
+        let monitor = Monitor::new(config.monitor.clone());
+        for (agent, state, _) in store.monitor_states().await? {
+            if let Err(e) = monitor.restore(&agent, &state) {
+                tracing::warn!("{e}");
+            }
+        }
+        let gw = Arc::new(Self {
             config,
             store,
             audit,
@@ -112,7 +127,11 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
-        }))
+            monitor,
+            containment: Containment::default(),
+        });
+        gw.init_kills().await;
+        Ok(gw)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -140,11 +159,40 @@ impl Gateway {
             return Ok(false);
         }
         self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
+        self.sync_kills().await;
         Ok(true)
     }
 
-    /// Background tasks: snapshot refresh and upstream definition checks.
+    /// Write the monitor's changed state to the store (also on shutdown).
+    pub async fn flush_monitor(&self) -> Result<usize, StoreError> {
+        let dirty = self.monitor.take_dirty();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        match self.store.save_monitor_states(&dirty, now_ms()).await {
+            Ok(()) => Ok(dirty.len()),
+            Err(e) => {
+                self.monitor.mark_dirty(&dirty.into_iter().map(|(a, _)| a).collect::<Vec<_>>());
+                Err(e)
+            }
+        }
+    }
+
+    /// Background tasks: snapshot refresh, monitor persistence and upstream
+    /// definition checks.
     pub fn spawn_background(self: &Arc<Self>) {
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs(gw.config.monitor.flush_secs);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = gw.flush_monitor().await {
+                    tracing::error!("saving monitor state failed (kept in memory, retried): {e}");
+                }
+            }
+        });
         let gw = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(gw.config.refresh_interval);

@@ -63,6 +63,7 @@ fn requests() -> Vec<CallFacts> {
                     sensitivity_level: 2,
                     action_class: classes[t % classes.len()].into(),
                     exfil_capable: t.is_multiple_of(7),
+                    untrusted_content: false,
                 },
                 request: RequestFacts {
                     task: format!("task-{}", i % 97),

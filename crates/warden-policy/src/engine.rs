@@ -24,6 +24,9 @@ struct PolicyMeta {
     approval: Option<String>,
     /// Obligations a permit attaches (`@redact("pii:mask, secrets:hash")`).
     redact: Vec<Obligation>,
+    /// A forbid whose match is a critical violation (`@critical`): the
+    /// enforcement point contains the agent at once.
+    critical: bool,
 }
 
 /// A policy's scope as far as it can rule the policy out for a request:
@@ -111,8 +114,9 @@ impl PolicyBundle {
                     reason: p.annotation("reason").map(str::to_string),
                     approval: p.annotation("approval").map(str::to_string),
                     redact,
+                    critical: p.annotation("critical").is_some(),
                 };
-                if m.effect == Effect::Permit && (m.reason.is_some() || m.approval.is_some()) {
+                if m.effect == Effect::Permit && (m.reason.is_some() || m.approval.is_some() || m.critical) {
                     return Err(PolicyError::Annotation { id: id.to_string() });
                 }
                 if m.effect == Effect::Forbid && !m.redact.is_empty() {
@@ -166,6 +170,11 @@ impl PolicyBundle {
 
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// Whether a policy is marked `@critical`.
+    pub fn is_critical(&self, id: &str) -> bool {
+        self.meta.get(&PolicyId::new(id)).is_some_and(|m| m.critical)
     }
 
     pub fn policy_ids(&self) -> Vec<String> {
@@ -302,6 +311,7 @@ impl PolicyBundle {
                 ("sensitivity_level".to_string(), RestrictedExpression::new_long(f.tool.sensitivity_level)),
                 ("action_class".to_string(), s(&f.tool.action_class)),
                 ("exfil_capable".to_string(), RestrictedExpression::new_bool(f.tool.exfil_capable)),
+                ("untrusted_content".to_string(), RestrictedExpression::new_bool(f.tool.untrusted_content)),
             ]),
             HashSet::from([server.clone()]),
         )
@@ -319,6 +329,7 @@ impl PolicyBundle {
             ("listing".to_string(), RestrictedExpression::new_bool(r.listing)),
             ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
             ("findings".to_string(), findings_record(&r.findings).map_err(e)?),
+            ("monitor".to_string(), monitor_record(&r.monitor).map_err(e)?),
         ])
         .map_err(|x| x.to_string())?;
         let uids = RequestUids { principal: principal.clone(), owner: owner.clone(), resource: resource.clone(), server: server.clone() };
@@ -366,6 +377,15 @@ fn findings_record(f: &crate::Findings) -> Result<RestrictedExpression, cedar_po
         ("secret_count".to_string(), RestrictedExpression::new_long(f.secret_count)),
         ("injection_score".to_string(), RestrictedExpression::new_long(f.injection_score)),
         ("injection_signals".to_string(), set(&f.injection_signals)),
+    ])
+}
+
+fn monitor_record(m: &crate::MonitorFacts) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    RestrictedExpression::new_record([
+        ("anomaly".to_string(), RestrictedExpression::new_long(m.anomaly)),
+        ("learning".to_string(), RestrictedExpression::new_bool(m.learning)),
+        ("calls_this_minute".to_string(), RestrictedExpression::new_long(m.calls_this_minute)),
+        ("taint".to_string(), RestrictedExpression::new_set(m.taint.iter().map(|x| RestrictedExpression::new_string(x.clone())))),
     ])
 }
 
@@ -435,6 +455,7 @@ pub(crate) mod tests {
                 sensitivity_level: 3,
                 action_class: "financial".into(),
                 exfil_capable: false,
+                untrusted_content: false,
             },
             request: RequestFacts { task: "t".into(), in_scope: true, delegation_depth: 0, now: 1_795_444_200, args, ..Default::default() },
         }
@@ -478,6 +499,9 @@ pub(crate) mod tests {
         assert!(matches!(bundle("permit(principal, action, resource) when { resource.nope == 1 };"), Err(PolicyError::Validation(_))));
         assert!(matches!(bundle("permit(principal, action, resource"), Err(PolicyError::Parse { .. })));
         assert!(matches!(bundle("@reason(\"x\") permit(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
+        assert!(matches!(bundle("@critical permit(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
+        let b = bundle("@id(\"c\") @critical forbid(principal, action, resource); @id(\"n\") forbid(principal, action, resource);").unwrap();
+        assert!(b.is_critical("c") && !b.is_critical("n") && !b.is_critical("nope"));
         let dup = "@id(\"a\") permit(principal, action, resource); @id(\"a\") permit(principal, action, resource);";
         assert!(matches!(bundle(dup), Err(PolicyError::DuplicateId { .. })));
     }
@@ -516,6 +540,9 @@ pub(crate) mod tests {
     #[test]
     fn built_facts_conform_to_schema() {
         let b = bundle(POLICIES).unwrap();
-        b.check_facts(&facts("transfer", json!({"amount": 3, "to": "x"}))).unwrap();
+        let mut f = facts("transfer", json!({"amount": 3, "to": "x"}));
+        f.request.monitor.taint.insert("untrusted".into());
+        f.request.monitor.anomaly = 40;
+        b.check_facts(&f).unwrap();
     }
 }

@@ -12,7 +12,7 @@ pub struct AgentFacts {
     #[serde(default)]
     pub purpose: String,
     pub autonomy: i64,
-    /// Rolling risk score 0-100 (0 until the monitor provides one).
+    /// Rolling risk score 0-100 from the monitor.
     #[serde(default)]
     pub risk_score: i64,
 }
@@ -27,6 +27,28 @@ pub struct ToolFacts {
     pub action_class: String,
     #[serde(default)]
     pub exfil_capable: bool,
+    /// Its results carry content from outside the trust boundary.
+    #[serde(default)]
+    pub untrusted_content: bool,
+}
+
+/// What the monitor knows about the call (`context.monitor`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorFacts {
+    /// Anomaly score 0-100 of this call against the agent's baseline.
+    #[serde(default)]
+    pub anomaly: i64,
+    /// The agent's baseline is still being learned.
+    #[serde(default)]
+    pub learning: bool,
+    /// Calls by this agent in the current minute, this one included.
+    #[serde(default)]
+    pub calls_this_minute: i64,
+    /// Session taint: `untrusted` (read untrusted content), `sensitive`
+    /// (read sensitive data).
+    #[serde(default)]
+    pub taint: std::collections::BTreeSet<String>,
 }
 
 /// Per-request context (`context`).
@@ -53,6 +75,8 @@ pub struct RequestFacts {
     /// Deciding on a tool's result (`receive_result`) rather than the call.
     #[serde(default)]
     pub result: bool,
+    #[serde(default)]
+    pub monitor: MonitorFacts,
 }
 
 fn empty_object() -> Value {

@@ -8,7 +8,7 @@ mod facts;
 mod testcase;
 
 pub use engine::{PolicyBundle, PolicySource};
-pub use facts::{AgentFacts, CallFacts, Findings, RequestFacts, ToolFacts};
+pub use facts::{AgentFacts, CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
 pub use testcase::{CaseResult, TestCase, TestFile};
 
 /// Errors in a policy bundle or test file; each names the file and what to fix.
@@ -22,7 +22,7 @@ pub enum PolicyError {
     Validation(String),
     #[error("duplicate policy id {id:?} (in {file}); give each policy a unique @id(\"...\")")]
     DuplicateId { id: String, file: String },
-    #[error("policy {id}: @approval and @reason annotations only make sense on forbid policies")]
+    #[error("policy {id}: @approval, @reason and @critical annotations only make sense on forbid policies")]
     Annotation { id: String },
     #[error("policy {id}: {message}")]
     Redact { id: String, message: String },

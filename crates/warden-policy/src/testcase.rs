@@ -1,4 +1,4 @@
-use crate::{AgentFacts, CallFacts, Findings, PolicyBundle, PolicyError, RequestFacts, ToolFacts};
+use crate::{AgentFacts, CallFacts, Findings, MonitorFacts, PolicyBundle, PolicyError, RequestFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::Value;
 use warden_core::{ActionClass, Decision, Sensitivity, ToolRef};
@@ -34,6 +34,8 @@ pub struct TestCase {
     pub action_class: String,
     #[serde(default)]
     pub exfil_capable: bool,
+    #[serde(default)]
+    pub untrusted_content: bool,
     #[serde(default = "yes")]
     pub in_scope: bool,
     #[serde(default)]
@@ -53,6 +55,9 @@ pub struct TestCase {
     /// Decide on the tool's result (`receive_result`) instead of the call.
     #[serde(default)]
     pub result: bool,
+    /// What the monitor reports (anomaly, learning, calls_this_minute, taint).
+    #[serde(default)]
+    pub monitor: MonitorFacts,
     /// `allow`, `deny` or `needs_approval`.
     pub expect: String,
     /// If given, exactly these obligations (`CLASS:METHOD`) must come with an allow.
@@ -132,6 +137,7 @@ impl TestCase {
                 sensitivity_level: sensitivity.level(),
                 action_class: action.as_str().into(),
                 exfil_capable: self.exfil_capable,
+                untrusted_content: self.untrusted_content,
             },
             request: RequestFacts {
                 task: self.task.clone(),
@@ -142,6 +148,7 @@ impl TestCase {
                 listing: self.listing,
                 findings: self.findings.clone(),
                 result: self.result,
+                monitor: self.monitor.clone(),
             },
         })
     }

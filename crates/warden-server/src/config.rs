@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub pin_check_secs: u64,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Baselines, risk, containment, rate limits and impact caps.
+    #[serde(default)]
+    pub monitor: warden_monitor::MonitorConfig,
 }
 
 fn d_data_dir() -> PathBuf {
@@ -88,6 +91,7 @@ impl ServerConfig {
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
         }
+        self.monitor.validate().map_err(|e| e.to_string())?;
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
             warden_core::validate_name(&u.name).map_err(|e| format!("upstream name: {e}"))?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use warden_audit::{AuditRecord, Chain, ChainHead};
 use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
+use warden_monitor::{Kill, KillScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,6 +68,22 @@ INSERT INTO meta (key, value) VALUES ('change_seq', '0');
 "#,
     // Inspection findings on the observed tool definition (JSON array; NULL when clean).
     r#"ALTER TABLE tools ADD COLUMN observed_findings TEXT;"#,
+    // Monitoring: untrusted-content tools, kill switches, learned baselines.
+    r#"
+ALTER TABLE tools ADD COLUMN untrusted_content INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE kills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL CHECK (scope IN ('global','agent','owner','server','tool')),
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    lifted_at_ms INTEGER,
+    lifted_by TEXT
+);
+CREATE UNIQUE INDEX kills_engaged ON kills (scope, target) WHERE lifted_at_ms IS NULL;
+CREATE TABLE monitor_state (agent TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+"#,
 ];
 
 /// Kind of revocation entry.
@@ -195,11 +212,27 @@ impl Store {
 
     /// Change an agent's status. Suspending or revoking also revokes every
     /// token it (and its sub-agents) holds; a revoked agent cannot come back.
+    /// Resuming lifts the agent's kill switches.
     pub async fn set_agent_status(&self, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
         let mut tx = self.write_tx("changing agent status").await?;
+        Self::agent_status_tx(&mut tx, id, status, reason, now).await?;
+        if status == AgentStatus::Active {
+            sqlx::query("UPDATE kills SET lifted_at_ms = ?, lifted_by = ? WHERE scope = 'agent' AND target = ? AND lifted_at_ms IS NULL")
+                .bind(now.saturating_mul(1000))
+                .bind("operator (agent resume)")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("changing agent status"))?;
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("changing agent status"))
+    }
+
+    async fn agent_status_tx(tx: &mut Transaction<'_, Sqlite>, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
         let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = ?")
             .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(db("changing agent status"))?;
         let cur = cur.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))?;
@@ -209,14 +242,13 @@ impl Store {
         sqlx::query("UPDATE agents SET status = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db("changing agent status"))?;
         if status != AgentStatus::Active {
-            Self::insert_revocation(&mut tx, RevocationKind::Agent, id.as_str(), now, reason, now).await?;
+            Self::insert_revocation(tx, RevocationKind::Agent, id.as_str(), now, reason, now).await?;
         }
-        Self::bump(&mut tx).await?;
-        tx.commit().await.map_err(db("changing agent status"))
+        Ok(())
     }
 
     /// Replace an agent's key; tokens bound to the old key are revoked.
@@ -241,14 +273,16 @@ impl Store {
     pub async fn upsert_tool(&self, t: &Tool) -> Result<()> {
         let mut tx = self.write_tx("registering a tool").await?;
         sqlx::query(
-            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, pinned_hash, observed_hash, status) VALUES (?,?,?,?,?,?,?)
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, untrusted_content, pinned_hash, observed_hash, status) VALUES (?,?,?,?,?,?,?,?)
              ON CONFLICT(tool) DO UPDATE SET sensitivity = excluded.sensitivity, action_class = excluded.action_class,
-             exfil_capable = excluded.exfil_capable, status = excluded.status, pinned_hash = excluded.pinned_hash",
+             exfil_capable = excluded.exfil_capable, untrusted_content = excluded.untrusted_content, status = excluded.status,
+             pinned_hash = excluded.pinned_hash",
         )
         .bind(t.tool.to_string())
         .bind(t.sensitivity.as_str())
         .bind(t.action_class.as_str())
         .bind(t.exfil_capable)
+        .bind(t.untrusted_content)
         .bind(&t.pinned_hash)
         .bind(&t.observed_hash)
         .bind(t.status.as_str())
@@ -299,8 +333,8 @@ impl Store {
             .await
             .map_err(db("recording a tool definition"))?;
         sqlx::query(
-            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, observed_hash, observed_definition, observed_findings, status)
-             VALUES (?, 'high', 'exec', 1, ?, ?, ?, 'pending')
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, untrusted_content, observed_hash, observed_definition, observed_findings, status)
+             VALUES (?, 'high', 'exec', 1, 1, ?, ?, ?, 'pending')
              ON CONFLICT(tool) DO UPDATE SET observed_hash = excluded.observed_hash, observed_definition = excluded.observed_definition,
              observed_findings = excluded.observed_findings,
              status = CASE WHEN tools.status = 'approved' AND tools.pinned_hash IS NOT excluded.observed_hash THEN 'changed'
@@ -408,6 +442,113 @@ impl Store {
             }
         }
         Ok(set)
+    }
+
+    // ---- kill switches and monitor state ----
+
+    /// Engage a kill switch; returns it with its id and the change counter
+    /// after the write. An agent kill also suspends the agent and revokes
+    /// every token it and its sub-agents hold. One switch per scope and
+    /// target can be engaged at a time.
+    pub async fn engage_kill(&self, k: &Kill) -> Result<(Kill, i64)> {
+        let mut tx = self.write_tx("engaging a kill switch").await?;
+        if k.scope == KillScope::Agent {
+            let id = AgentId::from_str(&k.target).map_err(|e| StoreError::NotFound(e.to_string()))?;
+            Self::agent_status_tx(&mut tx, &id, AgentStatus::Suspended, &k.reason, k.at_ms.div_euclid(1000)).await?;
+        }
+        let r = sqlx::query("INSERT INTO kills (scope, target, reason, by, at_ms) VALUES (?,?,?,?,?)")
+            .bind(k.scope.as_str())
+            .bind(&k.target)
+            .bind(&k.reason)
+            .bind(&k.by)
+            .bind(k.at_ms)
+            .execute(&mut *tx)
+            .await;
+        let id = match r {
+            Ok(r) => r.last_insert_rowid(),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("a kill switch for {} {} is already engaged", k.scope, k.target)));
+            }
+            Err(e) => return Err(StoreError::Db { context: "engaging a kill switch", source: e }),
+        };
+        Self::bump(&mut tx).await?;
+        let seq: String =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'change_seq'").fetch_one(&mut *tx).await.map_err(db("engaging a kill switch"))?;
+        tx.commit().await.map_err(db("engaging a kill switch"))?;
+        Ok((Kill { id, ..k.clone() }, seq.parse().map_err(|_| StoreError::Corrupt("change counter".into()))?))
+    }
+
+    /// Lift an engaged kill switch. Lifting an agent kill re-activates the
+    /// agent (unless it was revoked for good); its old tokens stay revoked.
+    pub async fn lift_kill(&self, id: i64, by: &str, now_ms: i64) -> Result<Kill> {
+        let mut tx = self.write_tx("lifting a kill switch").await?;
+        let row = sqlx::query("SELECT * FROM kills WHERE id = ? AND lifted_at_ms IS NULL")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("lifting a kill switch"))?;
+        let kill = kill_from_row(&row.ok_or_else(|| StoreError::NotFound(format!("engaged kill switch #{id} (see `warden kill list`)")))?)?;
+        sqlx::query("UPDATE kills SET lifted_at_ms = ?, lifted_by = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(by)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("lifting a kill switch"))?;
+        if kill.scope == KillScope::Agent {
+            sqlx::query("UPDATE agents SET status = 'active' WHERE id = ? AND status = 'suspended'")
+                .bind(&kill.target)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("lifting a kill switch"))?;
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("lifting a kill switch"))?;
+        Ok(kill)
+    }
+
+    /// Kill switches, newest first: engaged only, or the history too (with
+    /// when and by whom each was lifted).
+    pub async fn list_kills(&self, include_lifted: bool) -> Result<Vec<(Kill, Option<(i64, String)>)>> {
+        let rows = sqlx::query("SELECT * FROM kills WHERE lifted_at_ms IS NULL OR ? ORDER BY id DESC")
+            .bind(include_lifted)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing kill switches"))?;
+        rows.iter()
+            .map(|r| {
+                let lifted =
+                    col::<Option<i64>>(r, "lifted_at_ms")?.map(|at| Ok::<_, StoreError>((at, col::<Option<String>>(r, "lifted_by")?.unwrap_or_default())));
+                Ok((kill_from_row(r)?, lifted.transpose()?))
+            })
+            .collect()
+    }
+
+    pub async fn active_kills(&self) -> Result<Vec<Kill>> {
+        Ok(self.list_kills(false).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Save learned monitor state (JSON per agent) in one transaction.
+    pub async fn save_monitor_states(&self, states: &[(String, String)], now_ms: i64) -> Result<()> {
+        let mut tx = self.write_tx("saving monitor state").await?;
+        for (agent, state) in states {
+            sqlx::query(
+                "INSERT INTO monitor_state (agent, state, updated_ms) VALUES (?,?,?)
+                 ON CONFLICT(agent) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+            )
+            .bind(agent)
+            .bind(state)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("saving monitor state"))?;
+        }
+        tx.commit().await.map_err(db("saving monitor state"))
+    }
+
+    /// Every agent's saved monitor state (agent, JSON, saved at ms).
+    pub async fn monitor_states(&self) -> Result<Vec<(String, String, i64)>> {
+        sqlx::query_as("SELECT agent, state, updated_ms FROM monitor_state ORDER BY agent").fetch_all(&self.pool).await.map_err(db("reading monitor state"))
     }
 
     // ---- audit ----
@@ -540,12 +681,24 @@ fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
     })
 }
 
+fn kill_from_row(r: &SqliteRow) -> Result<Kill> {
+    Ok(Kill {
+        id: col(r, "id")?,
+        scope: col::<String>(r, "scope")?.parse().map_err(|e: warden_monitor::MonitorError| StoreError::Corrupt(e.to_string()))?,
+        target: col(r, "target")?,
+        reason: col(r, "reason")?,
+        by: col(r, "by")?,
+        at_ms: col(r, "at_ms")?,
+    })
+}
+
 fn tool_from_row(r: &SqliteRow) -> Result<Tool> {
     Ok(Tool {
         tool: ToolRef::from_str(&col::<String>(r, "tool")?).map_err(corrupt("tool"))?,
         sensitivity: col::<String>(r, "sensitivity")?.parse().map_err(corrupt("sensitivity"))?,
         action_class: col::<String>(r, "action_class")?.parse().map_err(corrupt("action class"))?,
         exfil_capable: col(r, "exfil_capable")?,
+        untrusted_content: col(r, "untrusted_content")?,
         pinned_hash: col(r, "pinned_hash")?,
         observed_hash: col(r, "observed_hash")?,
         status: col::<String>(r, "status")?.parse().map_err(corrupt("tool status"))?,
@@ -594,7 +747,10 @@ mod tests {
         let seen = s.observe_tool(&t, "h1", "{}", None).await.unwrap();
         assert_eq!(seen.status, ToolStatus::Pending);
         assert!(!seen.is_callable());
-        s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, ..seen }).await.unwrap();
+        assert!(seen.untrusted_content, "unclassified tools are treated as untrusted sources");
+        s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, untrusted_content: false, ..seen })
+            .await
+            .unwrap();
         assert!(s.approve_tool(&t, false).await.unwrap().is_callable());
         let changed = s.observe_tool(&t, "h2", "{\"x\":1}", Some("[\"hidden_instructions\"]")).await.unwrap();
         assert_eq!(changed.status, ToolStatus::Changed);
@@ -603,6 +759,40 @@ mod tests {
         assert!(matches!(s.approve_tool(&t, false).await, Err(StoreError::Conflict(m)) if m.contains("tool poisoning")), "flagged needs acceptance");
         assert_eq!(s.observed_findings(&t).await.unwrap().as_deref(), Some("[\"hidden_instructions\"]"));
         assert_eq!(s.observe_tool(&t, "h1", "{}", None).await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+    }
+
+    #[tokio::test]
+    async fn kill_switches_and_monitor_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
+        let a = agent("a", "k1");
+        s.insert_agent(&a).await.unwrap();
+        let k = Kill { id: 0, scope: KillScope::Agent, target: a.id.to_string(), reason: "risk 93".into(), by: "monitor".into(), at_ms: 5_000 };
+        let (engaged, seq) = s.engage_kill(&k).await.unwrap();
+        assert!(engaged.id > 0);
+        assert_eq!(seq, s.change_seq().await.unwrap());
+        assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Suspended, "an agent kill suspends");
+        assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&5), "and revokes its tokens");
+        assert!(matches!(s.engage_kill(&k).await, Err(StoreError::Conflict(_))), "one engaged switch per target");
+        let ghost = Kill { target: "spiffe://td/agent/ghost".into(), ..k.clone() };
+        assert!(matches!(s.engage_kill(&ghost).await, Err(StoreError::NotFound(_))));
+        let global = Kill { scope: KillScope::Global, target: String::new(), ..k.clone() };
+        s.engage_kill(&global).await.unwrap();
+        assert_eq!(s.active_kills().await.unwrap().len(), 2);
+        s.lift_kill(engaged.id, "operator:alice", 9_000).await.unwrap();
+        assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Active, "lifting resumes the agent");
+        assert!(matches!(s.lift_kill(engaged.id, "x", 9_000).await, Err(StoreError::NotFound(_))));
+        let all = s.list_kills(true).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].1, Some((9_000, "operator:alice".to_string())));
+        // Re-engaging after a lift works; resuming the agent lifts it too.
+        s.engage_kill(&k).await.unwrap();
+        s.set_agent_status(&a.id, AgentStatus::Active, "", 10).await.unwrap();
+        assert_eq!(s.active_kills().await.unwrap().len(), 1, "only the global one");
+
+        s.save_monitor_states(&[("a".into(), "{\"x\":1}".into())], 7).await.unwrap();
+        s.save_monitor_states(&[("a".into(), "{\"x\":2}".into())], 8).await.unwrap();
+        assert_eq!(s.monitor_states().await.unwrap(), vec![("a".to_string(), "{\"x\":2}".to_string(), 8)]);
     }
 
     #[tokio::test]

@@ -45,6 +45,13 @@ pub enum Command {
     /// Scan text with the inspection detectors, and measure their accuracy.
     #[command(subcommand)]
     Inspect(InspectCmd),
+    /// Kill switches: stop an agent, an owner's agents, a server, a tool, or
+    /// everything; list and lift them.
+    #[command(subcommand)]
+    Kill(KillCmd),
+    /// What the monitor has learned: baselines, risk, learning status.
+    #[command(subcommand)]
+    Monitor(MonitorCmd),
     /// Run the end-to-end demo on a fresh SQLite data directory.
     Demo {
         /// Directory for the demo's data (default: a new temporary directory).
@@ -137,6 +144,10 @@ pub enum ToolCmd {
         /// The tool can move data out (email, HTTP, upload).
         #[arg(long)]
         exfil: bool,
+        /// Its results carry content from outside the trust boundary (web
+        /// pages, inbound e-mail, shared files); reading them taints the session.
+        #[arg(long)]
+        untrusted: bool,
     },
     /// Pin the definition the gateway observed and allow calls.
     Approve {
@@ -148,6 +159,66 @@ pub enum ToolCmd {
     },
     Disable {
         tool: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KillCmd {
+    /// Contain an agent: suspend it, revoke its tokens, close its sessions;
+    /// its sub-agents are stopped too.
+    Agent {
+        agent: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop every agent of a human owner.
+    Owner {
+        owner: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop calls to every tool of an upstream server.
+    Server {
+        server: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop calls to one tool (SERVER/TOOL).
+    Tool {
+        tool: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop every agent request through the gateway.
+    Global {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Kill switches in force (with --all, lifted ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a kill switch by id (an operator decision; nothing lifts one
+    /// automatically). Lifting an agent kill re-activates the agent.
+    Lift {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCmd {
+    /// Per agent: calls learned, learning or not, risk, usual tools (as last
+    /// saved by the gateway).
+    Show {
+        /// One agent (name or SPIFFE id); all when omitted.
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

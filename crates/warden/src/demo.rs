@@ -36,6 +36,24 @@ transport = "stdio"
 command = "warden"
 args = ["demo-server"]
 
+# Monitoring: per-agent baselines, risk score (0-100), session taint,
+# automatic containment, rate limits and impact caps.
+[monitor]
+contain_at = 90             # contain (suspend, revoke tokens) at this risk; 0 = off
+risk_half_life_secs = 600
+[monitor.learning]
+min_calls = 200             # a baseline is trusted after this many calls
+min_secs = 86400            # over at least this long; conservative fixed rules until then
+cold_calls_per_minute = 60
+
+[[monitor.limit]]
+name = "payments-per-day"
+metric = "amount"           # calls | records | amount | bytes_out
+max = 10000
+window_secs = 86400
+tools = ["onboarding/payment_transfer"]
+per = ["agent"]             # agent | tool | task; [] = one budget shared by all
+
 # [[upstream]]
 # name = "crm"
 # transport = "http"
@@ -81,7 +99,7 @@ impl Show {
 fn outcome(r: &Reply) -> String {
     if let Some(res) = r.result() {
         let text = res.get("content").and_then(|c| c.get(0)).and_then(|c| c.get("text")).and_then(Value::as_str).unwrap_or("");
-        let text: String = text.chars().take(100).collect();
+        let text: String = text.chars().take(100).map(|c| if c == '\n' { ' ' } else { c }).collect();
         format!("ALLOWED  (HTTP {}) -> {text}", r.status)
     } else {
         format!("REFUSED  (HTTP {}) -> {}", r.status, r.error_message().unwrap_or("?"))
@@ -116,19 +134,22 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     println!("    gateway at {}/mcp", running.public_url);
 
     s.step("Operator classifies and pins the tools the gateway discovered upstream");
+    // (name, sensitivity, action class, exfil-capable, untrusted content)
     let classes = [
-        ("customer_lookup", Sensitivity::Medium, ActionClass::Read, false),
-        ("db_query", Sensitivity::High, ActionClass::Read, false),
-        ("email_send", Sensitivity::Medium, ActionClass::Write, true),
-        ("payment_transfer", Sensitivity::High, ActionClass::Financial, false),
-        ("file_read", Sensitivity::Medium, ActionClass::Read, false),
+        ("customer_lookup", Sensitivity::Medium, ActionClass::Read, false, false),
+        ("db_query", Sensitivity::High, ActionClass::Read, false, false),
+        ("email_send", Sensitivity::Medium, ActionClass::Write, true, false),
+        ("payment_transfer", Sensitivity::High, ActionClass::Financial, false, false),
+        // The onboarding share holds partner-editable files.
+        ("file_read", Sensitivity::Medium, ActionClass::Read, false, true),
     ];
-    for (name, sens, action, exfil) in classes {
+    for (name, sens, action, exfil, untrusted) in classes {
         let tref = ToolRef::new("onboarding", name)?;
         let mut t = store.get_tool(&tref).await.with_context(|| format!("the gateway did not observe {tref}"))?;
         t.sensitivity = sens;
         t.action_class = action;
         t.exfil_capable = exfil;
+        t.untrusted_content = untrusted;
         store.upsert_tool(&t).await?;
         let t = store.approve_tool(&tref, false).await?;
         println!("    {tref:<30} {sens:<7} {action:<10} pinned {}", &t.pinned_hash.unwrap_or_default()[..16]);
@@ -198,6 +219,52 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     s.step("Out of scope: payment_transfer was never granted (403 insufficient_scope)");
     let r = bot.call_tool("onboarding__payment_transfer", json!({ "amount": 10, "currency": "EUR", "to": "acct-9" })).await?;
     println!("    {}\n    WWW-Authenticate: {}", outcome(&r), r.www_authenticate.unwrap_or_default());
+
+    s.step("Monitor: after customer data (sensitive) and a partner-editable file (untrusted), e-mail needs a human (lethal trifecta)");
+    println!("    file_read checklist: {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/onboarding/checklist.md" })).await?));
+    let mail = json!({ "to": "ops@example.com", "subject": "Customer list", "body": "see attached" });
+    println!("    email_send:          {}", outcome(&bot.call_tool("onboarding__email_send", mail).await?));
+
+    s.step("Automatic containment: a compromised agent bursts through the CRM; its risk crosses 90 and it is suspended before its next call");
+    let rogue_key = Keypair::generate();
+    let rogue_id = AgentId::new(&cfg.trust_domain, "crm-sync")?;
+    store
+        .insert_agent(&Agent {
+            id: rogue_id.clone(),
+            owner: "bob@example.com".into(),
+            purpose: "sync CRM records nightly".into(),
+            tools: tools(&["customer_lookup"])?,
+            autonomy: Autonomy::try_from(1)?,
+            status: AgentStatus::Active,
+            public_key: rogue_key.public().to_b64(),
+            parent: None,
+            created_at: now(),
+        })
+        .await?;
+    gw.refresh().await?;
+    let mut rogue = AgentClient::new(&running.public_url, rogue_id.as_str(), rogue_key);
+    rogue.fetch_token(None, Some("nightly sync")).await?;
+    rogue.initialize().await?;
+    let (mut n, mut risky) = (0, None);
+    let stopped = loop {
+        n += 1;
+        let r = rogue.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await?;
+        if r.result().is_none() {
+            if r.error_message().is_some_and(|m| m.contains("contained")) {
+                break r;
+            }
+            risky.get_or_insert((n, outcome(&r)));
+        }
+        ensure!(n < 1000, "the burst was not contained");
+    };
+    if let Some((i, o)) = risky {
+        println!("    call {i}: {o}");
+    }
+    println!("    call {n}: {}", outcome(&stopped));
+    let next = rogue.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await?;
+    println!("    call {}: {}", n + 1, outcome(&next));
+    let in_force = gw.containment_timings().in_force_us.back().copied().unwrap_or_default();
+    println!("    kill switch in force {in_force} µs after the trigger; `warden kill list` shows it, only an operator lifts it");
 
     s.step("Sub-agent exchanges the parent's token (RFC 8693): attenuated scope, act chain");
     let mut helper = AgentClient::new(&running.public_url, helper_id.as_str(), helper_key.clone());

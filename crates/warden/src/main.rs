@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod demo_server;
 mod inspect_cmd;
+mod kill_cmd;
 mod policy_cmd;
 mod tool_cmd;
 
@@ -46,16 +47,33 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<warden_store::Store> {
     warden_store::Store::open(&db).await.with_context(|| format!("opening the registry at {}", db.display()))
 }
 
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Serve => {
             let cfg = load_config(&cli)?;
             let running = warden_server::start(cfg).await?;
             eprintln!("warden: serving MCP on {}/mcp (issuer {})", running.public_url, running.public_url);
+            let gateway = running.gateway.clone();
             tokio::select! {
                 r = running.task => r?.context("server stopped")?,
-                _ = tokio::signal::ctrl_c() => eprintln!("warden: shutting down"),
+                _ = shutdown_signal() => eprintln!("warden: shutting down"),
             }
+            // Learned baselines and risk survive a restart.
+            gateway.flush_monitor().await.context("saving monitor state on shutdown")?;
             Ok(())
         }
         Command::Init { dir } => demo::init(dir),
@@ -65,6 +83,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
         Command::Inspect(cmd) => inspect_cmd::run(cmd),
+        Command::Kill(cmd) => kill_cmd::kill(&load_config(&cli)?, cmd).await,
+        Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,
         Command::DemoServer => unreachable!("handled before the runtime starts"),
     }

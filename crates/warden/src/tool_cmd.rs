@@ -17,7 +17,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
     let store = open_store(cfg).await?;
     match cmd {
         ToolCmd::List => {
-            println!("{:<40} {:<9} {:<9} {:<10} {:<6} PIN", "TOOL", "STATUS", "SENSITIV.", "ACTION", "EXFIL");
+            println!("{:<40} {:<9} {:<9} {:<10} {:<6} {:<9} PIN", "TOOL", "STATUS", "SENSITIV.", "ACTION", "EXFIL", "UNTRUSTED");
             for t in store.list_tools().await? {
                 let pin = match (&t.pinned_hash, &t.observed_hash) {
                     (Some(p), Some(o)) if p == o => format!("pinned {}", &p[..12]),
@@ -26,12 +26,13 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
                     _ => "not observed".into(),
                 };
                 println!(
-                    "{:<40} {:<9} {:<9} {:<10} {:<6} {pin}",
+                    "{:<40} {:<9} {:<9} {:<10} {:<6} {:<9} {pin}",
                     t.tool.to_string(),
                     t.status.as_str(),
                     t.sensitivity.as_str(),
                     t.action_class.as_str(),
-                    t.exfil_capable
+                    t.exfil_capable,
+                    t.untrusted_content
                 );
             }
             Ok(())
@@ -50,7 +51,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             }
             Ok(())
         }
-        ToolCmd::Set { tool, sensitivity, action_class, exfil } => {
+        ToolCmd::Set { tool, sensitivity, action_class, exfil, untrusted } => {
             let tref: ToolRef = tool.parse()?;
             if tref.is_wildcard() {
                 bail!("classify one tool at a time (SERVER/TOOL)");
@@ -62,6 +63,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
                     sensitivity: warden_core::Sensitivity::High,
                     action_class: warden_core::ActionClass::Exec,
                     exfil_capable: true,
+                    untrusted_content: true,
                     pinned_hash: None,
                     observed_hash: None,
                     status: ToolStatus::Pending,
@@ -71,10 +73,11 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             t.sensitivity = sensitivity.parse()?;
             t.action_class = action_class.parse()?;
             t.exfil_capable = *exfil;
+            t.untrusted_content = *untrusted;
             store.upsert_tool(&t).await?;
-            let what = format!("{} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
+            let what = format!("{} / {} / exfil={} / untrusted={}", t.sensitivity, t.action_class, t.exfil_capable, t.untrusted_content);
             audit_tool(cfg, &store, &tref, "tool:set", &what).await?;
-            println!("{tref}: {} / {} / exfil={}", t.sensitivity, t.action_class, t.exfil_capable);
+            println!("{tref}: {what}");
             Ok(())
         }
         ToolCmd::Approve { tool, accept_findings } => {

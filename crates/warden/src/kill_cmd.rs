@@ -1,0 +1,136 @@
+//! `warden kill …` (kill switches) and `warden monitor …` (learned state).
+//! Both work on the store: a running gateway picks a new kill switch up at
+//! its next registry refresh (`refresh_ms`, default 100 ms), audits when it
+//! took effect, and refuses the next call.
+
+use crate::agent_cmd::{admin_event, agent_id, audit_admin};
+use crate::cli::{KillCmd, MonitorCmd};
+use crate::open_store;
+use anyhow::{Context, Result, bail};
+use warden_core::{EventKind, ToolRef};
+use warden_monitor::{AgentState, Kill, KillScope};
+use warden_server::ServerConfig;
+
+fn operator() -> String {
+    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| ms.to_string())
+}
+
+pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
+    let store = open_store(cfg).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (scope, target, reason) = match cmd {
+        KillCmd::Agent { agent, reason } => {
+            let id = agent_id(cfg, agent)?;
+            store.get_agent(&id).await?;
+            (KillScope::Agent, id.to_string(), reason)
+        }
+        KillCmd::Owner { owner, reason } => (KillScope::Owner, owner.clone(), reason),
+        KillCmd::Server { server, reason } => {
+            warden_core::validate_name(server)?;
+            (KillScope::Server, server.clone(), reason)
+        }
+        KillCmd::Tool { tool, reason } => {
+            let t: ToolRef = tool.parse()?;
+            if t.is_wildcard() {
+                bail!("name one tool (SERVER/TOOL); to stop a whole server use `warden kill server {}`", t.server);
+            }
+            (KillScope::Tool, t.to_string(), reason)
+        }
+        KillCmd::Global { reason } => (KillScope::Global, String::new(), reason),
+        KillCmd::List { all, json } => return list(&store, *all, *json).await,
+        KillCmd::Lift { id, reason } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why it is safe to lift the kill switch");
+            }
+            let k = store.lift_kill(*id, &operator(), now).await?;
+            let mut ev = admin_event(EventKind::ContainmentLifted, None, &format!("kill:lift:{}", k.scope), reason);
+            ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
+            ev.policies = vec![format!("kill#{}", k.id)];
+            audit_admin(&store, cfg, ev).await?;
+            println!("kill switch #{} ({} {}) lifted", k.id, k.scope, k.target);
+            if k.scope == KillScope::Agent {
+                println!("the agent is active again; its earlier tokens stay revoked, so it must request new ones");
+            }
+            return Ok(());
+        }
+    };
+    if reason.trim().is_empty() {
+        bail!("--reason must say why (it is recorded in the audit log)");
+    }
+    let (k, _) = store.engage_kill(&Kill { id: 0, scope, target, reason: reason.clone(), by: operator(), at_ms: now }).await?;
+    let mut ev = admin_event(EventKind::Containment, None, &format!("kill:{}", k.scope), &k.describe());
+    ev.decision = "contain".into();
+    ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
+    ev.policies = vec![format!("kill#{}", k.id)];
+    audit_admin(&store, cfg, ev).await?;
+    println!("kill switch #{} engaged: {}", k.id, k.describe());
+    println!("running gateways enforce it at their next refresh (within {} ms); lift it with `warden kill lift {} --reason ...`", cfg.refresh_ms, k.id);
+    Ok(())
+}
+
+async fn list(store: &warden_store::Store, all: bool, json: bool) -> Result<()> {
+    let kills = store.list_kills(all).await?;
+    if json {
+        for (k, lifted) in &kills {
+            let mut v = serde_json::to_value(k)?;
+            if let Some((at, by)) = lifted {
+                v["lifted_at_ms"] = (*at).into();
+                v["lifted_by"] = by.clone().into();
+            }
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    if kills.is_empty() {
+        println!("no kill switch is engaged");
+        return Ok(());
+    }
+    println!("{:<5} {:<7} {:<45} {:<21} {:<20} REASON", "ID", "SCOPE", "TARGET", "ENGAGED", "BY");
+    for (k, lifted) in kills {
+        let state = lifted.map(|(at, by)| format!(" [lifted {} by {by}]", when(at))).unwrap_or_default();
+        println!("{:<5} {:<7} {:<45} {:<21} {:<20} {}{state}", k.id, k.scope.as_str(), k.target, when(k.at_ms), k.by, k.reason);
+    }
+    Ok(())
+}
+
+pub async fn monitor(cfg: &ServerConfig, cmd: &MonitorCmd) -> Result<()> {
+    let MonitorCmd::Show { agent, json } = cmd;
+    let store = open_store(cfg).await?;
+    let want = agent.as_deref().map(|a| agent_id(cfg, a)).transpose()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut shown = 0;
+    for (id, state, saved) in store.monitor_states().await? {
+        if want.as_ref().is_some_and(|w| w.as_str() != id) {
+            continue;
+        }
+        let st: AgentState = serde_json::from_str(&state).with_context(|| format!("monitor state of {id} is unreadable"))?;
+        let s = st.summary(&cfg.monitor, now);
+        shown += 1;
+        if *json {
+            println!("{}", serde_json::json!({ "agent": id, "saved_ms": saved, "summary": s }));
+            continue;
+        }
+        let tools: Vec<String> = s.top_tools.iter().map(|(t, p)| format!("{t} {:.0}%", p * 100.0)).collect();
+        println!(
+            "{id}\n  calls {}  {}  risk {}  {:.1} calls/active minute  error rate {:.1}%  last call {}\n  usual tools: {}",
+            s.calls,
+            if s.learning { "LEARNING" } else { "baseline trusted" },
+            s.risk,
+            s.calls_per_active_minute,
+            s.error_rate * 100.0,
+            when(s.last_seen_ms),
+            if tools.is_empty() { "-".into() } else { tools.join(", ") }
+        );
+    }
+    if shown == 0 {
+        match want {
+            Some(w) => bail!("no monitor state saved for {w} yet: the gateway saves it every {} s once the agent has made calls", cfg.monitor.flush_secs),
+            None => println!("no monitor state saved yet"),
+        }
+    }
+    Ok(())
+}
