@@ -37,9 +37,20 @@ impl Obligation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum Decision {
-    Allow { policies: Vec<String>, obligations: Vec<Obligation> },
-    Deny { policies: Vec<String>, reason: String },
-    NeedsApproval { policies: Vec<String>, reason: String },
+    Allow {
+        policies: Vec<String>,
+        obligations: Vec<Obligation>,
+    },
+    Deny {
+        policies: Vec<String>,
+        reason: String,
+    },
+    /// Permitted once a human approves; `obligations` apply then.
+    NeedsApproval {
+        policies: Vec<String>,
+        reason: String,
+        obligations: Vec<Obligation>,
+    },
 }
 
 impl Decision {

@@ -22,6 +22,10 @@ pub enum EventKind {
     Containment,
     /// An operator lifted a kill switch.
     ContainmentLifted,
+    /// A call was held for human approval.
+    ApprovalRequested,
+    /// An approver approved or denied a held call.
+    ApprovalDecided,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and

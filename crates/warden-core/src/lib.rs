@@ -2,6 +2,7 @@
 //! decisions, inspection findings and audit events. Pure data and validation, no IO.
 
 mod agent;
+mod approval;
 mod decision;
 mod event;
 mod findings;
@@ -9,6 +10,7 @@ mod json;
 mod tool;
 
 pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
+pub use approval::{Approval, ApprovalStatus};
 pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind};
 pub use findings::Findings;
@@ -28,6 +30,8 @@ pub enum CoreError {
     Enum { field: &'static str, value: String, allowed: &'static str },
     #[error("autonomy level {0} is out of range: use 0 (assisted) to 3 (autonomous within bounds)")]
     Autonomy(i64),
+    #[error("approval {id} cannot be decided: {why}")]
+    Approval { id: String, why: String },
     #[error("invalid redaction rule {rule:?}: {why}")]
     Redaction { rule: String, why: String },
 }

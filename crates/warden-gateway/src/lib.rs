@@ -18,5 +18,5 @@ pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;
-pub use state::{Gateway, GatewayConfig, Snapshot, now_secs};
+pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot, now_secs};
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

@@ -14,11 +14,13 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
+use warden_core::{ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::Rule;
 use warden_monitor::{Assessment, Kill, KillScope, Outcome, Refusal, Taint, records_in};
 use warden_policy::{AgentFacts, CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFacts, ToolFacts};
 
+/// How often a held call looks for its approval decision.
+const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 const MAX_SESSIONS: usize = 100_000;
 /// Sessions idle this long are dropped when the table gets large.
@@ -425,6 +427,17 @@ fn unavailable_reason(tool: Option<&Tool>, tref: &ToolRef) -> String {
     }
 }
 
+/// A call refused before it could be assessed (malformed, unknown or
+/// unavailable tool, outside the token's scope): still a denial on the
+/// agent's record, since probing for tools is what a rogue agent does.
+async fn refused_early(call: &Call<'_>, auth: &Authenticated, ev: AuditEvent, status: StatusCode, body: Value, id: &Value) -> Response {
+    let trigger = Instant::now();
+    if let Some(cause) = call.gw.monitor.refused(auth.claims.agent(), now_ms()) {
+        contain_agent(call.gw, auth.claims.agent(), cause, trigger).await;
+    }
+    call.finish(ev, status, body, id).await
+}
+
 async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value) -> Response {
     let mut ev = call.event(EventKind::ToolCall, Some(auth));
     ev.action = Some("call_tool".into());
@@ -436,14 +449,14 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     };
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         let (ev, body) = deny(ev, "tools/call needs params.name".into(), codes::INVALID_PARAMS, None);
-        return call.finish(ev, StatusCode::OK, body, id).await;
+        return refused_early(call, auth, ev, StatusCode::OK, body, id).await;
     };
     let args = match params.get("arguments") {
         None | Some(Value::Null) => json!({}),
         Some(v @ Value::Object(_)) => v.clone(),
         Some(_) => {
             let (ev, body) = deny(ev, "params.arguments must be an object".into(), codes::INVALID_PARAMS, None);
-            return call.finish(ev, StatusCode::OK, body, id).await;
+            return refused_early(call, auth, ev, StatusCode::OK, body, id).await;
         }
     };
     let canonical = canonical_json(&args);
@@ -452,13 +465,13 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     ev.tool = Some(name.to_string());
     let Some(tref) = ToolRef::from_federated_name(name) else {
         let (ev, body) = deny(ev, format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL"), codes::INVALID_PARAMS, None);
-        return call.finish(ev, StatusCode::OK, body, id).await;
+        return refused_early(call, auth, ev, StatusCode::OK, body, id).await;
     };
     ev.tool = Some(tref.to_string());
     if !(auth.claims.in_scope(&tref) && auth.agent.may_use(&tref)) {
         let (ev, body) =
             deny(ev, format!("tool {tref} is outside this token's scope"), codes::OUT_OF_SCOPE, Some(json!({ "required_scope": tref.to_string() })));
-        let resp = call.finish(ev, StatusCode::FORBIDDEN, body, id).await;
+        let resp = refused_early(call, auth, ev, StatusCode::FORBIDDEN, body, id).await;
         let f = crate::AuthFailure {
             status: StatusCode::FORBIDDEN,
             error: Some("insufficient_scope"),
@@ -473,7 +486,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         Some(t) => t,
         None => {
             let (ev, body) = deny(ev, unavailable_reason(snap.tools.get(&tref), &tref), codes::DENIED, None);
-            return call.finish(ev, StatusCode::OK, body, id).await;
+            return refused_early(call, auth, ev, StatusCode::OK, body, id).await;
         }
     };
     let Some(upstream) = call.gw.upstream(&tref.server) else {
@@ -570,54 +583,154 @@ impl Step<'_> {
                 outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
                 self.refuse(ev, reason, codes::DENIED, &policies)
             }
-            Decision::NeedsApproval { reason, policies } => {
-                outcome.denied = true;
-                outcome.trifecta = self.seen.taint.both() && self.tool.exfil_capable;
-                ev.decision = "needs_approval".into();
-                ev.reason = Some(reason.clone());
-                let message = format!("requires human approval: {reason}. No approval workflow is configured on this gateway, so the call was not executed");
-                (ev, rpc_error(self.id, codes::NEEDS_APPROVAL, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr }))))
-            }
-            Decision::Allow { obligations, .. } => {
-                // A kill engaged while this call was being decided stops it
-                // before it reaches the upstream.
-                if let Some(k) = self.kill() {
+            Decision::NeedsApproval { reason, policies, obligations } => match self.approval(&policy, &reason, &policies, &mut ev).await {
+                Ok(id) => {
+                    ev.policies.push(format!("approval#{id}"));
+                    self.forward(upstream, &policy, found, &obligations, outcome, ev).await
+                }
+                Err((code, message)) => {
                     outcome.denied = true;
-                    ev.policies = vec![format!("kill#{}", k.id)];
-                    return self.refuse(ev, k.describe(), codes::DENIED, &[format!("kill#{}", k.id)]);
+                    outcome.trifecta = self.seen.taint.both() && self.tool.exfil_capable;
+                    ev.decision = if code == codes::NEEDS_APPROVAL { "needs_approval" } else { "deny" }.into();
+                    ev.reason = Some(message.clone());
+                    (ev, rpc_error(self.id, code, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr }))))
                 }
-                if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
-                    return self.refused_by_monitor(ev, &r, outcome);
+            },
+            Decision::Allow { obligations, .. } => self.forward(upstream, &policy, found, &obligations, outcome, ev).await,
+        }
+    }
+
+    /// Get a human's approval for this exact call: one granted earlier (the
+    /// agent retried after a hold ran out), or a new request held until it is
+    /// decided, expires (timeout = deny) or the hold ends. Returns the
+    /// approval id, or the JSON-RPC error code and message.
+    async fn approval(&self, policy: &PolicyBundle, reason: &str, policies: &[String], ev: &mut AuditEvent) -> Result<String, (i64, String)> {
+        let gw = self.call.gw;
+        let cfg = &gw.config.approvals;
+        let store_err = |e: warden_store::StoreError| (codes::INTERNAL, format!("approval store unavailable, so the call was not executed: {e}"));
+        let hash = ev.args_sha256.clone().unwrap_or_default();
+        let agent = self.auth.claims.agent();
+        if let Some(id) = gw.store.approved_for(agent, &self.tool.tool, &hash, now_ms()).await.map_err(store_err)?
+            && gw.store.use_approval(&id, now_ms()).await.is_ok()
+        {
+            ev.reason = Some(format!("approved earlier (approval {id}); this is the repeated call it covers"));
+            return Ok(id);
+        }
+        let mut masked = self.args.clone();
+        let mask = |class: &str| Rule { class: class.into(), method: warden_inspect::Method::Mask };
+        gw.redactor.redact_json(&gw.inspector, &mut masked, &[mask("pii"), mask("secrets")]);
+        let now = now_ms();
+        let held = Approval {
+            id: correlation_id(),
+            agent: agent.to_string(),
+            owner: self.auth.agent.owner.clone(),
+            task: self.auth.claims.task.clone(),
+            tool: self.tool.tool.clone(),
+            args_sha256: hash,
+            args_redacted: masked,
+            reason: reason.to_string(),
+            policies: policies.to_vec(),
+            risk: self.seen.risk,
+            required: policy.approvers_required(policies),
+            approvers: Vec::new(),
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decision_reason: None,
+            created_ms: now,
+            expires_ms: now + cfg.expire_secs as i64 * 1000,
+        };
+        gw.store.insert_approval(&held).await.map_err(store_err)?;
+        let mut req = ev.clone();
+        req.kind = Some(EventKind::ApprovalRequested);
+        req.decision = "needs_approval".into();
+        req.reason = Some(format!("approval {} requested ({} approver(s)): {reason}", held.id, held.required));
+        gw.audit.record(req).await.map_err(|e| (codes::INTERNAL, e.to_string()))?;
+        let id = held.id;
+        let hold_until = Instant::now() + std::time::Duration::from_secs(cfg.hold_secs);
+        loop {
+            tokio::time::sleep(APPROVAL_POLL).await;
+            let cur = gw.store.get_approval(&id).await.map_err(store_err)?;
+            match cur.status {
+                ApprovalStatus::Approved => {
+                    gw.store.use_approval(&id, now_ms()).await.map_err(store_err)?;
+                    ev.reason = Some(format!("approved by {} (approval {id})", cur.approvers.join(" and ")));
+                    return Ok(id);
                 }
-                ev.decision = "allow".into();
-                ev.forwarded = true;
-                // Obligations of the call apply to the arguments before they leave.
-                let mut forwarded = self.args.clone();
-                ev.redacted += redact(self.call.gw, &mut forwarded, &obligations, found);
-                let result = upstream.request("tools/call", json!({ "name": self.tool.tool.tool, "arguments": forwarded })).await;
-                outcome.upstream_ok = Some(!matches!(result, Err(ref e) if !matches!(e, UpstreamError::Rpc { .. })));
-                let body = match result {
-                    Ok(r) => match self.review_result(&policy, r, &mut ev, outcome) {
-                        Ok(r) => json!({ "jsonrpc": "2.0", "id": self.id, "result": r }),
-                        Err((code, message, policies)) => {
-                            outcome.denied = true;
-                            rpc_error(self.id, code, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr })))
-                        }
-                    },
-                    Err(UpstreamError::Rpc { code, message, data, .. }) => {
-                        outcome.failed = true;
-                        ev.reason = Some(format!("upstream error {code}: {message}"));
-                        rpc_error(self.id, code, &message, data.map(|d| *d))
-                    }
-                    Err(e) => {
-                        outcome.failed = true;
-                        ev.reason = Some(e.to_string());
-                        rpc_error(self.id, codes::INTERNAL, &e.to_string(), None)
-                    }
-                };
-                (ev, body)
+                ApprovalStatus::Denied => {
+                    let by = cur.decided_by.unwrap_or_default();
+                    let why = cur.decision_reason.filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
+                    return Err((codes::DENIED, format!("denied: approval {id} was refused by {by}{why}")));
+                }
+                ApprovalStatus::Pending if now_ms() > cur.expires_ms => {
+                    let _ = gw.store.expire_approval(&id).await;
+                    return Err((codes::DENIED, format!("denied: no decision on approval {id} before it expired (timeout = deny)")));
+                }
+                ApprovalStatus::Pending if Instant::now() >= hold_until => {
+                    let left = (cur.expires_ms - now_ms()).max(0) / 1000;
+                    return Err((
+                        codes::NEEDS_APPROVAL,
+                        format!(
+                            "requires human approval: {reason}. Approval {id} is pending (`warden approvals approve {id}`); repeat this exact call once it is approved (it expires in {left} s)"
+                        ),
+                    ));
+                }
+                ApprovalStatus::Pending => {}
+                ApprovalStatus::Expired | ApprovalStatus::Used => {
+                    return Err((codes::DENIED, format!("denied: approval {id} is {}", cur.status)));
+                }
             }
         }
+    }
+
+    /// Forward an allowed (or approved) call: kill switches checked again,
+    /// limits consumed, the call's obligations applied to the arguments, the
+    /// upstream called and its result reviewed.
+    async fn forward(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        policy: &PolicyBundle,
+        found: &Findings,
+        obligations: &[Obligation],
+        outcome: &mut Outcome,
+        mut ev: AuditEvent,
+    ) -> (AuditEvent, Value) {
+        // A kill engaged while this call was being decided stops it
+        // before it reaches the upstream.
+        if let Some(k) = self.kill() {
+            outcome.denied = true;
+            ev.policies = vec![format!("kill#{}", k.id)];
+            return self.refuse(ev, k.describe(), codes::DENIED, &[format!("kill#{}", k.id)]);
+        }
+        if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
+            return self.refused_by_monitor(ev, &r, outcome);
+        }
+        ev.decision = "allow".into();
+        ev.forwarded = true;
+        // Obligations of the call apply to the arguments before they leave.
+        let mut forwarded = self.args.clone();
+        ev.redacted += redact(self.call.gw, &mut forwarded, obligations, found);
+        let result = upstream.request("tools/call", json!({ "name": self.tool.tool.tool, "arguments": forwarded })).await;
+        outcome.upstream_ok = Some(!matches!(result, Err(ref e) if !matches!(e, UpstreamError::Rpc { .. })));
+        let body = match result {
+            Ok(r) => match self.review_result(policy, r, &mut ev, outcome) {
+                Ok(r) => json!({ "jsonrpc": "2.0", "id": self.id, "result": r }),
+                Err((code, message, policies)) => {
+                    outcome.denied = true;
+                    rpc_error(self.id, code, &message, Some(json!({ "policies": policies, "correlation_id": self.call.corr })))
+                }
+            },
+            Err(UpstreamError::Rpc { code, message, data, .. }) => {
+                outcome.failed = true;
+                ev.reason = Some(format!("upstream error {code}: {message}"));
+                rpc_error(self.id, code, &message, data.map(|d| *d))
+            }
+            Err(e) => {
+                outcome.failed = true;
+                ev.reason = Some(e.to_string());
+                rpc_error(self.id, codes::INTERNAL, &e.to_string(), None)
+            }
+        };
+        (ev, body)
     }
 
     /// Inspect an upstream result and decide on it (`receive_result`):
@@ -670,7 +783,7 @@ impl Step<'_> {
                 ev.reason = Some(reason.clone());
                 Err((codes::DENIED, format!("denied: {reason}"), policies))
             }
-            Decision::NeedsApproval { reason, policies } => {
+            Decision::NeedsApproval { reason, policies, .. } => {
                 ev.decision = "needs_approval".into();
                 let reason = format!("result withheld until a human approves it: {reason}");
                 ev.reason = Some(reason.clone());

@@ -55,6 +55,25 @@ pub struct GatewayConfig {
     pub refresh_interval: Duration,
     pub pin_check_interval: Duration,
     pub monitor: MonitorConfig,
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: how long a call needing approval is held, and how long an
+/// approval request lives (no decision by then = deny).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Seconds the agent's request waits for a decision; after that it is
+    /// answered "pending" and the agent may repeat the exact call once approved.
+    pub hold_secs: u64,
+    /// Seconds an approval request can be decided (and an approval used).
+    pub expire_secs: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self { hold_secs: 55, expire_secs: 900 }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -356,6 +356,18 @@ impl Monitor {
         self.contain_cause(state.risk.score(c.now_ms, hl), &format!("last: {}", why.join(", ")))
     }
 
+    /// A call refused before it could be assessed (malformed, outside the
+    /// token's scope, an unknown or unavailable tool): counts as a denial.
+    pub fn refused(&self, agent: &str, now_ms: i64) -> Option<String> {
+        let hl = self.cfg.half_life_ms();
+        let mut agents = self.agents.lock().expect("monitor lock");
+        let (state, dirty) = agents.entry(agent.to_string()).or_default();
+        *dirty = true;
+        state.baseline.outcome(true);
+        state.risk.add(RiskEvent::Denied, now_ms, hl);
+        self.contain_cause(state.risk.score(now_ms, hl), "last: refused before assessment (malformed, out of scope or unavailable tool)")
+    }
+
     /// Current risk (0-100) of an agent.
     pub fn risk(&self, agent: &str, now_ms: i64) -> u8 {
         self.agents.lock().expect("monitor lock").get(agent).map(|(s, _)| s.risk.score(now_ms, self.cfg.half_life_ms())).unwrap_or(0)
@@ -473,6 +485,9 @@ mod tests {
         assert!(!m.assess(&other_task).taint.untrusted);
         let cause = m.finish(&c, &Outcome { denied: true, critical: Some("exfil".into()), ..Default::default() }).unwrap();
         assert!(cause.contains("exfil"), "{cause}");
+        // Probing outside the token's scope adds up too.
+        let probes = (0..20).find_map(|i| m.refused("prober", i)).expect("repeated refusals contain");
+        assert!(probes.contains("refused before assessment"), "{probes}");
     }
 
     #[test]

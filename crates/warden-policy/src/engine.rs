@@ -22,6 +22,8 @@ struct PolicyMeta {
     reason: Option<String>,
     /// A forbid that an approval can lift (`@approval("...")`).
     approval: Option<String>,
+    /// Distinct approvers it needs (`@approvers("2")`: two-person rule).
+    approvers: u8,
     /// Obligations a permit attaches (`@redact("pii:mask, secrets:hash")`).
     redact: Vec<Obligation>,
     /// A forbid whose match is a critical violation (`@critical`): the
@@ -109,15 +111,30 @@ impl PolicyBundle {
                     Some(r) => Obligation::parse_redactions(r).map_err(|e| PolicyError::Redact { id: id.to_string(), message: e.to_string() })?,
                     None => Vec::new(),
                 };
+                let approvers = match p.annotation("approvers") {
+                    None => 1,
+                    Some("1") => 1,
+                    Some("2") => 2,
+                    Some(other) => {
+                        return Err(PolicyError::Annotation { id: id.to_string(), message: format!("@approvers must be \"1\" or \"2\", not {other:?}") });
+                    }
+                };
+                if p.annotation("approvers").is_some() && p.annotation("approval").is_none() {
+                    return Err(PolicyError::Annotation { id: id.to_string(), message: "@approvers goes with @approval on a forbid".into() });
+                }
                 let m = PolicyMeta {
                     effect: p.effect(),
                     reason: p.annotation("reason").map(str::to_string),
                     approval: p.annotation("approval").map(str::to_string),
+                    approvers,
                     redact,
                     critical: p.annotation("critical").is_some(),
                 };
                 if m.effect == Effect::Permit && (m.reason.is_some() || m.approval.is_some() || m.critical) {
-                    return Err(PolicyError::Annotation { id: id.to_string() });
+                    return Err(PolicyError::Annotation {
+                        id: id.to_string(),
+                        message: "@approval, @reason and @critical annotations only make sense on forbid policies".into(),
+                    });
                 }
                 if m.effect == Effect::Forbid && !m.redact.is_empty() {
                     return Err(PolicyError::Redact { id: id.to_string(), message: "@redact belongs on a permit (an obligation of allowing)".into() });
@@ -170,6 +187,11 @@ impl PolicyBundle {
 
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// Distinct approvers a held call needs: the most any of `policies` asks.
+    pub fn approvers_required(&self, policies: &[String]) -> u8 {
+        policies.iter().filter_map(|p| self.meta.get(&PolicyId::new(p))).map(|m| m.approvers).max().unwrap_or(1)
     }
 
     /// Whether a policy is marked `@critical`.
@@ -225,16 +247,7 @@ impl PolicyBundle {
             }
             let mut ids: Vec<String> = main.diagnostics().reason().map(ToString::to_string).collect();
             ids.sort();
-            // Every satisfied permit's obligations apply.
-            let mut obligations: Vec<Obligation> = Vec::new();
-            for id in main.diagnostics().reason() {
-                for o in self.meta.get(id).map(|m| m.redact.as_slice()).unwrap_or_default() {
-                    if !obligations.contains(o) {
-                        obligations.push(o.clone());
-                    }
-                }
-            }
-            return Decision::Allow { policies: ids, obligations };
+            return Decision::Allow { policies: ids, obligations: self.obligations(&main) };
         }
         let ids: Vec<String> = forbids.iter().map(|(id, _)| id.to_string()).collect();
         let reason = forbids
@@ -248,9 +261,22 @@ impl PolicyBundle {
         // Only approval forbids stand in the way of a permitted call: a human
         // may lift them.
         if permitted {
-            return Decision::NeedsApproval { policies: ids, reason };
+            return Decision::NeedsApproval { policies: ids, reason, obligations: self.obligations(&main) };
         }
         Decision::Deny { policies: ids, reason }
+    }
+
+    /// Every satisfied permit's obligations, once each.
+    fn obligations(&self, r: &cedar_policy::Response) -> Vec<Obligation> {
+        let mut out: Vec<Obligation> = Vec::new();
+        for id in r.diagnostics().reason() {
+            for o in self.meta.get(id).map(|m| m.redact.as_slice()).unwrap_or_default() {
+                if !out.contains(o) {
+                    out.push(o.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The policies whose scope admits this principal and resource.
@@ -502,6 +528,12 @@ pub(crate) mod tests {
         assert!(matches!(bundle("@critical permit(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
         let b = bundle("@id(\"c\") @critical forbid(principal, action, resource); @id(\"n\") forbid(principal, action, resource);").unwrap();
         assert!(b.is_critical("c") && !b.is_critical("n") && !b.is_critical("nope"));
+        let b = bundle("@id(\"two\") @approval(\"x\") @approvers(\"2\") forbid(principal, action, resource); @id(\"one\") @approval(\"y\") forbid(principal, action, resource);")
+            .unwrap();
+        assert_eq!(b.approvers_required(&["one".into()]), 1);
+        assert_eq!(b.approvers_required(&["one".into(), "two".into()]), 2);
+        assert!(matches!(bundle("@approval(\"x\") @approvers(\"3\") forbid(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
+        assert!(matches!(bundle("@approvers(\"2\") forbid(principal, action, resource);"), Err(PolicyError::Annotation { .. })));
         let dup = "@id(\"a\") permit(principal, action, resource); @id(\"a\") permit(principal, action, resource);";
         assert!(matches!(bundle(dup), Err(PolicyError::DuplicateId { .. })));
     }

@@ -22,8 +22,8 @@ pub enum PolicyError {
     Validation(String),
     #[error("duplicate policy id {id:?} (in {file}); give each policy a unique @id(\"...\")")]
     DuplicateId { id: String, file: String },
-    #[error("policy {id}: @approval, @reason and @critical annotations only make sense on forbid policies")]
-    Annotation { id: String },
+    #[error("policy {id}: {message}")]
+    Annotation { id: String, message: String },
     #[error("policy {id}: {message}")]
     Redact { id: String, message: String },
     #[error("test file {file}: {message}")]

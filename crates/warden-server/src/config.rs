@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// Baselines, risk, containment, rate limits and impact caps.
     #[serde(default)]
     pub monitor: warden_monitor::MonitorConfig,
+    /// Human approval of held calls.
+    #[serde(default)]
+    pub approvals: warden_gateway::ApprovalsConfig,
 }
 
 fn d_data_dir() -> PathBuf {
@@ -92,6 +95,9 @@ impl ServerConfig {
             return Err("max_body_bytes must be at least 1024".into());
         }
         self.monitor.validate().map_err(|e| e.to_string())?;
+        if self.approvals.expire_secs == 0 {
+            return Err("approvals.expire_secs must be at least 1".into());
+        }
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
             warden_core::validate_name(&u.name).map_err(|e| format!("upstream name: {e}"))?;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 use warden_audit::{AuditRecord, Chain, ChainHead};
-use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, Tool, ToolRef, ToolStatus};
+use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
 use warden_monitor::{Kill, KillScope};
 
@@ -83,6 +83,20 @@ CREATE TABLE kills (
 );
 CREATE UNIQUE INDEX kills_engaged ON kills (scope, target) WHERE lifted_at_ms IS NULL;
 CREATE TABLE monitor_state (agent TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+"#,
+    // Calls held for human approval; `record` is the whole approval as JSON.
+    r#"
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_sha256 TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending','approved','denied','expired','used')),
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX approvals_lookup ON approvals (agent, tool, args_sha256, status);
 "#,
 ];
 
@@ -551,6 +565,107 @@ impl Store {
         sqlx::query_as("SELECT agent, state, updated_ms FROM monitor_state ORDER BY agent").fetch_all(&self.pool).await.map_err(db("reading monitor state"))
     }
 
+    // ---- approvals ----
+
+    pub async fn insert_approval(&self, a: &Approval) -> Result<()> {
+        let mut tx = self.write_tx("holding a call for approval").await?;
+        Self::write_approval(&mut tx, a, true).await?;
+        tx.commit().await.map_err(db("holding a call for approval"))
+    }
+
+    async fn write_approval(tx: &mut Transaction<'_, Sqlite>, a: &Approval, insert: bool) -> Result<()> {
+        let record = serde_json::to_string(a).map_err(|e| StoreError::Corrupt(format!("approval {}: {e}", a.id)))?;
+        let q = if insert {
+            "INSERT INTO approvals (status, record, id, agent, tool, args_sha256, created_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?)"
+        } else {
+            "UPDATE approvals SET status = ?, record = ? WHERE id = ? AND agent = ? AND tool = ? AND args_sha256 = ? AND created_ms = ? AND expires_ms = ?"
+        };
+        sqlx::query(q)
+            .bind(a.status.as_str())
+            .bind(record)
+            .bind(&a.id)
+            .bind(&a.agent)
+            .bind(a.tool.to_string())
+            .bind(&a.args_sha256)
+            .bind(a.created_ms)
+            .bind(a.expires_ms)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("recording an approval"))?;
+        Ok(())
+    }
+
+    async fn read_approval(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<Approval> {
+        let record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM approvals WHERE id = ?").bind(id).fetch_optional(&mut **tx).await.map_err(db("reading an approval"))?;
+        let record = record.ok_or_else(|| StoreError::NotFound(format!("approval {id} (see `warden approvals list`)")))?;
+        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("approval {id}: {e}")))
+    }
+
+    pub async fn get_approval(&self, id: &str) -> Result<Approval> {
+        let mut tx = self.pool.begin().await.map_err(db("reading an approval"))?;
+        Self::read_approval(&mut tx, id).await
+    }
+
+    /// Approvals, newest first: pending only, or all (at most `limit`).
+    pub async fn list_approvals(&self, pending_only: bool, limit: u32) -> Result<Vec<Approval>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT record FROM approvals WHERE status = 'pending' OR NOT ? ORDER BY created_ms DESC LIMIT ?")
+            .bind(pending_only)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing approvals"))?;
+        rows.iter().map(|r| serde_json::from_str(r).map_err(|e| StoreError::Corrupt(format!("approval: {e}")))).collect()
+    }
+
+    /// One approver's decision (see `Approval::decide`); an approval found
+    /// expired is marked so and the decision refused.
+    pub async fn decide_approval(&self, id: &str, approver: &str, approve: bool, reason: &str, now_ms: i64) -> Result<Approval> {
+        let mut tx = self.write_tx("deciding an approval").await?;
+        let mut a = Self::read_approval(&mut tx, id).await?;
+        let decided = a.decide(approver, approve, reason, now_ms);
+        Self::write_approval(&mut tx, &a, false).await?;
+        tx.commit().await.map_err(db("deciding an approval"))?;
+        decided.map_err(|e| StoreError::Conflict(e.to_string()))?;
+        Ok(a)
+    }
+
+    /// Mark a still-pending approval expired (its call timed out).
+    pub async fn expire_approval(&self, id: &str) -> Result<Approval> {
+        self.transition_approval(id, ApprovalStatus::Pending, ApprovalStatus::Expired, i64::MIN).await
+    }
+
+    /// Use an approved, unexpired approval for its call: once only.
+    pub async fn use_approval(&self, id: &str, now_ms: i64) -> Result<Approval> {
+        self.transition_approval(id, ApprovalStatus::Approved, ApprovalStatus::Used, now_ms).await
+    }
+
+    async fn transition_approval(&self, id: &str, from: ApprovalStatus, to: ApprovalStatus, now_ms: i64) -> Result<Approval> {
+        let mut tx = self.write_tx("updating an approval").await?;
+        let mut a = Self::read_approval(&mut tx, id).await?;
+        if a.status != from || now_ms > a.expires_ms {
+            return Err(StoreError::Conflict(format!("approval {id} is {}, not {from}", if now_ms > a.expires_ms { "expired" } else { a.status.as_str() })));
+        }
+        a.status = to;
+        Self::write_approval(&mut tx, &a, false).await?;
+        tx.commit().await.map_err(db("updating an approval"))?;
+        Ok(a)
+    }
+
+    /// The approved, unexpired approval for exactly this call, if any.
+    pub async fn approved_for(&self, agent: &str, tool: &ToolRef, args_sha256: &str, now_ms: i64) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM approvals WHERE agent = ? AND tool = ? AND args_sha256 = ? AND status = 'approved' AND expires_ms >= ? ORDER BY created_ms LIMIT 1",
+        )
+        .bind(agent)
+        .bind(tool.to_string())
+        .bind(args_sha256)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up approvals"))
+    }
+
     // ---- audit ----
 
     /// A writer for the audit log, holding its own connection.
@@ -793,6 +908,49 @@ mod tests {
         s.save_monitor_states(&[("a".into(), "{\"x\":1}".into())], 7).await.unwrap();
         s.save_monitor_states(&[("a".into(), "{\"x\":2}".into())], 8).await.unwrap();
         assert_eq!(s.monitor_states().await.unwrap(), vec![("a".to_string(), "{\"x\":2}".to_string(), 8)]);
+    }
+
+    #[tokio::test]
+    async fn approvals_are_decided_once_and_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
+        let tool: ToolRef = "pay/transfer".parse().unwrap();
+        let a = Approval {
+            id: "ap1".into(),
+            agent: "spiffe://td/agent/a".into(),
+            owner: "alice".into(),
+            task: "t".into(),
+            tool: tool.clone(),
+            args_sha256: "h1".into(),
+            args_redacted: serde_json::json!({"amount": 5000}),
+            reason: "big".into(),
+            policies: vec!["large-payment-approval".into()],
+            risk: 3,
+            required: 2,
+            approvers: vec![],
+            status: ApprovalStatus::Pending,
+            decided_by: None,
+            decision_reason: None,
+            created_ms: 100,
+            expires_ms: 10_000,
+        };
+        s.insert_approval(&a).await.unwrap();
+        assert_eq!(s.list_approvals(true, 10).await.unwrap(), vec![a.clone()]);
+        s.decide_approval("ap1", "operator:bob", true, "", 200).await.unwrap();
+        assert!(matches!(s.decide_approval("ap1", "operator:bob", true, "", 201).await, Err(StoreError::Conflict(m)) if m.contains("different approver")));
+        assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap(), None, "one of two approvals is not enough");
+        assert_eq!(s.decide_approval("ap1", "operator:carol", true, "fine", 300).await.unwrap().status, ApprovalStatus::Approved);
+        assert_eq!(s.approved_for(&a.agent, &tool, "h2", 300).await.unwrap(), None, "bound to the argument hash");
+        assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap().as_deref(), Some("ap1"));
+        assert_eq!(s.use_approval("ap1", 400).await.unwrap().status, ApprovalStatus::Used);
+        assert!(matches!(s.use_approval("ap1", 401).await, Err(StoreError::Conflict(_))), "used once");
+        assert!(s.list_approvals(true, 10).await.unwrap().is_empty());
+
+        let late = Approval { id: "ap2".into(), required: 1, ..a.clone() };
+        s.insert_approval(&late).await.unwrap();
+        assert!(matches!(s.decide_approval("ap2", "operator:bob", true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
+        assert_eq!(s.get_approval("ap2").await.unwrap().status, ApprovalStatus::Expired, "the expiry is recorded");
+        assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
     }
 
     #[tokio::test]

@@ -49,6 +49,9 @@ pub enum Command {
     /// everything; list and lift them.
     #[command(subcommand)]
     Kill(KillCmd),
+    /// Calls held for human approval: list, inspect, approve or deny.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
     /// What the monitor has learned: baselines, risk, learning status.
     #[command(subcommand)]
     Monitor(MonitorCmd),
@@ -207,6 +210,37 @@ pub enum KillCmd {
         id: i64,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// Pending approvals (with --all, decided ones too), newest first.
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One approval: agent, owner, tool, arguments (personal data and
+    /// secrets masked), risk, why, who decided.
+    Show { id: String },
+    /// Approve a held call (the exact arguments shown, once).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Approver name (default: $USER); the two-person rule needs two different ones.
+        #[arg(long = "as")]
+        approver: Option<String>,
+    },
+    /// Deny a held call.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        approver: Option<String>,
     },
 }
 

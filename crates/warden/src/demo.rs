@@ -36,6 +36,11 @@ transport = "stdio"
 command = "warden"
 args = ["demo-server"]
 
+# Calls that an @approval policy holds for a human (`warden approvals ...`).
+[approvals]
+hold_secs = 55              # the agent's request waits this long; then "pending, repeat once approved"
+expire_secs = 900           # no decision by then = deny
+
 # Monitoring: per-agent baselines, risk score (0-100), session taint,
 # automatic containment, rate limits and impact caps.
 [monitor]
@@ -220,10 +225,28 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let r = bot.call_tool("onboarding__payment_transfer", json!({ "amount": 10, "currency": "EUR", "to": "acct-9" })).await?;
     println!("    {}\n    WWW-Authenticate: {}", outcome(&r), r.www_authenticate.unwrap_or_default());
 
-    s.step("Monitor: after customer data (sensitive) and a partner-editable file (untrusted), e-mail needs a human (lethal trifecta)");
+    s.step("Monitor: after customer data (sensitive) and a partner-editable file (untrusted), e-mail is held for a human (lethal trifecta)");
     println!("    file_read checklist: {}", outcome(&bot.call_tool("onboarding__file_read", json!({ "path": "/onboarding/checklist.md" })).await?));
     let mail = json!({ "to": "ops@example.com", "subject": "Customer list", "body": "see attached" });
-    println!("    email_send:          {}", outcome(&bot.call_tool("onboarding__email_send", mail).await?));
+    let held = tokio::spawn(async move {
+        let r = bot.call_tool("onboarding__email_send", mail).await;
+        (bot, r)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pending = loop {
+        if let Some(a) = store.list_approvals(true, 1).await?.pop() {
+            break a;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the e-mail was not held for approval");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    println!("    email_send held: approval {} — {}", pending.id, pending.reason);
+    println!("    the approver sees agent {}, owner {}, risk {}, arguments {}", pending.agent, pending.owner, pending.risk, pending.args_redacted);
+    store.decide_approval(&pending.id, "operator:alice", true, "checked with the customer", chrono::Utc::now().timestamp_millis()).await?;
+    println!("    operator: warden approvals approve {}", pending.id);
+    let (b, r) = held.await?;
+    bot = b;
+    println!("    email_send:          {}", outcome(&r?));
 
     s.step("Automatic containment: a compromised agent bursts through the CRM; its risk crosses 90 and it is suspended before its next call");
     let rogue_key = Keypair::generate();

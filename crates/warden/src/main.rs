@@ -1,6 +1,7 @@
 //! `warden`: the single binary — server, operator CLI, demo.
 
 mod agent_cmd;
+mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod demo;
@@ -83,6 +84,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
         Command::Inspect(cmd) => inspect_cmd::run(cmd),
+        Command::Approvals(cmd) => approvals_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Kill(cmd) => kill_cmd::kill(&load_config(&cli)?, cmd).await,
         Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const MONITOR: &str = r#"
+# Calls needing approval are answered "pending" at once here.
+[approvals]
+hold_secs = 0
 [monitor]
 contain_at = 90
 flush_secs = 1

@@ -1,0 +1,64 @@
+//! `warden approvals …`: the human side of calls held for approval. A held
+//! call waits in the gateway (`[approvals] hold_secs`) and sees the decision
+//! within 50 ms; every decision is audited.
+
+use crate::agent_cmd::{admin_event, audit_admin};
+use crate::cli::ApprovalsCmd;
+use crate::open_store;
+use anyhow::Result;
+use warden_core::{Approval, EventKind};
+use warden_server::ServerConfig;
+
+fn approver(name: &Option<String>) -> String {
+    format!("operator:{}", name.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())))
+}
+
+fn line(a: &Approval) -> String {
+    let approvers = if a.required > 1 { format!(" {}/{} approvals", a.approvers.len(), a.required) } else { String::new() };
+    format!("{:<17} {:<9} {:<40} {:<28} risk {:>3}{approvers}  {}", a.id, a.status.as_str(), a.agent, a.tool.to_string(), a.risk, a.reason)
+}
+
+pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
+    let store = open_store(cfg).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match cmd {
+        ApprovalsCmd::List { all, json } => {
+            let list = store.list_approvals(!all, 500).await?;
+            for a in &list {
+                if *json {
+                    println!("{}", serde_json::to_string(a)?);
+                } else {
+                    println!("{}", line(a));
+                }
+            }
+            if list.is_empty() && !json {
+                println!("no {}approvals", if *all { "" } else { "pending " });
+            }
+        }
+        ApprovalsCmd::Show { id } => {
+            let a = store.get_approval(id).await?;
+            println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        ApprovalsCmd::Approve { id, reason, approver: who } | ApprovalsCmd::Deny { id, reason, approver: who } => {
+            let approve = matches!(cmd, ApprovalsCmd::Approve { .. });
+            let by = approver(who);
+            let a = store.decide_approval(id, &by, approve, reason, now).await?;
+            let what = if approve { "approve" } else { "deny" };
+            let mut ev = admin_event(EventKind::ApprovalDecided, None, &format!("approval:{what}"), &format!("approval {id} {}: {reason}", a.status));
+            ev.subject = Some(by.clone());
+            ev.agent = Some(a.agent.clone());
+            ev.tool = Some(a.tool.to_string());
+            ev.args_sha256 = Some(a.args_sha256.clone());
+            ev.decision = if approve { "allow" } else { "deny" }.into();
+            ev.policies = a.policies.clone();
+            audit_admin(&store, cfg, ev).await?;
+            match a.status {
+                warden_core::ApprovalStatus::Pending => {
+                    println!("{id}: approved by {by}; {} more approver(s) needed (two-person rule)", usize::from(a.required) - a.approvers.len())
+                }
+                s => println!("{id}: {s} by {by}"),
+            }
+        }
+    }
+    Ok(())
+}
