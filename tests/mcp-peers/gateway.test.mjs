@@ -1,18 +1,17 @@
 // Interop test: the official MCP TypeScript SDK client talks to the real
 // `warden` binary, which federates the reference server-everything over stdio
 // and over streamable HTTP. Token acquisition (private_key_jwt, RFC 7523) and
-// DPoP proofs (RFC 9449) are implemented here independently with node:crypto.
+// DPoP proofs (RFC 9449) are implemented independently with node:crypto (agent.mjs).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { createPrivateKey, createPublicKey, sign, randomUUID, createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Agent, freePort, waitFor } from './agent.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -24,76 +23,7 @@ const cfg = join(dir, 'warden.toml');
 const children = [];
 let base;
 
-const b64u = (buf) => Buffer.from(buf).toString('base64url');
 const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
-
-function freePort() {
-  return new Promise((res) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
-  });
-}
-
-function waitFor(child, pattern, what) {
-  return new Promise((res, rej) => {
-    let seen = '';
-    const timer = setTimeout(() => rej(new Error(`${what} did not start: ${seen}`)), 60000);
-    const onData = (d) => {
-      seen += d.toString();
-      const m = seen.match(pattern);
-      if (m) { clearTimeout(timer); res(m); }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.on('exit', (code) => rej(new Error(`${what} exited with ${code}: ${seen}`)));
-  });
-}
-
-function jws(privateKey, header, claims) {
-  const input = `${b64u(JSON.stringify({ ...header, alg: 'EdDSA' }))}.${b64u(JSON.stringify(claims))}`;
-  return `${input}.${b64u(sign(null, Buffer.from(input), privateKey))}`;
-}
-
-class Agent {
-  constructor(id, pemPath) {
-    this.id = id;
-    this.key = createPrivateKey(readFileSync(pemPath));
-    const { kty, crv, x } = createPublicKey(this.key).export({ format: 'jwk' });
-    this.jwk = { kty, crv, x };
-  }
-  proof(method, url, token) {
-    const claims = { jti: randomUUID(), htm: method, htu: url, iat: Math.floor(Date.now() / 1000) };
-    if (token) claims.ath = b64u(createHash('sha256').update(token).digest());
-    return jws(this.key, { typ: 'dpop+jwt', jwk: this.jwk }, claims);
-  }
-  async fetchToken(scope) {
-    const url = `${base}/oauth/token`;
-    const now = Math.floor(Date.now() / 1000);
-    const assertion = jws(this.key, { typ: 'JWT' }, { iss: this.id, sub: this.id, aud: url, iat: now, exp: now + 60, jti: randomUUID() });
-    const body = new URLSearchParams({
-      grant_type: 'client_credentials',
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: assertion,
-      scope,
-      task: 'sdk-interop',
-    });
-    const r = await fetch(url, { method: 'POST', headers: { dpop: this.proof('POST', url) }, body });
-    const json = await r.json();
-    assert.equal(r.status, 200, JSON.stringify(json));
-    assert.equal(json.token_type, 'DPoP');
-    this.token = json.access_token;
-    return json;
-  }
-  // A fetch for the SDK transport that signs a DPoP proof for every request.
-  fetch = (input, init = {}) => {
-    const url = new URL(input instanceof Request ? input.url : input);
-    const method = (init.method ?? 'GET').toUpperCase();
-    const headers = new Headers(init.headers);
-    headers.set('authorization', `DPoP ${this.token}`);
-    headers.set('dpop', this.proof(method, `${url.origin}${url.pathname}`, this.token));
-    return fetch(input, { ...init, headers });
-  };
-}
 
 before(async () => {
   const port = await freePort();
@@ -137,7 +67,7 @@ test('SDK client lists and calls federated tools through the gateway (stdio and 
   const id = warden('agent', 'register', 'sdk-agent', '--owner', 'alice@example.com', '--purpose', 'interop test',
     '--tools', 'everything/echo,everything-http/echo,everything/get-sum,everything/get-env', '--autonomy', '1',
     '--generate-key', join(dir, 'sdk-agent.pem')).trim();
-  const agent = new Agent(id, join(dir, 'sdk-agent.pem'));
+  const agent = new Agent(id, join(dir, 'sdk-agent.pem'), base);
   // The server refreshes its registry every 20 ms.
   await new Promise((r) => setTimeout(r, 200));
   const granted = await agent.fetchToken('everything/echo everything-http/echo everything/get-env');

@@ -26,6 +26,8 @@ pub enum EventKind {
     ApprovalRequested,
     /// An approver approved or denied a held call.
     ApprovalDecided,
+    /// An operator of the admin API was added or removed.
+    OperatorChanged,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and

@@ -1,5 +1,37 @@
 //! Domain types shared by every Warden component: agent identities, tools,
-//! decisions, inspection findings and audit events. Pure data and validation, no IO.
+//! decisions, approvals, operator roles, inspection findings and audit events. Pure data and validation, no IO.
+
+/// A closed set of lowercase names: the enum, `as_str`, `FromStr` (with an
+/// error listing what is allowed) and `Display`.
+macro_rules! string_enum {
+    ($name:ident, $field:literal, $allowed:literal, { $($variant:ident => $s:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::CoreError;
+            fn from_str(s: &str) -> Result<Self, $crate::CoreError> {
+                match s {
+                    $($s => Ok(Self::$variant),)+
+                    _ => Err($crate::CoreError::Enum { field: $field, value: s.into(), allowed: $allowed }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
 
 mod agent;
 mod approval;
@@ -7,6 +39,7 @@ mod decision;
 mod event;
 mod findings;
 mod json;
+mod operator;
 mod tool;
 
 pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
@@ -15,6 +48,7 @@ pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
+pub use operator::Role;
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
 
 /// Errors raised when input does not satisfy the domain's rules.

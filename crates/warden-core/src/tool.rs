@@ -70,36 +70,6 @@ impl fmt::Display for ToolRef {
     }
 }
 
-macro_rules! string_enum {
-    ($name:ident, $field:literal, $allowed:literal, { $($variant:ident => $s:literal),+ $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $s),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = CoreError;
-            fn from_str(s: &str) -> Result<Self, CoreError> {
-                match s {
-                    $($s => Ok(Self::$variant),)+
-                    _ => Err(CoreError::Enum { field: $field, value: s.into(), allowed: $allowed }),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 string_enum!(Sensitivity, "sensitivity", "low, medium, high, critical", {
     Low => "low", Medium => "medium", High => "high", Critical => "critical",
 });

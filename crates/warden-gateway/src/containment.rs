@@ -128,6 +128,13 @@ impl Gateway {
             }
             r
         };
+        if matches!(persisted, Err(StoreError::NotFound(_))) {
+            // Nothing to contain (an unknown agent): take it back.
+            self.containment.local.lock().expect("containment lock").retain(|(k, _)| !(k.scope == kill.scope && k.target == kill.target));
+            self.containment.awaiting_refusal.lock().expect("containment lock").remove(&(kill.scope, kill.target.clone()));
+            self.rebuild_kills();
+            return persisted.map(|(k, _)| k);
+        }
         let seq = match &persisted {
             Ok((_, seq)) => Some(*seq),
             // Engaged elsewhere meanwhile: the store's copy takes over.
@@ -141,8 +148,13 @@ impl Gateway {
             let mut local = self.containment.local.lock().expect("containment lock");
             if let Some(e) = local.iter_mut().find(|(k, _)| k.scope == kill.scope && k.target == kill.target) {
                 e.1 = Some(seq);
+                if let Ok((k, _)) = &persisted {
+                    e.0.id = k.id;
+                }
             }
         }
+        self.rebuild_kills();
+        self.metrics.observe_containment(kill.by == "monitor");
         let engaged = persisted.as_ref().map(|(k, _)| k.clone()).unwrap_or_else(|_| kill.clone());
         let mut ev = containment_event(&engaged, EventKind::Containment);
         ev.reason = Some(format!("{} (in force {effect_us} µs after the trigger; {closed} sessions closed)", engaged.describe()));
@@ -167,6 +179,7 @@ impl Gateway {
         for k in snap.kills.iter() {
             if let std::collections::hash_map::Entry::Vacant(e) = known.entry(k.id) {
                 e.insert(k.clone());
+                self.metrics.observe_containment(false);
                 self.close_sessions(k);
                 let mut ev = containment_event(k, EventKind::Containment);
                 let after_ms = (now - k.at_ms).max(0);
@@ -191,6 +204,35 @@ impl Gateway {
             if let Err(e) = self.audit.record(ev).await {
                 tracing::error!("containment change could not be audited: {e}");
             }
+        }
+    }
+
+    /// Demote an agent one autonomy level after a critical violation
+    /// (promotion is left to an operator), and audit it.
+    pub(crate) async fn demote(&self, agent: &str, policy: &str) {
+        let snap = self.snapshot();
+        let Some(a) = snap.agents.get(agent) else { return };
+        let (from, to) = (a.autonomy.level(), warden_monitor::demoted(a.autonomy.level()));
+        if from == to {
+            return;
+        }
+        let level = warden_core::Autonomy::try_from(i64::from(to)).expect("one below a valid level");
+        if let Err(e) = self.store.set_autonomy(&a.id, level).await {
+            tracing::error!("demoting {agent} after a critical violation: {e}");
+            return;
+        }
+        let ev = AuditEvent {
+            kind: Some(EventKind::AgentChanged),
+            agent: Some(agent.to_string()),
+            subject: Some("monitor".into()),
+            action: Some("agent:demote".into()),
+            decision: "allow".into(),
+            policies: vec![policy.to_string()],
+            reason: Some(format!("autonomy demoted from {from} to {to} after a critical violation ({policy}); an operator may promote it again")),
+            ..Default::default()
+        };
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!("demotion of {agent} could not be audited: {e}");
         }
     }
 

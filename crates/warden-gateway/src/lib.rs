@@ -10,6 +10,7 @@ mod audit_sink;
 mod authn;
 mod containment;
 mod mcp;
+pub mod metrics;
 mod pins;
 mod state;
 pub mod upstream;

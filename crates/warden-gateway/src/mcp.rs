@@ -98,7 +98,11 @@ impl Call<'_> {
 
     /// Audit, then answer; if the audit write fails, the answer is an error.
     async fn finish(&self, mut ev: AuditEvent, status: StatusCode, body: Value, id: &Value) -> Response {
-        ev.latency_us = Some(self.start.elapsed().as_micros() as u64);
+        let latency_us = self.start.elapsed().as_micros() as u64;
+        ev.latency_us = Some(latency_us);
+        if ev.kind == Some(EventKind::ToolCall) {
+            self.gw.metrics.observe_call(&ev.decision, latency_us);
+        }
         match self.gw.audit.record(ev).await {
             Ok(_) => respond(status, body, &self.corr),
             Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, &e.to_string(), None), &self.corr),
@@ -519,6 +523,9 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     if let Some(cause) = cause {
         contain_agent(call.gw, auth.claims.agent(), cause, trigger).await;
     }
+    if let Some(p) = &outcome.critical {
+        call.gw.demote(auth.claims.agent(), p).await;
+    }
     call.finish(ev, StatusCode::OK, body, id).await
 }
 
@@ -645,6 +652,7 @@ impl Step<'_> {
         req.decision = "needs_approval".into();
         req.reason = Some(format!("approval {} requested ({} approver(s)): {reason}", held.id, held.required));
         gw.audit.record(req).await.map_err(|e| (codes::INTERNAL, e.to_string()))?;
+        gw.metrics.observe_approval_request();
         let id = held.id;
         let hold_until = Instant::now() + std::time::Duration::from_secs(cfg.hold_secs);
         loop {

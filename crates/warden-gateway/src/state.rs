@@ -107,6 +107,7 @@ pub struct Gateway {
     /// Baselines, risk, taint, limits and breakers.
     pub monitor: Monitor,
     pub(crate) containment: Containment,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -148,6 +149,7 @@ impl Gateway {
             redactor: Redactor::new(redaction_key),
             monitor,
             containment: Containment::default(),
+            metrics: crate::metrics::Metrics::default(),
         });
         gw.init_kills().await;
         Ok(gw)

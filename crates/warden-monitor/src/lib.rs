@@ -1,7 +1,7 @@
 //! Continuous monitoring for the enforcement point: per-agent behavioural
 //! baselines and anomaly scores, the rolling risk score, session taint (the
-//! lethal trifecta), rate limits and impact caps, circuit breakers, and the
-//! kill-switch set. Pure and IO-free: time comes in as arguments, state is
+//! lethal trifecta), rate limits and impact caps, circuit breakers, the
+//! kill-switch set, and autonomy promotion criteria. Pure and IO-free: time comes in as arguments, state is
 //! in memory and (de)serializable for the store, so everything here is unit
 //! tested and benchmarked without a database or a network.
 //!
@@ -11,6 +11,7 @@
 //! (after: outcome, taint, risk events). A returned containment cause means
 //! the gateway must contain the agent before its next call.
 
+mod autonomy;
 mod baseline;
 mod breaker;
 mod kill;
@@ -19,6 +20,7 @@ mod risk;
 mod taint;
 mod window;
 
+pub use autonomy::{Criterion, History, Promotion, PromotionPolicy, demoted, promotion};
 pub use baseline::{Anomaly, Baseline, CallShape, Learning};
 pub use breaker::{Breaker, BreakerConfig};
 pub use kill::{Kill, KillScope, KillSet};
@@ -366,6 +368,11 @@ impl Monitor {
         state.baseline.outcome(true);
         state.risk.add(RiskEvent::Denied, now_ms, hl);
         self.contain_cause(state.risk.score(now_ms, hl), "last: refused before assessment (malformed, out of scope or unavailable tool)")
+    }
+
+    /// What the monitor knows of an agent now.
+    pub fn summary(&self, agent: &str, now_ms: i64) -> Option<AgentSummary> {
+        self.agents.lock().expect("monitor lock").get(agent).map(|(s, _)| s.summary(&self.cfg, now_ms))
     }
 
     /// Current risk (0-100) of an agent.

@@ -110,7 +110,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     gateway.spawn_background();
 
     let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs });
-    let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth));
+    let admin = Arc::new(crate::admin::Admin {
+        gw: gateway.clone(),
+        trust_domain: cfg.trust_domain.clone(),
+        promotion: cfg.promotion.clone(),
+        audit_key: issuer.public_key(),
+    });
+    let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running { addr, public_url, gateway, issuer, task })
 }

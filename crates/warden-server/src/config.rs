@@ -35,6 +35,9 @@ pub struct ServerConfig {
     /// Human approval of held calls.
     #[serde(default)]
     pub approvals: warden_gateway::ApprovalsConfig,
+    /// When an agent's record recommends a higher autonomy level.
+    #[serde(default)]
+    pub promotion: warden_monitor::PromotionPolicy,
 }
 
 fn d_data_dir() -> PathBuf {

@@ -1,13 +1,16 @@
 //! The control plane's HTTP face: the OAuth 2.1 authorization server (token
 //! endpoint with `private_key_jwt` client authentication and DPoP, RFC 8693
 //! token exchange, RFC 7009 revocation, RFC 8414 and RFC 9728 metadata, JWKS)
-//! next to the gateway's MCP endpoint, plus configuration and start-up.
+//! next to the gateway's MCP endpoint; the admin REST API, `/metrics` and the
+//! dashboard; configuration and start-up.
 
+mod admin;
 mod app;
 mod config;
 mod oauth;
 mod policy_files;
 
+pub use admin::{OPENAPI, promotion_report};
 pub use app::{Running, StartError, ensure_data_dir, load_or_create_key, start, write_private};
 pub use config::{ConfigError, ServerConfig};
 pub use policy_files::{load_policy_dir, load_test_files};

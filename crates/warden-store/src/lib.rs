@@ -8,8 +8,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-use warden_audit::{AuditRecord, Chain, ChainHead};
-use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Tool, ToolRef, ToolStatus};
+use warden_audit::{AuditError, AuditRecord, Chain, ChainHead, VerifyReport};
+use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Role, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
 use warden_monitor::{Kill, KillScope};
 
@@ -97,6 +97,15 @@ CREATE TABLE approvals (
     record TEXT NOT NULL
 );
 CREATE INDEX approvals_lookup ON approvals (agent, tool, args_sha256, status);
+"#,
+    // Operators of the admin API and dashboard; only a digest of each token is kept.
+    r#"
+CREATE TABLE operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('viewer','approver','admin')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -263,6 +272,47 @@ impl Store {
             Self::insert_revocation(tx, RevocationKind::Agent, id.as_str(), now, reason, now).await?;
         }
         Ok(())
+    }
+
+    /// Change an agent's autonomy level.
+    pub async fn set_autonomy(&self, id: &AgentId, autonomy: Autonomy) -> Result<()> {
+        let mut tx = self.write_tx("changing autonomy").await?;
+        let r = sqlx::query("UPDATE agents SET autonomy = ? WHERE id = ?")
+            .bind(i64::from(autonomy))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("changing autonomy"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent {id}")));
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await.map_err(db("changing autonomy"))
+    }
+
+    /// From the stored history of an agent: when it was last contained for
+    /// a critical violation, and how many of its held calls humans approved
+    /// and refused.
+    pub async fn autonomy_record(&self, id: &AgentId) -> Result<(Option<i64>, u64, u64)> {
+        let mut last_critical = None;
+        for r in self.audit_records().await?.into_iter().flatten() {
+            let e = &r.event;
+            if e.kind == Some(warden_core::EventKind::Containment)
+                && e.agent.as_deref() == Some(id.as_str())
+                && e.reason.as_deref().is_some_and(|x| x.contains("critical policy violation"))
+            {
+                last_critical = Some(r.ts_ms);
+            }
+        }
+        let (mut granted, mut refused) = (0, 0);
+        for a in self.list_approvals(false, u32::MAX).await?.into_iter().filter(|a| a.agent == id.as_str()) {
+            match a.status {
+                ApprovalStatus::Approved | ApprovalStatus::Used => granted += 1,
+                ApprovalStatus::Denied => refused += 1,
+                ApprovalStatus::Pending | ApprovalStatus::Expired => {}
+            }
+        }
+        Ok((last_critical, granted, refused))
     }
 
     /// Replace an agent's key; tokens bound to the old key are revoked.
@@ -565,6 +615,51 @@ impl Store {
         sqlx::query_as("SELECT agent, state, updated_ms FROM monitor_state ORDER BY agent").fetch_all(&self.pool).await.map_err(db("reading monitor state"))
     }
 
+    // ---- operators ----
+
+    /// Register an operator by the SHA-256 of their API token.
+    pub async fn add_operator(&self, name: &str, role: Role, token_sha256: &str, now_ms: i64) -> Result<()> {
+        let mut tx = self.write_tx("adding an operator").await?;
+        let r = sqlx::query("INSERT INTO operators (name, role, token_sha256, created_ms) VALUES (?,?,?,?)")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(token_sha256)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("operator {name} exists; remove it first to issue a new token")));
+            }
+            other => other.map_err(db("adding an operator"))?,
+        };
+        tx.commit().await.map_err(db("adding an operator"))
+    }
+
+    pub async fn remove_operator(&self, name: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM operators WHERE name = ?").bind(name).execute(&self.pool).await.map_err(db("removing an operator"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("operator {name}")));
+        }
+        Ok(())
+    }
+
+    /// The operator holding the token with this digest.
+    pub async fn operator_by_token(&self, token_sha256: &str) -> Result<Option<(String, Role)>> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM operators WHERE token_sha256 = ?")
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("authenticating an operator"))?;
+        row.map(|(n, r)| Ok((n, r.parse().map_err(corrupt("operator role"))?))).transpose()
+    }
+
+    pub async fn list_operators(&self) -> Result<Vec<(String, Role, i64)>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, role, created_ms FROM operators ORDER BY name").fetch_all(&self.pool).await.map_err(db("listing operators"))?;
+        rows.into_iter().map(|(n, r, at)| Ok((n, r.parse().map_err(corrupt("operator role"))?, at))).collect()
+    }
+
     // ---- approvals ----
 
     pub async fn insert_approval(&self, a: &Approval) -> Result<()> {
@@ -667,6 +762,40 @@ impl Store {
     }
 
     // ---- audit ----
+
+    /// The whole stored log in order; unreadable rows come back as parse
+    /// errors in their place (verification reports them).
+    pub async fn audit_records(&self) -> Result<Vec<std::result::Result<AuditRecord, AuditError>>> {
+        const PAGE: u32 = 10_000;
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.read_audit(after, PAGE).await?;
+            let n = page.len();
+            for r in page {
+                match r {
+                    Ok(rec) => {
+                        after = rec.seq;
+                        out.push(Ok(rec));
+                    }
+                    Err(message) => {
+                        after += 1;
+                        out.push(Err(AuditError::Parse { line: out.len() as u64 + 1, message }));
+                    }
+                }
+            }
+            if n < PAGE as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Verify the stored log against the gateway key and the stored head.
+    pub async fn verify_audit(&self, key: &warden_identity::PublicKey) -> Result<std::result::Result<VerifyReport, AuditError>> {
+        let records = self.audit_records().await?;
+        let head = self.audit_head().await?;
+        Ok(warden_audit::verify(records, key, ChainHead::default(), Some(&head)))
+    }
 
     /// A writer for the audit log, holding its own connection.
     pub async fn audit_appender(&self, key: Keypair) -> Result<AuditAppender> {
@@ -951,6 +1080,19 @@ mod tests {
         assert!(matches!(s.decide_approval("ap2", "operator:bob", true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
         assert_eq!(s.get_approval("ap2").await.unwrap().status, ApprovalStatus::Expired, "the expiry is recorded");
         assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn operators_by_token_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
+        s.add_operator("alice", Role::Admin, "d1", 1).await.unwrap();
+        assert!(matches!(s.add_operator("alice", Role::Viewer, "d2", 2).await, Err(StoreError::Conflict(_))));
+        assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(("alice".to_string(), Role::Admin)));
+        assert_eq!(s.operator_by_token("d2").await.unwrap(), None);
+        s.remove_operator("alice").await.unwrap();
+        assert_eq!(s.operator_by_token("d1").await.unwrap(), None);
+        assert!(matches!(s.remove_operator("alice").await, Err(StoreError::NotFound(_))));
     }
 
     #[tokio::test]

@@ -116,12 +116,40 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             Ok(())
         }
         AgentCmd::Show { agent } => {
-            print_agent(&store.get_agent(&agent_id(cfg, agent)?).await?);
+            let a = store.get_agent(&agent_id(cfg, agent)?).await?;
+            print_agent(&a);
+            // The monitor's calls and risk as the gateway last saved them.
+            let now = chrono::Utc::now().timestamp_millis();
+            let state = store.monitor_states().await?.into_iter().find(|(id, _, _)| id == a.id.as_str());
+            let summary = state.and_then(|(_, json, _)| serde_json::from_str::<warden_monitor::AgentState>(&json).ok()).map(|s| s.summary(&cfg.monitor, now));
+            let (calls, risk) = summary.map(|s| (s.calls, s.risk)).unwrap_or_default();
+            let key = warden_server::load_or_create_key(&cfg.key_path())?.public();
+            let p = warden_server::promotion_report(&store, &a, calls, risk, &key, &cfg.promotion).await?;
+            match p.next {
+                Some(next) => println!("promotion to autonomy {next}: {}", if p.eligible { "recommended (an operator decides)" } else { "not yet" }),
+                None => println!("autonomy 3 is the highest level"),
+            }
+            for c in &p.criteria {
+                println!("  [{}] {}", if c.met { "x" } else { " " }, c.detail);
+            }
             Ok(())
         }
         AgentCmd::Suspend { agent, reason } => set_status(cfg, &store, agent, AgentStatus::Suspended, reason).await,
         AgentCmd::Resume { agent } => set_status(cfg, &store, agent, AgentStatus::Active, "resumed by an operator").await,
         AgentCmd::Revoke { agent, reason } => set_status(cfg, &store, agent, AgentStatus::Revoked, reason).await,
+        AgentCmd::Autonomy { agent, level, reason } => {
+            let id = agent_id(cfg, agent)?;
+            let level = Autonomy::try_from(*level)?;
+            if reason.trim().is_empty() {
+                bail!("--reason must say why (it is recorded in the audit log)");
+            }
+            let before = store.get_agent(&id).await?.autonomy.level();
+            store.set_autonomy(&id, level).await?;
+            let what = format!("autonomy {before} -> {}: {reason}", level.level());
+            audit_admin(&store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:autonomy", &what)).await?;
+            println!("{id}: {what}");
+            Ok(())
+        }
         AgentCmd::RotateKey { agent, key } => {
             let id = agent_id(cfg, agent)?;
             store.get_agent(&id).await?;

@@ -8,38 +8,14 @@ use warden_audit::{AuditError, AuditRecord, ChainHead, VerifyReport, parse_jsonl
 use warden_identity::{Keypair, PublicKey};
 use warden_store::Store;
 
-const PAGE: u32 = 10_000;
-
 /// Every record in order (rows that do not parse become errors).
 pub async fn all_records(store: &Store) -> Result<Vec<Result<AuditRecord, AuditError>>> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_audit(after, PAGE).await?;
-        let n = page.len();
-        for (i, r) in page.into_iter().enumerate() {
-            match r {
-                Ok(rec) => {
-                    after = rec.seq;
-                    out.push(Ok(rec));
-                }
-                Err(message) => {
-                    after += 1;
-                    out.push(Err(AuditError::Parse { line: (out.len() + i) as u64 + 1, message }));
-                }
-            }
-        }
-        if n < PAGE as usize {
-            return Ok(out);
-        }
-    }
+    Ok(store.audit_records().await?)
 }
 
 /// Verify the stored log against the gateway key and the stored head.
 pub async fn verify_store(store: &Store, key: &PublicKey) -> Result<Result<VerifyReport, AuditError>> {
-    let records = all_records(store).await?;
-    let head = store.audit_head().await?;
-    Ok(verify(records, key, ChainHead::default(), Some(&head)))
+    Ok(store.verify_audit(key).await?)
 }
 
 fn gateway_public_key(cli: &Cli) -> Result<PublicKey> {

@@ -49,6 +49,9 @@ pub enum Command {
     /// everything; list and lift them.
     #[command(subcommand)]
     Kill(KillCmd),
+    /// Operators of the admin API and dashboard, with their roles.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
     /// Calls held for human approval: list, inspect, approve or deny.
     #[command(subcommand)]
     Approvals(ApprovalsCmd),
@@ -87,6 +90,13 @@ pub enum AgentCmd {
     Revoke {
         agent: String,
         #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+    },
+    /// Set the autonomy level (0-3), e.g. a promotion `agent show` recommends.
+    Autonomy {
+        agent: String,
+        level: i64,
+        #[arg(long)]
         reason: String,
     },
     /// Replace the agent's key; tokens bound to the old key stop working.
@@ -210,6 +220,24 @@ pub enum KillCmd {
         id: i64,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCmd {
+    /// Add an operator and print their API token (shown once; only its
+    /// SHA-256 is stored).
+    Add {
+        name: String,
+        /// viewer (read), approver (also decide approvals), admin (also
+        /// suspend agents and engage kill switches).
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    /// Remove an operator; their token stops working at once.
+    Remove {
+        name: String,
     },
 }
 

@@ -84,6 +84,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
         Command::Inspect(cmd) => inspect_cmd::run(cmd),
+        Command::Operator(cmd) => approvals_cmd::operator(&load_config(&cli)?, cmd).await,
         Command::Approvals(cmd) => approvals_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Kill(cmd) => kill_cmd::kill(&load_config(&cli)?, cmd).await,
         Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,

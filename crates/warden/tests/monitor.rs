@@ -258,3 +258,34 @@ async fn baselines_survive_a_restart_and_new_agents_start_learning() {
     assert!(n.call_tool("onboarding__customer_lookup", lookup(0)).await.unwrap().result().is_some());
     wait_saved(&h, "newcomer", (1, true)).await;
 }
+
+#[tokio::test]
+async fn a_critical_violation_contains_and_demotes_and_promotion_is_an_operators_call() {
+    let h = start();
+    let (id, key) = h.register("mailer", "onboarding/email_send", 2, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let out = h.cli(&["agent", "show", "mailer"]);
+    assert!(out.contains("promotion to autonomy 3: not yet") && out.contains("since registration, none so far"), "{out}");
+
+    // A credential on its way out through an exfiltration-capable tool.
+    let leak = json!({ "to": "ops@example.com", "subject": "keys", "body": "token ghp_R7xK2mQ9vL4pT8wZ3nB6yC1dF5gH0jS2aE4u" });
+    let r = c.call_tool("onboarding__email_send", leak).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32001), "{}", r.body);
+    assert!(r.body["error"]["data"]["policies"].to_string().contains("credential-exfiltration"), "{}", r.body);
+    let r = c.call_tool("onboarding__email_send", internal_mail()).await.unwrap();
+    assert!(r.status == 401 || r.status == 403, "contained at once: {}", r.body);
+    let events = audit(&h, "containment");
+    assert!(events.iter().any(|e| e["event"]["reason"].as_str().unwrap_or("").contains("critical policy violation (credential-exfiltration)")), "{events:?}");
+    let changed = audit(&h, "agent_changed");
+    let demote = changed.iter().find(|e| e["event"]["action"] == "agent:demote").expect("demotion audited");
+    assert!(demote["event"]["reason"].as_str().unwrap().contains("from 2 to 1"), "{demote}");
+
+    let out = h.cli(&["agent", "show", "mailer"]);
+    assert!(out.contains("autonomy") && out.contains("0 days since the last critical violation"), "{out}");
+    assert!(h.cli(&["agent", "list"]).contains("mailer"));
+    // Promotion is an operator's decision, audited.
+    let out = h.cli_output(&["agent", "autonomy", "mailer", "4", "--reason", "x"]);
+    assert!(!out.status.success(), "levels are 0-3");
+    h.cli(&["agent", "autonomy", "mailer", "2", "--reason", "reviewed the incident: test fixture key"]);
+    assert!(audit(&h, "agent_changed").iter().any(|e| e["event"]["action"] == "agent:autonomy"));
+}

@@ -1,0 +1,401 @@
+//! The operators' face: the admin REST API (`/admin/v1`, described by the
+//! checked-in OpenAPI document), Prometheus `/metrics` and the dashboard
+//! (`/dashboard`, static, served from the binary; it uses the same API).
+//! Operators authenticate with a bearer token (`warden operator add`); their
+//! role decides what they may do, and every change they make is audited.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Role};
+use warden_gateway::Gateway;
+use warden_gateway::metrics::Gauges;
+use warden_identity::PublicKey;
+use warden_monitor::{History, Kill, KillScope, Promotion, PromotionPolicy};
+use warden_store::Store;
+use warden_store::StoreError;
+
+pub const OPENAPI: &str = include_str!("../openapi.json");
+const DASHBOARD: &str = include_str!("../dashboard/index.html");
+
+pub struct Admin {
+    pub gw: Arc<Gateway>,
+    pub trust_domain: String,
+    pub promotion: PromotionPolicy,
+    /// The gateway's public key, to verify the audit log.
+    pub audit_key: PublicKey,
+}
+
+pub fn router(state: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/dashboard", get(|| async { Html(DASHBOARD) }))
+        .route("/admin/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/admin/v1/whoami", get(whoami))
+        .route("/admin/v1/agents", get(agents))
+        .route("/admin/v1/agents/{name}", get(agent))
+        .route("/admin/v1/agents/{name}/suspend", post(suspend))
+        .route("/admin/v1/agents/{name}/resume", post(resume))
+        .route("/admin/v1/approvals", get(approvals))
+        .route("/admin/v1/approvals/{id}/approve", post(approve))
+        .route("/admin/v1/approvals/{id}/deny", post(deny))
+        .route("/admin/v1/kills", get(kills).post(engage))
+        .route("/admin/v1/kills/{id}/lift", post(lift))
+        .route("/admin/v1/decisions", get(decisions))
+        .route("/admin/v1/audit/verify", get(verify))
+        .with_state(state)
+}
+
+/// An API error: its status and a message saying what to do.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+struct Operator {
+    name: String,
+    role: Role,
+}
+
+impl Admin {
+    /// The operator behind the request's bearer token, if their role is at least `need`.
+    async fn operator(&self, headers: &HeaderMap, need: Role) -> Result<Operator, ApiError> {
+        let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <operator token> (create one with `warden operator add`)"))?;
+        let token = auth
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("expected Authorization: Bearer <operator token>"))?;
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        let (name, role) = self.gw.store.operator_by_token(&digest).await?.ok_or_else(|| unauthorized("unknown operator token"))?;
+        if role < need {
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("operator {name} is a {role}; this needs the {need} role")));
+        }
+        Ok(Operator { name, role })
+    }
+
+    async fn audit(&self, op: &Operator, kind: EventKind, action: &str, mut ev: AuditEvent) -> Result<(), ApiError> {
+        ev.kind = Some(kind);
+        ev.subject = Some(format!("operator:{} (admin api)", op.name));
+        ev.action = Some(action.to_string());
+        if ev.decision.is_empty() {
+            ev.decision = "allow".into();
+        }
+        self.gw.audit.record(ev).await.map(|_| ()).map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    }
+
+    fn agent_id(&self, name: &str) -> Result<AgentId, ApiError> {
+        if name.starts_with("spiffe://") {
+            name.parse().map_err(|e: warden_core::CoreError| bad(e.to_string()))
+        } else {
+            AgentId::new(&self.trust_domain, name).map_err(|e| bad(e.to_string()))
+        }
+    }
+}
+
+/// Request bodies: JSON objects; a missing body is an empty object.
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(text).map_err(|e| bad(format!("request body is not the expected JSON object: {e}")))
+}
+
+fn ok(v: Value) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+fn required_reason(r: &Reason) -> Result<&str, ApiError> {
+    let t = r.reason.trim();
+    if t.is_empty() {
+        return Err(bad("a non-empty \"reason\" is required (it is recorded in the audit log)"));
+    }
+    Ok(t)
+}
+
+async fn metrics(State(s): State<Arc<Admin>>) -> Response {
+    let snap = s.gw.snapshot();
+    let pending = s.gw.store.list_approvals(true, 10_000).await.map(|v| v.len() as u64).unwrap_or(0);
+    let g = Gauges {
+        approvals_pending: pending,
+        kill_switches_engaged: s.gw.kills().iter().count() as u64,
+        agents_active: snap.agents.values().filter(|a| a.status == AgentStatus::Active).count() as u64,
+        agents_suspended: snap.agents.values().filter(|a| a.status == AgentStatus::Suspended).count() as u64,
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.gw.metrics.render(&g)).into_response()
+}
+
+async fn whoami(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+    let op = s.operator(&h, Role::Viewer).await?;
+    ok(json!({ "name": op.name, "role": op.role }))
+}
+
+async fn agents(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let now = now_ms();
+    let list: Vec<Value> =
+        s.gw.store
+            .list_agents()
+            .await?
+            .into_iter()
+            .map(|a| {
+                json!({
+                    "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
+                    "autonomy": a.autonomy.level(), "status": a.status.as_str(),
+                    "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "parent": a.parent.map(|p| p.to_string()),
+                    "risk": s.gw.monitor.risk(a.id.as_str(), now),
+                })
+            })
+            .collect();
+    ok(json!({ "agents": list }))
+}
+
+/// An agent's autonomy promotion criteria from its stored history, the
+/// monitor's calls and risk, and the audit log's verification.
+pub async fn promotion_report(
+    store: &Store,
+    agent: &warden_core::Agent,
+    calls: u64,
+    risk: u8,
+    audit_key: &PublicKey,
+    policy: &PromotionPolicy,
+) -> Result<Promotion, StoreError> {
+    let (last_critical_ms, approvals_granted, approvals_refused) = store.autonomy_record(&agent.id).await?;
+    let h = History {
+        autonomy: agent.autonomy.level(),
+        registered_ms: agent.created_at.saturating_mul(1000),
+        now_ms: now_ms(),
+        calls,
+        last_critical_ms,
+        approvals_granted,
+        approvals_refused,
+        risk,
+        audit_verified: store.verify_audit(audit_key).await?.is_ok(),
+    };
+    Ok(warden_monitor::promotion(&h, policy))
+}
+
+/// One agent with what the monitor learned and its promotion criteria.
+async fn agent(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let id = s.agent_id(&name)?;
+    let a = s.gw.store.get_agent(&id).await?;
+    let summary = s.gw.monitor.summary(id.as_str(), now_ms());
+    let (calls, risk) = summary.as_ref().map(|m| (m.calls, m.risk)).unwrap_or_default();
+    let promotion = promotion_report(&s.gw.store, &a, calls, risk, &s.audit_key, &s.promotion).await?;
+    ok(json!({
+        "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
+        "autonomy": a.autonomy.level(), "status": a.status.as_str(),
+        "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "parent": a.parent.map(|p| p.to_string()),
+        "risk": risk, "monitor": summary, "promotion": promotion,
+    }))
+}
+
+async fn set_status(s: &Admin, h: &HeaderMap, name: &str, bytes: &Bytes, status: AgentStatus) -> ApiResult {
+    let op = s.operator(h, Role::Admin).await?;
+    let r: Reason = body(bytes)?;
+    let id = s.agent_id(name)?;
+    let reason = if status == AgentStatus::Active { r.reason.trim() } else { required_reason(&r)? };
+    s.gw.store.set_agent_status(&id, status, reason, now_ms() / 1000).await?;
+    let _ = s.gw.refresh().await;
+    let ev = AuditEvent { agent: Some(id.to_string()), reason: Some(reason.to_string()), ..Default::default() };
+    s.audit(&op, EventKind::AgentChanged, &format!("agent:{}", status.as_str()), ev).await?;
+    ok(json!({ "id": id.to_string(), "status": status.as_str() }))
+}
+
+async fn suspend(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
+    set_status(&s, &h, &name, &bytes, AgentStatus::Suspended).await
+}
+
+async fn resume(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
+    set_status(&s, &h, &name, &bytes, AgentStatus::Active).await
+}
+
+async fn approvals(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let all = match q.get("status").map(String::as_str) {
+        None | Some("pending") => false,
+        Some("all") => true,
+        Some(other) => return Err(bad(format!("status must be pending or all, not {other:?}"))),
+    };
+    ok(json!({ "approvals": s.gw.store.list_approvals(!all, 500).await? }))
+}
+
+async fn decide(s: &Admin, h: &HeaderMap, id: &str, bytes: &Bytes, approve: bool) -> ApiResult {
+    let op = s.operator(h, Role::Approver).await?;
+    let r: Reason = body(bytes)?;
+    let reason = if approve { r.reason.trim() } else { required_reason(&r)? };
+    let a = s.gw.store.decide_approval(id, &format!("operator:{}", op.name), approve, reason, now_ms()).await?;
+    let ev = AuditEvent {
+        agent: Some(a.agent.clone()),
+        tool: Some(a.tool.to_string()),
+        args_sha256: Some(a.args_sha256.clone()),
+        policies: a.policies.clone(),
+        decision: if approve { "allow" } else { "deny" }.into(),
+        reason: Some(format!("approval {id} {}: {reason}", a.status)),
+        ..Default::default()
+    };
+    s.audit(&op, EventKind::ApprovalDecided, if approve { "approval:approve" } else { "approval:deny" }, ev).await?;
+    ok(serde_json::to_value(&a).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+}
+
+async fn approve(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+    decide(&s, &h, &id, &bytes, true).await
+}
+
+async fn deny(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+    decide(&s, &h, &id, &bytes, false).await
+}
+
+async fn kills(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let list: Vec<Value> = s.gw.kills().iter().map(|k| serde_json::to_value(k).unwrap_or_default()).collect();
+    ok(json!({ "kills": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Engage {
+    scope: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Engage a kill switch in this process: in force before the answer.
+async fn engage(State(s): State<Arc<Admin>>, h: HeaderMap, bytes: Bytes) -> ApiResult {
+    let op = s.operator(&h, Role::Admin).await?;
+    let e: Engage = body(&bytes)?;
+    let reason = required_reason(&Reason { reason: e.reason.clone() })?.to_string();
+    let scope: KillScope = e.scope.parse().map_err(|x: warden_monitor::MonitorError| bad(x.to_string()))?;
+    let target = match scope {
+        KillScope::Global => String::new(),
+        KillScope::Agent => {
+            let id = s.agent_id(&e.target)?;
+            s.gw.store.get_agent(&id).await?;
+            id.to_string()
+        }
+        KillScope::Tool => {
+            let t: warden_core::ToolRef = e.target.parse().map_err(|x: warden_core::CoreError| bad(x.to_string()))?;
+            if t.is_wildcard() {
+                return Err(bad("name one tool (SERVER/TOOL), or use scope server"));
+            }
+            t.to_string()
+        }
+        KillScope::Server => {
+            warden_core::validate_name(&e.target).map_err(|x| bad(x.to_string()))?;
+            e.target.clone()
+        }
+        KillScope::Owner if e.target.trim().is_empty() => return Err(bad("target: the owner to stop")),
+        KillScope::Owner => e.target.clone(),
+    };
+    let kill = Kill { id: 0, scope, target, reason, by: format!("operator:{}", op.name), at_ms: now_ms() };
+    let k = s.gw.contain(kill).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(&k).unwrap_or_default())).into_response())
+}
+
+async fn lift(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+    let op = s.operator(&h, Role::Admin).await?;
+    let r: Reason = body(&bytes)?;
+    let reason = required_reason(&r)?;
+    let id: i64 = id.parse().map_err(|_| bad(format!("kill switch id {id:?} is not a number")))?;
+    let k = s.gw.store.lift_kill(id, &format!("operator:{}", op.name), now_ms()).await?;
+    let _ = s.gw.refresh().await;
+    let ev = AuditEvent {
+        agent: (k.scope == KillScope::Agent).then(|| k.target.clone()),
+        policies: vec![format!("kill#{}", k.id)],
+        reason: Some(reason.to_string()),
+        ..Default::default()
+    };
+    s.audit(&op, EventKind::ContainmentLifted, &format!("kill:lift:{}", k.scope), ev).await?;
+    ok(serde_json::to_value(&k).unwrap_or_default())
+}
+
+/// Recent decisions (the live feed): records after `after`, or the newest `limit`.
+async fn decisions(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let num = |k: &str, d: u64| {
+        q.get(k).map(|v| v.parse::<u64>().map_err(|_| bad(format!("{k} must be a non-negative integer")))).transpose().map(|v| v.unwrap_or(d))
+    };
+    let limit = num("limit", 100)?.clamp(1, 1000);
+    let head = s.gw.store.audit_head().await?.seq;
+    let after = match q.get("after") {
+        Some(_) => num("after", 0)?,
+        None => head.saturating_sub(limit),
+    };
+    let records: Vec<Value> =
+        s.gw.store
+            .read_audit(after, limit as u32)
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|r| json!({ "seq": r.seq, "ts_ms": r.ts_ms, "event": r.event }))
+            .collect();
+    // Per-minute counts by outcome and the latest risk seen per agent, for charts.
+    let mut per_minute: BTreeMap<i64, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in &records {
+        if r["event"]["kind"] == "tool_call" {
+            let minute = r["ts_ms"].as_i64().unwrap_or(0) / 60_000 * 60_000;
+            *per_minute.entry(minute).or_default().entry(r["event"]["decision"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        }
+    }
+    ok(json!({ "head": head, "records": records, "per_minute": per_minute }))
+}
+
+async fn verify(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    let v = match s.gw.store.verify_audit(&s.audit_key).await? {
+        Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash } }),
+        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    };
+    ok(v)
+}
