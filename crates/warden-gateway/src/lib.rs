@@ -14,6 +14,7 @@ pub mod metrics;
 mod pins;
 mod state;
 pub mod upstream;
+pub mod webhook;
 
 pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use authn::{AuthFailure, Authenticated};

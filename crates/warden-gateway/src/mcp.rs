@@ -653,6 +653,7 @@ impl Step<'_> {
         req.reason = Some(format!("approval {} requested ({} approver(s)): {reason}", held.id, held.required));
         gw.audit.record(req).await.map_err(|e| (codes::INTERNAL, e.to_string()))?;
         gw.metrics.observe_approval_request();
+        gw.notify_approval(&held);
         let id = held.id;
         let hold_until = Instant::now() + std::time::Duration::from_secs(cfg.hold_secs);
         loop {

@@ -68,11 +68,17 @@ pub struct ApprovalsConfig {
     pub hold_secs: u64,
     /// Seconds an approval request can be decided (and an approval used).
     pub expire_secs: u64,
+    /// Where to POST each new approval request (JSON: the approval and the
+    /// URLs to approve or deny it through the admin API).
+    pub webhook_url: Option<String>,
+    /// Environment variable holding a secret: when set, each webhook carries
+    /// `X-Warden-Signature: sha256=HEX` (HMAC-SHA256 of the body).
+    pub webhook_secret_env: Option<String>,
 }
 
 impl Default for ApprovalsConfig {
     fn default() -> Self {
-        Self { hold_secs: 55, expire_secs: 900 }
+        Self { hold_secs: 55, expire_secs: 900, webhook_url: None, webhook_secret_env: None }
     }
 }
 
@@ -108,6 +114,7 @@ pub struct Gateway {
     pub monitor: Monitor,
     pub(crate) containment: Containment,
     pub metrics: crate::metrics::Metrics,
+    pub(crate) webhook_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -150,6 +157,7 @@ impl Gateway {
             monitor,
             containment: Containment::default(),
             metrics: crate::metrics::Metrics::default(),
+            webhook_http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client with default TLS settings"),
         });
         gw.init_kills().await;
         Ok(gw)

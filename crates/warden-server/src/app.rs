@@ -78,6 +78,12 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
 /// Start the server: bind, observe upstream tool definitions once, then serve.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
+    // Secrets come from the environment of the server process only.
+    if let Some(v) = &cfg.approvals.webhook_secret_env
+        && std::env::var(v).map(|s| s.is_empty()).unwrap_or(true)
+    {
+        return Err(StartError::Config(format!("approvals.webhook_secret_env names {v}, which is not set in the environment")));
+    }
     ensure_data_dir(&cfg.data_dir)?;
     let key = load_or_create_key(&cfg.key_path())?;
     // Redaction tokens and hashes are keyed by a value derived from the

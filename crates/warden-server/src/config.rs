@@ -101,6 +101,12 @@ impl ServerConfig {
         if self.approvals.expire_secs == 0 {
             return Err("approvals.expire_secs must be at least 1".into());
         }
+        if let Some(u) = &self.approvals.webhook_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err("approvals.webhook_url must be an http(s) URL".into());
+        }
+
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
             warden_core::validate_name(&u.name).map_err(|e| format!("upstream name: {e}"))?;

@@ -40,6 +40,8 @@ args = ["demo-server"]
 [approvals]
 hold_secs = 55              # the agent's request waits this long; then "pending, repeat once approved"
 expire_secs = 900           # no decision by then = deny
+# webhook_url = "https://chatops.example.com/warden"        # POST each request (approve/deny links inside)
+# webhook_secret_env = "WARDEN_APPROVAL_WEBHOOK_SECRET"     # HMAC-SHA256 signature header from this env var
 
 # Monitoring: per-agent baselines, risk score (0-100), session taint,
 # automatic containment, rate limits and impact caps.
