@@ -13,6 +13,7 @@ mod mcp;
 pub mod metrics;
 mod pins;
 mod state;
+pub mod telemetry;
 pub mod upstream;
 pub mod webhook;
 

@@ -78,6 +78,8 @@ struct Call<'a> {
     corr: String,
     start: Instant,
     now: i64,
+    /// The agent's trace context (W3C `traceparent`), for the span.
+    trace: Option<([u8; 16], [u8; 8])>,
 }
 
 impl Call<'_> {
@@ -96,12 +98,43 @@ impl Call<'_> {
         ev
     }
 
+    /// Export the call's span when tracing is configured (no argument
+    /// values, like the audit record).
+    fn span(&self, ev: &AuditEvent, latency_us: u64) {
+        let Some(t) = &self.gw.traces else { return };
+        let (random_trace, span_id) = crate::telemetry::random_ids();
+        let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let opt = |k: &'static str, v: &Option<String>| v.as_ref().map(|v| (k, v.clone()));
+        let mut attributes: Vec<(&'static str, String)> =
+            [opt("warden.agent", &ev.agent), opt("warden.tool", &ev.tool), opt("warden.task", &ev.task), opt("warden.reason", &ev.reason)]
+                .into_iter()
+                .flatten()
+                .collect();
+        attributes.push(("warden.decision", ev.decision.clone()));
+        attributes.push(("warden.correlation_id", self.corr.clone()));
+        attributes.push(("warden.policies", ev.policies.join(",")));
+        if let Some(r) = ev.risk {
+            attributes.push(("warden.risk", r.to_string()));
+        }
+        t.record(crate::telemetry::Span {
+            trace_id: self.trace.map(|(t, _)| t).unwrap_or(random_trace),
+            span_id,
+            parent_span_id: self.trace.map(|(_, p)| p),
+            name: "tools/call".into(),
+            start_unix_nanos: end.saturating_sub(latency_us * 1000),
+            end_unix_nanos: end,
+            error: ev.decision != "allow",
+            attributes,
+        });
+    }
+
     /// Audit, then answer; if the audit write fails, the answer is an error.
     async fn finish(&self, mut ev: AuditEvent, status: StatusCode, body: Value, id: &Value) -> Response {
         let latency_us = self.start.elapsed().as_micros() as u64;
         ev.latency_us = Some(latency_us);
         if ev.kind == Some(EventKind::ToolCall) {
             self.gw.metrics.observe_call(&ev.decision, latency_us);
+            self.span(&ev, latency_us);
         }
         match self.gw.audit.record(ev).await {
             Ok(_) => respond(status, body, &self.corr),
@@ -111,7 +144,8 @@ impl Call<'_> {
 }
 
 async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs() };
+    let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
+    let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
     let null = Value::Null;
     let auth = match gw.authenticate(&headers, "POST", call.now) {
         Ok(a) => a,

@@ -56,6 +56,7 @@ pub struct GatewayConfig {
     pub pin_check_interval: Duration,
     pub monitor: MonitorConfig,
     pub approvals: ApprovalsConfig,
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[approvals]`: how long a call needing approval is held, and how long an
@@ -115,6 +116,8 @@ pub struct Gateway {
     pub(crate) containment: Containment,
     pub metrics: crate::metrics::Metrics,
     pub(crate) webhook_http: reqwest::Client,
+    /// OTLP trace export, when configured.
+    pub traces: Option<crate::telemetry::Exporter>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -140,6 +143,8 @@ impl Gateway {
                 tracing::warn!("{e}");
             }
         }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client with default TLS settings");
+        let traces = config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(&config.telemetry, url, http.clone()));
         let gw = Arc::new(Self {
             config,
             store,
@@ -157,7 +162,8 @@ impl Gateway {
             monitor,
             containment: Containment::default(),
             metrics: crate::metrics::Metrics::default(),
-            webhook_http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client with default TLS settings"),
+            webhook_http: http,
+            traces,
         });
         gw.init_kills().await;
         Ok(gw)

@@ -109,6 +109,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
         monitor: cfg.monitor.clone(),
         approvals: cfg.approvals.clone(),
+        telemetry: cfg.telemetry.clone(),
     };
     let verifier = issuer.verifier(&public_url, &gw_cfg.resource);
     let gateway = Gateway::new(gw_cfg, store, audit, policy, verifier, upstreams, redaction_key).await?;

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// When an agent's record recommends a higher autonomy level.
     #[serde(default)]
     pub promotion: warden_monitor::PromotionPolicy,
+    /// Optional OpenTelemetry trace export.
+    #[serde(default)]
+    pub telemetry: warden_gateway::telemetry::TelemetryConfig,
 }
 
 fn d_data_dir() -> PathBuf {
@@ -101,10 +104,12 @@ impl ServerConfig {
         if self.approvals.expire_secs == 0 {
             return Err("approvals.expire_secs must be at least 1".into());
         }
-        if let Some(u) = &self.approvals.webhook_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err("approvals.webhook_url must be an http(s) URL".into());
+        for (what, u) in [("approvals.webhook_url", &self.approvals.webhook_url), ("telemetry.otlp_traces_url", &self.telemetry.otlp_traces_url)] {
+            if let Some(u) = u
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(format!("{what} must be an http(s) URL"));
+            }
         }
 
         let mut names = std::collections::HashSet::new();

@@ -43,6 +43,10 @@ expire_secs = 900           # no decision by then = deny
 # webhook_url = "https://chatops.example.com/warden"        # POST each request (approve/deny links inside)
 # webhook_secret_env = "WARDEN_APPROVAL_WEBHOOK_SECRET"     # HMAC-SHA256 signature header from this env var
 
+# Optional OpenTelemetry traces (OTLP/HTTP JSON), one span per tools/call.
+# [telemetry]
+# otlp_traces_url = "http://otel-collector:4318/v1/traces"
+
 # Monitoring: per-agent baselines, risk score (0-100), session taint,
 # automatic containment, rate limits and impact caps.
 [monitor]

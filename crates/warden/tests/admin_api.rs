@@ -212,3 +212,61 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
         assert!(responses.get(status.to_string()).is_some(), "{m} {p} answered {status}, which the document does not list");
     }
 }
+
+#[tokio::test]
+async fn tool_calls_are_exported_as_otlp_spans_in_the_agents_trace() {
+    use axum::routing::post;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let _ = tx.send((ct, serde_json::from_str(&body).unwrap_or(Value::Null)));
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let h = Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"http://127.0.0.1:{port}/v1/traces\"\nservice_name = \"warden-test\"\n"), &[]);
+    h.approve_demo_tools();
+    let (id, key) = h.register("traced", "onboarding/customer_lookup", 1, None);
+    let c = h.ready_client(&id, &key, None).await;
+
+    // The agent's own trace context rides on the request.
+    let body = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1001" } } });
+    let r = reqwest::Client::new()
+        .post(c.mcp_url())
+        .header("authorization", format!("DPoP {}", c.token.as_deref().unwrap()))
+        .header("dpop", c.proof("POST"))
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (ct, batch) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("spans exported").unwrap();
+    assert_eq!(ct, "application/json");
+    let rs = &batch["resourceSpans"][0];
+    assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "warden-test");
+    let span = &rs["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["name"], "tools/call");
+    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736", "a child of the agent's trace");
+    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7");
+    let attrs: std::collections::BTreeMap<String, String> = span["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap().to_string(), a["value"]["stringValue"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(attrs["warden.decision"], "allow");
+    assert_eq!(attrs["warden.tool"], "onboarding/customer_lookup");
+    assert_eq!(attrs["warden.agent"], id);
+    assert!(!attrs.values().any(|v| v.contains("c-1001")), "argument values are not exported");
+    let (start, end): (u64, u64) = (span["startTimeUnixNano"].as_str().unwrap().parse().unwrap(), span["endTimeUnixNano"].as_str().unwrap().parse().unwrap());
+    assert!(start < end);
+}
