@@ -215,23 +215,8 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
 
 #[tokio::test]
 async fn tool_calls_are_exported_as_otlp_spans_in_the_agents_trace() {
-    use axum::routing::post;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |headers: axum::http::HeaderMap, body: String| {
-            let tx = tx.clone();
-            async move {
-                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let _ = tx.send((ct, serde_json::from_str(&body).unwrap_or(Value::Null)));
-                "{}"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let h = Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"http://127.0.0.1:{port}/v1/traces\"\nservice_name = \"warden-test\"\n"), &[]);
+    let (url, mut rx) = common::capture_posts("/v1/traces").await;
+    let h = Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"{url}\"\nservice_name = \"warden-test\"\n"), &[]);
     h.approve_demo_tools();
     let (id, key) = h.register("traced", "onboarding/customer_lookup", 1, None);
     let c = h.ready_client(&id, &key, None).await;
@@ -249,8 +234,9 @@ async fn tool_calls_are_exported_as_otlp_spans_in_the_agents_trace() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (ct, batch) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("spans exported").unwrap();
-    assert_eq!(ct, "application/json");
+    let (headers, batch) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.expect("spans exported").unwrap();
+    assert_eq!(headers["content-type"], "application/json");
+    let batch: Value = serde_json::from_str(&batch).unwrap();
     let rs = &batch["resourceSpans"][0];
     assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "warden-test");
     let span = &rs["scopeSpans"][0]["spans"][0];

@@ -135,25 +135,8 @@ async fn no_decision_before_expiry_denies_the_held_call() {
 
 #[tokio::test]
 async fn a_webhook_announces_each_request_signed_and_its_link_decides_it() {
-    use axum::routing::post;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |headers: axum::http::HeaderMap, body: String| {
-            let tx = tx.clone();
-            async move {
-                let sig = headers.get("x-warden-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let _ = tx.send((sig, body));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let cfg = format!(
-        "[approvals]\nhold_secs = 20\nexpire_secs = 60\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nwebhook_secret_env = \"WARDEN_TEST_HOOK_SECRET\"\n"
-    );
+    let (url, mut rx) = common::capture_posts("/hook").await;
+    let cfg = format!("[approvals]\nhold_secs = 20\nexpire_secs = 60\nwebhook_url = \"{url}\"\nwebhook_secret_env = \"WARDEN_TEST_HOOK_SECRET\"\n");
     let h = Harness::start_with("", &cfg, &[("WARDEN_TEST_HOOK_SECRET", "s3cret-for-tests")]);
     h.approve_demo_tools();
     let (id, key) = h.register("payer", "onboarding/payment_transfer", 3, None);
@@ -161,7 +144,8 @@ async fn a_webhook_announces_each_request_signed_and_its_link_decides_it() {
     let approver = h.cli(&["operator", "add", "pat", "--role", "approver"]).trim().to_string();
 
     let call = tokio::spawn(async move { c.call_tool("onboarding__payment_transfer", pay(2500)).await.unwrap() });
-    let (sig, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("webhook delivered").unwrap();
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("webhook delivered").unwrap();
+    let sig = headers.get("x-warden-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     assert_eq!(sig, warden_gateway::webhook::signature(b"s3cret-for-tests", body.as_bytes()), "signed with the configured secret");
     let hook: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(hook["type"], "approval_requested");
