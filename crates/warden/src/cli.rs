@@ -58,6 +58,14 @@ pub enum Command {
     /// What the monitor has learned: baselines, risk, learning status.
     #[command(subcommand)]
     Monitor(MonitorCmd),
+    /// Compliance evidence (JSON and HTML): inventory, policies and their
+    /// tests, decisions, violations, containments, audit verification, mapped
+    /// to NIST SP 800-207 and the OWASP Top 10 for LLM applications.
+    Report {
+        /// Directory for report.json and report.html.
+        #[arg(long, default_value = "warden-report")]
+        out: PathBuf,
+    },
     /// Run the end-to-end demo on a fresh SQLite data directory.
     Demo {
         /// Directory for the demo's data (default: a new temporary directory).

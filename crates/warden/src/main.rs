@@ -9,6 +9,7 @@ mod demo_server;
 mod inspect_cmd;
 mod kill_cmd;
 mod policy_cmd;
+mod report_cmd;
 mod tool_cmd;
 
 use anyhow::{Context, Result};
@@ -88,6 +89,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Approvals(cmd) => approvals_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Kill(cmd) => kill_cmd::kill(&load_config(&cli)?, cmd).await,
         Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,
+        Command::Report { out } => report_cmd::run(&load_config(&cli)?, out).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,
         Command::DemoServer => unreachable!("handled before the runtime starts"),
     }

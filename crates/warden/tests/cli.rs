@@ -4,6 +4,7 @@
 mod common;
 
 use common::{BIN, Harness, policies_dir};
+use serde_json::{Value, json};
 use std::process::Command;
 
 fn warden(args: &[&str]) -> std::process::Output {
@@ -147,4 +148,59 @@ fn inspect_commands_scan_text_and_flag_poisoned_tool_definitions() {
     let out = warden(&["inspect", "eval", dir.path().join("missing").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/eval-data"), "points to how to build the data");
+}
+
+#[tokio::test]
+async fn compliance_report_holds_the_evidence_as_json_and_escaped_html() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = {
+        let key_path = h.dir.path().join("r.pem");
+        let id = h
+            .cli(&[
+                "agent",
+                "register",
+                "reporter",
+                "--owner",
+                "carol@example.com",
+                "--purpose",
+                "<script>alert(1)</script> weekly summaries",
+                "--tools",
+                "onboarding/*",
+                "--autonomy",
+                "2",
+                "--generate-key",
+                key_path.to_str().unwrap(),
+            ])
+            .trim()
+            .to_string();
+        (id.clone(), warden_identity::Keypair::from_pkcs8_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap())
+    };
+    let mut c = h.ready_client(&id, &key, None).await;
+    assert!(c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap().result().is_some());
+    let r = c.call_tool("onboarding__email_send", json!({ "to": "x@evil.test", "subject": "s", "body": "b" })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32001));
+    h.cli(&["kill", "tool", "onboarding/file_read", "--reason", "share under review"]);
+
+    let out = h.dir.path().join("evidence");
+    h.cli(&["report", "--out", out.to_str().unwrap()]);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["audit_verification"]["ok"], true, "{}", r["audit_verification"]);
+    assert_eq!(r["agents"][0]["owner"], "carol@example.com");
+    assert_eq!(r["owners"]["carol@example.com"], json!(["reporter"]));
+    assert_eq!(r["decisions"]["tool_calls_by_outcome"], json!({ "allow": 1, "deny": 1 }));
+    assert!(r["violations"].as_array().unwrap().iter().any(|v| v["policy"] == "no-external-email" && v["count"] == 1), "{}", r["violations"]);
+    assert!(
+        r["containments"]["events"].as_array().unwrap().iter().any(|e| e["cause"].as_str().unwrap_or("").contains("share under review")),
+        "{}",
+        r["containments"]
+    );
+    assert!(r["policies"]["tests"]["total"].as_u64().unwrap() >= 30 && r["policies"]["tests"]["failed"] == 0);
+    assert_eq!(r["controls"]["nist_sp_800_207"].as_array().unwrap().len(), 7, "all seven tenets");
+    let t6 = &r["controls"]["nist_sp_800_207"][5]["evidence"];
+    assert!(t6.as_str().unwrap().contains("1 denied") && t6.as_str().unwrap().contains("1 allowed"), "{t6}");
+    assert!(r["controls"]["owasp_llm_top_10_2025"].as_array().unwrap().iter().any(|c| c["id"] == "LLM06:2025"));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("NIST SP 800-207") && html.contains("carol@example.com") && html.contains("Audit log verified"));
+    assert!(!html.contains("<script>alert(1)</script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "agent data is escaped");
 }
