@@ -44,6 +44,22 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// The audit record of `approver`'s decision on it.
+    pub fn decision_event(&self, approver: &str, approve: bool, reason: &str) -> crate::AuditEvent {
+        crate::AuditEvent {
+            kind: Some(crate::EventKind::ApprovalDecided),
+            subject: Some(approver.to_string()),
+            action: Some(if approve { "approval:approve" } else { "approval:deny" }.into()),
+            agent: Some(self.agent.clone()),
+            tool: Some(self.tool.to_string()),
+            args_sha256: Some(self.args_sha256.clone()),
+            policies: self.policies.clone(),
+            decision: if approve { "allow" } else { "deny" }.into(),
+            reason: Some(format!("approval {} {}: {reason}", self.id, self.status)),
+            ..Default::default()
+        }
+    }
+
     /// Record one approver's decision.
     pub fn decide(&mut self, approver: &str, approve: bool, reason: &str, now_ms: i64) -> Result<(), CoreError> {
         let err = |why: String| Err(CoreError::Approval { id: self.id.clone(), why });

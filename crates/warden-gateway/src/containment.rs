@@ -52,6 +52,15 @@ impl Gateway {
         self.containment.in_force.load_full()
     }
 
+    /// The kill switch that stops this caller (its agent, an ancestor, its
+    /// owner, or everyone) or, when given, this tool; its refusal is noted.
+    pub(crate) fn kill_covering(&self, auth: &crate::Authenticated, tool: Option<&warden_core::ToolRef>) -> Option<Kill> {
+        let kills = self.kills();
+        let k = kills.for_caller(auth.claims.delegation(), &auth.agent.owner).or_else(|| tool.and_then(|t| kills.for_tool(t)))?;
+        self.note_refusal(k);
+        Some(k.clone())
+    }
+
     /// Recent time-to-contain measurements of kills engaged by this process.
     pub fn containment_timings(&self) -> Timings {
         self.containment.timings.lock().expect("containment lock").clone()
@@ -59,7 +68,7 @@ impl Gateway {
 
     /// A call was refused because of `k`: the first such refusal after an
     /// engagement here completes its time-to-contain measurement.
-    pub(crate) fn note_refusal(&self, k: &Kill) {
+    fn note_refusal(&self, k: &Kill) {
         let mut waiting = self.containment.awaiting_refusal.lock().expect("containment lock");
         if waiting.is_empty() {
             return;
@@ -108,8 +117,7 @@ impl Gateway {
     pub(crate) async fn contain_since(&self, kill: Kill, start: Instant) -> Result<Kill, StoreError> {
         {
             let mut local = self.containment.local.lock().expect("containment lock");
-            let dup = local.iter().any(|(k, _)| k.scope == kill.scope && k.target == kill.target)
-                || self.kills().iter().any(|k| k.scope == kill.scope && k.target == kill.target);
+            let dup = local.iter().any(|(k, _)| k.same_switch(&kill)) || self.kills().iter().any(|k| k.same_switch(&kill));
             if dup {
                 return Err(StoreError::Conflict(format!("a kill switch for {} {} is already engaged", kill.scope, kill.target)));
             }
@@ -130,7 +138,7 @@ impl Gateway {
         };
         if matches!(persisted, Err(StoreError::NotFound(_))) {
             // Nothing to contain (an unknown agent): take it back.
-            self.containment.local.lock().expect("containment lock").retain(|(k, _)| !(k.scope == kill.scope && k.target == kill.target));
+            self.containment.local.lock().expect("containment lock").retain(|(k, _)| !k.same_switch(&kill));
             self.containment.awaiting_refusal.lock().expect("containment lock").remove(&(kill.scope, kill.target.clone()));
             self.rebuild_kills();
             return persisted.map(|(k, _)| k);
@@ -146,7 +154,7 @@ impl Gateway {
         };
         if let Some(seq) = seq {
             let mut local = self.containment.local.lock().expect("containment lock");
-            if let Some(e) = local.iter_mut().find(|(k, _)| k.scope == kill.scope && k.target == kill.target) {
+            if let Some(e) = local.iter_mut().find(|(k, _)| k.same_switch(&kill)) {
                 e.1 = Some(seq);
                 if let Ok((k, _)) = &persisted {
                     e.0.id = k.id;
@@ -256,7 +264,7 @@ fn containment_event(k: &Kill, kind: EventKind) -> AuditEvent {
         action: Some(format!("kill:{}", k.scope)),
         subject: Some(k.by.clone()),
         decision: "contain".into(),
-        policies: vec![format!("kill#{}", k.id)],
+        policies: vec![k.policy_id()],
         remediation: Some(format!("review the audit trail, then lift it with `warden kill lift {}`", k.id)),
         ..Default::default()
     }

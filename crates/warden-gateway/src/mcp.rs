@@ -204,13 +204,12 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
 
     // A contained caller (its agent, an ancestor, its owner, or everyone)
     // gets nothing more through the gateway.
-    if let Some(k) = gw.kills().for_caller(auth.claims.delegation(), &auth.agent.owner) {
-        gw.note_refusal(k);
+    if let Some(k) = gw.kill_covering(&auth, None) {
         let mut ev = call.event(EventKind::McpRequest, Some(&auth));
         ev.action = Some(method.to_string());
         ev.decision = "deny".into();
         ev.reason = Some(k.describe());
-        ev.policies = vec![format!("kill#{}", k.id)];
+        ev.policies = vec![k.policy_id()];
         let body = rpc_error(&id, codes::DENIED, &format!("denied: {}", k.describe()), Some(json!({ "correlation_id": call.corr })));
         return call.finish(ev, StatusCode::FORBIDDEN, body, &id).await;
     }
@@ -531,9 +530,8 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         let (ev, body) = deny(ev, format!("no upstream server {:?} is configured", tref.server), codes::DENIED, None);
         return call.finish(ev, StatusCode::OK, body, id).await;
     };
-    if let Some(k) = call.gw.kills().for_tool(&tref) {
-        call.gw.note_refusal(k);
-        ev.policies = vec![format!("kill#{}", k.id)];
+    if let Some(k) = call.gw.kill_covering(auth, Some(&tref)) {
+        ev.policies = vec![k.policy_id()];
         let (ev, body) = deny(ev, k.describe(), codes::DENIED, None);
         return call.finish(ev, StatusCode::OK, body, id).await;
     }
@@ -578,10 +576,7 @@ impl Step<'_> {
     /// A kill switch covering this caller or tool, engaged since the call
     /// was first checked.
     fn kill(&self) -> Option<Kill> {
-        let kills = self.call.gw.kills();
-        let k = kills.for_caller(self.auth.claims.delegation(), &self.auth.agent.owner).or_else(|| kills.for_tool(&self.tool.tool))?;
-        self.call.gw.note_refusal(k);
-        Some(k.clone())
+        self.call.gw.kill_covering(self.auth, Some(&self.tool.tool))
     }
 
     fn refuse(&self, mut ev: AuditEvent, reason: String, code: i64, policies: &[String]) -> (AuditEvent, Value) {
@@ -741,8 +736,8 @@ impl Step<'_> {
         // before it reaches the upstream.
         if let Some(k) = self.kill() {
             outcome.denied = true;
-            ev.policies = vec![format!("kill#{}", k.id)];
-            return self.refuse(ev, k.describe(), codes::DENIED, &[format!("kill#{}", k.id)]);
+            ev.policies = vec![k.policy_id()];
+            return self.refuse(ev, k.describe(), codes::DENIED, &[k.policy_id()]);
         }
         if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
             return self.refused_by_monitor(ev, &r, outcome);
@@ -790,7 +785,7 @@ impl Step<'_> {
             ev.decision = "deny".into();
             let reason = format!("result withheld: {}", k.describe());
             ev.reason = Some(reason.clone());
-            ev.policies.push(format!("kill#{}", k.id));
+            ev.policies.push(k.policy_id());
             return Err((codes::DENIED, format!("denied: {reason}"), ev.policies.clone()));
         }
         let scan = gw.inspector.scan_json(&result);

@@ -70,6 +70,16 @@ pub struct Kill {
 }
 
 impl Kill {
+    /// The same switch (scope and target), whatever its id.
+    pub fn same_switch(&self, other: &Kill) -> bool {
+        self.scope == other.scope && self.target == other.target
+    }
+
+    /// How decisions and audit records refer to it (`kill#ID`).
+    pub fn policy_id(&self) -> String {
+        format!("kill#{}", self.id)
+    }
+
     pub fn describe(&self) -> String {
         match self.scope {
             KillScope::Global => format!("global kill switch engaged: {}", self.reason),

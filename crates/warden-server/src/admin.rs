@@ -273,17 +273,11 @@ async fn decide(s: &Admin, h: &HeaderMap, id: &str, bytes: &Bytes, approve: bool
     let op = s.operator(h, Role::Approver).await?;
     let r: Reason = body(bytes)?;
     let reason = if approve { r.reason.trim() } else { required_reason(&r)? };
-    let a = s.gw.store.decide_approval(id, &format!("operator:{}", op.name), approve, reason, now_ms()).await?;
-    let ev = AuditEvent {
-        agent: Some(a.agent.clone()),
-        tool: Some(a.tool.to_string()),
-        args_sha256: Some(a.args_sha256.clone()),
-        policies: a.policies.clone(),
-        decision: if approve { "allow" } else { "deny" }.into(),
-        reason: Some(format!("approval {id} {}: {reason}", a.status)),
-        ..Default::default()
-    };
-    s.audit(&op, EventKind::ApprovalDecided, if approve { "approval:approve" } else { "approval:deny" }, ev).await?;
+    let by = format!("operator:{}", op.name);
+    let a = s.gw.store.decide_approval(id, &by, approve, reason, now_ms()).await?;
+    let ev = a.decision_event(&by, approve, reason);
+    let action = ev.action.clone().unwrap_or_default();
+    s.audit(&op, EventKind::ApprovalDecided, &action, ev).await?;
     ok(serde_json::to_value(&a).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
 }
 
@@ -352,7 +346,7 @@ async fn lift(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>,
     let _ = s.gw.refresh().await;
     let ev = AuditEvent {
         agent: (k.scope == KillScope::Agent).then(|| k.target.clone()),
-        policies: vec![format!("kill#{}", k.id)],
+        policies: vec![k.policy_id()],
         reason: Some(reason.to_string()),
         ..Default::default()
     };

@@ -45,15 +45,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
             let approve = matches!(cmd, ApprovalsCmd::Approve { .. });
             let by = approver(who);
             let a = store.decide_approval(id, &by, approve, reason, now).await?;
-            let what = if approve { "approve" } else { "deny" };
-            let mut ev = admin_event(EventKind::ApprovalDecided, None, &format!("approval:{what}"), &format!("approval {id} {}: {reason}", a.status));
-            ev.subject = Some(by.clone());
-            ev.agent = Some(a.agent.clone());
-            ev.tool = Some(a.tool.to_string());
-            ev.args_sha256 = Some(a.args_sha256.clone());
-            ev.decision = if approve { "allow" } else { "deny" }.into();
-            ev.policies = a.policies.clone();
-            audit_admin(&store, cfg, ev).await?;
+            audit_admin(&store, cfg, a.decision_event(&by, approve, reason)).await?;
             match a.status {
                 warden_core::ApprovalStatus::Pending => {
                     println!("{id}: approved by {by}; {} more approver(s) needed (two-person rule)", usize::from(a.required) - a.approvers.len())

@@ -49,7 +49,7 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
             let k = store.lift_kill(*id, &operator(), now).await?;
             let mut ev = admin_event(EventKind::ContainmentLifted, None, &format!("kill:lift:{}", k.scope), reason);
             ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
-            ev.policies = vec![format!("kill#{}", k.id)];
+            ev.policies = vec![k.policy_id()];
             audit_admin(&store, cfg, ev).await?;
             println!("kill switch #{} ({} {}) lifted", k.id, k.scope, k.target);
             if k.scope == KillScope::Agent {
@@ -65,7 +65,7 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
     let mut ev = admin_event(EventKind::Containment, None, &format!("kill:{}", k.scope), &k.describe());
     ev.decision = "contain".into();
     ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
-    ev.policies = vec![format!("kill#{}", k.id)];
+    ev.policies = vec![k.policy_id()];
     audit_admin(&store, cfg, ev).await?;
     println!("kill switch #{} engaged: {}", k.id, k.describe());
     println!("running gateways enforce it at their next refresh (within {} ms); lift it with `warden kill lift {} --reason ...`", cfg.refresh_ms, k.id);
