@@ -22,7 +22,10 @@ for _ in $(seq 100); do grep -q "$port" "$work/everything.log" && break; sleep 0
 cat >"$work/warden.toml" <<TOML
 listen = "127.0.0.1:0"
 policy_dir = "$PWD/policies"
-# One agent calling as fast as it can is the point here, not an anomaly.
+# One agent calling as fast as it can is the point here, not an anomaly; the
+# probe agent's thousand refused calls would otherwise get it contained.
+[monitor]
+contain_at = 0
 [monitor.learning]
 cold_calls_per_minute = 1000000
 [[upstream]]
@@ -38,8 +41,9 @@ W() { "$BIN/warden" --config "$work/warden.toml" "$@"; }
 W tool set everything/echo --sensitivity low --action-class read >/dev/null
 W tool approve everything/echo >/dev/null
 id=$(W agent register load-agent --owner bench@example.com --purpose "load test" --tools everything/echo --autonomy 1 --generate-key "$work/agent.pem")
+probe=$(W agent register probe-agent --owner bench@example.com --purpose "refused-call probe" --tools everything/echo --autonomy 1 --generate-key "$work/probe.pem")
 sleep 0.5
 echo "gateway $base, upstream http://127.0.0.1:$port/mcp (server-everything), $(nproc) cores"
-"$BIN/warden-loadgen" --gateway "$base" --agent "$id" --key "$work/agent.pem" --tool everything__echo \
+"$BIN/warden-loadgen" --gateway "$base" --agent "$id" --key "$work/agent.pem" --probe-agent "$probe" --probe-key "$work/probe.pem" --tool everything__echo \
   --direct "http://127.0.0.1:$port/mcp" --direct-tool echo --requests "$REQUESTS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_PATH"
 echo "audit: $(W audit verify)"

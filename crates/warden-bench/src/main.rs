@@ -25,6 +25,12 @@ struct Args {
     /// The agent's private key (PKCS#8 PEM).
     #[arg(long)]
     key: std::path::PathBuf,
+    /// A second agent for the refused-call probe: a thousand refused calls
+    /// raise an agent's risk, so the measured agent's record stays clean.
+    #[arg(long, requires = "probe_key")]
+    probe_agent: Option<String>,
+    #[arg(long)]
+    probe_key: Option<std::path::PathBuf>,
     /// Federated tool name at the gateway (SERVER__TOOL).
     #[arg(long)]
     tool: String,
@@ -59,6 +65,16 @@ struct Gw {
 }
 
 impl Gw {
+    /// Token, MCP session and request body for `agent`.
+    async fn connect(gateway: &str, agent: &str, key: &std::path::Path, body: Vec<u8>) -> Result<Self> {
+        let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?)?;
+        let mut client = AgentClient::new(gateway, agent, key.clone());
+        client.fetch_token(None, Some("load-test")).await?;
+        ensure!(client.initialize().await?.status == 200, "initialize through the gateway failed");
+        let auth = format!("DPoP {}", client.token.clone().unwrap());
+        Ok(Self { client, auth, key, body })
+    }
+
     /// Proofs for `n` requests, signed ahead of time.
     fn proofs(&self, n: usize) -> Vec<String> {
         let now = warden_client::now();
@@ -108,7 +124,6 @@ where
 async fn main() -> Result<()> {
     let a = Args::parse();
     let arguments: Value = serde_json::from_str(&a.arguments).context("--arguments must be JSON")?;
-    let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&a.key)?)?;
 
     let upstream = Arc::new(Upstream::new(
         UpstreamConfig { name: "direct".into(), transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default() }, timeout_secs: 30 },
@@ -116,12 +131,8 @@ async fn main() -> Result<()> {
     )?);
     let direct_params = json!({ "name": a.direct_tool, "arguments": arguments });
 
-    let mut client = AgentClient::new(&a.gateway, &a.agent, key.clone());
-    client.fetch_token(None, Some("load-test")).await?;
-    ensure!(client.initialize().await?.status == 200, "initialize through the gateway failed");
-    let auth = format!("DPoP {}", client.token.clone().unwrap());
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": a.tool, "arguments": arguments } }).to_string().into_bytes();
-    let gw = Arc::new(Gw { client, auth, key, body });
+    let gw = Arc::new(Gw::connect(&a.gateway, &a.agent, &a.key, body.clone()).await?);
 
     // Warm up both paths (connections, JIT in the upstream).
     for p in gw.proofs(200) {
@@ -144,9 +155,15 @@ async fn main() -> Result<()> {
     }
     println!("  GET /healthz (HTTP only)      p50 {:>8.1} µs   p99 {:>8.1} µs", pct(&mut t, 0.5), pct(&mut t, 0.99));
     println!("  ping (authn)                  p50 {p50:>8.1} µs   p99 {p99:>8.1} µs");
-    let malformed = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": a.tool, "arguments": 5 } });
-    let (p50, p99) = gw.probe(malformed, 1000, false).await?;
-    println!("  refused call (authn + audit)  p50 {p50:>8.1} µs   p99 {p99:>8.1} µs");
+    match (&a.probe_agent, &a.probe_key) {
+        (Some(agent), Some(key)) => {
+            let prober = Gw::connect(&a.gateway, agent, key, body).await?;
+            let malformed = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": a.tool, "arguments": 5 } });
+            let (p50, p99) = prober.probe(malformed, 1000, false).await?;
+            println!("  refused call (authn + audit)  p50 {p50:>8.1} µs   p99 {p99:>8.1} µs");
+        }
+        _ => println!("  refused call: skipped (give --probe-agent and --probe-key)"),
+    }
 
     // Phase 1: latency, one request in flight, paths interleaved in blocks so
     // that drift in the upstream affects both equally.
