@@ -164,7 +164,7 @@ impl Gateway {
         self.rebuild_kills();
         self.metrics.observe_containment(kill.by == "monitor");
         let engaged = persisted.as_ref().map(|(k, _)| k.clone()).unwrap_or_else(|_| kill.clone());
-        let mut ev = containment_event(&engaged, EventKind::Containment);
+        let mut ev = engaged.audit_event(EventKind::Containment);
         ev.reason = Some(format!("{} (in force {effect_us} µs after the trigger; {closed} sessions closed)", engaged.describe()));
         ev.latency_us = Some(effect_us);
         if let Err(e) = self.audit.record(ev).await {
@@ -189,7 +189,7 @@ impl Gateway {
                 e.insert(k.clone());
                 self.metrics.observe_containment(false);
                 self.close_sessions(k);
-                let mut ev = containment_event(k, EventKind::Containment);
+                let mut ev = k.audit_event(EventKind::Containment);
                 let after_ms = (now - k.at_ms).max(0);
                 ev.reason = Some(format!("{} (engaged by {}; in force on this gateway {after_ms} ms later)", k.describe(), k.by));
                 ev.latency_us = Some(after_ms as u64 * 1000);
@@ -202,8 +202,7 @@ impl Gateway {
             if k.scope == KillScope::Agent {
                 self.monitor.reset_risk(&k.target);
             }
-            let mut ev = containment_event(&k, EventKind::ContainmentLifted);
-            ev.decision = "allow".into();
+            let mut ev = k.audit_event(EventKind::ContainmentLifted);
             ev.reason = Some(format!("kill switch #{} ({} {}) lifted; the risk score starts again from zero", k.id, k.scope, k.target));
             events.push(ev);
         }
@@ -253,19 +252,5 @@ impl Gateway {
         }
         drop(known);
         self.rebuild_kills();
-    }
-}
-
-fn containment_event(k: &Kill, kind: EventKind) -> AuditEvent {
-    AuditEvent {
-        kind: Some(kind),
-        agent: (k.scope == KillScope::Agent).then(|| k.target.clone()),
-        tool: matches!(k.scope, KillScope::Tool | KillScope::Server).then(|| k.target.clone()),
-        action: Some(format!("kill:{}", k.scope)),
-        subject: Some(k.by.clone()),
-        decision: "contain".into(),
-        policies: vec![k.policy_id()],
-        remediation: Some(format!("review the audit trail, then lift it with `warden kill lift {}`", k.id)),
-        ..Default::default()
     }
 }

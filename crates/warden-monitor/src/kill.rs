@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use warden_core::ToolRef;
+use warden_core::{AuditEvent, EventKind, ToolRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +78,23 @@ impl Kill {
     /// How decisions and audit records refer to it (`kill#ID`).
     pub fn policy_id(&self) -> String {
         format!("kill#{}", self.id)
+    }
+
+    /// The audit record of engaging it (`Containment`) or lifting it
+    /// (`ContainmentLifted`); callers add the reason and who lifted it.
+    pub fn audit_event(&self, kind: EventKind) -> AuditEvent {
+        let lifted = kind == EventKind::ContainmentLifted;
+        AuditEvent {
+            kind: Some(kind),
+            agent: (self.scope == KillScope::Agent).then(|| self.target.clone()),
+            tool: matches!(self.scope, KillScope::Tool | KillScope::Server).then(|| self.target.clone()),
+            action: Some(if lifted { format!("kill:lift:{}", self.scope) } else { format!("kill:{}", self.scope) }),
+            subject: Some(self.by.clone()),
+            decision: if lifted { "allow" } else { "contain" }.into(),
+            policies: vec![self.policy_id()],
+            remediation: (!lifted).then(|| format!("review the audit trail, then lift it with `warden kill lift {}`", self.id)),
+            ..Default::default()
+        }
     }
 
     pub fn describe(&self) -> String {

@@ -344,13 +344,10 @@ async fn lift(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>,
     let id: i64 = id.parse().map_err(|_| bad(format!("kill switch id {id:?} is not a number")))?;
     let k = s.gw.store.lift_kill(id, &format!("operator:{}", op.name), now_ms()).await?;
     let _ = s.gw.refresh().await;
-    let ev = AuditEvent {
-        agent: (k.scope == KillScope::Agent).then(|| k.target.clone()),
-        policies: vec![k.policy_id()],
-        reason: Some(reason.to_string()),
-        ..Default::default()
-    };
-    s.audit(&op, EventKind::ContainmentLifted, &format!("kill:lift:{}", k.scope), ev).await?;
+    let mut ev = k.audit_event(EventKind::ContainmentLifted);
+    ev.reason = Some(reason.to_string());
+    let action = ev.action.clone().unwrap_or_default();
+    s.audit(&op, EventKind::ContainmentLifted, &action, ev).await?;
     ok(serde_json::to_value(&k).unwrap_or_default())
 }
 

@@ -3,7 +3,7 @@
 //! its next registry refresh (`refresh_ms`, default 100 ms), audits when it
 //! took effect, and refuses the next call.
 
-use crate::agent_cmd::{admin_event, agent_id, audit_admin};
+use crate::agent_cmd::{agent_id, audit_admin};
 use crate::cli::{KillCmd, MonitorCmd};
 use crate::open_store;
 use anyhow::{Context, Result, bail};
@@ -47,9 +47,9 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
                 bail!("--reason must say why it is safe to lift the kill switch");
             }
             let k = store.lift_kill(*id, &operator(), now).await?;
-            let mut ev = admin_event(EventKind::ContainmentLifted, None, &format!("kill:lift:{}", k.scope), reason);
-            ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
-            ev.policies = vec![k.policy_id()];
+            let mut ev = k.audit_event(EventKind::ContainmentLifted);
+            ev.subject = Some(operator());
+            ev.reason = Some(reason.clone());
             audit_admin(&store, cfg, ev).await?;
             println!("kill switch #{} ({} {}) lifted", k.id, k.scope, k.target);
             if k.scope == KillScope::Agent {
@@ -62,10 +62,8 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
         bail!("--reason must say why (it is recorded in the audit log)");
     }
     let (k, _) = store.engage_kill(&Kill { id: 0, scope, target, reason: reason.clone(), by: operator(), at_ms: now }).await?;
-    let mut ev = admin_event(EventKind::Containment, None, &format!("kill:{}", k.scope), &k.describe());
-    ev.decision = "contain".into();
-    ev.agent = (k.scope == KillScope::Agent).then(|| k.target.clone());
-    ev.policies = vec![k.policy_id()];
+    let mut ev = k.audit_event(EventKind::Containment);
+    ev.reason = Some(k.describe());
     audit_admin(&store, cfg, ev).await?;
     println!("kill switch #{} engaged: {}", k.id, k.describe());
     println!("running gateways enforce it at their next refresh (within {} ms); lift it with `warden kill lift {} --reason ...`", cfg.refresh_ms, k.id);
