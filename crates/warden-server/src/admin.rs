@@ -179,22 +179,19 @@ async fn whoami(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
 async fn agents(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let now = now_ms();
-    let list: Vec<Value> =
-        s.gw.store
-            .list_agents()
-            .await?
-            .into_iter()
-            .map(|a| {
-                json!({
-                    "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
-                    "autonomy": a.autonomy.level(), "status": a.status.as_str(),
-                    "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "parent": a.parent.map(|p| p.to_string()),
-                    "risk": s.gw.monitor.risk(a.id.as_str(), now),
-                })
-            })
-            .collect();
+    let list: Vec<Value> = s.gw.store.list_agents().await?.into_iter().map(|a| agent_json(&a, s.gw.monitor.risk(a.id.as_str(), now))).collect();
     ok(json!({ "agents": list }))
+}
+
+/// An agent as the API shows it, with its current risk.
+fn agent_json(a: &warden_core::Agent, risk: u8) -> Value {
+    json!({
+        "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
+        "autonomy": a.autonomy.level(), "status": a.status.as_str(),
+        "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "parent": a.parent.as_ref().map(ToString::to_string),
+        "risk": risk,
+    })
 }
 
 /// An agent's autonomy promotion criteria from its stored history, the
@@ -230,13 +227,10 @@ async fn agent(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<Strin
     let summary = s.gw.monitor.summary(id.as_str(), now_ms());
     let (calls, risk) = summary.as_ref().map(|m| (m.calls, m.risk)).unwrap_or_default();
     let promotion = promotion_report(&s.gw.store, &a, calls, risk, &s.audit_key, &s.promotion).await?;
-    ok(json!({
-        "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
-        "autonomy": a.autonomy.level(), "status": a.status.as_str(),
-        "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "parent": a.parent.map(|p| p.to_string()),
-        "risk": risk, "monitor": summary, "promotion": promotion,
-    }))
+    let mut v = agent_json(&a, risk);
+    v["monitor"] = json!(summary);
+    v["promotion"] = json!(promotion);
+    ok(v)
 }
 
 async fn set_status(s: &Admin, h: &HeaderMap, name: &str, bytes: &Bytes, status: AgentStatus) -> ApiResult {
