@@ -1,7 +1,17 @@
 //! The tamper-evident audit log: records linked by SHA-256 hash chain, each
 //! batch sealed by an Ed25519 signature of the gateway key over its last hash
 //! (which commits to everything before it). Verification finds edited,
-//! deleted, inserted or reordered records. Pure: storage is the caller's.
+//! deleted, inserted or reordered records. Over the same records, an RFC 9162
+//! Merkle tree ([`merkle`]) gives signed checkpoints ([`checkpoint`]) that
+//! can be published elsewhere, inclusion proofs for one record and
+//! consistency proofs between two checkpoints. Exporters for SIEMs live in
+//! [`export`]. Pure: storage is the caller's.
+
+pub mod checkpoint;
+pub mod export;
+pub mod merkle;
+
+pub use checkpoint::{Checkpoint, CheckpointError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,6 +37,12 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// This record's Merkle leaf hash: `HASH(0x00 || chain hash)`.
+    pub fn leaf_hash(&self) -> Result<merkle::Hash, AuditError> {
+        let raw = merkle::parse_hash(&self.hash).ok_or(AuditError::Hash { seq: self.seq })?;
+        Ok(merkle::leaf_hash(&raw))
+    }
+
     fn compute_hash(seq: u64, ts_ms: i64, prev: &str, event: &AuditEvent) -> String {
         let body = json!({ "seq": seq, "ts_ms": ts_ms, "prev": prev, "event": event });
         sha256_hex(canonical_json(&body).as_bytes())
@@ -85,6 +101,10 @@ pub struct VerifyReport {
     pub records: u64,
     pub head: ChainHead,
     pub signatures: u64,
+    /// Merkle tree head (hex) over the verified records (from genesis).
+    pub root: String,
+    /// Signed checkpoints the records were proven against.
+    pub checkpoints: u64,
 }
 
 /// The first problem found, with the record where it is.
@@ -102,6 +122,12 @@ pub enum AuditError {
     Unsealed { last_signed: u64 },
     #[error("the log ends at record {found} but the signed head is at {expected}: records were removed from the end")]
     Truncated { expected: u64, found: u64 },
+    #[error("the records do not match the signed checkpoint at tree size {size}: the log was rewritten after it was published")]
+    Checkpoint { size: u64 },
+    #[error("the log ends at record {found}, before the signed checkpoint at tree size {size}: records were removed")]
+    ShorterThanCheckpoint { size: u64, found: u64 },
+    #[error("checkpoints can only be checked when verifying from the first record")]
+    CheckpointNeedsGenesis,
     #[error("line {line}: not an audit record: {message}")]
     Parse { line: u64, message: String },
 }
@@ -112,6 +138,38 @@ pub fn verify<I>(records: I, key: &PublicKey, start: ChainHead, expected_head: O
 where
     I: IntoIterator<Item = Result<AuditRecord, AuditError>>,
 {
+    verify_with_checkpoints(records, key, start, expected_head, &[])
+}
+
+/// As [`verify`], and prove the records against signed checkpoints
+/// (already signature-checked): the Merkle tree head of the first `size`
+/// records must equal each checkpoint's root.
+pub fn verify_with_checkpoints<I>(
+    records: I,
+    key: &PublicKey,
+    start: ChainHead,
+    expected_head: Option<&ChainHead>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError>
+where
+    I: IntoIterator<Item = Result<AuditRecord, AuditError>>,
+{
+    if start.seq != 0 && !checkpoints.is_empty() {
+        return Err(AuditError::CheckpointNeedsGenesis);
+    }
+    let mut pending: Vec<&Checkpoint> = checkpoints.iter().collect();
+    pending.sort_by_key(|c| std::cmp::Reverse(c.size));
+    let mut tree = merkle::Frontier::default();
+    let check = |tree: &merkle::Frontier, pending: &mut Vec<&Checkpoint>| -> Result<(), AuditError> {
+        while let Some(c) = pending.last().filter(|c| c.size <= tree.size()) {
+            if c.size != tree.size() || tree.root() != c.root {
+                return Err(AuditError::Checkpoint { size: c.size });
+            }
+            pending.pop();
+        }
+        Ok(())
+    };
+    check(&tree, &mut pending)?;
     let mut head = start;
     let mut last_signed = head.seq;
     let mut signatures = 0;
@@ -135,8 +193,13 @@ where
             last_signed = rec.seq;
             signatures += 1;
         }
+        tree.push(rec.leaf_hash()?);
+        check(&tree, &mut pending)?;
         head = ChainHead { seq: rec.seq, hash: rec.hash };
         count += 1;
+    }
+    if let Some(c) = pending.last() {
+        return Err(AuditError::ShorterThanCheckpoint { size: c.size, found: head.seq });
     }
     if last_signed != head.seq {
         return Err(AuditError::Unsealed { last_signed });
@@ -149,7 +212,7 @@ where
             return Err(AuditError::Link { seq: head.seq });
         }
     }
-    Ok(VerifyReport { records: count, head, signatures })
+    Ok(VerifyReport { records: count, head, signatures, root: hex::encode(tree.root()), checkpoints: checkpoints.len() as u64 })
 }
 
 /// Parse a JSONL export line by line (for `warden audit verify --file`).
@@ -188,6 +251,28 @@ mod tests {
         assert_eq!((r.records, r.signatures, r.head.seq), (10, 2, 10));
         let jsonl: String = recs.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         assert_eq!(verify(parse_jsonl(&jsonl), &key.public(), ChainHead::default(), Some(&r.head)).unwrap(), r);
+    }
+
+    #[test]
+    fn records_are_proven_against_signed_checkpoints() {
+        let (key, recs) = log(10);
+        let leaves: Vec<merkle::Hash> = recs.iter().map(|r| r.leaf_hash().unwrap()).collect();
+        let cp = |size: usize| {
+            let note = Checkpoint { origin: "td/audit".into(), size: size as u64, root: merkle::root(&leaves[..size]) }.sign(&key);
+            Checkpoint::verify(&note, &key.public()).unwrap()
+        };
+        let all =
+            |cps: &[Checkpoint], recs: &[AuditRecord]| verify_with_checkpoints(recs.iter().cloned().map(Ok), &key.public(), ChainHead::default(), None, cps);
+        let r = all(&[cp(4), cp(10)], &recs).unwrap();
+        assert_eq!((r.checkpoints, r.root.as_str()), (2, hex::encode(merkle::root(&leaves)).as_str()));
+        // The whole log re-chained and re-signed by the key holder (a rewrite
+        // of history) still fails against a checkpoint published earlier.
+        let mut chain = Chain::new(key.clone(), ChainHead::default());
+        let mut rewritten = chain.seal_batch(recs[..3].iter().map(|r| (r.event.clone(), r.ts_ms)).collect());
+        rewritten.extend(chain.seal_batch(recs[3..].iter().map(|r| (AuditEvent { decision: "allow".into(), ..r.event.clone() }, r.ts_ms + 1)).collect()));
+        assert!(all(&[], &rewritten).is_ok(), "the chain alone cannot tell");
+        assert_eq!(all(&[cp(4)], &rewritten), Err(AuditError::Checkpoint { size: 4 }));
+        assert_eq!(all(&[cp(10)], &recs[..5]), Err(AuditError::ShorterThanCheckpoint { size: 10, found: 5 }), "cut after a checkpoint");
     }
 
     #[test]

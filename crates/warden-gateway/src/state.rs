@@ -230,10 +230,34 @@ impl Gateway {
         });
         let gw = self.clone();
         tokio::spawn(async move {
+            // Changes announced by any replica (PostgreSQL) refresh at once;
+            // the periodic poll is the resync for notifications lost while
+            // the listener reconnects, and the only path on SQLite.
+            let mut listener = None;
             let mut tick = tokio::time::interval(gw.config.refresh_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                if listener.is_none() {
+                    listener = match gw.store.change_listener().await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("listening for registry changes failed (polling meanwhile): {e}");
+                            None
+                        }
+                    };
+                }
+                match listener.as_mut() {
+                    Some(l) => tokio::select! {
+                        _ = tick.tick() => {}
+                        r = l.recv() => if let Err(e) = r {
+                            tracing::error!("registry change listener dropped (reconnecting): {e}");
+                            listener = None;
+                        },
+                    },
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 if let Err(e) = gw.refresh().await {
                     tracing::error!("registry refresh failed: {e}");
                 }

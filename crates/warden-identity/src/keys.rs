@@ -73,6 +73,11 @@ impl PublicKey {
         b64url(self.0.as_bytes())
     }
 
+    /// The raw 32-byte key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     pub fn to_spki_pem(&self) -> String {
         self.0.to_public_key_pem(Default::default()).expect("Ed25519 key encodes")
     }

@@ -46,8 +46,12 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair, StartError> {
         Ok(pem) => Keypair::from_pkcs8_pem(&pem).map_err(|e| dd(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate();
-            write_private(path, &key.to_pkcs8_pem()).map_err(|e| dd(e.to_string()))?;
-            Ok(key)
+            match write_private(path, &key.to_pkcs8_pem()) {
+                Ok(()) => Ok(key),
+                // Another replica sharing the data directory created it first.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+                Err(e) => Err(dd(e.to_string())),
+            }
         }
         Err(e) => Err(dd(e.to_string())),
     }
@@ -75,6 +79,18 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The registry: the shared PostgreSQL when one is configured, else the
+/// embedded SQLite in the data directory.
+pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
+    match cfg.database_url() {
+        Some(url) => Ok(Store::connect(&url).await?),
+        None => {
+            ensure_data_dir(&cfg.data_dir)?;
+            Ok(Store::open(&cfg.db_path()).await?)
+        }
+    }
+}
+
 /// Start the server: bind, observe upstream tool definitions once, then serve.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
@@ -89,7 +105,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // Redaction tokens and hashes are keyed by a value derived from the
     // gateway key, so every replica sharing the key produces the same ones.
     let redaction_key: [u8; 32] = Sha256::new().chain_update(b"warden redaction key v1\n").chain_update(key.to_pkcs8_pem().as_bytes()).finalize().into();
-    let store = Store::open(&cfg.db_path()).await?;
+    let store = open_store(&cfg).await?;
     let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
     let audit = AuditSink::start(store.clone(), key.clone());
     let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().map_err(|e| StartError::Config(e.to_string()))?;

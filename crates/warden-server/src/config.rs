@@ -8,6 +8,11 @@ use warden_gateway::UpstreamConfig;
 pub struct ServerConfig {
     #[serde(default = "d_data_dir")]
     pub data_dir: PathBuf,
+    /// Shared PostgreSQL for several replicas (`postgres://USER@HOST/DB`);
+    /// the embedded SQLite in `data_dir` when absent. `WARDEN_DATABASE_URL`
+    /// overrides it; passwords belong in that variable, `PGPASSWORD` or a
+    /// pgpass file, never in this file.
+    pub database_url: Option<String>,
     #[serde(default = "d_listen")]
     pub listen: String,
     /// Public base URL clients use; the token issuer and the base of the
@@ -42,6 +47,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub telemetry: warden_gateway::telemetry::TelemetryConfig,
 }
+
+/// Environment variable that names the shared database (may hold a password).
+pub const DATABASE_URL_ENV: &str = "WARDEN_DATABASE_URL";
 
 fn d_data_dir() -> PathBuf {
     "warden-data".into()
@@ -112,6 +120,17 @@ impl ServerConfig {
             }
         }
 
+        if let Some(u) = &self.database_url {
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err("database_url must be a postgres:// URL (leave it out for the embedded SQLite)".into());
+            }
+            let authority = u.split_once("://").map(|(_, r)| r.split(['/', '?']).next().unwrap_or("")).unwrap_or("");
+            if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) || u.contains("password=") {
+                return Err(format!(
+                    "database_url must not contain a password; set it in PGPASSWORD or a pgpass file, or give the whole URL in {DATABASE_URL_ENV}"
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for u in &self.upstreams {
             warden_core::validate_name(&u.name).map_err(|e| format!("upstream name: {e}"))?;
@@ -129,6 +148,11 @@ impl ServerConfig {
 
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// The shared database, if any: `WARDEN_DATABASE_URL`, else `database_url`.
+    pub fn database_url(&self) -> Option<String> {
+        std::env::var(DATABASE_URL_ENV).ok().filter(|u| !u.is_empty()).or_else(|| self.database_url.clone())
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -1,10 +1,20 @@
 //! Persistence for the registry (agents, tools and their pinned definitions),
-//! revocations and the audit log. SQLite in a data directory is the embedded
-//! default. Every write bumps a change counter that gateways poll to refresh
-//! their in-memory snapshot.
+//! revocations, kill switches, approvals, operators and the audit log.
+//!
+//! One implementation over sqlx's `Any` driver serves both backends: SQLite
+//! in a data directory (the embedded default) and PostgreSQL (several
+//! replicas sharing one database). Queries are written once in the dialect
+//! both accept (`$N` placeholders, `ON CONFLICT`, `RETURNING`, `IS DISTINCT
+//! FROM`, integers for flags); only the schema migrations, the write lock and
+//! change notification differ per backend.
+//!
+//! Every registry write bumps a change counter that gateways poll to refresh
+//! their in-memory snapshot; on PostgreSQL the bump also sends a
+//! `NOTIFY warden_changes` so every replica refreshes at once.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Executor, Row, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,6 +31,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("database configuration: {0}")]
+    Config(String),
     #[error("stored data is corrupt ({0}); restore the data directory from a backup")]
     Corrupt(String),
 }
@@ -31,7 +43,8 @@ fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { context, source }
 }
 
-const MIGRATIONS: &[&str] = &[
+/// SQLite schema, one entry per version.
+const SQLITE_MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agents (
@@ -109,6 +122,84 @@ CREATE TABLE operators (
 "#,
 ];
 
+/// PostgreSQL schema, one entry per version: the same tables and constraints
+/// as SQLite's, with 64-bit integers throughout (the queries bind `i64`).
+const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    tools TEXT NOT NULL,
+    autonomy BIGINT NOT NULL CHECK (autonomy BETWEEN 0 AND 3),
+    status TEXT NOT NULL CHECK (status IN ('active','suspended','revoked')),
+    public_key TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES agents(id),
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE tools (
+    tool TEXT PRIMARY KEY,
+    sensitivity TEXT NOT NULL,
+    action_class TEXT NOT NULL,
+    exfil_capable BIGINT NOT NULL,
+    pinned_hash TEXT,
+    observed_hash TEXT,
+    observed_definition TEXT,
+    status TEXT NOT NULL,
+    observed_findings TEXT,
+    untrusted_content BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE revocations (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('token','task','agent')),
+    value TEXT NOT NULL,
+    cutoff BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE TABLE audit (seq BIGINT PRIMARY KEY, record TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('change_seq', '0');
+CREATE TABLE kills (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope TEXT NOT NULL CHECK (scope IN ('global','agent','owner','server','tool')),
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    lifted_at_ms BIGINT,
+    lifted_by TEXT
+);
+CREATE UNIQUE INDEX kills_engaged ON kills (scope, target) WHERE lifted_at_ms IS NULL;
+CREATE TABLE monitor_state (agent TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms BIGINT NOT NULL);
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_sha256 TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending','approved','denied','expired','used')),
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX approvals_lookup ON approvals (agent, tool, args_sha256, status);
+CREATE TABLE operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('viewer','approver','admin')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL
+);
+"#];
+
+/// The PostgreSQL channel a registry change is announced on.
+pub const CHANGE_CHANNEL: &str = "warden_changes";
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// Kind of revocation entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevocationKind {
@@ -133,54 +224,128 @@ impl RevocationKind {
 /// The registry store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// The connection URL (PostgreSQL), for change listeners.
+    url: Option<String>,
 }
 
 impl Store {
     /// Open (creating if needed) the SQLite database at `path` and migrate it.
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db("opening the database"))?;
-        let store = Self { pool };
+        let url = SqliteConnectOptions::new().filename(path).create_if_missing(true).to_url_lossy();
+        Self::connect_with(AnyConnectOptions::from_url(&url).map_err(db("opening the database"))?, Backend::Sqlite, None).await
+    }
+
+    /// Connect to the database at `url`: `postgres://…` (or `postgresql://…`)
+    /// for a shared PostgreSQL, `sqlite://PATH` for a file. Migrates it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Config("database_url must start with postgres://, postgresql:// or sqlite:".into()));
+        };
+        let opts = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Config(format!("database_url is not valid: {e}")))?;
+        Self::connect_with(opts, backend, (backend == Backend::Postgres).then(|| url.to_string())).await
+    }
+
+    async fn connect_with(opts: AnyConnectOptions, backend: Backend, url: Option<String>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = match backend {
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: readers never block the writer; NORMAL sync is durable
+                    // in WAL mode except for the last commits on power loss.
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                        .await
+                        .map(|_| ())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)),
+        }
+        .connect_with(opts)
+        .await
+        .map_err(db("connecting to the database"))?;
+        let store = Self { pool, backend, url };
+        if backend == Backend::Postgres {
+            // The audit appender writes string literals; they are only
+            // quoted correctly with standard-conforming strings.
+            let scs: String =
+                sqlx::query_scalar("SELECT current_setting('standard_conforming_strings')").fetch_one(&store.pool).await.map_err(db("checking the server"))?;
+            if scs != "on" {
+                return Err(StoreError::Config("PostgreSQL must run with standard_conforming_strings = on (its default)".into()));
+            }
+        }
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Write transactions take the write lock up front (`BEGIN IMMEDIATE`):
-    /// a deferred transaction that later upgrades fails at once with "database
-    /// is locked" when another writer holds it, instead of waiting.
-    async fn write_tx(&self, context: &'static str) -> Result<Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db(context))
+    /// The backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Write transactions serialize on one lock taken up front. SQLite:
+    /// `BEGIN IMMEDIATE` (a deferred transaction that later upgrades fails at
+    /// once with "database is locked" instead of waiting). PostgreSQL: a
+    /// transaction-scoped advisory lock, so read-modify-write sequences
+    /// (approvals, kill switches) stay atomic across replicas.
+    async fn write_tx(&self, context: &'static str) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db(context)),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await.map_err(db(context))?;
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(7031)) AS l")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db(context))?;
+                Ok(tx)
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
         let mut tx = self.write_tx("starting migration").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(&mut *tx).await.map_err(db("migrating"))?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(&mut *tx).await.map_err(db("migrating"))?;
         let version: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version").fetch_optional(&mut *tx).await.map_err(db("migrating"))?;
         let version = version.unwrap_or(0) as usize;
-        if version > MIGRATIONS.len() {
-            return Err(StoreError::Corrupt(format!("database schema version {version} is newer than this warden ({}); upgrade warden", MIGRATIONS.len())));
+        if version > migrations.len() {
+            return Err(StoreError::Corrupt(format!("database schema version {version} is newer than this warden ({}); upgrade warden", migrations.len())));
         }
-        for m in &MIGRATIONS[version..] {
+        for m in &migrations[version..] {
             sqlx::raw_sql(*m).execute(&mut *tx).await.map_err(db("migrating"))?;
         }
         sqlx::query("DELETE FROM schema_version").execute(&mut *tx).await.map_err(db("migrating"))?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES (?)").bind(MIGRATIONS.len() as i64).execute(&mut *tx).await.map_err(db("migrating"))?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(migrations.len() as i64).execute(&mut *tx).await.map_err(db("migrating"))?;
         tx.commit().await.map_err(db("migrating"))
     }
 
-    async fn bump(tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
-        sqlx::query("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq'")
+    /// Count a registry change; on PostgreSQL also announce it (delivered to
+    /// listeners when the transaction commits).
+    async fn bump(&self, tx: &mut Transaction<'_, Any>) -> Result<()> {
+        sqlx::query("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'change_seq'")
             .execute(&mut **tx)
             .await
             .map_err(db("recording a change"))?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("NOTIFY warden_changes").execute(&mut **tx).await.map_err(db("announcing a change"))?;
+        }
         Ok(())
+    }
+
+    /// A listener for registry changes made by any replica (PostgreSQL);
+    /// `None` on SQLite, where polling the change counter is the only way.
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
+        let Some(url) = &self.url else { return Ok(None) };
+        let mut l = sqlx::postgres::PgListener::connect(url).await.map_err(db("listening for changes"))?;
+        l.listen(CHANGE_CHANNEL).await.map_err(db("listening for changes"))?;
+        Ok(Some(ChangeListener(l)))
     }
 
     /// Counter bumped by every registry or revocation write.
@@ -195,36 +360,40 @@ impl Store {
     pub async fn insert_agent(&self, a: &Agent) -> Result<()> {
         let mut tx = self.write_tx("registering an agent").await?;
         if let Some(p) = &a.parent {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT id FROM agents WHERE id = ?").bind(p.as_str()).fetch_optional(&mut *tx).await.map_err(db("registering an agent"))?;
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM agents WHERE id = $1")
+                .bind(p.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("registering an agent"))?;
             if exists.is_none() {
                 return Err(StoreError::NotFound(format!("parent agent {p}")));
             }
         }
-        let r = sqlx::query("INSERT INTO agents (id, owner, purpose, tools, autonomy, status, public_key, parent, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
-            .bind(a.id.as_str())
-            .bind(&a.owner)
-            .bind(&a.purpose)
-            .bind(serde_json::to_string(&a.tools).expect("tool refs serialize"))
-            .bind(i64::from(a.autonomy))
-            .bind(a.status.as_str())
-            .bind(&a.public_key)
-            .bind(a.parent.as_ref().map(AgentId::as_str))
-            .bind(a.created_at)
-            .execute(&mut *tx)
-            .await;
+        let r =
+            sqlx::query("INSERT INTO agents (id, owner, purpose, tools, autonomy, status, public_key, parent, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
+                .bind(a.id.as_str())
+                .bind(&a.owner)
+                .bind(&a.purpose)
+                .bind(serde_json::to_string(&a.tools).expect("tool refs serialize"))
+                .bind(i64::from(a.autonomy))
+                .bind(a.status.as_str())
+                .bind(&a.public_key)
+                .bind(a.parent.as_ref().map(AgentId::as_str))
+                .bind(a.created_at)
+                .execute(&mut *tx)
+                .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("agent {} already exists or its public key is already registered to another agent", a.id)));
             }
             other => other.map_err(db("registering an agent"))?,
         };
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("registering an agent"))
     }
 
     pub async fn get_agent(&self, id: &AgentId) -> Result<Agent> {
-        let row = sqlx::query("SELECT * FROM agents WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db("reading an agent"))?;
+        let row = sqlx::query("SELECT * FROM agents WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db("reading an agent"))?;
         row.map(|r| agent_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("agent {id}")))
     }
 
@@ -240,7 +409,7 @@ impl Store {
         let mut tx = self.write_tx("changing agent status").await?;
         Self::agent_status_tx(&mut tx, id, status, reason, now).await?;
         if status == AgentStatus::Active {
-            sqlx::query("UPDATE kills SET lifted_at_ms = ?, lifted_by = ? WHERE scope = 'agent' AND target = ? AND lifted_at_ms IS NULL")
+            sqlx::query("UPDATE kills SET lifted_at_ms = $1, lifted_by = $2 WHERE scope = 'agent' AND target = $3 AND lifted_at_ms IS NULL")
                 .bind(now.saturating_mul(1000))
                 .bind("operator (agent resume)")
                 .bind(id.as_str())
@@ -248,12 +417,12 @@ impl Store {
                 .await
                 .map_err(db("changing agent status"))?;
         }
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("changing agent status"))
     }
 
-    async fn agent_status_tx(tx: &mut Transaction<'_, Sqlite>, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
-        let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = ?")
+    async fn agent_status_tx(tx: &mut Transaction<'_, Any>, id: &AgentId, status: AgentStatus, reason: &str, now: i64) -> Result<()> {
+        let cur: Option<String> = sqlx::query_scalar("SELECT status FROM agents WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&mut **tx)
             .await
@@ -262,7 +431,7 @@ impl Store {
         if cur == "revoked" && status != AgentStatus::Revoked {
             return Err(StoreError::Conflict(format!("agent {id} is revoked for good; register a new agent instead")));
         }
-        sqlx::query("UPDATE agents SET status = ? WHERE id = ?")
+        sqlx::query("UPDATE agents SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(id.as_str())
             .execute(&mut **tx)
@@ -277,7 +446,7 @@ impl Store {
     /// Change an agent's autonomy level.
     pub async fn set_autonomy(&self, id: &AgentId, autonomy: Autonomy) -> Result<()> {
         let mut tx = self.write_tx("changing autonomy").await?;
-        let r = sqlx::query("UPDATE agents SET autonomy = ? WHERE id = ?")
+        let r = sqlx::query("UPDATE agents SET autonomy = $1 WHERE id = $2")
             .bind(i64::from(autonomy))
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -286,7 +455,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("agent {id}")));
         }
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("changing autonomy"))
     }
 
@@ -318,7 +487,7 @@ impl Store {
     /// Replace an agent's key; tokens bound to the old key are revoked.
     pub async fn rotate_key(&self, id: &AgentId, public_key: &str, now: i64) -> Result<()> {
         let mut tx = self.write_tx("rotating a key").await?;
-        let r = sqlx::query("UPDATE agents SET public_key = ? WHERE id = ?").bind(public_key).bind(id.as_str()).execute(&mut *tx).await;
+        let r = sqlx::query("UPDATE agents SET public_key = $1 WHERE id = $2").bind(public_key).bind(id.as_str()).execute(&mut *tx).await;
         let r = match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::Conflict("that public key is already registered".into())),
             other => other.map_err(db("rotating a key"))?,
@@ -327,7 +496,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("agent {id}")));
         }
         Self::insert_revocation(&mut tx, RevocationKind::Agent, id.as_str(), now, "key rotated", now).await?;
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("rotating a key"))
     }
 
@@ -337,7 +506,7 @@ impl Store {
     pub async fn upsert_tool(&self, t: &Tool) -> Result<()> {
         let mut tx = self.write_tx("registering a tool").await?;
         sqlx::query(
-            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, untrusted_content, pinned_hash, observed_hash, status) VALUES (?,?,?,?,?,?,?,?)
+            "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, untrusted_content, pinned_hash, observed_hash, status) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
              ON CONFLICT(tool) DO UPDATE SET sensitivity = excluded.sensitivity, action_class = excluded.action_class,
              exfil_capable = excluded.exfil_capable, untrusted_content = excluded.untrusted_content, status = excluded.status,
              pinned_hash = excluded.pinned_hash",
@@ -345,20 +514,20 @@ impl Store {
         .bind(t.tool.to_string())
         .bind(t.sensitivity.as_str())
         .bind(t.action_class.as_str())
-        .bind(t.exfil_capable)
-        .bind(t.untrusted_content)
+        .bind(i64::from(t.exfil_capable))
+        .bind(i64::from(t.untrusted_content))
         .bind(&t.pinned_hash)
         .bind(&t.observed_hash)
         .bind(t.status.as_str())
         .execute(&mut *tx)
         .await
         .map_err(db("registering a tool"))?;
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("registering a tool"))
     }
 
     pub async fn get_tool(&self, tool: &ToolRef) -> Result<Tool> {
-        let row = sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_optional(&self.pool).await.map_err(db("reading a tool"))?;
+        let row = sqlx::query("SELECT * FROM tools WHERE tool = $1").bind(tool.to_string()).fetch_optional(&self.pool).await.map_err(db("reading a tool"))?;
         row.map(|r| tool_from_row(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("tool {tool}")))
     }
 
@@ -369,12 +538,12 @@ impl Store {
 
     /// The definition last observed upstream (canonical JSON), if any.
     pub async fn observed_definition(&self, tool: &ToolRef) -> Result<Option<String>> {
-        self.observed(tool, "SELECT observed_definition FROM tools WHERE tool = ?").await
+        self.observed(tool, "SELECT observed_definition FROM tools WHERE tool = $1").await
     }
 
     /// Inspection findings on the observed definition (JSON array), if any.
     pub async fn observed_findings(&self, tool: &ToolRef) -> Result<Option<String>> {
-        self.observed(tool, "SELECT observed_findings FROM tools WHERE tool = ?").await
+        self.observed(tool, "SELECT observed_findings FROM tools WHERE tool = $1").await
     }
 
     /// One nullable text column of a tool's row, by a constant query.
@@ -391,18 +560,18 @@ impl Store {
     /// (a JSON array; `None` when clean).
     pub async fn observe_tool(&self, tool: &ToolRef, hash: &str, definition: &str, findings: Option<&str>) -> Result<Tool> {
         let mut tx = self.write_tx("recording a tool definition").await?;
-        let before: Option<(Option<String>, String)> = sqlx::query_as("SELECT observed_hash, status FROM tools WHERE tool = ?")
+        let before: Option<(Option<String>, String)> = sqlx::query_as("SELECT observed_hash, status FROM tools WHERE tool = $1")
             .bind(tool.to_string())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("recording a tool definition"))?;
         sqlx::query(
             "INSERT INTO tools (tool, sensitivity, action_class, exfil_capable, untrusted_content, observed_hash, observed_definition, observed_findings, status)
-             VALUES (?, 'high', 'exec', 1, 1, ?, ?, ?, 'pending')
+             VALUES ($1, 'high', 'exec', 1, 1, $2, $3, $4, 'pending')
              ON CONFLICT(tool) DO UPDATE SET observed_hash = excluded.observed_hash, observed_definition = excluded.observed_definition,
              observed_findings = excluded.observed_findings,
-             status = CASE WHEN tools.status = 'approved' AND tools.pinned_hash IS NOT excluded.observed_hash THEN 'changed'
-                           WHEN tools.status = 'changed' AND tools.pinned_hash IS excluded.observed_hash THEN 'approved'
+             status = CASE WHEN tools.status = 'approved' AND tools.pinned_hash IS DISTINCT FROM excluded.observed_hash THEN 'changed'
+                           WHEN tools.status = 'changed' AND tools.pinned_hash IS NOT DISTINCT FROM excluded.observed_hash THEN 'approved'
                            ELSE tools.status END",
         )
         .bind(tool.to_string())
@@ -413,10 +582,10 @@ impl Store {
         .await
         .map_err(db("recording a tool definition"))?;
         let row =
-            sqlx::query("SELECT * FROM tools WHERE tool = ?").bind(tool.to_string()).fetch_one(&mut *tx).await.map_err(db("recording a tool definition"))?;
+            sqlx::query("SELECT * FROM tools WHERE tool = $1").bind(tool.to_string()).fetch_one(&mut *tx).await.map_err(db("recording a tool definition"))?;
         let after = tool_from_row(&row)?;
         if before.as_ref().map(|(h, s)| (h.as_deref(), s.as_str())) != Some((after.observed_hash.as_deref(), after.status.as_str())) {
-            Self::bump(&mut tx).await?;
+            self.bump(&mut tx).await?;
         }
         tx.commit().await.map_err(db("recording a tool definition"))?;
         Ok(after)
@@ -427,7 +596,7 @@ impl Store {
     /// pinned only when the operator accepts the findings explicitly.
     pub async fn approve_tool(&self, tool: &ToolRef, accept_findings: bool) -> Result<Tool> {
         let mut tx = self.write_tx("approving a tool").await?;
-        let flagged: Option<Option<String>> = sqlx::query_scalar("SELECT observed_findings FROM tools WHERE tool = ?")
+        let flagged: Option<Option<String>> = sqlx::query_scalar("SELECT observed_findings FROM tools WHERE tool = $1")
             .bind(tool.to_string())
             .fetch_optional(&mut *tx)
             .await
@@ -437,7 +606,7 @@ impl Store {
                 "the observed definition of {tool} was flagged by inspection (possible tool poisoning): {f}; review it with `warden tool show {tool}` and approve with --accept-findings only if it is safe"
             )));
         }
-        let r = sqlx::query("UPDATE tools SET pinned_hash = observed_hash, status = 'approved' WHERE tool = ? AND observed_hash IS NOT NULL")
+        let r = sqlx::query("UPDATE tools SET pinned_hash = observed_hash, status = 'approved' WHERE tool = $1 AND observed_hash IS NOT NULL")
             .bind(tool.to_string())
             .execute(&mut *tx)
             .await
@@ -445,14 +614,14 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tool {tool} with an observed definition (start `warden serve` so the gateway can see it upstream)")));
         }
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("approving a tool"))?;
         self.get_tool(tool).await
     }
 
     pub async fn set_tool_status(&self, tool: &ToolRef, status: ToolStatus) -> Result<()> {
         let mut tx = self.write_tx("changing a tool").await?;
-        let r = sqlx::query("UPDATE tools SET status = ? WHERE tool = ?")
+        let r = sqlx::query("UPDATE tools SET status = $1 WHERE tool = $2")
             .bind(status.as_str())
             .bind(tool.to_string())
             .execute(&mut *tx)
@@ -461,14 +630,14 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tool {tool}")));
         }
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("changing a tool"))
     }
 
     // ---- revocations ----
 
-    async fn insert_revocation(tx: &mut Transaction<'_, Sqlite>, kind: RevocationKind, value: &str, cutoff: i64, reason: &str, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO revocations (kind, value, cutoff, reason, at) VALUES (?,?,?,?,?)")
+    async fn insert_revocation(tx: &mut Transaction<'_, Any>, kind: RevocationKind, value: &str, cutoff: i64, reason: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO revocations (kind, value, cutoff, reason, at) VALUES ($1,$2,$3,$4,$5)")
             .bind(kind.as_str())
             .bind(value)
             .bind(cutoff)
@@ -483,7 +652,7 @@ impl Store {
     pub async fn revoke(&self, kind: RevocationKind, value: &str, reason: &str, now: i64) -> Result<()> {
         let mut tx = self.write_tx("revoking").await?;
         Self::insert_revocation(&mut tx, kind, value, now, reason, now).await?;
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("revoking"))
     }
 
@@ -520,22 +689,22 @@ impl Store {
             let id = AgentId::from_str(&k.target).map_err(|e| StoreError::NotFound(e.to_string()))?;
             Self::agent_status_tx(&mut tx, &id, AgentStatus::Suspended, &k.reason, k.at_ms.div_euclid(1000)).await?;
         }
-        let r = sqlx::query("INSERT INTO kills (scope, target, reason, by, at_ms) VALUES (?,?,?,?,?)")
+        let r = sqlx::query_scalar("INSERT INTO kills (scope, target, reason, by, at_ms) VALUES ($1,$2,$3,$4,$5) RETURNING id")
             .bind(k.scope.as_str())
             .bind(&k.target)
             .bind(&k.reason)
             .bind(&k.by)
             .bind(k.at_ms)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await;
-        let id = match r {
-            Ok(r) => r.last_insert_rowid(),
+        let id: i64 = match r {
+            Ok(id) => id,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("a kill switch for {} {} is already engaged", k.scope, k.target)));
             }
             Err(e) => return Err(StoreError::Db { context: "engaging a kill switch", source: e }),
         };
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         let seq: String =
             sqlx::query_scalar("SELECT value FROM meta WHERE key = 'change_seq'").fetch_one(&mut *tx).await.map_err(db("engaging a kill switch"))?;
         tx.commit().await.map_err(db("engaging a kill switch"))?;
@@ -546,13 +715,13 @@ impl Store {
     /// agent (unless it was revoked for good); its old tokens stay revoked.
     pub async fn lift_kill(&self, id: i64, by: &str, now_ms: i64) -> Result<Kill> {
         let mut tx = self.write_tx("lifting a kill switch").await?;
-        let row = sqlx::query("SELECT * FROM kills WHERE id = ? AND lifted_at_ms IS NULL")
+        let row = sqlx::query("SELECT * FROM kills WHERE id = $1 AND lifted_at_ms IS NULL")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("lifting a kill switch"))?;
         let kill = kill_from_row(&row.ok_or_else(|| StoreError::NotFound(format!("engaged kill switch #{id} (see `warden kill list`)")))?)?;
-        sqlx::query("UPDATE kills SET lifted_at_ms = ?, lifted_by = ? WHERE id = ?")
+        sqlx::query("UPDATE kills SET lifted_at_ms = $1, lifted_by = $2 WHERE id = $3")
             .bind(now_ms)
             .bind(by)
             .bind(id)
@@ -560,13 +729,13 @@ impl Store {
             .await
             .map_err(db("lifting a kill switch"))?;
         if kill.scope == KillScope::Agent {
-            sqlx::query("UPDATE agents SET status = 'active' WHERE id = ? AND status = 'suspended'")
+            sqlx::query("UPDATE agents SET status = 'active' WHERE id = $1 AND status = 'suspended'")
                 .bind(&kill.target)
                 .execute(&mut *tx)
                 .await
                 .map_err(db("lifting a kill switch"))?;
         }
-        Self::bump(&mut tx).await?;
+        self.bump(&mut tx).await?;
         tx.commit().await.map_err(db("lifting a kill switch"))?;
         Ok(kill)
     }
@@ -574,7 +743,7 @@ impl Store {
     /// Kill switches, newest first: engaged only, or the history too (with
     /// when and by whom each was lifted).
     pub async fn list_kills(&self, include_lifted: bool) -> Result<Vec<(Kill, Option<(i64, String)>)>> {
-        let rows = sqlx::query("SELECT * FROM kills WHERE lifted_at_ms IS NULL OR ? ORDER BY id DESC")
+        let rows = sqlx::query("SELECT * FROM kills WHERE lifted_at_ms IS NULL OR $1 ORDER BY id DESC")
             .bind(include_lifted)
             .fetch_all(&self.pool)
             .await
@@ -597,7 +766,7 @@ impl Store {
         let mut tx = self.write_tx("saving monitor state").await?;
         for (agent, state) in states {
             sqlx::query(
-                "INSERT INTO monitor_state (agent, state, updated_ms) VALUES (?,?,?)
+                "INSERT INTO monitor_state (agent, state, updated_ms) VALUES ($1,$2,$3)
                  ON CONFLICT(agent) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
             )
             .bind(agent)
@@ -620,7 +789,7 @@ impl Store {
     /// Register an operator by the SHA-256 of their API token.
     pub async fn add_operator(&self, name: &str, role: Role, token_sha256: &str, now_ms: i64) -> Result<()> {
         let mut tx = self.write_tx("adding an operator").await?;
-        let r = sqlx::query("INSERT INTO operators (name, role, token_sha256, created_ms) VALUES (?,?,?,?)")
+        let r = sqlx::query("INSERT INTO operators (name, role, token_sha256, created_ms) VALUES ($1,$2,$3,$4)")
             .bind(name)
             .bind(role.as_str())
             .bind(token_sha256)
@@ -637,7 +806,7 @@ impl Store {
     }
 
     pub async fn remove_operator(&self, name: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM operators WHERE name = ?").bind(name).execute(&self.pool).await.map_err(db("removing an operator"))?;
+        let r = sqlx::query("DELETE FROM operators WHERE name = $1").bind(name).execute(&self.pool).await.map_err(db("removing an operator"))?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("operator {name}")));
         }
@@ -646,7 +815,7 @@ impl Store {
 
     /// The operator holding the token with this digest.
     pub async fn operator_by_token(&self, token_sha256: &str) -> Result<Option<(String, Role)>> {
-        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM operators WHERE token_sha256 = ?")
+        let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM operators WHERE token_sha256 = $1")
             .bind(token_sha256)
             .fetch_optional(&self.pool)
             .await
@@ -668,12 +837,12 @@ impl Store {
         tx.commit().await.map_err(db("holding a call for approval"))
     }
 
-    async fn write_approval(tx: &mut Transaction<'_, Sqlite>, a: &Approval, insert: bool) -> Result<()> {
+    async fn write_approval(tx: &mut Transaction<'_, Any>, a: &Approval, insert: bool) -> Result<()> {
         let record = serde_json::to_string(a).map_err(|e| StoreError::Corrupt(format!("approval {}: {e}", a.id)))?;
         let q = if insert {
-            "INSERT INTO approvals (status, record, id, agent, tool, args_sha256, created_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?)"
+            "INSERT INTO approvals (status, record, id, agent, tool, args_sha256, created_ms, expires_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
         } else {
-            "UPDATE approvals SET status = ?, record = ? WHERE id = ? AND agent = ? AND tool = ? AND args_sha256 = ? AND created_ms = ? AND expires_ms = ?"
+            "UPDATE approvals SET status = $1, record = $2 WHERE id = $3 AND agent = $4 AND tool = $5 AND args_sha256 = $6 AND created_ms = $7 AND expires_ms = $8"
         };
         sqlx::query(q)
             .bind(a.status.as_str())
@@ -690,9 +859,9 @@ impl Store {
         Ok(())
     }
 
-    async fn read_approval(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<Approval> {
+    async fn read_approval(tx: &mut Transaction<'_, Any>, id: &str) -> Result<Approval> {
         let record: Option<String> =
-            sqlx::query_scalar("SELECT record FROM approvals WHERE id = ?").bind(id).fetch_optional(&mut **tx).await.map_err(db("reading an approval"))?;
+            sqlx::query_scalar("SELECT record FROM approvals WHERE id = $1").bind(id).fetch_optional(&mut **tx).await.map_err(db("reading an approval"))?;
         let record = record.ok_or_else(|| StoreError::NotFound(format!("approval {id} (see `warden approvals list`)")))?;
         serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("approval {id}: {e}")))
     }
@@ -704,9 +873,9 @@ impl Store {
 
     /// Approvals, newest first: pending only, or all (at most `limit`).
     pub async fn list_approvals(&self, pending_only: bool, limit: u32) -> Result<Vec<Approval>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT record FROM approvals WHERE status = 'pending' OR NOT ? ORDER BY created_ms DESC LIMIT ?")
+        let rows: Vec<String> = sqlx::query_scalar("SELECT record FROM approvals WHERE status = 'pending' OR NOT $1 ORDER BY created_ms DESC LIMIT $2")
             .bind(pending_only)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(db("listing approvals"))?;
@@ -750,7 +919,7 @@ impl Store {
     /// The approved, unexpired approval for exactly this call, if any.
     pub async fn approved_for(&self, agent: &str, tool: &ToolRef, args_sha256: &str, now_ms: i64) -> Result<Option<String>> {
         sqlx::query_scalar(
-            "SELECT id FROM approvals WHERE agent = ? AND tool = ? AND args_sha256 = ? AND status = 'approved' AND expires_ms >= ? ORDER BY created_ms LIMIT 1",
+            "SELECT id FROM approvals WHERE agent = $1 AND tool = $2 AND args_sha256 = $3 AND status = 'approved' AND expires_ms >= $4 ORDER BY created_ms LIMIT 1",
         )
         .bind(agent)
         .bind(tool.to_string())
@@ -816,9 +985,9 @@ impl Store {
     /// Records with `seq > after`, in order, at most `limit`. Rows that do not
     /// parse are returned as errors so verification reports them.
     pub async fn read_audit(&self, after: u64, limit: u32) -> Result<Vec<std::result::Result<AuditRecord, String>>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after as i64)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(db("reading the audit log"))?;
@@ -827,7 +996,7 @@ impl Store {
 
     /// Raw access for tamper demonstrations and repair tooling.
     pub async fn overwrite_audit_row(&self, seq: u64, record_json: &str) -> Result<()> {
-        let r = sqlx::query("UPDATE audit SET record = ? WHERE seq = ?")
+        let r = sqlx::query("UPDATE audit SET record = $1 WHERE seq = $2")
             .bind(record_json)
             .bind(seq as i64)
             .execute(&self.pool)
@@ -840,11 +1009,23 @@ impl Store {
     }
 }
 
+/// Change notifications from PostgreSQL (see [`Store::change_listener`]).
+pub struct ChangeListener(sqlx::postgres::PgListener);
+
+impl ChangeListener {
+    /// Wait for the next change announced by any replica. An error means the
+    /// connection dropped; the listener reconnects on the next call, and
+    /// notifications sent meanwhile are lost (callers resync by polling).
+    pub async fn recv(&mut self) -> Result<()> {
+        self.0.recv().await.map(|_| ()).map_err(db("listening for changes"))
+    }
+}
+
 /// Appends to the audit log over a dedicated connection (no pool checkout
 /// or health check per append on the hot path).
 pub struct AuditAppender {
     store: Store,
-    conn: sqlx::pool::PoolConnection<Sqlite>,
+    conn: sqlx::pool::PoolConnection<Any>,
     key: Keypair,
     head: Option<ChainHead>,
 }
@@ -859,7 +1040,9 @@ impl AuditAppender {
     /// nothing is written, and the append is redone from the stored head, so
     /// writers never fork the chain.
     pub async fn append(&mut self, events: Vec<(AuditEvent, i64)>) -> Result<Vec<AuditRecord>> {
-        for _ in 0..5 {
+        // Replicas sharing PostgreSQL extend one chain; under contention a
+        // writer may lose the race a few times in a row.
+        for _ in 0..50 {
             let head = match self.head.take() {
                 Some(h) => h,
                 None => self.store.audit_head().await?,
@@ -867,7 +1050,11 @@ impl AuditAppender {
             let records = Chain::new(self.key.clone(), head).seal_batch(events.clone());
             let Some(last) = records.last() else { return Ok(records) };
             let new_head = ChainHead { seq: last.seq, hash: last.hash.clone() };
-            let mut sql = String::from("BEGIN IMMEDIATE;\nINSERT INTO audit (seq, record) VALUES ");
+            let begin = match self.store.backend {
+                Backend::Sqlite => "BEGIN IMMEDIATE",
+                Backend::Postgres => "BEGIN",
+            };
+            let mut sql = format!("{begin};\nINSERT INTO audit (seq, record) VALUES ");
             for (i, r) in records.iter().enumerate() {
                 if i > 0 {
                     sql.push(',');
@@ -896,8 +1083,9 @@ impl AuditAppender {
     }
 }
 
-/// An SQLite string literal. SQLite has no backslash escapes: doubling
-/// single quotes is complete, and serde_json never emits a raw NUL.
+/// An SQL string literal. SQLite, and PostgreSQL with standard-conforming
+/// strings (checked on connect), have no backslash escapes: doubling single
+/// quotes is complete, and serde_json never emits a raw NUL.
 fn sql_text(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -906,11 +1094,11 @@ fn corrupt(what: &str) -> impl Fn(warden_core::CoreError) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn col<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(r: &'r SqliteRow, name: &str) -> Result<T> {
+fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(r: &'r AnyRow, name: &str) -> Result<T> {
     r.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
+fn agent_from_row(r: &AnyRow) -> Result<Agent> {
     let tools: String = col(r, "tools")?;
     Ok(Agent {
         id: AgentId::from_str(&col::<String>(r, "id")?).map_err(corrupt("agent id"))?,
@@ -925,7 +1113,7 @@ fn agent_from_row(r: &SqliteRow) -> Result<Agent> {
     })
 }
 
-fn kill_from_row(r: &SqliteRow) -> Result<Kill> {
+fn kill_from_row(r: &AnyRow) -> Result<Kill> {
     Ok(Kill {
         id: col(r, "id")?,
         scope: col::<String>(r, "scope")?.parse().map_err(|e: warden_monitor::MonitorError| StoreError::Corrupt(e.to_string()))?,
@@ -936,17 +1124,58 @@ fn kill_from_row(r: &SqliteRow) -> Result<Kill> {
     })
 }
 
-fn tool_from_row(r: &SqliteRow) -> Result<Tool> {
+fn tool_from_row(r: &AnyRow) -> Result<Tool> {
     Ok(Tool {
         tool: ToolRef::from_str(&col::<String>(r, "tool")?).map_err(corrupt("tool"))?,
         sensitivity: col::<String>(r, "sensitivity")?.parse().map_err(corrupt("sensitivity"))?,
         action_class: col::<String>(r, "action_class")?.parse().map_err(corrupt("action class"))?,
-        exfil_capable: col(r, "exfil_capable")?,
-        untrusted_content: col(r, "untrusted_content")?,
+        exfil_capable: col::<i64>(r, "exfil_capable")? != 0,
+        untrusted_content: col::<i64>(r, "untrusted_content")? != 0,
         pinned_hash: col(r, "pinned_hash")?,
         observed_hash: col(r, "observed_hash")?,
         status: col::<String>(r, "status")?.parse().map_err(corrupt("tool status"))?,
     })
+}
+
+/// Scratch databases for tests that run against both backends.
+pub mod testing {
+    use super::{Store, StoreError};
+
+    /// The PostgreSQL server tests use (`scripts/pg-throwaway` starts one).
+    pub const URL_ENV: &str = "WARDEN_TEST_POSTGRES_URL";
+
+    /// A new, empty database on the test PostgreSQL server, as a URL; `None`
+    /// when no server is configured. With `WARDEN_REQUIRE_POSTGRES=1` (set by
+    /// `scripts/test`) a missing server is an error rather than a skip.
+    pub async fn fresh_postgres_url() -> Result<Option<String>, StoreError> {
+        let Ok(base) = std::env::var(URL_ENV) else {
+            if std::env::var("WARDEN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                return Err(StoreError::Config(format!("{URL_ENV} is not set; start one with scripts/pg-throwaway")));
+            }
+            eprintln!("note: {URL_ENV} is not set; PostgreSQL backend not tested here");
+            return Ok(None);
+        };
+        let name = format!(
+            "warden_t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        );
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.map_err(super::db("creating a test database"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.map_err(super::db("creating a test database"))?;
+        let (head, _) = base.rsplit_once('/').ok_or_else(|| StoreError::Config(format!("{URL_ENV} has no database name")))?;
+        Ok(Some(format!("{head}/{name}")))
+    }
+
+    /// A fresh store on every backend available: SQLite in `dir`, and
+    /// PostgreSQL when a test server is configured.
+    pub async fn every_backend(dir: &std::path::Path) -> Vec<Store> {
+        let mut out = vec![Store::open(&dir.join("w.db")).await.expect("sqlite store")];
+        if let Some(url) = fresh_postgres_url().await.expect("test PostgreSQL") {
+            out.push(Store::connect(&url).await.expect("postgres store"));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -971,149 +1200,154 @@ mod tests {
     #[tokio::test]
     async fn agents_tools_revocations_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
-        let seq0 = s.change_seq().await.unwrap();
-        let a = agent("a", "k1");
-        s.insert_agent(&a).await.unwrap();
-        assert!(matches!(s.insert_agent(&a).await, Err(StoreError::Conflict(_))));
-        assert!(matches!(s.insert_agent(&agent("b", "k1")).await, Err(StoreError::Conflict(_))), "keys are unique");
-        let mut child = agent("c", "k3");
-        child.parent = Some(AgentId::new("td", "nope").unwrap());
-        assert!(matches!(s.insert_agent(&child).await, Err(StoreError::NotFound(_))));
-        assert_eq!(s.get_agent(&a.id).await.unwrap(), a);
-        s.set_agent_status(&a.id, AgentStatus::Suspended, "test", 50).await.unwrap();
-        assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&50));
-        s.set_agent_status(&a.id, AgentStatus::Revoked, "test", 60).await.unwrap();
-        assert!(matches!(s.set_agent_status(&a.id, AgentStatus::Active, "x", 70).await, Err(StoreError::Conflict(_))));
-        assert!(s.change_seq().await.unwrap() > seq0);
+        for s in testing::every_backend(dir.path()).await {
+            let seq0 = s.change_seq().await.unwrap();
+            let a = agent("a", "k1");
+            s.insert_agent(&a).await.unwrap();
+            assert!(matches!(s.insert_agent(&a).await, Err(StoreError::Conflict(_))));
+            assert!(matches!(s.insert_agent(&agent("b", "k1")).await, Err(StoreError::Conflict(_))), "keys are unique");
+            let mut child = agent("c", "k3");
+            child.parent = Some(AgentId::new("td", "nope").unwrap());
+            assert!(matches!(s.insert_agent(&child).await, Err(StoreError::NotFound(_))));
+            assert_eq!(s.get_agent(&a.id).await.unwrap(), a);
+            s.set_agent_status(&a.id, AgentStatus::Suspended, "test", 50).await.unwrap();
+            assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&50));
+            s.set_agent_status(&a.id, AgentStatus::Revoked, "test", 60).await.unwrap();
+            assert!(matches!(s.set_agent_status(&a.id, AgentStatus::Active, "x", 70).await, Err(StoreError::Conflict(_))));
+            assert!(s.change_seq().await.unwrap() > seq0);
 
-        let t: ToolRef = "crm/lookup".parse().unwrap();
-        let seen = s.observe_tool(&t, "h1", "{}", None).await.unwrap();
-        assert_eq!(seen.status, ToolStatus::Pending);
-        assert!(!seen.is_callable());
-        assert!(seen.untrusted_content, "unclassified tools are treated as untrusted sources");
-        s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, untrusted_content: false, ..seen })
-            .await
-            .unwrap();
-        assert!(s.approve_tool(&t, false).await.unwrap().is_callable());
-        let changed = s.observe_tool(&t, "h2", "{\"x\":1}", Some("[\"hidden_instructions\"]")).await.unwrap();
-        assert_eq!(changed.status, ToolStatus::Changed);
-        assert!(!changed.is_callable());
-        assert_eq!(s.get_tool(&t).await.unwrap().sensitivity, Sensitivity::Low, "observation keeps the classification");
-        assert!(matches!(s.approve_tool(&t, false).await, Err(StoreError::Conflict(m)) if m.contains("tool poisoning")), "flagged needs acceptance");
-        assert_eq!(s.observed_findings(&t).await.unwrap().as_deref(), Some("[\"hidden_instructions\"]"));
-        assert_eq!(s.observe_tool(&t, "h1", "{}", None).await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+            let t: ToolRef = "crm/lookup".parse().unwrap();
+            let seen = s.observe_tool(&t, "h1", "{}", None).await.unwrap();
+            assert_eq!(seen.status, ToolStatus::Pending);
+            assert!(!seen.is_callable());
+            assert!(seen.untrusted_content, "unclassified tools are treated as untrusted sources");
+            s.upsert_tool(&Tool { sensitivity: Sensitivity::Low, action_class: ActionClass::Read, exfil_capable: false, untrusted_content: false, ..seen })
+                .await
+                .unwrap();
+            assert!(s.approve_tool(&t, false).await.unwrap().is_callable());
+            let changed = s.observe_tool(&t, "h2", "{\"x\":1}", Some("[\"hidden_instructions\"]")).await.unwrap();
+            assert_eq!(changed.status, ToolStatus::Changed);
+            assert!(!changed.is_callable());
+            assert_eq!(s.get_tool(&t).await.unwrap().sensitivity, Sensitivity::Low, "observation keeps the classification");
+            assert!(matches!(s.approve_tool(&t, false).await, Err(StoreError::Conflict(m)) if m.contains("tool poisoning")), "flagged needs acceptance");
+            assert_eq!(s.observed_findings(&t).await.unwrap().as_deref(), Some("[\"hidden_instructions\"]"));
+            assert_eq!(s.observe_tool(&t, "h1", "{}", None).await.unwrap().status, ToolStatus::Approved, "reverting restores it");
+        }
     }
 
     #[tokio::test]
     async fn kill_switches_and_monitor_state() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
-        let a = agent("a", "k1");
-        s.insert_agent(&a).await.unwrap();
-        let k = Kill { id: 0, scope: KillScope::Agent, target: a.id.to_string(), reason: "risk 93".into(), by: "monitor".into(), at_ms: 5_000 };
-        let (engaged, seq) = s.engage_kill(&k).await.unwrap();
-        assert!(engaged.id > 0);
-        assert_eq!(seq, s.change_seq().await.unwrap());
-        assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Suspended, "an agent kill suspends");
-        assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&5), "and revokes its tokens");
-        assert!(matches!(s.engage_kill(&k).await, Err(StoreError::Conflict(_))), "one engaged switch per target");
-        let ghost = Kill { target: "spiffe://td/agent/ghost".into(), ..k.clone() };
-        assert!(matches!(s.engage_kill(&ghost).await, Err(StoreError::NotFound(_))));
-        let global = Kill { scope: KillScope::Global, target: String::new(), ..k.clone() };
-        s.engage_kill(&global).await.unwrap();
-        assert_eq!(s.active_kills().await.unwrap().len(), 2);
-        s.lift_kill(engaged.id, "operator:alice", 9_000).await.unwrap();
-        assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Active, "lifting resumes the agent");
-        assert!(matches!(s.lift_kill(engaged.id, "x", 9_000).await, Err(StoreError::NotFound(_))));
-        let all = s.list_kills(true).await.unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[1].1, Some((9_000, "operator:alice".to_string())));
-        // Re-engaging after a lift works; resuming the agent lifts it too.
-        s.engage_kill(&k).await.unwrap();
-        s.set_agent_status(&a.id, AgentStatus::Active, "", 10).await.unwrap();
-        assert_eq!(s.active_kills().await.unwrap().len(), 1, "only the global one");
+        for s in testing::every_backend(dir.path()).await {
+            let a = agent("a", "k1");
+            s.insert_agent(&a).await.unwrap();
+            let k = Kill { id: 0, scope: KillScope::Agent, target: a.id.to_string(), reason: "risk 93".into(), by: "monitor".into(), at_ms: 5_000 };
+            let (engaged, seq) = s.engage_kill(&k).await.unwrap();
+            assert!(engaged.id > 0);
+            assert_eq!(seq, s.change_seq().await.unwrap());
+            assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Suspended, "an agent kill suspends");
+            assert_eq!(s.revocation_set().await.unwrap().agents_before.get(a.id.as_str()), Some(&5), "and revokes its tokens");
+            assert!(matches!(s.engage_kill(&k).await, Err(StoreError::Conflict(_))), "one engaged switch per target");
+            let ghost = Kill { target: "spiffe://td/agent/ghost".into(), ..k.clone() };
+            assert!(matches!(s.engage_kill(&ghost).await, Err(StoreError::NotFound(_))));
+            let global = Kill { scope: KillScope::Global, target: String::new(), ..k.clone() };
+            s.engage_kill(&global).await.unwrap();
+            assert_eq!(s.active_kills().await.unwrap().len(), 2);
+            s.lift_kill(engaged.id, "operator:alice", 9_000).await.unwrap();
+            assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Active, "lifting resumes the agent");
+            assert!(matches!(s.lift_kill(engaged.id, "x", 9_000).await, Err(StoreError::NotFound(_))));
+            let all = s.list_kills(true).await.unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[1].1, Some((9_000, "operator:alice".to_string())));
+            // Re-engaging after a lift works; resuming the agent lifts it too.
+            s.engage_kill(&k).await.unwrap();
+            s.set_agent_status(&a.id, AgentStatus::Active, "", 10).await.unwrap();
+            assert_eq!(s.active_kills().await.unwrap().len(), 1, "only the global one");
 
-        s.save_monitor_states(&[("a".into(), "{\"x\":1}".into())], 7).await.unwrap();
-        s.save_monitor_states(&[("a".into(), "{\"x\":2}".into())], 8).await.unwrap();
-        assert_eq!(s.monitor_states().await.unwrap(), vec![("a".to_string(), "{\"x\":2}".to_string(), 8)]);
+            s.save_monitor_states(&[("a".into(), "{\"x\":1}".into())], 7).await.unwrap();
+            s.save_monitor_states(&[("a".into(), "{\"x\":2}".into())], 8).await.unwrap();
+            assert_eq!(s.monitor_states().await.unwrap(), vec![("a".to_string(), "{\"x\":2}".to_string(), 8)]);
+        }
     }
 
     #[tokio::test]
     async fn approvals_are_decided_once_and_used_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
-        let tool: ToolRef = "pay/transfer".parse().unwrap();
-        let a = Approval {
-            id: "ap1".into(),
-            agent: "spiffe://td/agent/a".into(),
-            owner: "alice".into(),
-            task: "t".into(),
-            tool: tool.clone(),
-            args_sha256: "h1".into(),
-            args_redacted: serde_json::json!({"amount": 5000}),
-            reason: "big".into(),
-            policies: vec!["large-payment-approval".into()],
-            risk: 3,
-            required: 2,
-            approvers: vec![],
-            status: ApprovalStatus::Pending,
-            decided_by: None,
-            decision_reason: None,
-            created_ms: 100,
-            expires_ms: 10_000,
-        };
-        s.insert_approval(&a).await.unwrap();
-        assert_eq!(s.list_approvals(true, 10).await.unwrap(), vec![a.clone()]);
-        s.decide_approval("ap1", "operator:bob", true, "", 200).await.unwrap();
-        assert!(matches!(s.decide_approval("ap1", "operator:bob", true, "", 201).await, Err(StoreError::Conflict(m)) if m.contains("different approver")));
-        assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap(), None, "one of two approvals is not enough");
-        assert_eq!(s.decide_approval("ap1", "operator:carol", true, "fine", 300).await.unwrap().status, ApprovalStatus::Approved);
-        assert_eq!(s.approved_for(&a.agent, &tool, "h2", 300).await.unwrap(), None, "bound to the argument hash");
-        assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap().as_deref(), Some("ap1"));
-        assert_eq!(s.use_approval("ap1", 400).await.unwrap().status, ApprovalStatus::Used);
-        assert!(matches!(s.use_approval("ap1", 401).await, Err(StoreError::Conflict(_))), "used once");
-        assert!(s.list_approvals(true, 10).await.unwrap().is_empty());
+        for s in testing::every_backend(dir.path()).await {
+            let tool: ToolRef = "pay/transfer".parse().unwrap();
+            let a = Approval {
+                id: "ap1".into(),
+                agent: "spiffe://td/agent/a".into(),
+                owner: "alice".into(),
+                task: "t".into(),
+                tool: tool.clone(),
+                args_sha256: "h1".into(),
+                args_redacted: serde_json::json!({"amount": 5000}),
+                reason: "big".into(),
+                policies: vec!["large-payment-approval".into()],
+                risk: 3,
+                required: 2,
+                approvers: vec![],
+                status: ApprovalStatus::Pending,
+                decided_by: None,
+                decision_reason: None,
+                created_ms: 100,
+                expires_ms: 10_000,
+            };
+            s.insert_approval(&a).await.unwrap();
+            assert_eq!(s.list_approvals(true, 10).await.unwrap(), vec![a.clone()]);
+            s.decide_approval("ap1", "operator:bob", true, "", 200).await.unwrap();
+            assert!(matches!(s.decide_approval("ap1", "operator:bob", true, "", 201).await, Err(StoreError::Conflict(m)) if m.contains("different approver")));
+            assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap(), None, "one of two approvals is not enough");
+            assert_eq!(s.decide_approval("ap1", "operator:carol", true, "fine", 300).await.unwrap().status, ApprovalStatus::Approved);
+            assert_eq!(s.approved_for(&a.agent, &tool, "h2", 300).await.unwrap(), None, "bound to the argument hash");
+            assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap().as_deref(), Some("ap1"));
+            assert_eq!(s.use_approval("ap1", 400).await.unwrap().status, ApprovalStatus::Used);
+            assert!(matches!(s.use_approval("ap1", 401).await, Err(StoreError::Conflict(_))), "used once");
+            assert!(s.list_approvals(true, 10).await.unwrap().is_empty());
 
-        let late = Approval { id: "ap2".into(), required: 1, ..a.clone() };
-        s.insert_approval(&late).await.unwrap();
-        assert!(matches!(s.decide_approval("ap2", "operator:bob", true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
-        assert_eq!(s.get_approval("ap2").await.unwrap().status, ApprovalStatus::Expired, "the expiry is recorded");
-        assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
+            let late = Approval { id: "ap2".into(), required: 1, ..a.clone() };
+            s.insert_approval(&late).await.unwrap();
+            assert!(matches!(s.decide_approval("ap2", "operator:bob", true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
+            assert_eq!(s.get_approval("ap2").await.unwrap().status, ApprovalStatus::Expired, "the expiry is recorded");
+            assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
+        }
     }
 
     #[tokio::test]
     async fn operators_by_token_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
-        s.add_operator("alice", Role::Admin, "d1", 1).await.unwrap();
-        assert!(matches!(s.add_operator("alice", Role::Viewer, "d2", 2).await, Err(StoreError::Conflict(_))));
-        assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(("alice".to_string(), Role::Admin)));
-        assert_eq!(s.operator_by_token("d2").await.unwrap(), None);
-        s.remove_operator("alice").await.unwrap();
-        assert_eq!(s.operator_by_token("d1").await.unwrap(), None);
-        assert!(matches!(s.remove_operator("alice").await, Err(StoreError::NotFound(_))));
+        for s in testing::every_backend(dir.path()).await {
+            s.add_operator("alice", Role::Admin, "d1", 1).await.unwrap();
+            assert!(matches!(s.add_operator("alice", Role::Viewer, "d2", 2).await, Err(StoreError::Conflict(_))));
+            assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(("alice".to_string(), Role::Admin)));
+            assert_eq!(s.operator_by_token("d2").await.unwrap(), None);
+            s.remove_operator("alice").await.unwrap();
+            assert_eq!(s.operator_by_token("d1").await.unwrap(), None);
+            assert!(matches!(s.remove_operator("alice").await, Err(StoreError::NotFound(_))));
+        }
     }
 
     #[tokio::test]
     async fn audit_appends_survive_hostile_text_and_concurrent_writers() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("w.db")).await.unwrap();
-        let key = Keypair::generate();
-        let nasty = "x'); DROP TABLE audit; --\u{0}'' \\ ünïcødé \"q\"";
-        let ev = |r: &str| AuditEvent { decision: "deny".into(), reason: Some(r.into()), ..Default::default() };
-        let mut w = s.audit_appender(key.clone()).await.unwrap();
-        w.append(vec![(ev(nasty), 1), (ev("second"), 2)]).await.unwrap();
-        // Another writer appends behind this writer's back.
-        s.audit_appender(key.clone()).await.unwrap().append(vec![(ev("other writer"), 3)]).await.unwrap();
-        // The stale head collides, and the append is redone on the real head.
-        let recs = w.append(vec![(ev("after"), 4)]).await.unwrap();
-        assert_eq!(recs[0].seq, 4);
-        let all: Vec<_> = s.read_audit(0, 100).await.unwrap().into_iter().map(|r| r.unwrap()).collect();
-        assert_eq!(all.len(), 4);
-        assert_eq!(all[0].event.reason.as_deref(), Some(nasty));
-        let head = s.audit_head().await.unwrap();
-        let report = warden_audit::verify(all.into_iter().map(Ok), &key.public(), ChainHead::default(), Some(&head)).unwrap();
-        assert_eq!(report.records, 4);
+        for s in testing::every_backend(dir.path()).await {
+            let key = Keypair::generate();
+            let nasty = "x'); DROP TABLE audit; --\u{0}'' \\ ünïcødé \"q\"";
+            let ev = |r: &str| AuditEvent { decision: "deny".into(), reason: Some(r.into()), ..Default::default() };
+            let mut w = s.audit_appender(key.clone()).await.unwrap();
+            w.append(vec![(ev(nasty), 1), (ev("second"), 2)]).await.unwrap();
+            // Another writer appends behind this writer's back.
+            s.audit_appender(key.clone()).await.unwrap().append(vec![(ev("other writer"), 3)]).await.unwrap();
+            // The stale head collides, and the append is redone on the real head.
+            let recs = w.append(vec![(ev("after"), 4)]).await.unwrap();
+            assert_eq!(recs[0].seq, 4);
+            let all: Vec<_> = s.read_audit(0, 100).await.unwrap().into_iter().map(|r| r.unwrap()).collect();
+            assert_eq!(all.len(), 4);
+            assert_eq!(all[0].event.reason.as_deref(), Some(nasty));
+            let head = s.audit_head().await.unwrap();
+            let report = warden_audit::verify(all.into_iter().map(Ok), &key.public(), ChainHead::default(), Some(&head)).unwrap();
+            assert_eq!(report.records, 4);
+        }
     }
 }

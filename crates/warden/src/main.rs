@@ -42,11 +42,11 @@ pub fn load_config(cli: &Cli) -> Result<ServerConfig> {
 }
 
 pub async fn open_store(cfg: &ServerConfig) -> Result<warden_store::Store> {
-    let db = cfg.db_path();
-    if !db.exists() {
-        warden_server::ensure_data_dir(&cfg.data_dir)?;
-    }
-    warden_store::Store::open(&db).await.with_context(|| format!("opening the registry at {}", db.display()))
+    let at = match cfg.database_url() {
+        Some(_) => "the database named by database_url / WARDEN_DATABASE_URL".to_string(),
+        None => cfg.db_path().display().to_string(),
+    };
+    warden_server::open_store(cfg).await.with_context(|| format!("opening the registry at {at}"))
 }
 
 /// Ctrl-C, or SIGTERM from a service manager.

@@ -95,7 +95,27 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
     }
 
     pub fn cli_output(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--config").arg(&self.cfg).args(args).output().unwrap()
+        Command::new(BIN).arg("--config").arg(&self.cfg).args(args).envs(self.env.iter().cloned()).output().unwrap()
+    }
+
+    /// Edit the config file (restart with [`Harness::serve`] to apply).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.cfg, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// A second server sharing this one's data directory (the gateway key),
+    /// configuration and environment (so the same shared database).
+    pub fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("warden.toml");
+        let data_dir = self.dir.path().join("warden-data");
+        let text = std::fs::read_to_string(&self.cfg).unwrap();
+        std::fs::write(&cfg, format!("data_dir = {:?}\n{text}", data_dir.display().to_string())).unwrap();
+        let mut h = Self { call_log: self.call_log.clone(), dir, cfg, base: String::new(), env: self.env.clone(), child: None };
+        h.serve();
+        h
     }
 
     pub fn cli(&self, args: &[&str]) -> String {

@@ -1,0 +1,89 @@
+//! Two `warden serve` replicas on one PostgreSQL database: registry changes
+//! made through one replica reach the other by LISTEN/NOTIFY, well before
+//! the (deliberately slow) periodic resync.
+
+mod common;
+
+use common::Harness;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The periodic resync is 30 s here, so anything faster is the notification.
+const SLOW_RESYNC: &str = "refresh_ms = 30000";
+
+async fn postgres_replicas() -> Option<(Harness, Harness)> {
+    let url = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL")?;
+    let mut a = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", &url)]);
+    a.edit_config("refresh_ms = 20", SLOW_RESYNC);
+    a.serve();
+    let b = a.replica();
+    Some((a, b))
+}
+
+fn lookup() -> Value {
+    json!({ "customer_id": "c-1001" })
+}
+
+/// Call through `c` until the call is refused; the time from `since`.
+async fn until_refused(c: &mut warden_client::AgentClient, since: Instant) -> Duration {
+    loop {
+        let r = c.call_tool("onboarding__customer_lookup", lookup()).await.unwrap();
+        if r.result().is_none() {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the change never reached the other replica");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_on_one_replica_stops_the_agent_on_the_other() {
+    let Some((a, b)) = postgres_replicas().await else { return };
+    assert_ne!(a.base, b.base);
+    a.approve_demo_tools();
+    let admin = a.cli(&["operator", "add", "ops", "--role", "admin"]).trim().to_string();
+    let (id, key) = a.register("shared", "onboarding/*", 2, None);
+    let (id2, key2) = a.register("other", "onboarding/*", 2, None);
+
+    // Registered through the shared database, the agent works on replica B
+    // (the registration itself reached B by notification: its resync is 30 s).
+    let t = Instant::now();
+    let mut on_b = b.ready_client(&id, &key, None).await;
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(on_b.call_tool("onboarding__customer_lookup", lookup()).await.unwrap().result().is_some());
+
+    // Kill switch engaged through replica A's admin API.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/admin/v1/kills", a.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "scope": "agent", "target": id, "reason": "replica test" }))
+        .send()
+        .await
+        .unwrap();
+    let engaged = Instant::now();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let took = until_refused(&mut on_b, engaged).await;
+    eprintln!("kill on replica A -> call refused on replica B after {} ms", took.as_millis());
+
+    // B audited when the switch came into force there, timed from when A
+    // engaged it.
+    let out = b.cli(&["audit", "tail", "-n", "50", "--json"]);
+    let in_force: Vec<Value> = out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["event"]["kind"] == "containment").collect();
+    let ms: Vec<u64> =
+        in_force.iter().filter_map(|r| r["event"]["reason"].as_str()?.split("in force on this gateway ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    assert_eq!(ms.len(), 1, "exactly one replica picked the switch up from the database: {in_force:?}");
+    eprintln!("replica B: kill in force {} ms after replica A engaged it (target < 100 ms)", ms[0]);
+    assert!(ms[0] < 5_000, "propagated by notification, not by the 30 s resync");
+
+    // A suspension through replica B's CLI (the store) stops the other agent on A.
+    let mut other_on_a = a.ready_client(&id2, &key2, None).await;
+    assert!(other_on_a.call_tool("onboarding__customer_lookup", lookup()).await.unwrap().result().is_some());
+    let t = Instant::now();
+    b.cli(&["agent", "suspend", "other", "--reason", "replica test"]);
+    let took = until_refused(&mut other_on_a, t).await;
+    eprintln!("suspension via the CLI -> call refused on replica A after {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(5));
+
+    // Both replicas extended one audit chain; it verifies.
+    a.assert_audit_intact();
+}
