@@ -10,8 +10,10 @@
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
+pub mod proof;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -41,6 +43,11 @@ impl AuditRecord {
     pub fn leaf_hash(&self) -> Result<merkle::Hash, AuditError> {
         let raw = merkle::parse_hash(&self.hash).ok_or(AuditError::Hash { seq: self.seq })?;
         Ok(merkle::leaf_hash(&raw))
+    }
+
+    /// Does the record's content still hash to its `hash`?
+    pub fn content_matches_hash(&self) -> bool {
+        Self::compute_hash(self.seq, self.ts_ms, &self.prev, &self.event) == self.hash
     }
 
     fn compute_hash(seq: u64, ts_ms: i64, prev: &str, event: &AuditEvent) -> String {

@@ -70,6 +70,7 @@ async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, 
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

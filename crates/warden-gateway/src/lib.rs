@@ -17,7 +17,7 @@ pub mod telemetry;
 pub mod upstream;
 pub mod webhook;
 
-pub use audit_sink::{AuditSink, AuditUnavailable};
+pub use audit_sink::{AuditSink, AuditUnavailable, now_ms};
 pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;

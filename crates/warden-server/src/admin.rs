@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Role};
-use warden_gateway::Gateway;
 use warden_gateway::metrics::Gauges;
+use warden_gateway::{Gateway, now_ms};
 use warden_identity::PublicKey;
 use warden_monitor::{History, Kill, KillScope, Promotion, PromotionPolicy};
 use warden_store::Store;
@@ -51,6 +51,7 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/admin/v1/kills/{id}/lift", post(lift))
         .route("/admin/v1/decisions", get(decisions))
         .route("/admin/v1/audit/verify", get(verify))
+        .route("/admin/v1/audit/checkpoint", get(checkpoint))
         .with_state(state)
 }
 
@@ -138,10 +139,6 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 
 fn ok(v: Value) -> ApiResult {
     Ok(axum::Json(v).into_response())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Deserialize)]
@@ -379,8 +376,19 @@ async fn decisions(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<Ha
 async fn verify(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let v = match s.gw.store.verify_audit(&s.audit_key).await? {
-        Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash } }),
+        Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
     ok(v)
+}
+
+/// The newest signed audit checkpoint (C2SP signed note), for publishing.
+async fn checkpoint(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+    s.operator(&h, Role::Viewer).await?;
+    match s.gw.store.latest_checkpoint().await? {
+        Some(c) => ok(json!({ "size": c.size, "note": c.note, "ts_ms": c.ts_ms })),
+        None => {
+            Err(ApiError(StatusCode::NOT_FOUND, "no audit checkpoint yet (one is signed every audit.checkpoint_secs, or run `warden audit checkpoint`)".into()))
+        }
+    }
 }

@@ -91,6 +91,24 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
     }
 }
 
+/// Sign an audit checkpoint every `audit.checkpoint_secs` when the log grew.
+fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
+    if cfg.audit.checkpoint_secs == 0 {
+        return;
+    }
+    let (period, origin) = (Duration::from_secs(cfg.audit.checkpoint_secs), cfg.audit_origin());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.make_checkpoint(&key, &origin, warden_gateway::now_ms()).await {
+                tracing::error!("signing an audit checkpoint failed: {e}");
+            }
+        }
+    });
+}
+
 /// Start the server: bind, observe upstream tool definitions once, then serve.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
@@ -114,6 +132,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
     let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    spawn_checkpoints(&cfg, store.clone(), key.clone());
     let issuer = TokenIssuer::new(key);
     let gw_cfg = GatewayConfig {
         issuer: public_url.clone(),

@@ -46,6 +46,29 @@ pub struct ServerConfig {
     /// Optional OpenTelemetry trace export.
     #[serde(default)]
     pub telemetry: warden_gateway::telemetry::TelemetryConfig,
+    /// Signed Merkle checkpoints of the audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Sign a checkpoint (C2SP signed note) this often when the log grew;
+    /// 0 turns the periodic checkpoints off (`warden audit checkpoint`
+    /// still makes one on demand).
+    #[serde(default = "d_checkpoint")]
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_secs: d_checkpoint() }
+    }
+}
+
+fn d_checkpoint() -> u64 {
+    60
 }
 
 /// Environment variable that names the shared database (may hold a password).
@@ -105,6 +128,9 @@ impl ServerConfig {
         if !(5..=300).contains(&self.dpop_skew_secs) {
             return Err("dpop_skew_secs must be between 5 and 300".into());
         }
+        if self.trust_domain.is_empty() || self.trust_domain.contains(|c: char| c.is_whitespace() || c == '+' || c == '/') {
+            return Err("trust_domain must be a name without spaces, '/' or '+'".into());
+        }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
         }
@@ -153,6 +179,11 @@ impl ServerConfig {
     /// The shared database, if any: `WARDEN_DATABASE_URL`, else `database_url`.
     pub fn database_url(&self) -> Option<String> {
         std::env::var(DATABASE_URL_ENV).ok().filter(|u| !u.is_empty()).or_else(|| self.database_url.clone())
+    }
+
+    /// The origin line of audit checkpoints (the log's name).
+    pub fn audit_origin(&self) -> String {
+        format!("{}/audit", self.trust_domain)
     }
 
     pub fn db_path(&self) -> PathBuf {

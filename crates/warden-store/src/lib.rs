@@ -18,7 +18,8 @@ use sqlx::{Any, AnyPool, ConnectOptions, Executor, Row, Transaction};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-use warden_audit::{AuditError, AuditRecord, Chain, ChainHead, VerifyReport};
+use warden_audit::merkle::Frontier;
+use warden_audit::{AuditError, AuditRecord, Chain, ChainHead, Checkpoint, VerifyReport};
 use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Role, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
 use warden_monitor::{Kill, KillScope};
@@ -120,11 +121,25 @@ CREATE TABLE operators (
     created_ms INTEGER NOT NULL
 );
 "#,
+    CHECKPOINTS_TABLE,
 ];
+
+/// Signed Merkle checkpoints of the audit log (same DDL on both backends):
+/// the note, the chain head it covers and the tree frontier to extend.
+const CHECKPOINTS_TABLE: &str = r#"
+CREATE TABLE checkpoints (
+    size BIGINT PRIMARY KEY,
+    head_hash TEXT NOT NULL,
+    frontier TEXT NOT NULL,
+    note TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL
+);
+"#;
 
 /// PostgreSQL schema, one entry per version: the same tables and constraints
 /// as SQLite's, with 64-bit integers throughout (the queries bind `i64`).
-const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agents (
     id TEXT PRIMARY KEY,
@@ -188,7 +203,9 @@ CREATE TABLE operators (
     token_sha256 TEXT NOT NULL UNIQUE,
     created_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    CHECKPOINTS_TABLE,
+];
 
 /// The PostgreSQL channel a registry change is announced on.
 pub const CHANGE_CHANNEL: &str = "warden_changes";
@@ -959,11 +976,19 @@ impl Store {
         }
     }
 
-    /// Verify the stored log against the gateway key and the stored head.
+    /// Verify the stored log against the gateway key, the stored head and
+    /// every signed checkpoint.
     pub async fn verify_audit(&self, key: &warden_identity::PublicKey) -> Result<std::result::Result<VerifyReport, AuditError>> {
+        let mut checkpoints = Vec::new();
+        for c in self.checkpoints().await? {
+            match Checkpoint::verify(&c.note, key) {
+                Ok(cp) if cp.size == c.size => checkpoints.push(cp),
+                _ => return Ok(Err(AuditError::Checkpoint { size: c.size })),
+            }
+        }
         let records = self.audit_records().await?;
         let head = self.audit_head().await?;
-        Ok(warden_audit::verify(records, key, ChainHead::default(), Some(&head)))
+        Ok(warden_audit::verify_with_checkpoints(records, key, ChainHead::default(), Some(&head), &checkpoints))
     }
 
     /// A writer for the audit log, holding its own connection.
@@ -994,6 +1019,77 @@ impl Store {
         Ok(rows.into_iter().map(|(seq, text)| serde_json::from_str(&text).map_err(|e| format!("row {seq}: {e}"))).collect())
     }
 
+    /// The newest signed checkpoint, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let row: Option<(i64, String, String, String, i64)> =
+            sqlx::query_as("SELECT size, head_hash, frontier, note, ts_ms FROM checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading checkpoints"))?;
+        row.map(StoredCheckpoint::from_row).transpose()
+    }
+
+    /// Every signed checkpoint, oldest first.
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>> {
+        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as("SELECT size, head_hash, frontier, note, ts_ms FROM checkpoints ORDER BY size")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading checkpoints"))?;
+        rows.into_iter().map(StoredCheckpoint::from_row).collect()
+    }
+
+    /// Sign a checkpoint of the log as it stands, if it grew since the last
+    /// one. Only records that verify (chain, hashes, batch signatures) from
+    /// the last checkpoint on are covered: a checkpoint never vouches for a
+    /// log that was already tampered with. Replicas racing to checkpoint the
+    /// same size produce the same note (Ed25519 is deterministic); the first
+    /// one stored wins. Returns the newest checkpoint.
+    pub async fn make_checkpoint(&self, key: &Keypair, origin: &str, now_ms: i64) -> Result<Option<StoredCheckpoint>> {
+        let last = self.latest_checkpoint().await?;
+        let (mut head, mut tree) = match &last {
+            Some(c) => (ChainHead { seq: c.size, hash: c.head_hash.clone() }, c.frontier.clone()),
+            None => (ChainHead::default(), Frontier::default()),
+        };
+        let start = head.seq;
+        const PAGE: u32 = 10_000;
+        loop {
+            let page = self.read_audit(head.seq, PAGE).await?;
+            let n = page.len();
+            let records: Vec<AuditRecord> =
+                page.into_iter().collect::<std::result::Result<_, _>>().map_err(|e| StoreError::Corrupt(format!("audit log: {e}")))?;
+            let Some(last_rec) = records.last() else { break };
+            let next = ChainHead { seq: last_rec.seq, hash: last_rec.hash.clone() };
+            for r in &records {
+                tree.push(r.leaf_hash().map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            // A page may end inside a batch: its signature, further on,
+            // covers these records through the chain.
+            match warden_audit::verify(records.into_iter().map(Ok), &key.public(), head, None) {
+                Ok(_) => {}
+                Err(AuditError::Unsealed { .. }) if n == PAGE as usize => {}
+                Err(e) => return Err(StoreError::Corrupt(format!("audit log does not verify, no checkpoint signed: {e}"))),
+            }
+            head = next;
+            if n < PAGE as usize {
+                break;
+            }
+        }
+        if head.seq == start {
+            return Ok(last);
+        }
+        let note = Checkpoint { origin: origin.to_string(), size: tree.size(), root: tree.root() }.sign(key);
+        sqlx::query("INSERT INTO checkpoints (size, head_hash, frontier, note, ts_ms) VALUES ($1,$2,$3,$4,$5) ON CONFLICT (size) DO NOTHING")
+            .bind(tree.size() as i64)
+            .bind(&head.hash)
+            .bind(serde_json::to_string(&tree).expect("frontier serializes"))
+            .bind(&note)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db("storing a checkpoint"))?;
+        self.latest_checkpoint().await
+    }
+
     /// Raw access for tamper demonstrations and repair tooling.
     pub async fn overwrite_audit_row(&self, seq: u64, record_json: &str) -> Result<()> {
         let r = sqlx::query("UPDATE audit SET record = $1 WHERE seq = $2")
@@ -1006,6 +1102,29 @@ impl Store {
             return Err(StoreError::NotFound(format!("audit record {seq}")));
         }
         Ok(())
+    }
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size = the last record's `seq`.
+    pub size: u64,
+    /// Chain hash of record `size`.
+    pub head_hash: String,
+    pub frontier: Frontier,
+    /// The C2SP signed note.
+    pub note: String,
+    pub ts_ms: i64,
+}
+
+impl StoredCheckpoint {
+    fn from_row((size, head_hash, frontier, note, ts_ms): (i64, String, String, String, i64)) -> Result<Self> {
+        let frontier: Frontier = serde_json::from_str(&frontier).map_err(|e| StoreError::Corrupt(format!("checkpoint {size}: {e}")))?;
+        if !frontier.is_valid() || frontier.size() != size as u64 {
+            return Err(StoreError::Corrupt(format!("checkpoint {size}: frontier does not match its size")));
+        }
+        Ok(Self { size: size as u64, head_hash, frontier, note, ts_ms })
     }
 }
 
@@ -1348,6 +1467,28 @@ mod tests {
             let head = s.audit_head().await.unwrap();
             let report = warden_audit::verify(all.into_iter().map(Ok), &key.public(), ChainHead::default(), Some(&head)).unwrap();
             assert_eq!(report.records, 4);
+
+            // Checkpoints: signed over what verifies, extended incrementally.
+            let c1 = s.make_checkpoint(&key, "td/audit", 10).await.unwrap().unwrap();
+            assert_eq!(c1.size, 4);
+            assert_eq!(Checkpoint::verify(&c1.note, &key.public()).unwrap().root, c1.frontier.root());
+            assert_eq!(hex::encode(c1.frontier.root()), report.root);
+            assert_eq!(s.make_checkpoint(&key, "td/audit", 11).await.unwrap().unwrap(), c1, "no growth, no new checkpoint");
+            w.append(vec![(ev("more"), 5), (ev("and more"), 6)]).await.unwrap();
+            let c2 = s.make_checkpoint(&key, "td/audit", 12).await.unwrap().unwrap();
+            assert_eq!(c2.size, 6);
+            let all: Vec<_> = s.read_audit(0, 100).await.unwrap().into_iter().map(|r| r.unwrap()).collect();
+            let leaves: Vec<_> = all.iter().map(|r| r.leaf_hash().unwrap()).collect();
+            assert_eq!(c2.frontier.root(), warden_audit::merkle::root(&leaves));
+            assert_eq!(s.checkpoints().await.unwrap().len(), 2);
+            // A record already covered and edited is caught by verifying
+            // against the checkpoints, not here; an edit after the last
+            // checkpoint stops the next one.
+            w.append(vec![(ev("late"), 7)]).await.unwrap();
+            let mut edited = all[5].clone();
+            edited.event.decision = "allow".into();
+            s.overwrite_audit_row(7, &serde_json::to_string(&edited).unwrap()).await.unwrap();
+            assert!(matches!(s.make_checkpoint(&key, "td/audit", 13).await, Err(StoreError::Corrupt(m)) if m.contains("does not verify")));
         }
     }
 }

@@ -1,12 +1,15 @@
-//! `warden audit …`: tail, query, verify, export.
+//! `warden audit …`: tail, query, verify (store or export, against signed
+//! checkpoints), export (JSONL, OCSF), checkpoints and Merkle proofs.
 
-use crate::cli::{AuditCmd, Cli};
+use crate::cli::{AuditCmd, Cli, ExportFormat};
 use crate::{load_config, open_store};
 use anyhow::{Context, Result, bail, ensure};
 use std::io::Write;
-use warden_audit::{AuditError, AuditRecord, ChainHead, VerifyReport, parse_jsonl, verify};
+use std::path::{Path, PathBuf};
+use warden_audit::merkle::Hash;
+use warden_audit::{AuditError, AuditRecord, ChainHead, Checkpoint, ConsistencyProof, InclusionProof, VerifyReport, parse_jsonl, verify_with_checkpoints};
 use warden_identity::{Keypair, PublicKey};
-use warden_store::Store;
+use warden_store::{Store, StoredCheckpoint};
 
 /// Every record in order (rows that do not parse become errors).
 pub async fn all_records(store: &Store) -> Result<Vec<Result<AuditRecord, AuditError>>> {
@@ -18,11 +21,41 @@ pub async fn verify_store(store: &Store, key: &PublicKey) -> Result<Result<Verif
     Ok(store.verify_audit(key).await?)
 }
 
-fn gateway_public_key(cli: &Cli) -> Result<PublicKey> {
+fn gateway_key(cli: &Cli) -> Result<Keypair> {
     let cfg = load_config(cli)?;
     let path = cfg.key_path();
     let pem = std::fs::read_to_string(&path).with_context(|| format!("reading the gateway key {} (or pass --public-key)", path.display()))?;
-    Ok(Keypair::from_pkcs8_pem(&pem)?.public())
+    Ok(Keypair::from_pkcs8_pem(&pem)?)
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The key given with --public-key, else the local gateway's.
+fn public_key(cli: &Cli, given: &Option<PathBuf>) -> Result<PublicKey> {
+    match given {
+        Some(p) => Ok(PublicKey::parse(&read(p)?)?),
+        None => Ok(gateway_key(cli)?.public()),
+    }
+}
+
+/// The stored checkpoint of this tree size, or the newest.
+async fn stored_checkpoint(store: &Store, size: Option<u64>) -> Result<StoredCheckpoint> {
+    let all = store.checkpoints().await?;
+    let sizes = all.iter().map(|c| c.size.to_string()).collect::<Vec<_>>().join(", ");
+    match size {
+        None => all.into_iter().last().context("no audit checkpoint yet; sign one with `warden audit checkpoint`"),
+        Some(n) => all.into_iter().find(|c| c.size == n).with_context(|| format!("no checkpoint at tree size {n} (stored: {sizes})")),
+    }
+}
+
+/// Leaf hashes of the first `size` records.
+async fn leaves(store: &Store, size: u64) -> Result<(Vec<AuditRecord>, Vec<Hash>)> {
+    let recs: Vec<AuditRecord> = all_records(store).await?.into_iter().take(size as usize).collect::<Result<_, _>>()?;
+    ensure!(recs.len() as u64 == size, "the stored log has {} records, fewer than the checkpoint's {size}", recs.len());
+    let leaves = recs.iter().map(AuditRecord::leaf_hash).collect::<Result<_, _>>()?;
+    Ok((recs, leaves))
 }
 
 fn line(r: &AuditRecord) -> String {
@@ -42,17 +75,33 @@ fn line(r: &AuditRecord) -> String {
 
 pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
     match cmd {
-        AuditCmd::Verify { file: Some(file), public_key, head } => {
+        AuditCmd::Verify { file: Some(file), public_key: pk, head, checkpoint } => {
             let head = head.as_deref().map(parse_head).transpose()?;
-            let key = match public_key {
-                Some(p) => PublicKey::parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)?,
-                None => gateway_public_key(cli)?,
-            };
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            report(verify(parse_jsonl(&text), &key, ChainHead::default(), head.as_ref()))
+            let key = public_key(cli, pk)?;
+            let checkpoints = checkpoint
+                .iter()
+                .map(|p| Checkpoint::verify(&read(p)?, &key).with_context(|| format!("checkpoint {}", p.display())))
+                .collect::<Result<Vec<_>>>()?;
+            let text = read(file)?;
+            report(verify_with_checkpoints(parse_jsonl(&text), &key, ChainHead::default(), head.as_ref(), &checkpoints))
+        }
+        AuditCmd::CheckProof { file, public_key: pk, old_checkpoint } => {
+            let key = public_key(cli, pk)?;
+            let v: serde_json::Value = serde_json::from_str(&read(file)?).with_context(|| format!("{} is not JSON", file.display()))?;
+            if v.get("record").is_some() {
+                let p: InclusionProof = serde_json::from_value(v).context("not an inclusion proof")?;
+                let cp = p.verify(&key).context("inclusion proof FAILED")?;
+                println!("inclusion proof OK: record {} ({}) is in the log {} signed at tree size {}", p.record.seq, p.record.hash, cp.origin, cp.size);
+            } else {
+                let p: ConsistencyProof = serde_json::from_value(v).context("not a consistency proof")?;
+                let old = old_checkpoint.as_deref().context("a consistency proof needs --old-checkpoint FILE (the checkpoint published earlier)")?;
+                let cp = p.verify(&key, &read(old)?).context("consistency proof FAILED")?;
+                println!("consistency proof OK: the log {} at tree size {} extends tree size {} unchanged", cp.origin, cp.size, p.old_size);
+            }
+            Ok(())
         }
         AuditCmd::PublicKey => {
-            print!("{}", gateway_public_key(cli)?.to_spki_pem());
+            print!("{}", gateway_key(cli)?.public().to_spki_pem());
             Ok(())
         }
         _ => {
@@ -60,8 +109,37 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
             let store = open_store(&cfg).await?;
             match cmd {
                 AuditCmd::Verify { .. } => {
-                    let key = gateway_public_key(cli)?;
+                    let key = gateway_key(cli)?.public();
                     report(verify_store(&store, &key).await?)
+                }
+                AuditCmd::Checkpoint { out } => {
+                    let key = gateway_key(cli)?;
+                    let cp = store.make_checkpoint(&key, &cfg.audit_origin(), warden_gateway::now_ms()).await?;
+                    let cp = cp.context("the audit log is empty: nothing to checkpoint yet")?;
+                    match out {
+                        Some(p) => {
+                            std::fs::write(p, &cp.note).with_context(|| format!("writing {}", p.display()))?;
+                            eprintln!("checkpoint at tree size {} written to {}", cp.size, p.display());
+                        }
+                        None => print!("{}", cp.note),
+                    }
+                    Ok(())
+                }
+                AuditCmd::Prove { seq, size } => {
+                    let cp = stored_checkpoint(&store, *size).await?;
+                    ensure!((1..=cp.size).contains(seq), "record {seq} is not covered by the checkpoint at tree size {}", cp.size);
+                    let (recs, leaves) = leaves(&store, cp.size).await?;
+                    let proof = InclusionProof::new(recs[*seq as usize - 1].clone(), &leaves, cp.note)?;
+                    println!("{}", serde_json::to_string_pretty(&proof)?);
+                    Ok(())
+                }
+                AuditCmd::Consistency { old_size, size } => {
+                    let cp = stored_checkpoint(&store, *size).await?;
+                    ensure!((1..=cp.size).contains(old_size), "the older size must be between 1 and {}", cp.size);
+                    let (_, leaves) = leaves(&store, cp.size).await?;
+                    let proof = ConsistencyProof::new(*old_size, &leaves, cp.note)?;
+                    println!("{}", serde_json::to_string_pretty(&proof)?);
+                    Ok(())
                 }
                 AuditCmd::Tail { n, json } => {
                     let head = store.audit_head().await?;
@@ -82,7 +160,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                     let skip = recs.len().saturating_sub(*limit);
                     print_records(recs.into_iter().skip(skip), *json)
                 }
-                AuditCmd::Export { out } => {
+                AuditCmd::Export { out, format } => {
                     let mut w: Box<dyn Write> = match out {
                         Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
                         None => Box::new(std::io::stdout().lock()),
@@ -90,7 +168,11 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                     let mut n = 0;
                     for r in all_records(&store).await? {
                         let r = r.map_err(|e| anyhow::anyhow!("cannot export: {e}"))?;
-                        writeln!(w, "{}", serde_json::to_string(&r)?)?;
+                        let line = match format {
+                            ExportFormat::Jsonl => serde_json::to_string(&r)?,
+                            ExportFormat::Ocsf => serde_json::to_string(&warden_audit::export::ocsf(&r, env!("CARGO_PKG_VERSION")))?,
+                        };
+                        writeln!(w, "{line}")?;
                         n += 1;
                     }
                     w.flush()?;
@@ -99,7 +181,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                     }
                     Ok(())
                 }
-                AuditCmd::PublicKey => unreachable!("handled above"),
+                AuditCmd::PublicKey | AuditCmd::CheckProof { .. } => unreachable!("handled above"),
             }
         }
     }
@@ -122,7 +204,10 @@ fn print_records(recs: impl Iterator<Item = AuditRecord>, json: bool) -> Result<
 fn report(r: Result<VerifyReport, AuditError>) -> Result<()> {
     match r {
         Ok(rep) => {
-            println!("audit log OK: {} records, {} signed batches, head {}:{}", rep.records, rep.signatures, rep.head.seq, rep.head.hash);
+            println!(
+                "audit log OK: {} records, {} signed batches, head {}:{}, Merkle root {}, {} signed checkpoints matched",
+                rep.records, rep.signatures, rep.head.seq, rep.head.hash, rep.root, rep.checkpoints
+            );
             Ok(())
         }
         Err(e) => bail!("audit log verification FAILED: {e}"),

@@ -353,14 +353,60 @@ pub enum AuditCmd {
         /// export must reach it, which catches records cut from the end.
         #[arg(long)]
         head: Option<String>,
+        /// Signed checkpoints published earlier (`warden audit checkpoint`):
+        /// the export must contain exactly the records each one signs.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
     },
-    /// Write the log as JSONL.
+    /// Write the log for a SIEM: JSONL records (verifiable with `verify
+    /// --file`) or OCSF events.
     Export {
         #[arg(long)]
         out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Sign a Merkle checkpoint of the log now (if it grew) and print the
+    /// newest one: a C2SP signed note to publish elsewhere.
+    Checkpoint {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Inclusion proof (JSON) that record SEQ is in the log a signed
+    /// checkpoint commits to; check it with `warden audit check-proof`.
+    Prove {
+        seq: u64,
+        /// Tree size of a stored checkpoint (default: the newest).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency proof (JSON) that a stored checkpoint extends the log at
+    /// an older checkpoint's size.
+    Consistency {
+        /// Tree size of the older checkpoint the verifier holds.
+        old_size: u64,
+        /// Tree size of a stored checkpoint (default: the newest).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Check a proof from `prove` or `consistency` offline, with the gateway
+    /// public key (and for consistency the older checkpoint).
+    CheckProof {
+        file: PathBuf,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The older checkpoint (consistency proofs).
+        #[arg(long)]
+        old_checkpoint: Option<PathBuf>,
     },
     /// Print the gateway's audit/token signing public key (SPKI PEM).
     PublicKey,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Ocsf,
 }
 
 #[derive(Debug, Subcommand)]

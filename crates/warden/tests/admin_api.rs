@@ -174,6 +174,14 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
     assert_eq!(api.call("GET", "/admin/v1/decisions", "/admin/v1/decisions?limit=lots", Some(&viewer), None).await.0, 400);
     let (s, v) = api.call("GET", "/admin/v1/audit/verify", "/admin/v1/audit/verify", Some(&viewer), None).await;
     assert_eq!((s, v["ok"].as_bool()), (200, Some(true)), "{v}");
+    let cp = "/admin/v1/audit/checkpoint";
+    assert_eq!(api.call("GET", cp, cp, Some(&viewer), None).await.0, 404, "none signed yet");
+    h.cli(&["audit", "checkpoint"]);
+    let (s, v) = api.call("GET", cp, cp, Some(&viewer), None).await;
+    assert_eq!(s, 200, "{v}");
+    let signed = warden_audit::Checkpoint::verify(v["note"].as_str().unwrap(), &h.gateway_key().public()).unwrap();
+    assert_eq!(signed.size, v["size"].as_u64().unwrap());
+    assert_eq!(api.call("GET", cp, cp, None, None).await.0, 401);
     let (s, v) = api.call("GET", "/metrics", "/metrics", None, None).await;
     let text = v.as_str().unwrap();
     assert_eq!(s, 200);

@@ -58,7 +58,7 @@ async fn exported_audit_log_detects_edit_delete_and_reorder() {
     let verify = |path: &std::path::Path| warden(&["audit", "verify", "--file", path.to_str().unwrap(), "--public-key", pk.to_str().unwrap()]);
     let ok = verify(&export);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let head = String::from_utf8_lossy(&ok.stdout).split("head ").nth(1).unwrap().trim().to_string();
+    let head = String::from_utf8_lossy(&ok.stdout).split("head ").nth(1).unwrap().split(',').next().unwrap().to_string();
 
     let lines: Vec<String> = std::fs::read_to_string(&export).unwrap().lines().map(str::to_string).collect();
     assert!(lines.len() >= 8);
@@ -91,6 +91,84 @@ async fn exported_audit_log_detects_edit_delete_and_reorder() {
     std::fs::write(other.path(), warden_identity::Keypair::generate().public().to_spki_pem()).unwrap();
     let out = warden(&["audit", "verify", "--file", export.to_str().unwrap(), "--public-key", other.path().to_str().unwrap()]);
     assert!(!out.status.success());
+}
+
+async fn three_lookups(c: &mut warden_client::AgentClient) {
+    for i in 0..3 {
+        let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": format!("c-100{i}") })).await.unwrap();
+        assert!(r.result().is_some(), "{}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_and_merkle_proofs_are_checked_offline() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    three_lookups(&mut c).await;
+    let p = |name: &str| h.dir.path().join(name).to_str().unwrap().to_string();
+    h.cli(&["audit", "checkpoint", "--out", &p("cp1")]);
+    let cp1 = std::fs::read_to_string(p("cp1")).unwrap();
+    assert!(cp1.starts_with("warden.local/audit\n"), "{cp1}");
+    assert!(cp1.contains("\n\n\u{2014} warden.local/audit "), "a C2SP signed note: {cp1}");
+    let size1: u64 = cp1.lines().nth(1).unwrap().parse().unwrap();
+    three_lookups(&mut c).await;
+    h.cli(&["audit", "checkpoint", "--out", &p("cp2")]);
+    let size2: u64 = std::fs::read_to_string(p("cp2")).unwrap().lines().nth(1).unwrap().parse().unwrap();
+    assert!(size2 > size1);
+    let verified = h.cli(&["audit", "verify"]);
+    assert!(verified.contains("2 signed checkpoints matched"), "{verified}");
+
+    // Offline, with the public key only.
+    std::fs::write(p("pub.pem"), h.cli(&["audit", "public-key"])).unwrap();
+    h.cli(&["audit", "export", "--out", &p("log.jsonl")]);
+    let pub_pem = p("pub.pem");
+    let offline = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--public-key", &pub_pem]);
+        warden(&all)
+    };
+    let out = offline(&["audit", "verify", "--file", &p("log.jsonl"), "--checkpoint", &p("cp1"), "--checkpoint", &p("cp2")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(p("inclusion.json"), h.cli(&["audit", "prove", "3"])).unwrap();
+    let out = offline(&["audit", "check-proof", &p("inclusion.json")]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inclusion proof OK: record 3"), "{}", String::from_utf8_lossy(&out.stderr));
+    let size1s = size1.to_string();
+    std::fs::write(p("consistency.json"), h.cli(&["audit", "consistency", &size1s])).unwrap();
+    let out = offline(&["audit", "check-proof", &p("consistency.json"), "--old-checkpoint", &p("cp1")]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("consistency proof OK"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!offline(&["audit", "check-proof", &p("consistency.json")]).status.success(), "needs the older checkpoint");
+
+    // An edited record in a proof is refused.
+    let proof = std::fs::read_to_string(p("inclusion.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&proof).unwrap();
+    v["record"]["event"]["decision"] = json!("deny");
+    std::fs::write(p("bad.json"), v.to_string()).unwrap();
+    let out = offline(&["audit", "check-proof", &p("bad.json")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("has been modified"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Whoever holds the gateway key can rewrite and re-sign the whole chain;
+    // a checkpoint published before the rewrite still exposes it.
+    let gw = h.gateway_key();
+    let recs: Vec<warden_audit::AuditRecord> = std::fs::read_to_string(p("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut chain = warden_audit::Chain::new(gw, warden_audit::ChainHead::default());
+    let forged =
+        chain.seal_batch(recs.iter().map(|r| (warden_core::AuditEvent { reason: Some("nothing to see".into()), ..r.event.clone() }, r.ts_ms)).collect());
+    std::fs::write(p("forged.jsonl"), forged.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
+    assert!(offline(&["audit", "verify", "--file", &p("forged.jsonl")]).status.success(), "the chain alone cannot tell");
+    let out = offline(&["audit", "verify", "--file", &p("forged.jsonl"), "--checkpoint", &p("cp1")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("signed checkpoint at tree size {size1}")), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // OCSF export for a SIEM.
+    let ocsf = h.cli(&["audit", "export", "--format", "ocsf"]);
+    let events: Vec<Value> = ocsf.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), recs.len());
+    let calls: Vec<&Value> = events.iter().filter(|e| e["class_uid"] == 6003 && e["activity_name"] == "Call Tool").collect();
+    assert_eq!(calls.len(), 6);
+    assert!(calls.iter().all(|e| e["actor"]["user"]["uid"] == json!(id) && e["api"]["service"]["name"] == "onboarding"));
+    assert!(events.iter().any(|e| e["class_uid"] == 3003), "token issuance as Authorize Session");
 }
 
 #[test]
