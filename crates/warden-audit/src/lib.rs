@@ -16,8 +16,8 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use warden_core::{AuditEvent, canonical_json, sha256_hex};
+use sha2::{Digest, Sha256};
+use warden_core::AuditEvent;
 use warden_identity::{Keypair, PublicKey, b64url, b64url_decode};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -47,13 +47,42 @@ impl AuditRecord {
 
     /// Does the record's content still hash to its `hash`?
     pub fn content_matches_hash(&self) -> bool {
-        Self::compute_hash(self.seq, self.ts_ms, &self.prev, &self.event) == self.hash
+        self.checked_digest().is_some()
     }
 
+    /// SHA-256 over the canonical JSON of `{event, prev, seq, ts_ms}`.
+    /// [`HashInput`] and [`AuditEvent`] serialize with sorted keys and no
+    /// maps, so they are streamed into the hasher as canonical JSON
+    /// directly (a test pins this to `canonical_json`).
     fn compute_hash(seq: u64, ts_ms: i64, prev: &str, event: &AuditEvent) -> String {
-        let body = json!({ "seq": seq, "ts_ms": ts_ms, "prev": prev, "event": event });
-        sha256_hex(canonical_json(&body).as_bytes())
+        hex::encode(Self::digest(seq, ts_ms, prev, event))
     }
+
+    fn digest(seq: u64, ts_ms: i64, prev: &str, event: &AuditEvent) -> merkle::Hash {
+        // Serialized into a reused buffer and hashed in one call: serde
+        // writes token by token, and per-token hasher updates cost more.
+        thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+        BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            serde_json::to_writer(&mut *buf, &HashInput { event, prev, seq, ts_ms }).expect("writing to a Vec");
+            Sha256::digest(&buf[..]).into()
+        })
+    }
+
+    /// The record's content hash if it matches the stored `hash`.
+    fn checked_digest(&self) -> Option<merkle::Hash> {
+        let d = Self::digest(self.seq, self.ts_ms, &self.prev, &self.event);
+        (merkle::parse_hash(&self.hash)? == d).then_some(d)
+    }
+}
+
+/// What a record's hash covers; fields in canonical (alphabetical) order.
+#[derive(Serialize)]
+struct HashInput<'a> {
+    event: &'a AuditEvent,
+    prev: &'a str,
+    seq: u64,
+    ts_ms: i64,
 }
 
 /// Where the chain stands: last sequence number and hash.
@@ -161,6 +190,29 @@ pub fn verify_with_checkpoints<I>(
 where
     I: IntoIterator<Item = Result<AuditRecord, AuditError>>,
 {
+    verify_items(records, |r| r, key, start, expected_head, checkpoints)
+}
+
+/// As [`verify_with_checkpoints`] over a JSONL export, parsing it on all
+/// cores along with the hashes and signatures.
+pub fn verify_jsonl(
+    text: &str,
+    key: &PublicKey,
+    start: ChainHead,
+    expected_head: Option<&ChainHead>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError> {
+    verify_items(jsonl_lines(text), |(i, l)| parse_line(i, l), key, start, expected_head, checkpoints)
+}
+
+fn verify_items<T: Send, I: IntoIterator<Item = T>>(
+    items: I,
+    parse: impl Fn(T) -> Result<AuditRecord, AuditError> + Sync,
+    key: &PublicKey,
+    start: ChainHead,
+    expected_head: Option<&ChainHead>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError> {
     if start.seq != 0 && !checkpoints.is_empty() {
         return Err(AuditError::CheckpointNeedsGenesis);
     }
@@ -177,34 +229,44 @@ where
         Ok(())
     };
     check(&tree, &mut pending)?;
-    let mut head = start;
-    let mut last_signed = head.seq;
+    let mut head_hash = merkle::parse_hash(&start.hash).ok_or(AuditError::Link { seq: start.seq + 1 })?;
+    let mut head_seq = start.seq;
+    let mut last_signed = head_seq;
     let mut signatures = 0;
     let mut count = 0;
-    for (i, rec) in records.into_iter().enumerate() {
-        let rec = rec?;
-        let expected = head.seq + 1;
-        if rec.seq != expected {
-            return Err(AuditError::Sequence { position: i as u64 + 1, expected, found: rec.seq });
+    let mut items = items.into_iter();
+    loop {
+        // Parsing, hashes and signatures are checked on all cores a chunk at
+        // a time; order, links and the tree then in sequence. Errors keep
+        // the order a record-by-record pass would report them in.
+        let chunk: Vec<T> = items.by_ref().take(VERIFY_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
         }
-        if AuditRecord::compute_hash(rec.seq, rec.ts_ms, &rec.prev, &rec.event) != rec.hash {
-            return Err(AuditError::Hash { seq: rec.seq });
+        for facts in check_each(chunk, &parse, key) {
+            let f = facts?;
+            let expected = head_seq + 1;
+            if f.seq != expected {
+                return Err(AuditError::Sequence { position: count + 1, expected, found: f.seq });
+            }
+            if let Err(e @ AuditError::Hash { .. }) = f.alone {
+                return Err(e);
+            }
+            if f.prev != Some(head_hash) {
+                return Err(AuditError::Link { seq: f.seq });
+            }
+            let (hash, leaf) = f.alone?;
+            if f.signed {
+                last_signed = f.seq;
+                signatures += 1;
+            }
+            tree.push(leaf);
+            check(&tree, &mut pending)?;
+            (head_seq, head_hash) = (f.seq, hash);
+            count += 1;
         }
-        if rec.prev != head.hash {
-            return Err(AuditError::Link { seq: rec.seq });
-        }
-        if let Some(sig) = &rec.sig {
-            let raw = hex::decode(&rec.hash).map_err(|_| AuditError::Hash { seq: rec.seq })?;
-            let sig = b64url_decode(sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
-            key.verify(&raw, &sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
-            last_signed = rec.seq;
-            signatures += 1;
-        }
-        tree.push(rec.leaf_hash()?);
-        check(&tree, &mut pending)?;
-        head = ChainHead { seq: rec.seq, hash: rec.hash };
-        count += 1;
     }
+    let head = ChainHead { seq: head_seq, hash: hex::encode(head_hash) };
     if let Some(c) = pending.last() {
         return Err(AuditError::ShorterThanCheckpoint { size: c.size, found: head.seq });
     }
@@ -222,12 +284,70 @@ where
     Ok(VerifyReport { records: count, head, signatures, root: hex::encode(tree.root()), checkpoints: checkpoints.len() as u64 })
 }
 
+const VERIFY_CHUNK: usize = 8192;
+
+/// What one record proves on its own, reduced to what the in-order pass
+/// needs (the record itself is dropped on the worker thread).
+struct Facts {
+    seq: u64,
+    prev: Option<merkle::Hash>,
+    signed: bool,
+    /// Its content hashes to its `hash`, and its signature (if any) is the
+    /// key's over that hash: (hash, Merkle leaf hash).
+    alone: Result<(merkle::Hash, merkle::Hash), AuditError>,
+}
+
+fn check_alone(rec: &AuditRecord, key: &PublicKey) -> Result<(merkle::Hash, merkle::Hash), AuditError> {
+    let digest = rec.checked_digest().ok_or(AuditError::Hash { seq: rec.seq })?;
+    if let Some(sig) = &rec.sig {
+        let sig = b64url_decode(sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
+        key.verify(&digest, &sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
+    }
+    Ok((digest, merkle::leaf_hash(&digest)))
+}
+
+/// Parse each item and check it alone, split across the available cores.
+fn check_each<T: Send>(
+    chunk: Vec<T>,
+    parse: &(impl Fn(T) -> Result<AuditRecord, AuditError> + Sync),
+    key: &PublicKey,
+) -> Vec<Result<Facts, AuditError>> {
+    let one = |t: T| {
+        let rec = parse(t)?;
+        Ok(Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone: check_alone(&rec, key) })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    if threads == 1 || chunk.len() < 512 {
+        return chunk.into_iter().map(one).collect();
+    }
+    let per = chunk.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut it = chunk.into_iter();
+    loop {
+        let part: Vec<T> = it.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    let one = &one;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts.into_iter().map(|part| s.spawn(move || part.into_iter().map(one).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("verification thread")).collect()
+    })
+}
+
 /// Parse a JSONL export line by line (for `warden audit verify --file`).
 pub fn parse_jsonl(text: &str) -> impl Iterator<Item = Result<AuditRecord, AuditError>> + '_ {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| AuditError::Parse { line: i as u64 + 1, message: e.to_string() }))
+    jsonl_lines(text).map(|(i, l)| parse_line(i, l))
+}
+
+fn jsonl_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty())
+}
+
+fn parse_line(index: usize, line: &str) -> Result<AuditRecord, AuditError> {
+    serde_json::from_str(line).map_err(|e| AuditError::Parse { line: index as u64 + 1, message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -252,12 +372,33 @@ mod tests {
     }
 
     #[test]
+    fn record_hash_is_sha256_of_the_canonical_json() {
+        let e = AuditEvent { reason: Some("q\"\u{1}é\u{2028}".into()), delegation: vec!["x".into()], risk: Some(9), ..ev(3) };
+        let body = serde_json::json!({ "seq": 7, "ts_ms": -5, "prev": GENESIS, "event": e });
+        let want = warden_core::sha256_hex(warden_core::canonical_json(&body).as_bytes());
+        assert_eq!(AuditRecord::compute_hash(7, -5, GENESIS, &e), want);
+    }
+
+    #[test]
     fn intact_log_verifies() {
         let (key, recs) = log(10);
         let r = check(&key, &recs).unwrap();
         assert_eq!((r.records, r.signatures, r.head.seq), (10, 2, 10));
         let jsonl: String = recs.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         assert_eq!(verify(parse_jsonl(&jsonl), &key.public(), ChainHead::default(), Some(&r.head)).unwrap(), r);
+        assert_eq!(verify_jsonl(&jsonl, &key.public(), ChainHead::default(), Some(&r.head), &[]).unwrap(), r);
+
+        // Long enough to be checked in parallel chunks: the same verdicts.
+        let (key, recs) = log(3 * VERIFY_CHUNK as u64 + 7);
+        let jsonl: String = recs.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        assert_eq!(verify_jsonl(&jsonl, &key.public(), ChainHead::default(), None, &[]).unwrap().records, recs.len() as u64);
+        let mut bad = recs.clone();
+        bad[VERIFY_CHUNK + 100].event.decision = "deny".into();
+        bad[2 * VERIFY_CHUNK + 5].event.decision = "deny".into();
+        assert_eq!(check(&key, &bad), Err(AuditError::Hash { seq: VERIFY_CHUNK as u64 + 101 }), "the first problem is reported");
+        let mut lines: Vec<String> = jsonl.lines().map(str::to_string).collect();
+        lines[VERIFY_CHUNK + 3] = "{not json".into();
+        assert!(matches!(verify_jsonl(&lines.join("\n"), &key.public(), ChainHead::default(), None, &[]), Err(AuditError::Parse { line, .. }) if line == VERIFY_CHUNK as u64 + 4));
     }
 
     #[test]

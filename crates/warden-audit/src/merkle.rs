@@ -95,9 +95,25 @@ mod hex_hashes {
     }
 }
 
-/// A 32-byte hash from 64 hex characters.
+/// A 32-byte hash from 64 lowercase hex characters (the only form Warden
+/// writes, so equal hashes are equal strings).
 pub fn parse_hash(s: &str) -> Option<Hash> {
-    hex::decode(s).ok()?.try_into().ok()
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
+    }
+    Some(out)
 }
 
 /// Inclusion proof for leaf `index` in the tree of all `leaves`
@@ -307,6 +323,15 @@ mod tests {
 
     fn leaves() -> Vec<Hash> {
         LEAVES.iter().map(|l| leaf_hash(&hex::decode(l).unwrap())).collect()
+    }
+
+    #[test]
+    fn hashes_parse_from_lowercase_hex_only() {
+        let h = leaf_hash(b"x");
+        assert_eq!(parse_hash(&hex::encode(h)), Some(h));
+        assert_eq!(parse_hash(&hex::encode(h).to_uppercase()), None);
+        assert_eq!(parse_hash(&hex::encode(h)[1..]), None);
+        assert_eq!(parse_hash(&format!("{}g", &hex::encode(h)[1..])), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Reply {
     pub status: u16,
     pub www_authenticate: Option<String>,
     pub session: Option<String>,
+    /// The gateway's correlation id for this request (in its audit record).
+    pub correlation_id: Option<String>,
     pub body: Value,
 }
 
@@ -171,9 +173,10 @@ impl AgentClient {
         let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
         let www_authenticate = header("www-authenticate");
         let session = header("mcp-session-id");
+        let correlation_id = header("x-warden-correlation-id");
         let bytes = resp.bytes().await.map_err(|e| ClientError::Http { url, message: e.to_string() })?;
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))? };
-        Ok(Reply { status, www_authenticate, session, body })
+        Ok(Reply { status, www_authenticate, session, correlation_id, body })
     }
 
     /// Send a JSON-RPC request with the current token and a fresh proof.

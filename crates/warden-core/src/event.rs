@@ -32,58 +32,102 @@ pub enum EventKind {
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and
 /// no token or secret ever appears here.
+///
+/// Fields are in alphabetical order and none is a map: serialized as is,
+/// the event is already canonical JSON, which lets the audit chain hash
+/// records without building a JSON tree (see `warden-audit`). A test keeps
+/// the order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    pub kind: Option<EventKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// Agent SPIFFE id (the actor), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// Human owner on whose behalf the agent acts (token `sub`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// Delegation chain, outermost actor first, for sub-agent tokens.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub delegation: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// allow | deny | needs_approval | error
-    pub decision: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub policies: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
+    /// The call's anomaly score (0-100) against the agent's baseline.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub anomaly: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_us: Option<u64>,
-    /// Whether the request reached an upstream server.
-    #[serde(default)]
-    pub forwarded: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remediation: Option<String>,
+    /// allow | deny | needs_approval | error
+    pub decision: String,
+    /// Delegation chain, outermost actor first, for sub-agent tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub delegation: Vec<String>,
     /// What inspection found, as kinds only (`args.pii.email`,
     /// `result.injection.instruction_override`); never the values.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub findings: Vec<String>,
+    /// Whether the request reached an upstream server.
+    #[serde(default)]
+    pub forwarded: bool,
+    pub kind: Option<EventKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub policies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// How many spans the gateway redacted in the arguments and result.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub redacted: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
     /// The agent's risk score (0-100) when the call was decided.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub risk: Option<u8>,
-    /// The call's anomaly score (0-100) against the agent's baseline.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub anomaly: Option<u8>,
+    /// Human owner on whose behalf the agent acts (token `sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_event_serializes_in_canonical_key_order() {
+        let full = AuditEvent {
+            kind: Some(EventKind::ToolCall),
+            agent: Some("a".into()),
+            subject: Some("s".into()),
+            delegation: vec!["d".into()],
+            tool: Some("t".into()),
+            action: Some("x".into()),
+            task: Some("k".into()),
+            decision: "allow".into(),
+            reason: Some("r".into()),
+            policies: vec!["p".into()],
+            token_id: Some("j".into()),
+            args_sha256: Some("h".into()),
+            correlation_id: Some("c".into()),
+            latency_us: Some(1),
+            forwarded: true,
+            remediation: Some("m".into()),
+            findings: vec!["f".into()],
+            redacted: 1,
+            risk: Some(2),
+            anomaly: Some(3),
+        };
+        let direct = serde_json::to_string(&full).unwrap();
+        assert_eq!(direct, crate::canonical_json(&serde_json::to_value(&full).unwrap()));
+        let v: serde_json::Value = serde_json::from_str(&direct).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "keep AuditEvent's fields in alphabetical order");
+        assert_eq!(keys.len(), 20, "every field is set above");
+    }
 }

@@ -1,5 +1,7 @@
-//! Durable audit appends on SQLite: one event per transaction (a lone call)
-//! and batches of 256 (group commit under load).
+//! Durable audit appends: one event per transaction (a lone call) and
+//! batches of 256 (group commit under load), on SQLite (synchronous=FULL
+//! for the audit writer) and, when `WARDEN_TEST_POSTGRES_URL` names a
+//! server, on PostgreSQL.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warden_core::{AuditEvent, EventKind};
@@ -23,13 +25,17 @@ fn append(c: &mut Criterion) {
     // The writer's pooled connection is returned on drop, inside the runtime.
     let _ctx = rt.enter();
     let dir = tempfile::tempdir().unwrap();
-    let store = rt.block_on(Store::open(&dir.path().join("bench.db"))).unwrap();
-    let key = Keypair::generate();
-    let mut w = rt.block_on(store.audit_appender(key)).unwrap();
+    let mut stores = vec![("sqlite", rt.block_on(Store::open(&dir.path().join("bench.db"))).unwrap())];
+    if let Some(url) = rt.block_on(warden_store::testing::fresh_postgres_url()).unwrap() {
+        stores.push(("postgres", rt.block_on(Store::connect(&url)).unwrap()));
+    }
     let mut g = c.benchmark_group("audit append");
-    for batch in [1usize, 256] {
-        g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(format!("batch of {batch}"), |b| b.iter(|| rt.block_on(w.append(vec![(event(), 0); batch])).unwrap()));
+    for (name, store) in stores {
+        let mut w = rt.block_on(store.audit_appender(Keypair::generate())).unwrap();
+        for batch in [1usize, 256] {
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_function(format!("{name}, batch of {batch}"), |b| b.iter(|| rt.block_on(w.append(vec![(event(), 0); batch])).unwrap()));
+        }
     }
     g.finish();
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail, ensure};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use warden_audit::merkle::Hash;
-use warden_audit::{AuditError, AuditRecord, ChainHead, Checkpoint, ConsistencyProof, InclusionProof, VerifyReport, parse_jsonl, verify_with_checkpoints};
+use warden_audit::{AuditError, AuditRecord, ChainHead, Checkpoint, ConsistencyProof, InclusionProof, VerifyReport, verify_jsonl};
 use warden_identity::{Keypair, PublicKey};
 use warden_store::{Store, StoredCheckpoint};
 
@@ -83,7 +83,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                 .map(|p| Checkpoint::verify(&read(p)?, &key).with_context(|| format!("checkpoint {}", p.display())))
                 .collect::<Result<Vec<_>>>()?;
             let text = read(file)?;
-            report(verify_with_checkpoints(parse_jsonl(&text), &key, ChainHead::default(), head.as_ref(), &checkpoints))
+            report(verify_jsonl(&text, &key, ChainHead::default(), head.as_ref(), &checkpoints))
         }
         AuditCmd::CheckProof { file, public_key: pk, old_checkpoint } => {
             let key = public_key(cli, pk)?;
