@@ -2,8 +2,8 @@
 //! tree over 100,000 records sealed in batches of 256 (group commit under
 //! load), from parsed records and from a JSONL export; Merkle proofs.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use criterion::BatchSize;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warden_audit::{AuditRecord, Chain, ChainHead, merkle, verify, verify_jsonl};
 use warden_core::{AuditEvent, EventKind};
 use warden_identity::Keypair;

@@ -31,7 +31,8 @@ fn class_of(kind: Option<EventKind>) -> (u32, u32, &'static str, u32, &'static s
         | Some(ContainmentLifted)
         | Some(ApprovalRequested)
         | Some(ApprovalDecided)
-        | Some(OperatorChanged) => (3, 3004, "Entity Management", 3, "Update"),
+        | Some(OperatorChanged)
+        | Some(PolicyChanged) => (3, 3004, "Entity Management", 3, "Update"),
     }
 }
 

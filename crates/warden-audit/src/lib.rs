@@ -307,11 +307,7 @@ fn check_alone(rec: &AuditRecord, key: &PublicKey) -> Result<(merkle::Hash, merk
 }
 
 /// Parse each item and check it alone, split across the available cores.
-fn check_each<T: Send>(
-    chunk: Vec<T>,
-    parse: &(impl Fn(T) -> Result<AuditRecord, AuditError> + Sync),
-    key: &PublicKey,
-) -> Vec<Result<Facts, AuditError>> {
+fn check_each<T: Send>(chunk: Vec<T>, parse: &(impl Fn(T) -> Result<AuditRecord, AuditError> + Sync), key: &PublicKey) -> Vec<Result<Facts, AuditError>> {
     let one = |t: T| {
         let rec = parse(t)?;
         Ok(Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone: check_alone(&rec, key) })
@@ -398,7 +394,9 @@ mod tests {
         assert_eq!(check(&key, &bad), Err(AuditError::Hash { seq: VERIFY_CHUNK as u64 + 101 }), "the first problem is reported");
         let mut lines: Vec<String> = jsonl.lines().map(str::to_string).collect();
         lines[VERIFY_CHUNK + 3] = "{not json".into();
-        assert!(matches!(verify_jsonl(&lines.join("\n"), &key.public(), ChainHead::default(), None, &[]), Err(AuditError::Parse { line, .. }) if line == VERIFY_CHUNK as u64 + 4));
+        assert!(
+            matches!(verify_jsonl(&lines.join("\n"), &key.public(), ChainHead::default(), None, &[]), Err(AuditError::Parse { line, .. }) if line == VERIFY_CHUNK as u64 + 4)
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum EventKind {
     ApprovalDecided,
     /// An operator of the admin API was added or removed.
     OperatorChanged,
+    /// A policy bundle was pushed to the store for every gateway.
+    PolicyChanged,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and

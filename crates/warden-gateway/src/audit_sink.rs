@@ -1,8 +1,12 @@
 //! The single audit writer: events from every request are sealed into the
 //! hash chain and committed in batches (group commit); each caller waits for
 //! its record to be durable, so a failed audit write fails the request.
+//! Committed records are also handed to the OTLP logs exporter when one is
+//! configured.
 
+use crate::telemetry::Exporter;
 use tokio::sync::{mpsc, oneshot};
+use warden_audit::AuditRecord;
 use warden_core::AuditEvent;
 use warden_identity::Keypair;
 use warden_store::Store;
@@ -23,9 +27,9 @@ pub struct AuditUnavailable(pub String);
 const MAX_BATCH: usize = 512;
 
 impl AuditSink {
-    pub fn start(store: Store, key: Keypair) -> Self {
+    pub fn start(store: Store, key: Keypair, logs: Option<Exporter<AuditRecord>>) -> Self {
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(writer(store, key, rx));
+        tokio::spawn(writer(store, key, rx, logs));
         Self { tx }
     }
 
@@ -37,7 +41,7 @@ impl AuditSink {
     }
 }
 
-async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, Reply)>) {
+async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, Reply)>, logs: Option<Exporter<AuditRecord>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut appender = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -58,6 +62,9 @@ async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, 
             Ok(records) => {
                 for (r, reply) in records.iter().zip(replies) {
                     let _ = reply.send(Ok(r.seq));
+                }
+                if let Some(l) = &logs {
+                    records.into_iter().for_each(|r| l.record(r));
                 }
             }
             Err(e) => {

@@ -96,6 +96,8 @@ pub struct Gateway {
     pub audit: AuditSink,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) policy: ArcSwap<PolicyBundle>,
+    /// Version of the pushed bundle in force (0: the policy directory's).
+    policy_version: std::sync::atomic::AtomicI64,
     pub(crate) verifier: TokenVerifier,
     replay: Mutex<ReplayCache>,
     /// Claims of tokens whose signature was already verified, by SHA-256 of
@@ -117,7 +119,7 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     pub(crate) webhook_http: reqwest::Client,
     /// OTLP trace export, when configured.
-    pub traces: Option<crate::telemetry::Exporter>,
+    pub traces: Option<crate::telemetry::Exporter<crate::telemetry::Span>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -144,13 +146,16 @@ impl Gateway {
             }
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client with default TLS settings");
-        let traces = config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(&config.telemetry, url, http.clone()));
+        let service = config.telemetry.service_name.clone();
+        let traces =
+            config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(service, url, http.clone(), crate::telemetry::otlp_json));
         let gw = Arc::new(Self {
             config,
             store,
             audit,
             snapshot: ArcSwap::from_pointee(snapshot),
             policy: ArcSwap::from_pointee(policy),
+            policy_version: Default::default(),
             verifier,
             replay: Mutex::new(ReplayCache::new(1_000_000)),
             verified: Mutex::new(HashMap::new()),
@@ -166,7 +171,36 @@ impl Gateway {
             traces,
         });
         gw.init_kills().await;
+        gw.sync_policy().await?;
         Ok(gw)
+    }
+
+    /// Switch to the policy bundle pushed to the store (`warden policy
+    /// push`) when it is newer than the one in force. A bundle that does
+    /// not load (it was validated and tested before it was pushed, so only
+    /// a newer schema feature could cause this) leaves the one in force.
+    pub async fn sync_policy(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.store.policy_version().await? <= self.policy_version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some((version, sha, sources)) = self.store.latest_policy().await? else { return Ok(()) };
+        let loaded =
+            serde_json::from_str::<warden_policy::BundleSources>(&sources).map_err(|e| e.to_string()).and_then(|s| s.load().map_err(|e| e.to_string()));
+        match loaded {
+            Ok(bundle) => {
+                self.set_policy(bundle);
+                tracing::info!("policy bundle v{version} (sha256 {sha}) in force");
+            }
+            Err(e) => tracing::error!("policy bundle v{version} (sha256 {sha}) does not load; the previous policy stays in force: {e}"),
+        }
+        self.policy_version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Version of the pushed policy bundle in force (0: the policy directory's).
+    pub fn policy_version(&self) -> i64 {
+        self.policy_version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -195,6 +229,7 @@ impl Gateway {
         }
         self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
         self.sync_kills().await;
+        self.sync_policy().await?;
         Ok(true)
     }
 

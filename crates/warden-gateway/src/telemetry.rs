@@ -1,9 +1,11 @@
-//! Optional OpenTelemetry traces: one SERVER span per `tools/call`, exported
-//! with OTLP/HTTP in its JSON encoding (`POST …/v1/traces`,
-//! `application/json`), batched in the background. A W3C `traceparent`
-//! header on the agent's request makes the span a child of the agent's
-//! trace. The hot path only formats a span and tries a bounded channel; when
-//! the collector is slow, spans are dropped (and counted), calls never wait.
+//! Optional OpenTelemetry export with OTLP/HTTP in its JSON encoding,
+//! batched in the background: traces (`POST …/v1/traces`, one SERVER span
+//! per `tools/call`; a W3C `traceparent` header on the agent's request makes
+//! it a child of the agent's trace) and logs (`POST …/v1/logs`, one log
+//! record per committed audit record, the record itself as the body). The
+//! hot path only formats an item and tries a bounded channel; when the
+//! collector is slow, items are dropped (and counted), calls never wait. The
+//! audit log in the store stays the record of truth.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,12 +19,14 @@ use tokio::sync::mpsc;
 pub struct TelemetryConfig {
     /// OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`; off when unset.
     pub otlp_traces_url: Option<String>,
+    /// OTLP/HTTP logs endpoint for audit records, e.g. `http://otel-collector:4318/v1/logs`; off when unset.
+    pub otlp_logs_url: Option<String>,
     pub service_name: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { otlp_traces_url: None, service_name: "warden".into() }
+        Self { otlp_traces_url: None, otlp_logs_url: None, service_name: "warden".into() }
     }
 }
 
@@ -61,6 +65,50 @@ pub fn random_ids() -> ([u8; 16], [u8; 8]) {
     (t, s)
 }
 
+fn resource(service: &str) -> Value {
+    json!({ "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] })
+}
+
+fn str_attr(k: &str, v: &str) -> Value {
+    json!({ "key": k, "value": { "stringValue": v } })
+}
+
+/// The OTLP JSON body for a batch of audit records as log records.
+pub fn otlp_logs_json(service: &str, records: &[warden_audit::AuditRecord]) -> Value {
+    let logs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            let warn = matches!(e.decision.as_str(), "deny" | "error") || e.kind == Some(warden_core::EventKind::Containment);
+            let kind = e.kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let mut attrs = vec![
+                json!({ "key": "warden.seq", "value": { "intValue": r.seq.to_string() } }),
+                str_attr("warden.kind", &kind),
+                str_attr("warden.decision", &e.decision),
+                str_attr("warden.hash", &r.hash),
+            ];
+            for (k, v) in [("warden.agent", &e.agent), ("warden.tool", &e.tool), ("warden.correlation_id", &e.correlation_id)] {
+                if let Some(v) = v {
+                    attrs.push(str_attr(k, v));
+                }
+            }
+            let nanos = (r.ts_ms.max(0) as u64 * 1_000_000).to_string();
+            json!({
+                "timeUnixNano": nanos,
+                "observedTimeUnixNano": nanos,
+                "severityNumber": if warn { 13 } else { 9 },
+                "severityText": if warn { "WARN" } else { "INFO" },
+                "body": { "stringValue": serde_json::to_string(r).expect("record serializes") },
+                "attributes": attrs,
+            })
+        })
+        .collect();
+    json!({ "resourceLogs": [{
+        "resource": resource(service),
+        "scopeLogs": [{ "scope": { "name": "warden-audit", "version": env!("CARGO_PKG_VERSION") }, "logRecords": logs }],
+    }] })
+}
+
 /// The OTLP JSON body for a batch of spans.
 pub fn otlp_json(service: &str, spans: &[Span]) -> Value {
     let spans: Vec<Value> = spans
@@ -83,7 +131,7 @@ pub fn otlp_json(service: &str, spans: &[Span]) -> Value {
         })
         .collect();
     json!({ "resourceSpans": [{
-        "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": service } }] },
+        "resource": resource(service),
         "scopeSpans": [{ "scope": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") }, "spans": spans }],
     }] })
 }
@@ -91,18 +139,18 @@ pub fn otlp_json(service: &str, spans: &[Span]) -> Value {
 const QUEUE: usize = 10_000;
 const BATCH: usize = 512;
 
-/// Sends spans to the collector in the background.
+/// Sends items (spans, audit records) to the collector in the background.
 #[derive(Debug)]
-pub struct Exporter {
-    tx: mpsc::Sender<Span>,
+pub struct Exporter<T> {
+    tx: mpsc::Sender<T>,
     pub dropped: AtomicU64,
 }
 
-impl Exporter {
-    /// Start the batching task (needs a Tokio runtime).
-    pub fn start(cfg: &TelemetryConfig, url: String, http: reqwest::Client) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Span>(QUEUE);
-        let service = cfg.service_name.clone();
+impl<T: Send + 'static> Exporter<T> {
+    /// Start the batching task (needs a Tokio runtime); `render` makes the
+    /// OTLP JSON body of a batch.
+    pub fn start(service: String, url: String, http: reqwest::Client, render: fn(&str, &[T]) -> Value) -> Self {
+        let (tx, mut rx) = mpsc::channel::<T>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             loop {
@@ -117,11 +165,11 @@ impl Exporter {
                         _ => break,
                     }
                 }
-                let body = otlp_json(&service, &batch).to_string();
+                let body = render(&service, &batch).to_string();
                 match http.post(&url).header("content-type", "application/json").body(body).send().await {
                     Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::warn!("OTLP trace export: HTTP {} from {url}; {} spans dropped", r.status(), batch.len()),
-                    Err(e) => tracing::warn!("OTLP trace export to {url}: {e}; {} spans dropped", batch.len()),
+                    Ok(r) => tracing::warn!("OTLP export: HTTP {} from {url}; {} items dropped", r.status(), batch.len()),
+                    Err(e) => tracing::warn!("OTLP export to {url}: {e}; {} items dropped", batch.len()),
                 }
                 batch.clear();
             }
@@ -129,8 +177,8 @@ impl Exporter {
         Self { tx, dropped: AtomicU64::new(0) }
     }
 
-    pub fn record(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
+    pub fn record(&self, item: T) {
+        if self.tx.try_send(item).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -10,10 +10,26 @@ use std::sync::{Arc, Mutex};
 use warden_core::{Decision, Obligation};
 
 /// One policy file's text and a name for messages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicySource {
     pub name: String,
     pub text: String,
+}
+
+/// A whole bundle as text (schema and policy files): what `warden policy
+/// push` stores for every gateway replica to load.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSources {
+    pub schema: PolicySource,
+    pub files: Vec<PolicySource>,
+}
+
+impl BundleSources {
+    /// Parse and validate.
+    pub fn load(&self) -> Result<PolicyBundle, PolicyError> {
+        PolicyBundle::load(&self.schema, &self.files)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ mod engine;
 mod facts;
 mod testcase;
 
-pub use engine::{PolicyBundle, PolicySource};
+pub use engine::{BundleSources, PolicyBundle, PolicySource};
 pub use facts::{AgentFacts, CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
 pub use testcase::{CaseResult, TestCase, TestFile};
 

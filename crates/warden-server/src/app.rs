@@ -125,8 +125,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let redaction_key: [u8; 32] = Sha256::new().chain_update(b"warden redaction key v1\n").chain_update(key.to_pkcs8_pem().as_bytes()).finalize().into();
     let store = open_store(&cfg).await?;
     let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
-    let audit = AuditSink::start(store.clone(), key.clone());
     let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().map_err(|e| StartError::Config(e.to_string()))?;
+    let logs = cfg.telemetry.otlp_logs_url.clone().map(|url| {
+        warden_gateway::telemetry::Exporter::start(cfg.telemetry.service_name.clone(), url, http.clone(), warden_gateway::telemetry::otlp_logs_json)
+    });
+    let audit = AuditSink::start(store.clone(), key.clone(), logs);
     let upstreams = cfg.upstreams.iter().cloned().map(|u| Upstream::new(u, http.clone())).collect::<Result<Vec<_>, _>>()?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;

@@ -138,7 +138,11 @@ impl ServerConfig {
         if self.approvals.expire_secs == 0 {
             return Err("approvals.expire_secs must be at least 1".into());
         }
-        for (what, u) in [("approvals.webhook_url", &self.approvals.webhook_url), ("telemetry.otlp_traces_url", &self.telemetry.otlp_traces_url)] {
+        for (what, u) in [
+            ("approvals.webhook_url", &self.approvals.webhook_url),
+            ("telemetry.otlp_traces_url", &self.telemetry.otlp_traces_url),
+            ("telemetry.otlp_logs_url", &self.telemetry.otlp_logs_url),
+        ] {
             if let Some(u) = u
                 && !(u.starts_with("http://") || u.starts_with("https://"))
             {

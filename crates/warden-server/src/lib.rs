@@ -13,4 +13,4 @@ mod policy_files;
 pub use admin::{OPENAPI, promotion_report};
 pub use app::{Running, StartError, ensure_data_dir, load_or_create_key, open_store, start, write_private};
 pub use config::{ConfigError, ServerConfig};
-pub use policy_files::{load_policy_dir, load_test_files};
+pub use policy_files::{load_policy_dir, load_test_files, read_policy_dir};

@@ -2,7 +2,7 @@
 //! and `tests/*.toml` test cases.
 
 use std::path::{Path, PathBuf};
-use warden_policy::{PolicyBundle, PolicyError, PolicySource, TestFile};
+use warden_policy::{BundleSources, PolicyBundle, PolicyError, PolicySource, TestFile};
 
 fn read(path: &Path) -> Result<String, PolicyError> {
     std::fs::read_to_string(path).map_err(|e| PolicyError::Parse { file: path.display().to_string(), message: e.to_string() })
@@ -17,8 +17,13 @@ fn files_with(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, PolicyError> {
 
 /// Load and validate the bundle in `dir`.
 pub fn load_policy_dir(dir: &Path) -> Result<PolicyBundle, PolicyError> {
+    read_policy_dir(dir)?.load()
+}
+
+/// The bundle in `dir` as text (not yet validated).
+pub fn read_policy_dir(dir: &Path) -> Result<BundleSources, PolicyError> {
     let schema_path = dir.join("schema.cedarschema");
-    let schema = PolicySource { name: schema_path.display().to_string(), text: read(&schema_path)? };
+    let schema = PolicySource { name: "schema.cedarschema".into(), text: read(&schema_path)? };
     let mut files = Vec::new();
     for p in files_with(dir, "cedar")? {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -27,7 +32,7 @@ pub fn load_policy_dir(dir: &Path) -> Result<PolicyBundle, PolicyError> {
     if files.is_empty() {
         return Err(PolicyError::Parse { file: dir.display().to_string(), message: "no *.cedar policy files (everything would be denied)".into() });
     }
-    PolicyBundle::load(&schema, &files)
+    Ok(BundleSources { schema, files })
 }
 
 /// Parse `dir/tests/*.toml`.

@@ -122,7 +122,20 @@ CREATE TABLE operators (
 );
 "#,
     CHECKPOINTS_TABLE,
+    POLICY_TABLE,
 ];
+
+/// Policy bundles pushed for every gateway (`sources`: schema and policy
+/// files as JSON); the highest version is in force.
+const POLICY_TABLE: &str = r#"
+CREATE TABLE policy_bundles (
+    version BIGINT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    pushed_by TEXT NOT NULL,
+    pushed_ms BIGINT NOT NULL
+);
+"#;
 
 /// Signed Merkle checkpoints of the audit log (same DDL on both backends):
 /// the note, the chain head it covers and the tree frontier to extend.
@@ -205,6 +218,7 @@ CREATE TABLE operators (
 );
 "#,
     CHECKPOINTS_TABLE,
+    POLICY_TABLE,
 ];
 
 /// The PostgreSQL channel a registry change is announced on.
@@ -1023,6 +1037,45 @@ impl Store {
             .await
             .map_err(db("reading the audit log"))?;
         Ok(rows.into_iter().map(|(seq, text)| serde_json::from_str(&text).map_err(|e| format!("row {seq}: {e}"))).collect())
+    }
+
+    // ---- policy bundles ----
+
+    /// Store a validated, tested bundle as the next version; every gateway
+    /// loads it at its next refresh (at once on PostgreSQL). Returns the
+    /// version.
+    pub async fn push_policy(&self, sources_json: &str, sha256: &str, by: &str, now_ms: i64) -> Result<i64> {
+        let mut tx = self.write_tx("pushing a policy bundle").await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM policy_bundles").fetch_one(&mut *tx).await.map_err(db("pushing a policy bundle"))?;
+        let version = last.unwrap_or(0) + 1;
+        sqlx::query("INSERT INTO policy_bundles (version, sha256, sources, pushed_by, pushed_ms) VALUES ($1,$2,$3,$4,$5)")
+            .bind(version)
+            .bind(sha256)
+            .bind(sources_json)
+            .bind(by)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("pushing a policy bundle"))?;
+        self.bump(&mut tx).await?;
+        tx.commit().await.map_err(db("pushing a policy bundle"))?;
+        Ok(version)
+    }
+
+    /// The version in force (0: none pushed; gateways use their policy_dir).
+    pub async fn policy_version(&self) -> Result<i64> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM policy_bundles").fetch_one(&self.pool).await.map_err(db("reading the policy version"))?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// The bundle in force: (version, sha256, sources JSON).
+    pub async fn latest_policy(&self) -> Result<Option<(i64, String, String)>> {
+        sqlx::query_as("SELECT version, sha256, sources FROM policy_bundles ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the policy bundle"))
     }
 
     /// The newest signed checkpoint, if any.

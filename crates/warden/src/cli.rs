@@ -313,6 +313,15 @@ pub enum PolicyCmd {
     Validate { dir: Option<PathBuf> },
     /// Run the test cases in DIR/tests/*.toml.
     Test { dir: Option<PathBuf> },
+    /// Validate and test DIR, then store it as the next policy version:
+    /// every gateway sharing the database switches to it (at once on
+    /// PostgreSQL, within `refresh_ms` on SQLite) without a restart.
+    Push {
+        dir: Option<PathBuf>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

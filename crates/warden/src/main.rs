@@ -82,7 +82,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Agent(cmd) => agent_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Tool(cmd) => tool_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Token(cmd) => agent_cmd::token(&load_config(&cli)?, cmd).await,
-        Command::Policy(cmd) => policy_cmd::run(&cli, cmd),
+        Command::Policy(cmd) => policy_cmd::run(&cli, cmd).await,
         Command::Audit(cmd) => audit_cmd::run(&cli, cmd).await,
         Command::Inspect(cmd) => inspect_cmd::run(cmd),
         Command::Operator(cmd) => approvals_cmd::operator(&load_config(&cli)?, cmd).await,

@@ -1,11 +1,41 @@
-//! `warden policy validate|test`: policy-as-code checks for CI.
+//! `warden policy validate|test|push`: policy-as-code checks for CI, and
+//! rolling a tested bundle out to every gateway replica.
 
 use crate::cli::{Cli, PolicyCmd};
-use anyhow::{Result, bail};
-use std::path::PathBuf;
-use warden_server::{load_policy_dir, load_test_files};
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use warden_core::EventKind;
+use warden_policy::PolicyBundle;
+use warden_server::{load_policy_dir, load_test_files, read_policy_dir};
 
-pub fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<()> {
+/// Run DIR's test cases against `bundle`, printing each; fails unless there
+/// are tests and all pass.
+fn run_tests(dir: &Path, bundle: &PolicyBundle) -> Result<()> {
+    let files = load_test_files(dir)?;
+    if files.is_empty() {
+        bail!("no test cases in {}/tests/*.toml: policies without tests cannot be trusted", dir.display());
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, file) in &files {
+        for r in file.run(bundle) {
+            if r.passed {
+                passed += 1;
+                println!("ok    {name}: {}", r.name);
+            } else {
+                failed += 1;
+                println!("FAIL  {name}: {} — {}", r.name, r.detail.unwrap_or_default());
+            }
+        }
+    }
+    println!("policy tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} policy test case(s) failed");
+    }
+    Ok(())
+}
+
+pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<()> {
     let dir_of = |d: &Option<PathBuf>| -> Result<PathBuf> {
         match d {
             Some(d) => Ok(d.clone()),
@@ -24,27 +54,24 @@ pub fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<()> {
         }
         PolicyCmd::Test { dir } => {
             let dir = dir_of(dir)?;
-            let bundle = load_policy_dir(&dir)?;
-            let files = load_test_files(&dir)?;
-            if files.is_empty() {
-                bail!("no test cases in {}/tests/*.toml: policies without tests cannot be trusted", dir.display());
-            }
-            let (mut passed, mut failed) = (0, 0);
-            for (name, file) in &files {
-                for r in file.run(&bundle) {
-                    if r.passed {
-                        passed += 1;
-                        println!("ok    {name}: {}", r.name);
-                    } else {
-                        failed += 1;
-                        println!("FAIL  {name}: {} — {}", r.name, r.detail.unwrap_or_default());
-                    }
-                }
-            }
-            println!("policy tests: {passed} passed, {failed} failed");
-            if failed > 0 {
-                bail!("{failed} policy test case(s) failed");
-            }
+            run_tests(&dir, &load_policy_dir(&dir)?)
+        }
+        PolicyCmd::Push { dir, reason } => {
+            let dir = dir_of(dir)?;
+            let sources = read_policy_dir(&dir)?;
+            let bundle = sources.load().with_context(|| format!("{} is not a valid bundle; nothing pushed", dir.display()))?;
+            run_tests(&dir, &bundle).context("nothing pushed")?;
+            let text = serde_json::to_string(&sources)?;
+            let sha = hex::encode(Sha256::digest(text.as_bytes()));
+            let cfg = crate::load_config(cli)?;
+            let store = crate::open_store(&cfg).await?;
+            let by = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let version = store.push_policy(&text, &sha, &by, chrono::Utc::now().timestamp_millis()).await?;
+            let mut ev = crate::agent_cmd::admin_event(EventKind::PolicyChanged, None, &format!("policy:push v{version}"), reason);
+            ev.args_sha256 = Some(sha.clone());
+            ev.policies = bundle.policy_ids();
+            crate::agent_cmd::audit_admin(&store, &cfg, ev).await?;
+            println!("policy bundle v{version} (sha256 {sha}, {} policies) pushed; every gateway on this database switches to it", bundle.len());
             Ok(())
         }
     }

@@ -222,9 +222,11 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
 }
 
 #[tokio::test]
-async fn tool_calls_are_exported_as_otlp_spans_in_the_agents_trace() {
+async fn tool_calls_are_exported_as_otlp_spans_and_audit_records_as_otlp_logs() {
     let (url, mut rx) = common::capture_posts("/v1/traces").await;
-    let h = Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"{url}\"\nservice_name = \"warden-test\"\n"), &[]);
+    let (logs_url, mut logs_rx) = common::capture_posts("/v1/logs").await;
+    let h =
+        Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"{url}\"\notlp_logs_url = \"{logs_url}\"\nservice_name = \"warden-test\"\n"), &[]);
     h.approve_demo_tools();
     let (id, key) = h.register("traced", "onboarding/customer_lookup", 1, None);
     let c = h.ready_client(&id, &key, None).await;
@@ -263,4 +265,23 @@ async fn tool_calls_are_exported_as_otlp_spans_in_the_agents_trace() {
     assert!(!attrs.values().any(|v| v.contains("c-1001")), "argument values are not exported");
     let (start, end): (u64, u64) = (span["startTimeUnixNano"].as_str().unwrap().parse().unwrap(), span["endTimeUnixNano"].as_str().unwrap().parse().unwrap());
     assert!(start < end);
+
+    // Every committed audit record goes out as an OTLP log record whose body
+    // is the record itself (it verifies like an export line).
+    let corr = r.headers()["x-warden-correlation-id"].to_str().unwrap().to_string();
+    let mut exported = Vec::new();
+    while !exported.iter().any(|l: &Value| l["body"]["stringValue"].as_str().unwrap().contains(&corr)) {
+        let (_, batch) = tokio::time::timeout(std::time::Duration::from_secs(10), logs_rx.recv()).await.expect("logs exported").unwrap();
+        let batch: Value = serde_json::from_str(&batch).unwrap();
+        assert_eq!(batch["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"], "warden-test");
+        exported.extend(batch["resourceLogs"][0]["scopeLogs"][0]["logRecords"].as_array().unwrap().iter().cloned());
+    }
+    let log = exported.iter().find(|l| l["body"]["stringValue"].as_str().unwrap().contains(&corr)).unwrap();
+    let rec: warden_audit::AuditRecord = serde_json::from_str(log["body"]["stringValue"].as_str().unwrap()).unwrap();
+    assert!(rec.content_matches_hash());
+    assert_eq!(rec.event.tool.as_deref(), Some("onboarding/customer_lookup"));
+    assert_eq!(log["severityText"], "INFO");
+    assert!(log["attributes"].as_array().unwrap().iter().any(|a| a["key"] == "warden.agent" && a["value"]["stringValue"] == json!(id)));
+    let all = h.cli(&["audit", "export"]);
+    assert!(all.lines().any(|l| l == log["body"]["stringValue"].as_str().unwrap()), "the same record as in the store");
 }

@@ -84,6 +84,38 @@ async fn a_kill_on_one_replica_stops_the_agent_on_the_other() {
     eprintln!("suspension via the CLI -> call refused on replica A after {} ms", took.as_millis());
     assert!(took < Duration::from_secs(5));
 
+    // A policy bundle pushed through replica A's CLI is in force on both.
+    let (id3, key3) = a.register("third", "onboarding/*", 2, None);
+    let mut third_on_b = b.ready_client(&id3, &key3, None).await;
+    assert!(third_on_b.call_tool("onboarding__customer_lookup", lookup()).await.unwrap().result().is_some());
+    let dir = a.dir.path().join("policies-v2");
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    let src = common::policies_dir();
+    for f in ["schema.cedarschema", "base.cedar", "guardrails.cedar", "tests/guardrails.toml"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("freeze.cedar"),
+        "@id(\"freeze-third\")\n@reason(\"agent third is frozen pending review\")\nforbid(principal, action, resource) when { principal.name == \"third\" };\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = a.cli(&["policy", "push", dir.to_str().unwrap(), "--reason", "freeze third"]);
+    assert!(out.contains("policy bundle v1"), "{out}");
+    let took = until_refused(&mut third_on_b, t).await;
+    eprintln!("policy push via the CLI -> call refused on replica B after {} ms", took.as_millis());
+    let r = third_on_b.call_tool("onboarding__customer_lookup", lookup()).await.unwrap();
+    assert!(r.error_message().unwrap_or_default().contains("frozen pending review"), "{}", r.body);
+    // A bundle whose tests fail is not pushed.
+    std::fs::write(
+        dir.join("tests/wrong.toml"),
+        "[[case]]\nname = \"wrong\"\nagent = \"a\"\ntool = \"onboarding/file_read\"\nargs = { path = \"/secrets/x\" }\nexpect = \"allow\"\n",
+    )
+    .unwrap();
+    let out = a.cli_output(&["policy", "push", dir.to_str().unwrap(), "--reason", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing pushed"));
+    assert!(b.cli(&["audit", "tail", "-n", "20"]).contains("policy:push v1"));
+
     // Both replicas extended one audit chain; it verifies.
     a.assert_audit_intact();
 }
