@@ -22,6 +22,9 @@ pub const POLICY_FILES: &[(&str, &str)] = &[
 
 const CONFIG: &str = r#"# Warden configuration. Relative paths are relative to this file.
 data_dir = "warden-data"
+# Several replicas: share one PostgreSQL (and the gateway key in data_dir).
+# Passwords go in WARDEN_DATABASE_URL, PGPASSWORD or a pgpass file, never here.
+# database_url = "postgres://warden@db.internal/warden"
 listen = "127.0.0.1:8700"
 # public_url = "https://warden.example.com"   # what agents use; the token audience is PUBLIC_URL/mcp
 trust_domain = "warden.local"
@@ -43,9 +46,15 @@ expire_secs = 900           # no decision by then = deny
 # webhook_url = "https://chatops.example.com/warden"        # POST each request (approve/deny links inside)
 # webhook_secret_env = "WARDEN_APPROVAL_WEBHOOK_SECRET"     # HMAC-SHA256 signature header from this env var
 
-# Optional OpenTelemetry traces (OTLP/HTTP JSON), one span per tools/call.
+# Optional OpenTelemetry export (OTLP/HTTP JSON): one span per tools/call,
+# one log record per audit record.
 # [telemetry]
 # otlp_traces_url = "http://otel-collector:4318/v1/traces"
+# otlp_logs_url = "http://otel-collector:4318/v1/logs"
+
+# Signed Merkle checkpoints of the audit log (C2SP signed notes) to publish.
+[audit]
+checkpoint_secs = 60        # 0 = only on demand (`warden audit checkpoint`)
 
 # Monitoring: per-agent baselines, risk score (0-100), session taint,
 # automatic containment, rate limits and impact caps.
@@ -346,6 +355,12 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let key = running.issuer.public_key();
     let report = crate::audit_cmd::verify_store(&store, &key).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("    verify: OK — {} records, head {}…", report.records, &report.head.hash[..16]);
+    let signing_key = warden_server::load_or_create_key(&cfg.key_path())?;
+    let cp = store.make_checkpoint(&signing_key, &cfg.audit_origin(), now() * 1000).await?.context("the log has records")?;
+    println!("    signed checkpoint to publish elsewhere (C2SP signed note, RFC 9162 Merkle root):");
+    for line in cp.note.lines() {
+        println!("      {line}");
+    }
     let recs = store.read_audit(0, 1000).await?;
     let victim = recs
         .into_iter()
