@@ -126,7 +126,11 @@ async fn main() -> Result<()> {
     let arguments: Value = serde_json::from_str(&a.arguments).context("--arguments must be JSON")?;
 
     let upstream = Arc::new(Upstream::new(
-        UpstreamConfig { name: "direct".into(), transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default() }, timeout_secs: 30 },
+        UpstreamConfig {
+            name: "direct".into(),
+            transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default(), headers_from_file: Default::default() },
+            timeout_secs: 30,
+        },
         reqwest::Client::new(),
     )?);
     let direct_params = json!({ "name": a.direct_tool, "arguments": arguments });

@@ -42,6 +42,12 @@ pub enum Transport {
         /// from the named environment variable at start-up: `{ Authorization = "CRM_TOKEN" }`.
         #[serde(default)]
         headers_from_env: BTreeMap<String, String>,
+        /// Headers the gateway injects from files (a mounted secret), re-read
+        /// at most every second so a rotated credential is used without a
+        /// restart: `{ Authorization = "/run/secrets/crm-authorization" }`.
+        /// Surrounding whitespace (a trailing newline) is ignored.
+        #[serde(default)]
+        headers_from_file: BTreeMap<String, std::path::PathBuf>,
     },
 }
 
@@ -102,11 +108,59 @@ impl Conn {
     }
 }
 
+/// How often credential files are re-read.
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(1);
+
+/// The headers injected into every request to an HTTP upstream: fixed ones
+/// from the environment, and ones from files that may be rotated.
+struct Credentials {
+    fixed: Vec<(String, String)>,
+    files: Vec<(String, std::path::PathBuf)>,
+    /// When the files were last read, and their values then.
+    current: std::sync::RwLock<(std::time::Instant, Vec<(String, String)>)>,
+}
+
+impl Credentials {
+    fn read_file(server: &str, header: &str, path: &std::path::Path) -> Result<String, UpstreamError> {
+        let config = |message: String| UpstreamError::Config { server: server.to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| config(format!("cannot read {} (for header {header}): {e}", path.display())))?;
+        let value = text.trim().to_string();
+        if value.is_empty() || reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(config(format!("{} (for header {header}) is empty or not a valid header value", path.display())));
+        }
+        Ok(value)
+    }
+
+    /// The headers to send now, re-reading the files when due. A file that
+    /// cannot be read during a rotation leaves its last good value in use.
+    fn headers(&self, server: &str) -> Vec<(String, String)> {
+        let due = self.current.read().expect("credentials lock").0.elapsed() >= CREDENTIAL_RECHECK;
+        if due && !self.files.is_empty() {
+            let mut cur = self.current.write().expect("credentials lock");
+            if cur.0.elapsed() >= CREDENTIAL_RECHECK {
+                for (i, (header, path)) in self.files.iter().enumerate() {
+                    match Self::read_file(server, header, path) {
+                        Ok(v) if v != cur.1[i].1 => {
+                            tracing::info!("upstream {server}: credential for header {header} rotated ({})", path.display());
+                            cur.1[i].1 = v;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("{e}; keeping the previous value"),
+                    }
+                }
+                cur.0 = std::time::Instant::now();
+            }
+        }
+        let cur = self.current.read().expect("credentials lock");
+        self.fixed.iter().chain(cur.1.iter()).cloned().collect()
+    }
+}
+
 /// One upstream server.
 pub struct Upstream {
     pub config: UpstreamConfig,
     http: reqwest::Client,
-    headers: Vec<(String, String)>,
+    credentials: Credentials,
     conn: Mutex<Option<Arc<Conn>>>,
     next_id: AtomicI64,
 }
@@ -121,17 +175,22 @@ impl Upstream {
     /// Prepare an upstream; resolves injected credentials from the
     /// environment now so a missing secret is reported at start-up.
     pub fn new(config: UpstreamConfig, http: reqwest::Client) -> Result<Self, UpstreamError> {
-        let mut headers = Vec::new();
-        if let Transport::Http { headers_from_env, .. } = &config.transport {
+        let (mut fixed, mut files, mut from_files) = (Vec::new(), Vec::new(), Vec::new());
+        if let Transport::Http { headers_from_env, headers_from_file, .. } = &config.transport {
             for (header, var) in headers_from_env {
                 let value = std::env::var(var).map_err(|_| UpstreamError::Config {
                     server: config.name.clone(),
                     message: format!("environment variable {var} (for header {header}) is not set"),
                 })?;
-                headers.push((header.clone(), value));
+                fixed.push((header.clone(), value));
+            }
+            for (header, path) in headers_from_file {
+                from_files.push((header.clone(), Credentials::read_file(&config.name, header, path)?));
+                files.push((header.clone(), path.clone()));
             }
         }
-        Ok(Self { config, http, headers, conn: Mutex::new(None), next_id: AtomicI64::new(1) })
+        let credentials = Credentials { fixed, files, current: std::sync::RwLock::new((std::time::Instant::now(), from_files)) };
+        Ok(Self { config, http, credentials, conn: Mutex::new(None), next_id: AtomicI64::new(1) })
     }
 
     fn name(&self) -> &str {
@@ -310,7 +369,7 @@ impl Upstream {
         if let Some(s) = &h.session {
             req = req.header("mcp-session-id", s);
         }
-        for (k, v) in &self.headers {
+        for (k, v) in self.credentials.headers(&self.config.name) {
             req = req.header(k, v);
         }
         let resp = req.body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;

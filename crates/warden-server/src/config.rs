@@ -117,6 +117,11 @@ impl ServerConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = base.join(&cfg.data_dir);
         cfg.policy_dir = base.join(&cfg.policy_dir);
+        for u in &mut cfg.upstreams {
+            if let warden_gateway::Transport::Http { headers_from_file, .. } = &mut u.transport {
+                headers_from_file.values_mut().for_each(|p| *p = base.join(&*p));
+            }
+        }
         cfg.validate().map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         Ok(cfg)
     }

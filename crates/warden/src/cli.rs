@@ -58,6 +58,9 @@ pub enum Command {
     /// What the monitor has learned: baselines, risk, learning status.
     #[command(subcommand)]
     Monitor(MonitorCmd),
+    /// Configuration for other systems, generated from the registry.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Compliance evidence (JSON and HTML): inventory, policies and their
     /// tests, decisions, violations, containments, audit verification, mapped
     /// to NIST SP 800-207 and the OWASP Top 10 for LLM applications.
@@ -410,6 +413,38 @@ pub enum AuditCmd {
     },
     /// Print the gateway's audit/token signing public key (SPKI PEM).
     PublicKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCmd {
+    /// Kubernetes NetworkPolicy (and with --istio, Istio AuthorizationPolicy)
+    /// manifests: agents' pods reach only the gateway, upstreams admit only
+    /// the gateway. Pods are matched by the labels `warden.dev/agent: NAME`
+    /// and `warden.dev/upstream: SERVER`.
+    K8s {
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Label (KEY=VALUE) selecting the gateway's pods; repeatable.
+        #[arg(long, default_value = "app.kubernetes.io/name=warden")]
+        gateway_label: Vec<String>,
+        #[arg(long, default_value_t = 8700)]
+        gateway_port: u16,
+        /// Also emit Istio AuthorizationPolicy (mTLS identities).
+        #[arg(long)]
+        istio: bool,
+        /// The gateway's Kubernetes service account (Istio).
+        #[arg(long, default_value = "warden")]
+        gateway_service_account: String,
+        /// Service account of an agent's pods; `{agent}` is the agent name (Istio).
+        #[arg(long, default_value = "{agent}")]
+        agent_service_account: String,
+        /// Istio trust domain of the service accounts.
+        #[arg(long, default_value = "cluster.local")]
+        mesh_trust_domain: String,
+        /// A JSON `List` instead of YAML documents.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -79,6 +79,7 @@ per = ["agent"]             # agent | tool | task; [] = one budget shared by all
 # transport = "http"
 # url = "https://crm.internal.example/mcp"
 # headers_from_env = { Authorization = "CRM_API_TOKEN" }   # injected by the gateway; agents never see it
+# headers_from_file = { X-Api-Key = "/run/secrets/crm-key" }  # re-read every second: rotate without a restart
 "#;
 
 fn write_policies(dir: &Path) -> Result<()> {

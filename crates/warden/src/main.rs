@@ -6,6 +6,7 @@ mod audit_cmd;
 mod cli;
 mod demo;
 mod demo_server;
+mod export_cmd;
 mod inspect_cmd;
 mod kill_cmd;
 mod policy_cmd;
@@ -89,6 +90,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Approvals(cmd) => approvals_cmd::run(&load_config(&cli)?, cmd).await,
         Command::Kill(cmd) => kill_cmd::kill(&load_config(&cli)?, cmd).await,
         Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,
+        Command::Export(cmd) => export_cmd::run(&cli, cmd).await,
         Command::Report { out } => report_cmd::run(&load_config(&cli)?, out).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,
         Command::DemoServer => unreachable!("handled before the runtime starts"),

@@ -198,6 +198,80 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
         ),
     ];
 
+    let trifecta = violations.get("lethal-trifecta").map(|v| v.0).unwrap_or(0);
+    let exchanged = count("token_exchanged");
+    let agentic = vec![
+        control(
+            "ASI01",
+            "Agent Goal Hijack",
+            "injection detection in arguments and results (withheld above the threshold); session taint and the lethal-trifecta approval rule",
+            format!("{injection_findings} injection findings; {trifecta} exfiltration attempts after untrusted input held"),
+        ),
+        control(
+            "ASI02",
+            "Tool Misuse and Exploitation",
+            "Cedar decision per call on tool class, sensitivity and arguments; argument inspection; impact caps on records, money and bytes out",
+            format!("{} calls denied, {limit_hits} refused by limits or breakers", outcome("deny")),
+        ),
+        control(
+            "ASI03",
+            "Identity and Privilege Abuse",
+            "one Ed25519 identity per agent with a human owner; DPoP-bound task-scoped tokens of minutes; autonomy levels; revocation",
+            format!(
+                "{} agents, {} owners; {} authentication failures refused; {} revocations",
+                agents.len(),
+                owners.len(),
+                count("authn_failure"),
+                count("revocation")
+            ),
+        ),
+        control(
+            "ASI04",
+            "Agentic Supply Chain Vulnerabilities",
+            "tool definitions pinned by hash; changed (rug-pull) and poisoned definitions blocked until an operator re-approves",
+            format!("{} definition changes, {} flagged definitions", count("tool_definition_changed"), count("tool_definition_flagged")),
+        ),
+        control(
+            "ASI05",
+            "Unexpected Code Execution",
+            "exec-class tools need policy and autonomy like any other; not yet: sandboxing of stdio tool servers the gateway launches",
+            format!("{} tools classified exec", tools.iter().filter(|t| t.action_class.as_str() == "exec").count()),
+        ),
+        control(
+            "ASI06",
+            "Memory and Context Poisoning",
+            "every tool result inspected before the agent sees it; untrusted-content tools taint the session",
+            format!("{} results withheld", violations.get("injected-result").map(|v| v.0).unwrap_or(0)),
+        ),
+        control(
+            "ASI07",
+            "Insecure Inter-Agent Communication",
+            "sub-agents act only through RFC 8693 attenuated tokens carrying the delegation chain (act), bound to their own keys",
+            format!("{exchanged} sub-agent tokens exchanged"),
+        ),
+        control(
+            "ASI08",
+            "Cascading Failures",
+            "circuit breakers per upstream tool, rate limits and impact caps, kill switches by server and tool",
+            format!("{limit_hits} calls refused by limits or breakers; {} kill switches engaged", kills.len()),
+        ),
+        control(
+            "ASI09",
+            "Human-Agent Trust Exploitation",
+            "approvals show the reason, policy and masked arguments, cover exactly one call (argument digest), expire to deny, and can need two approvers",
+            format!("{} approvals requested, {decided} decided", approvals.len()),
+        ),
+        control(
+            "ASI10",
+            "Rogue Agents",
+            "behavioural baselines, anomaly and risk scores, automatic containment, kill switches effective before the next call",
+            format!(
+                "{} kill switches engaged ({} automatic containments), {lifts} lifted",
+                kills.len(),
+                kills.iter().filter(|(k, _)| k.by == "monitor").count()
+            ),
+        ),
+    ];
     let report = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "warden_version": env!("CARGO_PKG_VERSION"),
@@ -215,7 +289,7 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
         "violations": violations.iter().map(|(p, (n, last, reason))| json!({ "policy": p, "count": n, "last_ms": last, "reason": reason })).collect::<Vec<_>>(),
         "approvals": { "by_status": approval_counts, "total": approvals.len() },
         "containments": { "events": containments, "lifted": lifts, "time_to_in_force_us": { "max": in_force.iter().max(), "count": in_force.len() } },
-        "controls": { "nist_sp_800_207": nist, "owasp_llm_top_10_2025": owasp },
+        "controls": { "nist_sp_800_207": nist, "owasp_llm_top_10_2025": owasp, "owasp_agentic_top_10_2026": agentic },
     });
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json_path = out.join("report.json");
@@ -278,6 +352,7 @@ fn html(r: &Value) -> String {
 <h2>Audit log</h2>{audit}
 <h2>Controls: NIST SP 800-207 zero-trust tenets</h2>{nist}
 <h2>Controls: OWASP Top 10 for LLM applications (2025)</h2>{owasp}
+<h2>Controls: OWASP Top 10 for agentic applications (2026)</h2>{agentic}
 <h2>Agent inventory</h2>{agents}
 <h2>Owners</h2>{owners}
 <h2>Tools</h2>{tools}
@@ -296,6 +371,10 @@ fn html(r: &Value) -> String {
         ),
         owasp = table(
             &r["controls"]["owasp_llm_top_10_2025"],
+            &[("id", "Risk"), ("title", "Name"), ("warden_controls", "Warden controls"), ("evidence", "Evidence")]
+        ),
+        agentic = table(
+            &r["controls"]["owasp_agentic_top_10_2026"],
             &[("id", "Risk"), ("title", "Name"), ("warden_controls", "Warden controls"), ("evidence", "Evidence")]
         ),
         agents = table(

@@ -196,6 +196,42 @@ fn bad_registrations_are_refused_without_side_effects() {
 }
 
 #[test]
+fn kubernetes_policies_follow_the_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("warden.toml");
+    std::fs::write(&cfg, "[[upstream]]\nname = \"crm\"\ntransport = \"http\"\nurl = \"http://crm.internal:8080/mcp\"\n").unwrap();
+    let run = |args: &[&str]| Command::new(BIN).arg("--config").arg(&cfg).args(args).output().unwrap();
+    for name in ["billing", "support"] {
+        let key = tmp.path().join(format!("{name}.pem"));
+        let out = run(&["agent", "register", name, "--owner", "o@example.com", "--purpose", "p", "--tools", "crm/*", "--generate-key", key.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(run(&["agent", "revoke", "support"]).status.success());
+    let out = run(&["export", "k8s", "--namespace", "agents", "--istio", "--agent-service-account", "agent-{agent}", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let names: Vec<String> = items.iter().map(|i| format!("{}/{}", i["kind"].as_str().unwrap(), i["metadata"]["name"].as_str().unwrap())).collect();
+    assert_eq!(
+        names,
+        [
+            "NetworkPolicy/warden-agent-billing",
+            "NetworkPolicy/warden-upstream-crm",
+            "AuthorizationPolicy/warden-upstream-crm",
+            "AuthorizationPolicy/warden-gateway-agents"
+        ],
+        "the revoked agent gets no path at all"
+    );
+    assert!(items.iter().all(|i| i["metadata"]["namespace"] == "agents"));
+    assert_eq!(items[3]["spec"]["rules"][0]["from"][0]["source"]["principals"], json!(["cluster.local/ns/agents/sa/agent-billing"]));
+    let yaml = String::from_utf8(run(&["export", "k8s"]).stdout).unwrap();
+    assert_eq!(yaml.matches("\n---\n").count(), 2, "two documents without --istio: {yaml}");
+    assert!(yaml.contains("  podSelector:\n    matchLabels:\n      warden.dev/agent: \"billing\"\n"), "{yaml}");
+    let out = run(&["export", "k8s", "--gateway-label", "nolabel"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+}
+
+#[test]
 fn inspect_commands_scan_text_and_flag_poisoned_tool_definitions() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("t.txt");
@@ -278,7 +314,13 @@ async fn compliance_report_holds_the_evidence_as_json_and_escaped_html() {
     let t6 = &r["controls"]["nist_sp_800_207"][5]["evidence"];
     assert!(t6.as_str().unwrap().contains("1 denied") && t6.as_str().unwrap().contains("1 allowed"), "{t6}");
     assert!(r["controls"]["owasp_llm_top_10_2025"].as_array().unwrap().iter().any(|c| c["id"] == "LLM06:2025"));
+    let agentic = r["controls"]["owasp_agentic_top_10_2026"].as_array().unwrap();
+    let ids: Vec<&str> = agentic.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, (1..=10).map(|i| format!("ASI{i:02}")).collect::<Vec<_>>());
+    assert_eq!(agentic[9]["evidence"], "1 kill switches engaged (0 automatic containments), 0 lifted", "{}", agentic[9]);
+    assert!(agentic[1]["evidence"].as_str().unwrap().starts_with("1 calls denied"), "{}", agentic[1]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("NIST SP 800-207") && html.contains("carol@example.com") && html.contains("Audit log verified"));
+    assert!(html.contains("agentic applications (2026)") && html.contains("Rogue Agents"));
     assert!(!html.contains("<script>alert(1)</script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "agent data is escaped");
 }

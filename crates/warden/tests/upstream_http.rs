@@ -1,6 +1,7 @@
 //! Upstream credential brokering over streamable HTTP: the gateway injects
-//! its own secret from the environment and never forwards the agent's token
-//! or DPoP proof. The upstream here is a minimal MCP server that answers over
+//! its own secrets (from the environment, and from a file it re-reads so a
+//! rotated credential is used without a restart) and never forwards the
+//! agent's token or DPoP proof. The upstream here is a minimal MCP server that answers over
 //! SSE and records the headers it receives.
 
 mod common;
@@ -44,8 +45,11 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     let app = axum::Router::new().route("/mcp", post(mcp)).with_state(seen.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "Bearer rotating-1\n").unwrap();
     let extra = format!(
-        "[[upstream]]\nname = \"recorder\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\nheaders_from_env = {{ X-Api-Key = \"RECORDER_KEY\" }}\n"
+        "[[upstream]]\nname = \"recorder\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\nheaders_from_env = {{ X-Api-Key = \"RECORDER_KEY\" }}\nheaders_from_file = {{ Authorization = {:?} }}\n",
+        secret_file.path().display().to_string()
     );
     let h = Harness::start_with("", &extra, &[("RECORDER_KEY", "upstream-secret-123")]);
     h.approve("recorder/whoami", "low", "read", false);
@@ -54,12 +58,27 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     let r = c.call_tool("recorder__whoami", json!({})).await.unwrap();
     assert_eq!(r.result().unwrap()["content"][0]["text"], "recorded", "{}", r.body);
 
+    // Rotation: the new credential is in use within a second or so, no restart.
+    std::fs::write(secret_file.path(), "Bearer rotating-2\n").unwrap();
+    let rotated = std::time::Instant::now();
+    loop {
+        let r = c.call_tool("recorder__whoami", json!({})).await.unwrap();
+        assert!(r.result().is_some(), "{}", r.body);
+        if seen.lock().unwrap().last().unwrap().get("authorization").unwrap() == "Bearer rotating-2" {
+            break;
+        }
+        assert!(rotated.elapsed() < std::time::Duration::from_secs(5), "rotated credential not picked up");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     let seen = seen.lock().unwrap();
-    assert!(seen.len() >= 3, "initialize, tools/list and the call reached the upstream");
+    assert!(seen.len() >= 4, "initialize, tools/list and the calls reached the upstream");
     let token = c.token.clone().unwrap();
     for hdrs in seen.iter() {
         assert_eq!(hdrs.get("x-api-key").unwrap(), "upstream-secret-123");
-        assert!(hdrs.get("authorization").is_none() && hdrs.get("dpop").is_none(), "agent credentials leaked upstream: {hdrs:?}");
+        let auth = hdrs.get("authorization").unwrap().to_str().unwrap();
+        assert!(auth == "Bearer rotating-1" || auth == "Bearer rotating-2", "the gateway's own credential, not the agent's: {auth}");
+        assert!(hdrs.get("dpop").is_none(), "agent credentials leaked upstream: {hdrs:?}");
         for (_, v) in hdrs.iter() {
             assert!(!v.to_str().unwrap_or_default().contains(&token[..40]), "token in an upstream header");
         }
@@ -68,7 +87,7 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     assert_eq!(seen.last().unwrap().get("mcp-session-id").unwrap(), "upstream-session-1");
     // The secret never appears in the audit log.
     let audit = h.cli(&["audit", "export"]);
-    assert!(!audit.contains("upstream-secret-123"));
+    assert!(!audit.contains("upstream-secret-123") && !audit.contains("rotating-"));
     assert!(!audit.contains(&token[..40]));
 }
 
