@@ -2,10 +2,13 @@
 # Load benchmark: tools/call through the Warden gateway (DPoP authn, Cedar
 # policy, audit commit) vs direct to the same upstream, the reference
 # server-everything over streamable HTTP. Everything runs on loopback.
-#   bash bench/gateway-load.sh [REQUESTS] [CONCURRENCY] [SECONDS]
+#   bash bench/gateway-load.sh [REQUESTS] [CONCURRENCY] [SECONDS] [RATE] [SESSIONS]
+# Phases: the gateway alone; sequential latency; closed-loop throughput;
+# a fixed offered RATE (calls/s, open loop) on both paths; memory per 1,000
+# open MCP sessions (SESSIONS of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUESTS=${1:-2000} CONCURRENCY=${2:-16} SECONDS_PER_PATH=${3:-10}
+REQUESTS=${1:-2000} CONCURRENCY=${2:-16} SECONDS_PER_PATH=${3:-10} RATE=${4:-1000} SESSIONS=${5:-1000}
 (cd tests/mcp-peers && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --release --locked -p warden -p warden-bench
 BIN=$PWD/target/release
@@ -35,6 +38,7 @@ url = "http://127.0.0.1:$port/mcp"
 TOML
 "$BIN/warden" --config "$work/warden.toml" serve 2>"$work/warden.log" &
 pids+=($!)
+warden_pid=$!
 for _ in $(seq 200); do grep -q "serving MCP on" "$work/warden.log" && break; sleep 0.1; done
 base=$(sed -n 's/.*serving MCP on \(http:\/\/[0-9.:]*\)\/mcp.*/\1/p' "$work/warden.log")
 W() { "$BIN/warden" --config "$work/warden.toml" "$@"; }
@@ -45,5 +49,6 @@ probe=$(W agent register probe-agent --owner bench@example.com --purpose "refuse
 sleep 0.5
 echo "gateway $base, upstream http://127.0.0.1:$port/mcp (server-everything), $(nproc) cores"
 "$BIN/warden-loadgen" --gateway "$base" --agent "$id" --key "$work/agent.pem" --probe-agent "$probe" --probe-key "$work/probe.pem" --tool everything__echo \
-  --direct "http://127.0.0.1:$port/mcp" --direct-tool echo --requests "$REQUESTS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_PATH"
+  --direct "http://127.0.0.1:$port/mcp" --direct-tool echo --requests "$REQUESTS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_PATH" \
+  --rate "$RATE" --sessions "$SESSIONS" --gateway-pid "$warden_pid"
 echo "audit: $(W audit verify)"

@@ -4,7 +4,10 @@
 //! decision, audit commit). Phase 1 sends one request at a time and reports
 //! latency percentiles; phase 2 runs concurrent workers and reports
 //! throughput. DPoP proofs are signed before the clock starts, so the figures
-//! are the gateway's cost, not the client's signing.
+//! are the gateway's cost, not the client's signing. Phase 3 offers a fixed
+//! rate (open loop: latency counts from when each call was due, so a slow
+//! gateway cannot hide its queueing) on both paths; phase 4 opens many MCP
+//! sessions and reports the gateway's memory per 1,000 of them.
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
@@ -50,6 +53,52 @@ struct Args {
     /// Seconds per path for the throughput phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Calls per second offered for the fixed-rate phase (0: skip).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// MCP sessions to open for the memory phase (0: skip).
+    #[arg(long, default_value_t = 0)]
+    sessions: usize,
+    /// The gateway's process id (memory phase; Linux /proc).
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+}
+
+/// Resident memory of a process in KiB (Linux).
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    line.split_whitespace().nth(1).context("VmRSS value")?.parse().context("VmRSS value")
+}
+
+/// Offer `rate` calls per second for `secs` seconds, each started when it is
+/// due whether or not earlier ones finished; latency from when it was due.
+/// Returns (p50 µs, p99 µs, achieved calls/s, errors).
+async fn open_loop<F, Fut>(rate: u64, secs: u64, mut call: F) -> Result<(f64, f64, f64, usize)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let n = (rate * secs) as usize;
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + period * i as u32;
+        tokio::time::sleep_until(due).await;
+        let fut = call(i);
+        tasks.push(tokio::spawn(async move { fut.await.map(|_| due.elapsed().as_nanos() as u64) }));
+    }
+    let (mut t, mut errors) = (Vec::with_capacity(n), 0);
+    for task in tasks {
+        match task.await? {
+            Ok(ns) => t.push(ns),
+            Err(_) => errors += 1,
+        }
+    }
+    let achieved = t.len() as f64 / start.elapsed().as_secs_f64();
+    ensure!(!t.is_empty(), "every call failed");
+    Ok((pct(&mut t, 0.5), pct(&mut t, 0.99), achieved, errors))
 }
 
 fn pct(samples: &mut [u64], p: f64) -> f64 {
@@ -225,5 +274,46 @@ async fn main() -> Result<()> {
     println!("throughput with {} concurrent clients, {} s per path:", a.concurrency, a.seconds);
     println!("  direct  {direct_rate:>8.0} calls/s");
     println!("  gateway {gw_rate:>8.0} calls/s   ratio {:.2}", gw_rate / direct_rate);
+
+    // Phase 3: a fixed offered rate on each path.
+    if a.rate > 0 {
+        let secs = a.seconds.min(10);
+        let (d50, d99, d_rate, d_err) = open_loop(a.rate, secs, |_| {
+            let (u, p) = (upstream.clone(), direct_params.clone());
+            async move { u.request("tools/call", p).await.map(|_| ()).map_err(Into::into) }
+        })
+        .await?;
+        let proofs = Arc::new(gw.proofs((a.rate * secs) as usize));
+        let (g50, g99, g_rate, g_err) = open_loop(a.rate, secs, |i| {
+            let (g, proofs) = (gw.clone(), proofs.clone());
+            async move { g.call(proofs[i].clone()).await }
+        })
+        .await?;
+        println!("fixed offered rate {} calls/s for {secs} s per path (latency from when each call was due):", a.rate);
+        println!("  direct   p50 {d50:>8.1} µs   p99 {d99:>8.1} µs   achieved {d_rate:>6.0} calls/s, {d_err} errors");
+        println!("  gateway  p50 {g50:>8.1} µs   p99 {g99:>8.1} µs   achieved {g_rate:>6.0} calls/s, {g_err} errors");
+        println!("  added    p50 {:>8.1} µs   p99 {:>8.1} µs", g50 - d50, g99 - d99);
+    }
+
+    // Phase 4: memory per open MCP session (each with its own token).
+    if a.sessions > 0 {
+        let pid = a.gateway_pid.context("--sessions needs --gateway-pid")?;
+        let before = rss_kib(pid)?;
+        let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&a.key)?)?;
+        let mut open = Vec::with_capacity(a.sessions);
+        for _ in 0..a.sessions {
+            let mut c = AgentClient::new(&a.gateway, &a.agent, key.clone());
+            c.fetch_token(None, Some("load-test")).await?;
+            ensure!(c.initialize().await?.status == 200, "initialize failed");
+            open.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib(pid)?;
+        println!(
+            "memory: {} sessions open, gateway RSS {before} KiB -> {after} KiB: {:.0} KiB per 1,000 sessions",
+            open.len(),
+            (after.saturating_sub(before)) as f64 * 1000.0 / open.len() as f64
+        );
+    }
     Ok(())
 }

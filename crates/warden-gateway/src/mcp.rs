@@ -147,6 +147,12 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
     let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
     let null = Value::Null;
+    if let Some(why) = gw.registry_stale() {
+        let mut ev = call.event(EventKind::McpRequest, None);
+        ev.decision = "deny".into();
+        ev.reason = Some(why.clone());
+        return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
+    }
     let auth = match gw.authenticate(&headers, "POST", call.now) {
         Ok(a) => a,
         Err(f) => {

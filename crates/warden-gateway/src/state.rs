@@ -53,6 +53,10 @@ pub struct GatewayConfig {
     /// Accepted clock difference for DPoP proofs (seconds).
     pub dpop_skew_secs: i64,
     pub refresh_interval: Duration,
+    /// A gateway that could not read the registry for this long refuses
+    /// calls and tokens: a revocation or kill switch may be missing from
+    /// its copy (fail closed).
+    pub stale_after: Duration,
     pub pin_check_interval: Duration,
     pub monitor: MonitorConfig,
     pub approvals: ApprovalsConfig,
@@ -98,6 +102,8 @@ pub struct Gateway {
     pub(crate) policy: ArcSwap<PolicyBundle>,
     /// Version of the pushed bundle in force (0: the policy directory's).
     policy_version: std::sync::atomic::AtomicI64,
+    /// When the registry was last read successfully (Unix ms).
+    last_sync_ms: std::sync::atomic::AtomicI64,
     pub(crate) verifier: TokenVerifier,
     replay: Mutex<ReplayCache>,
     /// Claims of tokens whose signature was already verified, by SHA-256 of
@@ -156,6 +162,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             policy: ArcSwap::from_pointee(policy),
             policy_version: Default::default(),
+            last_sync_ms: std::sync::atomic::AtomicI64::new(crate::now_ms()),
             verifier,
             replay: Mutex::new(ReplayCache::new(1_000_000)),
             verified: Mutex::new(HashMap::new()),
@@ -224,13 +231,24 @@ impl Gateway {
     /// Reload the snapshot now if the store changed.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
         let seq = self.store.change_seq().await?;
-        if seq == self.snapshot.load().seq {
-            return Ok(false);
+        let changed = seq != self.snapshot.load().seq;
+        if changed {
+            self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
+            self.sync_kills().await;
+            self.sync_policy().await?;
         }
-        self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
-        self.sync_kills().await;
-        self.sync_policy().await?;
-        Ok(true)
+        self.last_sync_ms.store(crate::now_ms(), std::sync::atomic::Ordering::Release);
+        Ok(changed)
+    }
+
+    /// Why this gateway must refuse calls now, if its registry copy is
+    /// older than `stale_after` (the database has been unreachable).
+    pub fn registry_stale(&self) -> Option<String> {
+        let age = stale_for(self.last_sync_ms.load(std::sync::atomic::Ordering::Acquire), crate::now_ms(), self.config.stale_after)?;
+        Some(format!(
+            "this gateway has not been able to read the registry for {:.1} s, so a revocation or kill switch may be missing from its copy; refusing until it can (fail closed)",
+            age.as_secs_f64()
+        ))
     }
 
     /// Write the monitor's changed state to the store (also on shutdown).
@@ -316,6 +334,25 @@ impl Gateway {
     }
 }
 
+/// How long past `bound` the last sync at `last_ms` is at `now_ms`, if it is.
+fn stale_for(last_ms: i64, now_ms: i64, bound: Duration) -> Option<Duration> {
+    let age = Duration::from_millis(now_ms.saturating_sub(last_ms).max(0) as u64);
+    (age > bound).then_some(age)
+}
+
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_copy_is_stale_only_past_the_bound() {
+        let bound = Duration::from_secs(10);
+        assert_eq!(stale_for(1_000, 11_000, bound), None, "exactly at the bound");
+        assert_eq!(stale_for(1_000, 11_001, bound), Some(Duration::from_millis(10_001)));
+        assert_eq!(stale_for(5_000, 1_000, bound), None, "a clock step backwards is not staleness");
+    }
 }

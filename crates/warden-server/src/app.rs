@@ -144,6 +144,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         max_body_bytes: cfg.max_body_bytes,
         dpop_skew_secs: cfg.dpop_skew_secs,
         refresh_interval: Duration::from_millis(cfg.refresh_ms.max(10)),
+        stale_after: cfg.stale_after(),
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
         monitor: cfg.monitor.clone(),
         approvals: cfg.approvals.clone(),

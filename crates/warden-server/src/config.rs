@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub dpop_skew_secs: i64,
     #[serde(default = "d_refresh")]
     pub refresh_ms: u64,
+    /// Refuse calls and tokens when the registry could not be read for this
+    /// long (default: the larger of 10 s and three refresh periods).
+    pub stale_after_ms: Option<u64>,
     #[serde(default = "d_pin")]
     pub pin_check_secs: u64,
     #[serde(default, rename = "upstream")]
@@ -136,6 +139,9 @@ impl ServerConfig {
         if self.trust_domain.is_empty() || self.trust_domain.contains(|c: char| c.is_whitespace() || c == '+' || c == '/') {
             return Err("trust_domain must be a name without spaces, '/' or '+'".into());
         }
+        if self.stale_after_ms.is_some_and(|s| s <= self.refresh_ms) {
+            return Err("stale_after_ms must be larger than refresh_ms".into());
+        }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
         }
@@ -193,6 +199,11 @@ impl ServerConfig {
     /// The origin line of audit checkpoints (the log's name).
     pub fn audit_origin(&self) -> String {
         format!("{}/audit", self.trust_domain)
+    }
+
+    /// See `stale_after_ms`.
+    pub fn stale_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stale_after_ms.unwrap_or((3 * self.refresh_ms).max(10_000)))
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -208,6 +208,9 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
     let grant = form.get("grant_type").cloned().unwrap_or_default();
     let mut ev = AuditEvent { action: Some(format!("token:{grant}")), ..Default::default() };
     let result = (|| {
+        if let Some(why) = s.gw.registry_stale() {
+            return Err(OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: why });
+        }
         s.check_resource(&form)?;
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
             return Err(err("unsupported_grant_type", "use client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"));

@@ -385,3 +385,42 @@ async fn inspection_redacts_withholds_and_refuses() {
     assert!(!a.to_string().contains("ghp_Z3MN"), "no secret in the audit log");
     h.assert_audit_intact();
 }
+
+/// A gateway whose registry copy cannot be refreshed (here: a row it cannot
+/// read, so every reload fails while the audit log still works) stops
+/// serving after `stale_after_ms` instead of enforcing an old copy that may
+/// miss a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_refresh_its_registry_fails_closed() {
+    let mut h = Harness::start("");
+    h.edit_config("refresh_ms = 20", "refresh_ms = 50\nstale_after_ms = 1500");
+    h.serve();
+    h.approve_demo_tools();
+    let (id, key) = h.register("steady", "onboarding/customer_lookup", 1, None);
+    h.register("broken", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    assert!(c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap().result().is_some());
+
+    let db = h.dir.path().join("warden-data/warden.db");
+    let corrupt = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE agents SET tools='not json' WHERE id LIKE '%/broken'\"); \
+                   c.execute(\"UPDATE meta SET value=CAST(CAST(value AS INTEGER)+1 AS TEXT) WHERE key='change_seq'\"); c.commit()";
+    let out = std::process::Command::new("python3").args(["-c", corrupt, db.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = std::time::Instant::now();
+    let refused = loop {
+        let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
+        if r.status == 503 {
+            break r;
+        }
+        assert!(r.result().is_some(), "{}", r.body);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "never failed closed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let waited = t.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(1400), "served from its copy up to the bound: {waited:?}");
+    assert!(refused.error_message().unwrap().contains("fail closed"), "{}", refused.body);
+    let err = c.fetch_token(None, Some("t")).await.unwrap_err().to_string();
+    assert!(err.contains("503") || err.contains("temporarily_unavailable"), "{err}");
+    // The refusals are audited: the log itself is still writable.
+    assert!(h.cli(&["audit", "tail", "-n", "5"]).contains("fail closed"));
+}
