@@ -5,8 +5,9 @@
 //! in a data directory (the embedded default) and PostgreSQL (several
 //! replicas sharing one database). Queries are written once in the dialect
 //! both accept (`$N` placeholders, `ON CONFLICT`, `RETURNING`, `IS DISTINCT
-//! FROM`, integers for flags); only the schema migrations, the write lock and
-//! change notification differ per backend.
+//! FROM`, integers for flags), and so is the schema (PostgreSQL gets it with
+//! 64-bit integer and identity types); only the write lock and change
+//! notification differ per backend.
 //!
 //! Every registry write bumps a change counter that gateways poll to refresh
 //! their in-memory snapshot; on PostgreSQL the bump also sends a
@@ -44,8 +45,9 @@ fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { context, source }
 }
 
-/// SQLite schema, one entry per version.
-const SQLITE_MIGRATIONS: &[&str] = &[
+/// The schema, one entry per version, in SQLite's dialect; PostgreSQL runs
+/// the same statements through [`postgres_ddl`].
+const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE agents (
@@ -137,7 +139,7 @@ CREATE TABLE policy_bundles (
 );
 "#;
 
-/// Signed Merkle checkpoints of the audit log (same DDL on both backends):
+/// Signed Merkle checkpoints of the audit log:
 /// the note, the chain head it covers and the tree frontier to extend.
 const CHECKPOINTS_TABLE: &str = r#"
 CREATE TABLE checkpoints (
@@ -149,77 +151,11 @@ CREATE TABLE checkpoints (
 );
 "#;
 
-/// PostgreSQL schema, one entry per version: the same tables and constraints
-/// as SQLite's, with 64-bit integers throughout (the queries bind `i64`).
-const POSTGRES_MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    tools TEXT NOT NULL,
-    autonomy BIGINT NOT NULL CHECK (autonomy BETWEEN 0 AND 3),
-    status TEXT NOT NULL CHECK (status IN ('active','suspended','revoked')),
-    public_key TEXT NOT NULL UNIQUE,
-    parent TEXT REFERENCES agents(id),
-    created_at BIGINT NOT NULL
-);
-CREATE TABLE tools (
-    tool TEXT PRIMARY KEY,
-    sensitivity TEXT NOT NULL,
-    action_class TEXT NOT NULL,
-    exfil_capable BIGINT NOT NULL,
-    pinned_hash TEXT,
-    observed_hash TEXT,
-    observed_definition TEXT,
-    status TEXT NOT NULL,
-    observed_findings TEXT,
-    untrusted_content BIGINT NOT NULL DEFAULT 0
-);
-CREATE TABLE revocations (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('token','task','agent')),
-    value TEXT NOT NULL,
-    cutoff BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    at BIGINT NOT NULL
-);
-CREATE TABLE audit (seq BIGINT PRIMARY KEY, record TEXT NOT NULL);
-INSERT INTO meta (key, value) VALUES ('change_seq', '0');
-CREATE TABLE kills (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    scope TEXT NOT NULL CHECK (scope IN ('global','agent','owner','server','tool')),
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    by TEXT NOT NULL,
-    at_ms BIGINT NOT NULL,
-    lifted_at_ms BIGINT,
-    lifted_by TEXT
-);
-CREATE UNIQUE INDEX kills_engaged ON kills (scope, target) WHERE lifted_at_ms IS NULL;
-CREATE TABLE monitor_state (agent TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms BIGINT NOT NULL);
-CREATE TABLE approvals (
-    id TEXT PRIMARY KEY,
-    agent TEXT NOT NULL,
-    tool TEXT NOT NULL,
-    args_sha256 TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending','approved','denied','expired','used')),
-    created_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX approvals_lookup ON approvals (agent, tool, args_sha256, status);
-CREATE TABLE operators (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('viewer','approver','admin')),
-    token_sha256 TEXT NOT NULL UNIQUE,
-    created_ms BIGINT NOT NULL
-);
-"#,
-    CHECKPOINTS_TABLE,
-    POLICY_TABLE,
-];
+/// A migration in PostgreSQL's dialect: 64-bit integers throughout (the
+/// queries bind `i64`) and identity columns for SQLite's AUTOINCREMENT.
+fn postgres_ddl(sqlite: &str) -> String {
+    sqlite.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY").replace("INTEGER", "BIGINT")
+}
 
 /// The PostgreSQL channel a registry change is announced on.
 pub const CHANGE_CHANNEL: &str = "warden_changes";
@@ -338,22 +274,22 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let migrations = match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
-        };
         let mut tx = self.write_tx("starting migration").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(&mut *tx).await.map_err(db("migrating"))?;
         let version: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_version").fetch_optional(&mut *tx).await.map_err(db("migrating"))?;
         let version = version.unwrap_or(0) as usize;
-        if version > migrations.len() {
-            return Err(StoreError::Corrupt(format!("database schema version {version} is newer than this warden ({}); upgrade warden", migrations.len())));
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!("database schema version {version} is newer than this warden ({}); upgrade warden", MIGRATIONS.len())));
         }
-        for m in &migrations[version..] {
-            sqlx::raw_sql(*m).execute(&mut *tx).await.map_err(db("migrating"))?;
+        for m in &MIGRATIONS[version..] {
+            let ddl = match self.backend {
+                Backend::Sqlite => m.to_string(),
+                Backend::Postgres => postgres_ddl(m),
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await.map_err(db("migrating"))?;
         }
         sqlx::query("DELETE FROM schema_version").execute(&mut *tx).await.map_err(db("migrating"))?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(migrations.len() as i64).execute(&mut *tx).await.map_err(db("migrating"))?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(MIGRATIONS.len() as i64).execute(&mut *tx).await.map_err(db("migrating"))?;
         tx.commit().await.map_err(db("migrating"))
     }
 

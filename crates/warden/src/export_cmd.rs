@@ -54,34 +54,20 @@ pub fn manifests(agents: &[Agent], upstreams: &[UpstreamConfig], c: &Cluster, is
     let gateway = json!({ "matchLabels": c.gateway_labels });
     let active: Vec<&Agent> = agents.iter().filter(|a| a.status == AgentStatus::Active).collect();
     let mut out = Vec::new();
+    let network_policy = |name: String, selector: Value, kind: &str, rules: Value| {
+        let mut spec = json!({ "podSelector": { "matchLabels": selector }, "policyTypes": [kind] });
+        spec[kind.to_ascii_lowercase()] = rules;
+        json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(&name, c), "spec": spec })
+    };
     for a in &active {
         let name = name_label(a);
-        out.push(json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": meta(&format!("warden-agent-{name}"), c),
-            "spec": {
-                "podSelector": { "matchLabels": { "warden.dev/agent": name } },
-                "policyTypes": ["Egress"],
-                "egress": [
-                    { "to": [{ "podSelector": gateway }], "ports": [{ "protocol": "TCP", "port": c.gateway_port }] },
-                    dns_egress(),
-                ],
-            },
-        }));
+        let egress = json!([{ "to": [{ "podSelector": gateway }], "ports": [{ "protocol": "TCP", "port": c.gateway_port }] }, dns_egress()]);
+        out.push(network_policy(format!("warden-agent-{name}"), json!({ "warden.dev/agent": name }), "Egress", egress));
     }
     let http_upstreams: Vec<&UpstreamConfig> = upstreams.iter().filter(|u| matches!(u.transport, Transport::Http { .. })).collect();
     for u in &http_upstreams {
-        out.push(json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": meta(&format!("warden-upstream-{}", u.name), c),
-            "spec": {
-                "podSelector": { "matchLabels": { "warden.dev/upstream": u.name } },
-                "policyTypes": ["Ingress"],
-                "ingress": [{ "from": [{ "podSelector": gateway }] }],
-            },
-        }));
+        let ingress = json!([{ "from": [{ "podSelector": gateway }] }]);
+        out.push(network_policy(format!("warden-upstream-{}", u.name), json!({ "warden.dev/upstream": u.name }), "Ingress", ingress));
     }
     if istio {
         let principal = |sa: &str| format!("{}/ns/{}/sa/{sa}", c.mesh_trust_domain, c.namespace);
