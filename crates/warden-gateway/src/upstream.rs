@@ -31,9 +31,14 @@ pub enum Transport {
         command: String,
         #[serde(default)]
         args: Vec<String>,
+        /// The server's environment: these variables plus PATH, HOME and
+        /// the locale; nothing else of the gateway's environment (where its
+        /// own and other upstreams' secrets live) is passed on.
         #[serde(default)]
         env: BTreeMap<String, String>,
         cwd: Option<String>,
+        /// Confine the server (Landlock, seccomp, rlimits); see `sandbox`.
+        sandbox: Option<crate::sandbox::SandboxConfig>,
     },
     /// A streamable HTTP endpoint.
     Http {
@@ -107,6 +112,9 @@ impl Conn {
         }
     }
 }
+
+/// Variables of the gateway's environment a stdio server gets.
+const PASSED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
 
 /// How often credential files are re-read.
 const CREDENTIAL_RECHECK: Duration = Duration::from_secs(1);
@@ -259,8 +267,18 @@ impl Upstream {
             "clientInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         });
         match &self.config.transport {
-            Transport::Stdio { command, args, env, cwd } => {
-                let mut cmd = Command::new(command);
+            Transport::Stdio { command, args, env, cwd, sandbox } => {
+                let mut cmd = match sandbox {
+                    // `warden sandbox-exec` confines itself, then execs the server.
+                    Some(sb) => {
+                        let me = std::env::current_exe().map_err(|e| self.unavailable(format!("cannot locate the warden binary for the sandbox: {e}")))?;
+                        let mut c = Command::new(me);
+                        c.arg("sandbox-exec").arg("--spec").arg(serde_json::to_string(sb).expect("sandbox config serializes")).arg("--").arg(command);
+                        c
+                    }
+                    None => Command::new(command),
+                };
+                cmd.env_clear().envs(std::env::vars().filter(|(k, _)| PASSED_ENV.contains(&k.as_str())));
                 cmd.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
                 if let Some(d) = cwd {
                     cmd.current_dir(d);
@@ -278,7 +296,11 @@ impl Upstream {
                 tokio::spawn(async move {
                     let mut lines = BufReader::new(stderr).lines();
                     while let Ok(Some(l)) = lines.next_line().await {
-                        tracing::debug!(upstream = %name, "stderr: {l}");
+                        if l.starts_with("warden sandbox-exec:") {
+                            tracing::error!(upstream = %name, "{l}");
+                        } else {
+                            tracing::debug!(upstream = %name, "stderr: {l}");
+                        }
                     }
                 });
                 let conn = Conn::Stdio(StdioConn { tx, pending, alive, _child: child });

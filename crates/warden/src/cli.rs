@@ -78,6 +78,15 @@ pub enum Command {
     /// The built-in demo MCP server (stdio); launched by the gateway.
     #[command(hide = true)]
     DemoServer,
+    /// Confine this process as `--spec` (JSON `[upstream.sandbox]`) says,
+    /// then exec COMMAND; launched by the gateway for sandboxed servers.
+    #[command(hide = true)]
+    SandboxExec {
+        #[arg(long)]
+        spec: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

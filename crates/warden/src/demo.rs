@@ -75,6 +75,14 @@ tools = ["onboarding/payment_transfer"]
 per = ["agent"]             # agent | tool | task; [] = one budget shared by all
 
 # [[upstream]]
+# name = "files"
+# transport = "stdio"
+# command = "python3"
+# args = ["/srv/tools/files/server.py"]
+# [upstream.sandbox]          # Landlock + seccomp + rlimits (Linux): no network, nothing outside these trees
+# write = ["/srv/tools/files"]
+
+# [[upstream]]
 # name = "crm"
 # transport = "http"
 # url = "https://crm.internal.example/mcp"

@@ -24,12 +24,39 @@ fn main() -> Result<()> {
         // The stdio MCP server must keep stdout for JSON-RPC only.
         return demo_server::run();
     }
+    if let Command::SandboxExec { spec, command } = &cli.command {
+        // Single-threaded and before anything else: confine, then exec.
+        let err = sandbox_exec(spec, command);
+        eprintln!("warden sandbox-exec: {err:#}");
+        std::process::exit(126);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(cli))
+}
+
+/// Apply the sandbox and replace this process with the server; returns only
+/// on failure.
+fn sandbox_exec(spec: &str, command: &[String]) -> anyhow::Error {
+    let run = || -> Result<std::convert::Infallible> {
+        let cfg: warden_gateway::sandbox::SandboxConfig = serde_json::from_str(spec).context("--spec is not a sandbox configuration")?;
+        cfg.apply()?;
+        let (program, args) = command.split_first().context("no command to run")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            Err(std::process::Command::new(program).args(args).exec()).with_context(|| format!("cannot run {program:?} in the sandbox"))
+        }
+        #[cfg(not(unix))]
+        anyhow::bail!("sandboxes need Linux ({program:?} {args:?})")
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
 }
 
 /// Load the config file, or the defaults relative to the current directory
@@ -93,6 +120,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Export(cmd) => export_cmd::run(&cli, cmd).await,
         Command::Report { out } => report_cmd::run(&load_config(&cli)?, out).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,
-        Command::DemoServer => unreachable!("handled before the runtime starts"),
+        Command::DemoServer | Command::SandboxExec { .. } => unreachable!("handled before the runtime starts"),
     }
 }
