@@ -18,6 +18,7 @@ fn class_of(kind: Option<EventKind>) -> (u32, u32, &'static str, u32, &'static s
     use EventKind::*;
     match kind {
         Some(ToolCall) => (6, 6003, "API Activity", 99, "Call Tool"),
+        Some(EgressConnection) => (4, 4001, "Network Activity", 1, "Open"),
         Some(ToolList) => (6, 6003, "API Activity", 2, "Read"),
         Some(McpRequest) | None => (6, 6003, "API Activity", 99, "Other"),
         Some(TokenIssued) | Some(TokenExchanged) | Some(TokenDenied) => (3, 3003, "Authorize Session", 1, "Assign Privileges"),

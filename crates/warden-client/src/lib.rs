@@ -131,6 +131,12 @@ impl AgentClient {
     }
 
     /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
+    /// A token for another resource of the same server (RFC 8707), e.g. the
+    /// egress proxy (`BASE/egress`).
+    pub async fn fetch_token_for(&mut self, resource: &str) -> Result<TokenResponse, ClientError> {
+        self.token_request(vec![("grant_type", "client_credentials".to_string()), ("resource", resource.to_string())]).await
+    }
+
     pub async fn fetch_token(&mut self, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
         let mut form = vec![("grant_type", "client_credentials".to_string())];
         if let Some(s) = scope {

@@ -30,6 +30,8 @@ pub enum EventKind {
     OperatorChanged,
     /// A policy bundle was pushed to the store for every gateway.
     PolicyChanged,
+    /// A connection through the egress proxy was admitted or refused.
+    EgressConnection,
 }
 
 /// One audited decision. Arguments are recorded as a digest, never raw, and

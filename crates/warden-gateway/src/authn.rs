@@ -114,6 +114,23 @@ impl Gateway {
         if !self.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew) {
             return Err(AuthFailure::new("invalid_dpop_proof", IdentityError::DpopReplay.to_string()).with_claims(&claims));
         }
+        self.authorize_claims(claims)
+    }
+
+    /// Authenticate a connection to the egress proxy: a token issued for the
+    /// egress resource. Proxy clients cannot sign DPoP proofs, so here the
+    /// token is a bearer credential within its minutes of lifetime; it is
+    /// useless at `/mcp` (another audience) and still checked against
+    /// revocations and the agent's status and key.
+    pub fn authenticate_egress(&self, token: &str, now: i64) -> Result<Authenticated, AuthFailure> {
+        let verifier = self.config.egress_verifier.as_ref().ok_or_else(|| AuthFailure::new("invalid_token", "the egress proxy is not configured"))?;
+        let claims = verifier.verify(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
+        self.authorize_claims(claims)
+    }
+
+    /// The token is unrevoked, every agent in its delegation chain is
+    /// registered and active, and it is bound to the agent's current key.
+    fn authorize_claims(&self, claims: AccessClaims) -> Result<Authenticated, AuthFailure> {
         let snap = self.snapshot();
         snap.revocations.check(&claims).map_err(|e| AuthFailure::new("invalid_token", e.to_string()).with_claims(&claims))?;
         for id in claims.delegation() {

@@ -17,6 +17,7 @@ pub mod telemetry;
 pub mod upstream;
 pub mod webhook;
 
+pub mod egress;
 pub mod sandbox;
 pub use audit_sink::{AuditSink, AuditUnavailable, now_ms};
 pub use authn::{AuthFailure, Authenticated};

@@ -32,6 +32,8 @@ pub enum StartError {
 /// A started server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The egress proxy's address, when it runs.
+    pub egress_addr: Option<SocketAddr>,
     pub public_url: String,
     pub gateway: Arc<Gateway>,
     pub issuer: TokenIssuer,
@@ -145,6 +147,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dpop_skew_secs: cfg.dpop_skew_secs,
         refresh_interval: Duration::from_millis(cfg.refresh_ms.max(10)),
         stale_after: cfg.stale_after(),
+        egress: cfg.egress.clone(),
+        egress_verifier: cfg.egress.listen.is_some().then(|| issuer.verifier(&public_url, &format!("{public_url}/egress"))),
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
         monitor: cfg.monitor.clone(),
         approvals: cfg.approvals.clone(),
@@ -164,5 +168,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(Running { addr, public_url, gateway, issuer, task })
+    let egress_addr = match &cfg.egress.listen {
+        Some(listen) => {
+            let l = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen.clone(), source })?;
+            let a = l.local_addr().map_err(|source| StartError::Bind { addr: listen.clone(), source })?;
+            tokio::spawn(warden_gateway::egress::serve(gateway.clone(), l));
+            Some(a)
+        }
+        None => None,
+    };
+    Ok(Running { addr, egress_addr, public_url, gateway, issuer, task })
 }

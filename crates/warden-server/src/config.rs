@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Signed Merkle checkpoints of the audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The egress proxy for agents' direct HTTP(S) calls.
+    #[serde(default)]
+    pub egress: warden_gateway::egress::EgressConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +149,7 @@ impl ServerConfig {
             return Err("max_body_bytes must be at least 1024".into());
         }
         self.monitor.validate().map_err(|e| e.to_string())?;
+        self.egress.validate()?;
         if self.approvals.expire_secs == 0 {
             return Err("approvals.expire_secs must be at least 1".into());
         }

@@ -132,11 +132,26 @@ impl OAuth {
         }
     }
 
-    fn check_resource(&self, form: &HashMap<String, String>) -> Result<(), OAuthError> {
+    /// The resource (RFC 8707) the token is for: the MCP endpoint (default)
+    /// or, when the egress proxy runs, the proxy.
+    fn check_resource(&self, form: &HashMap<String, String>) -> Result<String, OAuthError> {
+        let mcp = &self.gw.config.resource;
         match form.get("resource").or(form.get("audience")) {
-            Some(r) if r != &self.gw.config.resource => Err(err("invalid_target", format!("this server issues tokens only for {}", self.gw.config.resource))),
-            _ => Ok(()),
+            None => Ok(mcp.clone()),
+            Some(r) if r == mcp => Ok(r.clone()),
+            Some(r) if self.gw.config.egress_verifier.is_some() && *r == self.egress_resource() => Ok(r.clone()),
+            Some(_) => Err(err(
+                "invalid_target",
+                format!(
+                    "this server issues tokens only for {mcp}{}",
+                    if self.gw.config.egress_verifier.is_some() { format!(" and {}", self.egress_resource()) } else { String::new() }
+                ),
+            )),
         }
+    }
+
+    fn egress_resource(&self) -> String {
+        format!("{}/egress", self.issuer_url)
     }
 
     fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
@@ -160,7 +175,7 @@ impl OAuth {
         Ok(AccessClaims {
             iss: self.issuer_url.clone(),
             sub: agent.owner.clone(),
-            aud: self.gw.config.resource.clone(),
+            aud: self.check_resource(form)?,
             exp: now + self.ttl,
             iat,
             nbf: iat,

@@ -52,6 +52,14 @@ expire_secs = 900           # no decision by then = deny
 # otlp_traces_url = "http://otel-collector:4318/v1/traces"
 # otlp_logs_url = "http://otel-collector:4318/v1/logs"
 
+# Egress proxy for agents' direct HTTP(S) calls (token: resource=PUBLIC_URL/egress).
+# [egress]
+# listen = "127.0.0.1:8701"
+# [[egress.allow]]
+# agent = "onboarding-bot"
+# host = "api.example.com"
+# port = 443
+
 # Signed Merkle checkpoints of the audit log (C2SP signed notes) to publish.
 [audit]
 checkpoint_secs = 60        # 0 = only on demand (`warden audit checkpoint`)

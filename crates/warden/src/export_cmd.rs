@@ -26,7 +26,9 @@ pub struct Cluster {
     pub namespace: String,
     /// Labels that select the gateway's pods.
     pub gateway_labels: BTreeMap<String, String>,
-    pub gateway_port: u16,
+    /// The gateway's ports agents may reach: MCP and token endpoint, and
+    /// the egress proxy when it runs.
+    pub gateway_ports: Vec<u16>,
     pub gateway_service_account: String,
     /// Service account name of an agent's pods; `{agent}` is replaced.
     pub agent_service_account: String,
@@ -61,7 +63,8 @@ pub fn manifests(agents: &[Agent], upstreams: &[UpstreamConfig], c: &Cluster, is
     };
     for a in &active {
         let name = name_label(a);
-        let egress = json!([{ "to": [{ "podSelector": gateway }], "ports": [{ "protocol": "TCP", "port": c.gateway_port }] }, dns_egress()]);
+        let ports: Vec<Value> = c.gateway_ports.iter().map(|p| json!({ "protocol": "TCP", "port": p })).collect();
+        let egress = json!([{ "to": [{ "podSelector": gateway }], "ports": ports }, dns_egress()]);
         out.push(network_policy(format!("warden-agent-{name}"), json!({ "warden.dev/agent": name }), "Egress", egress));
     }
     let http_upstreams: Vec<&UpstreamConfig> = upstreams.iter().filter(|u| matches!(u.transport, Transport::Http { .. })).collect();
@@ -169,7 +172,10 @@ pub async fn run(cli: &Cli, cmd: &ExportCmd) -> Result<()> {
             let c = Cluster {
                 namespace: namespace.clone(),
                 gateway_labels,
-                gateway_port: *gateway_port,
+                // Agents' own direct calls go through the egress proxy.
+                gateway_ports: std::iter::once(*gateway_port)
+                    .chain(cfg.egress.listen.as_deref().and_then(|l| l.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()))
+                    .collect(),
                 gateway_service_account: gateway_service_account.clone(),
                 agent_service_account: agent_service_account.clone(),
                 mesh_trust_domain: mesh_trust_domain.clone(),
@@ -215,7 +221,7 @@ mod tests {
         Cluster {
             namespace: "agents".into(),
             gateway_labels: [("app".to_string(), "warden".to_string())].into(),
-            gateway_port: 8700,
+            gateway_ports: vec![8700, 8701],
             gateway_service_account: "warden".into(),
             agent_service_account: "agent-{agent}".into(),
             mesh_trust_domain: "cluster.local".into(),
@@ -244,7 +250,7 @@ mod tests {
         let a = &docs[0]["spec"];
         assert_eq!(a["policyTypes"], json!(["Egress"]));
         assert_eq!(a["egress"][0]["to"][0]["podSelector"]["matchLabels"]["app"], "warden");
-        assert_eq!(a["egress"][0]["ports"][0]["port"], 8700);
+        assert_eq!(a["egress"][0]["ports"], json!([{ "protocol": "TCP", "port": 8700 }, { "protocol": "TCP", "port": 8701 }]));
         assert_eq!(docs[1]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "warden");
         assert_eq!(docs[2]["spec"]["rules"][0]["from"][0]["source"]["principals"][0], "cluster.local/ns/agents/sa/warden");
         let gw = &docs[3]["spec"]["rules"];

@@ -97,6 +97,9 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(&cli)?;
             let running = warden_server::start(cfg).await?;
             eprintln!("warden: serving MCP on {}/mcp (issuer {})", running.public_url, running.public_url);
+            if let Some(a) = running.egress_addr {
+                eprintln!("warden: egress proxy on http://{a} (tokens for {}/egress)", running.public_url);
+            }
             let gateway = running.gateway.clone();
             tokio::select! {
                 r = running.task => r?.context("server stopped")?,

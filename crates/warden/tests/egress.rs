@@ -1,0 +1,167 @@
+//! The egress proxy: agents reach the outside only through it, with a token
+//! issued for it, to the destinations their allowlist names; every
+//! connection is decided and audited.
+
+mod common;
+
+use axum::routing::{get, post};
+use common::Harness;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn proxied(proxy: &str, user_token: Option<&str>) -> reqwest::Client {
+    let mut p = reqwest::Proxy::http(proxy).unwrap();
+    if let Some(t) = user_token {
+        p = p.basic_auth("agent", t);
+    }
+    reqwest::Client::builder().proxy(p).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reach_only_their_allowlisted_destinations_through_the_proxy() {
+    // A web API and a TCP echo service on loopback.
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web_port = web.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/v1/data", get(|| async { "data" }))
+        .route("/v1/echo", post(|body: String| async move { body }))
+        .route("/admin", get(|| async { "admin" }));
+    tokio::spawn(async move { axum::serve(web, app).await });
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    let proxy_port = free_port();
+    let extra = format!(
+        r#"[egress]
+listen = "127.0.0.1:{proxy_port}"
+[[egress.allow]]
+agent = "fetcher"
+host = "127.0.0.1"
+port = {web_port}
+path_prefix = "/v1/"
+allow_private = true
+[[egress.allow]]
+agent = "fetcher"
+host = "127.0.0.1"
+port = {echo_port}
+allow_private = true
+[[egress.allow]]
+agent = "fetcher"
+host = "localhost"
+port = {web_port}
+"#
+    );
+    let h = Harness::start_with("", &extra, &[]);
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let (id, key) = h.register("fetcher", "onboarding/customer_lookup", 1, None);
+    let (other_id, other_key) = h.register("other", "onboarding/customer_lookup", 1, None);
+    let mut fetcher = h.client(&id, &key);
+    let token = loop {
+        match fetcher.fetch_token_for(&format!("{}/egress", h.base)).await {
+            Ok(t) => break t.access_token,
+            Err(e) if e.to_string().contains("unknown agent") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let web_url = format!("http://127.0.0.1:{web_port}");
+
+    // Allowed: plain HTTP under the path prefix, with a body.
+    let c = proxied(&proxy, Some(&token)).await;
+    let r = c.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "data".to_string()));
+    let r = c.post(format!("{web_url}/v1/echo")).body("hello through the proxy").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello through the proxy");
+
+    // Refused: outside the path prefix; a host name that resolves to
+    // loopback (DNS-level denial); no credentials; another agent; a token
+    // issued for /mcp instead of the proxy.
+    let r = c.get(format!("{web_url}/admin")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("not in agent fetcher's egress allowlist"));
+    let r = c.get(format!("http://localhost:{web_port}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("DNS-level denial"));
+    let r = proxied(&proxy, None).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 407);
+    assert!(r.headers().get("proxy-authenticate").is_some());
+    let mut other = h.client(&other_id, &other_key);
+    let other_token = other.fetch_token_for(&format!("{}/egress", h.base)).await.unwrap().access_token;
+    let r = proxied(&proxy, Some(&other_token)).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "the allowlist is per agent");
+    let mcp_token = h.client(&id, &key).fetch_token(None, None).await.unwrap().access_token;
+    let r = proxied(&proxy, Some(&mcp_token)).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 407, "a token for /mcp is not a token for the proxy");
+
+    // A CONNECT tunnel (bytes sent right after the head are not lost).
+    let connect = |port: u16, token: String| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port)).await.unwrap();
+        let head = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Bearer {token}\r\n\r\nping");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        let status = text.split(' ').nth(1).unwrap().to_string();
+        let after = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, after, s)
+    };
+    let (status, mut after, mut s) = connect(echo_port, token.clone()).await;
+    assert_eq!(status, "200");
+    while after.len() < 4 {
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        after.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(after, "ping", "the echo service answered through the tunnel");
+    let (status, _, _) = connect(web_port, token.clone()).await;
+    assert_eq!(status, "403", "a rule with a path prefix never admits a tunnel");
+
+    // Suspending the agent closes the proxy to it.
+    h.cli(&["agent", "suspend", "fetcher", "--reason", "egress test"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c.get(format!("{web_url}/v1/data")).send().await.unwrap();
+        if r.status() == 407 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still admitted after suspension");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every connection decision is audited, the token never.
+    let audit = h.cli(&["audit", "export"]);
+    let egress: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"]["kind"] == "egress_connection")
+        .map(|r| r["event"].clone())
+        .collect();
+    let allowed = egress.iter().filter(|e| e["decision"] == "allow").count();
+    assert_eq!(allowed, 3, "two HTTP requests and one tunnel: {egress:#?}");
+    assert!(egress.iter().filter(|e| e["decision"] == "deny").count() >= 6);
+    assert!(egress.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("DNS-level denial"))));
+    assert!(!audit.contains(&token[..40]));
+    let ocsf = h.cli(&["audit", "export", "--format", "ocsf"]);
+    assert!(ocsf.lines().any(|l| l.contains("\"class_uid\":4001")), "egress as OCSF Network Activity");
+}
