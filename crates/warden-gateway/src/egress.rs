@@ -4,9 +4,12 @@
 //! tunnel for TLS. Each connection is authenticated (an access token issued
 //! for the egress resource), checked against kill switches and the agent's
 //! destination allowlist (host, port, and for plain HTTP a path prefix),
-//! resolved here with DNS-level denial of private, loopback and link-local
-//! addresses (SSRF, cloud metadata, DNS rebinding), audited, and only then
-//! connected — to the address that was checked.
+//! decided by Cedar like a tool call (resource `egress/HOST:PORT`, an
+//! exfiltration-capable write; `context.in_scope` = on the allowlist;
+//! `context.args` = method, host, port, path, inspected for secrets and
+//! injection; the agent's risk score), resolved here with DNS-level denial
+//! of private, loopback and link-local addresses (SSRF, cloud metadata, DNS
+//! rebinding), audited, and only then connected — to the address checked.
 //!
 //! Plain HTTP is one request per connection: the request body is forwarded
 //! by its `Content-Length` and nothing after it, so a second request cannot
@@ -14,12 +17,13 @@
 
 use crate::state::Gateway;
 use serde::Deserialize;
+use sha2::Digest;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use warden_core::{AuditEvent, EventKind};
+use warden_core::{AuditEvent, Decision, EventKind};
 
 /// `[egress]` in `warden.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -275,7 +279,10 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         Err(e) => return reply(&mut client, "400 Bad Request", "", &e).await,
     };
     let mut ev = AuditEvent { kind: Some(EventKind::EgressConnection), decision: "deny".into(), ..Default::default() };
-    ev.action = Some(format!("egress:{} {}", head.method, head.target));
+    // The target may carry data (a token in a query string): the audit
+    // record gets its digest, and its path only once inspection found it clean.
+    ev.action = Some(format!("egress:{}", head.method));
+    ev.args_sha256 = Some(hex::encode(sha2::Sha256::digest(head.target.as_bytes())));
     if let Some(why) = gw.registry_stale() {
         return reply(&mut client, "503 Service Unavailable", "", &why).await;
     }
@@ -321,6 +328,54 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
     };
     ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
+    // The policy decision: guardrails (risk, secrets in the URL, …) apply.
+    let args = serde_json::json!({ "method": head.method, "host": host, "port": port, "path": path.clone().unwrap_or_default() });
+    // The path and query are what can carry data out (host and method are
+    // the allowlist's business).
+    let scan = gw.inspector.scan_json(&serde_json::json!({ "path": path.clone().unwrap_or_default() }));
+    ev.findings = crate::mcp::finding_labels("args", &scan.summary);
+    if let Some(p) = path.as_deref().filter(|_| scan.summary.secret_count == 0 && scan.summary.pii_count == 0) {
+        ev.action = Some(format!("egress:{} {}", head.method, p.split('?').next().unwrap_or_default()));
+    }
+    let risk = gw.monitor.risk(auth.claims.agent(), crate::now_ms());
+    ev.risk = Some(risk);
+    let facts = warden_policy::CallFacts {
+        agent: warden_policy::AgentFacts {
+            id: auth.agent.id.to_string(),
+            name: name.clone(),
+            owner: auth.agent.owner.clone(),
+            purpose: auth.agent.purpose.clone(),
+            autonomy: i64::from(auth.agent.autonomy),
+            risk_score: i64::from(risk),
+        },
+        tool: warden_policy::ToolFacts {
+            server: "egress".into(),
+            name: format!("{host}:{port}"),
+            sensitivity: "medium".into(),
+            sensitivity_level: 2,
+            action_class: "write".into(),
+            exfil_capable: true,
+            untrusted_content: true,
+        },
+        request: warden_policy::RequestFacts {
+            task: auth.claims.task.clone(),
+            in_scope: true,
+            delegation_depth: auth.claims.delegation().len() as i64 - 1,
+            now: crate::now_secs(),
+            args,
+            findings: scan.summary,
+            ..Default::default()
+        },
+    };
+    match gw.policy().decide(&facts) {
+        Decision::Allow { policies, .. } => ev.policies.extend(policies),
+        Decision::Deny { policies, reason } | Decision::NeedsApproval { policies, reason, .. } => {
+            ev.policies.extend(policies);
+            let why = format!("refused by policy: {reason}");
+            ev.reason = Some(why.clone());
+            return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
+        }
+    }
     // Resolve here and connect to exactly the address that was checked.
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],

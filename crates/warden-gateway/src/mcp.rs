@@ -325,7 +325,7 @@ enum Ask<'a> {
 }
 
 /// Finding kinds for the audit record (never values).
-fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
+pub(crate) fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
     let mut out: Vec<String> = s.pii.iter().map(|k| format!("{prefix}.pii.{k}")).collect();
     out.extend(s.secrets.iter().map(|k| format!("{prefix}.secrets.{k}")));
     out.extend(s.injection_signals.iter().map(|k| format!("{prefix}.injection.{k}")));

@@ -89,6 +89,12 @@ port = {web_port}
     let r = c.post(format!("{web_url}/v1/echo")).body("hello through the proxy").send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello through the proxy");
 
+    // Refused by policy although allowlisted: a credential in the URL is
+    // the critical credential-exfiltration guardrail.
+    let r = c.get(format!("{web_url}/v1/data?token=ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("refused by policy"));
+
     // Refused: outside the path prefix; a host name that resolves to
     // loopback (DNS-level denial); no credentials; another agent; a token
     // issued for /mcp instead of the proxy.
@@ -158,9 +164,18 @@ port = {web_port}
         .map(|r| r["event"].clone())
         .collect();
     let allowed = egress.iter().filter(|e| e["decision"] == "allow").count();
-    assert_eq!(allowed, 3, "two HTTP requests and one tunnel: {egress:#?}");
-    assert!(egress.iter().filter(|e| e["decision"] == "deny").count() >= 6);
+    // Two HTTP requests, one tunnel, and any made before the suspension
+    // reached the proxy.
+    assert!(allowed >= 3, "{egress:#?}");
+    assert!(egress.iter().any(|e| e["decision"] == "allow" && e["action"] == "egress:CONNECT" && e["tool"] == format!("egress/127.0.0.1:{echo_port}")));
+    assert!(egress.iter().any(|e| e["decision"] == "allow" && e["action"] == "egress:GET /v1/data"));
+    assert!(egress.iter().filter(|e| e["decision"] == "deny").count() >= 7);
     assert!(egress.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("DNS-level denial"))));
+    let leak = egress.iter().find(|e| e["reason"].as_str().is_some_and(|r| r.contains("refused by policy"))).unwrap();
+    assert!(leak["policies"].as_array().unwrap().iter().any(|p| p == "credential-exfiltration"), "{leak}");
+    assert!(leak["findings"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("args.secrets.")), "{leak}");
+    assert!(egress.iter().filter(|e| e["decision"] == "allow").all(|e| e["policies"].as_array().unwrap().iter().any(|p| p == "egress-allowlisted")));
+    assert!(!audit.contains("ghp_a1B2c3D4"), "the credential itself is not in the audit log");
     assert!(!audit.contains(&token[..40]));
     let ocsf = h.cli(&["audit", "export", "--format", "ocsf"]);
     assert!(ocsf.lines().any(|l| l.contains("\"class_uid\":4001")), "egress as OCSF Network Activity");
