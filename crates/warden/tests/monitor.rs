@@ -80,9 +80,13 @@ async fn a_rogue_agent_is_contained_automatically_and_a_legitimate_one_keeps_wor
     assert_eq!(trifecta.error_code(), Some(-32002), "exfiltration after reading untrusted content and PII needs approval: {}", trifecta.body);
     assert!(trifecta.body["error"]["data"]["policies"].to_string().contains("lethal-trifecta"), "{}", trifecta.body);
 
+    // Where the risk crosses depends on timing: on the assessment (that call
+    // is refused as "the agent is contained") or after a call's outcome
+    // (that call keeps its own refusal; the next meets the kill switch,
+    // "agent … is contained").
     let crossing = replies
         .iter()
-        .position(|r| r.error_message().is_some_and(|m| m.contains("the agent is contained")))
+        .position(|r| r.error_message().is_some_and(|m| m.contains("is contained: risk score")))
         .unwrap_or_else(|| panic!("never contained: {:#?}", replies.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()));
     eprintln!("rogue contained at scripted call {} of {}", crossing + 1, script.len());
     for e in h.cli(&["audit", "query", "--agent", &rogue_id, "--kind", "tool_call", "--limit", "1000", "--json"]).lines() {
