@@ -58,9 +58,10 @@ pub struct GatewayConfig {
     /// its copy (fail closed).
     pub stale_after: Duration,
     pub pin_check_interval: Duration,
-    /// The egress proxy's allowlist, and the verifier of tokens issued for
-    /// it (audience `PUBLIC_URL/egress`) when it runs.
+    /// The egress proxy's allowlist; its resource (`PUBLIC_URL/egress`, the
+    /// audience of tokens for it) and their verifier when it runs.
     pub egress: crate::egress::EgressConfig,
+    pub egress_resource: Option<String>,
     pub egress_verifier: Option<warden_identity::TokenVerifier>,
     pub monitor: MonitorConfig,
     pub approvals: ApprovalsConfig,

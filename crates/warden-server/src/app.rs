@@ -139,6 +139,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     spawn_checkpoints(&cfg, store.clone(), key.clone());
     let issuer = TokenIssuer::new(key);
+    let egress_resource = cfg.egress.listen.is_some().then(|| format!("{public_url}/egress"));
     let gw_cfg = GatewayConfig {
         issuer: public_url.clone(),
         resource: format!("{public_url}/mcp"),
@@ -148,7 +149,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         refresh_interval: Duration::from_millis(cfg.refresh_ms.max(10)),
         stale_after: cfg.stale_after(),
         egress: cfg.egress.clone(),
-        egress_verifier: cfg.egress.listen.is_some().then(|| issuer.verifier(&public_url, &format!("{public_url}/egress"))),
+        egress_verifier: egress_resource.as_ref().map(|r| issuer.verifier(&public_url, r)),
+        egress_resource,
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
         monitor: cfg.monitor.clone(),
         approvals: cfg.approvals.clone(),

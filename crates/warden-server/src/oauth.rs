@@ -135,23 +135,14 @@ impl OAuth {
     /// The resource (RFC 8707) the token is for: the MCP endpoint (default)
     /// or, when the egress proxy runs, the proxy.
     fn check_resource(&self, form: &HashMap<String, String>) -> Result<String, OAuthError> {
-        let mcp = &self.gw.config.resource;
+        let known: Vec<&String> = std::iter::once(&self.gw.config.resource).chain(&self.gw.config.egress_resource).collect();
         match form.get("resource").or(form.get("audience")) {
-            None => Ok(mcp.clone()),
-            Some(r) if r == mcp => Ok(r.clone()),
-            Some(r) if self.gw.config.egress_verifier.is_some() && *r == self.egress_resource() => Ok(r.clone()),
-            Some(_) => Err(err(
-                "invalid_target",
-                format!(
-                    "this server issues tokens only for {mcp}{}",
-                    if self.gw.config.egress_verifier.is_some() { format!(" and {}", self.egress_resource()) } else { String::new() }
-                ),
-            )),
+            None => Ok(self.gw.config.resource.clone()),
+            Some(r) if known.contains(&r) => Ok(r.clone()),
+            Some(_) => {
+                Err(err("invalid_target", format!("this server issues tokens only for {}", known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" and "))))
+            }
         }
-    }
-
-    fn egress_resource(&self) -> String {
-        format!("{}/egress", self.issuer_url)
     }
 
     fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
