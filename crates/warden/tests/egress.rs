@@ -81,6 +81,8 @@ port = {web_port}
         }
     };
     let web_url = format!("http://127.0.0.1:{web_port}");
+    let err = h.client(&id, &key).fetch_token_for("https://elsewhere.example/mcp").await.unwrap_err().to_string();
+    assert!(err.contains("invalid_target") && err.contains(&format!("{}/egress", h.base)), "names the resources it serves: {err}");
 
     // Allowed: plain HTTP under the path prefix, with a body.
     let c = proxied(&proxy, Some(&token)).await;
