@@ -16,6 +16,21 @@ pub struct Authenticated {
     pub agent: Agent,
 }
 
+impl Authenticated {
+    /// What policy sees of the calling agent, with its current risk score.
+    pub(crate) fn agent_facts(&self, risk_score: i64) -> warden_policy::AgentFacts {
+        let a = &self.agent;
+        warden_policy::AgentFacts {
+            id: a.id.to_string(),
+            name: a.id.name().into(),
+            owner: a.owner.clone(),
+            purpose: a.purpose.clone(),
+            autonomy: i64::from(a.autonomy),
+            risk_score,
+        }
+    }
+}
+
 /// Why authentication failed, as an RFC 6750 / RFC 9449 challenge.
 #[derive(Debug, Clone)]
 pub struct AuthFailure {

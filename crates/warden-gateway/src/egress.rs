@@ -340,14 +340,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     let risk = gw.monitor.risk(auth.claims.agent(), crate::now_ms());
     ev.risk = Some(risk);
     let facts = warden_policy::CallFacts {
-        agent: warden_policy::AgentFacts {
-            id: auth.agent.id.to_string(),
-            name: name.clone(),
-            owner: auth.agent.owner.clone(),
-            purpose: auth.agent.purpose.clone(),
-            autonomy: i64::from(auth.agent.autonomy),
-            risk_score: i64::from(risk),
-        },
+        agent: auth.agent_facts(i64::from(risk)),
         tool: warden_policy::ToolFacts {
             server: "egress".into(),
             name: format!("{host}:{port}"),

@@ -17,7 +17,7 @@ use std::time::Instant;
 use warden_core::{ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::Rule;
 use warden_monitor::{Assessment, Kill, KillScope, Outcome, Refusal, Taint, records_in};
-use warden_policy::{AgentFacts, CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFacts, ToolFacts};
+use warden_policy::{CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFacts, ToolFacts};
 
 /// How often a held call looks for its approval decision.
 const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -376,14 +376,7 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64
     };
     let a = &auth.agent;
     CallFacts {
-        agent: AgentFacts {
-            id: a.id.to_string(),
-            name: a.id.name().into(),
-            owner: a.owner.clone(),
-            purpose: a.purpose.clone(),
-            autonomy: i64::from(a.autonomy),
-            risk_score: mon.risk,
-        },
+        agent: auth.agent_facts(mon.risk),
         tool: ToolFacts {
             server: tool.tool.server.clone(),
             name: tool.tool.tool.clone(),

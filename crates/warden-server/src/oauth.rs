@@ -145,7 +145,8 @@ impl OAuth {
         }
     }
 
-    fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
+    /// A token for `resource` (checked by [`Self::check_resource`]).
+    fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
         let scope = match Self::requested_scope(form)? {
             Some(req) => {
                 if let Some(bad) = req.iter().find(|t| !agent.may_use(t)) {
@@ -166,7 +167,7 @@ impl OAuth {
         Ok(AccessClaims {
             iss: self.issuer_url.clone(),
             sub: agent.owner.clone(),
-            aud: self.check_resource(form)?,
+            aud: resource,
             exp: now + self.ttl,
             iat,
             nbf: iat,
@@ -217,14 +218,14 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
         if let Some(why) = s.gw.registry_stale() {
             return Err(OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: why });
         }
-        s.check_resource(&form)?;
+        let resource = s.check_resource(&form)?;
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
             return Err(err("unsupported_grant_type", "use client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"));
         }
         let agent = s.authenticate_client(&form, now)?;
         ev.agent = Some(agent.id.to_string());
         let jkt = s.check_dpop(&headers, &agent, now)?;
-        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, now) } else { s.exchange(&form, &agent, jkt, now) }
+        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, now) }
     })();
     match result {
         Ok(claims) => {
