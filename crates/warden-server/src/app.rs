@@ -93,6 +93,14 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
     }
 }
 
+/// Listen on `addr`; returns the listener and the address it got.
+async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { addr: addr.to_string(), source };
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let a = l.local_addr().map_err(err)?;
+    Ok((l, a))
+}
+
 /// Sign an audit checkpoint every `audit.checkpoint_secs` when the log grew.
 fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
     if cfg.audit.checkpoint_secs == 0 {
@@ -134,8 +142,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let audit = AuditSink::start(store.clone(), key.clone(), logs);
     let upstreams = cfg.upstreams.iter().cloned().map(|u| Upstream::new(u, http.clone())).collect::<Result<Vec<_>, _>>()?;
 
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.listen.clone(), source })?;
+    let (listener, addr) = bind(&cfg.listen).await?;
     let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     spawn_checkpoints(&cfg, store.clone(), key.clone());
     let issuer = TokenIssuer::new(key);
@@ -172,8 +179,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
-            let l = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen.clone(), source })?;
-            let a = l.local_addr().map_err(|source| StartError::Bind { addr: listen.clone(), source })?;
+            let (l, a) = bind(listen).await?;
             tokio::spawn(warden_gateway::egress::serve(gateway.clone(), l));
             Some(a)
         }
