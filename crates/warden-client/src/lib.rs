@@ -13,7 +13,7 @@ use warden_identity::{Keypair, b64url, make_dpop_proof, sign_jws};
 pub enum ClientError {
     #[error("HTTP request to {url} failed: {message}")]
     Http { url: String, message: String },
-    #[error("token request refused ({status}): {error}: {description}")]
+    #[error("OAuth request refused ({status}): {error}: {description}")]
     Token { status: u16, error: String, description: String },
     #[error("unexpected response: {0}")]
     Protocol(String),
@@ -100,23 +100,25 @@ impl AgentClient {
         make_dpop_proof(&self.key, method, &self.mcp_url(), self.token.as_deref(), now())
     }
 
-    async fn token_request(&mut self, mut form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
+    /// POSTs `form` with this agent's client assertion (RFC 7523) and a DPoP
+    /// proof to an OAuth endpoint; the JSON answer (`null` when empty).
+    async fn oauth_post(&self, url: &str, mut form: Vec<(&str, String)>) -> Result<Value, ClientError> {
         form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
         form.push(("client_assertion", self.client_assertion()));
-        let url = self.token_url();
-        let proof = make_dpop_proof(&self.key, "POST", &url, None, now());
+        let proof = make_dpop_proof(&self.key, "POST", url, None, now());
         let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
         let resp = self
             .http
-            .post(&url)
+            .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("dpop", proof)
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Http { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
         let status = resp.status().as_u16();
-        let v: Value = resp.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let text = resp.text().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
+        let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))? };
         if status != 200 {
             return Err(ClientError::Token {
                 status,
@@ -124,17 +126,32 @@ impl AgentClient {
                 description: v["error_description"].as_str().unwrap_or("").into(),
             });
         }
+        Ok(v)
+    }
+
+    async fn token_request(&mut self, form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
+        let v = self.oauth_post(&self.token_url(), form).await?;
         let t: TokenResponse = serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.token = Some(t.access_token.clone());
         self.session = None;
         Ok(t)
     }
 
+    /// RFC 7009: revoke one of this agent's tokens (or one derived from it).
+    pub async fn revoke(&self, token: &str) -> Result<(), ClientError> {
+        self.oauth_post(&format!("{}/oauth/revoke", self.base), vec![("token", token.to_string())]).await.map(drop)
+    }
+
     /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
     /// A token for another resource of the same server (RFC 8707), e.g. the
-    /// egress proxy (`BASE/egress`).
-    pub async fn fetch_token_for(&mut self, resource: &str) -> Result<TokenResponse, ClientError> {
-        self.token_request(vec![("grant_type", "client_credentials".to_string()), ("resource", resource.to_string())]).await
+    /// egress proxy (`BASE/egress`), optionally for the same `task` as the
+    /// agent's other tokens (one monitored session).
+    pub async fn fetch_token_for(&mut self, resource: &str, task: Option<&str>) -> Result<TokenResponse, ClientError> {
+        let mut form = vec![("grant_type", "client_credentials".to_string()), ("resource", resource.to_string())];
+        if let Some(t) = task {
+            form.push(("task", t.into()));
+        }
+        self.token_request(form).await
     }
 
     pub async fn fetch_token(&mut self, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
@@ -148,8 +165,9 @@ impl AgentClient {
         self.token_request(form).await
     }
 
-    /// RFC 8693 exchange of a parent's token for this (sub-)agent.
-    pub async fn exchange(&mut self, subject_token: &str, scope: Option<&str>) -> Result<TokenResponse, ClientError> {
+    /// RFC 8693 exchange of a parent's token for this (sub-)agent, for the
+    /// MCP endpoint or another `resource` of the same server (RFC 8707).
+    pub async fn exchange(&mut self, subject_token: &str, scope: Option<&str>, resource: Option<&str>) -> Result<TokenResponse, ClientError> {
         let mut form = vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_string()),
             ("subject_token", subject_token.to_string()),
@@ -157,6 +175,9 @@ impl AgentClient {
         ];
         if let Some(s) = scope {
             form.push(("scope", s.into()));
+        }
+        if let Some(r) = resource {
+            form.push(("resource", r.into()));
         }
         self.token_request(form).await
     }

@@ -7,7 +7,9 @@
 //! decided by Cedar like a tool call (resource `egress/HOST:PORT`, an
 //! exfiltration-capable write; `context.in_scope` = on the allowlist;
 //! `context.args` = method, host, port, path, inspected for secrets and
-//! injection; the agent's risk score), resolved here with DNS-level denial
+//! injection; the monitor's view: risk, anomaly, rate, session taint; it
+//! counts against rate limits, and a refusal can contain the agent),
+//! resolved here with DNS-level denial
 //! of private, loopback and link-local addresses (SSRF, cloud metadata, DNS
 //! rebinding), audited, and only then connected — to the address checked.
 //!
@@ -15,15 +17,17 @@
 //! by its `Content-Length` and nothing after it, so a second request cannot
 //! ride the connection past the path check.
 
+use crate::mcp::{self, MonitorView};
 use crate::state::Gateway;
 use serde::Deserialize;
 use sha2::Digest;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use warden_core::{AuditEvent, Decision, EventKind};
+use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
+use warden_monitor::{Outcome, Refusal};
 
 /// `[egress]` in `warden.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -322,13 +326,10 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     };
     ev.tool = Some(format!("egress/{host}:{port}"));
     let name = auth.agent.id.name().to_string();
-    let Some(rule) = gw.config.egress.admit(&name, &host, port, path.as_deref()).cloned() else {
-        let why = format!("{host}:{port}{} is not in agent {name}'s egress allowlist", path.as_deref().unwrap_or(""));
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
-    };
-    ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
-    // The policy decision: guardrails (risk, secrets in the URL, …) apply.
+    let rule = gw.config.egress.admit(&name, &host, port, path.as_deref()).cloned();
+    if let Some(rule) = &rule {
+        ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
+    }
     let args = serde_json::json!({ "method": head.method, "host": host, "port": port, "path": path.clone().unwrap_or_default() });
     // The path and query are what can carry data out (host and method are
     // the allowlist's business).
@@ -337,37 +338,65 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     if let Some(p) = path.as_deref().filter(|_| scan.summary.secret_count == 0 && scan.summary.pii_count == 0) {
         ev.action = Some(format!("egress:{} {}", head.method, p.split('?').next().unwrap_or_default()));
     }
-    let risk = gw.monitor.risk(auth.claims.agent(), crate::now_ms());
-    ev.risk = Some(risk);
-    let facts = warden_policy::CallFacts {
-        agent: auth.agent_facts(i64::from(risk)),
-        tool: warden_policy::ToolFacts {
-            server: "egress".into(),
-            name: format!("{host}:{port}"),
-            sensitivity: "medium".into(),
-            sensitivity_level: 2,
-            action_class: "write".into(),
-            exfil_capable: true,
-            untrusted_content: true,
-        },
-        request: warden_policy::RequestFacts {
-            task: auth.claims.task.clone(),
-            in_scope: true,
-            delegation_depth: auth.claims.delegation().len() as i64 - 1,
-            now: crate::now_secs(),
-            args,
-            findings: scan.summary,
-            ..Default::default()
-        },
+    // The monitor sees the connection as a call of the pseudo-tool
+    // `egress/HOST:PORT`: it counts against the agent's rate limits, a new
+    // destination is an anomaly, the session's taint reaches policy (the
+    // lethal trifecta guardrails), and a refusal — an allowlist miss too:
+    // probing destinations is suspicious — raises the risk score.
+    let tool = Tool {
+        tool: ToolRef { server: "egress".into(), tool: format!("{host}:{port}") },
+        sensitivity: Sensitivity::Medium,
+        action_class: ActionClass::Write,
+        exfil_capable: true,
+        untrusted_content: true,
+        pinned_hash: None,
+        observed_hash: None,
+        status: ToolStatus::Approved,
     };
-    match gw.policy().decide(&facts) {
-        Decision::Allow { policies, .. } => ev.policies.extend(policies),
-        Decision::Deny { policies, reason } | Decision::NeedsApproval { policies, reason, .. } => {
-            ev.policies.extend(policies);
-            let why = format!("refused by policy: {reason}");
-            ev.reason = Some(why.clone());
-            return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
+    let mcall = mcp::monitor_call(&auth, &tool, &args, head.target.len());
+    let seen = gw.monitor.assess(&mcall);
+    let assessed = Instant::now();
+    ev.risk = Some(seen.risk);
+    ev.anomaly = Some(seen.anomaly.score);
+    let mut outcome = Outcome { injection_in_args: scan.summary.injection_score >= 50, secret_in_args: scan.summary.secret_count > 0, ..Default::default() };
+    let refused = if let Some(cause) = &seen.contain {
+        ev.policies.push("monitor:risk".into());
+        Some(format!("the agent is contained: {cause}"))
+    } else if let Some(r) = &seen.refusal {
+        outcome.limit_hit = matches!(r, Refusal::Limit(_));
+        ev.policies.push(r.id());
+        Some(r.to_string())
+    } else if rule.is_none() {
+        Some(format!("{host}:{port}{} is not in agent {name}'s egress allowlist", path.as_deref().unwrap_or("")))
+    } else {
+        // The allowlist admitted it; the guardrails (risk, secrets in the
+        // URL, taint, …) still apply.
+        let policy = gw.policy();
+        let mut facts = mcp::facts(&auth, &tool, &args, mcp::Ask::Call(&scan.summary), crate::now_secs(), &MonitorView::from(&seen));
+        facts.request.in_scope = true;
+        match policy.decide(&facts) {
+            Decision::Allow { policies, .. } => {
+                ev.policies.extend(policies);
+                None
+            }
+            Decision::Deny { policies, reason } => {
+                outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
+                ev.policies.extend(policies);
+                Some(format!("refused by policy: {reason}"))
+            }
+            // A proxied connection cannot wait for a human.
+            Decision::NeedsApproval { policies, reason, .. } => {
+                outcome.trifecta = seen.taint.both();
+                ev.policies.extend(policies);
+                Some(format!("refused by policy (it needs a human's approval, which the proxy cannot wait for): {reason}"))
+            }
         }
+    };
+    outcome.denied = refused.is_some();
+    mcp::settle(&gw, &mcall, &seen, assessed, &outcome).await;
+    if let Some(why) = refused {
+        ev.reason = Some(why.clone());
+        return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
     }
     // Resolve here and connect to exactly the address that was checked.
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -381,7 +410,8 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             }
         },
     };
-    if let Some(bad) = addrs.iter().find(|a| !rule.allow_private && !is_public(a.ip())) {
+    let allow_private = rule.is_some_and(|r| r.allow_private);
+    if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
         let why = format!("{host} resolves to {}, a private, loopback or link-local address (DNS-level denial)", bad.ip());
         ev.reason = Some(why.clone());
         return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;

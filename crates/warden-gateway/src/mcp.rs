@@ -318,7 +318,7 @@ async fn handle_delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Re
 
 /// How a decision is asked: for a call (with the arguments' findings), for
 /// its result (with the result's findings), or for a listing.
-enum Ask<'a> {
+pub(crate) enum Ask<'a> {
     Listing,
     Call(&'a Findings),
     Result(&'a Findings),
@@ -349,7 +349,7 @@ fn redact(gw: &Gateway, v: &mut Value, obligations: &[Obligation], found: &Findi
 /// What the monitor contributes to a decision: the agent's risk and the
 /// call's `context.monitor`.
 #[derive(Default)]
-struct MonitorView {
+pub(crate) struct MonitorView {
     risk: i64,
     facts: MonitorFacts,
 }
@@ -368,7 +368,7 @@ impl From<&Assessment> for MonitorView {
     }
 }
 
-fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
+pub(crate) fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
     let (listing, result, findings) = match ask {
         Ask::Listing => (true, false, Findings::default()),
         Ask::Call(f) => (false, false, f.clone()),
@@ -401,7 +401,7 @@ fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64
 }
 
 /// The monitor's view of a call.
-fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &Value, arg_bytes: usize) -> warden_monitor::Call<'a> {
+pub(crate) fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &Value, arg_bytes: usize) -> warden_monitor::Call<'a> {
     warden_monitor::Call {
         agent: auth.claims.agent(),
         agent_name: auth.agent.id.name(),
@@ -545,19 +545,25 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         Outcome { injection_in_args: arg_scan.summary.injection_score >= 50, secret_in_args: arg_scan.summary.secret_count > 0, ..Default::default() };
     let step = Step { call, auth, id, tool, args: &args, mcall: &mcall, seen: &seen };
     let (ev, body) = step.decide_and_forward(upstream, &arg_scan.summary, &mut outcome, ev).await;
-    // The call that takes the agent over the threshold is refused and the
-    // agent contained before the answer leaves, so no later call gets in.
+    settle(call.gw, &mcall, &seen, assessed, &outcome).await;
+    call.finish(ev, StatusCode::OK, body, id).await
+}
+
+/// After a call's decision, before its answer leaves (so no later call gets
+/// in): record the outcome with the monitor, contain the agent when the
+/// assessment (made at `assessed`) or the outcome takes it over the
+/// threshold, and demote it after a `@critical` violation.
+pub(crate) async fn settle(gw: &Gateway, mcall: &warden_monitor::Call<'_>, seen: &Assessment, assessed: Instant, outcome: &Outcome) {
     let (cause, trigger) = match &seen.contain {
         Some(c) => (Some(c.clone()), assessed),
-        None => (call.gw.monitor.finish(&mcall, &outcome), Instant::now()),
+        None => (gw.monitor.finish(mcall, outcome), Instant::now()),
     };
     if let Some(cause) = cause {
-        contain_agent(call.gw, auth.claims.agent(), cause, trigger).await;
+        contain_agent(gw, mcall.agent, cause, trigger).await;
     }
     if let Some(p) = &outcome.critical {
-        call.gw.demote(auth.claims.agent(), p).await;
+        gw.demote(mcall.agent, p).await;
     }
-    call.finish(ev, StatusCode::OK, body, id).await
 }
 
 /// One authorized `tools/call` on its way through policy, limits and the upstream.

@@ -181,7 +181,10 @@ impl OAuth {
         })
     }
 
-    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: String, now: i64) -> Result<AccessClaims, OAuthError> {
+    /// RFC 8693 exchange of a parent's `/mcp` token for a sub-agent's token
+    /// for `resource` (checked by [`Self::check_resource`]): a sub-agent may
+    /// get a token for the egress proxy, where its own allowlist applies.
+    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: String, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
         if param(form, "subject_token_type")? != ACCESS_TOKEN_TYPE {
             return Err(err("invalid_request", format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
         }
@@ -206,7 +209,15 @@ impl OAuth {
         let requested = Self::requested_scope(form)?;
         let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: &jkt };
         let iat = snap.revocations.issue_time(std::iter::once(child.id.as_str()).chain(parent.delegation()), now);
-        attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))
+        let mut claims = attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))?;
+        claims.aud = resource;
+        Ok(claims)
+    }
+
+    /// An unexpired token this server issued, for any resource it serves.
+    fn verify_own(&self, token: &str, now: i64) -> Option<AccessClaims> {
+        let mcp = self.issuer.verifier(&self.issuer_url, &self.gw.config.resource);
+        mcp.verify(token, now).ok().or_else(|| self.gw.config.egress_verifier.as_ref()?.verify(token, now).ok())
     }
 }
 
@@ -225,7 +236,7 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
         let agent = s.authenticate_client(&form, now)?;
         ev.agent = Some(agent.id.to_string());
         let jkt = s.check_dpop(&headers, &agent, now)?;
-        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, now) }
+        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, resource, now) }
     })();
     match result {
         Ok(claims) => {
@@ -276,8 +287,7 @@ async fn revoke(State(s): State<Arc<OAuth>>, Form(form): Form<HashMap<String, St
         return err("invalid_request", "missing parameter token").into_response();
     };
     // Expired or foreign tokens: RFC 7009 says answer 200 and do nothing.
-    let verifier = s.issuer.verifier(&s.issuer_url, &s.gw.config.resource);
-    let Ok(claims) = verifier.verify(token, now) else { return StatusCode::OK.into_response() };
+    let Some(claims) = s.verify_own(token, now) else { return StatusCode::OK.into_response() };
     if !claims.delegation().contains(&agent.id.as_str()) {
         return StatusCode::OK.into_response();
     }

@@ -323,7 +323,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
 
     s.step("Sub-agent exchanges the parent's token (RFC 8693): attenuated scope, act chain");
     let mut helper = AgentClient::new(&running.public_url, helper_id.as_str(), helper_key.clone());
-    let ht = helper.exchange(bot.token.as_deref().expect("token"), None).await?;
+    let ht = helper.exchange(bot.token.as_deref().expect("token"), None, None).await?;
     println!("    sub-agent scope=\"{}\" expires_in={}s", ht.scope, ht.expires_in);
     helper.initialize().await?;
     println!(

@@ -22,16 +22,22 @@ async fn proxied(proxy: &str, user_token: Option<&str>) -> reqwest::Client {
     reqwest::Client::builder().proxy(p).timeout(Duration::from_secs(10)).build().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_reach_only_their_allowlisted_destinations_through_the_proxy() {
-    // A web API and a TCP echo service on loopback.
+/// A web API on loopback; its port.
+async fn web_api() -> u16 {
     let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web_port = web.local_addr().unwrap().port();
+    let port = web.local_addr().unwrap().port();
     let app = axum::Router::new()
         .route("/v1/data", get(|| async { "data" }))
         .route("/v1/echo", post(|body: String| async move { body }))
         .route("/admin", get(|| async { "admin" }));
     tokio::spawn(async move { axum::serve(web, app).await });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reach_only_their_allowlisted_destinations_through_the_proxy() {
+    // A web API and a TCP echo service on loopback.
+    let web_port = web_api().await;
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let echo_port = echo.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -66,6 +72,12 @@ allow_private = true
 agent = "fetcher"
 host = "localhost"
 port = {web_port}
+[[egress.allow]]
+agent = "crawler"
+host = "127.0.0.1"
+port = {web_port}
+path_prefix = "/v1/data"
+allow_private = true
 "#
     );
     let h = Harness::start_with("", &extra, &[]);
@@ -74,14 +86,14 @@ port = {web_port}
     let (other_id, other_key) = h.register("other", "onboarding/customer_lookup", 1, None);
     let mut fetcher = h.client(&id, &key);
     let token = loop {
-        match fetcher.fetch_token_for(&format!("{}/egress", h.base)).await {
+        match fetcher.fetch_token_for(&format!("{}/egress", h.base), None).await {
             Ok(t) => break t.access_token,
             Err(e) if e.to_string().contains("unknown agent") => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("{e}"),
         }
     };
     let web_url = format!("http://127.0.0.1:{web_port}");
-    let err = h.client(&id, &key).fetch_token_for("https://elsewhere.example/mcp").await.unwrap_err().to_string();
+    let err = h.client(&id, &key).fetch_token_for("https://elsewhere.example/mcp", None).await.unwrap_err().to_string();
     assert!(err.contains("invalid_target") && err.contains(&format!("{}/egress", h.base)), "names the resources it serves: {err}");
 
     // Allowed: plain HTTP under the path prefix, with a body.
@@ -90,12 +102,6 @@ port = {web_port}
     assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "data".to_string()));
     let r = c.post(format!("{web_url}/v1/echo")).body("hello through the proxy").send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello through the proxy");
-
-    // Refused by policy although allowlisted: a credential in the URL is
-    // the critical credential-exfiltration guardrail.
-    let r = c.get(format!("{web_url}/v1/data?token=ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8")).send().await.unwrap();
-    assert_eq!(r.status(), 403);
-    assert!(r.text().await.unwrap().contains("refused by policy"));
 
     // Refused: outside the path prefix; a host name that resolves to
     // loopback (DNS-level denial); no credentials; another agent; a token
@@ -110,7 +116,7 @@ port = {web_port}
     assert_eq!(r.status(), 407);
     assert!(r.headers().get("proxy-authenticate").is_some());
     let mut other = h.client(&other_id, &other_key);
-    let other_token = other.fetch_token_for(&format!("{}/egress", h.base)).await.unwrap().access_token;
+    let other_token = other.fetch_token_for(&format!("{}/egress", h.base), None).await.unwrap().access_token;
     let r = proxied(&proxy, Some(&other_token)).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
     assert_eq!(r.status(), 403, "the allowlist is per agent");
     let mcp_token = h.client(&id, &key).fetch_token(None, None).await.unwrap().access_token;
@@ -145,16 +151,50 @@ port = {web_port}
     let (status, _, _) = connect(web_port, token.clone()).await;
     assert_eq!(status, "403", "a rule with a path prefix never admits a tunnel");
 
-    // Suspending the agent closes the proxy to it.
-    h.cli(&["agent", "suspend", "fetcher", "--reason", "egress test"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = c.get(format!("{web_url}/v1/data")).send().await.unwrap();
-        if r.status() == 407 {
-            break;
+    // A sub-agent exchanges its parent's /mcp token for a proxy token
+    // (RFC 8693 with an RFC 8707 resource); its own allowlist applies. A
+    // proxy token is not a subject token: proxy tokens are bearer.
+    let (crawler_id, crawler_key) = h.register("crawler", "onboarding/customer_lookup", 1, Some(&id));
+    let egress_resource = format!("{}/egress", h.base);
+    let sub_token = loop {
+        match h.client(&crawler_id, &crawler_key).exchange(&mcp_token, None, Some(&egress_resource)).await {
+            Ok(t) => break t.access_token,
+            Err(e) if e.to_string().contains("unknown agent") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
         }
-        assert!(std::time::Instant::now() < deadline, "still admitted after suspension");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let sub = proxied(&proxy, Some(&sub_token)).await;
+    let r = sub.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = sub.post(format!("{web_url}/v1/echo")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 403, "the sub-agent's own allowlist, not its parent's");
+    let e = h.client(&crawler_id, &crawler_key).exchange(&token, None, Some(&egress_resource)).await.unwrap_err().to_string();
+    assert!(e.contains("invalid_grant") && e.contains("audience"), "{e}");
+
+    // The agent revokes a proxy token (RFC 7009): the proxy refuses it next.
+    let spare = h.client(&id, &key).fetch_token_for(&egress_resource, None).await.unwrap().access_token;
+    let r = proxied(&proxy, Some(&spare)).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    h.client(&id, &key).revoke(&spare).await.unwrap();
+    let r = proxied(&proxy, Some(&spare)).await.get(format!("{web_url}/v1/data")).send().await.unwrap();
+    assert_eq!(r.status(), 407, "a revoked proxy token");
+    assert!(r.text().await.unwrap().contains("revoked"));
+
+    // Refused by policy although allowlisted: a credential in the URL is
+    // the critical credential-exfiltration guardrail, and as for a tool call
+    // the agent is contained at once: its next connection and its
+    // sub-agent's are refused.
+    let r = c.get(format!("{web_url}/v1/data?token=ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("refused by policy"));
+    for (who, client) in [("the agent", &c), ("its sub-agent", &sub)] {
+        let r = client.get(format!("{web_url}/v1/data")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert!(
+            (status == 403 && text.contains("kill switch")) || (status == 407 && (text.contains("revoked") || text.contains("suspended"))),
+            "{who} still admitted after containment: {status} {text}"
+        );
     }
 
     // Every connection decision is audited, the token never.
@@ -166,14 +206,22 @@ port = {web_port}
         .map(|r| r["event"].clone())
         .collect();
     let allowed = egress.iter().filter(|e| e["decision"] == "allow").count();
-    // Two HTTP requests, one tunnel, and any made before the suspension
-    // reached the proxy.
-    assert!(allowed >= 3, "{egress:#?}");
+    // The agent's GET and POST, its tunnel, the spare token's GET, and the
+    // sub-agent's GET.
+    assert_eq!(allowed, 5, "{egress:#?}");
     assert!(egress.iter().any(|e| e["decision"] == "allow" && e["action"] == "egress:CONNECT" && e["tool"] == format!("egress/127.0.0.1:{echo_port}")));
     assert!(egress.iter().any(|e| e["decision"] == "allow" && e["action"] == "egress:GET /v1/data"));
+    let delegated = egress.iter().find(|e| e["agent"] == crawler_id && e["decision"] == "allow").unwrap();
+    assert_eq!(delegated["delegation"], serde_json::json!([crawler_id, id]), "{delegated}");
     assert!(egress.iter().filter(|e| e["decision"] == "deny").count() >= 7);
     assert!(egress.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.contains("DNS-level denial"))));
     let leak = egress.iter().find(|e| e["reason"].as_str().is_some_and(|r| r.contains("refused by policy"))).unwrap();
+    let kill = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .find(|e| e["kind"] == "containment" && e["agent"] == id && e["subject"] == "monitor")
+        .unwrap_or_else(|| panic!("no automatic containment in the audit log"));
+    assert!(kill["reason"].as_str().unwrap().contains("credential-exfiltration"), "{kill}");
     assert!(leak["policies"].as_array().unwrap().iter().any(|p| p == "credential-exfiltration"), "{leak}");
     assert!(leak["findings"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("args.secrets.")), "{leak}");
     assert!(egress.iter().filter(|e| e["decision"] == "allow").all(|e| e["policies"].as_array().unwrap().iter().any(|p| p == "egress-allowlisted")));
@@ -181,4 +229,51 @@ port = {web_port}
     assert!(!audit.contains(&token[..40]));
     let ocsf = h.cli(&["audit", "export", "--format", "ocsf"]);
     assert!(ocsf.lines().any(|l| l.contains("\"class_uid\":4001")), "egress as OCSF Network Activity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_taint_reaches_the_proxy() {
+    let web_port = web_api().await;
+    let proxy_port = free_port();
+    let extra = format!(
+        r#"[approvals]
+hold_secs = 0
+[egress]
+listen = "127.0.0.1:{proxy_port}"
+[[egress.allow]]
+agent = "reader"
+host = "127.0.0.1"
+port = {web_port}
+allow_private = true
+"#
+    );
+    let h = Harness::start_with("", &extra, &[]);
+    h.approve_demo_tools();
+    h.cli(&["tool", "set", "onboarding/file_read", "--sensitivity", "medium", "--action-class", "read", "--untrusted"]);
+    let (id, key) = h.register("reader", "onboarding/*", 2, None);
+    let mut agent = h.ready_client(&id, &key, None).await;
+    let egress = format!("{}/egress", h.base);
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    let url = format!("http://127.0.0.1:{web_port}/v1/data");
+    // A proxy token for the agent's task (the test harness's "test-task").
+    let same_task = h.client(&id, &key).fetch_token_for(&egress, Some("test-task")).await.unwrap().access_token;
+    let c = proxied(&proxy, Some(&same_task)).await;
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "nothing read yet");
+
+    // The agent reads customer data and untrusted content in that task…
+    let r = agent.call_tool("onboarding__customer_lookup", serde_json::json!({ "customer_id": "c-1001" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    let r = agent.call_tool("onboarding__file_read", serde_json::json!({ "path": "/onboarding/checklist.md" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    // …so sending anything out through the proxy is the lethal trifecta,
+    // which needs a human: the proxy cannot wait for one and refuses.
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("lethal trifecta") && text.contains("approval"), "{text}");
+    // Another task is another session.
+    let other = h.client(&id, &key).fetch_token_for(&egress, Some("other-task")).await.unwrap().access_token;
+    assert_eq!(proxied(&proxy, Some(&other)).await.get(&url).send().await.unwrap().status(), 200);
+    let refused = h.cli(&["audit", "query", "--kind", "egress_connection", "--json"]);
+    assert!(refused.lines().any(|l| l.contains("lethal-trifecta") && l.contains("\"deny\"")), "{refused}");
 }

@@ -264,14 +264,14 @@ async fn sub_agent_tokens_are_attenuated_and_revocation_cascades() {
     let ptoken = parent.token.clone().unwrap();
 
     let mut sub = h.client(&helper, &helper_key);
-    let t = sub.exchange(&ptoken, None).await.unwrap();
+    let t = sub.exchange(&ptoken, None, None).await.unwrap();
     assert_eq!(t.scope, "onboarding/email_send", "intersection of parent scope and sub-agent allow-list");
     assert!(t.expires_in <= 300);
     // Asking for more than the parent holds is refused.
-    let e = h.client(&helper, &helper_key).exchange(&ptoken, Some("onboarding/payment_transfer")).await.unwrap_err();
+    let e = h.client(&helper, &helper_key).exchange(&ptoken, Some("onboarding/payment_transfer"), None).await.unwrap_err();
     assert!(e.to_string().contains("invalid_scope"), "{e}");
     // Only registered sub-agents of the parent may exchange its token.
-    let e = h.client(&stranger, &stranger_key).exchange(&ptoken, None).await.unwrap_err();
+    let e = h.client(&stranger, &stranger_key).exchange(&ptoken, None, None).await.unwrap_err();
     assert!(e.to_string().contains("not registered as a sub-agent"), "{e}");
 
     sub.initialize().await.unwrap();
@@ -281,10 +281,17 @@ async fn sub_agent_tokens_are_attenuated_and_revocation_cascades() {
     assert_eq!(a["event"]["delegation"], json!([helper, bot]));
     assert_eq!(a["event"]["subject"], "alice@example.com");
 
-    // Revoking the parent's token id kills the derived token too.
+    // The parent revokes its own token (RFC 7009): the derived token dies
+    // with it. A token of another agent's chain is left alone.
     let jti = a["event"]["token_id"].as_str().unwrap().to_string();
     assert_ne!(jti, "");
-    h.cli(&["agent", "suspend", "bot", "--reason", "test cascade"]);
+    let stranger_token = h.ready_client(&stranger, &stranger_key, None).await.token.unwrap();
+    parent.revoke(&stranger_token).await.unwrap();
+    parent.revoke(&ptoken).await.unwrap();
+    let revoked: Vec<serde_json::Value> =
+        h.cli(&["audit", "query", "--kind", "revocation", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["event"]["agent"], bot.as_str());
     h.eventually(|| async {
         let mut s = h.client(&helper, &helper_key);
         s.token = sub.token.clone();
