@@ -190,11 +190,12 @@ pub fn verify_with_checkpoints<I>(
 where
     I: IntoIterator<Item = Result<AuditRecord, AuditError>>,
 {
-    verify_items(records, |r| r, key, start, expected_head, checkpoints)
+    verify_items(records, |r: Result<AuditRecord, AuditError>| Facts::of(&r?, key), start, expected_head, checkpoints)
 }
 
-/// As [`verify_with_checkpoints`] over a JSONL export, parsing it on all
-/// cores along with the hashes and signatures.
+/// As [`verify_with_checkpoints`] over a JSONL export, on all cores. A line
+/// in the exporter's own layout is checked without parsing it (see
+/// [`exported_facts`]); any other line is parsed and checked as a record.
 pub fn verify_jsonl(
     text: &str,
     key: &PublicKey,
@@ -202,13 +203,81 @@ pub fn verify_jsonl(
     expected_head: Option<&ChainHead>,
     checkpoints: &[Checkpoint],
 ) -> Result<VerifyReport, AuditError> {
-    verify_items(jsonl_lines(text), |(i, l)| parse_line(i, l), key, start, expected_head, checkpoints)
+    verify_numbered(jsonl_lines(text), key, start, expected_head, checkpoints)
+}
+
+/// As [`verify_jsonl`] over records' JSON texts, one per item (a store's
+/// rows); errors name the item's position as its line.
+pub fn verify_lines<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    key: &PublicKey,
+    start: ChainHead,
+    expected_head: Option<&ChainHead>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError> {
+    verify_numbered(lines.into_iter().enumerate(), key, start, expected_head, checkpoints)
+}
+
+fn verify_numbered<'a>(
+    lines: impl IntoIterator<Item = (usize, &'a str)>,
+    key: &PublicKey,
+    start: ChainHead,
+    expected_head: Option<&ChainHead>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, AuditError> {
+    let facts = |(i, l): (usize, &str)| match exported_facts(l, key) {
+        Some(f) => Ok(f),
+        None => Facts::of(&parse_line(i, l)?, key),
+    };
+    verify_items(lines, facts, start, expected_head, checkpoints)
+}
+
+/// The facts of an export line in the exporter's exact layout
+/// (`{"seq":S,"ts_ms":T,"prev":"P","event":E,"hash":"H"}`, with `,"sig":"G"`
+/// before the brace on sealed records) whose hash checks, taken from the
+/// bytes themselves: the hash input is `{"event":E,"prev":"P","seq":S,"ts_ms":T}`,
+/// the line's own canonical bytes, so no JSON is parsed or re-serialized.
+/// A match means these bytes are the ones that were sealed (SHA-256), so
+/// nothing a parser would see differently can hide in them. `None` (another
+/// layout, a mismatch, a bad signature) sends the line to the full parse,
+/// which gives the verdict and its error: the same as without this path.
+fn exported_facts(line: &str, key: &PublicKey) -> Option<Facts> {
+    // Fixed-width parts are found by position, not by searching the line:
+    // hashes are 64 hex characters, signatures 86 base64url ones.
+    const HASH_KEY: &str = ",\"hash\":\"";
+    const SIG_KEY: &str = "\",\"sig\":\"";
+    let line = line.trim_end();
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let digits = |s: &str| s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
+    let (seq_text, rest) = rest.split_at(digits(rest));
+    let rest = rest.strip_prefix(",\"ts_ms\":")?;
+    let ts_len = usize::from(rest.starts_with('-')) + digits(rest.get(usize::from(rest.starts_with('-'))..)?);
+    let (ts_ms, rest) = rest.split_at(ts_len);
+    let rest = rest.strip_prefix(",\"prev\":\"")?;
+    let (prev, rest) = (rest.get(..64)?, rest.get(64..)?);
+    let rest = rest.strip_prefix("\",\"event\":")?.strip_suffix("\"}")?;
+    let (rest, sig) = match rest.len().checked_sub(86 + SIG_KEY.len()).filter(|&at| rest.get(at..at + SIG_KEY.len()) == Some(SIG_KEY)) {
+        Some(at) => (&rest[..at], Some(&rest[at + SIG_KEY.len()..])),
+        None => (rest, None),
+    };
+    let at = rest.len().checked_sub(64 + HASH_KEY.len())?;
+    let (event, hash) = (rest.get(..at)?, rest.get(at..)?.strip_prefix(HASH_KEY)?);
+    let seq: u64 = seq_text.parse().ok()?;
+    let stored = merkle::parse_hash(hash)?;
+    let mut h = Sha256::new();
+    for part in ["{\"event\":", event, ",\"prev\":\"", prev, "\",\"seq\":", seq_text, ",\"ts_ms\":", ts_ms, "}"] {
+        h.update(part.as_bytes());
+    }
+    let digest: merkle::Hash = h.finalize().into();
+    if digest != stored || sig.is_some_and(|sig| check_signature(seq, &digest, sig, key).is_err()) {
+        return None;
+    }
+    Some(Facts { seq, prev: merkle::parse_hash(prev), signed: sig.is_some(), alone: Ok((digest, merkle::leaf_hash(&digest))) })
 }
 
 fn verify_items<T: Send, I: IntoIterator<Item = T>>(
     items: I,
-    parse: impl Fn(T) -> Result<AuditRecord, AuditError> + Sync,
-    key: &PublicKey,
+    facts: impl Fn(T) -> Result<Facts, AuditError> + Sync,
     start: ChainHead,
     expected_head: Option<&ChainHead>,
     checkpoints: &[Checkpoint],
@@ -243,8 +312,8 @@ fn verify_items<T: Send, I: IntoIterator<Item = T>>(
         if chunk.is_empty() {
             break;
         }
-        for facts in check_each(chunk, &parse, key) {
-            let f = facts?;
+        for f in check_each(chunk, &facts) {
+            let f = f?;
             let expected = head_seq + 1;
             if f.seq != expected {
                 return Err(AuditError::Sequence { position: count + 1, expected, found: f.seq });
@@ -297,21 +366,27 @@ struct Facts {
     alone: Result<(merkle::Hash, merkle::Hash), AuditError>,
 }
 
-fn check_alone(rec: &AuditRecord, key: &PublicKey) -> Result<(merkle::Hash, merkle::Hash), AuditError> {
-    let digest = rec.checked_digest().ok_or(AuditError::Hash { seq: rec.seq })?;
-    if let Some(sig) = &rec.sig {
-        let sig = b64url_decode(sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
-        key.verify(&digest, &sig).map_err(|_| AuditError::Signature { seq: rec.seq })?;
+impl Facts {
+    fn of(rec: &AuditRecord, key: &PublicKey) -> Result<Self, AuditError> {
+        let alone = (|| {
+            let digest = rec.checked_digest().ok_or(AuditError::Hash { seq: rec.seq })?;
+            if let Some(sig) = &rec.sig {
+                check_signature(rec.seq, &digest, sig, key)?;
+            }
+            Ok((digest, merkle::leaf_hash(&digest)))
+        })();
+        Ok(Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone })
     }
-    Ok((digest, merkle::leaf_hash(&digest)))
 }
 
-/// Parse each item and check it alone, split across the available cores.
-fn check_each<T: Send>(chunk: Vec<T>, parse: &(impl Fn(T) -> Result<AuditRecord, AuditError> + Sync), key: &PublicKey) -> Vec<Result<Facts, AuditError>> {
-    let one = |t: T| {
-        let rec = parse(t)?;
-        Ok(Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone: check_alone(&rec, key) })
-    };
+/// `sig` (base64url) is the key's signature over record `seq`'s hash.
+fn check_signature(seq: u64, digest: &merkle::Hash, sig: &str, key: &PublicKey) -> Result<(), AuditError> {
+    let sig = b64url_decode(sig).map_err(|_| AuditError::Signature { seq })?;
+    key.verify(digest, &sig).map_err(|_| AuditError::Signature { seq })
+}
+
+/// Check each item alone ([`Facts`]), split across the available cores.
+fn check_each<T: Send>(chunk: Vec<T>, one: &(impl Fn(T) -> Result<Facts, AuditError> + Sync)) -> Vec<Result<Facts, AuditError>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
     if threads == 1 || chunk.len() < 512 {
         return chunk.into_iter().map(one).collect();
@@ -326,7 +401,6 @@ fn check_each<T: Send>(chunk: Vec<T>, parse: &(impl Fn(T) -> Result<AuditRecord,
         }
         parts.push(part);
     }
-    let one = &one;
     std::thread::scope(|s| {
         let handles: Vec<_> = parts.into_iter().map(|part| s.spawn(move || part.into_iter().map(one).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("verification thread")).collect()
@@ -342,7 +416,8 @@ fn jsonl_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty())
 }
 
-fn parse_line(index: usize, line: &str) -> Result<AuditRecord, AuditError> {
+/// Parse one record's JSON text; `index` (from 0) names it in the error.
+pub fn parse_line(index: usize, line: &str) -> Result<AuditRecord, AuditError> {
     serde_json::from_str(line).map_err(|e| AuditError::Parse { line: index as u64 + 1, message: e.to_string() })
 }
 
@@ -397,6 +472,70 @@ mod tests {
         assert!(
             matches!(verify_jsonl(&lines.join("\n"), &key.public(), ChainHead::default(), None, &[]), Err(AuditError::Parse { line, .. }) if line == VERIFY_CHUNK as u64 + 4)
         );
+    }
+
+    #[test]
+    fn export_lines_are_checked_from_their_bytes_with_the_same_verdicts() {
+        let (key, recs) = log(10);
+        let pk = key.public();
+        let lines: Vec<String> = recs.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+        // The exporter's layout takes the fast path, signed or not.
+        let fast = exported_facts(&lines[4], &pk).expect("exporter layout");
+        assert!(fast.signed && fast.alone.is_ok() && fast.seq == 5);
+        assert!(exported_facts(&lines[3], &pk).is_some_and(|f| !f.signed && f.prev == merkle::parse_hash(&recs[2].hash)));
+        let want = verify_jsonl(&lines.join("\n"), &pk, ChainHead::default(), None, &[]).unwrap();
+
+        // The same records in another layout (keys sorted) verify through
+        // the parser.
+        let sorted: Vec<String> = recs.iter().map(|r| warden_core::canonical_json(&serde_json::to_value(r).unwrap())).collect();
+        assert!(exported_facts(&sorted[0], &pk).is_none());
+        assert_eq!(verify_jsonl(&sorted.join("\n"), &pk, ChainHead::default(), None, &[]).unwrap(), want);
+
+        // Tampering in the exporter's layout gets the parser's verdicts.
+        let with = |i: usize, line: String| {
+            let mut l = lines.clone();
+            l[i] = line;
+            verify_jsonl(&l.join("\n"), &pk, ChainHead::default(), None, &[])
+        };
+        assert_eq!(with(3, lines[3].replace("\"allow\"", "\"deny\"")), Err(AuditError::Hash { seq: 4 }));
+        assert!(matches!(with(3, lines[3].replace("\"seq\":4,", "\"seq\":04,")), Err(AuditError::Parse { line: 4, .. })));
+        let other_sig = b64url(&Keypair::generate().sign(&hex::decode(&recs[4].hash).unwrap()));
+        assert_eq!(with(4, lines[4].replace(recs[4].sig.as_deref().unwrap(), &other_sig)), Err(AuditError::Signature { seq: 5 }));
+        // A signature moved onto an unsigned record is still checked.
+        let moved = format!("{},\"sig\":\"{}\"}}", &lines[3][..lines[3].len() - 1], recs[4].sig.as_deref().unwrap());
+        assert_eq!(with(3, moved), Err(AuditError::Signature { seq: 4 }));
+        // A record whose event text hides an extra field is refused.
+        let sneaky = lines[2].replace("\"decision\":\"allow\"", "\"decision\":\"allow\",\"decision\":\"deny\"");
+        assert!(with(2, sneaky).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Checking lines from their bytes never changes a verdict: any
+        /// content, any edit of one byte of one line, the same answer as
+        /// parsing every line.
+        #[test]
+        fn byte_checked_lines_get_the_parsers_verdict(
+            reason in "\\PC{0,40}",
+            ts in proptest::prelude::any::<i64>(),
+            line in 0usize..6,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let key = Keypair::generate();
+            let mut chain = Chain::new(key.clone(), ChainHead::default());
+            let events = (0..6).map(|i| (AuditEvent { reason: Some(format!("{reason}{i}")), ..ev(i) }, ts.wrapping_add(i as i64))).collect();
+            let recs = chain.seal_batch(events);
+            let mut lines: Vec<Vec<u8>> = recs.iter().map(|r| serde_json::to_vec(r).unwrap()).collect();
+            let slow = |text: &str| verify(parse_jsonl(text), &key.public(), ChainHead::default(), None);
+            let intact = String::from_utf8(lines.join(&b'\n')).unwrap();
+            proptest::prop_assert_eq!(verify_jsonl(&intact, &key.public(), ChainHead::default(), None, &[]), slow(&intact));
+            let i = at.index(lines[line].len());
+            lines[line][i] = byte;
+            if let Ok(edited) = String::from_utf8(lines.join(&b'\n')) {
+                proptest::prop_assert_eq!(verify_jsonl(&edited, &key.public(), ChainHead::default(), None, &[]), slow(&edited));
+            }
+        }
     }
 
     #[test]

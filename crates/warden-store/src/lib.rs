@@ -902,24 +902,21 @@ impl Store {
     /// The whole stored log in order; unreadable rows come back as parse
     /// errors in their place (verification reports them).
     pub async fn audit_records(&self) -> Result<Vec<std::result::Result<AuditRecord, AuditError>>> {
+        Ok(self.audit_lines().await?.iter().enumerate().map(|(i, l)| warden_audit::parse_line(i, l)).collect())
+    }
+
+    /// Every record's stored JSON text (its export line), in order.
+    pub async fn audit_lines(&self) -> Result<Vec<String>> {
         const PAGE: u32 = 10_000;
         let mut out = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.read_audit(after, PAGE).await?;
+            let page = self.read_audit_texts(after, PAGE).await?;
             let n = page.len();
-            for r in page {
-                match r {
-                    Ok(rec) => {
-                        after = rec.seq;
-                        out.push(Ok(rec));
-                    }
-                    Err(message) => {
-                        after += 1;
-                        out.push(Err(AuditError::Parse { line: out.len() as u64 + 1, message }));
-                    }
-                }
+            if let Some((seq, _)) = page.last() {
+                after = *seq as u64;
             }
+            out.extend(page.into_iter().map(|(_, text)| text));
             if n < PAGE as usize {
                 return Ok(out);
             }
@@ -936,9 +933,9 @@ impl Store {
                 _ => return Ok(Err(AuditError::Checkpoint { size: c.size })),
             }
         }
-        let records = self.audit_records().await?;
+        let lines = self.audit_lines().await?;
         let head = self.audit_head().await?;
-        Ok(warden_audit::verify_with_checkpoints(records, key, ChainHead::default(), Some(&head), &checkpoints))
+        Ok(warden_audit::verify_lines(lines.iter().map(String::as_str), key, ChainHead::default(), Some(&head), &checkpoints))
     }
 
     /// A writer for the audit log, holding its own connection.
@@ -966,13 +963,18 @@ impl Store {
     /// Records with `seq > after`, in order, at most `limit`. Rows that do not
     /// parse are returned as errors so verification reports them.
     pub async fn read_audit(&self, after: u64, limit: u32) -> Result<Vec<std::result::Result<AuditRecord, String>>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
+        let rows = self.read_audit_texts(after, limit).await?;
+        Ok(rows.into_iter().map(|(seq, text)| serde_json::from_str(&text).map_err(|e| format!("row {seq}: {e}"))).collect())
+    }
+
+    /// `(seq, record text)` with `seq > after`, in order, at most `limit`.
+    async fn read_audit_texts(&self, after: u64, limit: u32) -> Result<Vec<(i64, String)>> {
+        sqlx::query_as("SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after as i64)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(db("reading the audit log"))?;
-        Ok(rows.into_iter().map(|(seq, text)| serde_json::from_str(&text).map_err(|e| format!("row {seq}: {e}"))).collect())
+            .map_err(db("reading the audit log"))
     }
 
     // ---- policy bundles ----
