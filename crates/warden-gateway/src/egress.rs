@@ -8,7 +8,8 @@
 //! exfiltration-capable write; `context.in_scope` = on the allowlist;
 //! `context.args` = method, host, port, path, inspected for secrets and
 //! injection; the monitor's view: risk, anomaly, rate, session taint; it
-//! counts against rate limits, and a refusal can contain the agent),
+//! counts against rate limits, an admitted connection taints the session
+//! as untrusted, and a refusal can contain the agent),
 //! resolved here with DNS-level denial
 //! of private, loopback and link-local addresses (SSRF, cloud metadata, DNS
 //! rebinding), audited, and only then connected — to the address checked.
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
-use warden_monitor::{Outcome, Refusal};
+use warden_monitor::{Outcome, Refusal, Taint};
 
 /// `[egress]` in `warden.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -341,7 +342,8 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     // The monitor sees the connection as a call of the pseudo-tool
     // `egress/HOST:PORT`: it counts against the agent's rate limits, a new
     // destination is an anomaly, the session's taint reaches policy (the
-    // lethal trifecta guardrails), and a refusal — an allowlist miss too:
+    // lethal trifecta guardrails) and an admitted connection taints the
+    // session as having read untrusted content, and a refusal — an allowlist miss too:
     // probing destinations is suspicious — raises the risk score.
     let tool = Tool {
         tool: ToolRef { server: "egress".into(), tool: format!("{host}:{port}") },
@@ -377,6 +379,8 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         match policy.decide(&facts) {
             Decision::Allow { policies, .. } => {
                 ev.policies.extend(policies);
+                // What comes back is from outside the trust boundary.
+                outcome.taint = Taint { untrusted: true, sensitive: false };
                 None
             }
             Decision::Deny { policies, reason } => {

@@ -249,31 +249,41 @@ allow_private = true
     );
     let h = Harness::start_with("", &extra, &[]);
     h.approve_demo_tools();
-    h.cli(&["tool", "set", "onboarding/file_read", "--sensitivity", "medium", "--action-class", "read", "--untrusted"]);
     let (id, key) = h.register("reader", "onboarding/*", 2, None);
     let mut agent = h.ready_client(&id, &key, None).await;
     let egress = format!("{}/egress", h.base);
     let proxy = format!("http://127.0.0.1:{proxy_port}");
     let url = format!("http://127.0.0.1:{web_port}/v1/data");
-    // A proxy token for the agent's task (the test harness's "test-task").
+    let mail = serde_json::json!({ "to": "ops@example.com", "subject": "onboarding", "body": "customer signed up" });
+    let r = agent.call_tool("onboarding__email_send", mail.clone()).await.unwrap();
+    assert!(r.result().is_some(), "an internal e-mail from a clean session: {}", r.body);
+
+    // A proxy token for the agent's task (the test harness's "test-task"):
+    // fetching from the web taints the session as having read untrusted
+    // content…
     let same_task = h.client(&id, &key).fetch_token_for(&egress, Some("test-task")).await.unwrap().access_token;
     let c = proxied(&proxy, Some(&same_task)).await;
-    assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "nothing read yet");
-
-    // The agent reads customer data and untrusted content in that task…
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    // …so after reading customer data, mailing out is the lethal trifecta…
     let r = agent.call_tool("onboarding__customer_lookup", serde_json::json!({ "customer_id": "c-1001" })).await.unwrap();
     assert!(r.result().is_some(), "{}", r.body);
-    let r = agent.call_tool("onboarding__file_read", serde_json::json!({ "path": "/onboarding/checklist.md" })).await.unwrap();
-    assert!(r.result().is_some(), "{}", r.body);
-    // …so sending anything out through the proxy is the lethal trifecta,
-    // which needs a human: the proxy cannot wait for one and refuses.
+    let r = agent.call_tool("onboarding__email_send", mail).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32002), "{}", r.body);
+    assert!(r.body["error"]["data"]["policies"].to_string().contains("lethal-trifecta"), "{}", r.body);
+    // …and so is sending anything out through the proxy, which needs a
+    // human: the proxy cannot wait for one and refuses.
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let text = r.text().await.unwrap();
     assert!(text.contains("lethal trifecta") && text.contains("approval"), "{text}");
-    // Another task is another session.
+    // Another task is another session, without that taint; but the two
+    // refused exfiltration attempts raised the agent's own risk score,
+    // which follows it everywhere.
     let other = h.client(&id, &key).fetch_token_for(&egress, Some("other-task")).await.unwrap().access_token;
-    assert_eq!(proxied(&proxy, Some(&other)).await.get(&url).send().await.unwrap().status(), 200);
+    let r = proxied(&proxy, Some(&other)).await.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("risk score is elevated") && !text.contains("lethal trifecta"), "{text}");
     let refused = h.cli(&["audit", "query", "--kind", "egress_connection", "--json"]);
     assert!(refused.lines().any(|l| l.contains("lethal-trifecta") && l.contains("\"deny\"")), "{refused}");
 }
