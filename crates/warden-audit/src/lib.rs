@@ -190,7 +190,7 @@ pub fn verify_with_checkpoints<I>(
 where
     I: IntoIterator<Item = Result<AuditRecord, AuditError>>,
 {
-    verify_items(records, |r: Result<AuditRecord, AuditError>| Facts::of(&r?, key), start, expected_head, checkpoints)
+    verify_items(records, |r: Result<AuditRecord, AuditError>| Ok(Facts::of(&r?, key)), start, expected_head, checkpoints)
 }
 
 /// As [`verify_with_checkpoints`] over a JSONL export, on all cores. A line
@@ -227,7 +227,7 @@ fn verify_numbered<'a>(
 ) -> Result<VerifyReport, AuditError> {
     let facts = |(i, l): (usize, &str)| match exported_facts(l, key) {
         Some(f) => Ok(f),
-        None => Facts::of(&parse_line(i, l)?, key),
+        None => Ok(Facts::of(&parse_line(i, l)?, key)),
     };
     verify_items(lines, facts, start, expected_head, checkpoints)
 }
@@ -251,8 +251,8 @@ fn exported_facts(line: &str, key: &PublicKey) -> Option<Facts> {
     let digits = |s: &str| s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
     let (seq_text, rest) = rest.split_at(digits(rest));
     let rest = rest.strip_prefix(",\"ts_ms\":")?;
-    let ts_len = usize::from(rest.starts_with('-')) + digits(rest.get(usize::from(rest.starts_with('-'))..)?);
-    let (ts_ms, rest) = rest.split_at(ts_len);
+    let sign = usize::from(rest.starts_with('-'));
+    let (ts_ms, rest) = rest.split_at(sign + digits(&rest[sign..]));
     let rest = rest.strip_prefix(",\"prev\":\"")?;
     let (prev, rest) = (rest.get(..64)?, rest.get(64..)?);
     let rest = rest.strip_prefix("\",\"event\":")?.strip_suffix("\"}")?;
@@ -367,16 +367,17 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(rec: &AuditRecord, key: &PublicKey) -> Result<Self, AuditError> {
-        let alone = (|| {
-            let digest = rec.checked_digest().ok_or(AuditError::Hash { seq: rec.seq })?;
-            if let Some(sig) = &rec.sig {
-                check_signature(rec.seq, &digest, sig, key)?;
-            }
-            Ok((digest, merkle::leaf_hash(&digest)))
-        })();
-        Ok(Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone })
+    fn of(rec: &AuditRecord, key: &PublicKey) -> Self {
+        Facts { seq: rec.seq, prev: merkle::parse_hash(&rec.prev), signed: rec.sig.is_some(), alone: check_alone(rec, key) }
     }
+}
+
+fn check_alone(rec: &AuditRecord, key: &PublicKey) -> Result<(merkle::Hash, merkle::Hash), AuditError> {
+    let digest = rec.checked_digest().ok_or(AuditError::Hash { seq: rec.seq })?;
+    if let Some(sig) = &rec.sig {
+        check_signature(rec.seq, &digest, sig, key)?;
+    }
+    Ok((digest, merkle::leaf_hash(&digest)))
 }
 
 /// `sig` (base64url) is the key's signature over record `seq`'s hash.

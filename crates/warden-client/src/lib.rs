@@ -142,7 +142,6 @@ impl AgentClient {
         self.oauth_post(&format!("{}/oauth/revoke", self.base), vec![("token", token.to_string())]).await.map(drop)
     }
 
-    /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
     /// A token for another resource of the same server (RFC 8707), e.g. the
     /// egress proxy (`BASE/egress`), optionally for the same `task` as the
     /// agent's other tokens (one monitored session).
@@ -154,6 +153,7 @@ impl AgentClient {
         self.token_request(form).await
     }
 
+    /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
     pub async fn fetch_token(&mut self, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
         let mut form = vec![("grant_type", "client_credentials".to_string())];
         if let Some(s) = scope {

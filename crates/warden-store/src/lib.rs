@@ -906,7 +906,7 @@ impl Store {
     }
 
     /// Every record's stored JSON text (its export line), in order.
-    pub async fn audit_lines(&self) -> Result<Vec<String>> {
+    async fn audit_lines(&self) -> Result<Vec<String>> {
         const PAGE: u32 = 10_000;
         let mut out = Vec::new();
         let mut after = 0;
