@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     ToolCall,
+    /// A call the gateway is about to forward upstream, written durably
+    /// before the upstream sees it (write-ahead): nothing executes
+    /// unrecorded. The call's `tool_call` record with its outcome follows
+    /// under the same correlation id.
+    ToolCallIntent,
     ToolList,
     McpRequest,
     TokenIssued,

@@ -40,6 +40,7 @@ mod event;
 mod findings;
 mod json;
 mod operator;
+mod text;
 mod tool;
 
 pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
@@ -49,6 +50,7 @@ pub use event::{AuditEvent, EventKind};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
 pub use operator::Role;
+pub use text::untrusted_text;
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
 
 /// Errors raised when input does not satisfy the domain's rules.

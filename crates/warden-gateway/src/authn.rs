@@ -6,6 +6,7 @@
 use crate::state::Gateway;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use warden_core::{Agent, AgentStatus};
 use warden_identity::{AccessClaims, IdentityError, verify_dpop_proof};
 
@@ -143,21 +144,98 @@ impl Gateway {
         self.authorize_claims(claims)
     }
 
-    /// The token is unrevoked, every agent in its delegation chain is
-    /// registered and active, and it is bound to the agent's current key.
-    fn authorize_claims(&self, claims: AccessClaims) -> Result<Authenticated, AuthFailure> {
+    /// The token is unrevoked, its delegation chain is exactly the agent's
+    /// registered lineage (so a sub-agent acts only under its parent, and
+    /// every control on an ancestor reaches it), every agent in it is
+    /// active, and it is bound to the agent's current key. Also checks the
+    /// subject token of a token exchange.
+    pub fn authorize_claims(&self, claims: AccessClaims) -> Result<Authenticated, AuthFailure> {
         let snap = self.snapshot();
         snap.revocations.check(&claims).map_err(|e| AuthFailure::new("invalid_token", e.to_string()).with_claims(&claims))?;
-        for id in claims.delegation() {
-            let agent = snap.agents.get(id).ok_or_else(|| AuthFailure::new("invalid_token", format!("unknown agent {id}")).with_claims(&claims))?;
+        let chain = claims.delegation();
+        let lineage = registered_lineage(&snap.agents, claims.agent()).map_err(|e| AuthFailure::new("invalid_token", e).with_claims(&claims))?;
+        if chain != lineage {
+            return Err(AuthFailure::new(
+                "invalid_token",
+                format!(
+                    "the token's delegation chain ({}) is not the agent's registered lineage ({}): a sub-agent acts only through a token exchanged from its parent's",
+                    chain.join(" <- "),
+                    lineage.join(" <- ")
+                ),
+            )
+            .with_claims(&claims));
+        }
+        for id in &chain {
+            let agent = &snap.agents[*id];
             if agent.status != AgentStatus::Active {
                 return Err(AuthFailure::new("invalid_token", format!("agent {id} is {}", agent.status.as_str())).with_claims(&claims));
             }
         }
-        let agent = snap.agents.get(claims.agent()).expect("checked above").clone();
+        let agent = snap.agents[claims.agent()].clone();
         if warden_identity::thumbprint(&agent.public_key) != claims.cnf.jkt {
             return Err(AuthFailure::new("invalid_token", "token is bound to a key that is no longer the agent's registered key").with_claims(&claims));
         }
         Ok(Authenticated { claims, agent })
+    }
+}
+
+/// Deepest delegation the registry may express; a longer parent chain is a
+/// corrupt registry (or a cycle), and its agents get nothing.
+const MAX_LINEAGE: usize = 16;
+
+/// `agent` and its registered ancestors, the agent first: the only
+/// delegation chain a token of `agent` may carry.
+pub(crate) fn registered_lineage<'a>(agents: &'a HashMap<String, Agent>, agent: &'a str) -> Result<Vec<&'a str>, String> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut cur = Some(agent);
+    while let Some(id) = cur {
+        if out.len() == MAX_LINEAGE || out.contains(&id) {
+            return Err(format!("agent {agent} has no valid registered lineage (a parent cycle or more than {MAX_LINEAGE} levels)"));
+        }
+        let a = agents.get(id).ok_or_else(|| format!("unknown agent {id}"))?;
+        out.push(a.id.as_str());
+        cur = a.parent.as_ref().map(|p| p.as_str());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::AgentId;
+
+    fn agent(name: &str, parent: Option<&str>) -> Agent {
+        Agent {
+            id: AgentId::new("td", name).unwrap(),
+            owner: "alice@example.com".into(),
+            purpose: "test".into(),
+            tools: Vec::new(),
+            autonomy: 1.try_into().unwrap(),
+            status: AgentStatus::Active,
+            public_key: "k".into(),
+            parent: parent.map(|p| AgentId::new("td", p).unwrap()),
+            created_at: 0,
+        }
+    }
+
+    fn registry(agents: &[Agent]) -> HashMap<String, Agent> {
+        agents.iter().map(|a| (a.id.to_string(), a.clone())).collect()
+    }
+
+    #[test]
+    fn a_lineage_runs_from_the_agent_to_its_root() {
+        let reg = registry(&[agent("root", None), agent("mid", Some("root")), agent("leaf", Some("mid"))]);
+        let lineage = registered_lineage(&reg, "spiffe://td/agent/leaf").unwrap();
+        assert_eq!(lineage, ["spiffe://td/agent/leaf", "spiffe://td/agent/mid", "spiffe://td/agent/root"]);
+        assert_eq!(registered_lineage(&reg, "spiffe://td/agent/root").unwrap(), ["spiffe://td/agent/root"]);
+    }
+
+    #[test]
+    fn a_missing_ancestor_or_a_cycle_has_no_lineage() {
+        let reg = registry(&[agent("orphan", Some("gone"))]);
+        assert!(registered_lineage(&reg, "spiffe://td/agent/orphan").unwrap_err().contains("unknown agent spiffe://td/agent/gone"));
+        let reg = registry(&[agent("a", Some("b")), agent("b", Some("a"))]);
+        assert!(registered_lineage(&reg, "spiffe://td/agent/a").unwrap_err().contains("cycle"));
+        assert!(registered_lineage(&reg, "spiffe://td/agent/nobody").is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 mod pins;
 mod state;
 pub mod telemetry;
+mod unauthenticated;
 pub mod upstream;
 pub mod webhook;
 
@@ -24,4 +25,5 @@ pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;
 pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot, now_secs};
+pub use unauthenticated::throttled_response;
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

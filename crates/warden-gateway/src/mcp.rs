@@ -7,11 +7,11 @@ use crate::state::{Gateway, Session, now_secs};
 use crate::upstream::UpstreamError;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::{ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
@@ -40,7 +40,7 @@ pub mod codes {
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new().route("/mcp", post(handle_post).get(handle_get).delete(handle_delete)).with_state(gw)
+    Router::new().route("/mcp", axum::routing::post(handle_post).get(handle_get).delete(handle_delete)).with_state(gw)
 }
 
 fn correlation_id() -> String {
@@ -143,7 +143,20 @@ impl Call<'_> {
     }
 }
 
-async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+/// Each request runs to its end in a task of its own, tracked for the
+/// shutdown drain: a client that disconnects mid-call drops only the wait
+/// for the answer, never the call's forwarding, outcome or audit record.
+async fn handle_post(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
+    let Some(task) = gw.track(process_post(gw.clone(), peer, headers, body)) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
+    };
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an MCP request task failed");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })
+}
+
+async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
     let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
     let null = Value::Null;
@@ -153,19 +166,9 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
         ev.reason = Some(why.clone());
         return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
     }
-    let auth = match gw.authenticate(&headers, "POST", call.now) {
+    let auth = match authenticate(&gw, &headers, "POST", peer, call.now) {
         Ok(a) => a,
-        Err(f) => {
-            let mut ev = call.event(EventKind::AuthnFailure, None);
-            ev.agent = f.agent.clone();
-            ev.token_id = f.token_id.clone();
-            ev.decision = "deny".into();
-            ev.reason = Some(f.description.clone());
-            ev.remediation = Some("obtain a fresh DPoP-bound token from the token endpoint and sign a new proof for each request".into());
-            let msg = format!("unauthorized: {}", f.description);
-            let resp = call.finish(ev, f.status, rpc_error(&null, codes::UNAUTHENTICATED, &msg, None), &null).await;
-            return with_challenge(resp, f.status, &f.challenge(&gw.config.resource_metadata, None));
-        }
+        Err(resp) => return *resp,
     };
     // An authenticated request refused before it is understood.
     let invalid = |ev_reason: String, code: i64, status: StatusCode| {
@@ -248,6 +251,24 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
     }
 }
 
+/// Authenticate a request to `/mcp`. A failure is answered with its
+/// challenge and tallied for the aggregated audit record of its source (no
+/// record of its own: strangers must not drive audit writes); a source that
+/// failed too often is answered 429 before any signature is checked.
+fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, now: i64) -> Result<Authenticated, Box<Response>> {
+    let corr = correlation_id();
+    if let Err(t) = gw.admit_stranger(peer.ip(), false) {
+        let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
+        return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
+    }
+    gw.authenticate(headers, method, now).map_err(|f| {
+        gw.stranger_failed(peer.ip(), false, &f.description, f.agent.as_deref());
+        let msg = format!("unauthorized: {}", f.description);
+        let resp = respond(f.status, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None), &corr);
+        Box::new(with_challenge(resp, f.status, &f.challenge(&gw.config.resource_metadata, None)))
+    })
+}
+
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<(), (StatusCode, &'static str)> {
     let sid =
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
@@ -295,13 +316,10 @@ async fn handle_get() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "this gateway does not open server-initiated streams").into_response()
 }
 
-async fn handle_delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let auth = match gw.authenticate(&headers, "DELETE", now_secs()) {
+async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let auth = match authenticate(&gw, &headers, "DELETE", peer, now_secs()) {
         Ok(a) => a,
-        Err(f) => {
-            let challenge = f.challenge(&gw.config.resource_metadata, None);
-            return (f.status, [(header::WWW_AUTHENTICATE, challenge)], f.description).into_response();
-        }
+        Err(resp) => return *resp,
     };
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
@@ -405,6 +423,7 @@ pub(crate) fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &V
     warden_monitor::Call {
         agent: auth.claims.agent(),
         agent_name: auth.agent.id.name(),
+        lineage_root: auth.claims.lineage_root(),
         task: &auth.claims.task,
         tool: &tool.tool,
         sensitivity_level: tool.sensitivity.level(),
@@ -624,13 +643,30 @@ impl Step<'_> {
                 outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
                 self.refuse(ev, reason, codes::DENIED, &policies)
             }
-            Decision::NeedsApproval { reason, policies, obligations } => match self.approval(&policy, &reason, &policies, &mut ev).await {
+            Decision::NeedsApproval { reason, policies, .. } => match self.approval(&policy, &reason, &policies, &mut ev).await {
                 Ok(id) => {
                     ev.policies.push(format!("approval#{id}"));
-                    self.forward(upstream, &policy, found, &obligations, outcome, ev).await
+                    match self.reauthorize(&policies, found).await {
+                        Ok((policy, obligations)) => {
+                            if let Err(e) = self.call.gw.store.use_approval(&id, now_ms()).await {
+                                outcome.denied = true;
+                                let reason = format!("approval {id} could not be used, so the call was not executed: {e}");
+                                return self.refuse(ev, reason, codes::DENIED, &policies);
+                            }
+                            self.forward(upstream, &policy, found, &obligations, outcome, ev).await
+                        }
+                        Err((reason, by)) => {
+                            outcome.denied = true;
+                            ev.policies.extend(by.iter().cloned());
+                            let policies = ev.policies.clone();
+                            self.refuse(ev, format!("approval {id} was not used: {reason}"), codes::DENIED, &policies)
+                        }
+                    }
                 }
                 Err((code, message)) => {
-                    outcome.denied = true;
+                    // Waiting for a human is not misbehaviour: only a refusal
+                    // counts against the agent.
+                    outcome.denied = code != codes::NEEDS_APPROVAL;
                     outcome.trifecta = self.seen.taint.both() && self.tool.exfil_capable;
                     ev.decision = if code == codes::NEEDS_APPROVAL { "needs_approval" } else { "deny" }.into();
                     ev.reason = Some(message.clone());
@@ -644,16 +680,15 @@ impl Step<'_> {
     /// Get a human's approval for this exact call: one granted earlier (the
     /// agent retried after a hold ran out), or a new request held until it is
     /// decided, expires (timeout = deny) or the hold ends. Returns the
-    /// approval id, or the JSON-RPC error code and message.
+    /// approval id, not yet used (the call is authorized again first), or the
+    /// JSON-RPC error code and message.
     async fn approval(&self, policy: &PolicyBundle, reason: &str, policies: &[String], ev: &mut AuditEvent) -> Result<String, (i64, String)> {
         let gw = self.call.gw;
         let cfg = &gw.config.approvals;
         let store_err = |e: warden_store::StoreError| (codes::INTERNAL, format!("approval store unavailable, so the call was not executed: {e}"));
         let hash = ev.args_sha256.clone().unwrap_or_default();
         let agent = self.auth.claims.agent();
-        if let Some(id) = gw.store.approved_for(agent, &self.tool.tool, &hash, now_ms()).await.map_err(store_err)?
-            && gw.store.use_approval(&id, now_ms()).await.is_ok()
-        {
+        if let Some(id) = gw.store.approved_for(agent, &self.tool.tool, &hash, now_ms()).await.map_err(store_err)? {
             ev.reason = Some(format!("approved earlier (approval {id}); this is the repeated call it covers"));
             return Ok(id);
         }
@@ -695,7 +730,6 @@ impl Step<'_> {
             let cur = gw.store.get_approval(&id).await.map_err(store_err)?;
             match cur.status {
                 ApprovalStatus::Approved => {
-                    gw.store.use_approval(&id, now_ms()).await.map_err(store_err)?;
                     ev.reason = Some(format!("approved by {} (approval {id})", cur.approvers.join(" and ")));
                     return Ok(id);
                 }
@@ -708,7 +742,9 @@ impl Step<'_> {
                     let _ = gw.store.expire_approval(&id).await;
                     return Err((codes::DENIED, format!("denied: no decision on approval {id} before it expired (timeout = deny)")));
                 }
-                ApprovalStatus::Pending if Instant::now() >= hold_until => {
+                // A stopping gateway answers held calls now (they stay
+                // pending) instead of holding its shutdown.
+                ApprovalStatus::Pending if Instant::now() >= hold_until || gw.shutting_down() => {
                     let left = (cur.expires_ms - now_ms()).max(0) / 1000;
                     return Err((
                         codes::NEEDS_APPROVAL,
@@ -722,6 +758,35 @@ impl Step<'_> {
                     return Err((codes::DENIED, format!("denied: approval {id} is {}", cur.status)));
                 }
             }
+        }
+    }
+
+    /// Authorize an approved call again as it is released: the hold lasted
+    /// up to minutes, during which the agent may have been suspended,
+    /// revoked or contained, its token revoked or expired, the tool disabled
+    /// or reclassified, its scope narrowed, the policy changed or the
+    /// agent's risk grown. The approval lifts only the forbids it was asked
+    /// for (`approved`); whatever else the current policy says stands.
+    /// Returns the policy and obligations to forward under, or why not and
+    /// the policies that say so.
+    async fn reauthorize(&self, approved: &[String], found: &Findings) -> Result<(Arc<PolicyBundle>, Vec<Obligation>), (String, Vec<String>)> {
+        let gw = self.call.gw;
+        let now = now_secs();
+        self.auth.claims.check_lifetime(now).map_err(|e| (format!("the token is no longer valid ({e}); repeat the call with a fresh token"), Vec::new()))?;
+        let auth = gw.authorize_claims(self.auth.claims.clone()).map_err(|f| (f.description, Vec::new()))?;
+        let snap = gw.snapshot();
+        let tref = &self.tool.tool;
+        let tool = snap.tools.get(tref).filter(|t| t.is_callable()).ok_or_else(|| (unavailable_reason(snap.tools.get(tref), tref), Vec::new()))?;
+        if !(auth.claims.in_scope(tref) && auth.agent.may_use(tref)) {
+            return Err((format!("tool {tref} is no longer within the agent's registered tools"), Vec::new()));
+        }
+        let policy = gw.policy();
+        let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms()).max(self.seen.risk)), ..MonitorView::from(self.seen) };
+        match policy.decide(&facts(&auth, tool, self.args, Ask::Call(found), now, &mon)) {
+            Decision::Allow { obligations, .. } => Ok((policy, obligations)),
+            Decision::NeedsApproval { policies, obligations, .. } if policies.iter().all(|p| approved.contains(p)) => Ok((policy, obligations)),
+            Decision::NeedsApproval { reason, policies, .. } => Err((format!("it now also needs approval for: {reason}"), policies)),
+            Decision::Deny { reason, policies } => Err((reason, policies)),
         }
     }
 
@@ -748,10 +813,22 @@ impl Step<'_> {
             return self.refused_by_monitor(ev, &r, outcome);
         }
         ev.decision = "allow".into();
-        ev.forwarded = true;
         // Obligations of the call apply to the arguments before they leave.
         let mut forwarded = self.args.clone();
         ev.redacted += redact(self.call.gw, &mut forwarded, obligations, found);
+        // Write-ahead: the decision to forward is durable before the
+        // upstream sees the call, so nothing executes unrecorded (a full
+        // disk or a lost database refuses the call instead).
+        let mut intent = ev.clone();
+        intent.kind = Some(EventKind::ToolCallIntent);
+        intent.reason = Some("forwarding to the upstream".into());
+        if let Err(e) = self.call.gw.audit.record(intent).await {
+            outcome.failed = true;
+            ev.decision = "error".into();
+            ev.reason = Some(format!("not forwarded: {e}"));
+            return (ev, rpc_error(self.id, codes::INTERNAL, &format!("the call was not forwarded: {e}"), None));
+        }
+        ev.forwarded = true;
         let result = upstream.request("tools/call", json!({ "name": self.tool.tool.tool, "arguments": forwarded })).await;
         outcome.upstream_ok = Some(!matches!(result, Err(ref e) if !matches!(e, UpstreamError::Rpc { .. })));
         let body = match result {

@@ -17,6 +17,8 @@ pub struct Metrics {
     latency_count: AtomicU64,
     containments: [AtomicU64; 2],
     approvals_requested: AtomicU64,
+    /// Requests that failed authentication, and those answered 429 for it.
+    unauthenticated: [AtomicU64; 2],
 }
 
 /// Values read at scrape time from elsewhere.
@@ -45,6 +47,12 @@ impl Metrics {
     /// `automatic` when the monitor did it.
     pub fn observe_containment(&self, automatic: bool) {
         self.containments[usize::from(automatic)].fetch_add(1, Relaxed);
+    }
+
+    /// A request failed authentication, or (`throttled`) was refused
+    /// because its source failed too often.
+    pub fn observe_unauthenticated(&self, throttled: bool) {
+        self.unauthenticated[usize::from(throttled)].fetch_add(1, Relaxed);
     }
 
     pub fn observe_approval_request(&self) {
@@ -76,6 +84,14 @@ impl Metrics {
         }
         s.push_str("# HELP warden_approvals_requested_total Calls held for human approval.\n# TYPE warden_approvals_requested_total counter\n");
         let _ = writeln!(s, "warden_approvals_requested_total {}", self.approvals_requested.load(Relaxed));
+        s.push_str(
+            "# HELP warden_unauthenticated_requests_total Requests that failed authentication (throttled: answered 429 because their source failed too often).
+# TYPE warden_unauthenticated_requests_total counter
+",
+        );
+        for (o, c) in ["failed", "throttled"].iter().zip(&self.unauthenticated) {
+            let _ = writeln!(s, "warden_unauthenticated_requests_total{{outcome=\"{o}\"}} {}", c.load(Relaxed));
+        }
         for (name, help, v) in [
             ("warden_approvals_pending", "Approval requests waiting for a decision.", g.approvals_pending),
             ("warden_kill_switches_engaged", "Kill switches in force.", g.kill_switches_engaged),

@@ -64,6 +64,8 @@ pub struct GatewayConfig {
     pub egress_resource: Option<String>,
     pub egress_verifier: Option<warden_identity::TokenVerifier>,
     pub monitor: MonitorConfig,
+    /// Throttling and aggregated audit of requests that fail authentication.
+    pub unauthenticated: warden_monitor::StrangersConfig,
     pub approvals: ApprovalsConfig,
     pub telemetry: crate::telemetry::TelemetryConfig,
 }
@@ -127,6 +129,9 @@ pub struct Gateway {
     /// Baselines, risk, taint, limits and breakers.
     pub monitor: Monitor,
     pub(crate) containment: Containment,
+    pub(crate) strangers: parking_lot::Mutex<warden_monitor::Strangers>,
+    /// Requests in flight, for the shutdown drain; closed once it begins.
+    inflight: tokio_util::task::TaskTracker,
     pub metrics: crate::metrics::Metrics,
     pub(crate) webhook_http: reqwest::Client,
     /// OTLP trace export, when configured.
@@ -160,6 +165,7 @@ impl Gateway {
         let service = config.telemetry.service_name.clone();
         let traces =
             config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(service, url, http.clone(), crate::telemetry::otlp_json));
+        let strangers = parking_lot::Mutex::new(warden_monitor::Strangers::new(config.unauthenticated.clone()));
         let gw = Arc::new(Self {
             config,
             store,
@@ -178,6 +184,8 @@ impl Gateway {
             redactor: Redactor::new(redaction_key),
             monitor,
             containment: Containment::default(),
+            strangers,
+            inflight: tokio_util::task::TaskTracker::new(),
             metrics: crate::metrics::Metrics::default(),
             webhook_http: http,
             traces,
@@ -274,6 +282,7 @@ impl Gateway {
     /// Background tasks: snapshot refresh, monitor persistence and upstream
     /// definition checks.
     pub fn spawn_background(self: &Arc<Self>) {
+        self.spawn_stranger_audit();
         let gw = self.clone();
         tokio::spawn(async move {
             let period = Duration::from_secs(gw.config.monitor.flush_secs);
@@ -332,6 +341,38 @@ impl Gateway {
                 gw.check_definitions().await;
             }
         });
+    }
+
+    /// Run a request to its end in a task of its own; `None` once the
+    /// shutdown drain has begun (the request must be refused).
+    pub(crate) fn track<F>(&self, request: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        (!self.inflight.is_closed()).then(|| self.inflight.spawn(request))
+    }
+
+    /// The shutdown drain has begun: held calls stop waiting.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.inflight.is_closed()
+    }
+
+    /// Shutdown: refuse new requests, wait up to `bound` for those in
+    /// flight (each writes its own audit record), then write what is only
+    /// in memory (aggregated authentication failures, monitor state).
+    /// Returns how many requests were still running at the bound.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        self.inflight.close();
+        let left = match tokio::time::timeout(bound, self.inflight.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.inflight.len(),
+        };
+        self.flush_strangers().await;
+        if let Err(e) = self.flush_monitor().await {
+            tracing::error!(error = %e, "saving monitor state on shutdown failed");
+        }
+        left
     }
 
     pub(crate) fn upstream(&self, server: &str) -> Option<&Arc<Upstream>> {

@@ -46,6 +46,23 @@ fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
+/// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
+const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// `htu` names the request's URL (RFC 9449 §4.3): scheme and authority
+/// compare case-insensitively (RFC 3986 §6.2.2.1), the path exactly.
+fn same_target(htu: &str, url: &str) -> bool {
+    fn split(u: &str) -> Option<(&str, &str)> {
+        let (scheme, rest) = u.split_once("://")?;
+        let at = rest.find('/').unwrap_or(rest.len());
+        Some((&u[..scheme.len() + 3 + at], &rest[at..]))
+    }
+    match (split(htu), split(url)) {
+        (Some((a, ap)), Some((b, bp))) => a.eq_ignore_ascii_case(b) && ap == bp,
+        _ => false,
+    }
+}
+
 /// Verify a DPoP proof (RFC 9449 §4.3) for a request `method url`. With
 /// `access_token`, the proof must carry its hash (`ath`). `max_skew` bounds
 /// how far `iat` may be from `now`, which also bounds the replay window.
@@ -53,8 +70,13 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
     let bad = |m: &str| IdentityError::Dpop(m.to_string());
     let jws = split_jws(proof).map_err(|e| IdentityError::Dpop(e.to_string()))?;
     jws.expect_typ("dpop+jwt").map_err(|e| IdentityError::Dpop(e.to_string()))?;
-    let jwk: Jwk =
-        serde_json::from_value(jws.header.get("jwk").cloned().ok_or_else(|| bad("missing jwk header"))?).map_err(|_| bad("jwk header is not a public JWK"))?;
+    let jwk = jws.header.get("jwk").ok_or_else(|| bad("missing jwk header"))?;
+    // RFC 9449 §4.3: the header carries the public key only; a proof that
+    // ships private parameters comes from a client that leaks its key.
+    if jwk.as_object().is_some_and(|o| PRIVATE_JWK_MEMBERS.iter().any(|m| o.contains_key(*m))) {
+        return Err(bad("jwk header contains private key material"));
+    }
+    let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|_| bad("jwk header is not a public JWK"))?;
     let key = jwk.public_key().map_err(|e| IdentityError::Dpop(e.to_string()))?;
     let c: ProofClaims = jws.verify(&key).map_err(|e| match e {
         IdentityError::Signature => bad("signature does not verify with the embedded jwk"),
@@ -63,7 +85,7 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
     if !c.htm.eq(method) {
         return Err(bad(&format!("htm {:?} does not match the request method {method}", c.htm)));
     }
-    if !strip_query(&c.htu).eq_ignore_ascii_case(strip_query(url)) {
+    if !same_target(strip_query(&c.htu), strip_query(url)) {
         return Err(bad(&format!("htu {:?} does not match the request URL {:?}", c.htu, strip_query(url))));
     }
     if (c.iat - now).abs() > max_skew {
@@ -134,6 +156,35 @@ mod tests {
         assert!(verify_dpop_proof(&p, "POST", "https://other/mcp", Some("tok"), 1000, 60).is_err());
         assert!(verify_dpop_proof(&p, "POST", URL, Some("other"), 1000, 60).is_err());
         assert!(verify_dpop_proof(&p, "POST", URL, Some("tok"), 2000, 60).is_err());
+    }
+
+    #[test]
+    fn htu_path_is_case_sensitive_while_scheme_and_host_are_not() {
+        let k = Keypair::generate();
+        let p = make_dpop_proof(&k, "POST", "HTTPS://GW.Example/mcp", None, 1000);
+        assert!(verify_dpop_proof(&p, "POST", URL, None, 1000, 60).is_ok());
+        let p = make_dpop_proof(&k, "POST", "https://gw.example/MCP", None, 1000);
+        assert!(verify_dpop_proof(&p, "POST", URL, None, 1000, 60).is_err(), "another path is another resource");
+        let p = make_dpop_proof(&k, "POST", "https://gw.example.evil/mcp", None, 1000);
+        assert!(verify_dpop_proof(&p, "POST", URL, None, 1000, 60).is_err());
+        let p = make_dpop_proof(&k, "POST", "gw.example/mcp", None, 1000);
+        assert!(verify_dpop_proof(&p, "POST", URL, None, 1000, 60).is_err(), "not a URL");
+    }
+
+    #[test]
+    fn a_proof_carrying_private_key_material_is_refused() {
+        let k = Keypair::generate();
+        for member in PRIVATE_JWK_MEMBERS {
+            let mut jwk = serde_json::to_value(k.public().jwk()).unwrap();
+            jwk[*member] = "AAAA".into();
+            let mut header = serde_json::Map::new();
+            header.insert("typ".into(), "dpop+jwt".into());
+            header.insert("jwk".into(), jwk);
+            let claims = ProofClaims { jti: "j".into(), htm: "POST".into(), htu: URL.into(), iat: 1000, ath: None };
+            let proof = sign_jws(k.signing_key(), header, &claims);
+            let e = verify_dpop_proof(&proof, "POST", URL, None, 1000, 60).unwrap_err();
+            assert!(e.to_string().contains("private key material"), "{member}: {e}");
+        }
     }
 
     #[test]

@@ -56,17 +56,28 @@ impl AccessClaims {
         out
     }
 
+    /// The root of the actor chain: the agent every other one in it acts for.
+    pub fn lineage_root(&self) -> &str {
+        let mut cur = &self.act;
+        while let Some(a) = &cur.act {
+            cur = a;
+        }
+        &cur.sub
+    }
+
     /// Tools in scope. Unparseable entries are ignored (they grant nothing).
     pub fn tools(&self) -> Vec<ToolRef> {
         self.scope.split_whitespace().filter_map(|s| s.parse().ok()).collect()
     }
 
-    /// Expiry and not-before (5 s leeway for clock skew on `nbf` only).
+    /// Expiry, not-before and issue time (5 s leeway for clock skew on
+    /// `nbf` and `iat`: a token from the future was not issued by a sane
+    /// issuer, and would outlive a revocation cut-off taken now).
     pub fn check_lifetime(&self, now: i64) -> Result<(), IdentityError> {
         if self.exp <= now {
             return Err(IdentityError::Expired);
         }
-        if self.nbf > now + 5 {
+        if self.nbf > now + 5 || self.iat > now + 5 {
             return Err(IdentityError::NotYetValid);
         }
         Ok(())
@@ -249,6 +260,17 @@ mod tests {
     }
 
     #[test]
+    fn a_token_issued_in_the_future_is_not_yet_valid() {
+        let issuer = TokenIssuer::new(Keypair::generate());
+        let v = issuer.verifier("https://gw", "https://gw/mcp");
+        let mut c = claims(100);
+        c.iat = 200;
+        let tok = issuer.issue(&c);
+        assert_eq!(v.verify(&tok, 150), Err(IdentityError::NotYetValid));
+        assert!(v.verify(&tok, 196).is_ok(), "within the clock-skew leeway");
+    }
+
+    #[test]
     fn attenuation_never_widens() {
         let parent = claims(100);
         let child_allowed: Vec<ToolRef> = vec!["db/query".parse().unwrap(), "email/send".parse().unwrap()];
@@ -257,6 +279,8 @@ mod tests {
         assert_eq!(c.scope, "db/query");
         assert_eq!(c.exp, parent.exp, "TTL capped at the parent's");
         assert_eq!(c.delegation(), vec!["spiffe://td/agent/b", "spiffe://td/agent/a"]);
+        assert_eq!(c.lineage_root(), "spiffe://td/agent/a");
+        assert_eq!(parent.lineage_root(), "spiffe://td/agent/a");
         assert_eq!(c.chain, vec!["t1".to_string()]);
         let req = vec!["email/send".parse().unwrap()];
         assert!(matches!(attenuate(&parent, &child, Some(&req), 60, 200, "t3".into()), Err(IdentityError::Scope(_))));

@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         let c = Call {
             agent,
             agent_name: "a",
+            lineage_root: agent,
             task: "task",
             tool: &tools[i % tools.len()],
             sensitivity_level: 2,

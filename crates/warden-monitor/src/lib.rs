@@ -17,6 +17,7 @@ mod breaker;
 mod kill;
 mod limits;
 mod risk;
+mod strangers;
 mod taint;
 mod window;
 
@@ -26,6 +27,7 @@ pub use breaker::{Breaker, BreakerConfig};
 pub use kill::{Kill, KillScope, KillSet};
 pub use limits::{Dimension, LimitHit, LimitRule, Limits, Metric, records_in};
 pub use risk::{Risk, RiskEvent};
+pub use strangers::{Strangers, StrangersConfig, Throttled};
 pub use taint::Taint;
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +155,11 @@ pub struct Call<'a> {
     /// SPIFFE id and name of the calling agent.
     pub agent: &'a str,
     pub agent_name: &'a str,
+    /// The root of the agent's delegation chain (the agent itself when it
+    /// is not a sub-agent). Taint is held per root: what an agent or any of
+    /// its sub-agents has read follows all of them, whatever task label
+    /// the agent asked its token for.
+    pub lineage_root: &'a str,
     pub task: &'a str,
     pub tool: &'a ToolRef,
     pub sensitivity_level: i64,
@@ -163,12 +170,6 @@ pub struct Call<'a> {
     /// Size of the arguments in bytes.
     pub arg_bytes: usize,
     pub now_ms: i64,
-}
-
-impl Call<'_> {
-    fn session(&self) -> (String, String) {
-        (self.agent.to_string(), self.task.to_string())
-    }
 }
 
 /// Why the monitor refuses a call outright.
@@ -246,16 +247,18 @@ pub struct Monitor {
     cfg: MonitorConfig,
     agents: Mutex<HashMap<String, (AgentState, bool)>>,
     limits: Mutex<Limits>,
-    sessions: Mutex<HashMap<(String, String), (Taint, i64)>>,
+    /// Taint and when it last grew, by lineage root.
+    taint: Mutex<HashMap<String, (Taint, i64)>>,
     breakers: Mutex<HashMap<ToolRef, Breaker>>,
 }
 
-const MAX_SESSIONS: usize = 200_000;
+/// Taint entries kept before idle ones are dropped.
+const MAX_TAINTED: usize = 200_000;
 
 impl Monitor {
     pub fn new(cfg: MonitorConfig) -> Self {
         let limits = Limits::new(cfg.limit.clone());
-        Self { cfg, agents: Mutex::default(), limits: Mutex::new(limits), sessions: Mutex::default(), breakers: Mutex::default() }
+        Self { cfg, agents: Mutex::default(), limits: Mutex::new(limits), taint: Mutex::default(), breakers: Mutex::default() }
     }
 
     pub fn config(&self) -> &MonitorConfig {
@@ -282,7 +285,7 @@ impl Monitor {
             *dirty = true;
             (anomaly, state.risk.score(c.now_ms, hl), learning, state.baseline.minute_rate(c.now_ms))
         };
-        let taint = self.sessions.lock().expect("monitor lock").get(&c.session()).map(|(t, _)| *t).unwrap_or_default();
+        let taint = self.taint_of(c);
         let refusal = self.limits.lock().expect("monitor lock").check(c, c.now_ms).map(Refusal::Limit);
         let why = if anomaly.signals.is_empty() {
             format!("anomaly {}", anomaly.score)
@@ -291,6 +294,11 @@ impl Monitor {
         };
         let contain = self.contain_cause(risk, &why);
         Assessment { anomaly, risk, learning, taint, calls_this_minute, refusal, contain }
+    }
+
+    /// What the call's lineage (the agent, its ancestors and sub-agents) has read.
+    fn taint_of(&self, c: &Call<'_>) -> Taint {
+        self.taint.lock().expect("monitor lock").get(c.lineage_root).map(|(t, _)| *t).unwrap_or_default()
     }
 
     /// Just before forwarding: consult the tool's breaker and consume the
@@ -320,12 +328,12 @@ impl Monitor {
             breakers.entry(c.tool.clone()).or_default().record(&self.cfg.breaker, ok, c.now_ms);
         }
         if o.taint != Taint::default() {
-            let mut sessions = self.sessions.lock().expect("monitor lock");
-            if sessions.len() >= MAX_SESSIONS {
+            let mut taint = self.taint.lock().expect("monitor lock");
+            if taint.len() >= MAX_TAINTED {
                 let idle = self.cfg.session_idle_secs as i64 * 1000;
-                sessions.retain(|_, (_, at)| c.now_ms - *at < idle);
+                taint.retain(|_, (_, at)| c.now_ms - *at < idle);
             }
-            let e = sessions.entry(c.session()).or_default();
+            let e = taint.entry(c.lineage_root.to_string()).or_default();
             e.0.merge(o.taint);
             e.1 = c.now_ms;
         }
@@ -441,7 +449,19 @@ mod tests {
     }
 
     fn call<'a>(agent: &'a str, tool: &'a ToolRef, now_ms: i64) -> Call<'a> {
-        Call { agent, agent_name: agent, task: "t", tool, sensitivity_level: 2, exfil_capable: false, financial: false, amount: 0.0, arg_bytes: 10, now_ms }
+        Call {
+            agent,
+            agent_name: agent,
+            lineage_root: agent,
+            task: "t",
+            tool,
+            sensitivity_level: 2,
+            exfil_capable: false,
+            financial: false,
+            amount: 0.0,
+            arg_bytes: 10,
+            now_ms,
+        }
     }
 
     #[test]
@@ -481,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn taint_accumulates_per_session_and_critical_contains_at_once() {
+    fn taint_follows_the_lineage_whatever_the_task_and_critical_contains_at_once() {
         let m = Monitor::new(cfg());
         let tool: ToolRef = "mail/send".parse().unwrap();
         let c = call("a", &tool, 0);
@@ -489,7 +509,11 @@ mod tests {
         m.finish(&c, &Outcome { taint: Taint { untrusted: false, sensitive: true }, ..Default::default() });
         assert!(m.assess(&c).taint.both());
         let other_task = Call { task: "t2", ..c.clone() };
-        assert!(!m.assess(&other_task).taint.untrusted);
+        assert!(m.assess(&other_task).taint.both(), "a new task label does not wash the taint off");
+        let sub_agent = Call { agent: "a/sub", agent_name: "sub", ..c.clone() };
+        assert!(m.assess(&sub_agent).taint.both(), "a sub-agent inherits what its lineage read");
+        let stranger = Call { agent: "b", agent_name: "b", lineage_root: "b", ..c.clone() };
+        assert!(!m.assess(&stranger).taint.untrusted);
         let cause = m.finish(&c, &Outcome { denied: true, critical: Some("exfil".into()), ..Default::default() }).unwrap();
         assert!(cause.contains("exfil"), "{cause}");
         // Probing outside the token's scope adds up too.

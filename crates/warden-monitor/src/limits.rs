@@ -259,7 +259,19 @@ mod tests {
     }
 
     fn usage<'a>(agent: &'a str, tool: &'a ToolRef, amount: f64) -> Call<'a> {
-        Call { agent, agent_name: agent, task: "t", tool, sensitivity_level: 1, exfil_capable: false, financial: true, amount, arg_bytes: 0, now_ms: 0 }
+        Call {
+            agent,
+            agent_name: agent,
+            lineage_root: agent,
+            task: "t",
+            tool,
+            sensitivity_level: 1,
+            exfil_capable: false,
+            financial: true,
+            amount,
+            arg_bytes: 0,
+            now_ms: 0,
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ proptest! {
             let c = Call {
                 agent: agents[s.agent],
                 agent_name: agents[s.agent],
+                lineage_root: agents[s.agent],
                 task: "t",
                 tool: &tools[s.tool],
                 sensitivity_level: 1 + s.tool as i64 % 4,

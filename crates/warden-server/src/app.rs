@@ -38,6 +38,20 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     pub issuer: TokenIssuer,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, let requests in flight finish
+    /// (each records its outcome) for up to `bound`, then write what is only
+    /// in memory. Returns how many requests were still running at the bound
+    /// (their connections are closed with the process).
+    pub async fn shut_down(self, bound: Duration) -> usize {
+        self.shutdown.notify_one();
+        let started = tokio::time::Instant::now();
+        let _ = tokio::time::timeout(bound, self.task).await;
+        self.gateway.drain(bound.saturating_sub(started.elapsed())).await
+    }
 }
 
 /// Load the gateway key from the data directory, creating it (mode 0600) on
@@ -160,6 +174,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         egress_resource,
         pin_check_interval: Duration::from_secs(cfg.pin_check_secs.max(1)),
         monitor: cfg.monitor.clone(),
+        unauthenticated: cfg.unauthenticated.clone(),
         approvals: cfg.approvals.clone(),
         telemetry: cfg.telemetry.clone(),
     };
@@ -176,7 +191,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         audit_key: issuer.public_key(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Handlers see the peer address: unauthenticated traffic is throttled per source.
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move { stop.notified().await })
+            .await
+    });
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
             let (l, a) = bind(listen).await?;
@@ -185,5 +207,5 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         }
         None => None,
     };
-    Ok(Running { addr, egress_addr, public_url, gateway, issuer, task })
+    Ok(Running { addr, egress_addr, public_url, gateway, issuer, task, shutdown })
 }

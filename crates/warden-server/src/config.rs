@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// Baselines, risk, containment, rate limits and impact caps.
     #[serde(default)]
     pub monitor: warden_monitor::MonitorConfig,
+    /// Requests that fail authentication: per-source throttling (429) and
+    /// one aggregated audit record per source and reason per window.
+    #[serde(default)]
+    pub unauthenticated: warden_monitor::StrangersConfig,
     /// Human approval of held calls.
     #[serde(default)]
     pub approvals: warden_gateway::ApprovalsConfig,
@@ -150,6 +154,11 @@ impl ServerConfig {
         }
         self.monitor.validate().map_err(|e| e.to_string())?;
         self.egress.validate()?;
+        let u = &self.unauthenticated;
+        let sane = u.burst >= 1.0 && u.burst.is_finite() && u.per_sec >= 0.0 && u.per_sec.is_finite() && (1..=3600).contains(&u.audit_window_secs);
+        if !sane {
+            return Err("unauthenticated: burst must be at least 1, per_sec at least 0, audit_window_secs between 1 and 3600".into());
+        }
         if self.approvals.expire_secs == 0 {
             return Err("approvals.expire_secs must be at least 1".into());
         }

@@ -4,15 +4,16 @@
 //! bound to the agent's identity. Token exchange (RFC 8693) issues attenuated
 //! tokens to registered sub-agents.
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, ToolRef};
+use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, ToolRef, untrusted_text};
 use warden_gateway::{Gateway, now_secs};
 use warden_identity::{
     AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
@@ -68,6 +69,12 @@ impl IntoResponse for OAuthError {
     }
 }
 
+/// A source that failed client authentication too often: 429.
+fn slow_down(t: warden_monitor::Throttled) -> Response {
+    let msg = format!("too many failed requests from this address; retry in {} s", t.retry_after_secs);
+    warden_gateway::throttled_response(t, json!({ "error": "slow_down", "error_description": msg }).to_string())
+}
+
 fn random_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("OS random source available");
@@ -92,7 +99,8 @@ impl OAuth {
             return Err(err("invalid_client", "client_id does not match the assertion's sub"));
         }
         let snap = self.gw.snapshot();
-        let agent = snap.agents.get(&client_id).ok_or_else(|| err("invalid_client", format!("unknown agent {client_id}")))?;
+        // Unverified until the signature checks: quoted and bounded.
+        let agent = snap.agents.get(&client_id).ok_or_else(|| err("invalid_client", format!("unknown agent \"{}\"", untrusted_text(&client_id, 120))))?;
         let key = PublicKey::from_b64(&agent.public_key).map_err(|e| err("invalid_client", e.to_string()))?;
         let endpoint = self.token_endpoint();
         let c =
@@ -146,7 +154,16 @@ impl OAuth {
     }
 
     /// A token for `resource` (checked by [`Self::check_resource`]).
+    /// Only for root agents: a sub-agent's authority derives from its
+    /// parent's, so it gets tokens by exchanging a parent token, never on
+    /// its own assertion.
     fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
+        if let Some(parent) = &agent.parent {
+            return Err(err(
+                "unauthorized_client",
+                format!("agent {} is a sub-agent of {parent}: it gets tokens only by exchanging a token of its parent (grant_type={TOKEN_EXCHANGE})", agent.id),
+            ));
+        }
         let scope = match Self::requested_scope(form)? {
             Some(req) => {
                 if let Some(bad) = req.iter().find(|t| !agent.may_use(t)) {
@@ -196,13 +213,10 @@ impl OAuth {
         let subject = param(form, "subject_token")?;
         let verifier = self.issuer.verifier(&self.issuer_url, &self.gw.config.resource);
         let parent = verifier.verify(subject, now).map_err(|e| err("invalid_grant", format!("subject_token: {e}")))?;
+        // The same checks as a call with it: unrevoked, the registered
+        // lineage, every agent in it active, bound to the parent's key.
+        let parent = self.gw.authorize_claims(parent).map_err(|f| err("invalid_grant", format!("subject_token: {}", f.description)))?.claims;
         let snap = self.gw.snapshot();
-        snap.revocations.check(&parent).map_err(|e| err("invalid_grant", format!("subject_token: {e}")))?;
-        for id in parent.delegation() {
-            if snap.agents.get(id).is_none_or(|a| a.status != AgentStatus::Active) {
-                return Err(err("invalid_grant", format!("agent {id} in the subject token's chain is not active")));
-            }
-        }
         if child.parent.as_ref().map(|p| p.as_str()) != Some(parent.agent()) {
             return Err(err("invalid_grant", format!("agent {} is not registered as a sub-agent of {}", child.id, parent.agent())));
         }
@@ -221,10 +235,18 @@ impl OAuth {
     }
 }
 
-async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn token(
+    State(s): State<Arc<OAuth>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let now = now_secs();
+    if let Err(t) = s.gw.admit_stranger(peer.ip(), true) {
+        return slow_down(t);
+    }
     let grant = form.get("grant_type").cloned().unwrap_or_default();
-    let mut ev = AuditEvent { action: Some(format!("token:{grant}")), ..Default::default() };
+    let mut ev = AuditEvent { action: Some(format!("token:{}", untrusted_text(&grant, 80))), ..Default::default() };
     let result = (|| {
         if let Some(why) = s.gw.registry_stale() {
             return Err(OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: why });
@@ -238,6 +260,17 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
         let jkt = s.check_dpop(&headers, &agent, now)?;
         if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, resource, now) }
     })();
+    // Until the client is authenticated the request proves nothing about
+    // who sent it: tallied for its source's aggregated record, not audited
+    // one by one.
+    let result = match result {
+        Err(e) if ev.agent.is_none() => {
+            let claimed = form.get("client_assertion").and_then(|a| assertion_client_id(a).ok());
+            s.gw.stranger_failed(peer.ip(), true, &format!("{}: {}", e.error, e.description), claimed.as_deref());
+            return e.into_response();
+        }
+        r => r,
+    };
     match result {
         Ok(claims) => {
             ev.kind = Some(if claims.chain.is_empty() { EventKind::TokenIssued } else { EventKind::TokenExchanged });
@@ -277,11 +310,17 @@ async fn token(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form
 }
 
 /// RFC 7009: an agent revokes one of its own tokens (or one derived from it).
-async fn revoke(State(s): State<Arc<OAuth>>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<HashMap<String, String>>) -> Response {
     let now = now_secs();
+    if let Err(t) = s.gw.admit_stranger(peer.ip(), true) {
+        return slow_down(t);
+    }
     let agent = match s.authenticate_client(&form, now) {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            s.gw.stranger_failed(peer.ip(), true, &format!("revocation: {}: {}", e.error, e.description), None);
+            return e.into_response();
+        }
     };
     let Ok(token) = param(&form, "token") else {
         return err("invalid_request", "missing parameter token").into_response();

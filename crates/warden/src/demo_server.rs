@@ -110,6 +110,11 @@ fn handle(msg: &Value) -> Option<Value> {
         "tools/call" => {
             let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
             log_call(name);
+            // `WARDEN_DEMO_DELAY_MS`: a slow upstream, for tests of calls in
+            // flight (the call counts as executed once logged).
+            if let Some(ms) = std::env::var("WARDEN_DEMO_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             call(name, params.get("arguments").unwrap_or(&Value::Null)).map_err(|m| (-32602, m))
         }
         other => Err((-32601, format!("method {other} not found"))),

@@ -18,6 +18,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use warden_server::ServerConfig;
 
+/// How long a stopping server lets requests in flight finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::DemoServer = cli.command {
@@ -95,18 +98,24 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Serve => {
             let cfg = load_config(&cli)?;
-            let running = warden_server::start(cfg).await?;
+            let mut running = warden_server::start(cfg).await?;
             eprintln!("warden: serving MCP on {}/mcp (issuer {})", running.public_url, running.public_url);
             if let Some(a) = running.egress_addr {
                 eprintln!("warden: egress proxy on http://{a} (tokens for {}/egress)", running.public_url);
             }
-            let gateway = running.gateway.clone();
             tokio::select! {
-                r = running.task => r?.context("server stopped")?,
-                _ = shutdown_signal() => eprintln!("warden: shutting down"),
+                r = &mut running.task => {
+                    r?.context("server stopped")?;
+                    return Ok(());
+                }
+                _ = shutdown_signal() => eprintln!("warden: shutting down: draining requests in flight (up to {} s)", SHUTDOWN_DRAIN.as_secs()),
             }
-            // Learned baselines and risk survive a restart.
-            gateway.flush_monitor().await.context("saving monitor state on shutdown")?;
+            // In-flight calls finish and record their outcome; learned
+            // baselines and risk survive a restart.
+            let left = running.shut_down(SHUTDOWN_DRAIN).await;
+            if left > 0 {
+                eprintln!("warden: {left} requests were still running after {} s and are cut off", SHUTDOWN_DRAIN.as_secs());
+            }
             Ok(())
         }
         Command::Init { dir } => demo::init(dir),

@@ -43,6 +43,8 @@ impl Harness {
 policy_dir = {policies:?}
 max_body_bytes = 65536
 refresh_ms = 20
+[unauthenticated]
+audit_window_secs = 1
 [[upstream]]
 name = "onboarding"
 transport = "stdio"
@@ -85,6 +87,14 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         });
         self.base = rx.recv_timeout(Duration::from_secs(60)).expect("server started");
         self.child = Some(child);
+    }
+
+    /// Ask the server to stop (SIGTERM) and wait for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the server is running");
+        let ok = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM failed");
+        c.wait().unwrap()
     }
 
     pub fn stop(&mut self) {
