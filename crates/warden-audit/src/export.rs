@@ -17,7 +17,9 @@ pub const OCSF_VERSION: &str = "1.3.0";
 fn class_of(kind: Option<EventKind>) -> (u32, u32, &'static str, u32, &'static str) {
     use EventKind::*;
     match kind {
-        Some(ToolCall) | Some(ToolCallIntent) => (6, 6003, "API Activity", 99, "Call Tool"),
+        Some(ToolCall) => (6, 6003, "API Activity", 99, "Call Tool"),
+        // Written before forwarding; the `Call Tool` event has the outcome.
+        Some(ToolCallIntent) => (6, 6003, "API Activity", 99, "Forward Tool Call"),
         Some(EgressConnection) => (4, 4001, "Network Activity", 1, "Open"),
         Some(ToolList) => (6, 6003, "API Activity", 2, "Read"),
         Some(McpRequest) | None => (6, 6003, "API Activity", 99, "Other"),

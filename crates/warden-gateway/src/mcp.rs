@@ -262,7 +262,15 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAdd
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
     gw.authenticate(headers, method, now).map_err(|f| {
-        gw.stranger_failed(peer.ip(), false, &f.description, f.agent.as_deref());
+        // `f.agent` is set only once the token's signature verified.
+        let claimed = f.agent.as_deref().map_or(warden_monitor::Claimed::Nothing, warden_monitor::Claimed::Verified);
+        gw.stranger_failed(peer.ip(), false, &f.description, claimed);
+        // A contained agent's tokens are revoked with it; it is told why.
+        let kills = gw.kills();
+        if let Some(k) = f.agent.as_deref().and_then(|a| kills.for_caller([a], "")) {
+            let body = rpc_error(&Value::Null, codes::DENIED, &format!("denied: {}", k.describe()), Some(json!({ "policies": [k.policy_id()] })));
+            return Box::new(respond(StatusCode::FORBIDDEN, body, &corr));
+        }
         let msg = format!("unauthorized: {}", f.description);
         let resp = respond(f.status, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None), &corr);
         Box::new(with_challenge(resp, f.status, &f.challenge(&gw.config.resource_metadata, None)))

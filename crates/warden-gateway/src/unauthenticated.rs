@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_monitor::Throttled;
+use warden_monitor::{Claimed, Throttled};
 
 impl Gateway {
     /// Before authenticating a request from `source`: a 429 for a source
@@ -24,9 +24,9 @@ impl Gateway {
         r
     }
 
-    /// A request from `source` failed authentication: `reason` (and the
-    /// agent it claimed, unverified) go into the window's tally.
-    pub fn stranger_failed(&self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Option<&str>) {
+    /// A request from `source` failed authentication: `reason` (and who it
+    /// claimed to be) go into the window's tally.
+    pub fn stranger_failed(&self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Claimed<'_>) {
         self.metrics.observe_unauthenticated(false);
         self.strangers.lock().failed(source, token_endpoint, reason, claimed, crate::now_ms());
     }

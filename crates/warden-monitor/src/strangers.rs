@@ -72,8 +72,25 @@ struct Tally {
     throttled: u64,
     first_ms: i64,
     last_ms: i64,
-    /// The agent the request claimed to be (unverified), bounded.
+    /// The agent of a token whose signature verified (a revoked, expired or
+    /// misused credential of a known agent).
+    agent: Option<String>,
+    /// What an unverified request claimed to be, bounded and escaped.
     claimed: Option<String>,
+}
+
+/// Who a failed request said it was.
+#[derive(Debug, Clone, Copy)]
+pub enum Claimed<'a> {
+    Nothing,
+    /// Unverified (an assertion whose signature did not check, a forged
+    /// token): evidence, never attribution.
+    Unverified(&'a str),
+    /// A token this gateway issued to that agent, refused for another
+    /// reason (revoked, suspended, a bad DPoP proof). Its signature check
+    /// is cached, so it costs the source no throttling: a contained agent
+    /// must not get the other agents behind the same address refused.
+    Verified(&'a str),
 }
 
 /// Why a request was answered 429: try again after this many seconds.
@@ -128,19 +145,21 @@ impl Strangers {
         }
         let retry_after_secs = if per_sec > 0.0 { ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64 } else { 3600 };
         self.total_throttled += 1;
-        self.tally(source, token_endpoint, "throttled: too many failed authentications from this source", None, now_ms).throttled += 1;
+        self.tally(source, token_endpoint, "throttled: too many failed authentications from this source", Claimed::Nothing, now_ms).throttled += 1;
         Err(Throttled { retry_after_secs })
     }
 
     /// A request from `source` failed authentication for `reason`.
-    pub fn failed(&mut self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Option<&str>, now_ms: i64) {
-        let b = self.bucket(source, now_ms);
-        b.tokens = (b.tokens - 1.0).max(0.0);
+    pub fn failed(&mut self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Claimed<'_>, now_ms: i64) {
+        if !matches!(claimed, Claimed::Verified(_)) {
+            let b = self.bucket(source, now_ms);
+            b.tokens = (b.tokens - 1.0).max(0.0);
+        }
         self.total_failed += 1;
         self.tally(source, token_endpoint, reason, claimed, now_ms).failed += 1;
     }
 
-    fn tally(&mut self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Option<&str>, now_ms: i64) -> &mut Tally {
+    fn tally(&mut self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Claimed<'_>, now_ms: i64) -> &mut Tally {
         let kind = if token_endpoint { EventKindKey::Token } else { EventKindKey::Authn };
         let mut key = Key { source: Some(source), kind, reason: untrusted_text(reason, MAX_REASON) };
         if self.tallies.len() >= MAX_TALLIES && !self.tallies.contains_key(&key) {
@@ -148,8 +167,10 @@ impl Strangers {
         }
         let t = self.tallies.entry(key).or_insert_with(|| Tally { first_ms: now_ms, ..Default::default() });
         t.last_ms = now_ms;
-        if t.claimed.is_none() {
-            t.claimed = claimed.map(|c| untrusted_text(c, 120));
+        match claimed {
+            Claimed::Verified(a) if t.agent.is_none() => t.agent = Some(a.to_string()),
+            Claimed::Unverified(c) if t.claimed.is_none() => t.claimed = Some(untrusted_text(c, 120)),
+            _ => {}
         }
         t
     }
@@ -164,13 +185,18 @@ impl Strangers {
                 let source = k.source.map(|s| s.to_string()).unwrap_or_else(|| "many sources".into());
                 let what = if k.kind == EventKindKey::Token { "token requests" } else { "requests" };
                 let throttled = if t.throttled > 0 { format!(", {} answered 429", t.throttled) } else { String::new() };
+                let claimed = t.claimed.map(|c| format!(" (claiming to be \"{c}\", unverified)")).unwrap_or_default();
                 AuditEvent {
                     kind: Some(if k.kind == EventKindKey::Token { EventKind::TokenDenied } else { EventKind::AuthnFailure }),
                     action: Some(format!("unauthenticated:{source}")),
-                    // Unverified: what the requests claimed, never who sent them.
-                    agent: t.claimed,
+                    agent: t.agent,
                     decision: "deny".into(),
-                    reason: Some(format!("{} failed {what} from {source} over {} ms{throttled}: {}", t.failed + t.throttled, t.last_ms - t.first_ms, k.reason)),
+                    reason: Some(format!(
+                        "{} failed {what} from {source} over {} ms{throttled}{claimed}: {}",
+                        t.failed + t.throttled,
+                        t.last_ms - t.first_ms,
+                        k.reason
+                    )),
                     remediation: Some("a client that keeps failing: check its credentials and clock, or block the source".into()),
                     ..Default::default()
                 }
@@ -200,11 +226,16 @@ mod tests {
         let bad = ip("127.0.0.2");
         for _ in 0..3 {
             assert!(s.admit(bad, false, 0).is_ok());
-            s.failed(bad, false, "invalid_token: bad signature", None, 0);
+            s.failed(bad, false, "invalid_token: bad signature", Claimed::Nothing, 0);
         }
         assert_eq!(s.admit(bad, false, 0), Err(Throttled { retry_after_secs: 1 }));
         assert!(s.admit(ip("127.0.0.1"), false, 0).is_ok(), "another source is unaffected");
         assert!(s.admit(bad, false, 1_000).is_ok(), "the bucket refills");
+        let shared = ip("127.0.0.4");
+        for _ in 0..100 {
+            s.failed(shared, false, "invalid_token: agent is suspended", Claimed::Verified("spiffe://td/agent/x"), 0);
+        }
+        assert!(s.admit(shared, false, 0).is_ok(), "a known agent's dead token does not throttle its address");
     }
 
     #[test]
@@ -212,16 +243,17 @@ mod tests {
         let mut s = Strangers::new(StrangersConfig::default());
         let long = format!("unknown agent {}\nforged line", "x".repeat(5_000));
         for i in 0..500 {
-            s.failed(ip("127.0.0.2"), true, &long, Some("spiffe://td/agent/x\napproval_decided"), i);
+            s.failed(ip("127.0.0.2"), true, &long, Claimed::Unverified("spiffe://td/agent/x\napproval_decided"), i);
         }
-        s.failed(ip("127.0.0.3"), false, "missing DPoP proof header", None, 7);
+        s.failed(ip("127.0.0.3"), false, "missing DPoP proof header", Claimed::Nothing, 7);
         let recs = s.drain();
         assert_eq!(recs.len(), 2);
         let token = recs.iter().find(|r| r.kind == Some(EventKind::TokenDenied)).unwrap();
         let reason = token.reason.as_deref().unwrap();
         assert!(reason.starts_with("500 failed token requests from 127.0.0.2 over 499 ms"), "{reason}");
         assert!(reason.len() < 400 && !reason.contains('\n'), "bounded and escaped: {reason}");
-        assert!(!token.agent.as_deref().unwrap().contains('\n'));
+        assert_eq!(token.agent, None, "an unverified claim is no attribution");
+        assert!(reason.contains("claiming to be") && reason.contains("unverified"), "{reason}");
         assert!(s.drain().is_empty(), "drained");
     }
 
@@ -230,7 +262,7 @@ mod tests {
         let mut s = Strangers::new(StrangersConfig { burst: 1e9, per_sec: 0.0, audit_window_secs: 10 });
         for i in 0..(MAX_TALLIES as u32 * 3) {
             let source = IpAddr::from(std::net::Ipv4Addr::from(0x7f00_0000 + i));
-            s.failed(source, false, &format!("reason {i}"), None, 0);
+            s.failed(source, false, &format!("reason {i}"), Claimed::Nothing, 0);
         }
         let recs = s.drain();
         assert_eq!(recs.len(), MAX_TALLIES + 1, "the overflow tally is the one extra record");

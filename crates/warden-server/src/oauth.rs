@@ -19,6 +19,7 @@ use warden_identity::{
     AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
     verify_client_assertion, verify_dpop_proof,
 };
+use warden_monitor::Claimed;
 use warden_store::RevocationKind;
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -266,7 +267,8 @@ async fn token(
     let result = match result {
         Err(e) if ev.agent.is_none() => {
             let claimed = form.get("client_assertion").and_then(|a| assertion_client_id(a).ok());
-            s.gw.stranger_failed(peer.ip(), true, &format!("{}: {}", e.error, e.description), claimed.as_deref());
+            let claimed = claimed.as_deref().map_or(Claimed::Nothing, Claimed::Unverified);
+            s.gw.stranger_failed(peer.ip(), true, &format!("{}: {}", e.error, e.description), claimed);
             return e.into_response();
         }
         r => r,
@@ -318,7 +320,7 @@ async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<Sock
     let agent = match s.authenticate_client(&form, now) {
         Ok(a) => a,
         Err(e) => {
-            s.gw.stranger_failed(peer.ip(), true, &format!("revocation: {}: {}", e.error, e.description), None);
+            s.gw.stranger_failed(peer.ip(), true, &format!("revocation: {}: {}", e.error, e.description), Claimed::Nothing);
             return e.into_response();
         }
     };

@@ -276,14 +276,13 @@ allow_private = true
     assert_eq!(r.status(), 403);
     let text = r.text().await.unwrap();
     assert!(text.contains("lethal trifecta") && text.contains("approval"), "{text}");
-    // Another task is another session, without that taint; but the two
-    // refused exfiltration attempts raised the agent's own risk score,
-    // which follows it everywhere.
+    // A task label the agent picks is no way out: what it read follows it
+    // (and the two refused exfiltration attempts raised its risk score).
     let other = h.client(&id, &key).fetch_token_for(&egress, Some("other-task")).await.unwrap().access_token;
     let r = proxied(&proxy, Some(&other)).await.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let text = r.text().await.unwrap();
-    assert!(text.contains("risk score is elevated") && !text.contains("lethal trifecta"), "{text}");
+    assert!(text.contains("lethal trifecta"), "{text}");
     let refused = h.cli(&["audit", "query", "--kind", "egress_connection", "--json"]);
     assert!(refused.lines().any(|l| l.contains("lethal-trifecta") && l.contains("\"deny\"")), "{refused}");
 }

@@ -70,8 +70,11 @@ async fn a_rogue_agent_is_contained_automatically_and_a_legitimate_one_keeps_wor
     // tries to mail data out (lethal trifecta), then bursts lookups.
     let mut script: Vec<(&str, Value)> = vec![("onboarding__file_read", json!({ "path": "/onboarding/checklist.md" }))];
     script.push(("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "list", "body": "all customers" })));
+    // (The held exfiltration attempt counts as the lethal trifecta, not as a
+    // refusal: waiting for a human is no misbehaviour. So the burst runs
+    // a few calls further into its limit than when holds counted twice.)
     script.extend((0..40).map(|i| ("onboarding__customer_lookup", lookup(i))));
-    script.push(("onboarding__customer_lookup", lookup(0)));
+    script.extend((0..4).map(|_| ("onboarding__customer_lookup", lookup(0))));
     let mut replies = Vec::new();
     for (tool, args) in &script {
         replies.push(rogue.call_tool(tool, args.clone()).await.unwrap());

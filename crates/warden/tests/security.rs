@@ -199,9 +199,12 @@ async fn strangers_are_throttled_and_audited_in_aggregate_while_agents_are_serve
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let recs = audit(&h);
     let added = &recs[before..];
-    assert!(added.len() < 12, "{} records for 300 forged requests", added.len());
     let flood: Vec<&Value> = added.iter().filter(|r| r["event"]["action"] == "unauthenticated:127.0.0.2").collect();
     assert!(!flood.is_empty(), "the flood is on record");
+    // A few records per window (one per kind and reason), not one per request.
+    assert!(flood.len() <= 16, "{} records for 300 forged requests", flood.len());
+    let counted: u64 = flood.iter().map(|r| r["event"]["reason"].as_str().unwrap().split(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(counted, 300, "every forged request is counted");
     let text = serde_json::to_string(&flood).unwrap();
     assert!(text.contains("failed requests from 127.0.0.2") && text.contains("answered 429"), "{text}");
     assert!(flood.iter().all(|r| r.to_string().len() < 2_000), "bounded records");

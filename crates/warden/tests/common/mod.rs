@@ -210,6 +210,26 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         serde_json::from_str(out.lines().last().expect("an audit record")).unwrap()
     }
 
+    /// The newest of the recent audit records whose reason contains
+    /// `needle`, waiting for it: failed authentications are audited in
+    /// aggregate, per source and reason, when their window closes (1 s here).
+    pub async fn audited(&self, needle: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let recent = self.cli(&["audit", "tail", "-n", "30", "--json"]);
+            let found = recent
+                .lines()
+                .rev()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|a| a["event"]["reason"].as_str().unwrap_or_default().contains(needle));
+            match found {
+                Some(a) => return a,
+                None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                None => panic!("no recent audit record mentions {needle:?}: {recent}"),
+            }
+        }
+    }
+
     /// The stored audit log verifies against the gateway key.
     pub fn assert_audit_intact(&self) {
         let out = self.cli(&["audit", "verify"]);
