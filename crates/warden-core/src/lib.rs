@@ -48,7 +48,7 @@ pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
-pub use operator::Role;
+pub use operator::{Operator, Role};
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
 
 /// Errors raised when input does not satisfy the domain's rules.

@@ -174,9 +174,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         trust_domain: cfg.trust_domain.clone(),
         promotion: cfg.promotion.clone(),
         audit_key: issuer.public_key(),
+        login_failures: Default::default(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
             let (l, a) = bind(listen).await?;
