@@ -81,7 +81,7 @@ impl Entry {
     }
 
     fn take(&mut self, source: Source, now_ms: i64, throttled_secs: Option<u64>) -> Option<Report> {
-        let r = (self.failures + self.refused > 0).then(|| Report {
+        let r = (self.failures + self.refused > 0).then_some(Report {
             source,
             failures: self.failures,
             refused: self.refused,
