@@ -273,7 +273,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     println!("    email_send held: approval {} — {}", pending.id, pending.reason);
-    println!("    the approver sees agent {}, owner {}, risk {}, arguments {}", pending.agent, pending.owner, pending.risk, pending.args_redacted);
+    let shown = pending.args.as_ref().unwrap_or(&pending.args_redacted);
+    println!("    the approver sees agent {}, owner {}, risk {}, arguments {shown}", pending.agent, pending.owner, pending.risk);
+    println!("    audit records and webhooks see {}", pending.args_redacted);
     // A registered approver decides (in-process here; her token is never printed).
     let alice = warden_core::Operator { name: "alice".into(), role: warden_core::Role::Approver };
     let mut secret = [0u8; 32];

@@ -2,6 +2,9 @@
 //! 429 once a source has presented too many wrong tokens, and the aggregate
 //! that becomes one audit record per source per window (a count, never the
 //! presented token). Pure: the caller passes the time and writes the records.
+//! Attempts that pass the check together are each charged when they fail,
+//! so concurrency shapes a burst but not the long-run rate (one guess per
+//! `REFILL_MS`). Each gateway process keeps its own counts.
 
 use std::collections::HashMap;
 use std::fmt;
