@@ -1,6 +1,7 @@
 // The dashboard in real headless Chromium (Debian `chromium`, driven by
-// playwright-core): sign in, see an agent, approve a held call and see the
-// agent's call complete, press the kill switch and see the next call denied.
+// playwright-core): sign in, see an agent, approve a held call (seeing the
+// destination in clear) and see the agent's call complete, press the kill
+// switch and see the next call denied; all under the dashboard's CSP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -65,6 +66,7 @@ test('an operator approves a held call and presses the kill switch in the dashbo
   const page = await browser.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) problems.push(m.text()); });
   page.on('dialog', (d) => d.accept());
   await page.goto(`${base}/dashboard`);
   await page.fill('#token', token);
@@ -78,11 +80,12 @@ test('an operator approves a held call and presses the kill switch in the dashbo
   const agent = new Agent(id, join(dir, 'bot.pem'), base);
   await agent.fetchToken('onboarding/payment_transfer onboarding/customer_lookup', 'pay invoice 7');
   const client = await connect(agent);
-  const held = client.callTool({ name: 'onboarding__payment_transfer', arguments: { amount: 4200, currency: 'EUR', to: 'acct-7' } });
+  const held = client.callTool({ name: 'onboarding__payment_transfer', arguments: { amount: 4200, currency: 'EUR', to: 'DE89370400440532013000' } });
   const card = page.locator('.approval', { hasText: 'onboarding/payment_transfer' });
   await card.waitFor();
   assert.match(await card.innerText(), /payments above 1000 need human approval/);
   assert.match(await card.innerText(), /4200/);
+  assert.match(await card.innerText(), /DE89370400440532013000/, 'an approver sees the destination in clear');
   await card.locator('button.approve').click();
   const paid = await held;
   assert.match(paid.content[0].text, /4200/);
@@ -95,7 +98,7 @@ test('an operator approves a held call and presses the kill switch in the dashbo
   await page.locator('#kills .kill', { hasText: 'treasury-bot' }).waitFor();
   await page.locator('tr[data-agent="treasury-bot"] td.status-suspended').waitFor();
   await assert.rejects(client.callTool({ name: 'onboarding__customer_lookup', arguments: { customer_id: 'c-1001' } }), /contained|suspended|revoked|403|401/);
-  assert.deepEqual(problems, [], 'no script errors in the page');
+  assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
 
   const events = warden('audit', 'query', '--kind', 'containment', '--json').trim().split('\n').map(JSON.parse);
   assert.ok(events.some((e) => e.event.subject === 'operator:ada'), JSON.stringify(events));

@@ -49,7 +49,7 @@ pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
-pub use operator::Role;
+pub use operator::{Operator, Role};
 pub use text::untrusted_text;
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
 

@@ -1,4 +1,5 @@
-//! Human operators of the control plane and what their role lets them do.
+//! Human operators of the control plane, what their role lets them do, and
+//! the identity an authenticated operator carries into approvals and audit.
 
 string_enum!(Role, "operator role", "viewer, approver, admin", {
     // Roles are ordered: each includes the ones before it.
@@ -9,6 +10,22 @@ string_enum!(Role, "operator role", "viewer, approver, admin", {
     // Also suspend and resume agents, engage and lift kill switches.
     Admin => "admin",
 });
+
+/// An operator whose token was checked against the stored token digest:
+/// the only kind of identity that may decide approvals or change anything.
+/// Names are unique among registered operators, so the name is the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Operator {
+    /// How approvals and audit records name them.
+    pub fn subject(&self) -> String {
+        format!("operator:{}", self.name)
+    }
+}
 
 #[cfg(test)]
 mod tests {

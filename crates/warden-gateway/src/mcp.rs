@@ -700,9 +700,14 @@ impl Step<'_> {
             ev.reason = Some(format!("approved earlier (approval {id}); this is the repeated call it covers"));
             return Ok(id);
         }
-        let mut masked = self.args.clone();
-        let mask = |class: &str| Rule { class: class.into(), method: warden_inspect::Method::Mask };
-        gw.redactor.redact_json(&gw.inspector, &mut masked, &[mask("pii"), mask("secrets")]);
+        // Approvers see the personal data they decide on (the destination);
+        // everyone else (audit, webhooks, viewers) a keyed fingerprint of it.
+        // No human needs a secret to decide, so secrets are masked for all.
+        let rule = |class: &str, method| Rule { class: class.into(), method };
+        let mut shown = self.args.clone();
+        gw.redactor.redact_json(&gw.inspector, &mut shown, &[rule("secrets", warden_inspect::Method::Mask)]);
+        let mut masked = shown.clone();
+        gw.redactor.redact_json(&gw.inspector, &mut masked, &[rule("pii", warden_inspect::Method::Fingerprint)]);
         let now = now_ms();
         let held = Approval {
             id: correlation_id(),
@@ -712,6 +717,7 @@ impl Step<'_> {
             tool: self.tool.tool.clone(),
             args_sha256: hash,
             args_redacted: masked,
+            args: Some(shown),
             reason: reason.to_string(),
             policies: policies.to_vec(),
             risk: self.seen.risk,

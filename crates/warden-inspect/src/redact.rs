@@ -3,7 +3,10 @@
 //! stays valid. Methods: `mask` (`[REDACTED:email]`), `hash` (a keyed
 //! HMAC-SHA256 digest, stable per value so records can still be joined) and
 //! `token` (format-preserving: digits stay digits, letters stay letters and
-//! separators stay, derived from the same keyed digest).
+//! separators stay, derived from the same keyed digest) and `fingerprint`
+//! (`[iban …3000 #1a2b3c4d]`: the last four letters or digits of a long
+//! value and a short keyed digest, so a person can tell two values apart
+//! without seeing either).
 
 use crate::{Detector, Finding, Inspector};
 use hmac::{Hmac, Mac};
@@ -16,7 +19,12 @@ pub enum Method {
     Mask,
     Hash,
     Token,
+    Fingerprint,
 }
+
+/// A value needs this many letters and digits before its last four are
+/// shown: short values (a PIN, a postcode) would be mostly disclosed.
+const FINGERPRINT_TAIL_MIN: usize = 12;
 
 /// Which findings to redact and how: a detector (`pii`, `secrets`) or one
 /// kind (`email`, `credit_card`, …).
@@ -81,6 +89,14 @@ impl Redactor {
         match method {
             Method::Mask => format!("[REDACTED:{}]", f.kind),
             Method::Hash => format!("[{}:{}]", f.kind, hex::encode(&self.digest(value)[..8])),
+            Method::Fingerprint => {
+                let alnum: Vec<char> = value.chars().filter(char::is_ascii_alphanumeric).collect();
+                let digest = hex::encode(&self.digest(value)[..4]);
+                match alnum.len() {
+                    n if n >= FINGERPRINT_TAIL_MIN => format!("[{} …{} #{digest}]", f.kind, alnum[n - 4..].iter().collect::<String>()),
+                    _ => format!("[{} #{digest}]", f.kind),
+                }
+            }
             Method::Token => {
                 // A keystream from the digest, extended by re-hashing.
                 let mut stream = self.digest(value).to_vec();
@@ -158,6 +174,30 @@ mod tests {
     fn rules_from_obligations() {
         assert_eq!(Rule::parse_list("pii:mask, email:token").unwrap()[1], Rule { class: "email".into(), method: Method::Token });
         assert!(Rule::parse_list("pii:erase").is_err());
+    }
+
+    #[test]
+    fn fingerprints_tell_values_apart_without_disclosing_them() {
+        let ins = Inspector::default();
+        let r = Redactor::new([7; 32]);
+        let rules = [Rule { class: "pii".into(), method: Method::Fingerprint }];
+        let print = |v: &str| {
+            let mut j = json!({ "to": v });
+            r.redact_json(&ins, &mut j, &rules);
+            j["to"].as_str().unwrap().to_string()
+        };
+        let a = print("DE89370400440532013000");
+        assert!(a.starts_with("[iban …3000 #") && a.ends_with(']') && !a.contains("0532"), "{a}");
+        assert_eq!(a, print("DE89370400440532013000"), "stable per value");
+        let b = print("GB82WEST12345698765432");
+        assert!(b.starts_with("[iban …5432 #"), "{b}");
+        assert_ne!(a[a.find('#').unwrap()..], b[b.find('#').unwrap()..], "different values, different digests");
+        let other = Redactor::new([8; 32]);
+        let mut j = json!({ "to": "DE89370400440532013000" });
+        other.redact_json(&ins, &mut j, &rules);
+        assert_ne!(j["to"], a, "keyed: another deployment's digest differs");
+        let short = r.replacement(&Finding { detector: Detector::Pii, kind: "pin", start: 0, end: 4, confidence: 1.0 }, "1234", Method::Fingerprint);
+        assert!(!short.contains("1234") && short.starts_with("[pin #"), "a short value shows no tail: {short}");
     }
 
     #[test]

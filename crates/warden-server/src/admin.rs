@@ -3,19 +3,29 @@
 //! (`/dashboard`, static, served from the binary; it uses the same API).
 //! Operators authenticate with a bearer token (`warden operator add`); their
 //! role decides what they may do, and every change they make is audited.
+//! Wrong tokens are throttled per source and audited in aggregate; every
+//! answer forbids framing, sniffing, referrers and caching, and the
+//! dashboard runs only its own (hashed) script and style.
+
+mod throttle;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Role};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use throttle::{Report, Source, Throttle};
+use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Operator, Role};
 use warden_gateway::metrics::Gauges;
 use warden_gateway::{Gateway, now_ms};
 use warden_identity::PublicKey;
@@ -32,9 +42,12 @@ pub struct Admin {
     pub promotion: PromotionPolicy,
     /// The gateway's public key, to verify the audit log.
     pub audit_key: PublicKey,
+    /// Wrong operator tokens per source (see [`throttle`]).
+    pub login_failures: Mutex<Throttle>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
+    tokio::spawn(report_login_failures(Arc::downgrade(&state)));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/dashboard", get(|| async { Html(DASHBOARD) }))
@@ -52,18 +65,76 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/admin/v1/decisions", get(decisions))
         .route("/admin/v1/audit/verify", get(verify))
         .route("/admin/v1/audit/checkpoint", get(checkpoint))
+        .layer(axum::middleware::from_fn(hardened))
         .with_state(state)
 }
 
-/// An API error: its status and a message saying what to do.
+/// The dashboard's policy: its inline script and style by hash, API calls
+/// to this origin, no framing (clickjacking on Approve and Kill), no plugins,
+/// no form posts elsewhere.
+static DASHBOARD_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let hashes = |tag: &str| {
+        inline_blocks(DASHBOARD, tag)
+            .iter()
+            .map(|b| format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let csp = format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hashes("script"),
+        hashes("style")
+    );
+    HeaderValue::from_str(&csp).expect("a CSP is ASCII")
+});
+
+/// The bodies of `<TAG>…</TAG>` elements without attributes, as the browser hashes them.
+fn inline_blocks<'a>(html: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let Some(end) = body.find(&close) else { break };
+        out.push(&body[..end]);
+        rest = &body[end + close.len()..];
+    }
+    out
+}
+
+/// Headers on every answer: operators' data is not framed, sniffed,
+/// leaked through referrers or kept in caches.
+async fn hardened(req: Request, next: Next) -> Response {
+    let dashboard = req.uri().path() == "/dashboard";
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let csp = if dashboard { DASHBOARD_CSP.clone() } else { HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'") };
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An API error: its status, a message saying what to do, and for 429 when to retry.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<u64>);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into(), None)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"warden-admin\""));
+        }
+        if let Some(secs) = self.2 {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }
@@ -76,50 +147,108 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
 
 type ApiResult = Result<Response, ApiError>;
 
-struct Operator {
-    name: String,
-    role: Role,
+/// A request's headers and the source it came from (its peer address: a
+/// proxy in front makes every operator one source, and forwarded headers
+/// are not trusted because anyone can send them).
+struct Caller {
+    headers: HeaderMap,
+    source: Source,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Without a peer address (not served with connect info) every caller shares one bucket.
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        Ok(Self { headers: parts.headers.clone(), source: Source::of(ip) })
+    }
+}
+
+/// Audit due windows of failed operator logins until the admin API is gone.
+async fn report_login_failures(admin: Weak<Admin>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(a) = admin.upgrade() else { return };
+        let now = now_ms();
+        let due = a.login_failures.lock().map(|mut t| t.due(now)).unwrap_or_default();
+        for r in due {
+            a.audit_login_failures(&r, now).await;
+        }
+    }
 }
 
 impl Admin {
     /// The operator behind the request's bearer token, if their role is at least `need`.
-    async fn operator(&self, headers: &HeaderMap, need: Role) -> Result<Operator, ApiError> {
-        let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
-        let auth = headers
+    async fn operator(&self, c: &Caller, need: Role) -> Result<Operator, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let auth = c
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unauthorized("missing Authorization: Bearer <operator token> (create one with `warden operator add`)"))?;
-        let token = auth
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("expected Authorization: Bearer <operator token>"))?;
-        let digest = hex::encode(Sha256::digest(token.as_bytes()));
-        let (name, role) = self.gw.store.operator_by_token(&digest).await?.ok_or_else(|| unauthorized("unknown operator token"))?;
-        if role < need {
-            return Err(ApiError(StatusCode::FORBIDDEN, format!("operator {name} is a {role}; this needs the {need} role")));
+        // A throttled source's token is not even looked at.
+        let wait = self.login_failures.lock().map_or(Some(1), |mut t| t.check(c.source, now_ms()));
+        if let Some(secs) = wait {
+            let msg = format!("too many wrong operator tokens from {}; retry in {secs} s with the right token", c.source);
+            return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, msg, Some(secs)));
         }
-        Ok(Operator { name, role })
+        let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
+            return Err(self.login_failed(c, unauthorized("expected Authorization: Bearer <operator token>")).await);
+        };
+        let digest = hex::encode(Sha256::digest(token.as_bytes()));
+        let Some(op) = self.gw.store.operator_by_token(&digest).await? else {
+            return Err(self.login_failed(c, unauthorized("unknown operator token (ask an admin for one: `warden operator add`)")).await);
+        };
+        if op.role < need {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, format!("operator {} is a {}; this needs the {need} role", op.name, op.role)));
+        }
+        Ok(op)
+    }
+
+    /// Count a wrong token against its source; audit the window it closes, if any.
+    async fn login_failed(&self, c: &Caller, e: ApiError) -> ApiError {
+        let now = now_ms();
+        let report = self.login_failures.lock().ok().and_then(|mut t| t.failed(c.source, now));
+        if let Some(r) = report {
+            self.audit_login_failures(&r, now).await;
+        }
+        e
+    }
+
+    /// One record per source and window: counts and the source, never a token.
+    async fn audit_login_failures(&self, r: &Report, now: i64) {
+        let ev = AuditEvent {
+            kind: Some(EventKind::AuthnFailure),
+            action: Some("operator:authenticate".into()),
+            decision: "deny".into(),
+            reason: Some(r.text(now)),
+            ..Default::default()
+        };
+        if let Err(e) = self.gw.audit.record(ev).await {
+            tracing::error!("could not audit failed operator logins from {}: {e}", r.source);
+        }
     }
 
     async fn audit(&self, op: &Operator, kind: EventKind, action: &str, mut ev: AuditEvent) -> Result<(), ApiError> {
         ev.kind = Some(kind);
-        ev.subject = Some(format!("operator:{} (admin api)", op.name));
+        ev.subject = Some(format!("{} (admin api)", op.subject()));
         ev.action = Some(action.to_string());
         if ev.decision.is_empty() {
             ev.decision = "allow".into();
         }
-        self.gw.audit.record(ev).await.map(|_| ()).map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        self.gw.audit.record(ev).await.map(|_| ()).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     }
 
     fn agent_id(&self, name: &str) -> Result<AgentId, ApiError> {
@@ -168,12 +297,12 @@ async fn metrics(State(s): State<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.gw.metrics.render(&g)).into_response()
 }
 
-async fn whoami(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+async fn whoami(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     let op = s.operator(&h, Role::Viewer).await?;
     ok(json!({ "name": op.name, "role": op.role }))
 }
 
-async fn agents(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+async fn agents(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let now = now_ms();
     let list: Vec<Value> = s.gw.store.list_agents().await?.into_iter().map(|a| agent_json(&a, s.gw.monitor.risk(a.id.as_str(), now))).collect();
@@ -217,7 +346,7 @@ pub async fn promotion_report(
 }
 
 /// One agent with what the monitor learned and its promotion criteria.
-async fn agent(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+async fn agent(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let id = s.agent_id(&name)?;
     let a = s.gw.store.get_agent(&id).await?;
@@ -230,7 +359,7 @@ async fn agent(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<Strin
     ok(v)
 }
 
-async fn set_status(s: &Admin, h: &HeaderMap, name: &str, bytes: &Bytes, status: AgentStatus) -> ApiResult {
+async fn set_status(s: &Admin, h: &Caller, name: &str, bytes: &Bytes, status: AgentStatus) -> ApiResult {
     let op = s.operator(h, Role::Admin).await?;
     let r: Reason = body(bytes)?;
     let id = s.agent_id(name)?;
@@ -242,45 +371,45 @@ async fn set_status(s: &Admin, h: &HeaderMap, name: &str, bytes: &Bytes, status:
     ok(json!({ "id": id.to_string(), "status": status.as_str() }))
 }
 
-async fn suspend(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
+async fn suspend(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
     set_status(&s, &h, &name, &bytes, AgentStatus::Suspended).await
 }
 
-async fn resume(State(s): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
+async fn resume(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
     set_status(&s, &h, &name, &bytes, AgentStatus::Active).await
 }
 
-async fn approvals(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    s.operator(&h, Role::Viewer).await?;
+async fn approvals(State(s): State<Arc<Admin>>, h: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let op = s.operator(&h, Role::Viewer).await?;
     let all = match q.get("status").map(String::as_str) {
         None | Some("pending") => false,
         Some("all") => true,
         Some(other) => return Err(bad(format!("status must be pending or all, not {other:?}"))),
     };
-    ok(json!({ "approvals": s.gw.store.list_approvals(!all, 500).await? }))
+    let list: Vec<Value> = s.gw.store.list_approvals(!all, 500).await?.iter().map(|a| a.view(op.role)).collect();
+    ok(json!({ "approvals": list }))
 }
 
-async fn decide(s: &Admin, h: &HeaderMap, id: &str, bytes: &Bytes, approve: bool) -> ApiResult {
+async fn decide(s: &Admin, h: &Caller, id: &str, bytes: &Bytes, approve: bool) -> ApiResult {
     let op = s.operator(h, Role::Approver).await?;
     let r: Reason = body(bytes)?;
     let reason = if approve { r.reason.trim() } else { required_reason(&r)? };
-    let by = format!("operator:{}", op.name);
-    let a = s.gw.store.decide_approval(id, &by, approve, reason, now_ms()).await?;
-    let ev = a.decision_event(&by, approve, reason);
+    let a = s.gw.store.decide_approval(id, &op, approve, reason, now_ms()).await?;
+    let ev = a.decision_event(&op, approve, reason);
     let action = ev.action.clone().unwrap_or_default();
     s.audit(&op, EventKind::ApprovalDecided, &action, ev).await?;
-    ok(serde_json::to_value(&a).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+    ok(a.view(op.role))
 }
 
-async fn approve(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+async fn approve(State(s): State<Arc<Admin>>, h: Caller, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
     decide(&s, &h, &id, &bytes, true).await
 }
 
-async fn deny(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+async fn deny(State(s): State<Arc<Admin>>, h: Caller, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
     decide(&s, &h, &id, &bytes, false).await
 }
 
-async fn kills(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+async fn kills(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let list: Vec<Value> = s.gw.kills().iter().map(|k| serde_json::to_value(k).unwrap_or_default()).collect();
     ok(json!({ "kills": list }))
@@ -297,7 +426,7 @@ struct Engage {
 }
 
 /// Engage a kill switch in this process: in force before the answer.
-async fn engage(State(s): State<Arc<Admin>>, h: HeaderMap, bytes: Bytes) -> ApiResult {
+async fn engage(State(s): State<Arc<Admin>>, h: Caller, bytes: Bytes) -> ApiResult {
     let op = s.operator(&h, Role::Admin).await?;
     let e: Engage = body(&bytes)?;
     let reason = required_reason(&Reason { reason: e.reason.clone() })?.to_string();
@@ -323,17 +452,17 @@ async fn engage(State(s): State<Arc<Admin>>, h: HeaderMap, bytes: Bytes) -> ApiR
         KillScope::Owner if e.target.trim().is_empty() => return Err(bad("target: the owner to stop")),
         KillScope::Owner => e.target.clone(),
     };
-    let kill = Kill { id: 0, scope, target, reason, by: format!("operator:{}", op.name), at_ms: now_ms() };
+    let kill = Kill { id: 0, scope, target, reason, by: op.subject(), at_ms: now_ms() };
     let k = s.gw.contain(kill).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(&k).unwrap_or_default())).into_response())
 }
 
-async fn lift(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+async fn lift(State(s): State<Arc<Admin>>, h: Caller, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
     let op = s.operator(&h, Role::Admin).await?;
     let r: Reason = body(&bytes)?;
     let reason = required_reason(&r)?;
     let id: i64 = id.parse().map_err(|_| bad(format!("kill switch id {id:?} is not a number")))?;
-    let k = s.gw.store.lift_kill(id, &format!("operator:{}", op.name), now_ms()).await?;
+    let k = s.gw.store.lift_kill(id, &op.subject(), now_ms()).await?;
     let _ = s.gw.refresh().await;
     let mut ev = k.audit_event(EventKind::ContainmentLifted);
     ev.reason = Some(reason.to_string());
@@ -343,7 +472,7 @@ async fn lift(State(s): State<Arc<Admin>>, h: HeaderMap, Path(id): Path<String>,
 }
 
 /// Recent decisions (the live feed): records after `after`, or the newest `limit`.
-async fn decisions(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn decisions(State(s): State<Arc<Admin>>, h: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let num = |k: &str, d: u64| {
         q.get(k).map(|v| v.parse::<u64>().map_err(|_| bad(format!("{k} must be a non-negative integer")))).transpose().map(|v| v.unwrap_or(d))
@@ -373,7 +502,7 @@ async fn decisions(State(s): State<Arc<Admin>>, h: HeaderMap, Query(q): Query<Ha
     ok(json!({ "head": head, "records": records, "per_minute": per_minute }))
 }
 
-async fn verify(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+async fn verify(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     let v = match s.gw.store.verify_audit(&s.audit_key).await? {
         Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints }),
@@ -383,12 +512,38 @@ async fn verify(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
 }
 
 /// The newest signed audit checkpoint (C2SP signed note), for publishing.
-async fn checkpoint(State(s): State<Arc<Admin>>, h: HeaderMap) -> ApiResult {
+async fn checkpoint(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
     match s.gw.store.latest_checkpoint().await? {
         Some(c) => ok(json!({ "size": c.size, "note": c.note, "ts_ms": c.ts_ms })),
         None => {
-            Err(ApiError(StatusCode::NOT_FOUND, "no audit checkpoint yet (one is signed every audit.checkpoint_secs, or run `warden audit checkpoint`)".into()))
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no audit checkpoint yet (one is signed every audit.checkpoint_secs, or run `warden audit checkpoint`)"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dashboard_policy_admits_exactly_its_own_inline_script_and_style() {
+        let (scripts, styles) = (inline_blocks(DASHBOARD, "script"), inline_blocks(DASHBOARD, "style"));
+        assert_eq!((scripts.len(), styles.len()), (1, 1));
+        let csp = DASHBOARD_CSP.to_str().unwrap();
+        let digest = |b: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b));
+        assert!(csp.contains(&format!("script-src 'sha256-{}';", digest(scripts[0]))), "{csp}");
+        assert!(csp.contains(&format!("style-src 'sha256-{}';", digest(styles[0]))), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"), "{csp}");
+        // What the policy would silently block: handlers and styles in markup.
+        for blocked in [" onclick=", " onload=", " style=", "javascript:", "<script src"] {
+            assert!(!DASHBOARD.contains(blocked), "the dashboard uses {blocked:?}, which its CSP blocks");
+        }
+    }
+
+    #[test]
+    fn inline_blocks_are_the_element_bodies() {
+        assert_eq!(inline_blocks("<p><script>a()</script> <script>b()</script><script>", "script"), vec!["a()", "b()"]);
+        assert!(inline_blocks("<script src=x></script>", "script").is_empty());
     }
 }

@@ -189,15 +189,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         trust_domain: cfg.trust_domain.clone(),
         promotion: cfg.promotion.clone(),
         audit_key: issuer.public_key(),
+        login_failures: Default::default(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     // Handlers see the peer address: unauthenticated traffic is throttled per source.
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await
     });
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {

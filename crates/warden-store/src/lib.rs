@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use warden_audit::merkle::Frontier;
 use warden_audit::{AuditError, AuditRecord, Chain, ChainHead, Checkpoint, VerifyReport};
-use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Role, Tool, ToolRef, ToolStatus};
+use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Operator, Role, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
 use warden_monitor::{Kill, KillScope};
 
@@ -125,6 +125,9 @@ CREATE TABLE operators (
 "#,
     CHECKPOINTS_TABLE,
     POLICY_TABLE,
+    // Held calls' arguments as approvers see them (personal data in clear),
+    // apart from `record` so only approvers are shown them; NULL once final.
+    r#"ALTER TABLE approvals ADD COLUMN approver_args TEXT;"#,
 ];
 
 /// Policy bundles pushed for every gateway (`sources`: schema and policy
@@ -781,13 +784,13 @@ impl Store {
     }
 
     /// The operator holding the token with this digest.
-    pub async fn operator_by_token(&self, token_sha256: &str) -> Result<Option<(String, Role)>> {
+    pub async fn operator_by_token(&self, token_sha256: &str) -> Result<Option<Operator>> {
         let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM operators WHERE token_sha256 = $1")
             .bind(token_sha256)
             .fetch_optional(&self.pool)
             .await
             .map_err(db("authenticating an operator"))?;
-        row.map(|(n, r)| Ok((n, r.parse().map_err(corrupt("operator role"))?))).transpose()
+        row.map(|(name, r)| Ok(Operator { name, role: r.parse().map_err(corrupt("operator role"))? })).transpose()
     }
 
     pub async fn list_operators(&self) -> Result<Vec<(String, Role, i64)>> {
@@ -805,13 +808,26 @@ impl Store {
     }
 
     async fn write_approval(tx: &mut Transaction<'_, Any>, a: &Approval, insert: bool) -> Result<()> {
-        let record = serde_json::to_string(a).map_err(|e| StoreError::Corrupt(format!("approval {}: {e}", a.id)))?;
-        let q = if insert {
-            "INSERT INTO approvals (status, record, id, agent, tool, args_sha256, created_ms, expires_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
-        } else {
-            "UPDATE approvals SET status = $1, record = $2 WHERE id = $3 AND agent = $4 AND tool = $5 AND args_sha256 = $6 AND created_ms = $7 AND expires_ms = $8"
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("approval {}: {e}", a.id));
+        let record = serde_json::to_string(a).map_err(corrupt)?;
+        // The clear arguments are kept only while someone may still decide or
+        // the call may still run on them.
+        let open = matches!(a.status, ApprovalStatus::Pending | ApprovalStatus::Approved);
+        let args = a.args.as_ref().filter(|_| open).map(serde_json::to_string).transpose().map_err(corrupt)?;
+        // An update never replaces the stored clear arguments, only drops them.
+        let q = match (insert, open) {
+            (true, _) => {
+                "INSERT INTO approvals (status, record, id, agent, tool, args_sha256, created_ms, expires_ms, approver_args) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+            }
+            (false, true) => {
+                "UPDATE approvals SET status = $1, record = $2 WHERE id = $3 AND agent = $4 AND tool = $5 AND args_sha256 = $6 AND created_ms = $7 AND expires_ms = $8"
+            }
+            (false, false) => {
+                "UPDATE approvals SET status = $1, record = $2, approver_args = NULL \
+                 WHERE id = $3 AND agent = $4 AND tool = $5 AND args_sha256 = $6 AND created_ms = $7 AND expires_ms = $8"
+            }
         };
-        sqlx::query(q)
+        let mut query = sqlx::query(q)
             .bind(a.status.as_str())
             .bind(record)
             .bind(&a.id)
@@ -819,18 +835,29 @@ impl Store {
             .bind(a.tool.to_string())
             .bind(&a.args_sha256)
             .bind(a.created_ms)
-            .bind(a.expires_ms)
-            .execute(&mut **tx)
-            .await
-            .map_err(db("recording an approval"))?;
+            .bind(a.expires_ms);
+        if insert {
+            query = query.bind(args);
+        }
+        query.execute(&mut **tx).await.map_err(db("recording an approval"))?;
         Ok(())
     }
 
+    /// An approval from its stored `record` and clear arguments.
+    fn parse_approval(id: &str, (record, args): (String, Option<String>)) -> Result<Approval> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("approval {id}: {e}"));
+        let mut a: Approval = serde_json::from_str(&record).map_err(corrupt)?;
+        a.args = args.map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt)?;
+        Ok(a)
+    }
+
     async fn read_approval(tx: &mut Transaction<'_, Any>, id: &str) -> Result<Approval> {
-        let record: Option<String> =
-            sqlx::query_scalar("SELECT record FROM approvals WHERE id = $1").bind(id).fetch_optional(&mut **tx).await.map_err(db("reading an approval"))?;
-        let record = record.ok_or_else(|| StoreError::NotFound(format!("approval {id} (see `warden approvals list`)")))?;
-        serde_json::from_str(&record).map_err(|e| StoreError::Corrupt(format!("approval {id}: {e}")))
+        let row: Option<(String, Option<String>)> = sqlx::query_as("SELECT record, approver_args FROM approvals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("reading an approval"))?;
+        Self::parse_approval(id, row.ok_or_else(|| StoreError::NotFound(format!("approval {id} (see `warden approvals list`)")))?)
     }
 
     pub async fn get_approval(&self, id: &str) -> Result<Approval> {
@@ -840,18 +867,19 @@ impl Store {
 
     /// Approvals, newest first: pending only, or all (at most `limit`).
     pub async fn list_approvals(&self, pending_only: bool, limit: u32) -> Result<Vec<Approval>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT record FROM approvals WHERE status = 'pending' OR NOT $1 ORDER BY created_ms DESC LIMIT $2")
-            .bind(pending_only)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing approvals"))?;
-        rows.iter().map(|r| serde_json::from_str(r).map_err(|e| StoreError::Corrupt(format!("approval: {e}")))).collect()
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT record, approver_args FROM approvals WHERE status = 'pending' OR NOT $1 ORDER BY created_ms DESC LIMIT $2")
+                .bind(pending_only)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing approvals"))?;
+        rows.into_iter().map(|r| Self::parse_approval("in the list", r)).collect()
     }
 
-    /// One approver's decision (see `Approval::decide`); an approval found
-    /// expired is marked so and the decision refused.
-    pub async fn decide_approval(&self, id: &str, approver: &str, approve: bool, reason: &str, now_ms: i64) -> Result<Approval> {
+    /// One authenticated operator's decision (see `Approval::decide`); an
+    /// approval found expired is marked so and the decision refused.
+    pub async fn decide_approval(&self, id: &str, approver: &Operator, approve: bool, reason: &str, now_ms: i64) -> Result<Approval> {
         let mut tx = self.write_tx("deciding an approval").await?;
         let mut a = Self::read_approval(&mut tx, id).await?;
         let decided = a.decide(approver, approve, reason, now_ms);
@@ -1398,7 +1426,8 @@ mod tests {
                 task: "t".into(),
                 tool: tool.clone(),
                 args_sha256: "h1".into(),
-                args_redacted: serde_json::json!({"amount": 5000}),
+                args_redacted: serde_json::json!({"amount": 5000, "to": "[iban …3000 #00]"}),
+                args: Some(serde_json::json!({"amount": 5000, "to": "DE89370400440532013000"})),
                 reason: "big".into(),
                 policies: vec!["large-payment-approval".into()],
                 risk: 3,
@@ -1410,22 +1439,27 @@ mod tests {
                 created_ms: 100,
                 expires_ms: 10_000,
             };
+            let (bob, carol) = (Operator { name: "bob".into(), role: Role::Approver }, Operator { name: "carol".into(), role: Role::Admin });
             s.insert_approval(&a).await.unwrap();
-            assert_eq!(s.list_approvals(true, 10).await.unwrap(), vec![a.clone()]);
-            s.decide_approval("ap1", "operator:bob", true, "", 200).await.unwrap();
-            assert!(matches!(s.decide_approval("ap1", "operator:bob", true, "", 201).await, Err(StoreError::Conflict(m)) if m.contains("different approver")));
+            assert_eq!(s.list_approvals(true, 10).await.unwrap(), vec![a.clone()], "with the clear arguments");
+            s.decide_approval("ap1", &bob, true, "", 200).await.unwrap();
+            assert!(matches!(s.decide_approval("ap1", &bob, true, "", 201).await, Err(StoreError::Conflict(m)) if m.contains("different approver")));
             assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap(), None, "one of two approvals is not enough");
-            assert_eq!(s.decide_approval("ap1", "operator:carol", true, "fine", 300).await.unwrap().status, ApprovalStatus::Approved);
+            let done = s.decide_approval("ap1", &carol, true, "fine", 300).await.unwrap();
+            assert_eq!((done.status, &done.args), (ApprovalStatus::Approved, &a.args), "kept until the call runs");
             assert_eq!(s.approved_for(&a.agent, &tool, "h2", 300).await.unwrap(), None, "bound to the argument hash");
             assert_eq!(s.approved_for(&a.agent, &tool, "h1", 300).await.unwrap().as_deref(), Some("ap1"));
             assert_eq!(s.use_approval("ap1", 400).await.unwrap().status, ApprovalStatus::Used);
+            assert_eq!(s.get_approval("ap1").await.unwrap().args, None, "the clear arguments are dropped once used");
             assert!(matches!(s.use_approval("ap1", 401).await, Err(StoreError::Conflict(_))), "used once");
             assert!(s.list_approvals(true, 10).await.unwrap().is_empty());
 
             let late = Approval { id: "ap2".into(), required: 1, ..a.clone() };
             s.insert_approval(&late).await.unwrap();
-            assert!(matches!(s.decide_approval("ap2", "operator:bob", true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
-            assert_eq!(s.get_approval("ap2").await.unwrap().status, ApprovalStatus::Expired, "the expiry is recorded");
+            assert!(matches!(s.decide_approval("ap2", &bob, true, "", 20_000).await, Err(StoreError::Conflict(m)) if m.contains("expired")));
+            let expired = s.get_approval("ap2").await.unwrap();
+            assert_eq!((expired.status, expired.args), (ApprovalStatus::Expired, None), "the expiry is recorded, the clear arguments dropped");
+            assert_eq!(expired.args_redacted, a.args_redacted, "the masked form stays");
             assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
         }
     }
@@ -1436,7 +1470,7 @@ mod tests {
         for s in testing::every_backend(dir.path()).await {
             s.add_operator("alice", Role::Admin, "d1", 1).await.unwrap();
             assert!(matches!(s.add_operator("alice", Role::Viewer, "d2", 2).await, Err(StoreError::Conflict(_))));
-            assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(("alice".to_string(), Role::Admin)));
+            assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(Operator { name: "alice".into(), role: Role::Admin }));
             assert_eq!(s.operator_by_token("d2").await.unwrap(), None);
             s.remove_operator("alice").await.unwrap();
             assert_eq!(s.operator_by_token("d1").await.unwrap(), None);

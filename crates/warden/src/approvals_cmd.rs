@@ -4,15 +4,28 @@
 //! people who may use the admin API and dashboard.
 
 use crate::agent_cmd::{admin_event, audit_admin};
-use crate::cli::{ApprovalsCmd, OperatorCmd};
+use crate::cli::{ApprovalsCmd, OperatorCmd, OperatorCredential};
 use crate::open_store;
-use anyhow::Result;
-use sha2::{Digest, Sha256};
-use warden_core::{Approval, EventKind, Role};
+use anyhow::{Context, Result, anyhow, bail};
+use warden_core::{Approval, EventKind, Operator, Role, sha256_hex};
 use warden_server::ServerConfig;
+use warden_store::Store;
 
-fn approver(name: &Option<String>) -> String {
-    format!("operator:{}", name.clone().unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())))
+const TOKEN_ENV: &str = "WARDEN_OPERATOR_TOKEN";
+
+/// The registered operator whose token was presented (checked against the
+/// stored digest, as the admin API does), or None when none was presented.
+async fn presented(store: &Store, c: &OperatorCredential) -> Result<Option<Operator>> {
+    let token = match (&c.operator_token_file, std::env::var(TOKEN_ENV)) {
+        (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("reading the operator token file {}", f.display()))?,
+        (None, Ok(t)) => t,
+        (None, Err(_)) => return Ok(None),
+    };
+    if token.trim().is_empty() {
+        bail!("the operator token presented is empty; put the token `warden operator add` printed in the file or in ${TOKEN_ENV}");
+    }
+    let op = store.operator_by_token(&sha256_hex(token.trim().as_bytes())).await?;
+    op.map(Some).ok_or_else(|| anyhow!("unknown operator token: it matches no registered operator (see `warden operator list`; an admin issues tokens with `warden operator add NAME --role approver`)"))
 }
 
 fn line(a: &Approval) -> String {
@@ -37,15 +50,24 @@ pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
                 println!("no {}approvals", if *all { "" } else { "pending " });
             }
         }
-        ApprovalsCmd::Show { id } => {
+        ApprovalsCmd::Show { id, operator } => {
+            let role = presented(&store, operator).await?.map(|op| op.role);
             let a = store.get_approval(id).await?;
-            println!("{}", serde_json::to_string_pretty(&a)?);
+            if role < Some(Role::Approver) && a.args.is_some() {
+                eprintln!(
+                    "arguments shown as audit records keep them; present an approver's token (--operator-token-file or ${TOKEN_ENV}) to see them in clear"
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&a.view(role.unwrap_or(Role::Viewer)))?);
         }
-        ApprovalsCmd::Approve { id, reason, approver: who } | ApprovalsCmd::Deny { id, reason, approver: who } => {
+        ApprovalsCmd::Approve { id, reason, operator } | ApprovalsCmd::Deny { id, reason, operator } => {
             let approve = matches!(cmd, ApprovalsCmd::Approve { .. });
-            let by = approver(who);
-            let a = store.decide_approval(id, &by, approve, reason, now).await?;
-            audit_admin(&store, cfg, a.decision_event(&by, approve, reason)).await?;
+            let op = presented(&store, operator).await?.ok_or_else(|| {
+                anyhow!("deciding an approval needs your operator token, so the decision is yours: --operator-token-file FILE or ${TOKEN_ENV} (an admin issues one with `warden operator add NAME --role approver`)")
+            })?;
+            let a = store.decide_approval(id, &op, approve, reason, now).await?;
+            audit_admin(&store, cfg, a.decision_event(&op, approve, reason)).await?;
+            let by = op.subject();
             match a.status {
                 warden_core::ApprovalStatus::Pending => {
                     println!("{id}: approved by {by}; {} more approver(s) needed (two-person rule)", usize::from(a.required) - a.approvers.len())
@@ -66,7 +88,7 @@ pub async fn operator(cfg: &ServerConfig, cmd: &OperatorCmd) -> Result<()> {
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let token = format!("wdn_{}", hex::encode(secret));
-            store.add_operator(name, role, &hex::encode(Sha256::digest(token.as_bytes())), chrono::Utc::now().timestamp_millis()).await?;
+            store.add_operator(name, role, &sha256_hex(token.as_bytes()), chrono::Utc::now().timestamp_millis()).await?;
             audit_admin(&store, cfg, admin_event(EventKind::OperatorChanged, None, "operator:add", &format!("operator {name} added as {role}"))).await?;
             eprintln!("operator {name} added as {role}; their token (shown once, keep it secret):");
             println!("{token}");

@@ -270,26 +270,41 @@ pub enum ApprovalsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// One approval: agent, owner, tool, arguments (personal data and
-    /// secrets masked), risk, why, who decided.
-    Show { id: String },
-    /// Approve a held call (the exact arguments shown, once).
+    /// One approval: agent, owner, tool, arguments, risk, why, who decided.
+    /// With an approver's credential the arguments are shown in clear
+    /// (`args`; secrets still masked), otherwise as audit records keep them.
+    Show {
+        id: String,
+        #[command(flatten)]
+        operator: OperatorCredential,
+    },
+    /// Approve a held call (the exact arguments shown, once), as the
+    /// operator whose token you present; the two-person rule needs two.
     Approve {
         id: String,
         #[arg(long, default_value = "")]
         reason: String,
-        /// Approver name (default: $USER); the two-person rule needs two different ones.
-        #[arg(long = "as")]
-        approver: Option<String>,
+        #[command(flatten)]
+        operator: OperatorCredential,
     },
-    /// Deny a held call.
+    /// Deny a held call, as the operator whose token you present.
     Deny {
         id: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        approver: Option<String>,
+        #[command(flatten)]
+        operator: OperatorCredential,
     },
+}
+
+/// Who is acting: an operator token from `warden operator add`, read from a
+/// file or `$WARDEN_OPERATOR_TOKEN` (never the command line, which other
+/// users can read).
+#[derive(Debug, Args)]
+pub struct OperatorCredential {
+    /// File holding your operator token (default: $WARDEN_OPERATOR_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub operator_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -273,9 +273,16 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     println!("    email_send held: approval {} — {}", pending.id, pending.reason);
-    println!("    the approver sees agent {}, owner {}, risk {}, arguments {}", pending.agent, pending.owner, pending.risk, pending.args_redacted);
-    store.decide_approval(&pending.id, "operator:alice", true, "checked with the customer", chrono::Utc::now().timestamp_millis()).await?;
-    println!("    operator: warden approvals approve {}", pending.id);
+    let shown = pending.args.as_ref().unwrap_or(&pending.args_redacted);
+    println!("    the approver sees agent {}, owner {}, risk {}, arguments {shown}", pending.agent, pending.owner, pending.risk);
+    println!("    audit records and webhooks see {}", pending.args_redacted);
+    // A registered approver decides (in-process here; her token is never printed).
+    let alice = warden_core::Operator { name: "alice".into(), role: warden_core::Role::Approver };
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    store.add_operator(&alice.name, alice.role, &warden_core::sha256_hex(&secret), chrono::Utc::now().timestamp_millis()).await?;
+    store.decide_approval(&pending.id, &alice, true, "checked with the customer", chrono::Utc::now().timestamp_millis()).await?;
+    println!("    operator alice: warden approvals approve {} --operator-token-file alice.token", pending.id);
     let (b, r) = held.await?;
     bot = b;
     println!("    email_send:          {}", outcome(&r?));

@@ -285,3 +285,61 @@ async fn tool_calls_are_exported_as_otlp_spans_and_audit_records_as_otlp_logs() 
     let all = h.cli(&["audit", "export"]);
     assert!(all.lines().any(|l| l == log["body"]["stringValue"].as_str().unwrap()), "the same record as in the store");
 }
+
+#[tokio::test]
+async fn admin_answers_forbid_framing_sniffing_referrers_and_caching() {
+    let h = Harness::start("");
+    let viewer = operator(&h, "vera", "viewer");
+    let http = reqwest::Client::new();
+    let dashboard = http.get(format!("{}/dashboard", h.base)).send().await.unwrap();
+    let csp = dashboard.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'sha256-") && !csp.contains("unsafe-inline"), "only the dashboard's own script runs: {csp}");
+    let whoami = http.get(format!("{}/admin/v1/whoami", h.base)).bearer_auth(&viewer).send().await.unwrap();
+    assert_eq!(whoami.status(), 200);
+    let refused = http.get(format!("{}/admin/v1/agents", h.base)).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    for r in [&dashboard, &whoami, &refused] {
+        let hd = r.headers();
+        assert_eq!(hd["x-frame-options"], "DENY", "{}", r.url());
+        assert_eq!(hd["x-content-type-options"], "nosniff");
+        assert_eq!(hd["referrer-policy"], "no-referrer");
+        assert_eq!(hd["cache-control"], "no-store");
+        assert!(hd["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    }
+    assert_eq!(whoami.headers()["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+}
+
+#[tokio::test]
+async fn repeated_wrong_operator_tokens_are_throttled_and_audited_once() {
+    let h = Harness::start("");
+    let admin = operator(&h, "ada", "admin");
+    let http = reqwest::Client::new();
+    let whoami = |t: &str| http.get(format!("{}/admin/v1/whoami", h.base)).bearer_auth(t).send();
+    let guess = "wdn_guess0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    for _ in 0..5 {
+        assert_eq!(whoami(guess).await.unwrap().status(), 401);
+    }
+    let r = whoami(guess).await.unwrap();
+    assert_eq!(r.status(), 429, "the sixth wrong token is not even read");
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("retry in"), "{body}");
+    assert_eq!(whoami(&admin).await.unwrap().status(), 429, "while throttled, no token from this source is read");
+    // A request without credentials is no guess: still a plain 401.
+    assert_eq!(http.get(format!("{}/admin/v1/whoami", h.base)).send().await.unwrap().status(), 401);
+
+    let records: Vec<Value> = h
+        .cli(&["audit", "query", "--kind", "authn_failure", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["event"]["action"] == "operator:authenticate")
+        .collect();
+    assert_eq!(records.len(), 1, "one aggregated record for the burst: {records:?}");
+    let reason = records[0]["event"]["reason"].as_str().unwrap();
+    assert!(reason.contains("5 wrong operator token(s) from 127.0.0.1") && reason.contains("429"), "{reason}");
+    assert_eq!(records[0]["event"]["decision"], "deny");
+    assert!(!h.cli(&["audit", "export"]).contains("wdn_guess"), "the presented token is never recorded");
+    h.assert_audit_intact();
+}

@@ -80,7 +80,8 @@ async fn an_approved_call_is_authorized_again_before_it_runs() {
     // that arrives afterwards must not run it.
     h.cli(&["agent", "suspend", "payer", "--reason", "compromised"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    h.cli(&["approvals", "approve", approval["id"].as_str().unwrap(), "--as", "bob"]);
+    let bob = h.operator("bob", "approver");
+    h.cli(&["approvals", "approve", approval["id"].as_str().unwrap(), "--operator-token-file", bob.to_str().unwrap()]);
     let r = held.await.unwrap().unwrap();
     assert_eq!(r.error_code(), Some(-32001), "{}", r.body);
     let msg = r.error_message().unwrap();
@@ -107,7 +108,8 @@ async fn the_tool_disabled_during_a_hold_is_not_called_when_approved() {
     };
     h.cli(&["tool", "disable", "onboarding/payment_transfer"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    h.cli(&["approvals", "approve", approval["id"].as_str().unwrap(), "--as", "bob"]);
+    let bob = h.operator("bob", "approver");
+    h.cli(&["approvals", "approve", approval["id"].as_str().unwrap(), "--operator-token-file", bob.to_str().unwrap()]);
     let r = held.await.unwrap().unwrap();
     assert!(r.error_message().unwrap().contains("disabled"), "{}", r.body);
     assert_eq!(h.upstream_calls(), 0);

@@ -151,6 +151,15 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         self.approve("onboarding/payment_transfer", "high", "financial", false);
     }
 
+    /// Register an operator; their token goes into a file, as an operator
+    /// would keep it. Returns the file.
+    pub fn operator(&self, name: &str, role: &str) -> PathBuf {
+        let token = self.cli(&["operator", "add", name, "--role", role]);
+        let path = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+
     /// Register an agent with a generated key; returns (SPIFFE id, key).
     pub fn register(&self, name: &str, tools: &str, autonomy: u8, parent: Option<&str>) -> (String, Keypair) {
         let key_path = self.dir.path().join(format!("{name}.pem"));
