@@ -257,14 +257,14 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
 /// failed too often is answered 429 before any signature is checked.
 fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, now: i64) -> Result<Authenticated, Box<Response>> {
     let corr = correlation_id();
-    if let Err(t) = gw.admit_stranger(peer.ip(), false) {
+    if let Err(t) = gw.admit_stranger(peer.ip(), warden_monitor::Door::Mcp) {
         let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
     gw.authenticate(headers, method, now).map_err(|f| {
         // `f.agent` is set only once the token's signature verified.
         let claimed = f.agent.as_deref().map_or(warden_monitor::Claimed::Nothing, warden_monitor::Claimed::Verified);
-        gw.stranger_failed(peer.ip(), false, &f.description, claimed);
+        gw.stranger_failed(peer.ip(), warden_monitor::Door::Mcp, &f.description, claimed);
         // A contained agent's tokens are revoked with it; it is told why.
         let kills = gw.kills();
         if let Some(k) = f.agent.as_deref().and_then(|a| kills.for_caller([a], "")) {

@@ -1,8 +1,8 @@
 //! The gateway's side of [`warden_monitor::Strangers`]: requests that fail
-//! authentication (at `/mcp` and the token endpoint) are throttled per
-//! source and audited as one aggregated record per source, reason and
-//! window, written in the background, instead of one signed, fsync'd
-//! record each.
+//! authentication (at `/mcp`, the token endpoint and the admin API) are
+//! throttled per source and audited as one aggregated record per source,
+//! door, reason and window, written in the background, instead of one
+//! signed, fsync'd record each.
 
 use crate::state::Gateway;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use warden_monitor::{Claimed, Throttled};
+use warden_monitor::{Claimed, Door, Source, Throttled};
 
 impl Gateway {
     /// Before authenticating a request from `source`: a 429 for a source
     /// that used up its failed attempts (nothing is written for it but a
     /// count in the next aggregated record).
-    pub fn admit_stranger(&self, source: IpAddr, token_endpoint: bool) -> Result<(), Throttled> {
-        let r = self.strangers.lock().admit(source, token_endpoint, crate::now_ms());
+    pub fn admit_stranger(&self, source: IpAddr, door: Door) -> Result<(), Throttled> {
+        let r = self.strangers.lock().admit(Source::of(source), door, crate::now_ms());
         if r.is_err() {
             self.metrics.observe_unauthenticated(true);
         }
@@ -26,9 +26,9 @@ impl Gateway {
 
     /// A request from `source` failed authentication: `reason` (and who it
     /// claimed to be) go into the window's tally.
-    pub fn stranger_failed(&self, source: IpAddr, token_endpoint: bool, reason: &str, claimed: Claimed<'_>) {
+    pub fn stranger_failed(&self, source: IpAddr, door: Door, reason: &str, claimed: Claimed<'_>) {
         self.metrics.observe_unauthenticated(false);
-        self.strangers.lock().failed(source, token_endpoint, reason, claimed, crate::now_ms());
+        self.strangers.lock().failed(Source::of(source), door, reason, claimed, crate::now_ms());
     }
 
     /// Write each window's aggregated records.

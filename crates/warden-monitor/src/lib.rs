@@ -27,7 +27,7 @@ pub use breaker::{Breaker, BreakerConfig};
 pub use kill::{Kill, KillScope, KillSet};
 pub use limits::{Dimension, LimitHit, LimitRule, Limits, Metric, records_in};
 pub use risk::{Risk, RiskEvent};
-pub use strangers::{Claimed, Strangers, StrangersConfig, Throttled};
+pub use strangers::{Claimed, Door, Source, Strangers, StrangersConfig, Throttled};
 pub use taint::Taint;
 
 use serde::{Deserialize, Serialize};

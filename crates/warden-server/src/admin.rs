@@ -7,8 +7,6 @@
 //! answer forbids framing, sniffing, referrers and caching, and the
 //! dashboard runs only its own (hashed) script and style.
 
-mod throttle;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
@@ -23,13 +21,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
-use throttle::{Report, Source, Throttle};
+use std::sync::{Arc, LazyLock};
 use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Operator, Role};
 use warden_gateway::metrics::Gauges;
 use warden_gateway::{Gateway, now_ms};
 use warden_identity::PublicKey;
-use warden_monitor::{History, Kill, KillScope, Promotion, PromotionPolicy};
+use warden_monitor::{Claimed, Door, History, Kill, KillScope, Promotion, PromotionPolicy, Source};
 use warden_store::Store;
 use warden_store::StoreError;
 
@@ -42,12 +39,9 @@ pub struct Admin {
     pub promotion: PromotionPolicy,
     /// The gateway's public key, to verify the audit log.
     pub audit_key: PublicKey,
-    /// Wrong operator tokens per source (see [`throttle`]).
-    pub login_failures: Mutex<Throttle>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
-    tokio::spawn(report_login_failures(Arc::downgrade(&state)));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/dashboard", get(|| async { Html(DASHBOARD) }))
@@ -162,7 +156,7 @@ type ApiResult = Result<Response, ApiError>;
 /// are not trusted because anyone can send them).
 struct Caller {
     headers: HeaderMap,
-    source: Source,
+    source: IpAddr,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -171,21 +165,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Without a peer address (not served with connect info) every caller shares one bucket.
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(Self { headers: parts.headers.clone(), source: Source::of(ip) })
-    }
-}
-
-/// Audit due windows of failed operator logins until the admin API is gone.
-async fn report_login_failures(admin: Weak<Admin>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        let Some(a) = admin.upgrade() else { return };
-        let now = now_ms();
-        let due = a.login_failures.lock().map(|mut t| t.due(now)).unwrap_or_default();
-        for r in due {
-            a.audit_login_failures(&r, now).await;
-        }
+        Ok(Self { headers: parts.headers.clone(), source: ip })
     }
 }
 
@@ -199,17 +179,16 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unauthorized("missing Authorization: Bearer <operator token> (create one with `warden operator add`)"))?;
         // A throttled source's token is not even looked at.
-        let wait = self.login_failures.lock().map_or(Some(1), |mut t| t.check(c.source, now_ms()));
-        if let Some(secs) = wait {
-            let msg = format!("too many wrong operator tokens from {}; retry in {secs} s with the right token", c.source);
-            return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, msg, Some(secs)));
+        if let Err(t) = self.gw.admit_stranger(c.source, Door::Operator) {
+            let msg = format!("too many wrong operator tokens from {}; retry in {} s with the right token", Source::of(c.source), t.retry_after_secs);
+            return Err(ApiError(StatusCode::TOO_MANY_REQUESTS, msg, Some(t.retry_after_secs)));
         }
         let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(self.login_failed(c, unauthorized("expected Authorization: Bearer <operator token>")).await);
+            return Err(self.login_failed(c, unauthorized("expected Authorization: Bearer <operator token>")));
         };
         let digest = hex::encode(Sha256::digest(token.as_bytes()));
         let Some(op) = self.gw.store.operator_by_token(&digest).await? else {
-            return Err(self.login_failed(c, unauthorized("unknown operator token (ask an admin for one: `warden operator add`)")).await);
+            return Err(self.login_failed(c, unauthorized("unknown operator token (ask an admin for one: `warden operator add`)")));
         };
         if op.role < need {
             return Err(ApiError::new(StatusCode::FORBIDDEN, format!("operator {} is a {}; this needs the {need} role", op.name, op.role)));
@@ -217,28 +196,11 @@ impl Admin {
         Ok(op)
     }
 
-    /// Count a wrong token against its source; audit the window it closes, if any.
-    async fn login_failed(&self, c: &Caller, e: ApiError) -> ApiError {
-        let now = now_ms();
-        let report = self.login_failures.lock().ok().and_then(|mut t| t.failed(c.source, now));
-        if let Some(r) = report {
-            self.audit_login_failures(&r, now).await;
-        }
+    /// Count a wrong token against its source, for the throttle and the
+    /// source's aggregated audit record (counts and reasons, never a token).
+    fn login_failed(&self, c: &Caller, e: ApiError) -> ApiError {
+        self.gw.stranger_failed(c.source, Door::Operator, &e.1, Claimed::Nothing);
         e
-    }
-
-    /// One record per source and window: counts and the source, never a token.
-    async fn audit_login_failures(&self, r: &Report, now: i64) {
-        let ev = AuditEvent {
-            kind: Some(EventKind::AuthnFailure),
-            action: Some("operator:authenticate".into()),
-            decision: "deny".into(),
-            reason: Some(r.text(now)),
-            ..Default::default()
-        };
-        if let Err(e) = self.gw.audit.record(ev).await {
-            tracing::error!("could not audit failed operator logins from {}: {e}", r.source);
-        }
     }
 
     async fn audit(&self, op: &Operator, kind: EventKind, action: &str, mut ev: AuditEvent) -> Result<(), ApiError> {

@@ -189,7 +189,6 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         trust_domain: cfg.trust_domain.clone(),
         promotion: cfg.promotion.clone(),
         audit_key: issuer.public_key(),
-        login_failures: Default::default(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     // Handlers see the peer address: unauthenticated traffic is throttled per source.

@@ -19,7 +19,7 @@ use warden_identity::{
     AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
     verify_client_assertion, verify_dpop_proof,
 };
-use warden_monitor::Claimed;
+use warden_monitor::{Claimed, Door};
 use warden_store::RevocationKind;
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -243,7 +243,7 @@ async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let now = now_secs();
-    if let Err(t) = s.gw.admit_stranger(peer.ip(), true) {
+    if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
     }
     let grant = form.get("grant_type").cloned().unwrap_or_default();
@@ -268,7 +268,7 @@ async fn token(
         Err(e) if ev.agent.is_none() => {
             let claimed = form.get("client_assertion").and_then(|a| assertion_client_id(a).ok());
             let claimed = claimed.as_deref().map_or(Claimed::Nothing, Claimed::Unverified);
-            s.gw.stranger_failed(peer.ip(), true, &format!("{}: {}", e.error, e.description), claimed);
+            s.gw.stranger_failed(peer.ip(), Door::Token, &format!("{}: {}", e.error, e.description), claimed);
             return e.into_response();
         }
         r => r,
@@ -314,13 +314,13 @@ async fn token(
 /// RFC 7009: an agent revokes one of its own tokens (or one derived from it).
 async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<HashMap<String, String>>) -> Response {
     let now = now_secs();
-    if let Err(t) = s.gw.admit_stranger(peer.ip(), true) {
+    if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
     }
     let agent = match s.authenticate_client(&form, now) {
         Ok(a) => a,
         Err(e) => {
-            s.gw.stranger_failed(peer.ip(), true, &format!("revocation: {}: {}", e.error, e.description), Claimed::Nothing);
+            s.gw.stranger_failed(peer.ip(), Door::Token, &format!("revocation: {}: {}", e.error, e.description), Claimed::Nothing);
             return e.into_response();
         }
     };

@@ -312,7 +312,11 @@ async fn admin_answers_forbid_framing_sniffing_referrers_and_caching() {
 
 #[tokio::test]
 async fn repeated_wrong_operator_tokens_are_throttled_and_audited_once() {
-    let h = Harness::start("");
+    // Failed logins are audited per source and window (and on shutdown):
+    // a long window, then a clean stop, gives exactly one.
+    let mut h = Harness::start("");
+    h.edit_config("audit_window_secs = 1", "audit_window_secs = 300");
+    h.serve();
     let admin = operator(&h, "ada", "admin");
     let http = reqwest::Client::new();
     let whoami = |t: &str| http.get(format!("{}/admin/v1/whoami", h.base)).bearer_auth(t).send();
@@ -329,6 +333,7 @@ async fn repeated_wrong_operator_tokens_are_throttled_and_audited_once() {
     assert_eq!(whoami(&admin).await.unwrap().status(), 429, "while throttled, no token from this source is read");
     // A request without credentials is no guess: still a plain 401.
     assert_eq!(http.get(format!("{}/admin/v1/whoami", h.base)).send().await.unwrap().status(), 401);
+    assert!(h.terminate().success());
 
     let records: Vec<Value> = h
         .cli(&["audit", "query", "--kind", "authn_failure", "--json"])
