@@ -92,15 +92,12 @@ impl Gateway {
     /// over (and is refused while the kill holds).
     fn close_sessions(&self, k: &Kill) -> usize {
         let snap = self.snapshot();
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let before = sessions.len();
-        sessions.retain(|_, s| match k.scope {
-            KillScope::Global => false,
-            KillScope::Agent => s.agent != k.target,
-            KillScope::Owner => snap.agents.get(&s.agent).is_none_or(|a| a.owner != k.target),
-            KillScope::Server | KillScope::Tool => true,
-        });
-        before - sessions.len()
+        self.sessions.lock().close_where(|s| match k.scope {
+            KillScope::Global => true,
+            KillScope::Agent => s.agent == k.target,
+            KillScope::Owner => snap.agents.get(&s.agent).is_some_and(|a| a.owner == k.target),
+            KillScope::Server | KillScope::Tool => false,
+        })
     }
 
     /// Engage a kill switch. It is in force for every call checked after

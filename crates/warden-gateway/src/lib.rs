@@ -12,6 +12,7 @@ mod containment;
 mod mcp;
 pub mod metrics;
 mod pins;
+mod sessions;
 mod state;
 pub mod telemetry;
 mod unauthenticated;

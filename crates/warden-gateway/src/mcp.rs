@@ -3,7 +3,7 @@
 
 use crate::audit_sink::now_ms;
 use crate::authn::Authenticated;
-use crate::state::{Gateway, Session, now_secs};
+use crate::state::{Gateway, now_secs};
 use crate::upstream::UpstreamError;
 use axum::Router;
 use axum::body::Body;
@@ -22,9 +22,6 @@ use warden_policy::{CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFact
 /// How often a held call looks for its approval decision.
 const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
-const MAX_SESSIONS: usize = 100_000;
-/// Sessions idle this long are dropped when the table gets large.
-const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// JSON-RPC error codes used by the gateway beyond the standard ones.
 pub mod codes {
@@ -280,15 +277,10 @@ fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAdd
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<(), (StatusCode, &'static str)> {
     let sid =
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
-    let mut sessions = gw.sessions.lock().expect("sessions lock");
-    match sessions.get_mut(sid) {
-        // A session belongs to the agent that opened it; another agent's
-        // token cannot ride on it.
-        Some(s) if s.agent == auth.claims.agent() => {
-            s.last_seen = Instant::now();
-            Ok(())
-        }
-        _ => Err((StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one")),
+    if gw.sessions.lock().touch(sid, auth.claims.agent(), Instant::now()) {
+        Ok(())
+    } else {
+        Err((StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one"))
     }
 }
 
@@ -296,15 +288,8 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let requested = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(SUPPORTED_VERSIONS[1]);
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { SUPPORTED_VERSIONS[0] };
     let sid = format!("{}{}", correlation_id(), correlation_id());
-    {
-        let mut sessions = call.gw.sessions.lock().expect("sessions lock");
-        if sessions.len() >= MAX_SESSIONS / 10 {
-            sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE);
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
-        }
-        sessions.insert(sid.clone(), Session { agent: auth.claims.agent().to_string(), last_seen: Instant::now() });
+    if call.gw.sessions.lock().open(sid.clone(), auth.claims.agent(), Instant::now()).is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
     }
     let mut ev = call.event(EventKind::McpRequest, Some(auth));
     ev.action = Some("initialize".into());
@@ -332,14 +317,7 @@ async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Connec
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
     };
-    let mut sessions = gw.sessions.lock().expect("sessions lock");
-    match sessions.get(sid) {
-        Some(s) if s.agent == auth.claims.agent() => {
-            sessions.remove(sid);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => StatusCode::NOT_FOUND.into_response(),
-    }
+    if gw.sessions.lock().close(sid, auth.claims.agent()) { StatusCode::NO_CONTENT.into_response() } else { StatusCode::NOT_FOUND.into_response() }
 }
 
 /// How a decision is asked: for a call (with the arguments' findings), for

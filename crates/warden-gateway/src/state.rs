@@ -94,12 +94,6 @@ impl Default for ApprovalsConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub agent: String,
-    pub last_seen: std::time::Instant,
-}
-
 /// The enforcement point's shared state.
 pub struct Gateway {
     pub config: GatewayConfig,
@@ -120,7 +114,7 @@ pub struct Gateway {
     pub(crate) upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
-    pub(crate) sessions: Mutex<HashMap<String, Session>>,
+    pub(crate) sessions: parking_lot::Mutex<crate::sessions::Sessions>,
     /// Scans arguments, results and tool definitions.
     pub(crate) inspector: Inspector,
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
@@ -179,7 +173,7 @@ impl Gateway {
             verified: Mutex::new(HashMap::new()),
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
             monitor,

@@ -1,0 +1,172 @@
+//! MCP sessions (`Mcp-Session-Id`): which agent opened each one, bounded
+//! per agent and in all, idle ones expired without scanning the table (an
+//! `initialize` costs the same with 10 or 100,000 sessions open).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Sessions open at once on one gateway.
+pub(crate) const MAX_SESSIONS: usize = 100_000;
+/// Sessions one agent may hold; opening another closes its oldest, whose
+/// next request is answered 404 (the client initializes again, as the
+/// specification says). One agent cannot crowd the others out.
+pub(crate) const MAX_PER_AGENT: usize = 1_000;
+/// Sessions unused this long are closed.
+pub(crate) const IDLE: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub agent: String,
+    pub last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    by_id: HashMap<String, Session>,
+    /// Each agent's sessions, oldest first.
+    by_agent: HashMap<String, VecDeque<String>>,
+    /// Candidates for expiry, roughly oldest first: (last seen when queued,
+    /// id). A session used since it was queued is queued again when it
+    /// reaches the front; a closed one is skipped.
+    idle: VecDeque<(Instant, String)>,
+}
+
+/// Every session slot is taken by sessions in use.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+impl Sessions {
+    /// Open session `sid` for `agent`, closing idle sessions and, at the
+    /// agent's limit, its oldest one.
+    pub fn open(&mut self, sid: String, agent: &str, now: Instant) -> Result<(), Full> {
+        self.expire(now);
+        if self.by_agent.get(agent).is_some_and(|q| q.len() >= MAX_PER_AGENT)
+            && let Some(oldest) = self.by_agent.get(agent).and_then(|q| q.front().cloned())
+        {
+            self.remove(&oldest);
+        }
+        if self.by_id.len() >= MAX_SESSIONS {
+            return Err(Full);
+        }
+        self.by_agent.entry(agent.to_string()).or_default().push_back(sid.clone());
+        self.idle.push_back((now, sid.clone()));
+        self.by_id.insert(sid, Session { agent: agent.to_string(), last_seen: now });
+        Ok(())
+    }
+
+    /// A request on `sid` by `agent`: `false` when the session is unknown,
+    /// expired or another agent's (a token cannot ride on another agent's
+    /// session).
+    pub fn touch(&mut self, sid: &str, agent: &str, now: Instant) -> bool {
+        match self.by_id.get_mut(sid) {
+            Some(s) if s.agent == agent && now.duration_since(s.last_seen) < IDLE => {
+                s.last_seen = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Close `sid` if `agent` opened it.
+    pub fn close(&mut self, sid: &str, agent: &str) -> bool {
+        if self.by_id.get(sid).is_none_or(|s| s.agent != agent) {
+            return false;
+        }
+        self.remove(sid);
+        true
+    }
+
+    /// Close every session `close` selects (a kill switch); returns how many.
+    pub fn close_where(&mut self, close: impl Fn(&Session) -> bool) -> usize {
+        let doomed: Vec<String> = self.by_id.iter().filter(|(_, s)| close(s)).map(|(id, _)| id.clone()).collect();
+        doomed.iter().for_each(|id| self.remove(id));
+        doomed.len()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn remove(&mut self, sid: &str) {
+        let Some(s) = self.by_id.remove(sid) else { return };
+        if let Some(q) = self.by_agent.get_mut(&s.agent) {
+            q.retain(|id| id != sid);
+            if q.is_empty() {
+                self.by_agent.remove(&s.agent);
+            }
+        }
+    }
+
+    /// Close the sessions idle for [`IDLE`]; amortized O(1) per call.
+    fn expire(&mut self, now: Instant) {
+        while let Some((queued, _)) = self.idle.front()
+            && now.duration_since(*queued) >= IDLE
+        {
+            let (_, sid) = self.idle.pop_front().expect("front exists");
+            match self.by_id.get(&sid).map(|s| s.last_seen) {
+                Some(seen) if now.duration_since(seen) >= IDLE => self.remove(&sid),
+                Some(seen) => self.idle.push_back((seen, sid)),
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_belongs_to_the_agent_that_opened_it() {
+        let (mut s, t0) = (Sessions::default(), Instant::now());
+        s.open("s1".into(), "a", t0).unwrap();
+        assert!(s.touch("s1", "a", t0));
+        assert!(!s.touch("s1", "b", t0), "another agent's token cannot ride on it");
+        assert!(!s.close("s1", "b"));
+        assert!(s.close("s1", "a"));
+        assert!(!s.touch("s1", "a", t0));
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_used_ones_stay() {
+        let (mut s, t0) = (Sessions::default(), Instant::now());
+        s.open("idle".into(), "a", t0).unwrap();
+        s.open("busy".into(), "a", t0).unwrap();
+        let later = t0 + IDLE / 2;
+        assert!(s.touch("busy", "a", later));
+        s.open("new".into(), "b", t0 + IDLE).unwrap();
+        assert!(!s.touch("idle", "a", t0 + IDLE), "expired");
+        assert!(s.touch("busy", "a", t0 + IDLE), "used within the idle time");
+        assert_eq!(s.len(), 2);
+        let quiet = t0 + 2 * IDLE + Duration::from_secs(1);
+        s.open("newer".into(), "b", quiet).unwrap();
+        assert!(!s.touch("busy", "a", quiet), "idle since its last use");
+        assert_eq!(s.len(), 1, "expired without a scan of the table");
+    }
+
+    #[test]
+    fn one_agent_cannot_hold_more_than_its_share() {
+        let (mut s, t0) = (Sessions::default(), Instant::now());
+        for i in 0..MAX_PER_AGENT + 5 {
+            s.open(format!("s{i}"), "greedy", t0).unwrap();
+        }
+        assert_eq!(s.len(), MAX_PER_AGENT);
+        assert!(!s.touch("s0", "greedy", t0), "the oldest were closed");
+        assert!(s.touch(&format!("s{}", MAX_PER_AGENT + 4), "greedy", t0));
+        s.open("other".into(), "modest", t0).unwrap();
+        assert!(s.touch("other", "modest", t0));
+    }
+
+    #[test]
+    fn closing_by_a_kill_removes_every_covered_session() {
+        let (mut s, t0) = (Sessions::default(), Instant::now());
+        s.open("a1".into(), "a", t0).unwrap();
+        s.open("a2".into(), "a", t0).unwrap();
+        s.open("b1".into(), "b", t0).unwrap();
+        assert_eq!(s.close_where(|x| x.agent == "a"), 2);
+        assert_eq!(s.len(), 1);
+        s.open("a3".into(), "a", t0).unwrap();
+        assert!(s.touch("a3", "a", t0));
+    }
+}
