@@ -153,7 +153,7 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: B
         ev.reason = Some(why.clone());
         return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
     }
-    let auth = match gw.authenticate(&headers, "POST", call.now) {
+    let auth = match gw.authenticate(&headers, "POST", call.now).await {
         Ok(a) => a,
         Err(f) => {
             let mut ev = call.event(EventKind::AuthnFailure, None);
@@ -296,7 +296,7 @@ async fn handle_get() -> Response {
 }
 
 async fn handle_delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let auth = match gw.authenticate(&headers, "DELETE", now_secs()) {
+    let auth = match gw.authenticate(&headers, "DELETE", now_secs()).await {
         Ok(a) => a,
         Err(f) => {
             let challenge = f.challenge(&gw.config.resource_metadata, None);
