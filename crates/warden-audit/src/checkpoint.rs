@@ -134,7 +134,8 @@ pub fn publish(dir: &Path, size: u64, note: &str) -> Result<PathBuf, PublishErro
         f.sync_all()
     })()
     .map_err(io);
-    let linked = written.and_then(|()| Ok(std::fs::hard_link(&tmp, &path)));
+    // Ok(Err(AlreadyExists)): the final name exists (the temporary name is unique).
+    let linked = written.map(|()| std::fs::hard_link(&tmp, &path));
     let _ = std::fs::remove_file(&tmp);
     match linked? {
         Ok(()) => {
