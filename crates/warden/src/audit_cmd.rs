@@ -1,5 +1,7 @@
 //! `warden audit …`: tail, query, verify (store or export, against signed
-//! checkpoints), export (JSONL, OCSF), checkpoints and Merkle proofs.
+//! checkpoints; the store also against the newest one published outside the
+//! database), export (JSONL, OCSF), checkpoints (published when configured)
+//! and Merkle proofs.
 
 use crate::cli::{AuditCmd, Cli, ExportFormat};
 use crate::{load_config, open_store};
