@@ -12,11 +12,19 @@
 //!                             <- blank line
 //! — warden.local/audit AAAA...=   <- key name, base64(key id ‖ Ed25519 signature)
 //! ```
+//!
+//! Publication outside the database: each checkpoint is written once, never
+//! replaced, as its own file in a directory (`checkpoint-<size, 20 digits>`),
+//! so the directory can live where a database writer cannot reach
+//! (another mount, an append-only or object-locked store) and verification
+//! can demand the log reach the newest one.
 
 use crate::merkle::Hash;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use warden_identity::{Keypair, PublicKey};
 
 /// A verified (or freshly signed) checkpoint.
@@ -85,6 +93,89 @@ impl Checkpoint {
     }
 }
 
+const PUBLISHED_PREFIX: &str = "checkpoint-";
+
+/// The file name a checkpoint of `size` is published under: zero-padded so
+/// the newest sorts last.
+pub fn published_name(size: u64) -> String {
+    format!("{PUBLISHED_PREFIX}{size:020}")
+}
+
+/// The tree size a published file name stands for.
+fn published_size(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(PUBLISHED_PREFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("checkpoint publication directory {}: {source}; check that it exists and this process may read and write it", dir.display())]
+    Io { dir: PathBuf, source: std::io::Error },
+    #[error("{} already holds a different checkpoint of tree size {size}: the log forked or the file was altered; investigate before publishing again", path.display())]
+    Differs { path: PathBuf, size: u64 },
+    #[error("published checkpoint {}: {source}", path.display())]
+    Invalid { path: PathBuf, source: CheckpointError },
+}
+
+/// Publish a signed checkpoint `note` of `size` into `dir`, without ever
+/// replacing a file: written to a temporary file, synced, then linked under
+/// its final name (which fails if the name exists). Publishing the same
+/// note again is a no-op; a different note under the same size is an error.
+pub fn publish(dir: &Path, size: u64, note: &str) -> Result<PathBuf, PublishError> {
+    let io = |source| PublishError::Io { dir: dir.to_path_buf(), source };
+    let path = dir.join(published_name(size));
+    // Unique per process and call: replicas and the CLI may publish at once.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{}.{call}.tmp", published_name(size), std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(note.as_bytes())?;
+        f.sync_all()
+    })()
+    .map_err(io);
+    // Ok(Err(AlreadyExists)): the final name exists (the temporary name is unique).
+    let linked = written.map(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked? {
+        Ok(()) => {
+            // The new name is durable once the directory is.
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            Ok(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::read_to_string(&path).map_err(io)? == note {
+                Ok(path)
+            } else {
+                Err(PublishError::Differs { path, size })
+            }
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The newest checkpoint published in `dir` (`None`: none yet), checked
+/// against `key`: its signature must verify and its size match its name.
+pub fn newest_published(dir: &Path, key: &PublicKey) -> Result<Option<(PathBuf, Checkpoint)>, PublishError> {
+    let io = |source| PublishError::Io { dir: dir.to_path_buf(), source };
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if let Some(size) = entry.file_name().to_str().and_then(published_size)
+            && newest.as_ref().is_none_or(|(n, _)| size > *n)
+        {
+            newest = Some((size, entry.path()));
+        }
+    }
+    let Some((size, path)) = newest else { return Ok(None) };
+    let note = std::fs::read_to_string(&path).map_err(io)?;
+    let cp = Checkpoint::verify(&note, key).map_err(|source| PublishError::Invalid { path: path.clone(), source })?;
+    if cp.size != size {
+        return Err(PublishError::Invalid { path, source: CheckpointError::Format(format!("it signs tree size {}, not the {size} its name says", cp.size)) });
+    }
+    Ok(Some((path, cp)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +196,30 @@ mod tests {
         cosigned.push_str(&format!("\u{2014} witness {}\n", STANDARD.encode([0u8; 68])));
         assert_eq!(Checkpoint::verify(&cosigned, &key.public()).unwrap(), cp);
         assert!(Checkpoint::verify("garbage", &key.public()).is_err());
+    }
+
+    #[test]
+    fn a_published_checkpoint_is_never_replaced_and_the_newest_is_found_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate();
+        let note = |size| Checkpoint { origin: "td/audit".into(), size, root: [size as u8; 32] }.sign(&key);
+        assert!(newest_published(dir.path(), &key.public()).unwrap().is_none());
+        for size in [9, 10, 2] {
+            publish(dir.path(), size, &note(size)).unwrap();
+        }
+        assert_eq!(publish(dir.path(), 10, &note(10)).unwrap(), dir.path().join(published_name(10)), "the same note again is fine");
+        let forked = Checkpoint { origin: "td/audit".into(), size: 10, root: [0; 32] }.sign(&key);
+        assert!(matches!(publish(dir.path(), 10, &forked), Err(PublishError::Differs { size: 10, .. })));
+        assert_eq!(std::fs::read_to_string(dir.path().join(published_name(10))).unwrap(), note(10), "the published file is unchanged");
+        let (path, cp) = newest_published(dir.path(), &key.public()).unwrap().unwrap();
+        assert_eq!((path.file_name().unwrap().to_str().unwrap(), cp.size), (published_name(10).as_str(), 10), "10 is newer than 9 and 2");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temporary files left");
+
+        // A newer file that is not a valid checkpoint by this key fails closed.
+        std::fs::write(dir.path().join(published_name(11)), note(12)).unwrap();
+        assert!(matches!(newest_published(dir.path(), &key.public()), Err(PublishError::Invalid { .. })));
+        std::fs::write(dir.path().join(published_name(11)), Checkpoint { origin: "td/audit".into(), size: 11, root: [0; 32] }.sign(&Keypair::generate()))
+            .unwrap();
+        assert!(matches!(newest_published(dir.path(), &key.public()), Err(PublishError::Invalid { .. })));
     }
 }

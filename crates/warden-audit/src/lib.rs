@@ -12,7 +12,7 @@ pub mod export;
 pub mod merkle;
 pub mod proof;
 
-pub use checkpoint::{Checkpoint, CheckpointError};
+pub use checkpoint::{Checkpoint, CheckpointError, PublishError, newest_published, publish};
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 
 use serde::{Deserialize, Serialize};

@@ -102,7 +102,7 @@ impl Gateway {
     }
 
     /// Authenticate one request to the resource with HTTP `method`.
-    pub fn authenticate(&self, headers: &HeaderMap, method: &str, now: i64) -> Result<Authenticated, AuthFailure> {
+    pub async fn authenticate(&self, headers: &HeaderMap, method: &str, now: i64) -> Result<Authenticated, AuthFailure> {
         let Some(auth) = header(headers, "authorization")? else {
             return Err(AuthFailure {
                 status: StatusCode::UNAUTHORIZED,
@@ -127,7 +127,14 @@ impl Gateway {
         if p.jkt != claims.cnf.jkt {
             return Err(AuthFailure::new("invalid_dpop_proof", IdentityError::DpopKeyMismatch.to_string()).with_claims(&claims));
         }
-        if !self.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew) {
+        let first = self.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(|e| AuthFailure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: None,
+            description: e.to_string(),
+            agent: Some(claims.agent().to_string()),
+            token_id: Some(claims.jti.clone()),
+        })?;
+        if !first {
             return Err(AuthFailure::new("invalid_dpop_proof", IdentityError::DpopReplay.to_string()).with_claims(&claims));
         }
         self.authorize_claims(claims)

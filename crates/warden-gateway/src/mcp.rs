@@ -163,7 +163,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
         ev.reason = Some(why.clone());
         return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
     }
-    let auth = match authenticate(&gw, &headers, "POST", peer, call.now) {
+    let auth = match authenticate(&gw, &headers, "POST", peer, call.now).await {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
@@ -252,13 +252,13 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
 /// challenge and tallied for the aggregated audit record of its source (no
 /// record of its own: strangers must not drive audit writes); a source that
 /// failed too often is answered 429 before any signature is checked.
-fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, now: i64) -> Result<Authenticated, Box<Response>> {
+async fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, now: i64) -> Result<Authenticated, Box<Response>> {
     let corr = correlation_id();
     if let Err(t) = gw.admit_stranger(peer.ip(), warden_monitor::Door::Mcp) {
         let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
-    gw.authenticate(headers, method, now).map_err(|f| {
+    gw.authenticate(headers, method, now).await.map_err(|f| {
         // `f.agent` is set only once the token's signature verified.
         let claimed = f.agent.as_deref().map_or(warden_monitor::Claimed::Nothing, warden_monitor::Claimed::Verified);
         gw.stranger_failed(peer.ip(), warden_monitor::Door::Mcp, &f.description, claimed);
@@ -310,7 +310,7 @@ async fn handle_get() -> Response {
 }
 
 async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    let auth = match authenticate(&gw, &headers, "DELETE", peer, now_secs()) {
+    let auth = match authenticate(&gw, &headers, "DELETE", peer, now_secs()).await {
         Ok(a) => a,
         Err(resp) => return *resp,
     };

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use warden_core::{Agent, Tool, ToolRef};
-use warden_identity::{AccessClaims, ReplayCache, RevocationSet, TokenVerifier};
+use warden_identity::{AccessClaims, ReplayCache, ReplayCheck, RevocationSet, TokenVerifier};
 use warden_inspect::{Inspector, Redactor};
 use warden_monitor::{Kill, Monitor, MonitorConfig};
 use warden_policy::PolicyBundle;
-use warden_store::{Store, StoreError};
+use warden_store::{OneTimeIds, OneTimeIdsUnavailable, Store, StoreError};
 
 /// Everything the hot path reads, swapped atomically on refresh.
 #[derive(Debug, Default)]
@@ -106,7 +106,12 @@ pub struct Gateway {
     /// When the registry was last read successfully (Unix ms).
     last_sync_ms: std::sync::atomic::AtomicI64,
     pub(crate) verifier: TokenVerifier,
+    /// One-time ids seen by this process: refuses a local replay without
+    /// the database.
     replay: Mutex<ReplayCache>,
+    /// One-time ids recorded in the store, shared by every replica and kept
+    /// across restarts.
+    one_time_ids: OneTimeIds,
     /// Claims of tokens whose signature was already verified, by SHA-256 of
     /// the whole token: agents reuse a token for many calls, and the
     /// signature check is the most expensive step of authentication.
@@ -160,6 +165,7 @@ impl Gateway {
         let traces =
             config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(service, url, http.clone(), crate::telemetry::otlp_json));
         let strangers = parking_lot::Mutex::new(warden_monitor::Strangers::new(config.unauthenticated.clone()));
+        let one_time_ids = store.one_time_ids(config.dpop_skew_secs);
         let gw = Arc::new(Self {
             config,
             store,
@@ -170,6 +176,7 @@ impl Gateway {
             last_sync_ms: std::sync::atomic::AtomicI64::new(crate::now_ms()),
             verifier,
             replay: Mutex::new(ReplayCache::new(1_000_000)),
+            one_time_ids,
             verified: Mutex::new(HashMap::new()),
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
@@ -229,10 +236,19 @@ impl Gateway {
         self.policy.store(Arc::new(bundle));
     }
 
-    /// Record a one-time id (DPoP proof or client assertion `jti`); `false`
-    /// means it was seen before and the request is a replay.
-    pub fn first_use(&self, id: &str, expires_at: i64) -> bool {
-        self.replay.lock().expect("replay cache lock").check_and_insert(id, expires_at, now_secs())
+    /// Record a one-time id (DPoP proof or client assertion `jti`) until
+    /// `expires_at`; `false` means it was used before and the request is a
+    /// replay: on this process (the in-memory cache answers at once), or on
+    /// another replica or before a restart (the store's record, which every
+    /// first use waits for). An id the store cannot record is an error: the
+    /// request must be refused.
+    pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, OneTimeIdsUnavailable> {
+        let local = self.replay.lock().expect("replay cache lock").check_and_insert(id, expires_at, now_secs());
+        match local {
+            ReplayCheck::Replay => Ok(false),
+            // A full cache only loses the fast path: the store still decides.
+            ReplayCheck::First | ReplayCheck::Full => self.one_time_ids.claim(id.to_string(), expires_at).await,
+        }
     }
 
     /// Reload the snapshot now if the store changed.

@@ -103,8 +103,22 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
     Ok(DpopProof { jkt: key.kid(), jti: c.jti, iat: c.iat, public_key: key })
 }
 
-/// Remembers one-time identifiers (DPoP and assertion `jti`) until they expire.
-/// Bounded: when full after pruning it refuses new entries (fails closed).
+/// What a [`ReplayCache`] knows of a one-time identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayCheck {
+    /// Not seen before; now remembered until it expires.
+    First,
+    /// Seen before and not yet expired: a replay.
+    Replay,
+    /// Not seen, but the cache is full and did not remember it: the caller
+    /// must decide from a durable record (or refuse).
+    Full,
+}
+
+/// Remembers one-time identifiers (DPoP and assertion `jti`) until they
+/// expire, in memory: the fast path that refuses a replay on the same
+/// process without a database round trip. Bounded; when full after pruning
+/// it remembers nothing more and says so ([`ReplayCheck::Full`]).
 #[derive(Debug)]
 pub struct ReplayCache {
     seen: HashMap<String, i64>,
@@ -117,18 +131,20 @@ impl ReplayCache {
         Self { seen: HashMap::new(), capacity, last_prune: 0 }
     }
 
-    /// Record `id` until `expires_at`. Returns `false` if it was already seen
-    /// (a replay) or the cache is full.
-    pub fn check_and_insert(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
+    /// Record `id` until `expires_at`, unless it was already seen.
+    pub fn check_and_insert(&mut self, id: &str, expires_at: i64, now: i64) -> ReplayCheck {
         if self.seen.len() >= self.capacity || now - self.last_prune > 5 {
             self.seen.retain(|_, exp| *exp > now);
             self.last_prune = now;
         }
-        if self.seen.get(id).is_some_and(|exp| *exp > now) || self.seen.len() >= self.capacity {
-            return false;
+        if self.seen.get(id).is_some_and(|exp| *exp > now) {
+            return ReplayCheck::Replay;
+        }
+        if self.seen.len() >= self.capacity {
+            return ReplayCheck::Full;
         }
         self.seen.insert(id.to_string(), expires_at);
-        true
+        ReplayCheck::First
     }
 
     pub fn len(&self) -> usize {
@@ -202,11 +218,12 @@ mod tests {
     #[test]
     fn replay_cache_detects_reuse_and_expires() {
         let mut c = ReplayCache::new(2);
-        assert!(c.check_and_insert("a", 10, 0));
-        assert!(!c.check_and_insert("a", 10, 1));
-        assert!(c.check_and_insert("b", 10, 1));
-        assert!(!c.check_and_insert("c", 10, 1), "full cache fails closed");
-        assert!(c.check_and_insert("c", 30, 11), "expired entries are pruned");
-        assert!(c.check_and_insert("a", 30, 11));
+        assert_eq!(c.check_and_insert("a", 10, 0), ReplayCheck::First);
+        assert_eq!(c.check_and_insert("a", 10, 1), ReplayCheck::Replay);
+        assert_eq!(c.check_and_insert("b", 10, 1), ReplayCheck::First);
+        assert_eq!(c.check_and_insert("c", 10, 1), ReplayCheck::Full, "a full cache remembers nothing more and says so");
+        assert_eq!(c.check_and_insert("a", 10, 1), ReplayCheck::Replay, "a full cache still knows what it holds");
+        assert_eq!(c.check_and_insert("c", 30, 11), ReplayCheck::First, "expired entries are pruned");
+        assert_eq!(c.check_and_insert("a", 30, 11), ReplayCheck::First);
     }
 }

@@ -11,7 +11,7 @@ mod revocation;
 mod token;
 
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
-pub use dpop::{DpopProof, ReplayCache, make_dpop_proof, verify_dpop_proof};
+pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
 pub use keys::{Jwk, Keypair, PublicKey, thumbprint};
 pub use revocation::RevocationSet;

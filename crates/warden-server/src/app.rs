@@ -115,19 +115,29 @@ async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), Start
     Ok((l, a))
 }
 
-/// Sign an audit checkpoint every `audit.checkpoint_secs` when the log grew.
+/// Sign an audit checkpoint every `audit.checkpoint_secs` when the log grew,
+/// and publish the newest to `audit.publish_checkpoints_to` (again each
+/// period: one that failed to publish is retried).
 fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
     if cfg.audit.checkpoint_secs == 0 {
         return;
     }
-    let (period, origin) = (Duration::from_secs(cfg.audit.checkpoint_secs), cfg.audit_origin());
+    let (period, origin, publish_to) = (Duration::from_secs(cfg.audit.checkpoint_secs), cfg.audit_origin(), cfg.audit.publish_checkpoints_to.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = store.make_checkpoint(&key, &origin, warden_gateway::now_ms()).await {
-                tracing::error!("signing an audit checkpoint failed: {e}");
+            match store.make_checkpoint(&key, &origin, warden_gateway::now_ms()).await {
+                Ok(Some(cp)) => {
+                    if let Some(dir) = &publish_to
+                        && let Err(e) = warden_audit::publish(dir, cp.size, &cp.note)
+                    {
+                        tracing::error!("publishing the audit checkpoint at tree size {} failed (retried next period): {e}", cp.size);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("signing an audit checkpoint failed: {e}"),
             }
         }
     });
@@ -143,6 +153,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         return Err(StartError::Config(format!("approvals.webhook_secret_env names {v}, which is not set in the environment")));
     }
     ensure_data_dir(&cfg.data_dir)?;
+    if let Some(dir) = &cfg.audit.publish_checkpoints_to {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError::DataDir { path: dir.display().to_string(), message: format!("audit.publish_checkpoints_to: {e}") })?;
+    }
     let key = load_or_create_key(&cfg.key_path())?;
     // Redaction tokens and hashes are keyed by a value derived from the
     // gateway key, so every replica sharing the key produces the same ones.

@@ -69,11 +69,17 @@ pub struct AuditConfig {
     /// still makes one on demand).
     #[serde(default = "d_checkpoint")]
     pub checkpoint_secs: u64,
+    /// A directory outside the database (another mount, an append-only or
+    /// object-locked store) where every signed checkpoint is also written,
+    /// once, as its own file; `warden audit verify` then requires the log
+    /// to reach the newest one there. Without it, a database writer can
+    /// cut the log back to the newest checkpoint stored in the database.
+    pub publish_checkpoints_to: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { checkpoint_secs: d_checkpoint() }
+        Self { checkpoint_secs: d_checkpoint(), publish_checkpoints_to: None }
     }
 }
 
@@ -127,6 +133,9 @@ impl ServerConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = base.join(&cfg.data_dir);
         cfg.policy_dir = base.join(&cfg.policy_dir);
+        if let Some(p) = &mut cfg.audit.publish_checkpoints_to {
+            *p = base.join(&*p);
+        }
         for u in &mut cfg.upstreams {
             if let warden_gateway::Transport::Http { headers_from_file, .. } = &mut u.transport {
                 headers_from_file.values_mut().for_each(|p| *p = base.join(&*p));

@@ -82,13 +82,17 @@ fn random_id() -> String {
     warden_identity::b64url(&b)
 }
 
+fn unavailable(e: warden_store::OneTimeIdsUnavailable) -> OAuthError {
+    OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: e.to_string() }
+}
+
 fn param<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
     form.get(name).map(String::as_str).filter(|s| !s.is_empty()).ok_or_else(|| err("invalid_request", format!("missing parameter {name}")))
 }
 
 impl OAuth {
     /// Authenticate the client by its assertion; returns the active agent.
-    fn authenticate_client(&self, form: &HashMap<String, String>, now: i64) -> Result<Agent, OAuthError> {
+    async fn authenticate_client(&self, form: &HashMap<String, String>, now: i64) -> Result<Agent, OAuthError> {
         if param(form, "client_assertion_type")? != ASSERTION_TYPE {
             return Err(err("invalid_client", format!("client_assertion_type must be {ASSERTION_TYPE} (private_key_jwt)")));
         }
@@ -106,7 +110,7 @@ impl OAuth {
         let endpoint = self.token_endpoint();
         let c =
             verify_client_assertion(assertion, &key, &[endpoint.as_str(), self.issuer_url.as_str()], now).map_err(|e| err("invalid_client", e.to_string()))?;
-        if !self.gw.first_use(&format!("assertion:{}:{}", client_id, c.jti), now + MAX_ASSERTION_LIFETIME) {
+        if !self.gw.first_use(&format!("assertion:{}:{}", client_id, c.jti), now + MAX_ASSERTION_LIFETIME).await.map_err(unavailable)? {
             return Err(err("invalid_client", "client assertion replayed: its jti was already used"));
         }
         if agent.status != AgentStatus::Active {
@@ -117,14 +121,14 @@ impl OAuth {
 
     /// The DPoP proof at the token endpoint must be signed by the agent's
     /// registered key: the issued token is bound to it.
-    fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<String, OAuthError> {
+    async fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<String, OAuthError> {
         let proof = headers.get("dpop").and_then(|v| v.to_str().ok()).ok_or_else(|| err("invalid_dpop_proof", "a DPoP proof header is required"))?;
         let skew = self.gw.config.dpop_skew_secs;
         let p = verify_dpop_proof(proof, "POST", &self.token_endpoint(), None, now, skew).map_err(|e| err("invalid_dpop_proof", e.to_string()))?;
         if p.jkt != thumbprint(&agent.public_key) {
             return Err(err("invalid_dpop_proof", "the DPoP key must be the agent's registered key"));
         }
-        if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew) {
+        if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(unavailable)? {
             return Err(err("invalid_dpop_proof", "DPoP proof replayed"));
         }
         Ok(p.jkt)
@@ -248,7 +252,7 @@ async fn token(
     }
     let grant = form.get("grant_type").cloned().unwrap_or_default();
     let mut ev = AuditEvent { action: Some(format!("token:{}", untrusted_text(&grant, 80))), ..Default::default() };
-    let result = (|| {
+    let result = async {
         if let Some(why) = s.gw.registry_stale() {
             return Err(OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: why });
         }
@@ -256,11 +260,12 @@ async fn token(
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
             return Err(err("unsupported_grant_type", "use client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"));
         }
-        let agent = s.authenticate_client(&form, now)?;
+        let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
-        let jkt = s.check_dpop(&headers, &agent, now)?;
+        let jkt = s.check_dpop(&headers, &agent, now).await?;
         if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, resource, now) }
-    })();
+    }
+    .await;
     // Until the client is authenticated the request proves nothing about
     // who sent it: tallied for its source's aggregated record, not audited
     // one by one.
@@ -317,7 +322,7 @@ async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<Sock
     if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
     }
-    let agent = match s.authenticate_client(&form, now) {
+    let agent = match s.authenticate_client(&form, now).await {
         Ok(a) => a,
         Err(e) => {
             s.gw.stranger_failed(peer.ip(), Door::Token, &format!("revocation: {}: {}", e.error, e.description), Claimed::Nothing);

@@ -1,5 +1,6 @@
 //! Persistence for the registry (agents, tools and their pinned definitions),
-//! revocations, kill switches, approvals, operators and the audit log.
+//! revocations, kill switches, approvals, operators, the audit log and the
+//! one-time ids (DPoP proofs, client assertions) already used.
 //!
 //! One implementation over sqlx's `Any` driver serves both backends: SQLite
 //! in a data directory (the embedded default) and PostgreSQL (several
@@ -128,7 +129,15 @@ CREATE TABLE operators (
     // Held calls' arguments as approvers see them (personal data in clear),
     // apart from `record` so only approvers are shown them; NULL once final.
     r#"ALTER TABLE approvals ADD COLUMN approver_args TEXT;"#,
+    ONE_TIME_IDS_TABLE,
 ];
+
+/// One-time ids (DPoP proof and client assertion `jti`s) already used, until
+/// `expires_at` (Unix seconds): the primary key makes a second use on any
+/// replica, or after a restart, a conflict.
+const ONE_TIME_IDS_TABLE: &str = r#"
+CREATE TABLE one_time_ids (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+"#;
 
 /// Policy bundles pushed for every gateway (`sources`: schema and policy
 /// files as JSON); the highest version is in force.
@@ -954,7 +963,14 @@ impl Store {
     /// Verify the stored log against the gateway key, the stored head and
     /// every signed checkpoint.
     pub async fn verify_audit(&self, key: &warden_identity::PublicKey) -> Result<std::result::Result<VerifyReport, AuditError>> {
-        let mut checkpoints = Vec::new();
+        self.verify_audit_with(key, &[]).await
+    }
+
+    /// As [`Store::verify_audit`], and against checkpoints kept outside the
+    /// database (already signature-checked): the stored head and checkpoint
+    /// rows are the database writer's to rewrite, those are not.
+    pub async fn verify_audit_with(&self, key: &warden_identity::PublicKey, published: &[Checkpoint]) -> Result<std::result::Result<VerifyReport, AuditError>> {
+        let mut checkpoints = published.to_vec();
         for c in self.checkpoints().await? {
             match Checkpoint::verify(&c.note, key) {
                 Ok(cp) if cp.size == c.size => checkpoints.push(cp),
@@ -1127,6 +1143,108 @@ impl Store {
             return Err(StoreError::NotFound(format!("audit record {seq}")));
         }
         Ok(())
+    }
+}
+
+// ---- one-time ids ----
+
+impl Store {
+    /// Record one-time ids with the time each stops being acceptable, in one
+    /// statement (one round trip for the batch). Per id: `true` when this
+    /// call recorded it first, `false` when it was already recorded (by any
+    /// replica, before or after a restart) or repeats earlier in `ids`.
+    pub async fn claim_one_time_ids(&self, ids: &[(String, i64)]) -> Result<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::from("INSERT INTO one_time_ids (id, expires_at) VALUES ");
+        for i in 0..ids.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for (id, expires_at) in ids {
+            q = q.bind(id.as_str()).bind(*expires_at);
+        }
+        let inserted: std::collections::HashSet<String> = q.fetch_all(&self.pool).await.map_err(db("recording one-time ids"))?.into_iter().collect();
+        let mut first = std::collections::HashSet::new();
+        Ok(ids.iter().map(|(id, _)| inserted.contains(id) && first.insert(id.as_str())).collect())
+    }
+
+    /// Forget one-time ids that expired before `before` (Unix seconds).
+    pub async fn prune_one_time_ids(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM one_time_ids WHERE expires_at < $1").bind(before).execute(&self.pool).await.map_err(db("pruning one-time ids"))?;
+        Ok(r.rows_affected())
+    }
+
+    /// Start the group-commit writer for one-time ids (needs a Tokio
+    /// runtime). Expired ids are pruned every minute once they are
+    /// `prune_grace_secs` past their expiry: the grace covers clocks that
+    /// differ between replicas, so a replica running ahead does not forget
+    /// an id another one would still accept.
+    pub fn one_time_ids(&self, prune_grace_secs: i64) -> OneTimeIds {
+        let (tx, rx) = tokio::sync::mpsc::channel(8192);
+        tokio::spawn(claim_batches(self.clone(), rx, prune_grace_secs));
+        OneTimeIds { tx }
+    }
+}
+
+type ClaimReply = tokio::sync::oneshot::Sender<std::result::Result<bool, OneTimeIdsUnavailable>>;
+
+/// Records one-time ids through one writer: each caller waits for the
+/// statement holding its id, and ids arriving while one is in flight go in
+/// the next (group commit without a timer: a lone request waits one round
+/// trip, a busy gateway one round trip per batch).
+#[derive(Debug, Clone)]
+pub struct OneTimeIds {
+    tx: tokio::sync::mpsc::Sender<(String, i64, ClaimReply)>,
+}
+
+/// The one-time id could not be recorded; the request must be refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the one-time id cannot be recorded in the database ({0}); refusing the request (fail closed): retry when the database is reachable")]
+pub struct OneTimeIdsUnavailable(String);
+
+/// Ids per statement (two parameters each).
+const MAX_CLAIM_BATCH: usize = 128;
+
+impl OneTimeIds {
+    /// `true` when `id` is used for the first time anywhere; it is then
+    /// recorded until `expires_at` (Unix seconds).
+    pub async fn claim(&self, id: String, expires_at: i64) -> std::result::Result<bool, OneTimeIdsUnavailable> {
+        let stopped = || OneTimeIdsUnavailable("the one-time id writer stopped".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((id, expires_at, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn claim_batches(store: Store, mut rx: tokio::sync::mpsc::Receiver<(String, i64, ClaimReply)>, prune_grace_secs: i64) {
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(MAX_CLAIM_BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_CLAIM_BATCH) => if n == 0 { return },
+            _ = prune.tick() => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                if let Err(e) = store.prune_one_time_ids(now - prune_grace_secs).await {
+                    tracing::warn!("pruning expired one-time ids failed (retried in a minute): {e}");
+                }
+                continue;
+            }
+        }
+        let (ids, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(id, exp, reply)| ((id, exp), reply)).unzip();
+        match store.claim_one_time_ids(&ids).await {
+            Ok(first) => first.into_iter().zip(replies).for_each(|(f, reply)| drop(reply.send(Ok(f)))),
+            Err(e) => {
+                let e = OneTimeIdsUnavailable(e.to_string());
+                replies.into_iter().for_each(|reply| drop(reply.send(Err(e.clone()))));
+            }
+        }
     }
 }
 
@@ -1520,6 +1638,51 @@ mod tests {
             edited.event.decision = "allow".into();
             s.overwrite_audit_row(7, &serde_json::to_string(&edited).unwrap()).await.unwrap();
             assert!(matches!(s.make_checkpoint(&key, "td/audit", 13).await, Err(StoreError::Corrupt(m)) if m.contains("does not verify")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_one_time_id_is_first_only_once_across_stores_restarts_and_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        // Two handles on one database stand for two replicas; a third opened
+        // after the first closes, for a restart.
+        let pg = testing::fresh_postgres_url().await.unwrap();
+        let mut pairs = vec![(Store::open(&path).await.unwrap(), Store::open(&path).await.unwrap())];
+        if let Some(url) = &pg {
+            pairs.push((Store::connect(url).await.unwrap(), Store::connect(url).await.unwrap()));
+        }
+        // Unexpired now: the writer prunes what expired when it starts.
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1000;
+        for (a, b) in pairs {
+            let ids = |v: &[&str]| v.iter().map(|i| (i.to_string(), exp)).collect::<Vec<_>>();
+            assert_eq!(a.claim_one_time_ids(&ids(&["x", "y"])).await.unwrap(), [true, true]);
+            assert_eq!(b.claim_one_time_ids(&ids(&["y", "z", "z"])).await.unwrap(), [false, true, false], "the other replica sees y; z repeats in its batch");
+            let restarted = match a.backend() {
+                Backend::Sqlite => Store::open(&path).await.unwrap(),
+                Backend::Postgres => Store::connect(pg.as_deref().unwrap()).await.unwrap(),
+            };
+            drop(a);
+            assert_eq!(restarted.claim_one_time_ids(&ids(&["x"])).await.unwrap(), [false], "recorded before the restart");
+
+            // Through the group-commit writer, concurrently: each id is first once.
+            let w = restarted.one_time_ids(0);
+            let claims: Vec<_> = (0..50)
+                .map(|i| {
+                    let w = w.clone();
+                    tokio::spawn(async move { w.claim(format!("c{}", i % 25), exp).await.unwrap() })
+                })
+                .collect();
+            let mut first = 0;
+            for c in claims {
+                first += usize::from(c.await.unwrap());
+            }
+            assert_eq!(first, 25);
+            assert!(!w.claim("x".into(), exp).await.unwrap());
+
+            assert_eq!(restarted.prune_one_time_ids(exp).await.unwrap(), 0, "none expired before exp");
+            assert_eq!(restarted.prune_one_time_ids(exp + 1).await.unwrap(), 28);
+            assert_eq!(restarted.claim_one_time_ids(&ids(&["x"])).await.unwrap(), [true], "an expired id is forgotten");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `warden audit …`: tail, query, verify (store or export, against signed
-//! checkpoints), export (JSONL, OCSF), checkpoints and Merkle proofs.
+//! checkpoints; the store also against the newest one published outside the
+//! database), export (JSONL, OCSF), checkpoints (published when configured)
+//! and Merkle proofs.
 
 use crate::cli::{AuditCmd, Cli, ExportFormat};
 use crate::{load_config, open_store};
@@ -110,12 +112,17 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
             match cmd {
                 AuditCmd::Verify { .. } => {
                     let key = gateway_key(cli)?.public();
-                    report(verify_store(&store, &key).await?)
+                    let Some(dir) = &cfg.audit.publish_checkpoints_to else { return report(verify_store(&store, &key).await?) };
+                    verify_against_published(&store, &key, dir, &cfg.audit_origin()).await
                 }
                 AuditCmd::Checkpoint { out } => {
                     let key = gateway_key(cli)?;
                     let cp = store.make_checkpoint(&key, &cfg.audit_origin(), warden_gateway::now_ms()).await?;
                     let cp = cp.context("the audit log is empty: nothing to checkpoint yet")?;
+                    if let Some(dir) = &cfg.audit.publish_checkpoints_to {
+                        let path = warden_audit::publish(dir, cp.size, &cp.note)?;
+                        eprintln!("checkpoint at tree size {} published to {}", cp.size, path.display());
+                    }
                     match out {
                         Some(p) => {
                             std::fs::write(p, &cp.note).with_context(|| format!("writing {}", p.display()))?;
@@ -183,6 +190,29 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                 }
                 AuditCmd::PublicKey | AuditCmd::CheckProof { .. } => unreachable!("handled above"),
             }
+        }
+    }
+}
+
+/// Verify the stored log against the newest checkpoint published in `dir`
+/// as well: the database's own head and checkpoints cannot vouch for a log
+/// whose writer could rewrite them. A failure that concerns the published
+/// checkpoint names its file.
+async fn verify_against_published(store: &Store, key: &PublicKey, dir: &Path, origin: &str) -> Result<()> {
+    let published = warden_audit::newest_published(dir, key).context("reading the newest published checkpoint (audit.publish_checkpoints_to)")?;
+    let Some((path, cp)) = published else {
+        println!("note: no checkpoint published in {} yet; verifying against the database alone", dir.display());
+        return report(verify_store(store, key).await?);
+    };
+    ensure!(cp.origin == origin, "published checkpoint {} is for the log {:?}, not this one ({origin:?})", path.display(), cp.origin);
+    match store.verify_audit_with(key, std::slice::from_ref(&cp)).await? {
+        Err(e @ (AuditError::Checkpoint { size } | AuditError::ShorterThanCheckpoint { size, .. })) if size == cp.size => {
+            bail!("audit log verification FAILED against the checkpoint published at {} (tree size {}): {e}", path.display(), cp.size)
+        }
+        r => {
+            report(r)?;
+            println!("the log reaches the newest published checkpoint {} (tree size {})", path.display(), cp.size);
+            Ok(())
         }
     }
 }

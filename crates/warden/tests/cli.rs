@@ -324,3 +324,52 @@ async fn compliance_report_holds_the_evidence_as_json_and_escaped_html() {
     assert!(html.contains("agentic applications (2026)") && html.contains("Rogue Agents"));
     assert!(!html.contains("<script>alert(1)</script>") && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "agent data is escaped");
 }
+
+/// An insider with write access to the SQLite database but not the gateway
+/// key: cut the log back to tree size `keep` (rows, stored checkpoints and
+/// the unsigned head row, rewritten to point at record `keep`).
+fn cut_tail_as_insider(db: &std::path::Path, keep: u64) {
+    let script = r#"
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1]); keep = int(sys.argv[2])
+rec = json.loads(db.execute("SELECT record FROM audit WHERE seq = ?", (keep,)).fetchone()[0])
+db.execute("DELETE FROM audit WHERE seq > ?", (keep,))
+db.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
+db.execute("UPDATE meta SET value = ? WHERE key = 'audit_head'", (json.dumps({"seq": keep, "hash": rec["hash"]}),))
+db.commit()
+"#;
+    let out = Command::new("python3").args(["-c", script, db.to_str().unwrap(), &keep.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_cut_in_the_database_fails_verification_against_the_published_checkpoint() {
+    const PUBLISH: &str = "[audit]\ncheckpoint_secs = 0\npublish_checkpoints_to = \"published\"\n";
+    let mut h = Harness::start_with("", PUBLISH, &[]);
+    h.approve_demo_tools();
+    let (id, key) = h.register("bot", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    three_lookups(&mut c).await;
+    let size = |note: &str| -> u64 { note.lines().nth(1).unwrap().parse().unwrap() };
+    let kept = size(&h.cli(&["audit", "checkpoint"]));
+    three_lookups(&mut c).await;
+    let newest = size(&h.cli(&["audit", "checkpoint"]));
+    assert!(newest > kept);
+    let published = h.dir.path().join("published").join(warden_audit::checkpoint::published_name(newest));
+    assert!(published.exists(), "each checkpoint is published as its own file");
+
+    let verified = h.cli(&["audit", "verify"]);
+    assert!(verified.contains("audit log OK") && verified.contains(&format!("newest published checkpoint {}", published.display())), "{verified}");
+
+    h.stop();
+    cut_tail_as_insider(&h.dir.path().join("warden-data/warden.db"), kept);
+    // Against the database alone the cut log looks whole...
+    h.edit_config(PUBLISH, "[audit]\ncheckpoint_secs = 0\n");
+    assert!(h.cli(&["audit", "verify"]).contains("audit log OK"), "the database's own head and checkpoints cannot tell");
+    // ...but not against the checkpoint published outside it.
+    h.edit_config("[audit]\ncheckpoint_secs = 0\n", PUBLISH);
+    let out = h.cli_output(&["audit", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("checkpoint published at {}", published.display())) && err.contains("records were removed"), "{err}");
+}

@@ -119,3 +119,134 @@ async fn a_kill_on_one_replica_stops_the_agent_on_the_other() {
     // Both replicas extended one audit chain; it verifies.
     a.assert_audit_intact();
 }
+
+/// A free loopback port (for a server that must keep or share an address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `tools/call` exactly as the client sends it, kept for replaying.
+#[derive(Clone)]
+struct CapturedCall {
+    authorization: String,
+    proof: String,
+    session: String,
+    body: Vec<u8>,
+}
+
+fn captured_call(c: &warden_client::AgentClient) -> CapturedCall {
+    let body = json!({ "jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": lookup() } });
+    CapturedCall {
+        authorization: format!("DPoP {}", c.token.as_deref().unwrap()),
+        proof: c.proof("POST"),
+        session: c.session.clone().unwrap(),
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// POST a captured request to the MCP endpoint at `base`; (status, body).
+async fn send_mcp(base: &str, call: &CapturedCall) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", &call.authorization)
+        .header("dpop", &call.proof)
+        .header("mcp-session-id", &call.session)
+        .body(call.body.clone())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A token request (client assertion and DPoP proof for the token endpoint
+/// of `public`), kept for replaying: (DPoP proof, form body).
+fn captured_token_request(public: &str, id: &str, key: &warden_identity::Keypair) -> (String, String) {
+    let c = warden_client::AgentClient::new(public, id, key.clone());
+    let url = format!("{public}/oauth/token");
+    let proof = warden_identity::make_dpop_proof(key, "POST", &url, None, warden_client::now());
+    let form = format!(
+        "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+        c.client_assertion()
+    );
+    (proof, form)
+}
+
+/// POST a captured token request to `base`; (status, body).
+async fn send_token(base: &str, (proof, form): &(String, String)) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("dpop", proof)
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn is_replay_refusal((status, body): &(u16, Value)) -> bool {
+    *status == 401 && body.to_string().contains("replayed")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dpop_proof_or_client_assertion_used_on_one_replica_is_refused_on_the_other() {
+    let Some(url) = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
+    let a = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", &url)]);
+    // Behind one load balancer both replicas serve one public URL (proofs
+    // name it as htu, tokens as issuer): replica B listens elsewhere but
+    // calls itself A's URL.
+    let b_addr = format!("http://127.0.0.1:{}", free_port());
+    a.edit_config("listen = \"127.0.0.1:0\"", &format!("listen = {:?}\npublic_url = {:?}", b_addr.trim_start_matches("http://"), a.base));
+    let _b = a.replica();
+    a.approve_demo_tools();
+    let (id, key) = a.register("replayed", "onboarding/*", 2, None);
+    let c = a.ready_client(&id, &key, None).await;
+
+    let call = captured_call(&c);
+    let (status, body) = send_mcp(&a.base, &call).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"].is_object(), "{body}");
+    let replayed = send_mcp(&b_addr, &call).await;
+    assert!(is_replay_refusal(&replayed), "the proof used on A is refused on B: {replayed:?}");
+    // B itself serves the agent: a fresh proof with the same token
+    // authenticates (B holds no MCP session of A's, so it asks for one).
+    let fresh = CapturedCall { proof: c.proof("POST"), ..call.clone() };
+    let (status, body) = send_mcp(&b_addr, &fresh).await;
+    assert!(status == 404 && body.to_string().contains("unknown or expired session"), "{status} {body}");
+
+    // The token endpoint: a client assertion and proof used on A, replayed on B.
+    let req = captured_token_request(&a.base, &id, &key);
+    let (status, body) = send_token(&a.base, &req).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send_token(&b_addr, &req).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("client assertion replayed"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dpop_proof_or_client_assertion_used_before_a_restart_is_refused_after_it() {
+    let mut h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("restarted", "onboarding/*", 2, None);
+    let c = h.ready_client(&id, &key, None).await;
+    let call = captured_call(&c);
+    let (status, body) = send_mcp(&h.base, &call).await;
+    assert!(status == 200 && body["result"].is_object(), "{status} {body}");
+    let req = captured_token_request(&h.base, &id, &key);
+    assert_eq!(send_token(&h.base, &req).await.0, 200);
+
+    // Same data directory, same address (proofs name it), new process.
+    let port = h.base.rsplit(':').next().unwrap().to_string();
+    h.edit_config("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    h.serve();
+    let replayed = send_mcp(&h.base, &call).await;
+    assert!(is_replay_refusal(&replayed), "the proof used before the restart is refused: {replayed:?}");
+    let (status, body) = send_token(&h.base, &req).await;
+    assert!(status == 401 && body["error_description"].as_str().unwrap().contains("replayed"), "{status} {body}");
+    // The token still works with a fresh proof: the refusal was the replay.
+    let mut c = c;
+    let r = c.initialize().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
