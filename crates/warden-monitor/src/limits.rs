@@ -1,6 +1,8 @@
 //! Rate limits and impact caps: calls, records returned, money moved and
 //! bytes sent out, per agent, tool and/or task, over a sliding window.
-//! A cap is a limit with a long window (`amount` 10,000 per day).
+//! A cap is a limit with a long window (`amount` 100,000 per day). An amount
+//! that cannot be counted (negative, not finite) is refused by every amount
+//! cap that applies, never counted as nothing.
 
 use crate::window::Window;
 use crate::{Call, MonitorError};
@@ -115,11 +117,12 @@ impl LimitRule {
 }
 
 /// What a call consumes of a metric (records are known only once the
-/// result is back, and checked then).
+/// result is back, and checked then). An amount is passed on as it came, so
+/// `hit` can refuse one that is negative or not a number.
 fn consumes(c: &Call<'_>, m: Metric) -> f64 {
     match m {
         Metric::Calls => 1.0,
-        Metric::Amount if c.financial => c.amount.max(0.0),
+        Metric::Amount if c.financial => c.amount,
         Metric::BytesOut if c.exfil_capable => c.arg_bytes as f64,
         Metric::Amount | Metric::BytesOut | Metric::Records => 0.0,
     }
@@ -136,8 +139,25 @@ pub struct LimitHit {
     pub window_secs: u64,
 }
 
+impl LimitHit {
+    /// Refused because the call's share cannot be counted, not because the
+    /// budget is used up.
+    pub fn uncountable(&self) -> bool {
+        !(self.requested.is_finite() && self.requested >= 0.0)
+    }
+}
+
 impl std::fmt::Display for LimitHit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.uncountable() {
+            return write!(
+                f,
+                "limit {:?} refuses this call: its {} ({}) is negative or not a number, so it cannot be counted against the cap; send a non-negative number",
+                self.rule,
+                self.metric.unit(),
+                self.requested
+            );
+        }
         write!(
             f,
             "limit {:?} reached: {} of {} {} per {} s used, this call needs {}",
@@ -170,6 +190,10 @@ impl Limits {
             return None;
         }
         let used = self.counters.get(&(i, key.to_string())).map(|w| w.value(now_ms, r.window_ms())).unwrap_or(0.0);
+        // A negative amount would pay back the budget; NaN compares false.
+        if !(need.is_finite() && need >= 0.0) {
+            return Some(LimitHit { rule: r.name.clone(), metric: r.metric, used, requested: need, max: r.max, window_secs: r.window_secs });
+        }
         // Records are checked before the call for an exhausted budget and
         // after it for the result's own size.
         let over = if need == 0.0 { used >= r.max } else { used + need > r.max };
@@ -299,6 +323,20 @@ mod tests {
         // A global cap: another agent shares it.
         assert!(l.admit(&usage("b", &pay, 500.0), 0).is_err());
         l.admit(&usage("b", &pay, 400.0), 0).unwrap();
+    }
+
+    #[test]
+    fn a_negative_or_non_numeric_amount_is_refused_not_counted_as_zero() {
+        let mut l = Limits::new(vec![rule(Metric::Amount, 1000.0, vec![], &["pay/*"])]);
+        let pay: ToolRef = "pay/transfer".parse().unwrap();
+        for bad in [-50_000.0, -0.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let hit = l.admit(&usage("a", &pay, bad), 0).unwrap_err();
+            assert!(hit.uncountable(), "{bad}");
+            assert!(hit.to_string().contains("negative or not a number"), "{hit}");
+        }
+        // Nothing was paid back or consumed: the whole budget is still there.
+        l.admit(&usage("a", &pay, 1000.0), 0).unwrap();
+        assert!(!l.admit(&usage("a", &pay, 1.0), 0).unwrap_err().uncountable());
     }
 
     #[test]

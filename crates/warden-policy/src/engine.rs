@@ -1,3 +1,4 @@
+use crate::derive::ArgFacts;
 use crate::{CallFacts, PolicyError};
 use cedar_policy::{
     Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
@@ -372,6 +373,7 @@ impl PolicyBundle {
             ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
             ("findings".to_string(), findings_record(&r.findings).map_err(e)?),
             ("monitor".to_string(), monitor_record(&r.monitor).map_err(e)?),
+            ("facts".to_string(), derived_record(&ArgFacts::of(&r.args)).map_err(e)?),
         ])
         .map_err(|x| x.to_string())?;
         let uids = RequestUids { principal: principal.clone(), owner: owner.clone(), resource: resource.clone(), server: server.clone() };
@@ -429,6 +431,26 @@ fn monitor_record(m: &crate::MonitorFacts) -> Result<RestrictedExpression, cedar
         ("calls_this_minute".to_string(), RestrictedExpression::new_long(m.calls_this_minute)),
         ("taint".to_string(), RestrictedExpression::new_set(m.taint.iter().map(|x| RestrictedExpression::new_string(x.clone())))),
     ])
+}
+
+fn derived_record(f: &ArgFacts) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    let set = |s: &std::collections::BTreeSet<String>| RestrictedExpression::new_set(s.iter().map(|x| RestrictedExpression::new_string(x.clone())));
+    let b = RestrictedExpression::new_bool;
+    let mut fields = vec![
+        ("recipients".to_string(), set(&f.recipients)),
+        ("recipient_domains".to_string(), set(&f.recipient_domains)),
+        ("recipients_unparsable".to_string(), b(f.recipients_unparsable)),
+        ("paths".to_string(), set(&f.paths)),
+        ("path_dirs".to_string(), set(&f.path_dirs)),
+        ("paths_escape_root".to_string(), b(f.paths_escape_root)),
+        ("paths_unparsable".to_string(), b(f.paths_unparsable)),
+        ("urls".to_string(), set(&f.urls)),
+        ("url_hosts".to_string(), set(&f.url_hosts)),
+        ("urls_unparsable".to_string(), b(f.urls_unparsable)),
+        ("amount_invalid".to_string(), b(f.amount_invalid)),
+    ];
+    fields.extend(f.amount.map(|a| ("amount".to_string(), RestrictedExpression::new_long(a))));
+    RestrictedExpression::new_record(fields)
 }
 
 /// Arguments become a Cedar record: strings, integers, booleans, sets and
@@ -588,9 +610,11 @@ pub(crate) mod tests {
     #[test]
     fn built_facts_conform_to_schema() {
         let b = bundle(POLICIES).unwrap();
-        let mut f = facts("transfer", json!({"amount": 3, "to": "x"}));
+        let mut f = facts("transfer", json!({"amount": 3, "to": "x, a@b.test", "path": "/a/../b", "query": "https://h.test"}));
         f.request.monitor.taint.insert("untrusted".into());
         f.request.monitor.anomaly = 40;
         b.check_facts(&f).unwrap();
+        // Without an amount `context.facts.amount` is absent, still valid.
+        b.check_facts(&facts("transfer", json!({}))).unwrap();
     }
 }

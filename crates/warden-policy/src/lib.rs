@@ -1,12 +1,16 @@
 //! The Policy Engine: Cedar policies and schema, the entities and context
 //! built for each request, and decisions with the ids of the policies that
 //! made them. Policy-as-code test cases (`warden policy test`) run through the
-//! same path as live requests. Pure: sources are handed in as text.
+//! same path as live requests. Normalised facts (`context.facts`: recipients,
+//! paths, URLs, the amount) are derived here from the raw arguments, so every
+//! enforcement point gets the same reading. Pure: sources are handed in as text.
 
+mod derive;
 mod engine;
 mod facts;
 mod testcase;
 
+pub use derive::{AmountError, amount_of};
 pub use engine::{BundleSources, PolicyBundle, PolicySource};
 pub use facts::{AgentFacts, CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
 pub use testcase::{CaseResult, TestCase, TestFile};

@@ -227,4 +227,19 @@ mod tests {
         assert!(TestFile::parse("x", "[[case]]\nname='x'\nagent='a'\ntool='bad'\nexpect='allow'").is_err());
         assert!(TestFile::parse("x", "[[case]]\nname='x'\nagent='a'\ntool='a/b'\nexpect='maybe'").is_err());
     }
+
+    #[test]
+    fn the_shipped_policy_cases_pass() {
+        let b = PolicyBundle::load(
+            &PolicySource { name: "schema.cedarschema".into(), text: crate::engine::tests::SCHEMA.into() },
+            &[
+                PolicySource { name: "base.cedar".into(), text: include_str!("../../../policies/base.cedar").into() },
+                PolicySource { name: "guardrails.cedar".into(), text: include_str!("../../../policies/guardrails.cedar").into() },
+            ],
+        )
+        .unwrap();
+        let f = TestFile::parse("guardrails.toml", include_str!("../../../policies/tests/guardrails.toml")).unwrap();
+        let failed: Vec<String> = f.run(&b).into_iter().filter(|r| !r.passed).map(|r| format!("{}: {}", r.name, r.detail.unwrap_or_default())).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
 }

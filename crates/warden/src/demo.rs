@@ -74,10 +74,15 @@ min_calls = 200             # a baseline is trusted after this many calls
 min_secs = 86400            # over at least this long; conservative fixed rules until then
 cold_calls_per_minute = 60
 
+# Caps sit above the approval rules in policies/guardrails.cedar (one approver
+# above 1000, two above 10000), so every payment the rules cover can reach its
+# approvers. A call is checked against the cap before policy (no one is asked
+# to approve a payment the cap would refuse) and counted when it is forwarded;
+# an approval does not lift a cap. A negative or non-numeric amount is refused.
 [[monitor.limit]]
 name = "payments-per-day"
 metric = "amount"           # calls | records | amount | bytes_out
-max = 10000
+max = 100000
 window_secs = 86400
 tools = ["onboarding/payment_transfer"]
 per = ["agent"]             # agent | tool | task; [] = one budget shared by all
