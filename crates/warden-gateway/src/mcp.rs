@@ -415,7 +415,10 @@ pub(crate) fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &V
         sensitivity_level: tool.sensitivity.level(),
         exfil_capable: tool.exfil_capable,
         financial: tool.action_class == ActionClass::Financial,
-        amount: args.get("amount").and_then(Value::as_f64).unwrap_or(0.0),
+        // A number or a numeric string, as policy reads it; anything else
+        // (text, non-finite) is NaN, which an amount cap refuses, as it
+        // refuses a negative amount.
+        amount: warden_policy::amount_of(args).map(|a| a.unwrap_or(0.0)).unwrap_or(f64::NAN),
         arg_bytes,
         now_ms: now_ms(),
     }
