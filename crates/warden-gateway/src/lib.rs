@@ -23,5 +23,6 @@ pub use audit_sink::{AuditSink, AuditUnavailable, now_ms};
 pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;
+pub use pins::STARTUP_LISTING_WAIT;
 pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot, now_secs};
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

@@ -143,7 +143,17 @@ impl Call<'_> {
     }
 }
 
+/// Each request runs to its end in its own task, even if the agent goes away
+/// mid-call: a call that reached an upstream is always audited and its
+/// outcome reported to the monitor (breaker, risk).
 async fn handle_post(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    tokio::spawn(serve_post(gw, headers, body)).await.unwrap_or_else(|e| {
+        tracing::error!("request task failed: {e}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the request may not have completed").into_response()
+    })
+}
+
+async fn serve_post(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
     let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
     let null = Value::Null;
@@ -744,9 +754,12 @@ impl Step<'_> {
             ev.policies = vec![k.policy_id()];
             return self.refuse(ev, k.describe(), codes::DENIED, &[k.policy_id()]);
         }
-        if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
-            return self.refused_by_monitor(ev, &r, outcome);
-        }
+        // Held across the upstream call: if the agent goes away mid-call, a
+        // breaker probe is abandoned rather than left in flight for good.
+        let _admitted = match self.call.gw.monitor.admit(self.mcall) {
+            Ok(a) => a,
+            Err(r) => return self.refused_by_monitor(ev, &r, outcome),
+        };
         ev.decision = "allow".into();
         ev.forwarded = true;
         // Obligations of the call apply to the arguments before they leave.
