@@ -293,3 +293,81 @@ async fn a_response_under_another_requests_id_fails_the_call_and_never_reaches_t
     assert_eq!(fake.executed().len(), 3);
     assert_every_execution_audited(&h, &fake);
 }
+
+/// Resumes stopped processes however the test ends, so a failed assertion
+/// does not leave the test database frozen.
+struct Frozen(Vec<String>);
+
+impl Frozen {
+    /// Stop (SIGSTOP) every PostgreSQL backend serving database `db`,
+    /// found by their process titles (`postgres: USER DB …`).
+    #[cfg(target_os = "linux")]
+    fn backends_of(db: &str) -> Self {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let title = String::from_utf8_lossy(&cmdline);
+            if title.starts_with("postgres: ") && title.split_whitespace().nth(2) == Some(db) {
+                pids.push(name);
+            }
+        }
+        assert!(!pids.is_empty(), "no PostgreSQL backend serves {db}");
+        let status = std::process::Command::new("kill").arg("-STOP").args(&pids).status().unwrap();
+        assert!(status.success(), "cannot stop the backends {pids:?}");
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-CONT").args(&self.0).status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_fails_calls_closed_within_the_audit_bound_and_they_succeed_once_it_answers() {
+    let Some(url) = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let h = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", url.as_str())]);
+    h.approve("onboarding/customer_lookup", "medium", "read", false);
+    let (id, key) = h.register("bot", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let args = json!({ "customer_id": "C-1001" });
+    assert!(c.call_tool("onboarding__customer_lookup", args.clone()).await.unwrap().result().is_some());
+
+    let frozen = Frozen::backends_of(&db);
+    let asked = Instant::now();
+    let r = c.call_tool("onboarding__customer_lookup", args.clone()).await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(r.status, 503, "fails closed: {}", r.body);
+    assert!(r.error_message().unwrap_or_default().contains("within 5 s"), "{}", r.body);
+    assert!(took < Duration::from_secs(7), "answered after {took:?}; the audit bound is 5 s");
+    drop(frozen);
+
+    // Answering again: calls succeed without a restart.
+    h.eventually(|| {
+        let mut c = h.client(&id, &key);
+        let args = args.clone();
+        async move {
+            c.fetch_token(None, Some("t")).await.is_ok()
+                && c.initialize().await.is_ok_and(|r| r.status == 200)
+                && c.call_tool("onboarding__customer_lookup", args).await.is_ok_and(|r| r.result().is_some())
+        }
+    })
+    .await;
+    // The call the upstream ran during the freeze is audited too: its
+    // record commits once the database answers.
+    h.eventually(|| {
+        let out = h.cli(&["audit", "query", "--tool", "onboarding/customer_lookup", "--limit", "1000", "--json"]);
+        let forwarded = out.lines().filter(|l| l.contains("\"forwarded\":true")).count();
+        let ran = h.upstream_calls();
+        async move { forwarded >= ran }
+    })
+    .await;
+    h.assert_audit_intact();
+}
