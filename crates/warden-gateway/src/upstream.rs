@@ -585,7 +585,7 @@ impl Upstream {
         let Some(id) = id else { return Ok((Value::Null, session)) };
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let message = if ctype.starts_with("text/event-stream") {
-            self.read_sse(resp, id).await?
+            self.read_sse(resp).await?
         } else {
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
@@ -601,8 +601,8 @@ impl Upstream {
     }
 
     /// Read SSE events until a response arrives (requests and notifications
-    /// the server streams first are skipped); it must be the one to `id`.
-    async fn read_sse(&self, resp: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+    /// the server streams first are skipped); the caller checks its id.
+    async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut data = String::new();
@@ -627,7 +627,7 @@ impl Upstream {
                             && v.get("method").is_none()
                             && (v.get("result").is_some() || v.get("error").is_some())
                         {
-                            return self.response_for(id, v);
+                            return Ok(v);
                         }
                         data.clear();
                     }

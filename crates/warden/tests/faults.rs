@@ -29,6 +29,8 @@ struct Fake {
     fail_calls: AtomicBool,
     /// `tools/call` is answered under another id (0 off, 1 JSON, 2 SSE).
     wrong_id: AtomicU64,
+    /// Answers come as SSE streams rather than JSON bodies.
+    sse: AtomicBool,
     initializes: AtomicU64,
     /// Arguments of every `tools/call` the server executed.
     executed: Mutex<Vec<Value>>,
@@ -90,7 +92,13 @@ async fn mcp(axum::extract::State(fake): axum::extract::State<Arc<Fake>>, header
         }
         _ => json!({}),
     };
-    ([("mcp-session-id", fake.session())], axum::Json(json!({ "jsonrpc": "2.0", "id": id, "result": result }))).into_response()
+    let reply = json!({ "jsonrpc": "2.0", "id": id, "result": result });
+    if fake.sse.load(Ordering::SeqCst) {
+        // A notification first, as a server may stream one before the answer.
+        let sse = format!("event: message\ndata: {}\n\nevent: message\ndata: {reply}\n\n", json!({ "jsonrpc": "2.0", "method": "notifications/message" }));
+        return ([("content-type", "text/event-stream"), ("mcp-session-id", fake.session().as_str())], sse).into_response();
+    }
+    ([("mcp-session-id", fake.session())], axum::Json(reply)).into_response()
 }
 
 /// Start the fake upstream; returns its switches and its URL.
@@ -290,7 +298,10 @@ async fn a_response_under_another_requests_id_fails_the_call_and_never_reaches_t
     }
     fake.wrong_id.store(0, Ordering::SeqCst);
     assert!(c.call_tool("flaky__echo", json!({ "mode": 0 })).await.unwrap().result().is_some(), "the next call is matched again");
-    assert_eq!(fake.executed().len(), 3);
+    fake.sse.store(true, Ordering::SeqCst);
+    let r = c.call_tool("flaky__echo", json!({ "mode": "sse" })).await.unwrap();
+    assert!(r.result().is_some(), "a streamed answer under the right id is the result: {}", r.body);
+    assert_eq!(fake.executed().len(), 4);
     assert_every_execution_audited(&h, &fake);
 }
 
