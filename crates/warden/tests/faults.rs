@@ -382,3 +382,34 @@ async fn a_frozen_database_fails_calls_closed_within_the_audit_bound_and_they_su
     .await;
     h.assert_audit_intact();
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstream_that_exited_is_restarted_on_the_next_call() {
+    let h = Harness::start("");
+    h.approve("onboarding/customer_lookup", "medium", "read", false);
+    let (id, key) = h.register("bot", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let args = json!({ "customer_id": "C-1001" });
+    assert!(c.call_tool("onboarding__customer_lookup", args.clone()).await.unwrap().result().is_some());
+
+    // This gateway's demo server: the one writing to this harness's call log.
+    let marker = format!("WARDEN_DEMO_CALL_LOG={}", h.call_log.display());
+    let pids: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+        .filter(|p| std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes())))
+        .collect();
+    assert_eq!(pids.len(), 1, "one demo server: {pids:?}");
+    assert!(std::process::Command::new("kill").arg("-KILL").arg(&pids[0]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = c.call_tool("onboarding__customer_lookup", args).await.unwrap();
+    assert!(r.result().is_some(), "restarted: {}", r.body);
+    assert_eq!(h.upstream_calls(), 2);
+    let out = h.cli(&["audit", "query", "--tool", "onboarding/customer_lookup", "--json"]);
+    assert_eq!(out.lines().filter(|l| l.contains("\"forwarded\":true")).count(), 2, "{out}");
+    h.assert_audit_intact();
+}
