@@ -26,6 +26,11 @@ pub struct AuditUnavailable(pub String);
 
 const MAX_BATCH: usize = 512;
 
+/// The longest a request waits for its record to commit, and the writer for
+/// one batch: a database that stops answering (frozen, partitioned) fails
+/// requests closed within this bound instead of holding them.
+pub const AUDIT_WRITE_TIMEOUT: std::time::Duration = warden_store::DB_WAIT;
+
 impl AuditSink {
     pub fn start(store: Store, key: Keypair, logs: Option<Exporter<AuditRecord>>) -> Self {
         let (tx, rx) = mpsc::channel(8192);
@@ -36,8 +41,16 @@ impl AuditSink {
     /// Append one event; returns its sequence number once committed.
     pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditUnavailable> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((event, tx)).await.map_err(|_| AuditUnavailable("writer stopped".into()))?;
-        rx.await.map_err(|_| AuditUnavailable("writer stopped".into()))?.map_err(AuditUnavailable)
+        let wait = async {
+            self.tx.send((event, tx)).await.map_err(|_| AuditUnavailable("writer stopped".into()))?;
+            rx.await.map_err(|_| AuditUnavailable("writer stopped".into()))?.map_err(AuditUnavailable)
+        };
+        tokio::time::timeout(AUDIT_WRITE_TIMEOUT, wait).await.unwrap_or_else(|_| {
+            Err(AuditUnavailable(format!(
+                "the database did not commit the record within {} s; check that it is up and responsive",
+                AUDIT_WRITE_TIMEOUT.as_secs()
+            )))
+        })
     }
 }
 
@@ -51,7 +64,11 @@ async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, 
             appender = store.audit_appender(key.clone()).await.map_err(|e| tracing::error!("audit writer: {e}")).ok();
         }
         let result = match appender.as_mut() {
-            Some(w) => w.append(events).await,
+            // On a timeout the connection is dropped (its state unknown) and
+            // the next batch starts from the head stored in the database.
+            Some(w) => tokio::time::timeout(AUDIT_WRITE_TIMEOUT, w.append(events)).await.unwrap_or_else(|_| {
+                Err(warden_store::StoreError::Conflict(format!("the audit append did not finish within {} s", AUDIT_WRITE_TIMEOUT.as_secs())))
+            }),
             None => Err(warden_store::StoreError::Conflict("no database connection for the audit writer".into())),
         };
         if result.is_err() {

@@ -25,6 +25,7 @@ pub use audit_sink::{AuditSink, AuditUnavailable, now_ms};
 pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;
+pub use pins::STARTUP_LISTING_WAIT;
 pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot, now_secs};
 pub use unauthenticated::throttled_response;
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

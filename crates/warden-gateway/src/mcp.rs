@@ -804,9 +804,12 @@ impl Step<'_> {
             ev.policies = vec![k.policy_id()];
             return self.refuse(ev, k.describe(), codes::DENIED, &[k.policy_id()]);
         }
-        if let Err(r) = self.call.gw.monitor.admit(self.mcall) {
-            return self.refused_by_monitor(ev, &r, outcome);
-        }
+        // Held across the upstream call: if the agent goes away mid-call, a
+        // breaker probe is abandoned rather than left in flight for good.
+        let _admitted = match self.call.gw.monitor.admit(self.mcall) {
+            Ok(a) => a,
+            Err(r) => return self.refused_by_monitor(ev, &r, outcome),
+        };
         ev.decision = "allow".into();
         // Obligations of the call apply to the arguments before they leave.
         let mut forwarded = self.args.clone();

@@ -5,31 +5,94 @@
 //! instructions, sensitive file references, shadowing of other servers'
 //! tools); a flagged definition is recorded and audited, and pinning it
 //! needs the operator's explicit acceptance.
+//!
+//! Listing never holds up the gateway: all upstreams are listed at once,
+//! each within its own timeout; start-up serves after the first round or a
+//! bounded wait, whichever comes first; an upstream that did not answer is
+//! listed again every few seconds until it does.
 
 use crate::state::Gateway;
 use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
 use warden_core::{AuditEvent, EventKind, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::ToolDefinition;
 
+/// How long start-up waits for the first listing of every upstream before
+/// it serves anyway (each listing is also bounded by its upstream's
+/// `timeout_secs`): a hung upstream must not keep the healthy ones offline.
+pub const STARTUP_LISTING_WAIT: Duration = Duration::from_secs(5);
+
+/// How often an upstream that could not be listed is tried again (at most;
+/// never less often than the regular definition check).
+const RELIST_UNANSWERED: Duration = Duration::from_secs(2);
+
 impl Gateway {
-    /// List every upstream's tools and record what changed. Errors are logged
-    /// per server so one unreachable server does not hide the others.
-    pub async fn check_definitions(&self) {
+    /// Start the definition checks: the first round now, then every
+    /// `pin_check_interval`, and upstreams that did not answer again every
+    /// [`RELIST_UNANSWERED`]. Returns after the first round or `wait`,
+    /// whichever comes first; the round goes on in the background.
+    pub async fn start_definition_checks(self: &Arc<Self>, wait: Duration) {
+        let (first_done, first) = tokio::sync::oneshot::channel();
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut unanswered = gw.check_definitions(None).await;
+            let _ = first_done.send(());
+            let period = gw.config.pin_check_interval;
+            let mut last_full = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period.min(RELIST_UNANSWERED), period.min(RELIST_UNANSWERED));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if last_full.elapsed() >= period {
+                    last_full = tokio::time::Instant::now();
+                    unanswered = gw.check_definitions(None).await;
+                } else if !unanswered.is_empty() {
+                    unanswered = gw.check_definitions(Some(&unanswered)).await;
+                }
+            }
+        });
+        if tokio::time::timeout(wait, first).await.is_err() {
+            tracing::warn!(
+                "not every upstream listed its tools within {} s of start-up; serving now, the others are listed in the background as they answer",
+                wait.as_secs()
+            );
+        }
+    }
+
+    /// List the tools of every upstream (or those in `only`), concurrently,
+    /// and record what changed. Errors are logged per server so one
+    /// unreachable server does not hide the others; returns the servers
+    /// that could not be listed.
+    pub async fn check_definitions(&self, only: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+        let wanted = self.upstreams.iter().filter(|(name, _)| only.is_none_or(|o| o.contains(*name)));
+        let results = futures_util::future::join_all(wanted.map(|(name, up)| async move { (name.clone(), up.list_tools().await) })).await;
         let mut listed = Vec::new();
-        for (name, up) in &self.upstreams {
-            match up.list_tools().await {
-                Ok(t) => listed.push((name.clone(), t)),
-                Err(e) => tracing::warn!(upstream = %name, "cannot list tools: {e}"),
+        let mut unanswered = BTreeSet::new();
+        for (name, result) in results {
+            match result {
+                Ok(t) => listed.push((name, t)),
+                Err(e) => {
+                    tracing::warn!(upstream = %name, "cannot list tools (retried in the background): {e}");
+                    unanswered.insert(name);
+                }
             }
         }
         // Every server's tools, for spotting descriptions that talk about
-        // another server's tools (shadowing).
-        let all: Vec<ToolDefinition> = listed
+        // another server's tools (shadowing): those listed now, and the last
+        // listing of the others.
+        let mut all: Vec<ToolDefinition> = listed
             .iter()
             .flat_map(|(server, tools)| {
                 tools.iter().filter_map(|d| d.get("name").and_then(Value::as_str)).map(|n| ToolDefinition { server: server.clone(), name: n.to_string() })
             })
             .collect();
+        {
+            let defs = self.definitions.read().expect("definitions lock");
+            let fresh: BTreeSet<&str> = listed.iter().map(|(s, _)| s.as_str()).collect();
+            all.extend(defs.keys().filter(|t| !fresh.contains(t.server.as_str())).map(|t| ToolDefinition { server: t.server.clone(), name: t.tool.clone() }));
+        }
         for (name, tools) in listed {
             let mut seen = Vec::new();
             for def in tools {
@@ -89,6 +152,7 @@ impl Gateway {
         if let Err(e) = self.refresh().await {
             tracing::error!("registry refresh failed: {e}");
         }
+        unanswered
     }
 
     async fn record(&self, ev: AuditEvent) {

@@ -289,8 +289,8 @@ impl Gateway {
         }
     }
 
-    /// Background tasks: snapshot refresh, monitor persistence and upstream
-    /// definition checks.
+    /// Background tasks: snapshot refresh and monitor persistence (upstream
+    /// definition checks: `start_definition_checks`).
     pub fn spawn_background(self: &Arc<Self>) {
         self.spawn_stranger_audit();
         let gw = self.clone();
@@ -338,17 +338,6 @@ impl Gateway {
                 if let Err(e) = gw.refresh().await {
                     tracing::error!("registry refresh failed: {e}");
                 }
-            }
-        });
-        let gw = self.clone();
-        tokio::spawn(async move {
-            // start_up already checked once; the first tick is one period out.
-            let period = gw.config.pin_check_interval;
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                gw.check_definitions().await;
             }
         });
     }

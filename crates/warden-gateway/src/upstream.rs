@@ -2,6 +2,14 @@
 //! HTTP endpoints. Each is (re)connected lazily with the MCP `initialize`
 //! handshake; the gateway's own request ids are used upstream, never the
 //! client's, and the client's token never leaves the gateway.
+//!
+//! Every exchange with an upstream, connecting included, ends within the
+//! upstream's `timeout_secs` of the call arriving: a hung server costs its
+//! callers that long at most and never holds up calls once it answers again.
+//! A response is accepted only under the id the gateway gave its request. An
+//! expired session (HTTP 404 to a request carrying `Mcp-Session-Id`) or a
+//! stdio server that exited is reconnected, and a request the server provably
+//! did not process is sent once more.
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -10,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
@@ -74,8 +82,10 @@ fn default_timeout() -> u64 {
 pub enum UpstreamError {
     #[error("upstream {server} is unavailable: {message}")]
     Unavailable { server: String, message: String },
-    #[error("upstream {server} did not answer within {secs} s")]
-    Timeout { server: String, secs: u64 },
+    #[error(
+        "upstream {server} did not answer {what} within {secs} s (its timeout_secs); check that it is running and responsive, the gateway retries it on the next call"
+    )]
+    Timeout { server: String, what: &'static str, secs: u64 },
     #[error("upstream {server} returned an invalid response: {message}")]
     Protocol { server: String, message: String },
     /// A JSON-RPC error object from the upstream, passed through.
@@ -97,6 +107,79 @@ struct StdioConn {
 struct HttpConn {
     session: Option<String>,
     protocol: String,
+}
+
+/// The connection, and what is known about making one.
+#[derive(Default)]
+struct Link {
+    conn: Option<Arc<Conn>>,
+    /// The newest failed attempt: when it started, and why it failed.
+    failed: Option<(Instant, UpstreamError)>,
+    /// When the newest attempt in flight started.
+    connecting: Option<Instant>,
+}
+
+/// What a call does next to get a connection.
+enum Next {
+    Use(Arc<Conn>),
+    Fail(UpstreamError),
+    /// Wait for the attempt in flight, until it ends or this instant.
+    Wait(Instant),
+    /// Make an attempt, started now.
+    Attempt(Instant),
+}
+
+/// Ends an attempt however it ends (cancelled with its call too), so calls
+/// waiting on it move on.
+struct AttemptEnd<'a> {
+    up: &'a Upstream,
+    started: Instant,
+}
+
+impl Drop for AttemptEnd<'_> {
+    fn drop(&mut self) {
+        {
+            let mut link = self.up.link.lock().expect("link lock");
+            if link.connecting == Some(self.started) {
+                link.connecting = None;
+            }
+        }
+        self.up.link_changed.notify_waiters();
+    }
+}
+
+/// Why a request got no result: `Unsent` when the upstream provably did not
+/// process it (so sending it again cannot run it twice).
+enum SendError {
+    Unsent(UpstreamError),
+    Failed(UpstreamError),
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(e: UpstreamError) -> Self {
+        SendError::Failed(e)
+    }
+}
+
+impl SendError {
+    fn into_error(self) -> UpstreamError {
+        match self {
+            SendError::Unsent(e) | SendError::Failed(e) => e,
+        }
+    }
+}
+
+/// A stdio request waiting for its response; removed from the pending map
+/// when the wait ends for any reason (answer, timeout, abandoned call).
+struct PendingEntry<'a> {
+    pending: &'a Pending,
+    id: i64,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().expect("pending lock").remove(&self.id);
+    }
 }
 
 enum Conn {
@@ -169,7 +252,9 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     http: reqwest::Client,
     credentials: Credentials,
-    conn: Mutex<Option<Arc<Conn>>>,
+    link: std::sync::Mutex<Link>,
+    /// Woken when an attempt to connect ends.
+    link_changed: tokio::sync::Notify,
     next_id: AtomicI64,
 }
 
@@ -198,7 +283,7 @@ impl Upstream {
             }
         }
         let credentials = Credentials { fixed, files, current: std::sync::RwLock::new((std::time::Instant::now(), from_files)) };
-        Ok(Self { config, http, credentials, conn: Mutex::new(None), next_id: AtomicI64::new(1) })
+        Ok(Self { config, http, credentials, link: Default::default(), link_changed: Default::default(), next_id: AtomicI64::new(1) })
     }
 
     fn name(&self) -> &str {
@@ -213,18 +298,33 @@ impl Upstream {
         UpstreamError::Unavailable { server: self.name().into(), message: message.into() }
     }
 
-    /// Send a request and return its `result`.
+    fn timeout(&self, what: &'static str) -> UpstreamError {
+        UpstreamError::Timeout { server: self.name().into(), what, secs: self.config.timeout_secs }
+    }
+
+    /// Send a request and return its `result`, within `timeout_secs` of now
+    /// (connecting included).
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
-        let conn = self.connection().await?;
-        match self.send(&conn, method, params.clone()).await {
-            // An expired HTTP session: reconnect once and retry.
-            Err(UpstreamError::Unavailable { message, .. }) if message.contains("session expired") => {
-                *self.conn.lock().await = None;
-                let conn = self.connection().await?;
-                self.send(&conn, method, params).await
+        let arrived = Instant::now();
+        let deadline = arrived + Duration::from_secs(self.config.timeout_secs);
+        let connected = AtomicBool::new(false);
+        let exchange = async {
+            let conn = self.connection(arrived, deadline, None).await?;
+            connected.store(true, Ordering::Relaxed);
+            match self.send(&conn, method, params.clone()).await {
+                // Not processed (expired session, server gone before the
+                // request was written): once more on a new connection.
+                Err(SendError::Unsent(e)) => {
+                    tracing::info!(upstream = %self.name(), "{e}; reconnecting and sending {method} again");
+                    let conn = self.connection(arrived, deadline, Some(&conn)).await?;
+                    self.send(&conn, method, params).await.map_err(SendError::into_error)
+                }
+                other => other.map_err(SendError::into_error),
             }
-            other => other,
-        }
+        };
+        tokio::time::timeout_at(deadline.into(), exchange)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout(if connected.load(Ordering::Relaxed) { method_what(method) } else { "initialize" })))
     }
 
     /// All tools, following `nextCursor` pagination.
@@ -250,16 +350,83 @@ impl Upstream {
         Err(UpstreamError::Protocol { server: self.name().into(), message: "more than 100 pages of tools".into() })
     }
 
-    async fn connection(&self) -> Result<Arc<Conn>, UpstreamError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref().filter(|c| c.alive()) {
-            return Ok(c.clone());
-        }
-        let conn = Arc::new(self.connect().await?);
-        *guard = Some(conn.clone());
-        Ok(conn)
+    /// An attempt to connect that has run this long is presumed hung: a call
+    /// that finds it starts another instead of waiting on it, so a server
+    /// that recovers is used at once (at most about four attempts overlap).
+    fn presumed_hung_after(&self) -> Duration {
+        Duration::from_secs(self.config.timeout_secs).div_f64(4.0).max(Duration::from_secs(1))
     }
 
+    /// The live connection, or a new one made before `deadline`. `stale` is
+    /// a connection the caller found dead (unless it was replaced already).
+    /// One attempt runs at a time unless it is presumed hung, and a call
+    /// shares the failure of an attempt that started after it arrived rather
+    /// than start yet another: calls queued behind a hung `initialize` fail
+    /// together instead of one attempt after another.
+    async fn connection(&self, arrived: Instant, deadline: Instant, stale: Option<&Arc<Conn>>) -> Result<Arc<Conn>, UpstreamError> {
+        if let Some(s) = stale {
+            let mut link = self.link.lock().expect("link lock");
+            if link.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, s)) {
+                link.conn = None;
+            }
+        }
+        loop {
+            let notified = self.link_changed.notified();
+            tokio::pin!(notified);
+            let next = {
+                let mut link = self.link.lock().expect("link lock");
+                let now = Instant::now();
+                if let Some(c) = link.conn.as_ref().filter(|c| c.alive()) {
+                    Next::Use(c.clone())
+                } else if let Some((_, e)) = link.failed.as_ref().filter(|(at, _)| *at >= arrived) {
+                    Next::Fail(e.clone())
+                } else if let Some(started) = link.connecting.filter(|s| now < *s + self.presumed_hung_after()) {
+                    // Registered before the lock is released: its end cannot be missed.
+                    notified.as_mut().enable();
+                    Next::Wait(started + self.presumed_hung_after())
+                } else {
+                    link.connecting = Some(now);
+                    Next::Attempt(now)
+                }
+            };
+            match next {
+                Next::Use(c) => return Ok(c),
+                Next::Fail(e) => return Err(e),
+                Next::Attempt(started) => return self.attempt(started, deadline).await,
+                Next::Wait(until) => {
+                    let _ = tokio::time::timeout_at(until.into(), notified).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt to connect, bounded by `deadline`.
+    async fn attempt(&self, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
+        let _end = AttemptEnd { up: self, started };
+        let made = tokio::time::timeout_at(deadline.into(), self.connect()).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
+        let mut link = self.link.lock().expect("link lock");
+        match made {
+            // An overlapping attempt connected first: use its connection
+            // (this one is dropped: its child process ends, its session idles).
+            Ok(_) if link.conn.as_ref().is_some_and(|c| c.alive()) => Ok(link.conn.clone().expect("checked")),
+            Ok(c) => {
+                let c = Arc::new(c);
+                link.conn = Some(c.clone());
+                link.failed = None;
+                Ok(c)
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %self.name(), "connecting failed: {e}");
+                if link.failed.as_ref().is_none_or(|(at, _)| *at < started) {
+                    link.failed = Some((started, e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Start (stdio) or open (HTTP) a connection and run the handshake; the
+    /// caller bounds it.
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let init = json!({
             "protocolVersion": PROTOCOL_VERSION,
@@ -304,14 +471,15 @@ impl Upstream {
                     }
                 });
                 let conn = Conn::Stdio(StdioConn { tx, pending, alive, _child: child });
-                let result = self.send(&conn, "initialize", init).await?;
+                let result = self.send(&conn, "initialize", init).await.map_err(SendError::into_error)?;
                 check_init(self.name(), &result)?;
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
             }
             Transport::Http { .. } => {
                 let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSION.into() });
-                let (result, session) = self.http_post(&bootstrap, Some(0), "initialize", init).await?;
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init).await.map_err(SendError::into_error)?;
                 check_init(self.name(), &result)?;
                 let protocol = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(PROTOCOL_VERSION).to_string();
                 let conn = Conn::Http(HttpConn { session, protocol });
@@ -327,35 +495,28 @@ impl Upstream {
                 let msg = json!({ "jsonrpc": "2.0", "method": method }).to_string();
                 s.tx.send(msg).await.map_err(|_| self.unavailable("process exited"))
             }
-            Conn::Http(_) => self.http_post(conn, None, method, Value::Null).await.map(|_| ()),
+            Conn::Http(_) => self.http_post(conn, None, method, Value::Null).await.map(|_| ()).map_err(SendError::into_error),
         }
     }
 
-    async fn send(&self, conn: &Conn, method: &str, params: Value) -> Result<Value, UpstreamError> {
-        let secs = self.config.timeout_secs;
-        let fut = async {
-            match conn {
-                Conn::Stdio(s) => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let (tx, rx) = oneshot::channel();
-                    s.pending.lock().expect("pending lock").insert(id, tx);
-                    let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
-                    if s.tx.send(msg).await.is_err() {
-                        s.pending.lock().expect("pending lock").remove(&id);
-                        return Err(self.unavailable("process exited"));
-                    }
-                    let resp = rx.await.map_err(|_| self.unavailable("process exited before answering"))?;
-                    self.result_of(resp)
+    /// Send a request under a fresh id of the gateway's and wait for the
+    /// response to that id; the caller bounds the wait.
+    async fn send(&self, conn: &Conn, method: &str, params: Value) -> Result<Value, SendError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match conn {
+            Conn::Stdio(s) => {
+                let (tx, rx) = oneshot::channel();
+                s.pending.lock().expect("pending lock").insert(id, tx);
+                let _entry = PendingEntry { pending: &s.pending, id };
+                let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
+                if !s.alive.load(Ordering::Relaxed) || s.tx.send(msg).await.is_err() {
+                    return Err(SendError::Unsent(self.unavailable("the server process had exited")));
                 }
-                Conn::Http(_) => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    self.http_post(conn, Some(id), method, params).await.map(|(r, _)| r)
-                }
+                // It may have run the request before exiting: not sent again.
+                let resp = rx.await.map_err(|_| self.unavailable("the server process exited before answering; it is restarted on the next call"))?;
+                Ok(self.result_of(resp)?)
             }
-        };
-        match tokio::time::timeout(Duration::from_secs(secs), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout { server: self.name().into(), secs }),
+            Conn::Http(_) => self.http_post(conn, Some(id), method, params).await.map(|(r, _)| r),
         }
     }
 
@@ -373,9 +534,25 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::Protocol { server: self.name().into(), message: "response has neither result nor error".into() })
     }
 
+    /// A response to request `id`, or why it is not one: a response for
+    /// another request (a confused or malicious server, or one answering a
+    /// stale request) must never become this call's result.
+    fn response_for(&self, id: i64, msg: Value) -> Result<Value, UpstreamError> {
+        match msg.get("id") {
+            Some(got) if got.as_i64() == Some(id) && msg.get("method").is_none() => self.result_of(msg),
+            got => Err(UpstreamError::Protocol {
+                server: self.name().into(),
+                message: format!(
+                    "answered request {id} with a message for id {}; refused (responses are matched strictly to the gateway's request ids)",
+                    got.map(Value::to_string).unwrap_or_else(|| "(none)".into())
+                ),
+            }),
+        }
+    }
+
     /// POST one message. For requests, returns the result and any session id
     /// the server assigned; the response may be JSON or an SSE stream.
-    async fn http_post(&self, conn: &Conn, id: Option<i64>, method: &str, params: Value) -> Result<(Value, Option<String>), UpstreamError> {
+    async fn http_post(&self, conn: &Conn, id: Option<i64>, method: &str, params: Value) -> Result<(Value, Option<String>), SendError> {
         let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_post on an HTTP upstream only") };
         let mut msg = json!({ "jsonrpc": "2.0", "method": method });
         if let Some(id) = id {
@@ -396,33 +573,36 @@ impl Upstream {
         }
         let resp = req.body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
         let status = resp.status();
+        // The spec's signal that the session is gone (the server restarted or
+        // ended it): the request was refused, not processed.
         if status == reqwest::StatusCode::NOT_FOUND && h.session.is_some() {
-            return Err(self.unavailable("session expired"));
+            return Err(SendError::Unsent(self.unavailable("its MCP session expired (HTTP 404)")));
         }
         if !status.is_success() {
-            return Err(self.unavailable(format!("HTTP {status}")));
+            return Err(self.unavailable(format!("HTTP {status}")).into());
         }
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let Some(id) = id else { return Ok((Value::Null, session)) };
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let message = if ctype.starts_with("text/event-stream") {
-            self.read_sse(resp, id).await?
+            self.read_sse(resp).await?
         } else {
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
                 body.extend_from_slice(&chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?);
                 if body.len() > MAX_MESSAGE_BYTES {
-                    return Err(self.too_large());
+                    return Err(self.too_large().into());
                 }
             }
             serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol { server: self.name().into(), message: e.to_string() })?
         };
-        Ok((self.result_of(message)?, session))
+        Ok((self.response_for(id, message)?, session))
     }
 
-    /// Read SSE events until the response to `id` arrives.
-    async fn read_sse(&self, resp: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+    /// Read SSE events until a response arrives (requests and notifications
+    /// the server streams first are skipped); the caller checks its id.
+    async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut data = String::new();
@@ -444,7 +624,7 @@ impl Upstream {
                 if line.is_empty() {
                     if !data.is_empty() {
                         if let Ok(v) = serde_json::from_str::<Value>(&data)
-                            && v.get("id").and_then(Value::as_i64) == Some(id)
+                            && v.get("method").is_none()
                             && (v.get("result").is_some() || v.get("error").is_some())
                         {
                             return Ok(v);
@@ -461,6 +641,15 @@ impl Upstream {
             scanned = buf.len();
         }
         Err(UpstreamError::Protocol { server: self.name().into(), message: "event stream ended without a response".into() })
+    }
+}
+
+/// How a timeout names what went unanswered.
+fn method_what(method: &str) -> &'static str {
+    match method {
+        "tools/call" => "the tool call",
+        "tools/list" => "tools/list",
+        _ => "the request",
     }
 }
 
@@ -509,11 +698,14 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
         let id = msg.get("id").cloned();
         match (id, msg.get("method").and_then(Value::as_str)) {
             // A response to one of ours.
-            (Some(id), None) => {
-                if let Some(tx) = id.as_i64().and_then(|i| pending.lock().expect("pending lock").remove(&i)) {
+            (Some(id), None) => match id.as_i64().and_then(|i| pending.lock().expect("pending lock").remove(&i)) {
+                Some(tx) => {
                     let _ = tx.send(msg);
                 }
-            }
+                // A duplicate, a response to an abandoned request, or an id
+                // the gateway never sent: nobody's result.
+                None => tracing::warn!(upstream = %name, "dropping a response for id {id}, which no pending request has"),
+            },
             // A request from the server: the gateway offers no client
             // capabilities (sampling, roots, elicitation) upstream.
             (Some(id), Some(method)) => {

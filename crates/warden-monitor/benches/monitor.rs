@@ -41,8 +41,10 @@ fn bench(c: &mut Criterion) {
             now_ms: *now_ms,
         };
         let a = m.assess(&c);
-        m.admit(&c).unwrap();
+        // Held until the outcome is reported, as the gateway does.
+        let admitted = m.admit(&c).unwrap();
         black_box(m.finish(&c, &Outcome { upstream_ok: Some(true), ..Default::default() }));
+        drop(admitted);
         a.risk
     };
     let mut now = 0i64;

@@ -241,6 +241,27 @@ pub struct Outcome {
     pub taint: Taint,
 }
 
+/// A call [`Monitor::admit`] let through. When it was the tool's breaker
+/// probe, dropping it before the outcome was reported (the agent went away
+/// mid-call) abandons the probe.
+#[must_use = "keep it until the call's outcome is reported"]
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    monitor: &'a Monitor,
+    tool: ToolRef,
+    probe: breaker::Probe,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(probe) = self.probe
+            && let Some(b) = self.monitor.breakers.lock().expect("monitor lock").get_mut(&self.tool)
+        {
+            b.abandon(probe);
+        }
+    }
+}
+
 /// All monitoring state of one gateway.
 #[derive(Debug)]
 pub struct Monitor {
@@ -303,15 +324,20 @@ impl Monitor {
 
     /// Just before forwarding: consult the tool's breaker and consume the
     /// call's share of every limit (or refuse it, consuming nothing). An
-    /// admitted call must be reported with `finish` (`upstream_ok`).
-    pub fn admit(&self, c: &Call<'_>) -> Result<(), Refusal> {
-        {
+    /// admitted call must be reported with `finish` (`upstream_ok`), and its
+    /// [`Admitted`] kept until then: dropped unreported, a breaker probe is
+    /// abandoned so the next call probes.
+    pub fn admit(&self, c: &Call<'_>) -> Result<Admitted<'_>, Refusal> {
+        let probe = {
             let mut breakers = self.breakers.lock().expect("monitor lock");
-            if let Some(b) = breakers.get_mut(c.tool) {
-                b.allow(c.now_ms).map_err(|until_ms| Refusal::Breaker { tool: c.tool.to_string(), until_ms })?;
+            match breakers.get_mut(c.tool) {
+                Some(b) => b.allow(c.now_ms).map_err(|until_ms| Refusal::Breaker { tool: c.tool.to_string(), until_ms })?,
+                None => None,
             }
-        }
-        self.limits.lock().expect("monitor lock").admit(c, c.now_ms).map_err(Refusal::Limit)
+        };
+        let admitted = Admitted { monitor: self, tool: c.tool.clone(), probe };
+        self.limits.lock().expect("monitor lock").admit(c, c.now_ms).map_err(Refusal::Limit)?;
+        Ok(admitted)
     }
 
     /// Count a result's records against `records` limits; refused (the
@@ -474,7 +500,7 @@ mod tests {
             for a in ["good", "rogue"] {
                 let c = call(a, if i % 2 == 0 { &lookup } else { &read }, t);
                 assert!(m.assess(&c).contain.is_none());
-                m.admit(&c).unwrap();
+                drop(m.admit(&c).unwrap());
                 assert!(m.finish(&c, &Outcome { upstream_ok: Some(true), ..Default::default() }).is_none());
             }
             t += 10_000;
@@ -529,8 +555,8 @@ mod tests {
         let m = Monitor::new(cfg);
         let tool: ToolRef = "crm/lookup".parse().unwrap();
         let c = call("a", &tool, 0);
-        m.admit(&c).unwrap();
-        m.admit(&c).unwrap();
+        drop(m.admit(&c).unwrap());
+        drop(m.admit(&c).unwrap());
         assert!(matches!(m.admit(&c), Err(Refusal::Limit(_))));
         assert!(m.assess(&c).refusal.is_some());
         let d = call("b", &tool, 0);

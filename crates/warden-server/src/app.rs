@@ -143,7 +143,8 @@ fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
     });
 }
 
-/// Start the server: bind, observe upstream tool definitions once, then serve.
+/// Start the server: bind, observe upstream tool definitions (waiting a
+/// bounded time for them), then serve.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
     // Secrets come from the environment of the server process only.
@@ -194,8 +195,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     };
     let verifier = issuer.verifier(&public_url, &gw_cfg.resource);
     let gateway = Gateway::new(gw_cfg, store, audit, policy, verifier, upstreams, redaction_key).await?;
-    gateway.check_definitions().await;
     gateway.spawn_background();
+    // A hung upstream delays serving by STARTUP_LISTING_WAIT at most.
+    gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
     let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs });
     let admin = Arc::new(crate::admin::Admin {

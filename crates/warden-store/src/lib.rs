@@ -172,6 +172,18 @@ fn postgres_ddl(sqlite: &str) -> String {
 /// The PostgreSQL channel a registry change is announced on.
 pub const CHANGE_CHANNEL: &str = "warden_changes";
 
+/// The longest a request waits for the database: for a pooled connection,
+/// and for one statement (PostgreSQL `statement_timeout`, SQLite
+/// `busy_timeout`). A database that does not answer in time fails the
+/// request closed rather than holding it.
+pub const DB_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of every SQLite connection (`busy_timeout` is [`DB_WAIT`]).
+const SQLITE_SESSION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+/// Settings of every PostgreSQL connection (`statement_timeout` is [`DB_WAIT`]).
+const POSTGRES_SESSION: &str = "SET statement_timeout = 5000";
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -237,13 +249,17 @@ impl Store {
                 Box::pin(async move {
                     // WAL: readers never block the writer; NORMAL sync is durable
                     // in WAL mode except for the last commits on power loss.
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
-                        .await
-                        .map(|_| ())
+                    conn.execute(SQLITE_SESSION).await.map(|_| ())
                 })
             }),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).after_connect(|conn, _| {
+                // The server ends a statement (a lock wait included) that
+                // runs longer than the bound; a server that stops answering
+                // altogether is bounded by the callers' own deadlines.
+                Box::pin(async move { conn.execute(POSTGRES_SESSION).await.map(|_| ()) })
+            }),
         }
+        .acquire_timeout(DB_WAIT)
         .connect_with(opts)
         .await
         .map_err(db("connecting to the database"))?;
@@ -1397,6 +1413,34 @@ fn tool_from_row(r: &AnyRow) -> Result<Tool> {
         observed_hash: col(r, "observed_hash")?,
         status: col::<String>(r, "status")?.parse().map_err(corrupt("tool status"))?,
     })
+}
+
+#[cfg(test)]
+mod db_wait_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_connection_waits_for_the_database_at_most_db_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        for s in testing::every_backend(dir.path()).await {
+            assert_eq!(s.pool.options().get_acquire_timeout(), DB_WAIT);
+            let (query, expected) = match s.backend {
+                Backend::Sqlite => ("PRAGMA busy_timeout", DB_WAIT.as_millis().to_string()),
+                Backend::Postgres => ("SELECT current_setting('statement_timeout')", format!("{}s", DB_WAIT.as_secs())),
+            };
+            // Every pooled connection, not only the first.
+            let mut conns = Vec::new();
+            for _ in 0..3 {
+                let mut c = s.pool.acquire().await.unwrap();
+                let got: String = match s.backend {
+                    Backend::Sqlite => sqlx::query_scalar::<_, i64>(query).fetch_one(&mut *c).await.unwrap().to_string(),
+                    Backend::Postgres => sqlx::query_scalar(query).fetch_one(&mut *c).await.unwrap(),
+                };
+                assert_eq!(got, expected, "{:?}", s.backend);
+                conns.push(c);
+            }
+        }
+    }
 }
 
 /// Scratch databases for tests that run against both backends.
