@@ -356,7 +356,9 @@ async fn a_frozen_database_fails_calls_closed_within_the_audit_bound_and_they_su
     let r = c.call_tool("onboarding__customer_lookup", args.clone()).await.unwrap();
     let took = asked.elapsed();
     assert_eq!(r.status, 503, "fails closed: {}", r.body);
-    assert!(r.error_message().unwrap_or_default().contains("within 5 s"), "{}", r.body);
+    // Whichever database wait comes first: the request's one-time id, or its audit record.
+    let msg = r.error_message().unwrap_or_default();
+    assert!(msg.contains("within 5 s") || msg.contains("one-time id cannot be recorded"), "{}", r.body);
     assert!(took < Duration::from_secs(7), "answered after {took:?}; the audit bound is 5 s");
     drop(frozen);
 

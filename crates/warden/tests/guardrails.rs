@@ -109,6 +109,8 @@ async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_cap
     let (id, key) = h.register("payer", "onboarding/payment_transfer", 3, None);
     let mut c = h.ready_client(&id, &key, None).await;
     let pay = |amount: i64| json!({ "amount": amount, "currency": "EUR", "to": "acct-42" });
+    let (bob, dave) = (h.operator("bob", "approver"), h.operator("dave", "approver"));
+    let approve = |id: &str, who: &std::path::Path| h.cli(&["approvals", "approve", id, "--operator-token-file", who.to_str().unwrap()]);
 
     let r = c.call_tool("onboarding__payment_transfer", pay(500)).await.unwrap();
     assert!(r.result().is_some(), "500 needs no approval: {}", r.body);
@@ -121,7 +123,7 @@ async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_cap
     });
     let a = pending(&h).await;
     assert_eq!(a["required"], 1, "{a}");
-    h.cli(&["approvals", "approve", a["id"].as_str().unwrap(), "--as", "bob"]);
+    approve(a["id"].as_str().unwrap(), &bob);
     let (mut c, r) = call.await.unwrap();
     assert!(r.result().is_some(), "{}", r.body);
     assert_eq!(h.upstream_calls(), 2);
@@ -134,9 +136,9 @@ async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_cap
     let a = pending(&h).await;
     assert_eq!(a["required"], 2, "{a}");
     let id = a["id"].as_str().unwrap();
-    h.cli(&["approvals", "approve", id, "--as", "bob"]);
+    approve(id, &bob);
     assert_eq!(h.upstream_calls(), 2, "one approval of two is not enough");
-    h.cli(&["approvals", "approve", id, "--as", "dave"]);
+    approve(id, &dave);
     let (mut c, r) = call.await.unwrap();
     assert!(r.result().is_some(), "{}", r.body);
     assert_eq!(h.upstream_calls(), 3);
