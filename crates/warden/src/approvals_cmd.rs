@@ -28,9 +28,11 @@ async fn presented(store: &Store, c: &OperatorCredential) -> Result<Option<Opera
     op.map(Some).ok_or_else(|| anyhow!("unknown operator token: it matches no registered operator (see `warden operator list`; an admin issues tokens with `warden operator add NAME --role approver`)"))
 }
 
+/// One approval as a terminal line, its text escaped like `audit tail`'s.
 fn line(a: &Approval) -> String {
     let approvers = if a.required > 1 { format!(" {}/{} approvals", a.approvers.len(), a.required) } else { String::new() };
-    format!("{:<17} {:<9} {:<40} {:<28} risk {:>3}{approvers}  {}", a.id, a.status.as_str(), a.agent, a.tool.to_string(), a.risk, a.reason)
+    let esc = crate::printable;
+    format!("{:<17} {:<9} {:<40} {:<28} risk {:>3}{approvers}  {}", esc(&a.id), a.status.as_str(), esc(&a.agent), a.tool.to_string(), a.risk, esc(&a.reason))
 }
 
 pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {

@@ -60,18 +60,22 @@ async fn leaves(store: &Store, size: u64) -> Result<(Vec<AuditRecord>, Vec<Hash>
     Ok((recs, leaves))
 }
 
+/// One record as a terminal line. Every field is escaped: a record's text
+/// may have come from a caller (or been written by an insider), and must
+/// not forge a line or steer the terminal.
 fn line(r: &AuditRecord) -> String {
     let e = &r.event;
+    let esc = crate::printable;
     let ts = chrono::DateTime::from_timestamp_millis(r.ts_ms).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()).unwrap_or_default();
     let kind = e.kind.map(|k| serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).unwrap_or_default();
     format!(
         "{:>6} {ts} {:<16} {:<14} {:<42} {:<28} {}",
         r.seq,
         kind,
-        e.decision,
-        e.agent.as_deref().unwrap_or("-"),
-        e.tool.as_deref().or(e.action.as_deref()).unwrap_or("-"),
-        e.reason.as_deref().unwrap_or("")
+        esc(&e.decision),
+        esc(e.agent.as_deref().unwrap_or("-")),
+        esc(e.tool.as_deref().or(e.action.as_deref()).unwrap_or("-")),
+        esc(e.reason.as_deref().unwrap_or(""))
     )
 }
 
@@ -241,5 +245,34 @@ fn report(r: Result<VerifyReport, AuditError>) -> Result<()> {
             Ok(())
         }
         Err(e) => bail!("audit log verification FAILED: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_core::{AuditEvent, EventKind};
+
+    #[test]
+    fn a_printed_record_cannot_forge_a_line() {
+        let forged = "bad token\n    99 2026-12-01T00:00:00.000Z approval_decided allow operator:cfo \u{1b}[2K";
+        let r = AuditRecord {
+            seq: 7,
+            ts_ms: 0,
+            prev: String::new(),
+            event: AuditEvent {
+                kind: Some(EventKind::AuthnFailure),
+                agent: Some("spiffe://td/agent/x\r".into()),
+                decision: "deny".into(),
+                reason: Some(forged.into()),
+                ..Default::default()
+            },
+            hash: String::new(),
+            sig: None,
+        };
+        let out = line(&r);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out}");
+        assert!(out.contains("bad token\\u{a}"), "{out}");
     }
 }

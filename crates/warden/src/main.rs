@@ -18,6 +18,14 @@ use clap::Parser;
 use cli::{Cli, Command};
 use warden_server::ServerConfig;
 
+/// Stored text (a record's reason, an agent name) as a terminal shows it:
+/// escaped, so text that came from a caller or an insider cannot forge a
+/// line or steer the terminal, and at most 2,000 bytes a field (`--json`
+/// prints records whole).
+pub(crate) fn printable(s: &str) -> String {
+    warden_core::untrusted_text(s, 2_000)
+}
+
 /// How long a stopping server lets requests in flight finish.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
 
