@@ -94,6 +94,38 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
 }
 
 /// Listen on `addr`; returns the listener and the address it got.
+/// How long a client may take to send a whole request head to the main
+/// listener (slowloris: axum::serve sets no bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The main listener: the router on hyper's HTTP/1.1 connections, as
+/// `axum::serve` does, with a bound on the time to receive a request head.
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like pass; keep serving.
+                tracing::error!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (builder, service) = (builder.clone(), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
     let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
@@ -176,7 +208,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         audit_key: issuer.public_key(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(serve_http(listener, app));
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
             let (l, a) = bind(listen).await?;

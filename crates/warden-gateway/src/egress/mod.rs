@@ -201,6 +201,25 @@ async fn reply(client: &mut TcpStream, status: &str, extra: &str, message: &str)
             format!("HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
         )
         .await;
+    linger_close(client).await;
+}
+
+/// Close after an answer without losing it: closing a socket with unread
+/// input (a refused body, bytes after a request) sends a reset that can
+/// destroy the answer in flight, so the input is drained briefly first.
+async fn linger_close(client: &mut TcpStream) {
+    let _ = client.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = 256 * 1024;
+        while left > 0 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Accept proxy connections until the listener fails; at most
@@ -383,10 +402,15 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     if let Some(rule) = &rule {
         ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
     }
-    let args = exfil::args(&head, path.as_deref(), &body);
+    let mut args = exfil::args(&head, path.as_deref(), &body);
     // Everything but method and port can carry data out; the upstream sees
-    // the raw target, the scanners also decode what they recognise.
+    // the raw target, the scanners also decode what they recognise. An IP
+    // literal is the allowlist's business, not data (it reads as PII).
+    let literal = host.parse::<IpAddr>().ok().and_then(|_| args.as_object_mut()?.remove("host"));
     let mut scan = gw.inspector.scan_json(&args);
+    if let Some(h) = literal {
+        args["host"] = h;
+    }
     if rule.as_ref().is_some_and(|r| exfil::encoded_labels(&host, &r.host)) {
         scan.summary.secrets.insert(exfil::ENCODED_HOST_LABEL.into());
         scan.summary.secret_count += 1;
@@ -526,7 +550,7 @@ async fn forward(mut client: TcpStream, mut upstream: TcpStream, head: &RequestH
         return;
     }
     let _ = tokio::io::copy(&mut upstream, &mut client).await;
-    let _ = client.shutdown().await;
+    linger_close(&mut client).await;
 }
 
 #[cfg(test)]
