@@ -99,3 +99,16 @@ proptest! {
         prop_assert_eq!(parse_request_head(&head).unwrap_err(), HeadError::BareLineBreak);
     }
 }
+
+/// Seeds of the fuzz corpus (and any input that once broke an invariant).
+#[test]
+fn the_fuzz_regression_inputs_keep_the_invariants() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+    let mut accepted = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        fuzz::exercise(&bytes);
+        accepted += usize::from(parse_request_head(&bytes).is_ok());
+    }
+    assert!(accepted >= 2, "the seeds include accepted heads");
+}

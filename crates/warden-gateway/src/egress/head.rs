@@ -155,6 +155,11 @@ pub fn parse_request_head(bytes: &[u8]) -> Result<RequestHead, HeadError> {
         }
     }
     headers.retain(|(k, _)| !connection_named.contains(&k.to_ascii_lowercase()));
+    // The rebuilt head adds Host, Content-Length and Connection: it must fit
+    // the same limit.
+    if headers.len() + 3 > MAX_HEADERS {
+        return Err(HeadError::TooManyHeaders);
+    }
 
     let (form, host, port, path) = if method == "CONNECT" {
         if content_length.is_some() {
@@ -357,6 +362,15 @@ mod tests {
             assert!(parse(head).is_err(), "{what}: {head:?}");
         }
         assert_eq!(parse(cases[0].1).unwrap_err(), HeadError::BareLineBreak);
+    }
+
+    #[test]
+    fn a_head_is_refused_when_its_rebuilt_form_would_not_fit() {
+        let head = |n: usize| format!("GET http://x/ HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(n));
+        let fits = MAX_HEADERS - 3;
+        assert!(parse(&head(fits)).is_ok());
+        assert_eq!(parse(&head(fits + 1)).unwrap_err(), HeadError::TooManyHeaders);
+        fuzz::exercise(head(fits).as_bytes());
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! destination allowlist (host, port, and for plain HTTP a path prefix),
 //! decided by Cedar like a tool call (resource `egress/HOST:PORT`, an
 //! exfiltration-capable write; `context.in_scope` = on the allowlist;
-//! `context.args` = method, host, port, path, inspected for secrets and
-//! injection; the monitor's view: risk, anomaly, rate, session taint; it
+//! `context.args` = method, host, port, and for plain HTTP the decoded
+//! path and query, the forwarded headers and the body, all inspected for
+//! secrets, PII and injection into `context.findings`; the monitor's view: risk, anomaly, rate, session taint; it
 //! counts against rate limits, an admitted connection taints the session
 //! as untrusted, and a refusal can contain the agent),
 //! resolved here with DNS-level denial
@@ -40,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
+use warden_inspect::Detector;
 use warden_monitor::{Outcome, Refusal, Taint};
 
 /// `[egress]` in `warden.toml`.
@@ -387,7 +389,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         ev.reason = Some(why.clone());
         return finish(&gw, &mut client, ev, "413 Content Too Large", "", &why).await;
     }
-    if head.expect_continue && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+    if head.expect_continue && length > 0 && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
         return;
     }
     let body = match head.path {
@@ -411,15 +413,22 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     if let Some(h) = literal {
         args["host"] = h;
     }
+    let mut host_is_data = scan.findings.iter().any(|f| f.path == "/host" && matches!(f.finding.detector, Detector::Pii | Detector::Secret));
     if rule.as_ref().is_some_and(|r| exfil::encoded_labels(&host, &r.host)) {
         scan.summary.secrets.insert(exfil::ENCODED_HOST_LABEL.into());
         scan.summary.secret_count += 1;
+        host_is_data = true;
     }
     let clean = scan.summary.secret_count == 0 && scan.summary.pii_count == 0;
     ev.findings = crate::mcp::finding_labels("args", &scan.summary);
     // The host itself may be the data (a DNS exfiltration label): the
-    // record then names the rule that matched it, never the host.
-    let shown = if clean { format!("{host}:{port}") } else { format!("{}:{port}", rule.as_ref().map_or("(withheld)", |r| r.host.as_str())) };
+    // record (and the monitor's baselines) then name the rule that matched
+    // it, never the host.
+    let shown = match &rule {
+        _ if !host_is_data => format!("{host}:{port}"),
+        Some(r) => format!("{}:{port}", r.host),
+        None => format!("(withheld):{port}"),
+    };
     ev.tool = Some(format!("egress/{shown}"));
     if let Some(p) = path.as_deref().filter(|_| clean) {
         ev.action = Some(format!("egress:{} {p}", head.method));
