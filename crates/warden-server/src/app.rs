@@ -93,7 +93,6 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
     }
 }
 
-/// Listen on `addr`; returns the listener and the address it got.
 /// How long a client may take to send a whole request head to the main
 /// listener (slowloris: axum::serve sets no bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,6 +125,7 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router) -> std
     }
 }
 
+/// Listen on `addr`; returns the listener and the address it got.
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
     let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
