@@ -107,6 +107,53 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
     }
 }
 
+/// How long a client may take to send a whole request head to the main
+/// listener (slowloris: axum::serve sets no bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The main listener: the router on hyper's HTTP/1.1 connections, as
+/// `axum::serve` does, with a bound on the time to receive a request head,
+/// the peer address for the handlers (unauthenticated traffic is throttled
+/// per source) and a graceful stop: once `stop` is notified no connection
+/// is accepted, idle ones close, and requests in flight finish.
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, stop: Arc<tokio::sync::Notify>) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like pass; keep serving.
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.notified() => break,
+        };
+        let with_peer = tower::util::MapRequest::new(app.clone(), move |mut req: axum::http::Request<_>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(with_peer)).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// Listen on `addr`; returns the listener and the address it got.
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
@@ -207,12 +254,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         audit_key: issuer.public_key(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
-    // Handlers see the peer address: unauthenticated traffic is throttled per source.
     let shutdown = Arc::new(tokio::sync::Notify::new());
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await
-    });
+    let task = tokio::spawn(serve_http(listener, app, shutdown.clone()));
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
             let (l, a) = bind(listen).await?;

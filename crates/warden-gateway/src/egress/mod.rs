@@ -6,17 +6,29 @@
 //! destination allowlist (host, port, and for plain HTTP a path prefix),
 //! decided by Cedar like a tool call (resource `egress/HOST:PORT`, an
 //! exfiltration-capable write; `context.in_scope` = on the allowlist;
-//! `context.args` = method, host, port, path, inspected for secrets and
-//! injection; the monitor's view: risk, anomaly, rate, session taint; it
+//! `context.args` = method, host, port, and for plain HTTP the decoded
+//! path and query, the forwarded headers and the body, all inspected for
+//! secrets, PII and injection into `context.findings`; the monitor's view: risk, anomaly, rate, session taint; it
 //! counts against rate limits, an admitted connection taints the session
 //! as untrusted, and a refusal can contain the agent),
 //! resolved here with DNS-level denial
 //! of private, loopback and link-local addresses (SSRF, cloud metadata, DNS
 //! rebinding), audited, and only then connected — to the address checked.
 //!
-//! Plain HTTP is one request per connection: the request body is forwarded
-//! by its `Content-Length` and nothing after it, so a second request cannot
-//! ride the connection past the path check.
+//! Plain HTTP is one request per connection: the head is parsed strictly
+//! and rebuilt for the upstream ([`head`]), the body is read by its
+//! `Content-Length` (bounded) and nothing after it is forwarded, so a second
+//! request cannot ride the connection past the path check ([`path`]). What
+//! can carry data out — decoded path and query, header values, body, host
+//! labels under a wildcard rule ([`exfil`]) — is inspected and given to
+//! policy. A head must arrive whole within `head_timeout_secs`, and at most
+//! `max_connections` connections are served at once (slowloris).
+
+mod exfil;
+pub mod head;
+pub mod path;
+
+pub use head::{HeadError, RequestHead, parse_request_head};
 
 use crate::mcp::{self, MonitorView};
 use crate::state::Gateway;
@@ -27,17 +39,51 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
+use warden_inspect::Detector;
 use warden_monitor::{Outcome, Refusal, Taint};
 
 /// `[egress]` in `warden.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressConfig {
     /// Where the proxy listens (e.g. `0.0.0.0:8701`); off when unset.
     pub listen: Option<String>,
     #[serde(default)]
     pub allow: Vec<EgressRule>,
+    /// Connections served at once; more are refused at once (503).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The whole request head must arrive within this many seconds.
+    #[serde(default = "default_head_timeout_secs")]
+    pub head_timeout_secs: u64,
+    /// Plain HTTP request bodies are inspected up to this size; larger ones
+    /// are refused (413), never forwarded unscanned.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_head_timeout_secs() -> u64 {
+    10
+}
+fn default_max_body_bytes() -> u64 {
+    1 << 20
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow: Vec::new(),
+            max_connections: default_max_connections(),
+            head_timeout_secs: default_head_timeout_secs(),
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
 }
 
 /// One allowed destination.
@@ -66,9 +112,16 @@ impl EgressConfig {
             if r.agent != "*" {
                 warden_core::validate_name(&r.agent).map_err(|e| format!("egress.allow agent: {e}"))?;
             }
-            if r.path_prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
-                return Err(format!("egress.allow path_prefix {:?} must start with /", r.path_prefix.as_deref().unwrap_or_default()));
+            if let Some(p) = &r.path_prefix {
+                // Paths are matched decoded; a prefix that is not already in
+                // that form could never match.
+                if !p.starts_with('/') || path::normalize(p).as_deref() != Ok(p.as_str()) || p.contains('?') {
+                    return Err(format!("egress.allow path_prefix {p:?}: a decoded path starting with /, without dot segments, ; or %"));
+                }
             }
+        }
+        if self.max_connections == 0 || self.head_timeout_secs == 0 || self.max_body_bytes == 0 {
+            return Err("egress.max_connections, head_timeout_secs and max_body_bytes must be at least 1".into());
         }
         Ok(())
     }
@@ -87,24 +140,10 @@ impl EgressConfig {
                 && match (&r.path_prefix, path) {
                     (None, _) => true,
                     (Some(_), None) => false,
-                    (Some(prefix), Some(p)) => path_within(p, prefix),
+                    (Some(prefix), Some(p)) => path::within(p, prefix),
                 }
         })
     }
-}
-
-/// Is `path` under `prefix` once dot segments and encoded separators are
-/// taken into account (`/v1/../admin` is not under `/v1/`)?
-fn path_within(path: &str, prefix: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
-        return false;
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return false;
-    }
-    path.starts_with(prefix)
 }
 
 /// May the proxy connect to `ip` without an explicit `allow_private`?
@@ -141,81 +180,11 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// A parsed request head.
-#[derive(Debug, PartialEq, Eq)]
-struct Head {
-    method: String,
-    /// `host:port` (CONNECT) or an absolute `http://` URL.
-    target: String,
-    /// Header lines as received, in order.
-    headers: Vec<(String, String)>,
-}
-
-/// The longest request head the proxy reads.
-const MAX_HEAD: usize = 16 * 1024;
-
-fn parse_head(raw: &str) -> Result<Head, String> {
-    let mut lines = raw.split("\r\n");
-    let request = lines.next().unwrap_or_default();
-    let mut parts = request.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err("malformed request line".into());
-    };
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(format!("unsupported protocol {version}"));
-    }
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once(':').ok_or_else(|| format!("malformed header line {line:?}"))?;
-        if k.is_empty() || k.contains([' ', '\t']) {
-            return Err(format!("malformed header name {k:?}"));
-        }
-        headers.push((k.to_string(), v.trim().to_string()));
-    }
-    Ok(Head { method: method.to_string(), target: target.to_string(), headers })
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-
-    /// (host, port, path) of the destination; path `None` for a tunnel.
-    fn destination(&self) -> Result<(String, u16, Option<String>), String> {
-        let split_port = |hp: &str, default: Option<u16>| -> Result<(String, u16), String> {
-            let (host, port) = match hp.rsplit_once(':') {
-                Some((h, _)) if !h.ends_with(']') && h.contains(':') => (hp.to_string(), default.ok_or("a port is required")?.to_string()),
-                Some((h, p)) => (h.to_string(), p.to_string()),
-                None => (hp.to_string(), default.ok_or("a port is required")?.to_string()),
-            };
-            let port: u16 = port.parse().map_err(|_| format!("bad port in {hp:?}"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-            if host.is_empty() || host.contains(['/', '@', ' ']) {
-                return Err(format!("bad host in {hp:?}"));
-            }
-            Ok((host, port))
-        };
-        if self.method == "CONNECT" {
-            let (h, p) = split_port(&self.target, None)?;
-            return Ok((h, p, None));
-        }
-        let rest = self.target.strip_prefix("http://").ok_or("only absolute http:// URLs are forwarded; use CONNECT for https")?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (h, p) = split_port(authority, Some(80))?;
-        Ok((h, p, Some(path.to_string())))
-    }
-}
-
 /// The bearer token from `Proxy-Authorization` (Basic with the token as the
 /// password, which every HTTP client can send, or Bearer).
-fn proxy_token(head: &Head) -> Option<String> {
+fn proxy_token(head: &RequestHead) -> Option<String> {
     use base64::Engine;
-    let v = head.header("proxy-authorization");
-    let [v] = v.as_slice() else { return None };
-    let (scheme, cred) = v.split_once(' ')?;
+    let (scheme, cred) = head.proxy_authorization.as_deref()?.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(cred.trim().to_string());
     }
@@ -234,16 +203,49 @@ async fn reply(client: &mut TcpStream, status: &str, extra: &str, message: &str)
             format!("HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
         )
         .await;
+    linger_close(client).await;
 }
 
-/// Accept proxy connections until the listener fails.
+/// Close after an answer without losing it: closing a socket with unread
+/// input (a refused body, bytes after a request) sends a reset that can
+/// destroy the answer in flight, so the input is drained briefly first.
+async fn linger_close(client: &mut TcpStream) {
+    let _ = client.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = 256 * 1024;
+        while left > 0 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Accept proxy connections until the listener fails; at most
+/// `max_connections` at once, the rest refused without reading a byte.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(gw.config.egress.max_connections));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let gw = gw.clone();
-                tokio::spawn(async move { handle(gw, stream).await });
-            }
+            Ok((mut stream, _)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let gw = gw.clone();
+                    tokio::spawn(async move {
+                        handle(gw, stream).await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    let max = gw.config.egress.max_connections;
+                    tokio::spawn(async move {
+                        let why = format!("the egress proxy is serving its maximum of {max} connections (egress.max_connections); retry shortly");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), reply(&mut stream, "503 Service Unavailable", "Retry-After: 1\r\n", &why)).await;
+                    });
+                }
+            },
             Err(e) => {
                 tracing::error!("egress proxy accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -252,42 +254,86 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     }
 }
 
-/// Read until the end of the request head; returns the head and any bytes
-/// read past it.
-async fn read_head(client: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
+/// Why no request head could be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("the request head did not arrive within {0} s")]
+    Timeout(u64),
+    #[error("the request head is over {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("the connection closed before the request head ended")]
+    Closed,
+}
+
+/// The longest request head the proxy reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// How long the rest of a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Read until the end of the request head, all of it within `limit`;
+/// returns the head and any bytes read past it.
+async fn read_head(client: &mut TcpStream, limit: Duration) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            let head = String::from_utf8(buf).map_err(|_| "request head is not UTF-8".to_string())?;
-            return Ok((head, rest));
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return Ok(rest);
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(ReadError::TooLarge);
+            }
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(ReadError::Closed),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-        if buf.len() > MAX_HEAD {
-            return Err(format!("request head over {MAX_HEAD} bytes"));
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut chunk)).await.map_err(|_| "timed out reading the request".to_string())?;
-        match n {
-            Ok(0) | Err(_) => return Err("connection closed".into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    };
+    let rest = tokio::time::timeout(limit, read).await.map_err(|_| ReadError::Timeout(limit.as_secs()))??;
+    if buf.len() > MAX_HEAD {
+        return Err(ReadError::TooLarge);
     }
+    Ok((buf, rest))
+}
+
+/// Read the rest of a `length`-byte body after the `early` bytes.
+async fn read_body(client: &mut TcpStream, mut early: Vec<u8>, length: usize) -> Result<Vec<u8>, String> {
+    early.truncate(length);
+    let mut body = early;
+    let fill = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        while body.len() < length {
+            let want = (length - body.len()).min(chunk.len());
+            match client.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => return Err("the connection closed before the request body ended".to_string()),
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(BODY_TIMEOUT, fill).await.map_err(|_| format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()))??;
+    Ok(body)
 }
 
 async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
-    let (raw, rest) = match read_head(&mut client).await {
+    let limit = Duration::from_secs(gw.config.egress.head_timeout_secs);
+    let (raw, mut rest) = match read_head(&mut client, limit).await {
         Ok(h) => h,
-        Err(e) => return reply(&mut client, "400 Bad Request", "", &e).await,
+        Err(e @ ReadError::Timeout(_)) => return reply(&mut client, "408 Request Timeout", "", &e.to_string()).await,
+        Err(e) => return reply(&mut client, "400 Bad Request", "", &e.to_string()).await,
     };
-    let head = match parse_head(&raw) {
+    let head = match parse_request_head(&raw) {
         Ok(h) => h,
-        Err(e) => return reply(&mut client, "400 Bad Request", "", &e).await,
+        Err(e) => return reply(&mut client, "400 Bad Request", "", &e.to_string()).await,
     };
     let mut ev = AuditEvent { kind: Some(EventKind::EgressConnection), decision: "deny".into(), ..Default::default() };
     // The target may carry data (a token in a query string): the audit
     // record gets its digest, and its path only once inspection found it clean.
+    let target = format!("{}{}", head.host_header(), head.path.as_deref().unwrap_or_default());
     ev.action = Some(format!("egress:{}", head.method));
-    ev.args_sha256 = Some(hex::encode(sha2::Sha256::digest(head.target.as_bytes())));
+    ev.args_sha256 = Some(hex::encode(sha2::Sha256::digest(target.as_bytes())));
     if let Some(why) = gw.registry_stale() {
         return reply(&mut client, "503 Service Unavailable", "", &why).await;
     }
@@ -318,26 +364,74 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         ev.reason = Some(why.clone());
         return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
     }
-    let (host, port, path) = match head.destination() {
-        Ok(d) => d,
+    if head.form == head::Form::Origin {
+        let why = "send the absolute http:// URL in the request line (proxy form), or CONNECT for https".to_string();
+        ev.reason = Some(why.clone());
+        return finish(&gw, &mut client, ev, "400 Bad Request", "", &why).await;
+    }
+    let (host, port) = (head.host.clone(), head.port);
+    // The decoded path (no query) is what the prefix and policy see; an
+    // ambiguous one is refused here rather than only missing a prefix.
+    let path = match head.path.as_deref().map(|p| path::normalize(p.split('?').next().unwrap_or_default())).transpose() {
+        Ok(p) => p,
         Err(e) => {
-            ev.reason = Some(e.clone());
-            return finish(&gw, &mut client, ev, "400 Bad Request", "", &e).await;
+            ev.reason = Some(e.to_string());
+            return finish(&gw, &mut client, ev, "400 Bad Request", "", &format!("{e}; send it in one plain spelling")).await;
         }
     };
-    ev.tool = Some(format!("egress/{host}:{port}"));
+    // The body is inspected whole before anything is forwarded.
+    let length = head.content_length.unwrap_or(0);
+    if head.path.is_some() && length > gw.config.egress.max_body_bytes {
+        let why = format!(
+            "the request body of {length} bytes is over the {} bytes the egress proxy inspects (egress.max_body_bytes); send it in smaller requests",
+            gw.config.egress.max_body_bytes
+        );
+        ev.reason = Some(why.clone());
+        return finish(&gw, &mut client, ev, "413 Content Too Large", "", &why).await;
+    }
+    if head.expect_continue && length > 0 && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        return;
+    }
+    let body = match head.path {
+        Some(_) => match read_body(&mut client, std::mem::take(&mut rest), length as usize).await {
+            Ok(b) => b,
+            Err(e) => return reply(&mut client, "400 Bad Request", "", &e).await,
+        },
+        None => Vec::new(),
+    };
     let name = auth.agent.id.name().to_string();
-    let rule = gw.config.egress.admit(&name, &host, port, path.as_deref()).cloned();
+    let rule = gw.config.egress.admit(&name, &host, port, head.path.as_deref()).cloned();
     if let Some(rule) = &rule {
         ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
     }
-    let args = serde_json::json!({ "method": head.method, "host": host, "port": port, "path": path.clone().unwrap_or_default() });
-    // The path and query are what can carry data out (host and method are
-    // the allowlist's business).
-    let scan = gw.inspector.scan_json(&serde_json::json!({ "path": path.clone().unwrap_or_default() }));
+    let mut args = exfil::args(&head, path.as_deref(), &body);
+    // Everything but method and port can carry data out; the upstream sees
+    // the raw target, the scanners also decode what they recognise. An IP
+    // literal is the allowlist's business, not data (it reads as PII).
+    let literal = host.parse::<IpAddr>().ok().and_then(|_| args.as_object_mut()?.remove("host"));
+    let mut scan = gw.inspector.scan_json(&args);
+    if let Some(h) = literal {
+        args["host"] = h;
+    }
+    let mut host_is_data = scan.findings.iter().any(|f| f.path == "/host" && matches!(f.finding.detector, Detector::Pii | Detector::Secret));
+    if rule.as_ref().is_some_and(|r| exfil::encoded_labels(&host, &r.host)) {
+        scan.summary.secrets.insert(exfil::ENCODED_HOST_LABEL.into());
+        scan.summary.secret_count += 1;
+        host_is_data = true;
+    }
+    let clean = scan.summary.secret_count == 0 && scan.summary.pii_count == 0;
     ev.findings = crate::mcp::finding_labels("args", &scan.summary);
-    if let Some(p) = path.as_deref().filter(|_| scan.summary.secret_count == 0 && scan.summary.pii_count == 0) {
-        ev.action = Some(format!("egress:{} {}", head.method, p.split('?').next().unwrap_or_default()));
+    // The host itself may be the data (a DNS exfiltration label): the
+    // record (and the monitor's baselines) then name the rule that matched
+    // it, never the host.
+    let shown = match &rule {
+        _ if !host_is_data => format!("{host}:{port}"),
+        Some(r) => format!("{}:{port}", r.host),
+        None => format!("(withheld):{port}"),
+    };
+    ev.tool = Some(format!("egress/{shown}"));
+    if let Some(p) = path.as_deref().filter(|_| clean) {
+        ev.action = Some(format!("egress:{} {p}", head.method));
     }
     // The monitor sees the connection as a call of the pseudo-tool
     // `egress/HOST:PORT`: it counts against the agent's rate limits, a new
@@ -346,7 +440,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     // session as having read untrusted content, and a refusal — an allowlist miss too:
     // probing destinations is suspicious — raises the risk score.
     let tool = Tool {
-        tool: ToolRef { server: "egress".into(), tool: format!("{host}:{port}") },
+        tool: ToolRef { server: "egress".into(), tool: shown.clone() },
         sensitivity: Sensitivity::Medium,
         action_class: ActionClass::Write,
         exfil_capable: true,
@@ -355,7 +449,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         observed_hash: None,
         status: ToolStatus::Approved,
     };
-    let mcall = mcp::monitor_call(&auth, &tool, &args, head.target.len());
+    let mcall = mcp::monitor_call(&auth, &tool, &args, target.len() + body.len());
     let seen = gw.monitor.assess(&mcall);
     let assessed = Instant::now();
     ev.risk = Some(seen.risk);
@@ -369,10 +463,10 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         ev.policies.push(r.id());
         Some(r.to_string())
     } else if rule.is_none() {
-        Some(format!("{host}:{port}{} is not in agent {name}'s egress allowlist", path.as_deref().unwrap_or("")))
+        Some(format!("{shown}{} is not in agent {name}'s egress allowlist", path.as_deref().filter(|_| clean).unwrap_or("")))
     } else {
         // The allowlist admitted it; the guardrails (risk, secrets in the
-        // URL, taint, …) still apply.
+        // request, taint, …) still apply.
         let policy = gw.policy();
         let mut facts = mcp::facts(&auth, &tool, &args, mcp::Ask::Call(&scan.summary), crate::now_secs(), &MonitorView::from(&seen));
         facts.request.in_scope = true;
@@ -434,9 +528,9 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         Ok(Err(e)) => return reply(&mut client, "502 Bad Gateway", "", &format!("cannot connect to {addr}: {e}")).await,
         Err(_) => return reply(&mut client, "504 Gateway Timeout", "", &format!("connecting to {addr} timed out")).await,
     };
-    match path {
+    match head.path {
         None => tunnel(client, upstream, &rest).await,
-        Some(path) => forward(client, upstream, &head, &host, port, &path, rest).await,
+        Some(_) => forward(client, upstream, &head, &body).await,
     }
 }
 
@@ -458,47 +552,14 @@ async fn tunnel(mut client: TcpStream, mut upstream: TcpStream, early: &[u8]) {
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 
-/// Forward one plain HTTP request in origin form and stream the response.
-async fn forward(mut client: TcpStream, mut upstream: TcpStream, head: &Head, host: &str, port: u16, path: &str, mut body: Vec<u8>) {
-    if !head.header("transfer-encoding").is_empty() {
-        return reply(&mut client, "411 Length Required", "", "chunked request bodies are not forwarded; send Content-Length").await;
-    }
-    let length: usize = match head.header("content-length").as_slice() {
-        [] => 0,
-        [v] => match v.parse() {
-            Ok(n) => n,
-            Err(_) => return reply(&mut client, "400 Bad Request", "", "bad Content-Length").await,
-        },
-        _ => return reply(&mut client, "400 Bad Request", "", "more than one Content-Length").await,
-    };
-    let mut out = format!("{} {path} HTTP/1.1\r\nHost: {}\r\n", head.method, if port == 80 { host.to_string() } else { format!("{host}:{port}") });
-    for (k, v) in &head.headers {
-        let k_low = k.to_ascii_lowercase();
-        if !matches!(k_low.as_str(), "host" | "connection" | "proxy-authorization" | "proxy-connection" | "keep-alive") {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    body.truncate(length);
-    let mut remaining = length - body.len();
-    if upstream.write_all(out.as_bytes()).await.is_err() || upstream.write_all(&body).await.is_err() {
+/// Forward one plain HTTP request (the rebuilt head and the inspected body)
+/// and stream the response.
+async fn forward(mut client: TcpStream, mut upstream: TcpStream, head: &RequestHead, body: &[u8]) {
+    if upstream.write_all(&head.to_upstream()).await.is_err() || upstream.write_all(body).await.is_err() {
         return;
     }
-    let mut chunk = vec![0u8; 16 * 1024];
-    while remaining > 0 {
-        let want = remaining.min(chunk.len());
-        match client.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if upstream.write_all(&chunk[..n]).await.is_err() {
-                    return;
-                }
-                remaining -= n;
-            }
-        }
-    }
     let _ = tokio::io::copy(&mut upstream, &mut client).await;
-    let _ = client.shutdown().await;
+    linger_close(&mut client).await;
 }
 
 #[cfg(test)]
@@ -514,8 +575,8 @@ mod tests {
             allow_private: false,
         };
         EgressConfig {
-            listen: None,
             allow: vec![rule("billing", "api.stripe.com", 443, None), rule("*", "*.example.com", 80, Some("/v1/")), rule("billing", "10.0.0.5", 8080, None)],
+            ..Default::default()
         }
     }
 
@@ -535,8 +596,12 @@ mod tests {
             assert!(c.admit("support", "docs.example.com", 80, Some(sneaky)).is_none(), "{sneaky}");
         }
         assert!(c.validate().is_ok());
-        let bad = EgressConfig { allow: vec![EgressRule { host: "*bad.com".into(), ..c.allow[0].clone() }], listen: None };
+        let bad = EgressConfig { allow: vec![EgressRule { host: "*bad.com".into(), ..c.allow[0].clone() }], ..Default::default() };
         assert!(bad.validate().is_err());
+        for prefix in ["v1/", "/v1/../x", "/v1/%2e", "/v1;x/", "/v1/?q"] {
+            let bad = EgressConfig { allow: vec![EgressRule { path_prefix: Some(prefix.into()), ..c.allow[1].clone() }], ..Default::default() };
+            assert!(bad.validate().is_err(), "{prefix}");
+        }
     }
 
     #[test]
@@ -566,18 +631,20 @@ mod tests {
 
     #[test]
     fn request_heads_parse_strictly() {
-        let h = parse_head("CONNECT api.stripe.com:443 HTTP/1.1\r\nHost: api.stripe.com:443\r\nProxy-Authorization: Bearer t\r\n").unwrap();
-        assert_eq!(h.destination().unwrap(), ("api.stripe.com".into(), 443, None));
+        let parse = |s: &str| parse_request_head(format!("{s}\r\n").as_bytes());
+        let dest = |h: &RequestHead| (h.host.clone(), h.port, h.path.clone());
+        let h = parse("CONNECT api.stripe.com:443 HTTP/1.1\r\nHost: api.stripe.com:443\r\nProxy-Authorization: Bearer t\r\n").unwrap();
+        assert_eq!(dest(&h), ("api.stripe.com".into(), 443, None));
         assert_eq!(proxy_token(&h).as_deref(), Some("t"));
-        let h = parse_head("GET http://docs.example.com/v1/a?b HTTP/1.1\r\nProxy-Authorization: Basic YWdlbnQ6dG9r\r\n").unwrap();
-        assert_eq!(h.destination().unwrap(), ("docs.example.com".into(), 80, Some("/v1/a?b".into())));
+        let h = parse("GET http://docs.example.com/v1/a?b HTTP/1.1\r\nProxy-Authorization: Basic YWdlbnQ6dG9r\r\n").unwrap();
+        assert_eq!(dest(&h), ("docs.example.com".into(), 80, Some("/v1/a?b".into())));
         assert_eq!(proxy_token(&h).as_deref(), Some("tok"));
-        assert_eq!(parse_head("GET http://[::1]:8080/ HTTP/1.1\r\n").unwrap().destination().unwrap(), ("::1".into(), 8080, Some("/".into())));
-        assert!(parse_head("GET https://x/ HTTP/1.1\r\n").unwrap().destination().is_err(), "https goes through CONNECT");
-        assert!(parse_head("CONNECT x HTTP/1.1\r\n").unwrap().destination().is_err(), "a tunnel needs a port");
-        assert!(parse_head("GET http://user@evil/ HTTP/1.1\r\n").unwrap().destination().is_err());
-        assert!(parse_head("GET / HTTP/2\r\n").is_err());
-        assert!(parse_head("GET  / HTTP/1.1\r\n").is_err());
-        assert!(parse_head("GET / HTTP/1.1\r\nBad Header: x\r\n").is_err());
+        assert_eq!(dest(&parse("GET http://[::1]:8080/ HTTP/1.1\r\n").unwrap()), ("::1".into(), 8080, Some("/".into())));
+        assert!(parse("GET https://x/ HTTP/1.1\r\n").is_err(), "https goes through CONNECT");
+        assert!(parse("CONNECT x HTTP/1.1\r\n").is_err(), "a tunnel needs a port");
+        assert!(parse("GET http://user@evil/ HTTP/1.1\r\n").is_err());
+        assert!(parse("GET / HTTP/2\r\n").is_err());
+        assert!(parse("GET  / HTTP/1.1\r\n").is_err());
+        assert!(parse("GET / HTTP/1.1\r\nBad Header: x\r\n").is_err());
     }
 }
