@@ -63,6 +63,7 @@ expire_secs = 900           # no decision by then = deny
 # Signed Merkle checkpoints of the audit log (C2SP signed notes) to publish.
 [audit]
 checkpoint_secs = 60        # 0 = only on demand (`warden audit checkpoint`)
+# publish_checkpoints_to = "/mnt/audit-witness/warden"  # outside the database; `audit verify` then requires the newest
 
 # Monitoring: per-agent baselines, risk score (0-100), session taint,
 # automatic containment, rate limits and impact caps.
