@@ -165,38 +165,61 @@ async fn strangers_are_throttled_and_audited_in_aggregate_while_agents_are_serve
     let (id, key) = h.register("bot", BOT_TOOLS, 2, None);
     let mut agent = h.ready_client(&id, &key, None).await;
     let before = audit(&h).len();
-    // A flood of forged requests from another loopback address.
-    let stranger = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
-    let (mut refused, mut throttled) = (0, 0);
+    // The agent's latency alone, then during a flood of forged requests from
+    // another loopback address (four clients at once). Printed, not gated.
+    let mut sample = async |agent: &mut warden_client::AgentClient| {
+        let mut us = Vec::new();
+        for _ in 0..40 {
+            let t = Instant::now();
+            assert!(agent.list_tools().await.is_ok(), "the registered agent is served");
+            us.push(t.elapsed().as_micros() as u64);
+        }
+        us.sort_unstable();
+        (us[us.len() / 2], us[us.len() - 1])
+    };
+    let alone = sample(&mut agent).await;
     let huge_sub = format!("spiffe://evil/agent/x\napproval_decided allow operator:cfo {}", "a".repeat(20_000));
-    for i in 0..300 {
-        let r = if i % 2 == 0 {
-            stranger.post(format!("{}/mcp", h.base)).header("authorization", "DPoP forged.token.here").body("{}").send().await.unwrap()
-        } else {
-            let assertion = format!(
-                "{}.{}.sig",
-                warden_identity::b64url(br#"{"alg":"EdDSA"}"#),
-                warden_identity::b64url(json!({ "sub": huge_sub }).to_string().as_bytes())
-            );
-            let form = format!(
-                "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
-            );
-            stranger.post(format!("{}/oauth/token", h.base)).header("content-type", "application/x-www-form-urlencoded").body(form).send().await.unwrap()
-        };
-        match r.status().as_u16() {
-            429 => {
-                assert!(r.headers().contains_key("retry-after"));
-                throttled += 1
-            }
-            400 | 401 => refused += 1,
-            s => panic!("unexpected status {s}"),
-        }
-        // The registered agent is served throughout.
-        if i % 50 == 0 {
-            assert!(agent.list_tools().await.is_ok());
-        }
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, huge_sub) = (h.base.clone(), huge_sub.clone());
+            tokio::spawn(async move {
+                let stranger = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+                let (mut refused, mut throttled) = (0, 0);
+                for i in 0..150 {
+                    let r = if i % 2 == 0 {
+                        stranger.post(format!("{base}/mcp")).header("authorization", "DPoP forged.token.here").body("{}").send().await.unwrap()
+                    } else {
+                        let assertion = format!(
+                            "{}.{}.sig",
+                            warden_identity::b64url(br#"{"alg":"EdDSA"}"#),
+                            warden_identity::b64url(json!({ "sub": huge_sub }).to_string().as_bytes())
+                        );
+                        let form = format!(
+                            "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
+                        );
+                        stranger.post(format!("{base}/oauth/token")).header("content-type", "application/x-www-form-urlencoded").body(form).send().await.unwrap()
+                    };
+                    match r.status().as_u16() {
+                        429 => {
+                            assert!(r.headers().contains_key("retry-after"));
+                            throttled += 1
+                        }
+                        400 | 401 => refused += 1,
+                        s => panic!("unexpected status {s}"),
+                    }
+                }
+                (refused, throttled)
+            })
+        })
+        .collect();
+    let during = sample(&mut agent).await;
+    let (mut refused, mut throttled) = (0, 0);
+    for f in flood {
+        let (r, t) = f.await.unwrap();
+        (refused, throttled) = (refused + r, throttled + t);
     }
-    assert!(refused >= 20 && throttled > 200, "refused {refused}, throttled {throttled}");
+    eprintln!("agent tools/list p50/max: alone {} / {} µs, during the flood {} / {} µs", alone.0, alone.1, during.0, during.1);
+    assert!(refused >= 20 && throttled >= 400, "refused {refused}, throttled {throttled}");
     // One aggregated record per source, kind and reason, after the window.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let recs = audit(&h);
@@ -204,7 +227,7 @@ async fn strangers_are_throttled_and_audited_in_aggregate_while_agents_are_serve
     let flood: Vec<&Value> = added.iter().filter(|r| r["event"]["action"] == "unauthenticated:127.0.0.2").collect();
     assert!(!flood.is_empty(), "the flood is on record");
     // A record per window and door, not one per request.
-    assert!(flood.len() <= 8, "{} records for 300 forged requests", flood.len());
+    assert!(flood.len() <= 8, "{} records for 600 forged requests", flood.len());
     let counted: u64 = flood
         .iter()
         .map(|r| {
@@ -214,7 +237,7 @@ async fn strangers_are_throttled_and_audited_in_aggregate_while_agents_are_serve
             failed + throttled
         })
         .sum();
-    assert_eq!(counted, 300, "every forged request is counted");
+    assert_eq!(counted, 600, "every forged request is counted");
     let text = serde_json::to_string(&flood).unwrap();
     assert!(text.contains("failed requests from 127.0.0.2") && text.contains("answered 429"), "{text}");
     assert!(flood.iter().all(|r| r.to_string().len() < 2_000), "bounded records");
