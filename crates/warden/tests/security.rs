@@ -167,7 +167,7 @@ async fn strangers_are_throttled_and_audited_in_aggregate_while_agents_are_serve
     let before = audit(&h).len();
     // The agent's latency alone, then during a flood of forged requests from
     // another loopback address (four clients at once). Printed, not gated.
-    let mut sample = async |agent: &mut warden_client::AgentClient| {
+    let sample = async |agent: &mut warden_client::AgentClient| {
         let mut us = Vec::new();
         for _ in 0..40 {
             let t = Instant::now();
