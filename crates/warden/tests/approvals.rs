@@ -41,18 +41,6 @@ fn pay(amount: i64) -> Value {
     json!({ "amount": amount, "currency": "EUR", "to": "acct-42" })
 }
 
-/// The newest pending approval, once the gateway has stored it.
-async fn pending(h: &Harness) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = h.cli(&["approvals", "list", "--json"]).lines().next() {
-            return serde_json::from_str(l).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no approval was requested");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn held_calls_complete_on_approval_and_fail_on_denial() {
     let (h, mut c) = payer("[approvals]\nhold_secs = 20\nexpire_secs = 60\n").await;
@@ -63,7 +51,7 @@ async fn held_calls_complete_on_approval_and_fail_on_denial() {
         let r = c.call_tool("onboarding__payment_transfer", pay(5000)).await.unwrap();
         (c, r)
     });
-    let a = pending(&h).await;
+    let a = h.pending_approval().await;
     assert_eq!(a["tool"], "onboarding/payment_transfer");
     assert_eq!(a["args_redacted"]["amount"], 5000, "the approver sees the arguments");
     assert_eq!(a["owner"], "alice@example.com");
@@ -87,7 +75,7 @@ async fn held_calls_complete_on_approval_and_fail_on_denial() {
         let r = c.call_tool("onboarding__payment_transfer", pay(3000)).await.unwrap();
         (c, r)
     });
-    let id = pending(&h).await["id"].as_str().unwrap().to_string();
+    let id = h.pending_approval().await["id"].as_str().unwrap().to_string();
     stdout(&decide(&h, "deny", &id, &carol, &["--reason", "unknown payee"]));
     let (mut c, r) = call.await.unwrap();
     assert_eq!(r.error_code(), Some(-32001), "{}", r.body);
@@ -96,7 +84,7 @@ async fn held_calls_complete_on_approval_and_fail_on_denial() {
 
     // Two-person rule: payments above 10,000 need two different approvers.
     let call = tokio::spawn(async move { c.call_tool("onboarding__payment_transfer", pay(20_000)).await.unwrap() });
-    let a = pending(&h).await;
+    let a = h.pending_approval().await;
     assert_eq!(a["required"], 2, "{a}");
     let id = a["id"].as_str().unwrap();
     let out = stdout(&decide(&h, "approve", id, &bob, &[]));
@@ -124,7 +112,7 @@ async fn approvers_must_be_registered_and_authenticated_operators() {
         let mut c = c;
         c.call_tool("onboarding__payment_transfer", pay(20_000)).await.unwrap()
     });
-    let id = pending(&h).await["id"].as_str().unwrap().to_string();
+    let id = h.pending_approval().await["id"].as_str().unwrap().to_string();
 
     // No credential, an invented name, a forged token, a viewer: all refused.
     let e = stderr(&h.cli_output(&["approvals", "approve", &id]));
@@ -221,7 +209,7 @@ async fn an_approval_covers_the_exact_arguments_once_and_expires() {
     let r = c.call_tool("onboarding__payment_transfer", pay(5000)).await.unwrap();
     assert_eq!(r.error_code(), Some(-32002), "{}", r.body);
     assert!(r.error_message().unwrap().contains("repeat this exact call"), "{}", r.body);
-    let id = pending(&h).await["id"].as_str().unwrap().to_string();
+    let id = h.pending_approval().await["id"].as_str().unwrap().to_string();
     let bob = h.operator("bob", "approver");
     stdout(&decide(&h, "approve", &id, &bob, &[]));
     // Other arguments are not covered.

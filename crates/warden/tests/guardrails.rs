@@ -8,7 +8,6 @@ mod common;
 
 use common::{BIN, Harness};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 use warden_client::{AgentClient, Reply};
 
 const TOOLS: &str = "onboarding/email_send,onboarding/file_read,onboarding/payment_transfer";
@@ -73,18 +72,6 @@ async fn a_negative_amount_is_refused_not_paid() {
     }
 }
 
-/// The newest pending approval, once the gateway has stored it.
-async fn pending(h: &Harness) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = h.cli(&["approvals", "list", "--json"]).lines().next() {
-            return serde_json::from_str(l).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no approval was requested");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_caps_the_day() {
     // Serve exactly what `warden init` writes, with the demo upstream at
@@ -121,7 +108,7 @@ async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_cap
         let r = c.call_tool("onboarding__payment_transfer", pay(5_000)).await.unwrap();
         (c, r)
     });
-    let a = pending(&h).await;
+    let a = h.pending_approval().await;
     assert_eq!(a["required"], 1, "{a}");
     approve(a["id"].as_str().unwrap(), &bob);
     let (mut c, r) = call.await.unwrap();
@@ -133,7 +120,7 @@ async fn the_init_configuration_lets_payments_reach_their_approval_rules_and_cap
         let r = c.call_tool("onboarding__payment_transfer", pay(25_000)).await.unwrap();
         (c, r)
     });
-    let a = pending(&h).await;
+    let a = h.pending_approval().await;
     assert_eq!(a["required"], 2, "{a}");
     let id = a["id"].as_str().unwrap();
     approve(id, &bob);

@@ -63,19 +63,20 @@ async fn a_sub_agent_acts_only_through_its_parent_whatever_grant_it_tries() {
     assert!(parent.list_tools().await.is_err(), "the parent is suspended too");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approved_call_is_authorized_again_before_it_runs() {
+/// A payment held for approval: the harness, the waiting call and its approval.
+async fn held_payment() -> (Harness, tokio::task::JoinHandle<Result<warden_client::Reply, warden_client::ClientError>>, Value) {
     let h = Harness::start_with("", "[approvals]\nhold_secs = 20\nexpire_secs = 60\n", &[]);
     h.approve_demo_tools();
     let (id, key) = h.register("payer", "onboarding/payment_transfer", 3, None);
     let mut c = h.ready_client(&id, &key, None).await;
     let held = tokio::spawn(async move { c.call_tool("onboarding__payment_transfer", json!({ "amount": 5000, "currency": "EUR", "to": "acct-42" })).await });
-    let approval = loop {
-        if let Some(l) = h.cli(&["approvals", "list", "--json"]).lines().next() {
-            break serde_json::from_str::<Value>(l).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let approval = h.pending_approval().await;
+    (h, held, approval)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_call_is_authorized_again_before_it_runs() {
+    let (h, held, approval) = held_payment().await;
     // While the call waits, the operator suspends the agent; the approval
     // that arrives afterwards must not run it.
     h.cli(&["agent", "suspend", "payer", "--reason", "compromised"]);
@@ -95,17 +96,7 @@ async fn an_approved_call_is_authorized_again_before_it_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tool_disabled_during_a_hold_is_not_called_when_approved() {
-    let h = Harness::start_with("", "[approvals]\nhold_secs = 20\nexpire_secs = 60\n", &[]);
-    h.approve_demo_tools();
-    let (id, key) = h.register("payer", "onboarding/payment_transfer", 3, None);
-    let mut c = h.ready_client(&id, &key, None).await;
-    let held = tokio::spawn(async move { c.call_tool("onboarding__payment_transfer", json!({ "amount": 5000, "currency": "EUR", "to": "acct-42" })).await });
-    let approval = loop {
-        if let Some(l) = h.cli(&["approvals", "list", "--json"]).lines().next() {
-            break serde_json::from_str::<Value>(l).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (h, held, approval) = held_payment().await;
     h.cli(&["tool", "disable", "onboarding/payment_transfer"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bob = h.operator("bob", "approver");

@@ -160,6 +160,18 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         path
     }
 
+    /// The newest pending approval, once the gateway has stored it.
+    pub async fn pending_approval(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.cli(&["approvals", "list", "--json"]).lines().next() {
+                return serde_json::from_str(l).unwrap();
+            }
+            assert!(Instant::now() < deadline, "no approval was requested");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Register an agent with a generated key; returns (SPIFFE id, key).
     pub fn register(&self, name: &str, tools: &str, autonomy: u8, parent: Option<&str>) -> (String, Keypair) {
         let key_path = self.dir.path().join(format!("{name}.pem"));
