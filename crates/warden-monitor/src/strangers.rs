@@ -58,8 +58,10 @@ impl fmt::Display for Source {
 /// Which credential check a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Door {
-    /// `/mcp` (and the egress proxy): access tokens and DPoP proofs.
+    /// `/mcp`: access tokens and DPoP proofs.
     Mcp,
+    /// The egress proxy: proxy tokens.
+    Egress,
     /// The token and revocation endpoints: client assertions.
     Token,
     /// The admin API: operator tokens, with a stricter budget of their own.
@@ -74,6 +76,7 @@ impl Door {
     fn what(self) -> &'static str {
         match self {
             Door::Mcp => "failed requests",
+            Door::Egress => "failed proxy connections",
             Door::Token => "failed token requests",
             Door::Operator => "wrong operator token(s)",
         }

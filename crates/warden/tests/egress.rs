@@ -197,7 +197,10 @@ allow_private = true
         );
     }
 
-    // Every connection decision is audited, the token never.
+    // Failed proxy authentications are audited in aggregate, per source and
+    // window; every other connection decision one by one; the token never.
+    let failed = h.audited("failed proxy connections").await;
+    assert_eq!(failed["event"]["kind"], "authn_failure", "{failed}");
     let audit = h.cli(&["audit", "export"]);
     let egress: Vec<Value> = audit
         .lines()

@@ -42,6 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
 use warden_inspect::Detector;
+use warden_monitor::{Claimed, Door};
 use warden_monitor::{Outcome, Refusal, Taint};
 
 /// `[egress]` in `warden.toml`.
@@ -347,12 +348,20 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         )
         .await;
     };
+    // As at `/mcp`: a source that keeps failing is throttled before any
+    // signature check, and failures are audited in aggregate (strangers
+    // must not drive audit writes).
+    let peer = client.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if let Err(t) = gw.admit_stranger(peer, Door::Egress) {
+        let retry = format!("Retry-After: {}\r\n", t.retry_after_secs);
+        return reply(&mut client, "429 Too Many Requests", &retry, "too many failed authentications from this address; retry later").await;
+    }
     let auth = match gw.authenticate_egress(&token, crate::now_secs()) {
         Ok(a) => a,
         Err(f) => {
-            ev.agent = f.agent;
-            ev.reason = Some(f.description.clone());
-            return finish(&gw, &mut client, ev, "407 Proxy Authentication Required", challenge, &f.description).await;
+            let claimed = f.agent.as_deref().map_or(Claimed::Nothing, Claimed::Verified);
+            gw.stranger_failed(peer, Door::Egress, &f.description, claimed);
+            return reply(&mut client, "407 Proxy Authentication Required", challenge, &f.description).await;
         }
     };
     ev.agent = Some(auth.agent.id.to_string());
