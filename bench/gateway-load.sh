@@ -2,13 +2,14 @@
 # Load benchmark: tools/call through the Warden gateway (DPoP authn, Cedar
 # policy, audit commit) vs direct to the same upstream, the reference
 # server-everything over streamable HTTP. Everything runs on loopback.
-#   bash bench/gateway-load.sh [REQUESTS] [CONCURRENCY] [SECONDS] [RATE] [SESSIONS]
+#   bash bench/gateway-load.sh [REQUESTS] [CONCURRENCY] [SECONDS] [RATE] [SESSIONS] [FLOOD]
 # Phases: the gateway alone; sequential latency; closed-loop throughput;
-# a fixed offered RATE (calls/s, open loop) on both paths; memory per 1,000
-# open MCP sessions (SESSIONS of them).
+# a fixed offered RATE (calls/s, open loop) on both paths; sequential latency
+# again while FLOOD clients send forged requests from 127.0.0.2; memory per
+# 1,000 open MCP sessions (SESSIONS of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUESTS=${1:-2000} CONCURRENCY=${2:-16} SECONDS_PER_PATH=${3:-10} RATE=${4:-1000} SESSIONS=${5:-1000}
+REQUESTS=${1:-2000} CONCURRENCY=${2:-16} SECONDS_PER_PATH=${3:-10} RATE=${4:-1000} SESSIONS=${5:-1000} FLOOD=${6:-4}
 (cd tests/mcp-peers && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --release --locked -p warden -p warden-bench
 BIN=$PWD/target/release
@@ -50,5 +51,5 @@ sleep 0.5
 echo "gateway $base, upstream http://127.0.0.1:$port/mcp (server-everything), $(nproc) cores"
 "$BIN/warden-loadgen" --gateway "$base" --agent "$id" --key "$work/agent.pem" --probe-agent "$probe" --probe-key "$work/probe.pem" --tool everything__echo \
   --direct "http://127.0.0.1:$port/mcp" --direct-tool echo --requests "$REQUESTS" --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_PATH" \
-  --rate "$RATE" --sessions "$SESSIONS" --gateway-pid "$warden_pid"
+  --rate "$RATE" --sessions "$SESSIONS" --flood-clients "$FLOOD" --gateway-pid "$warden_pid"
 echo "audit: $(W audit verify)"

@@ -62,6 +62,10 @@ struct Args {
     /// The gateway's process id (memory phase; Linux /proc).
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// Clients flooding `/mcp` with forged tokens from 127.0.0.2 during a
+    /// second sequential latency phase (0: skip).
+    #[arg(long, default_value_t = 0)]
+    flood_clients: usize,
 }
 
 /// Resident memory of a process in KiB (Linux).
@@ -295,7 +299,52 @@ async fn main() -> Result<()> {
         println!("  added    p50 {:>8.1} µs   p99 {:>8.1} µs", g50 - d50, g99 - d99);
     }
 
-    // Phase 4: memory per open MCP session (each with its own token).
+    // Phase 4: the agent's latency while strangers flood the gateway with
+    // forged tokens from another address (throttled and tallied, not
+    // audited one by one).
+    if a.flood_clients > 0 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = format!("{}/mcp", a.gateway.trim_end_matches('/'));
+        let flood: Vec<_> = (0..a.flood_clients)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build()?;
+                    let (mut sent, mut throttled) = (0u64, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = c.post(&url).header("authorization", "DPoP forged.token.value").body("{}").send().await?;
+                        sent += 1;
+                        throttled += u64::from(r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS);
+                    }
+                    anyhow::Ok((sent, throttled))
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let mut during = Vec::with_capacity(a.requests);
+        for p in gw.proofs(a.requests) {
+            let t = Instant::now();
+            gw.call(p).await?;
+            during.push(t.elapsed().as_nanos() as u64);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut sent, mut throttled) = (0, 0);
+        for f in flood {
+            let (s, t) = f.await??;
+            (sent, throttled) = (sent + s, throttled + t);
+        }
+        let (f50, f99) = (pct(&mut during, 0.50), pct(&mut during, 0.99));
+        println!(
+            "latency over {} sequential calls while {} clients flood /mcp with forged tokens ({:.0} requests/s, {throttled} of {sent} answered 429):",
+            a.requests,
+            a.flood_clients,
+            sent as f64 / secs
+        );
+        println!("  gateway  p50 {f50:>8.1} µs   p99 {f99:>8.1} µs   (alone: p50 {g50:.1} µs, p99 {g99:.1} µs; p99 ratio {:.2})", f99 / g99);
+    }
+
+    // Phase 5: memory per open MCP session (each with its own token).
     if a.sessions > 0 {
         let pid = a.gateway_pid.context("--sessions needs --gateway-pid")?;
         let before = rss_kib(pid)?;
