@@ -176,9 +176,6 @@ pub struct Strangers {
     /// `None` source: the bucket new sources share while the table is full.
     buckets: HashMap<(Budget, Option<Source>), Bucket>,
     tallies: HashMap<Key, Tally>,
-    /// Totals since start, for metrics: failed, throttled.
-    pub total_failed: u64,
-    pub total_throttled: u64,
 }
 
 impl Strangers {
@@ -228,7 +225,6 @@ impl Strangers {
             return Ok(());
         }
         let retry_after_secs = if per_sec > 0.0 { ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64 } else { 3600 };
-        self.total_throttled += 1;
         self.tally(source, door, None, now_ms).throttled += 1;
         Err(Throttled { retry_after_secs })
     }
@@ -239,7 +235,6 @@ impl Strangers {
             let b = self.bucket(door.budget(), source, now_ms);
             b.tokens = (b.tokens - 1.0).max(0.0);
         }
-        self.total_failed += 1;
         let agent = if let Claimed::Verified(a) = claimed { Some(a) } else { None };
         let t = self.tally(source, door, agent, now_ms);
         t.failed += 1;
