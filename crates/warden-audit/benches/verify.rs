@@ -19,7 +19,7 @@ fn event(i: usize) -> AuditEvent {
         tool: Some("crm/lookup".into()),
         action: Some("call_tool".into()),
         task: Some("t-1".into()),
-        decision: "allow".into(),
+        decision: warden_core::Verdict::Allow,
         policies: vec!["read-low-medium".into()],
         args_sha256: Some(format!("{i:064x}")),
         correlation_id: Some(format!("{i:032x}")),

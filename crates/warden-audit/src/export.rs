@@ -149,7 +149,7 @@ mod tests {
             subject: Some("alice@example.com".into()),
             tool: Some("pay/transfer".into()),
             action: Some("call_tool".into()),
-            decision: "deny".into(),
+            decision: warden_core::Verdict::Deny,
             reason: Some("over the limit".into()),
             policies: vec!["large-payment".into()],
             correlation_id: Some("c1".into()),
@@ -162,10 +162,10 @@ mod tests {
             kind: Some(EventKind::TokenIssued),
             agent: call.agent.clone(),
             token_id: Some("j1".into()),
-            decision: "allow".into(),
+            decision: warden_core::Verdict::Allow,
             ..Default::default()
         };
-        let kill = AuditEvent { kind: Some(EventKind::Containment), agent: call.agent.clone(), decision: "contain".into(), ..Default::default() };
+        let kill = AuditEvent { kind: Some(EventKind::Containment), agent: call.agent.clone(), decision: warden_core::Verdict::Contain, ..Default::default() };
         let recs = chain.seal_batch(vec![(call, 1_000), (token, 2_000), (kill, 3_000)]);
 
         let c = ocsf(&recs[0], "0.1.0");

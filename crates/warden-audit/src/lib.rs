@@ -428,7 +428,7 @@ mod tests {
     use warden_core::EventKind;
 
     fn ev(n: u64) -> AuditEvent {
-        AuditEvent { kind: Some(EventKind::ToolCall), tool: Some(format!("s/t{n}")), decision: "allow".into(), ..Default::default() }
+        AuditEvent { kind: Some(EventKind::ToolCall), tool: Some(format!("s/t{n}")), decision: warden_core::Verdict::Allow, ..Default::default() }
     }
 
     fn log(n: u64) -> (Keypair, Vec<AuditRecord>) {
@@ -465,8 +465,8 @@ mod tests {
         let jsonl: String = recs.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         assert_eq!(verify_jsonl(&jsonl, &key.public(), ChainHead::default(), None, &[]).unwrap().records, recs.len() as u64);
         let mut bad = recs.clone();
-        bad[VERIFY_CHUNK + 100].event.decision = "deny".into();
-        bad[2 * VERIFY_CHUNK + 5].event.decision = "deny".into();
+        bad[VERIFY_CHUNK + 100].event.decision = warden_core::Verdict::Deny;
+        bad[2 * VERIFY_CHUNK + 5].event.decision = warden_core::Verdict::Deny;
         assert_eq!(check(&key, &bad), Err(AuditError::Hash { seq: VERIFY_CHUNK as u64 + 101 }), "the first problem is reported");
         let mut lines: Vec<String> = jsonl.lines().map(str::to_string).collect();
         lines[VERIFY_CHUNK + 3] = "{not json".into();
@@ -555,7 +555,9 @@ mod tests {
         // of history) still fails against a checkpoint published earlier.
         let mut chain = Chain::new(key.clone(), ChainHead::default());
         let mut rewritten = chain.seal_batch(recs[..3].iter().map(|r| (r.event.clone(), r.ts_ms)).collect());
-        rewritten.extend(chain.seal_batch(recs[3..].iter().map(|r| (AuditEvent { decision: "allow".into(), ..r.event.clone() }, r.ts_ms + 1)).collect()));
+        rewritten.extend(
+            chain.seal_batch(recs[3..].iter().map(|r| (AuditEvent { decision: warden_core::Verdict::Allow, ..r.event.clone() }, r.ts_ms + 1)).collect()),
+        );
         assert!(all(&[], &rewritten).is_ok(), "the chain alone cannot tell");
         assert_eq!(all(&[cp(4)], &rewritten), Err(AuditError::Checkpoint { size: 4 }));
         assert_eq!(all(&[cp(10)], &recs[..5]), Err(AuditError::ShorterThanCheckpoint { size: 10, found: 5 }), "cut after a checkpoint");
@@ -565,7 +567,7 @@ mod tests {
     fn edit_delete_reorder_and_wrong_key_are_caught() {
         let (key, recs) = log(10);
         let mut edited = recs.clone();
-        edited[3].event.decision = "deny".into();
+        edited[3].event.decision = warden_core::Verdict::Deny;
         assert_eq!(check(&key, &edited), Err(AuditError::Hash { seq: 4 }));
 
         let mut deleted = recs.clone();

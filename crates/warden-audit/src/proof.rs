@@ -126,7 +126,7 @@ mod tests {
     fn inclusion_and_consistency_proofs_verify_offline_and_catch_rewrites() {
         let key = Keypair::generate();
         let mut chain = Chain::new(key.clone(), ChainHead::default());
-        let recs = chain.seal_batch((0..13).map(|i| (AuditEvent { decision: format!("d{i}"), ..Default::default() }, i)).collect());
+        let recs = chain.seal_batch((0..13).map(|i| (AuditEvent { tool: Some(format!("t{i}")), ..Default::default() }, i)).collect());
         let leaves: Vec<Hash> = recs.iter().map(|r| r.leaf_hash().unwrap()).collect();
         let note = |n: usize| Checkpoint { origin: "td/audit".into(), size: n as u64, root: merkle::root(&leaves[..n]) }.sign(&key);
 
@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(p.verify(&key.public()).unwrap().size, 10);
         assert!(matches!(p.verify(&Keypair::generate().public()), Err(ProofError::Checkpoint(_))));
         let mut edited = p.clone();
-        edited.record.event.decision = "allow".into();
+        edited.record.event.decision = warden_core::Verdict::Allow;
         assert_eq!(edited.verify(&key.public()), Err(ProofError::Record(AuditError::Hash { seq: 7 })));
         let mut other = p.clone();
         other.record = recs[7].clone();

@@ -70,7 +70,7 @@ impl Approval {
             tool: Some(self.tool.to_string()),
             args_sha256: Some(self.args_sha256.clone()),
             policies: self.policies.clone(),
-            decision: if approve { "allow" } else { "deny" }.into(),
+            decision: if approve { crate::Verdict::Allow } else { crate::Verdict::Deny },
             reason: Some(format!("approval {} {}: {reason}", self.id, self.status)),
             ..Default::default()
         }

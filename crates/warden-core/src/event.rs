@@ -39,6 +39,49 @@ pub enum EventKind {
     EgressConnection,
 }
 
+/// What an audit record says was decided. Serialized as the strings stored
+/// records have always carried (`allow`, `deny`, `needs_approval`, `error`,
+/// `contain`), so the hash chain of an existing log keeps its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    /// Refused. The default, so a record that says nothing else records a
+    /// refusal (fail closed).
+    #[default]
+    Deny,
+    /// Held for a human's approval.
+    NeedsApproval,
+    /// Not decided: the gateway failed (e.g. the write-ahead record could
+    /// not be written) and did nothing.
+    Error,
+    /// A kill switch was engaged.
+    Contain,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::NeedsApproval => "needs_approval",
+            Self::Error => "error",
+            Self::Contain => "contain",
+        }
+    }
+
+    /// Did the request not go ahead as asked?
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Self::Deny | Self::NeedsApproval | Self::Error)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One audited decision. Arguments are recorded as a digest, never raw, and
 /// no token or secret ever appears here.
 ///
@@ -60,8 +103,7 @@ pub struct AuditEvent {
     pub args_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
-    /// allow | deny | needs_approval | error
-    pub decision: String,
+    pub decision: Verdict,
     /// Delegation chain, outermost actor first, for sub-agent tokens.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub delegation: Vec<String>,
@@ -116,7 +158,7 @@ mod tests {
             tool: Some("t".into()),
             action: Some("x".into()),
             task: Some("k".into()),
-            decision: "allow".into(),
+            decision: Verdict::Allow,
             reason: Some("r".into()),
             policies: vec!["p".into()],
             token_id: Some("j".into()),
@@ -138,5 +180,21 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted, "keep AuditEvent's fields in alphabetical order");
         assert_eq!(keys.len(), 20, "every field is set above");
+    }
+
+    #[test]
+    fn verdicts_serialize_to_the_strings_stored_records_carry() {
+        for (v, s) in [
+            (Verdict::Allow, "allow"),
+            (Verdict::Deny, "deny"),
+            (Verdict::NeedsApproval, "needs_approval"),
+            (Verdict::Error, "error"),
+            (Verdict::Contain, "contain"),
+        ] {
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<Verdict>(&format!("\"{s}\"")).unwrap(), v);
+            assert_eq!(v.to_string(), s);
+        }
+        assert!(serde_json::from_str::<Verdict>("\"maybe\"").is_err(), "an unknown verdict is not read as any of these");
     }
 }

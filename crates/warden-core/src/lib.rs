@@ -46,7 +46,7 @@ mod tool;
 pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
 pub use approval::{Approval, ApprovalStatus};
 pub use decision::{Decision, Obligation};
-pub use event::{AuditEvent, EventKind};
+pub use event::{AuditEvent, EventKind, Verdict};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
 pub use operator::{Operator, Role};

@@ -230,7 +230,7 @@ impl Gateway {
             agent: Some(agent.to_string()),
             subject: Some("monitor".into()),
             action: Some("agent:demote".into()),
-            decision: "allow".into(),
+            decision: warden_core::Verdict::Allow,
             policies: vec![policy.to_string()],
             reason: Some(format!("autonomy demoted from {from} to {to} after a critical violation ({policy}); an operator may promote it again")),
             ..Default::default()

@@ -9,6 +9,8 @@
 mod audit_sink;
 mod authn;
 mod containment;
+mod enforce;
+pub mod jsonrpc;
 mod mcp;
 pub mod metrics;
 mod pins;

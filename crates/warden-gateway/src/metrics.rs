@@ -4,10 +4,11 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use warden_core::Verdict;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
-const OUTCOMES: [&str; 4] = ["allow", "deny", "needs_approval", "error"];
+const OUTCOMES: [Verdict; 4] = [Verdict::Allow, Verdict::Deny, Verdict::NeedsApproval, Verdict::Error];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -32,7 +33,8 @@ pub struct Gauges {
 
 impl Metrics {
     /// A `tools/call` decided with `outcome`, answered after `latency_us`.
-    pub fn observe_call(&self, outcome: &str, latency_us: u64) {
+    pub fn observe_call(&self, outcome: Verdict, latency_us: u64) {
+        // A tool call's record is never `contain`; were it, it is not an allow.
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
         self.decisions[i].fetch_add(1, Relaxed);
         let secs = latency_us as f64 / 1e6;
@@ -112,9 +114,9 @@ mod tests {
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
         let m = Metrics::default();
-        m.observe_call("allow", 400);
-        m.observe_call("deny", 3_000);
-        m.observe_call("weird", 9_000_000);
+        m.observe_call(Verdict::Allow, 400);
+        m.observe_call(Verdict::Deny, 3_000);
+        m.observe_call(Verdict::Contain, 9_000_000);
         m.observe_containment(true);
         let t = m.render(&Gauges { approvals_pending: 2, ..Default::default() });
         assert!(t.contains("warden_decisions_total{outcome=\"allow\"} 1\n"), "{t}");

@@ -118,7 +118,7 @@ impl Gateway {
                             let ev = AuditEvent {
                                 kind: Some(EventKind::ToolDefinitionChanged),
                                 tool: Some(tref.to_string()),
-                                decision: "deny".into(),
+                                decision: warden_core::Verdict::Deny,
                                 reason: Some(format!("definition hash {hash} differs from the pinned {}", after.pinned_hash.as_deref().unwrap_or("-"))),
                                 remediation: Some(format!("review the new definition, then `warden tool approve {tref}`")),
                                 ..Default::default()
@@ -130,7 +130,7 @@ impl Gateway {
                             let ev = AuditEvent {
                                 kind: Some(EventKind::ToolDefinitionFlagged),
                                 tool: Some(tref.to_string()),
-                                decision: "deny".into(),
+                                decision: warden_core::Verdict::Deny,
                                 reason: Some(flagged.iter().map(|f| format!("{} at {}: {}", f.kind, f.path, f.detail)).collect::<Vec<_>>().join("; ")),
                                 findings: flagged.iter().map(|f| format!("definition.poisoning.{}", f.kind)).collect(),
                                 remediation: Some(format!(

@@ -57,6 +57,37 @@ pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8])> {
     (t != [0; 16] && p != [0; 8]).then_some((t, p))
 }
 
+/// Export a tool call's SERVER span, when tracing is configured: the
+/// record's fields that say what was decided, never argument values (like
+/// the audit record), as a child of the agent's `trace` when it sent one.
+pub(crate) fn export_call_span(gw: &crate::Gateway, ev: &warden_core::AuditEvent, latency_us: u64, trace: Option<([u8; 16], [u8; 8])>) {
+    let Some(t) = &gw.traces else { return };
+    let (random_trace, span_id) = random_ids();
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let opt = |k: &'static str, v: &Option<String>| v.as_ref().map(|v| (k, v.clone()));
+    let mut attributes: Vec<(&'static str, String)> =
+        [opt("warden.agent", &ev.agent), opt("warden.tool", &ev.tool), opt("warden.task", &ev.task), opt("warden.reason", &ev.reason)]
+            .into_iter()
+            .flatten()
+            .collect();
+    attributes.push(("warden.decision", ev.decision.to_string()));
+    attributes.push(("warden.correlation_id", ev.correlation_id.clone().unwrap_or_default()));
+    attributes.push(("warden.policies", ev.policies.join(",")));
+    if let Some(r) = ev.risk {
+        attributes.push(("warden.risk", r.to_string()));
+    }
+    t.record(Span {
+        trace_id: trace.map(|(t, _)| t).unwrap_or(random_trace),
+        span_id,
+        parent_span_id: trace.map(|(_, p)| p),
+        name: "tools/call".into(),
+        start_unix_nanos: end.saturating_sub(latency_us * 1000),
+        end_unix_nanos: end,
+        error: ev.decision != warden_core::Verdict::Allow,
+        attributes,
+    });
+}
+
 pub fn random_ids() -> ([u8; 16], [u8; 8]) {
     let mut t = [0u8; 16];
     let mut s = [0u8; 8];
@@ -79,12 +110,12 @@ pub fn otlp_logs_json(service: &str, records: &[warden_audit::AuditRecord]) -> V
         .iter()
         .map(|r| {
             let e = &r.event;
-            let warn = matches!(e.decision.as_str(), "deny" | "error") || e.kind == Some(warden_core::EventKind::Containment);
+            let warn = matches!(e.decision, warden_core::Verdict::Deny | warden_core::Verdict::Error) || e.kind == Some(warden_core::EventKind::Containment);
             let kind = e.kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             let mut attrs = vec![
                 json!({ "key": "warden.seq", "value": { "intValue": r.seq.to_string() } }),
                 str_attr("warden.kind", &kind),
-                str_attr("warden.decision", &e.decision),
+                str_attr("warden.decision", e.decision.as_str()),
                 str_attr("warden.hash", &r.hash),
             ];
             for (k, v) in [("warden.agent", &e.agent), ("warden.tool", &e.tool), ("warden.correlation_id", &e.correlation_id)] {

@@ -90,7 +90,7 @@ impl Kill {
             tool: matches!(self.scope, KillScope::Tool | KillScope::Server).then(|| self.target.clone()),
             action: Some(if lifted { format!("kill:lift:{}", self.scope) } else { format!("kill:{}", self.scope) }),
             subject: Some(self.by.clone()),
-            decision: if lifted { "allow" } else { "contain" }.into(),
+            decision: if lifted { warden_core::Verdict::Allow } else { warden_core::Verdict::Contain },
             policies: vec![self.policy_id()],
             remediation: (!lifted).then(|| format!("review the audit trail, then lift it with `warden kill lift {}`", self.id)),
             ..Default::default()

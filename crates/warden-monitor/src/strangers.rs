@@ -278,7 +278,7 @@ impl Strangers {
                     kind: Some(k.door.event_kind()),
                     action: Some(action),
                     agent: k.agent,
-                    decision: "deny".into(),
+                    decision: warden_core::Verdict::Deny,
                     reason: Some(format!(
                         "{} {} from {source} over {} ms{throttled}{claimed}: {}",
                         t.failed,

@@ -207,9 +207,6 @@ impl Admin {
         ev.kind = Some(kind);
         ev.subject = Some(format!("{} (admin api)", op.subject()));
         ev.action = Some(action.to_string());
-        if ev.decision.is_empty() {
-            ev.decision = "allow".into();
-        }
         self.gw.audit.record(ev).await.map(|_| ()).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     }
 
@@ -328,7 +325,7 @@ async fn set_status(s: &Admin, h: &Caller, name: &str, bytes: &Bytes, status: Ag
     let reason = if status == AgentStatus::Active { r.reason.trim() } else { required_reason(&r)? };
     s.gw.store.set_agent_status(&id, status, reason, now_ms() / 1000).await?;
     let _ = s.gw.refresh().await;
-    let ev = AuditEvent { agent: Some(id.to_string()), reason: Some(reason.to_string()), ..Default::default() };
+    let ev = AuditEvent { agent: Some(id.to_string()), reason: Some(reason.to_string()), decision: warden_core::Verdict::Allow, ..Default::default() };
     s.audit(&op, EventKind::AgentChanged, &format!("agent:{}", status.as_str()), ev).await?;
     ok(json!({ "id": id.to_string(), "status": status.as_str() }))
 }

@@ -281,7 +281,7 @@ async fn token(
     match result {
         Ok(claims) => {
             ev.kind = Some(if claims.chain.is_empty() { EventKind::TokenIssued } else { EventKind::TokenExchanged });
-            ev.decision = "allow".into();
+            ev.decision = warden_core::Verdict::Allow;
             ev.subject = Some(claims.sub.clone());
             ev.task = Some(claims.task.clone());
             ev.token_id = Some(claims.jti.clone());
@@ -306,7 +306,7 @@ async fn token(
         }
         Err(e) => {
             ev.kind = Some(EventKind::TokenDenied);
-            ev.decision = "deny".into();
+            ev.decision = warden_core::Verdict::Deny;
             ev.reason = Some(format!("{}: {}", e.error, e.description));
             if let Err(a) = s.gw.audit.record(ev).await {
                 return err("temporarily_unavailable", a.to_string()).into_response();
@@ -344,7 +344,7 @@ async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<Sock
         kind: Some(EventKind::Revocation),
         agent: Some(agent.id.to_string()),
         token_id: Some(claims.jti.clone()),
-        decision: "allow".into(),
+        decision: warden_core::Verdict::Allow,
         reason: Some("token revoked by its holder".into()),
         ..Default::default()
     };

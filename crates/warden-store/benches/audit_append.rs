@@ -13,7 +13,7 @@ fn event() -> AuditEvent {
         kind: Some(EventKind::ToolCall),
         agent: Some("spiffe://bench/agent/a".into()),
         tool: Some("crm/lookup".into()),
-        decision: "allow".into(),
+        decision: warden_core::Verdict::Allow,
         policies: vec!["read-low-medium".into()],
         args_sha256: Some("0".repeat(64)),
         ..Default::default()

@@ -1646,7 +1646,7 @@ mod tests {
         for s in testing::every_backend(dir.path()).await {
             let key = Keypair::generate();
             let nasty = "x'); DROP TABLE audit; --\u{0}'' \\ ünïcødé \"q\"";
-            let ev = |r: &str| AuditEvent { decision: "deny".into(), reason: Some(r.into()), ..Default::default() };
+            let ev = |r: &str| AuditEvent { decision: warden_core::Verdict::Deny, reason: Some(r.into()), ..Default::default() };
             let mut w = s.audit_appender(key.clone()).await.unwrap();
             w.append(vec![(ev(nasty), 1), (ev("second"), 2)]).await.unwrap();
             // Another writer appends behind this writer's back.
@@ -1679,7 +1679,7 @@ mod tests {
             // checkpoint stops the next one.
             w.append(vec![(ev("late"), 7)]).await.unwrap();
             let mut edited = all[5].clone();
-            edited.event.decision = "allow".into();
+            edited.event.decision = warden_core::Verdict::Allow;
             s.overwrite_audit_row(7, &serde_json::to_string(&edited).unwrap()).await.unwrap();
             assert!(matches!(s.make_checkpoint(&key, "td/audit", 13).await, Err(StoreError::Corrupt(m)) if m.contains("does not verify")));
         }

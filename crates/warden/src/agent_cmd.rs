@@ -51,7 +51,7 @@ pub fn admin_event(kind: EventKind, agent: Option<&AgentId>, action: &str, reaso
         agent: agent.map(ToString::to_string),
         subject: Some(format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))),
         action: Some(action.into()),
-        decision: "allow".into(),
+        decision: warden_core::Verdict::Allow,
         reason: Some(reason.into()),
         ..Default::default()
     }

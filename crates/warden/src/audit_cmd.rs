@@ -72,7 +72,7 @@ fn line(r: &AuditRecord) -> String {
         "{:>6} {ts} {:<16} {:<14} {:<42} {:<28} {}",
         r.seq,
         kind,
-        esc(&e.decision),
+        esc(e.decision.as_str()),
         esc(e.agent.as_deref().unwrap_or("-")),
         esc(e.tool.as_deref().or(e.action.as_deref()).unwrap_or("-")),
         esc(e.reason.as_deref().unwrap_or(""))
@@ -163,7 +163,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                         let kind_s = e.kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string));
                         agent.as_ref().is_none_or(|a| e.agent.as_deref().is_some_and(|x| x == a || x.ends_with(&format!("/agent/{a}"))))
                             && tool.as_ref().is_none_or(|t| e.tool.as_deref() == Some(t.as_str()))
-                            && decision.as_ref().is_none_or(|d| &e.decision == d)
+                            && decision.as_ref().is_none_or(|d| e.decision.as_str() == d.as_str())
                             && kind.as_ref().is_none_or(|k| kind_s.as_deref() == Some(k.as_str()))
                             && task.as_ref().is_none_or(|t| e.task.as_deref() == Some(t.as_str()))
                     };
@@ -263,7 +263,7 @@ mod tests {
             event: AuditEvent {
                 kind: Some(EventKind::AuthnFailure),
                 agent: Some("spiffe://td/agent/x\r".into()),
-                decision: "deny".into(),
+                decision: warden_core::Verdict::Deny,
                 reason: Some(forged.into()),
                 ..Default::default()
             },

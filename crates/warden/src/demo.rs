@@ -395,7 +395,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let victim = recs
         .into_iter()
         .filter_map(Result::ok)
-        .find(|r| r.event.decision == "deny" && r.event.reason.as_deref().is_some_and(|x| x.contains("outside example.com")))
+        .find(|r| r.event.decision == warden_core::Verdict::Deny && r.event.reason.as_deref().is_some_and(|x| x.contains("outside example.com")))
         .context("the denied email is audited")?;
     println!(
         "    record {}: {} {} -> {}",
@@ -405,7 +405,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         victim.event.reason.as_deref().unwrap_or("")
     );
     let mut forged = victim.clone();
-    forged.event.decision = "allow".into();
+    forged.event.decision = warden_core::Verdict::Allow;
     forged.event.reason = None;
     store.overwrite_audit_row(victim.seq, &serde_json::to_string(&forged)?).await?;
     println!("    an attacker with database access rewrites record {} to say \"allow\"…", victim.seq);

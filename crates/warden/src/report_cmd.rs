@@ -59,7 +59,7 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
         last_ms = last_ms.max(r.ts_ms);
         match e.kind {
             Some(EventKind::ToolCall) => {
-                *by_outcome.entry(e.decision.clone()).or_default() += 1;
+                *by_outcome.entry(e.decision.to_string()).or_default() += 1;
                 redacted += u64::from(e.redacted);
                 for f in &e.findings {
                     // Kinds only (`args.pii.email`); the score suffix is noise here.
@@ -67,7 +67,7 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
                         *findings.entry(f.clone()).or_default() += 1;
                     }
                 }
-                if e.decision != "allow" {
+                if e.decision != warden_core::Verdict::Allow {
                     for p in &e.policies {
                         let v = violations.entry(p.clone()).or_insert((0, 0, String::new()));
                         v.0 += 1;

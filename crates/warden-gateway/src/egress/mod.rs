@@ -30,7 +30,7 @@ pub mod path;
 
 pub use head::{HeadError, RequestHead, parse_request_head};
 
-use crate::mcp::{self, MonitorView};
+use crate::enforce::{self, Decided, Pipeline, Refusal, Stopped, Target, Trail, correlation_id};
 use crate::state::Gateway;
 use serde::Deserialize;
 use sha2::Digest;
@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
+use warden_core::{ActionClass, EventKind, Sensitivity, Tool, ToolRef, ToolStatus};
 use warden_inspect::Detector;
+use warden_monitor::Taint;
 use warden_monitor::{Claimed, Door};
-use warden_monitor::{Outcome, Refusal, Taint};
 
 /// `[egress]` in `warden.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -329,12 +329,10 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         Ok(h) => h,
         Err(e) => return reply(&mut client, "400 Bad Request", "", &e.to_string()).await,
     };
-    let mut ev = AuditEvent { kind: Some(EventKind::EgressConnection), decision: "deny".into(), ..Default::default() };
+    let start = Instant::now();
     // The target may carry data (a token in a query string): the audit
     // record gets its digest, and its path only once inspection found it clean.
     let target = format!("{}{}", head.host_header(), head.path.as_deref().unwrap_or_default());
-    ev.action = Some(format!("egress:{}", head.method));
-    ev.args_sha256 = Some(hex::encode(sha2::Sha256::digest(target.as_bytes())));
     if let Some(why) = gw.registry_stale() {
         return reply(&mut client, "503 Service Unavailable", "", &why).await;
     }
@@ -364,29 +362,22 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             return reply(&mut client, "407 Proxy Authentication Required", challenge, &f.description).await;
         }
     };
-    ev.agent = Some(auth.agent.id.to_string());
-    ev.subject = Some(auth.claims.sub.clone());
-    ev.token_id = Some(auth.claims.jti.clone());
-    ev.delegation = auth.claims.delegation().iter().map(|s| s.to_string()).collect();
-    if let Some(k) = gw.kill_covering(&auth, None) {
-        let why = format!("kill switch engaged: {}", k.describe());
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
+    let mut trail = Trail::new(EventKind::EgressConnection, &correlation_id(), format!("egress:{}", head.method), &auth, start);
+    trail.set_args_digest(hex::encode(sha2::Sha256::digest(target.as_bytes())));
+    let mut p = Pipeline::new(&gw, &auth, crate::now_secs(), trail);
+    if let Err(r) = p.check_kills(None) {
+        return refuse(&gw, &mut client, &p, r).await;
     }
     if head.form == head::Form::Origin {
         let why = "send the absolute http:// URL in the request line (proxy form), or CONNECT for https".to_string();
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "400 Bad Request", "", &why).await;
+        return refuse(&gw, &mut client, &p, Refusal::Malformed(why)).await;
     }
     let (host, port) = (head.host.clone(), head.port);
     // The decoded path (no query) is what the prefix and policy see; an
     // ambiguous one is refused here rather than only missing a prefix.
     let path = match head.path.as_deref().map(|p| path::normalize(p.split('?').next().unwrap_or_default())).transpose() {
         Ok(p) => p,
-        Err(e) => {
-            ev.reason = Some(e.to_string());
-            return finish(&gw, &mut client, ev, "400 Bad Request", "", &format!("{e}; send it in one plain spelling")).await;
-        }
+        Err(e) => return refuse(&gw, &mut client, &p, Refusal::Malformed(format!("{e}; send it in one plain spelling"))).await,
     };
     // The body is inspected whole before anything is forwarded.
     let length = head.content_length.unwrap_or(0);
@@ -395,8 +386,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             "the request body of {length} bytes is over the {} bytes the egress proxy inspects (egress.max_body_bytes); send it in smaller requests",
             gw.config.egress.max_body_bytes
         );
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "413 Content Too Large", "", &why).await;
+        return refuse(&gw, &mut client, &p, Refusal::TooLarge(why)).await;
     }
     if head.expect_continue && length > 0 && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
         return;
@@ -411,7 +401,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     let name = auth.agent.id.name().to_string();
     let rule = gw.config.egress.admit(&name, &host, port, head.path.as_deref()).cloned();
     if let Some(rule) = &rule {
-        ev.policies = vec![format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)];
+        p.trail.add_policies([format!("egress:{}:{}:{}", rule.agent, rule.host, rule.port)]);
     }
     let mut args = exfil::args(&head, path.as_deref(), &body);
     // Everything but method and port can carry data out; the upstream sees
@@ -429,7 +419,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         host_is_data = true;
     }
     let clean = scan.summary.secret_count == 0 && scan.summary.pii_count == 0;
-    ev.findings = crate::mcp::finding_labels("args", &scan.summary);
+    let found = p.take_inspection(scan.summary);
     // The host itself may be the data (a DNS exfiltration label): the
     // record (and the monitor's baselines) then name the rule that matched
     // it, never the host.
@@ -438,9 +428,9 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         Some(r) => format!("{}:{port}", r.host),
         None => format!("(withheld):{port}"),
     };
-    ev.tool = Some(format!("egress/{shown}"));
-    if let Some(p) = path.as_deref().filter(|_| clean) {
-        ev.action = Some(format!("egress:{} {p}", head.method));
+    p.trail.tool = Some(format!("egress/{shown}"));
+    if let Some(clean_path) = path.as_deref().filter(|_| clean) {
+        p.trail.set_action(format!("egress:{} {clean_path}", head.method));
     }
     // The monitor sees the connection as a call of the pseudo-tool
     // `egress/HOST:PORT`: it counts against the agent's rate limits, a new
@@ -458,78 +448,49 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         observed_hash: None,
         status: ToolStatus::Approved,
     };
-    let mcall = mcp::monitor_call(&auth, &tool, &args, target.len() + body.len());
-    let seen = gw.monitor.assess(&mcall);
-    let assessed = Instant::now();
-    ev.risk = Some(seen.risk);
-    ev.anomaly = Some(seen.anomaly.score);
-    let mut outcome = Outcome { injection_in_args: scan.summary.injection_score >= 50, secret_in_args: scan.summary.secret_count > 0, ..Default::default() };
-    let refused = if let Some(cause) = &seen.contain {
-        ev.policies.push("monitor:risk".into());
-        Some(format!("the agent is contained: {cause}"))
-    } else if let Some(r) = &seen.refusal {
-        outcome.limit_hit = matches!(r, Refusal::Limit(_));
-        ev.policies.push(r.id());
-        Some(r.to_string())
-    } else if rule.is_none() {
-        Some(format!("{shown}{} is not in agent {name}'s egress allowlist", path.as_deref().filter(|_| clean).unwrap_or("")))
-    } else {
+    let call = Target { tool, args, arg_bytes: target.len() + body.len() };
+    let mcall = enforce::monitor_call(&auth, &call.tool, &call.args, call.arg_bytes, crate::now_ms());
+    let assessed = p.assess(&mcall);
+    let decided = p.screen(&assessed).and_then(|()| match &rule {
+        None => Err(Refusal::NotGranted(format!("{shown}{} is not in agent {name}'s egress allowlist", path.as_deref().filter(|_| clean).unwrap_or("")))),
         // The allowlist admitted it; the guardrails (risk, secrets in the
         // request, taint, …) still apply.
-        let policy = gw.policy();
-        let mut facts = mcp::facts(&auth, &tool, &args, mcp::Ask::Call(&scan.summary), crate::now_secs(), &MonitorView::from(&seen));
-        facts.request.in_scope = true;
-        match policy.decide(&facts) {
-            Decision::Allow { policies, .. } => {
-                ev.policies.extend(policies);
-                // What comes back is from outside the trust boundary.
-                outcome.taint = Taint { untrusted: true, sensitive: false };
-                None
-            }
-            Decision::Deny { policies, reason } => {
-                outcome.critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
-                ev.policies.extend(policies);
-                Some(format!("refused by policy: {reason}"))
-            }
+        Some(_) => match p.decide(&call, &found, &assessed, Some(true)) {
+            Ok(Decided::Allow(_)) => Ok(()),
             // A proxied connection cannot wait for a human.
-            Decision::NeedsApproval { policies, reason, .. } => {
-                outcome.trifecta = seen.taint.both();
-                ev.policies.extend(policies);
-                Some(format!("refused by policy (it needs a human's approval, which the proxy cannot wait for): {reason}"))
-            }
-        }
-    };
-    outcome.denied = refused.is_some();
-    mcp::settle(&gw, &mcall, &seen, assessed, &outcome).await;
-    if let Some(why) = refused {
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
+            Ok(Decided::Hold { reason, .. }) => Err(Refusal::CannotWait(reason)),
+            Err(Refusal::Policy { reason, critical }) => Err(Refusal::Policy { reason: format!("refused by policy: {reason}"), critical }),
+            Err(r) => Err(r),
+        },
+    });
+    let stopped = decided.err().map(Stopped::Refused);
+    if stopped.is_none() {
+        // What comes back is from outside the trust boundary.
+        p.outcome_mut().taint = Taint { untrusted: true, sensitive: false };
+    }
+    p.settle(&mcall, &call, &assessed, stopped.as_ref()).await;
+    if let Some(Stopped::Refused(r)) = stopped {
+        return refuse(&gw, &mut client, &p, r).await;
     }
     // Resolve here and connect to exactly the address that was checked.
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(a) => a.collect(),
-            Err(e) => {
-                let why = format!("cannot resolve {host}: {e}");
-                ev.reason = Some(why.clone());
-                return finish(&gw, &mut client, ev, "502 Bad Gateway", "", &why).await;
-            }
+            Err(e) => return refuse(&gw, &mut client, &p, Refusal::Unavailable(format!("cannot resolve {host}: {e}"))).await,
         },
     };
     let allow_private = rule.is_some_and(|r| r.allow_private);
     if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
         let why = format!("{host} resolves to {}, a private, loopback or link-local address (DNS-level denial)", bad.ip());
-        ev.reason = Some(why.clone());
-        return finish(&gw, &mut client, ev, "403 Forbidden", "", &why).await;
+        return refuse(&gw, &mut client, &p, Refusal::NotGranted(why)).await;
     }
     let Some(addr) = addrs.first().copied() else {
-        return finish(&gw, &mut client, ev, "502 Bad Gateway", "", &format!("{host} has no address")).await;
+        return refuse(&gw, &mut client, &p, Refusal::Unavailable(format!("{host} has no address"))).await;
     };
-    ev.decision = "allow".into();
-    ev.reason = Some(format!("to {addr}"));
-    ev.forwarded = true;
-    if let Err(e) = gw.audit.record(ev).await {
+    p.trail.note(format!("to {addr}"));
+    p.trail.forwarded();
+    if let Err(e) = enforce::record(&gw, p.trail.record(None), None).await {
         return reply(&mut client, "503 Service Unavailable", "", &e.to_string()).await;
     }
     let upstream = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
@@ -543,12 +504,24 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     }
 }
 
-/// Audit a refusal, then answer it.
-async fn finish(gw: &Gateway, client: &mut TcpStream, ev: AuditEvent, status: &str, extra: &str, message: &str) {
-    if let Err(e) = gw.audit.record(ev).await {
+/// Audit a refusal, then answer it: the proxy's rendering of a refusal is
+/// its status line and the reason as the body.
+async fn refuse(gw: &Gateway, client: &mut TcpStream, p: &Pipeline<'_>, r: Refusal) {
+    let status = match &r {
+        Refusal::Malformed(_) => "400 Bad Request",
+        Refusal::TooLarge(_) => "413 Content Too Large",
+        Refusal::Unavailable(_) => "502 Bad Gateway",
+        _ => "403 Forbidden",
+    };
+    let body = match &r {
+        // An HTTP client shows the body as is: say what stopped it.
+        Refusal::Killed(k) => format!("kill switch engaged: {}", k.describe()),
+        r => r.reason(),
+    };
+    if let Err(e) = enforce::record(gw, p.trail.record(Some(&Stopped::Refused(r))), None).await {
         return reply(client, "503 Service Unavailable", "", &e.to_string()).await;
     }
-    reply(client, status, extra, message).await
+    reply(client, status, "", &body).await
 }
 
 async fn tunnel(mut client: TcpStream, mut upstream: TcpStream, early: &[u8]) {

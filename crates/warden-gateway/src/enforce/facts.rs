@@ -1,0 +1,128 @@
+//! What the decision stages see of a call: the facts Cedar decides on, the
+//! monitor's view of the call, and the finding labels the audit record
+//! carries. Pure translation, no IO.
+
+use crate::authn::Authenticated;
+use serde_json::Value;
+use warden_core::{ActionClass, Tool};
+use warden_monitor::Assessment;
+use warden_policy::{CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
+
+/// How a decision is asked: for a call (with the arguments' findings), for
+/// its result (with the result's findings), or for a listing.
+pub(crate) enum Ask<'a> {
+    Listing,
+    Call(&'a Findings),
+    Result(&'a Findings),
+}
+
+/// Finding kinds for the audit record (never values).
+pub(crate) fn finding_labels(prefix: &str, s: &Findings) -> Vec<String> {
+    let mut out: Vec<String> = s.pii.iter().map(|k| format!("{prefix}.pii.{k}")).collect();
+    out.extend(s.secrets.iter().map(|k| format!("{prefix}.secrets.{k}")));
+    out.extend(s.injection_signals.iter().map(|k| format!("{prefix}.injection.{k}")));
+    if s.injection_score > 0 {
+        out.push(format!("{prefix}.injection_score.{}", s.injection_score));
+    }
+    out
+}
+
+/// What the monitor contributes to a decision: the agent's risk and the
+/// call's `context.monitor`.
+#[derive(Default)]
+pub(crate) struct MonitorView {
+    pub(crate) risk: i64,
+    pub(crate) facts: MonitorFacts,
+}
+
+impl From<&Assessment> for MonitorView {
+    fn from(a: &Assessment) -> Self {
+        Self {
+            risk: i64::from(a.risk),
+            facts: MonitorFacts {
+                anomaly: i64::from(a.anomaly.score),
+                learning: a.learning,
+                calls_this_minute: a.calls_this_minute as i64,
+                taint: a.taint.labels().into_iter().map(String::from).collect(),
+            },
+        }
+    }
+}
+
+/// The facts of one decision. `in_scope` is the token's scope and the
+/// agent's registered tools; a front door with its own grant (the egress
+/// allowlist) overrides it.
+pub(crate) fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
+    let (listing, result, findings) = match ask {
+        Ask::Listing => (true, false, Findings::default()),
+        Ask::Call(f) => (false, false, f.clone()),
+        Ask::Result(f) => (false, true, f.clone()),
+    };
+    let a = &auth.agent;
+    CallFacts {
+        agent: auth.agent_facts(mon.risk),
+        tool: ToolFacts {
+            server: tool.tool.server.clone(),
+            name: tool.tool.tool.clone(),
+            sensitivity: tool.sensitivity.as_str().into(),
+            sensitivity_level: tool.sensitivity.level(),
+            action_class: tool.action_class.as_str().into(),
+            exfil_capable: tool.exfil_capable,
+            untrusted_content: tool.untrusted_content,
+        },
+        request: RequestFacts {
+            task: auth.claims.task.clone(),
+            in_scope: auth.claims.in_scope(&tool.tool) && a.may_use(&tool.tool),
+            delegation_depth: auth.claims.delegation().len() as i64 - 1,
+            now,
+            args: args.clone(),
+            listing,
+            findings,
+            result,
+            monitor: mon.facts.clone(),
+        },
+    }
+}
+
+/// The monitor's view of a call.
+pub(crate) fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &Value, arg_bytes: usize, now_ms: i64) -> warden_monitor::Call<'a> {
+    warden_monitor::Call {
+        agent: auth.claims.agent(),
+        agent_name: auth.agent.id.name(),
+        lineage_root: auth.claims.lineage_root(),
+        task: &auth.claims.task,
+        tool: &tool.tool,
+        sensitivity_level: tool.sensitivity.level(),
+        exfil_capable: tool.exfil_capable,
+        financial: tool.action_class == ActionClass::Financial,
+        // A number or a numeric string, as policy reads it; anything else
+        // (text, non-finite) is NaN, which an amount cap refuses, as it
+        // refuses a negative amount.
+        amount: warden_policy::amount_of(args).map(|a| a.unwrap_or(0.0)).unwrap_or(f64::NAN),
+        arg_bytes,
+        now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn finding_labels_name_kinds_never_values() {
+        let f = Findings {
+            pii: BTreeSet::from(["email".to_string()]),
+            pii_count: 2,
+            secrets: BTreeSet::from(["aws_access_key".to_string()]),
+            secret_count: 1,
+            injection_signals: BTreeSet::from(["instruction_override".to_string()]),
+            injection_score: 70,
+        };
+        assert_eq!(
+            finding_labels("args", &f),
+            ["args.pii.email", "args.secrets.aws_access_key", "args.injection.instruction_override", "args.injection_score.70"]
+        );
+        assert!(finding_labels("result", &Findings::default()).is_empty(), "nothing found, nothing labelled");
+    }
+}

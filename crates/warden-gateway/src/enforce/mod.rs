@@ -1,0 +1,555 @@
+//! The enforcement core: the one decision pipeline every front door runs a
+//! call through. A front door (the MCP endpoint, the egress proxy, and any
+//! later one) parses its request, authenticates it (`authn`), and then:
+//!
+//! 1. **resolve** the target ([`Pipeline::resolve_tool`], or the door's own
+//!    pseudo-tool such as `egress/HOST:PORT`);
+//! 2. check **kill switches** ([`Pipeline::check_kills`]);
+//! 3. **inspect** the arguments ([`Pipeline::inspect`]);
+//! 4. **assess** the call with the monitor and **screen** it (containment,
+//!    limits, breakers: [`Pipeline::assess`], [`Pipeline::screen`]);
+//! 5. **decide** with Cedar ([`Pipeline::decide`]) — allow with obligations,
+//!    deny, or hold;
+//! 6. **hold** for a human's approval and authorize again at release
+//!    ([`hold`]), where the door can wait;
+//! 7. **admit** it to the upstream: kills again, breakers, obligations on
+//!    the arguments, the write-ahead record ([`Pipeline::admit`]);
+//! 8. the door **forwards** it;
+//! 9. **review** the result ([`Pipeline::review`]);
+//! 10. **settle** with the monitor (containment, demotion: [`Pipeline::settle`]) and
+//!     **record** it: the audit record is built once, from the stages'
+//!     values, by [`Trail::record`].
+//!
+//! Every stage returns a typed value or a [`Refusal`]; the door renders a
+//! refusal in its own protocol. [`Pipeline::tool_call`] composes the stages
+//! for a tool call.
+
+mod facts;
+mod hold;
+mod refusal;
+mod settle;
+
+pub(crate) use facts::{Ask, MonitorView, facts, finding_labels, monitor_call};
+pub(crate) use refusal::{Refusal, Withheld};
+pub(crate) use settle::{contain_agent, settle};
+
+use crate::audit_sink::{AuditUnavailable, now_ms};
+use crate::authn::Authenticated;
+use crate::state::Gateway;
+use crate::upstream::{Upstream, UpstreamError};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, Verdict, canonical_json, sha256_hex};
+use warden_inspect::Rule;
+use warden_monitor::{Assessment, Outcome, Taint, records_in};
+use warden_policy::{Findings, PolicyBundle};
+
+/// The values one call's audit record is built from, filled in as the
+/// stages run. Only [`Trail::record`] turns them into an [`AuditEvent`].
+#[derive(Debug)]
+pub(crate) struct Trail {
+    kind: EventKind,
+    correlation_id: String,
+    action: String,
+    start: Instant,
+    agent: String,
+    subject: String,
+    task: String,
+    token_id: String,
+    delegation: Vec<String>,
+    /// The tool as resolved (or as named, when it could not be).
+    pub(crate) tool: Option<String>,
+    args_sha256: Option<String>,
+    findings: Vec<String>,
+    risk: Option<u8>,
+    anomaly: Option<u8>,
+    /// Policies and policy-like ids (limits, kills, approvals) that had a
+    /// say, in the order they did.
+    pub(crate) policies: Vec<String>,
+    redacted: u32,
+    forwarded: bool,
+    /// Why an allowed call went ahead, when it is worth saying (approved
+    /// by whom; the address an egress connection went to).
+    note: Option<String>,
+}
+
+impl Trail {
+    /// A call's trail; `start` is when its request arrived (its record's
+    /// latency counts from there).
+    pub(crate) fn new(kind: EventKind, correlation_id: &str, action: impl Into<String>, auth: &Authenticated, start: Instant) -> Self {
+        let chain = auth.claims.delegation();
+        Self {
+            kind,
+            correlation_id: correlation_id.to_string(),
+            action: action.into(),
+            start,
+            agent: auth.claims.agent().to_string(),
+            subject: auth.claims.sub.clone(),
+            task: auth.claims.task.clone(),
+            token_id: auth.claims.jti.clone(),
+            delegation: if chain.len() > 1 { chain.iter().map(|s| s.to_string()).collect() } else { Vec::new() },
+            tool: None,
+            args_sha256: None,
+            findings: Vec::new(),
+            risk: None,
+            anomaly: None,
+            policies: Vec::new(),
+            redacted: 0,
+            forwarded: false,
+            note: None,
+        }
+    }
+
+    pub(crate) fn set_action(&mut self, action: impl Into<String>) {
+        self.action = action.into();
+    }
+
+    pub(crate) fn set_args_digest(&mut self, digest: String) {
+        self.args_sha256 = Some(digest);
+    }
+
+    pub(crate) fn add_policies(&mut self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            if !self.policies.contains(&id) {
+                self.policies.push(id);
+            }
+        }
+    }
+
+    pub(crate) fn note(&mut self, note: String) {
+        self.note = Some(note);
+    }
+
+    pub(crate) fn forwarded(&mut self) {
+        self.forwarded = true;
+    }
+
+    /// The call's record, as it ended: went ahead (`None`) or stopped short.
+    pub(crate) fn record(&self, stopped: Option<&Stopped>) -> AuditEvent {
+        let (verdict, reason) = match stopped {
+            Some(Stopped::Refused(r)) => (r.verdict(), Some(r.reason())),
+            None => (Verdict::Allow, self.note.clone()),
+            Some(Stopped::UpstreamFailed(e)) => (Verdict::Allow, Some(upstream_failure(e))),
+        };
+        AuditEvent { latency_us: Some(self.start.elapsed().as_micros() as u64), ..self.interim(self.kind, verdict, reason) }
+    }
+
+    /// A record written while the call is still under way (held for
+    /// approval, about to be forwarded).
+    pub(crate) fn interim(&self, kind: EventKind, decision: Verdict, reason: Option<String>) -> AuditEvent {
+        AuditEvent {
+            kind: Some(kind),
+            correlation_id: Some(self.correlation_id.clone()),
+            action: Some(self.action.clone()),
+            agent: Some(self.agent.clone()),
+            subject: Some(self.subject.clone()),
+            task: Some(self.task.clone()),
+            token_id: Some(self.token_id.clone()),
+            delegation: self.delegation.clone(),
+            tool: self.tool.clone(),
+            args_sha256: self.args_sha256.clone(),
+            findings: self.findings.clone(),
+            risk: self.risk,
+            anomaly: self.anomaly,
+            policies: self.policies.clone(),
+            redacted: self.redacted,
+            forwarded: self.forwarded,
+            decision,
+            reason,
+            latency_us: None,
+            remediation: None,
+        }
+    }
+}
+
+fn upstream_failure(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::Rpc { code, message, .. } => format!("upstream error {code}: {message}"),
+        e => e.to_string(),
+    }
+}
+
+/// How a call stopped short of going ahead (and, when forwarded, of its
+/// result being released).
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    Refused(Refusal),
+    /// Forwarded, and the upstream failed.
+    UpstreamFailed(UpstreamError),
+}
+
+/// A tool resolved for a caller, with its arguments.
+pub(crate) struct Target {
+    pub(crate) tool: Tool,
+    pub(crate) args: Value,
+    /// The size of the canonical arguments (the monitor's impact measure).
+    pub(crate) arg_bytes: usize,
+}
+
+/// What inspection found in a request.
+pub(crate) struct Inspection {
+    pub(crate) findings: Findings,
+}
+
+/// The monitor's assessment of a call, and when it was made (the start of
+/// a time-to-contain measurement).
+pub(crate) struct Assessed {
+    pub(crate) seen: Assessment,
+    pub(crate) at: Instant,
+}
+
+/// Cedar's answer: go ahead under obligations, or ask a human first.
+pub(crate) enum Decided {
+    Allow(Permit),
+    Hold { reason: String, policies: Vec<String> },
+}
+
+/// Permission to forward: the bundle that decided (so one bundle decides
+/// both the call and its result) and the obligations it attached.
+pub(crate) struct Permit {
+    pub(crate) policy: Arc<PolicyBundle>,
+    pub(crate) obligations: Vec<Obligation>,
+    /// An approval released for this call, spent at admission.
+    pub(crate) approval: Option<String>,
+}
+
+/// A call admitted to the upstream, with its arguments as they leave. Held
+/// across the upstream call: if the caller goes away mid-call, a breaker
+/// probe is abandoned rather than left in flight for good.
+pub(crate) struct Admission<'g> {
+    pub(crate) args: Value,
+    _admitted: warden_monitor::Admitted<'g>,
+}
+
+/// What a front door's upstream answered.
+pub(crate) type Forwarded = Result<Value, UpstreamError>;
+
+/// A random id for a request, an approval or a session (64 bits, hex).
+pub(crate) fn correlation_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("OS random source available");
+    hex::encode(b)
+}
+
+/// One call on its way through the stages, for one authenticated caller.
+pub(crate) struct Pipeline<'a> {
+    pub(crate) gw: &'a Gateway,
+    pub(crate) auth: &'a Authenticated,
+    pub(crate) now: i64,
+    pub(crate) trail: Trail,
+    outcome: Outcome,
+}
+
+impl<'a> Pipeline<'a> {
+    pub(crate) fn new(gw: &'a Gateway, auth: &'a Authenticated, now: i64, trail: Trail) -> Self {
+        Self { gw, auth, now, trail, outcome: Outcome::default() }
+    }
+
+    /// Resolve a federated tool name (`SERVER__TOOL`) and its arguments for
+    /// this caller. A refusal here still counts against the agent: probing
+    /// for tools is what a rogue agent does.
+    pub(crate) async fn resolve_tool(&mut self, name: Option<&str>, args: Option<&Value>) -> Result<Target, Refusal> {
+        let resolved = self.try_resolve(name, args);
+        if resolved.is_err() {
+            let trigger = Instant::now();
+            if let Some(cause) = self.gw.monitor.refused(self.auth.claims.agent(), now_ms()) {
+                contain_agent(self.gw, self.auth.claims.agent(), cause, trigger).await;
+            }
+        }
+        resolved
+    }
+
+    fn try_resolve(&mut self, name: Option<&str>, args: Option<&Value>) -> Result<Target, Refusal> {
+        let name = name.ok_or_else(|| Refusal::Malformed("tools/call needs params.name".into()))?;
+        let args = match args {
+            None | Some(Value::Null) => json!({}),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(Refusal::Malformed("params.arguments must be an object".into())),
+        };
+        let canonical = canonical_json(&args);
+        self.trail.set_args_digest(sha256_hex(canonical.as_bytes()));
+        self.trail.tool = Some(name.to_string());
+        let tref =
+            ToolRef::from_federated_name(name).ok_or_else(|| Refusal::Malformed(format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL")))?;
+        self.trail.tool = Some(tref.to_string());
+        if !(self.auth.claims.in_scope(&tref) && self.auth.agent.may_use(&tref)) {
+            return Err(Refusal::OutOfScope(tref));
+        }
+        let snap = self.gw.snapshot();
+        let tool = snap.tools.get(&tref).filter(|t| t.is_callable()).ok_or_else(|| Refusal::Unavailable(unavailable_reason(snap.tools.get(&tref), &tref)))?;
+        Ok(Target { tool: tool.clone(), args, arg_bytes: canonical.len() })
+    }
+
+    /// A kill switch covering this caller or, when given, this tool.
+    pub(crate) fn check_kills(&mut self, tool: Option<&ToolRef>) -> Result<(), Refusal> {
+        match self.gw.kill_covering(self.auth, tool) {
+            Some(k) => Err(self.refusal(Refusal::Killed(k))),
+            None => Ok(()),
+        }
+    }
+
+    /// Scan the arguments for secrets, PII and injection.
+    pub(crate) fn inspect(&mut self, args: &Value) -> Inspection {
+        let scan = self.gw.inspector.scan_json(args);
+        self.take_inspection(scan.summary)
+    }
+
+    /// Adopt findings a front door gathered itself (it scans what it
+    /// forwards in its own shape).
+    pub(crate) fn take_inspection(&mut self, findings: Findings) -> Inspection {
+        self.trail.findings = finding_labels("args", &findings);
+        self.outcome.injection_in_args = findings.injection_score >= 50;
+        self.outcome.secret_in_args = findings.secret_count > 0;
+        Inspection { findings }
+    }
+
+    /// The monitor's assessment: risk, anomaly, rate, taint, limits.
+    pub(crate) fn assess(&mut self, call: &warden_monitor::Call<'_>) -> Assessed {
+        let seen = self.gw.monitor.assess(call);
+        self.trail.risk = Some(seen.risk);
+        self.trail.anomaly = Some(seen.anomaly.score);
+        Assessed { seen, at: Instant::now() }
+    }
+
+    /// Refuse what the monitor already refuses: a contained agent, a limit
+    /// or an open breaker.
+    pub(crate) fn screen(&mut self, a: &Assessed) -> Result<(), Refusal> {
+        if let Some(cause) = &a.seen.contain {
+            return Err(self.refusal(Refusal::Contained(cause.clone())));
+        }
+        if let Some(r) = &a.seen.refusal {
+            return Err(self.refusal(Refusal::Monitor(r.clone())));
+        }
+        Ok(())
+    }
+
+    /// Ask Cedar about the call. `in_scope` overrides the token's scope for
+    /// a front door with a grant of its own (the egress allowlist).
+    pub(crate) fn decide(&mut self, target: &Target, found: &Inspection, a: &Assessed, in_scope: Option<bool>) -> Result<Decided, Refusal> {
+        let policy = self.gw.policy();
+        let mut f = facts(self.auth, &target.tool, &target.args, Ask::Call(&found.findings), self.now, &MonitorView::from(&a.seen));
+        if let Some(s) = in_scope {
+            f.request.in_scope = s;
+        }
+        let decision = policy.decide(&f);
+        self.trail.add_policies(decision.policies().iter().cloned());
+        match decision {
+            Decision::Allow { obligations, .. } => Ok(Decided::Allow(Permit { policy, obligations, approval: None })),
+            Decision::NeedsApproval { reason, policies, .. } => Ok(Decided::Hold { reason, policies }),
+            Decision::Deny { reason, policies } => {
+                let critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
+                Err(Refusal::Policy { reason, critical })
+            }
+        }
+    }
+
+    /// Admit an allowed (or approved) call to the upstream: kill switches
+    /// checked again (one engaged while it was decided stops it), the
+    /// breaker's admission held across the upstream call, an approval
+    /// spent, the obligations applied to the arguments, and the decision to
+    /// forward made durable first (write-ahead: nothing executes
+    /// unrecorded; a full disk or a lost database refuses the call instead).
+    pub(crate) async fn admit(
+        &mut self,
+        call: &warden_monitor::Call<'_>,
+        target: &Target,
+        permit: &Permit,
+        found: &Inspection,
+    ) -> Result<Admission<'a>, Refusal> {
+        self.check_kills(Some(&target.tool.tool))?;
+        let gw: &'a Gateway = self.gw;
+        let admitted = gw.monitor.admit(call).map_err(|r| self.refusal(Refusal::Monitor(r)))?;
+        if let Some(id) = &permit.approval
+            && let Err(e) = self.gw.store.use_approval(id, now_ms()).await
+        {
+            return Err(Refusal::ApprovalUnusable { approval: id.clone(), error: e.to_string() });
+        }
+        let mut args = target.args.clone();
+        self.trail.redacted += redact(self.gw, &mut args, &permit.obligations, &found.findings);
+        let intent = self.trail.interim(EventKind::ToolCallIntent, Verdict::Allow, Some("forwarding to the upstream".into()));
+        self.gw.audit.record(intent).await.map_err(|e| Refusal::NotForwarded(e.to_string()))?;
+        self.trail.forwarded();
+        Ok(Admission { args, _admitted: admitted })
+    }
+
+    /// Inspect an upstream result and decide on it (`receive_result`):
+    /// withhold it when the caller was contained meanwhile, on a deny (the
+    /// call itself already happened upstream) or when its records would
+    /// exceed a cap; or release it with the permit's redaction obligations
+    /// applied, tainting the session with what it carried.
+    pub(crate) fn review(
+        &mut self,
+        call: &warden_monitor::Call<'_>,
+        target: &Target,
+        permit: &Permit,
+        a: &Assessed,
+        mut result: Value,
+    ) -> Result<Value, Refusal> {
+        let gw = self.gw;
+        if let Some(k) = gw.kill_covering(self.auth, Some(&target.tool.tool)) {
+            return Err(self.refusal(Refusal::Withheld(Withheld::Killed(k))));
+        }
+        let scan = gw.inspector.scan_json(&result);
+        self.trail.findings.extend(finding_labels("result", &scan.summary));
+        let policy = &permit.policy;
+        let decision = policy.decide(&facts(self.auth, &target.tool, &target.args, Ask::Result(&scan.summary), self.now, &MonitorView::from(&a.seen)));
+        self.trail.add_policies(decision.policies().iter().cloned());
+        match decision {
+            Decision::Allow { obligations, .. } => {
+                if let Err(hit) = gw.monitor.take_records(call, records_in(&result)) {
+                    return Err(self.refusal(Refusal::Withheld(Withheld::Limit(hit))));
+                }
+                self.trail.redacted += redact(gw, &mut result, &obligations, &scan.summary);
+                let s = &scan.summary;
+                self.outcome.taint = Taint {
+                    untrusted: target.tool.untrusted_content || s.injection_score >= 50,
+                    sensitive: s.pii_count + s.secret_count > 0 || target.tool.sensitivity.level() >= 3,
+                };
+                Ok(result)
+            }
+            Decision::Deny { reason, policies } => {
+                let critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
+                Err(Refusal::Withheld(Withheld::Policy { reason, critical, policies }))
+            }
+            Decision::NeedsApproval { reason, policies, .. } => Err(Refusal::Withheld(Withheld::NeedsApproval { reason, policies })),
+        }
+    }
+
+    /// Note a refusal's own ids on the record, and pass it on.
+    fn refusal(&mut self, r: Refusal) -> Refusal {
+        self.trail.add_policies(r.policy_ids());
+        r
+    }
+
+    /// Settle a call the monitor assessed: report its outcome, contain or
+    /// demote the agent as it warrants.
+    pub(crate) async fn settle(&mut self, call: &warden_monitor::Call<'_>, target: &Target, a: &Assessed, stopped: Option<&Stopped>) {
+        let o = &mut self.outcome;
+        match stopped {
+            Some(Stopped::Refused(r)) => {
+                o.denied = r.counts_against_agent();
+                o.limit_hit = r.limit_hit();
+                o.critical = r.critical().map(String::from);
+                o.failed = matches!(r, Refusal::NotForwarded(_));
+                o.trifecta = r.at_approval() && a.seen.taint.both() && target.tool.exfil_capable;
+            }
+            None => {}
+            Some(Stopped::UpstreamFailed(e)) => {
+                o.failed = true;
+                o.upstream_ok = Some(matches!(e, UpstreamError::Rpc { .. }));
+            }
+        }
+        if self.trail.forwarded && o.upstream_ok.is_none() {
+            // Forwarded and answered (a withheld result was still answered).
+            o.upstream_ok = Some(true);
+        }
+        settle(self.gw, call, &a.seen, a.at, &self.outcome).await;
+    }
+
+    /// The outcome so far; a front door adds what only it knows (an
+    /// admitted egress connection taints the session as untrusted).
+    pub(crate) fn outcome_mut(&mut self) -> &mut Outcome {
+        &mut self.outcome
+    }
+
+    /// Run a `tools/call` through every stage; `forward` calls the tool's
+    /// upstream with the admitted arguments (the front door relays what it
+    /// needs to on the way). Returns the released result.
+    pub(crate) async fn tool_call<F>(&mut self, name: Option<&str>, args: Option<&Value>, forward: F) -> Result<Value, Stopped>
+    where
+        F: AsyncFnOnce(&Upstream, &ToolRef, Value) -> Forwarded,
+    {
+        let target = self.resolve_tool(name, args).await.map_err(Stopped::Refused)?;
+        let Some(upstream) = self.gw.upstream(&target.tool.tool.server).cloned() else {
+            // The operator's configuration, not the agent's doing.
+            return Err(Stopped::Refused(Refusal::Unavailable(format!("no upstream server {:?} is configured", target.tool.tool.server))));
+        };
+        self.check_kills(Some(&target.tool.tool)).map_err(Stopped::Refused)?;
+        let found = self.inspect(&target.args);
+        let auth = self.auth;
+        let mcall = monitor_call(auth, &target.tool, &target.args, target.arg_bytes, now_ms());
+        let assessed = self.assess(&mcall);
+        let answer = self.decide_and_forward(&mcall, &target, &found, &assessed, async |args| forward(&upstream, &target.tool.tool, args).await).await;
+        self.settle(&mcall, &target, &assessed, answer.as_ref().err()).await;
+        answer
+    }
+
+    async fn decide_and_forward<F>(
+        &mut self,
+        mcall: &warden_monitor::Call<'_>,
+        target: &Target,
+        found: &Inspection,
+        a: &Assessed,
+        forward: F,
+    ) -> Result<Value, Stopped>
+    where
+        F: AsyncFnOnce(Value) -> Forwarded,
+    {
+        self.screen(a).map_err(Stopped::Refused)?;
+        let permit = match self.decide(target, found, a, None).map_err(Stopped::Refused)? {
+            Decided::Allow(p) => p,
+            Decided::Hold { reason, policies } => self.hold(target, found, a, &reason, &policies).await.map_err(Stopped::Refused)?,
+        };
+        let admission = self.admit(mcall, target, &permit, found).await.map_err(Stopped::Refused)?;
+        let result = forward(admission.args.clone()).await.map_err(Stopped::UpstreamFailed)?;
+        self.review(mcall, target, &permit, a, result).map_err(Stopped::Refused)
+    }
+}
+
+/// The tool definitions a caller may see listed, under their federated
+/// names: in its token's scope and its registered tools, callable, no kill
+/// switch on them, and listed by the policy.
+pub(crate) fn visible_tools(gw: &Gateway, auth: &Authenticated, now: i64) -> Vec<Value> {
+    let snap = gw.snapshot();
+    let policy = gw.policy();
+    let kills = gw.kills();
+    let empty = json!({});
+    let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
+    let defs = gw.definitions.read().expect("definitions lock");
+    defs.iter()
+        .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
+        .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))
+        .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, Ask::Listing, now, &mon)).is_allow())
+        .map(|(t, def)| {
+            let mut d = def.clone();
+            d["name"] = t.tool.federated_name().into();
+            d
+        })
+        .collect()
+}
+
+/// Why a tool that is not callable cannot be called, and what to do.
+pub(crate) fn unavailable_reason(tool: Option<&Tool>, tref: &ToolRef) -> String {
+    match tool.map(|t| t.status) {
+        None => format!("tool {tref} is not registered with the gateway"),
+        Some(ToolStatus::Pending) => format!("tool {tref} has not been approved by an operator (warden tool approve {tref})"),
+        Some(ToolStatus::Changed) => format!(
+            "tool {tref} changed its definition upstream since it was approved (possible tool poisoning or rug pull); it is blocked until an operator reviews and re-approves it"
+        ),
+        Some(ToolStatus::Disabled) => format!("tool {tref} is disabled by an operator"),
+        Some(ToolStatus::Approved) => format!("tool {tref} has not been seen upstream with its pinned definition"),
+    }
+}
+
+/// Apply a decision's `@redact` obligations to a value (arguments or a
+/// result), when its scan found something they could apply to; returns how
+/// many spans were replaced.
+fn redact(gw: &Gateway, v: &mut Value, obligations: &[Obligation], found: &Findings) -> u32 {
+    if obligations.is_empty() || found.pii_count + found.secret_count == 0 {
+        return 0;
+    }
+    let rules: Vec<Rule> = obligations.iter().map(Rule::from_obligation).collect();
+    gw.redactor.redact_json(&gw.inspector, v, &rules) as u32
+}
+
+/// Write a call's record; a tool call also counts in the metrics and, when
+/// tracing is configured, exports its span.
+pub(crate) async fn record(gw: &Gateway, ev: AuditEvent, trace: Option<([u8; 16], [u8; 8])>) -> Result<(), AuditUnavailable> {
+    if ev.kind == Some(EventKind::ToolCall) {
+        let latency_us = ev.latency_us.unwrap_or(0);
+        gw.metrics.observe_call(ev.decision, latency_us);
+        crate::telemetry::export_call_span(gw, &ev, latency_us, trace);
+    }
+    gw.audit.record(ev).await.map(|_| ())
+}
