@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use warden_core::{AuditEvent, EventKind};
-use warden_monitor::{Kill, KillScope, KillSet};
+use warden_core::{AuditEvent, EventKind, Kill, KillScope};
+use warden_monitor::KillSet;
 use warden_store::StoreError;
 
 #[derive(Default)]

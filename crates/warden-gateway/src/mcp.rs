@@ -14,9 +14,11 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use warden_core::{ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
+use warden_core::{
+    ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Kill, KillScope, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex,
+};
 use warden_inspect::Rule;
-use warden_monitor::{Assessment, Kill, KillScope, Outcome, Refusal, Taint, records_in};
+use warden_monitor::{Assessment, Outcome, Refusal, Taint, records_in};
 use warden_policy::{CallFacts, Findings, MonitorFacts, PolicyBundle, RequestFacts, ToolFacts};
 
 /// How often a held call looks for its approval decision.

@@ -10,10 +10,10 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use warden_core::{Agent, Tool, ToolRef};
+use warden_core::{Agent, Kill, Tool, ToolRef};
 use warden_identity::{AccessClaims, ReplayCache, ReplayCheck, RevocationSet, TokenVerifier};
 use warden_inspect::{Inspector, Redactor};
-use warden_monitor::{Kill, Monitor, MonitorConfig};
+use warden_monitor::{Monitor, MonitorConfig};
 use warden_policy::PolicyBundle;
 use warden_store::{OneTimeIds, OneTimeIdsUnavailable, Store, StoreError};
 

@@ -22,9 +22,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use warden_audit::merkle::Frontier;
 use warden_audit::{AuditError, AuditRecord, Chain, ChainHead, Checkpoint, VerifyReport};
-use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Operator, Role, Tool, ToolRef, ToolStatus};
+use warden_core::{Agent, AgentId, AgentStatus, Approval, ApprovalStatus, AuditEvent, Autonomy, Kill, KillScope, Operator, Role, Tool, ToolRef, ToolStatus};
 use warden_identity::{Keypair, RevocationSet};
-use warden_monitor::{Kill, KillScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -1394,7 +1393,7 @@ fn agent_from_row(r: &AnyRow) -> Result<Agent> {
 fn kill_from_row(r: &AnyRow) -> Result<Kill> {
     Ok(Kill {
         id: col(r, "id")?,
-        scope: col::<String>(r, "scope")?.parse().map_err(|e: warden_monitor::MonitorError| StoreError::Corrupt(e.to_string()))?,
+        scope: KillScope::from_str(&col::<String>(r, "scope")?).map_err(corrupt("kill scope"))?,
         target: col(r, "target")?,
         reason: col(r, "reason")?,
         by: col(r, "by")?,

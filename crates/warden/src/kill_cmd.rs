@@ -7,8 +7,8 @@ use crate::agent_cmd::{agent_id, audit_admin};
 use crate::cli::{KillCmd, MonitorCmd};
 use crate::open_store;
 use anyhow::{Context, Result, bail};
-use warden_core::{EventKind, ToolRef};
-use warden_monitor::{AgentState, Kill, KillScope};
+use warden_core::{EventKind, Kill, KillScope, ToolRef};
+use warden_monitor::AgentState;
 use warden_server::ServerConfig;
 
 fn operator() -> String {
