@@ -155,8 +155,8 @@ impl Gateway {
     ) -> Result<Arc<Self>, StoreError> {
         let snapshot = Snapshot::load(&store).await?;
         let monitor = Monitor::new(config.monitor.clone());
-        for (agent, state, _) in store.monitor_states().await? {
-            if let Err(e) = monitor.restore(&agent, &state) {
+        for saved in store.monitor_states().await? {
+            if let Err(e) = monitor.restore(&saved.agent, &saved.state) {
                 tracing::warn!("{e}");
             }
         }
@@ -205,7 +205,7 @@ impl Gateway {
         if self.store.policy_version().await? <= self.policy_version.load(Ordering::Acquire) {
             return Ok(());
         }
-        let Some((version, sha, sources)) = self.store.latest_policy().await? else { return Ok(()) };
+        let Some(warden_store::StoredPolicy { version, sha256: sha, sources }) = self.store.latest_policy().await? else { return Ok(()) };
         let loaded =
             serde_json::from_str::<warden_policy::BundleSources>(&sources).map_err(|e| e.to_string()).and_then(|s| s.load().map_err(|e| e.to_string()));
         match loaded {

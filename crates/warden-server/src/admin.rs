@@ -292,7 +292,7 @@ pub async fn promotion_report(
     audit_key: &PublicKey,
     policy: &PromotionPolicy,
 ) -> Result<Promotion, StoreError> {
-    let (last_critical_ms, approvals_granted, approvals_refused) = store.autonomy_record(&agent.id).await?;
+    let warden_store::AutonomyRecord { last_critical_ms, approvals_granted, approvals_refused } = store.autonomy_record(&agent.id).await?;
     let h = History {
         autonomy: agent.autonomy.level(),
         registered_ms: agent.created_at.saturating_mul(1000),

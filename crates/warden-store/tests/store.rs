@@ -7,7 +7,7 @@ use warden_core::{
     ToolStatus,
 };
 use warden_identity::Keypair;
-use warden_store::{Backend, Store, StoreError};
+use warden_store::{AutonomyRecord, Backend, EngagedKill, KillLift, Store, StoreError, StoredMonitorState, StoredOperator, StoredPolicy};
 use warden_test_support::{every_backend, fresh_postgres_url};
 
 fn agent(name: &str, key: &str) -> Agent {
@@ -69,7 +69,7 @@ async fn kill_switches_and_monitor_state() {
         let a = agent("a", "k1");
         s.insert_agent(&a).await.unwrap();
         let k = Kill { id: 0, scope: KillScope::Agent, target: a.id.to_string(), reason: "risk 93".into(), by: "monitor".into(), at_ms: 5_000 };
-        let (engaged, seq) = s.engage_kill(&k).await.unwrap();
+        let EngagedKill { kill: engaged, change_seq: seq } = s.engage_kill(&k).await.unwrap();
         assert!(engaged.id > 0);
         assert_eq!(seq, s.change_seq().await.unwrap());
         assert_eq!(s.get_agent(&a.id).await.unwrap().status, AgentStatus::Suspended, "an agent kill suspends");
@@ -85,7 +85,8 @@ async fn kill_switches_and_monitor_state() {
         assert!(matches!(s.lift_kill(engaged.id, "x", 9_000).await, Err(StoreError::NotFound(_))));
         let all = s.list_kills(true).await.unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(all[1].1, Some((9_000, "operator:alice".to_string())));
+        assert_eq!(all[1].lifted, Some(KillLift { at_ms: 9_000, by: "operator:alice".into() }));
+        assert_eq!((all[0].kill.scope, all[0].lifted.as_ref()), (KillScope::Global, None), "newest first, still engaged");
         // Re-engaging after a lift works; resuming the agent lifts it too.
         s.engage_kill(&k).await.unwrap();
         s.set_agent_status(&a.id, AgentStatus::Active, "", 10).await.unwrap();
@@ -93,7 +94,7 @@ async fn kill_switches_and_monitor_state() {
 
         s.save_monitor_states(&[("a".into(), "{\"x\":1}".into())], 7).await.unwrap();
         s.save_monitor_states(&[("a".into(), "{\"x\":2}".into())], 8).await.unwrap();
-        assert_eq!(s.monitor_states().await.unwrap(), vec![("a".to_string(), "{\"x\":2}".to_string(), 8)]);
+        assert_eq!(s.monitor_states().await.unwrap(), vec![StoredMonitorState { agent: "a".into(), state: "{\"x\":2}".into(), updated_ms: 8 }]);
     }
 }
 
@@ -144,6 +145,8 @@ async fn approvals_are_decided_once_and_used_once() {
         assert_eq!((expired.status, expired.args), (ApprovalStatus::Expired, None), "the expiry is recorded, the clear arguments dropped");
         assert_eq!(expired.args_redacted, a.args_redacted, "the masked form stays");
         assert!(matches!(s.get_approval("nope").await, Err(StoreError::NotFound(_))));
+        let record = s.autonomy_record(&a.agent.parse().unwrap()).await.unwrap();
+        assert_eq!(record, AutonomyRecord { last_critical_ms: None, approvals_granted: 1, approvals_refused: 0 }, "used counts as granted, expired as neither");
     }
 }
 
@@ -153,11 +156,24 @@ async fn operators_by_token_digest() {
     for s in every_backend(dir.path()).await {
         s.add_operator("alice", Role::Admin, "d1", 1).await.unwrap();
         assert!(matches!(s.add_operator("alice", Role::Viewer, "d2", 2).await, Err(StoreError::Conflict(_))));
+        assert_eq!(s.list_operators().await.unwrap(), [StoredOperator { name: "alice".into(), role: Role::Admin, created_ms: 1 }]);
         assert_eq!(s.operator_by_token("d1").await.unwrap(), Some(Operator { name: "alice".into(), role: Role::Admin }));
         assert_eq!(s.operator_by_token("d2").await.unwrap(), None);
         s.remove_operator("alice").await.unwrap();
         assert_eq!(s.operator_by_token("d1").await.unwrap(), None);
         assert!(matches!(s.remove_operator("alice").await, Err(StoreError::NotFound(_))));
+    }
+}
+
+#[tokio::test]
+async fn the_newest_policy_bundle_is_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in every_backend(dir.path()).await {
+        assert_eq!((s.policy_version().await.unwrap(), s.latest_policy().await.unwrap()), (0, None), "none pushed");
+        assert_eq!(s.push_policy("{\"v\":1}", "h1", "operator:alice", 1).await.unwrap(), 1);
+        assert_eq!(s.push_policy("{\"v\":2}", "h2", "operator:alice", 2).await.unwrap(), 2);
+        assert_eq!(s.latest_policy().await.unwrap(), Some(StoredPolicy { version: 2, sha256: "h2".into(), sources: "{\"v\":2}".into() }));
+        assert_eq!(s.policy_version().await.unwrap(), 2);
     }
 }
 
