@@ -19,6 +19,7 @@ pub struct EngagedKill {
 /// A kill switch as stored, engaged or lifted (see [`Store::list_kills`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKill {
+    /// The switch as it was engaged.
     pub kill: Kill,
     /// When and by whom it was lifted; `None` while it is engaged.
     pub lifted: Option<KillLift>,

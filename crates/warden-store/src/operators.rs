@@ -7,7 +7,9 @@ use warden_core::{Operator, Role};
 /// A registered operator (see [`Store::list_operators`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOperator {
+    /// The name audit records carry (`operator:NAME`).
     pub name: String,
+    /// What the operator may do.
     pub role: Role,
     /// When it was added (Unix milliseconds).
     pub created_ms: i64,

@@ -6,6 +6,7 @@ use crate::{Result, Store, db};
 /// The policy bundle in force (see [`Store::latest_policy`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPolicy {
+    /// 1 for the first bundle pushed, one more for each next.
     pub version: i64,
     /// SHA-256 of the bundle, as pushed.
     pub sha256: String,
