@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_client::AgentClient;
-use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Autonomy, Sensitivity, ToolRef};
+use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Autonomy, Kill, KillScope, Sensitivity, ToolRef};
 use warden_identity::Keypair;
-use warden_monitor::{Kill, KillScope};
 
 #[derive(Parser)]
 struct Args {

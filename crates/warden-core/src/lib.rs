@@ -1,5 +1,6 @@
 //! Domain types shared by every Warden component: agent identities, tools,
-//! decisions, approvals, operator roles, inspection findings and audit events. Pure data and validation, no IO.
+//! decisions, approvals, kill switches, operator roles, inspection findings
+//! and audit events. Pure data and validation, no IO.
 
 /// A closed set of lowercase names: the enum, `as_str`, `FromStr` (with an
 /// error listing what is allowed) and `Display`.
@@ -39,6 +40,7 @@ mod decision;
 mod event;
 mod findings;
 mod json;
+mod kill;
 mod operator;
 mod text;
 mod tool;
@@ -49,6 +51,7 @@ pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind, Verdict};
 pub use findings::Findings;
 pub use json::{canonical_json, sha256_hex};
+pub use kill::{Kill, KillScope};
 pub use operator::{Operator, Role};
 pub use text::untrusted_text;
 pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use warden_core::{AuditEvent, EventKind};
-use warden_monitor::{Kill, KillScope, KillSet};
+use warden_core::{AuditEvent, EventKind, Kill, KillScope};
+use warden_monitor::KillSet;
 use warden_store::StoreError;
 
 #[derive(Default)]
@@ -128,8 +128,8 @@ impl Gateway {
         let persisted = {
             let mut known = self.containment.known.lock().await;
             let r = self.store.engage_kill(&kill).await;
-            if let Ok((k, _)) = &r {
-                known.insert(k.id, k.clone());
+            if let Ok(e) = &r {
+                known.insert(e.kill.id, e.kill.clone());
             }
             r
         };
@@ -138,10 +138,10 @@ impl Gateway {
             self.containment.local.lock().expect("containment lock").retain(|(k, _)| !k.same_switch(&kill));
             self.containment.awaiting_refusal.lock().expect("containment lock").remove(&(kill.scope, kill.target.clone()));
             self.rebuild_kills();
-            return persisted.map(|(k, _)| k);
+            return persisted.map(|e| e.kill);
         }
         let seq = match &persisted {
-            Ok((_, seq)) => Some(*seq),
+            Ok(e) => Some(e.change_seq),
             // Engaged elsewhere meanwhile: the store's copy takes over.
             Err(StoreError::Conflict(_)) => self.store.change_seq().await.ok(),
             Err(e) => {
@@ -153,21 +153,21 @@ impl Gateway {
             let mut local = self.containment.local.lock().expect("containment lock");
             if let Some(e) = local.iter_mut().find(|(k, _)| k.same_switch(&kill)) {
                 e.1 = Some(seq);
-                if let Ok((k, _)) = &persisted {
-                    e.0.id = k.id;
+                if let Ok(stored) = &persisted {
+                    e.0.id = stored.kill.id;
                 }
             }
         }
         self.rebuild_kills();
         self.metrics.observe_containment(kill.by == "monitor");
-        let engaged = persisted.as_ref().map(|(k, _)| k.clone()).unwrap_or_else(|_| kill.clone());
+        let engaged = persisted.as_ref().map(|e| e.kill.clone()).unwrap_or_else(|_| kill.clone());
         let mut ev = engaged.audit_event(EventKind::Containment);
         ev.reason = Some(format!("{} (in force {effect_us} µs after the trigger; {closed} sessions closed)", engaged.describe()));
         ev.latency_us = Some(effect_us);
         if let Err(e) = self.audit.record(ev).await {
             tracing::error!("containment of {} {} could not be audited: {e}", kill.scope, kill.target);
         }
-        persisted.map(|(k, _)| k)
+        persisted.map(|e| e.kill)
     }
 
     /// After a snapshot refresh: forget local kills the store now holds,

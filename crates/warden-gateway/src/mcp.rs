@@ -301,7 +301,7 @@ fn render(r: &Refusal, id: &Value, corr: &str, policies: &[String]) -> (StatusCo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_monitor::{Kill, KillScope};
+    use warden_core::{Kill, KillScope};
 
     #[test]
     fn refusals_render_as_their_json_rpc_codes() {

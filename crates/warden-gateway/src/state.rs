@@ -10,10 +10,10 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use warden_core::{Agent, Tool, ToolRef};
+use warden_core::{Agent, Kill, Tool, ToolRef};
 use warden_identity::{AccessClaims, ReplayCache, ReplayCheck, RevocationSet, TokenVerifier};
 use warden_inspect::{Inspector, Redactor};
-use warden_monitor::{Kill, Monitor, MonitorConfig};
+use warden_monitor::{Monitor, MonitorConfig};
 use warden_policy::PolicyBundle;
 use warden_store::{OneTimeIds, OneTimeIdsUnavailable, Store, StoreError};
 
@@ -155,8 +155,8 @@ impl Gateway {
     ) -> Result<Arc<Self>, StoreError> {
         let snapshot = Snapshot::load(&store).await?;
         let monitor = Monitor::new(config.monitor.clone());
-        for (agent, state, _) in store.monitor_states().await? {
-            if let Err(e) = monitor.restore(&agent, &state) {
+        for saved in store.monitor_states().await? {
+            if let Err(e) = monitor.restore(&saved.agent, &saved.state) {
                 tracing::warn!("{e}");
             }
         }
@@ -205,7 +205,7 @@ impl Gateway {
         if self.store.policy_version().await? <= self.policy_version.load(Ordering::Acquire) {
             return Ok(());
         }
-        let Some((version, sha, sources)) = self.store.latest_policy().await? else { return Ok(()) };
+        let Some(warden_store::StoredPolicy { version, sha256: sha, sources }) = self.store.latest_policy().await? else { return Ok(()) };
         let loaded =
             serde_json::from_str::<warden_policy::BundleSources>(&sources).map_err(|e| e.to_string()).and_then(|s| s.load().map_err(|e| e.to_string()));
         match loaded {

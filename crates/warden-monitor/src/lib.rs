@@ -24,7 +24,7 @@ mod window;
 pub use autonomy::{Criterion, History, Promotion, PromotionPolicy, demoted, promotion};
 pub use baseline::{Anomaly, Baseline, CallShape, Learning};
 pub use breaker::{Breaker, BreakerConfig};
-pub use kill::{Kill, KillScope, KillSet};
+pub use kill::KillSet;
 pub use limits::{Dimension, LimitHit, LimitRule, Limits, Metric, records_in};
 pub use risk::{Risk, RiskEvent};
 pub use strangers::{Claimed, Door, Source, Strangers, StrangersConfig, Throttled};

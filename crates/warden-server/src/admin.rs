@@ -22,11 +22,11 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
-use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Operator, Role};
+use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Kill, KillScope, Operator, Role};
 use warden_gateway::metrics::Gauges;
 use warden_gateway::{Gateway, now_ms};
 use warden_identity::PublicKey;
-use warden_monitor::{Claimed, Door, History, Kill, KillScope, Promotion, PromotionPolicy, Source};
+use warden_monitor::{Claimed, Door, History, Promotion, PromotionPolicy, Source};
 use warden_store::Store;
 use warden_store::StoreError;
 
@@ -289,7 +289,7 @@ pub async fn promotion_report(
     audit_key: &PublicKey,
     policy: &PromotionPolicy,
 ) -> Result<Promotion, StoreError> {
-    let (last_critical_ms, approvals_granted, approvals_refused) = store.autonomy_record(&agent.id).await?;
+    let warden_store::AutonomyRecord { last_critical_ms, approvals_granted, approvals_refused } = store.autonomy_record(&agent.id).await?;
     let h = History {
         autonomy: agent.autonomy.level(),
         registered_ms: agent.created_at.saturating_mul(1000),
@@ -389,7 +389,7 @@ async fn engage(State(s): State<Arc<Admin>>, h: Caller, bytes: Bytes) -> ApiResu
     let op = s.operator(&h, Role::Admin).await?;
     let e: Engage = body(&bytes)?;
     let reason = required_reason(&Reason { reason: e.reason.clone() })?.to_string();
-    let scope: KillScope = e.scope.parse().map_err(|x: warden_monitor::MonitorError| bad(x.to_string()))?;
+    let scope: KillScope = e.scope.parse().map_err(|x: warden_core::CoreError| bad(x.to_string()))?;
     let target = match scope {
         KillScope::Global => String::new(),
         KillScope::Agent => {

@@ -26,7 +26,7 @@ fn append(c: &mut Criterion) {
     let _ctx = rt.enter();
     let dir = tempfile::tempdir().unwrap();
     let mut stores = vec![("sqlite", rt.block_on(Store::open(&dir.path().join("bench.db"))).unwrap())];
-    if let Some(url) = rt.block_on(warden_store::testing::fresh_postgres_url()).unwrap() {
+    if let Some(url) = rt.block_on(warden_test_support::fresh_postgres_url()).unwrap() {
         stores.push(("postgres", rt.block_on(Store::connect(&url)).unwrap()));
     }
     let mut g = c.benchmark_group("audit append");

@@ -120,8 +120,8 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             print_agent(&a);
             // The monitor's calls and risk as the gateway last saved them.
             let now = chrono::Utc::now().timestamp_millis();
-            let state = store.monitor_states().await?.into_iter().find(|(id, _, _)| id == a.id.as_str());
-            let summary = state.and_then(|(_, json, _)| serde_json::from_str::<warden_monitor::AgentState>(&json).ok()).map(|s| s.summary(&cfg.monitor, now));
+            let state = store.monitor_states().await?.into_iter().find(|s| s.agent == a.id.as_str());
+            let summary = state.and_then(|s| serde_json::from_str::<warden_monitor::AgentState>(&s.state).ok()).map(|s| s.summary(&cfg.monitor, now));
             let (calls, risk) = summary.map(|s| (s.calls, s.risk)).unwrap_or_default();
             let key = warden_server::load_or_create_key(&cfg.key_path())?.public();
             let p = warden_server::promotion_report(&store, &a, calls, risk, &key, &cfg.promotion).await?;

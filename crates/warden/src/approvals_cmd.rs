@@ -96,7 +96,7 @@ pub async fn operator(cfg: &ServerConfig, cmd: &OperatorCmd) -> Result<()> {
             println!("{token}");
         }
         OperatorCmd::List => {
-            for (name, role, at) in store.list_operators().await? {
+            for warden_store::StoredOperator { name, role, created_ms: at } in store.list_operators().await? {
                 println!("{name:<24} {role:<9} added {}", chrono::DateTime::from_timestamp_millis(at).map(|t| t.to_rfc3339()).unwrap_or_default());
             }
         }

@@ -7,8 +7,8 @@ use crate::agent_cmd::{agent_id, audit_admin};
 use crate::cli::{KillCmd, MonitorCmd};
 use crate::open_store;
 use anyhow::{Context, Result, bail};
-use warden_core::{EventKind, ToolRef};
-use warden_monitor::{AgentState, Kill, KillScope};
+use warden_core::{EventKind, Kill, KillScope, ToolRef};
+use warden_monitor::AgentState;
 use warden_server::ServerConfig;
 
 fn operator() -> String {
@@ -61,7 +61,7 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
     if reason.trim().is_empty() {
         bail!("--reason must say why (it is recorded in the audit log)");
     }
-    let (k, _) = store.engage_kill(&Kill { id: 0, scope, target, reason: reason.clone(), by: operator(), at_ms: now }).await?;
+    let k = store.engage_kill(&Kill { id: 0, scope, target, reason: reason.clone(), by: operator(), at_ms: now }).await?.kill;
     let mut ev = k.audit_event(EventKind::Containment);
     ev.reason = Some(k.describe());
     audit_admin(&store, cfg, ev).await?;
@@ -73,11 +73,11 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
 async fn list(store: &warden_store::Store, all: bool, json: bool) -> Result<()> {
     let kills = store.list_kills(all).await?;
     if json {
-        for (k, lifted) in &kills {
-            let mut v = serde_json::to_value(k)?;
-            if let Some((at, by)) = lifted {
-                v["lifted_at_ms"] = (*at).into();
-                v["lifted_by"] = by.clone().into();
+        for stored in &kills {
+            let mut v = serde_json::to_value(&stored.kill)?;
+            if let Some(lifted) = &stored.lifted {
+                v["lifted_at_ms"] = lifted.at_ms.into();
+                v["lifted_by"] = lifted.by.clone().into();
             }
             println!("{v}");
         }
@@ -88,8 +88,8 @@ async fn list(store: &warden_store::Store, all: bool, json: bool) -> Result<()> 
         return Ok(());
     }
     println!("{:<5} {:<7} {:<45} {:<21} {:<20} REASON", "ID", "SCOPE", "TARGET", "ENGAGED", "BY");
-    for (k, lifted) in kills {
-        let state = lifted.map(|(at, by)| format!(" [lifted {} by {by}]", when(at))).unwrap_or_default();
+    for warden_store::StoredKill { kill: k, lifted } in kills {
+        let state = lifted.map(|l| format!(" [lifted {} by {}]", when(l.at_ms), l.by)).unwrap_or_default();
         println!("{:<5} {:<7} {:<45} {:<21} {:<20} {}{state}", k.id, k.scope.as_str(), k.target, when(k.at_ms), k.by, k.reason);
     }
     Ok(())
@@ -101,7 +101,7 @@ pub async fn monitor(cfg: &ServerConfig, cmd: &MonitorCmd) -> Result<()> {
     let want = agent.as_deref().map(|a| agent_id(cfg, a)).transpose()?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut shown = 0;
-    for (id, state, saved) in store.monitor_states().await? {
+    for warden_store::StoredMonitorState { agent: id, state, updated_ms: saved } in store.monitor_states().await? {
         if want.as_ref().is_some_and(|w| w.as_str() != id) {
             continue;
         }

@@ -268,7 +268,7 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
             format!(
                 "{} kill switches engaged ({} automatic containments), {lifts} lifted",
                 kills.len(),
-                kills.iter().filter(|(k, _)| k.by == "monitor").count()
+                kills.iter().filter(|k| k.kill.by == "monitor").count()
             ),
         ),
     ];

@@ -68,6 +68,6 @@ async fn sigkill_under_load_loses_no_answered_call_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_load_loses_no_answered_call_postgres() {
-    let Some(url) = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
+    let Some(url) = warden_test_support::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
     crash_under_load(&[("WARDEN_DATABASE_URL", &url)]).await;
 }

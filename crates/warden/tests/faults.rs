@@ -342,7 +342,7 @@ impl Drop for Frozen {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_database_fails_calls_closed_within_the_audit_bound_and_they_succeed_once_it_answers() {
-    let Some(url) = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
+    let Some(url) = warden_test_support::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
     let db = url.rsplit('/').next().unwrap().to_string();
     let h = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", url.as_str())]);
     h.approve("onboarding/customer_lookup", "medium", "read", false);

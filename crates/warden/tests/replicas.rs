@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const SLOW_RESYNC: &str = "refresh_ms = 30000";
 
 async fn postgres_replicas() -> Option<(Harness, Harness)> {
-    let url = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL")?;
+    let url = warden_test_support::fresh_postgres_url().await.expect("test PostgreSQL")?;
     let mut a = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", &url)]);
     a.edit_config("refresh_ms = 20", SLOW_RESYNC);
     a.serve();
@@ -192,7 +192,7 @@ fn is_replay_refusal((status, body): &(u16, Value)) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dpop_proof_or_client_assertion_used_on_one_replica_is_refused_on_the_other() {
-    let Some(url) = warden_store::testing::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
+    let Some(url) = warden_test_support::fresh_postgres_url().await.expect("test PostgreSQL") else { return };
     let a = Harness::start_with("", "", &[("WARDEN_DATABASE_URL", &url)]);
     // Behind one load balancer both replicas serve one public URL (proofs
     // name it as htu, tokens as issuer): replica B listens elsewhere but

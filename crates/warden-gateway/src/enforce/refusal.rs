@@ -3,8 +3,9 @@
 //! refusal) and the audit record takes its verdict, reason and policies.
 //! Pure, no IO.
 
+use warden_core::Kill;
 use warden_core::{ToolRef, Verdict};
-use warden_monitor::{Kill, LimitHit};
+use warden_monitor::LimitHit;
 
 /// A refusal, from any stage of the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +169,7 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_monitor::KillScope;
+    use warden_core::KillScope;
 
     fn kill() -> Kill {
         Kill { id: 7, scope: KillScope::Agent, target: "spiffe://td/agent/a".into(), reason: "leak".into(), by: "op".into(), at_ms: 0 }

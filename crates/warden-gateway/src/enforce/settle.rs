@@ -5,7 +5,8 @@
 use crate::audit_sink::now_ms;
 use crate::state::Gateway;
 use std::time::Instant;
-use warden_monitor::{Assessment, Kill, KillScope, Outcome};
+use warden_core::{Kill, KillScope};
+use warden_monitor::{Assessment, Outcome};
 
 /// After a call's decision, before its answer leaves (so no later call gets
 /// in): record the outcome with the monitor, contain the agent when the
