@@ -1,9 +1,8 @@
 //! The MCP streamable-HTTP endpoint (`POST/GET/DELETE /mcp`). Responses are
 //! single JSON bodies; the gateway opens no server-initiated streams.
 
-use crate::audit_sink::now_ms;
 use crate::authn::Authenticated;
-use crate::state::{Gateway, now_secs};
+use crate::state::Gateway;
 use crate::upstream::UpstreamError;
 use axum::Router;
 use axum::body::Body;
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use warden_core::clock::{now_ms, now_secs};
 use warden_core::{ActionClass, Approval, ApprovalStatus, AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, canonical_json, sha256_hex};
 use warden_inspect::Rule;
 use warden_monitor::{Assessment, Kill, KillScope, Outcome, Refusal, Taint, records_in};
@@ -100,7 +100,7 @@ impl Call<'_> {
     fn span(&self, ev: &AuditEvent, latency_us: u64) {
         let Some(t) = &self.gw.traces else { return };
         let (random_trace, span_id) = crate::telemetry::random_ids();
-        let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let end = u64::try_from(warden_core::clock::since_epoch().as_nanos()).unwrap_or(u64::MAX);
         let opt = |k: &'static str, v: &Option<String>| v.as_ref().map(|v| (k, v.clone()));
         let mut attributes: Vec<(&'static str, String)> =
             [opt("warden.agent", &ev.agent), opt("warden.tool", &ev.tool), opt("warden.task", &ev.task), opt("warden.reason", &ev.reason)]
@@ -440,7 +440,7 @@ async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Respon
     let empty = json!({});
     let mon = MonitorView { risk: i64::from(call.gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
     let tools: Vec<Value> = {
-        let defs = call.gw.definitions.read().expect("definitions lock");
+        let defs = call.gw.definitions.read();
         defs.iter()
             .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
             .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))

@@ -1246,7 +1246,7 @@ async fn claim_batches(store: Store, mut rx: tokio::sync::mpsc::Receiver<(String
         tokio::select! {
             n = rx.recv_many(&mut batch, MAX_CLAIM_BATCH) => if n == 0 { return },
             _ = prune.tick() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                let now = warden_core::clock::now_secs();
                 if let Err(e) = store.prune_one_time_ids(now - prune_grace_secs).await {
                     tracing::warn!("pruning expired one-time ids failed (retried in a minute): {e}");
                 }
@@ -1461,11 +1461,7 @@ pub mod testing {
             eprintln!("note: {URL_ENV} is not set; PostgreSQL backend not tested here");
             return Ok(None);
         };
-        let name = format!(
-            "warden_t_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        );
+        let name = format!("warden_t_{}_{}", std::process::id(), warden_core::clock::since_epoch().as_nanos());
         sqlx::any::install_default_drivers();
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.map_err(super::db("creating a test database"))?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.map_err(super::db("creating a test database"))?;
@@ -1697,7 +1693,7 @@ mod tests {
             pairs.push((Store::connect(url).await.unwrap(), Store::connect(url).await.unwrap()));
         }
         // Unexpired now: the writer prunes what expired when it starts.
-        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1000;
+        let exp = warden_core::clock::now_secs() + 1000;
         for (a, b) in pairs {
             let ids = |v: &[&str]| v.iter().map(|i| (i.to_string(), exp)).collect::<Vec<_>>();
             assert_eq!(a.claim_one_time_ids(&ids(&["x", "y"])).await.unwrap(), [true, true]);

@@ -356,7 +356,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         let retry = format!("Retry-After: {}\r\n", t.retry_after_secs);
         return reply(&mut client, "429 Too Many Requests", &retry, "too many failed authentications from this address; retry later").await;
     }
-    let auth = match gw.authenticate_egress(&token, crate::now_secs()) {
+    let auth = match gw.authenticate_egress(&token, warden_core::clock::now_secs()) {
         Ok(a) => a,
         Err(f) => {
             let claimed = f.agent.as_deref().map_or(Claimed::Nothing, Claimed::Verified);
@@ -477,7 +477,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         // The allowlist admitted it; the guardrails (risk, secrets in the
         // request, taint, …) still apply.
         let policy = gw.policy();
-        let mut facts = mcp::facts(&auth, &tool, &args, mcp::Ask::Call(&scan.summary), crate::now_secs(), &MonitorView::from(&seen));
+        let mut facts = mcp::facts(&auth, &tool, &args, mcp::Ask::Call(&scan.summary), warden_core::clock::now_secs(), &MonitorView::from(&seen));
         facts.request.in_scope = true;
         match policy.decide(&facts) {
             Decision::Allow { policies, .. } => {
