@@ -9,6 +9,7 @@
 mod audit_sink;
 mod authn;
 mod containment;
+pub mod jsonrpc;
 mod mcp;
 pub mod metrics;
 mod pins;

@@ -23,6 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod sse;
+
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// Largest upstream message (JSON body, SSE event or stdio line) the gateway
@@ -604,41 +606,17 @@ impl Upstream {
     /// the server streams first are skipped); the caller checks its id.
     async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut data = String::new();
-        // Where the search for the next newline resumes, so a long line
-        // arriving in many chunks is scanned once.
-        let mut scanned = 0;
+        let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
-            buf.extend_from_slice(&chunk);
-            if buf.len() + data.len() > MAX_MESSAGE_BYTES {
-                return Err(self.too_large());
-            }
-            while let Some(rel) = buf[scanned..].iter().position(|c| *c == b'\n') {
-                let pos = scanned + rel;
-                scanned = 0;
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !data.is_empty() {
-                        if let Ok(v) = serde_json::from_str::<Value>(&data)
-                            && v.get("method").is_none()
-                            && (v.get("result").is_some() || v.get("error").is_some())
-                        {
-                            return Ok(v);
-                        }
-                        data.clear();
-                    }
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            for data in events.push(&chunk).map_err(|sse::TooLarge| self.too_large())? {
+                if let Ok(v) = serde_json::from_str::<Value>(&data)
+                    && v.get("method").is_none()
+                    && (v.get("result").is_some() || v.get("error").is_some())
+                {
+                    return Ok(v);
                 }
             }
-            scanned = buf.len();
         }
         Err(UpstreamError::Protocol { server: self.name().into(), message: "event stream ended without a response".into() })
     }
