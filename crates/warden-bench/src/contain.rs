@@ -16,11 +16,13 @@
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
+use parking_lot::Mutex;
 use serde_json::json;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_client::AgentClient;
+use warden_core::clock::now_ms;
 use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Autonomy, Kill, KillScope, Sensitivity, ToolRef};
 use warden_identity::Keypair;
 
@@ -42,10 +44,6 @@ struct Args {
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[tokio::main]
@@ -120,7 +118,7 @@ args = ["demo-server"]
                         // saw the agent kill) by the revocation it implies.
                         let revoked = r.status == 401 && m.contains("revoked");
                         ensure!(m.contains("contained") || m.contains("kill switch") || revoked, "unexpected refusal: {}", r.body);
-                        let mut d = denied_at.lock().unwrap();
+                        let mut d = denied_at.lock();
                         if d.is_none_or(|x| at < x) {
                             *d = Some(at);
                         }
@@ -144,7 +142,7 @@ args = ["demo-server"]
             calls += t.await??;
         }
         stop.store(true, Ordering::Relaxed);
-        let denied = denied_at.lock().unwrap().context("no call was denied")?;
+        let denied = denied_at.lock().context("no call was denied")?;
         first_denied.push(denied.saturating_duration_since(t0).as_secs_f64() * 1e6);
         ensure!(calls > a.workers as u64, "workers made no calls before the kill");
         store.lift_kill(engaged.id, "bench", now_ms()).await?;

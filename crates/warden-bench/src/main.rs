@@ -130,7 +130,7 @@ impl Gw {
 
     /// Proofs for `n` requests, signed ahead of time.
     fn proofs(&self, n: usize) -> Vec<String> {
-        let now = warden_client::now();
+        let now = warden_core::clock::now_secs();
         let token = self.auth.strip_prefix("DPoP ").unwrap();
         (0..n).map(|_| make_dpop_proof(&self.key, "POST", &self.client.mcp_url(), Some(token), now)).collect()
     }

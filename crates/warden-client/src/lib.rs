@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
+use warden_core::clock::now_secs;
 use warden_identity::{Keypair, b64url, make_dpop_proof, sign_jws};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +52,6 @@ impl Reply {
     }
 }
 
-pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 fn nonce() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("OS random source available");
@@ -88,7 +84,7 @@ impl AgentClient {
 
     /// An RFC 7523 client assertion for the token endpoint.
     pub fn client_assertion(&self) -> String {
-        let now = now();
+        let now = now_secs();
         let claims = json!({ "iss": self.agent_id, "sub": self.agent_id, "aud": self.token_url(), "iat": now, "exp": now + 60, "jti": nonce() });
         let mut header = serde_json::Map::new();
         header.insert("typ".into(), "JWT".into());
@@ -97,7 +93,7 @@ impl AgentClient {
 
     /// A DPoP proof for a request to the MCP endpoint with the current token.
     pub fn proof(&self, method: &str) -> String {
-        make_dpop_proof(&self.key, method, &self.mcp_url(), self.token.as_deref(), now())
+        make_dpop_proof(&self.key, method, &self.mcp_url(), self.token.as_deref(), now_secs())
     }
 
     /// POSTs `form` with this agent's client assertion (RFC 7523) and a DPoP
@@ -105,7 +101,7 @@ impl AgentClient {
     async fn oauth_post(&self, url: &str, mut form: Vec<(&str, String)>) -> Result<Value, ClientError> {
         form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
         form.push(("client_assertion", self.client_assertion()));
-        let proof = make_dpop_proof(&self.key, "POST", url, None, now());
+        let proof = make_dpop_proof(&self.key, "POST", url, None, now_secs());
         let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
         let resp = self
             .http

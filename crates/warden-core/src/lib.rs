@@ -1,6 +1,7 @@
 //! Domain types shared by every Warden component: agent identities, tools,
 //! decisions, approvals, kill switches, operator roles, inspection findings
-//! and audit events. Pure data and validation, no IO.
+//! and audit events. Pure data and validation, no IO; `clock` is the one
+//! wall clock the IO crates read (pure code takes `now` as an argument).
 
 /// A closed set of lowercase names: the enum, `as_str`, `FromStr` (with an
 /// error listing what is allowed) and `Display`.
@@ -36,6 +37,7 @@ macro_rules! string_enum {
 
 mod agent;
 mod approval;
+pub mod clock;
 mod decision;
 mod event;
 mod findings;

@@ -58,7 +58,7 @@ async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, 
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut appender = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let now = now_ms();
+        let now = warden_core::clock::now_ms();
         let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(e, r)| ((e, now), r)).unzip();
         if appender.is_none() {
             appender = store.audit_appender(key.clone()).await.map_err(|e| tracing::error!("audit writer: {e}")).ok();
@@ -92,9 +92,4 @@ async fn writer(store: Store, key: Keypair, mut rx: mpsc::Receiver<(AuditEvent, 
             }
         }
     }
-}
-
-/// Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

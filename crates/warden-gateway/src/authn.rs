@@ -85,12 +85,12 @@ impl Gateway {
     /// every use. Revocation and DPoP are the caller's, per request.
     fn verify_token(&self, token: &str, now: i64) -> Result<AccessClaims, IdentityError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(c) = self.verified.lock().expect("token cache lock").get(&digest) {
+        if let Some(c) = self.verified.lock().get(&digest) {
             c.check_lifetime(now)?;
             return Ok(c.clone());
         }
         let claims = self.verifier.verify(token, now)?;
-        let mut cache = self.verified.lock().expect("token cache lock");
+        let mut cache = self.verified.lock();
         if cache.len() >= VERIFIED_CACHE {
             cache.retain(|_, c| c.exp > now);
             if cache.len() >= VERIFIED_CACHE {

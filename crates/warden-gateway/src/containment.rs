@@ -4,12 +4,13 @@
 //! checked, closing the sessions it covers, and auditing every engagement
 //! and lift with its cause and timing.
 
-use crate::audit_sink::now_ms;
 use crate::state::Gateway;
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+use warden_core::clock::now_ms;
 use warden_core::{AuditEvent, EventKind, Kill, KillScope};
 use warden_monitor::KillSet;
 use warden_store::StoreError;
@@ -63,27 +64,27 @@ impl Gateway {
 
     /// Recent time-to-contain measurements of kills engaged by this process.
     pub fn containment_timings(&self) -> Timings {
-        self.containment.timings.lock().expect("containment lock").clone()
+        self.containment.timings.lock().clone()
     }
 
     /// A call was refused because of `k`: the first such refusal after an
     /// engagement here completes its time-to-contain measurement.
     fn note_refusal(&self, k: &Kill) {
-        let mut waiting = self.containment.awaiting_refusal.lock().expect("containment lock");
+        let mut waiting = self.containment.awaiting_refusal.lock();
         if waiting.is_empty() {
             return;
         }
         if let Some(start) = waiting.remove(&(k.scope, k.target.clone())) {
             let us = start.elapsed().as_micros() as u64;
             drop(waiting);
-            push(&mut self.containment.timings.lock().expect("containment lock").first_refusal_us, us);
+            push(&mut self.containment.timings.lock().first_refusal_us, us);
             tracing::info!("{} {} contained: first call refused {us} µs after the trigger", k.scope, k.target);
         }
     }
 
     fn rebuild_kills(&self) {
         let snap = self.snapshot();
-        let local = self.containment.local.lock().expect("containment lock");
+        let local = self.containment.local.lock();
         let set = KillSet::new(snap.kills.iter().cloned().chain(local.iter().map(|(k, _)| k.clone())));
         self.containment.in_force.store(Arc::new(set));
     }
@@ -113,17 +114,17 @@ impl Gateway {
     /// As [`Gateway::contain`], timed from `start` (when the trigger fired).
     pub(crate) async fn contain_since(&self, kill: Kill, start: Instant) -> Result<Kill, StoreError> {
         {
-            let mut local = self.containment.local.lock().expect("containment lock");
+            let mut local = self.containment.local.lock();
             let dup = local.iter().any(|(k, _)| k.same_switch(&kill)) || self.kills().iter().any(|k| k.same_switch(&kill));
             if dup {
                 return Err(StoreError::Conflict(format!("a kill switch for {} {} is already engaged", kill.scope, kill.target)));
             }
             local.push((kill.clone(), None));
-            self.containment.awaiting_refusal.lock().expect("containment lock").insert((kill.scope, kill.target.clone()), start);
+            self.containment.awaiting_refusal.lock().insert((kill.scope, kill.target.clone()), start);
         }
         self.rebuild_kills();
         let effect_us = start.elapsed().as_micros() as u64;
-        push(&mut self.containment.timings.lock().expect("containment lock").in_force_us, effect_us);
+        push(&mut self.containment.timings.lock().in_force_us, effect_us);
         let closed = self.close_sessions(&kill);
         let persisted = {
             let mut known = self.containment.known.lock().await;
@@ -135,8 +136,8 @@ impl Gateway {
         };
         if matches!(persisted, Err(StoreError::NotFound(_))) {
             // Nothing to contain (an unknown agent): take it back.
-            self.containment.local.lock().expect("containment lock").retain(|(k, _)| !k.same_switch(&kill));
-            self.containment.awaiting_refusal.lock().expect("containment lock").remove(&(kill.scope, kill.target.clone()));
+            self.containment.local.lock().retain(|(k, _)| !k.same_switch(&kill));
+            self.containment.awaiting_refusal.lock().remove(&(kill.scope, kill.target.clone()));
             self.rebuild_kills();
             return persisted.map(|e| e.kill);
         }
@@ -150,7 +151,7 @@ impl Gateway {
             }
         };
         if let Some(seq) = seq {
-            let mut local = self.containment.local.lock().expect("containment lock");
+            let mut local = self.containment.local.lock();
             if let Some(e) = local.iter_mut().find(|(k, _)| k.same_switch(&kill)) {
                 e.1 = Some(seq);
                 if let Ok(stored) = &persisted {
@@ -176,7 +177,7 @@ impl Gateway {
     /// agent's risk so it does not trip again at once.
     pub(crate) async fn sync_kills(&self) {
         let snap = self.snapshot();
-        self.containment.local.lock().expect("containment lock").retain(|(_, seq)| seq.is_none_or(|s| s > snap.seq));
+        self.containment.local.lock().retain(|(_, seq)| seq.is_none_or(|s| s > snap.seq));
         self.rebuild_kills();
         let mut known = self.containment.known.lock().await;
         let now = now_ms();

@@ -23,11 +23,11 @@ pub mod webhook;
 
 pub mod egress;
 pub mod sandbox;
-pub use audit_sink::{AuditSink, AuditUnavailable, now_ms};
+pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use authn::{AuthFailure, Authenticated};
 pub use containment::Timings;
 pub use mcp::router;
 pub use pins::STARTUP_LISTING_WAIT;
-pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot, now_secs};
+pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot};
 pub use unauthenticated::throttled_response;
 pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};

@@ -6,7 +6,8 @@
 
 use crate::authn::Authenticated;
 use crate::enforce::{self, Pipeline, Refusal, Stopped, Trail, Withheld, correlation_id};
-use crate::state::{Gateway, now_secs};
+use crate::jsonrpc::Message;
+use crate::state::Gateway;
 use crate::upstream::UpstreamError;
 use axum::Router;
 use axum::body::Body;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use warden_core::clock::now_secs;
 use warden_core::{AuditEvent, EventKind, Verdict};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -124,12 +126,15 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
             return call.finish(ev, StatusCode::BAD_REQUEST, rpc_error(&null, e.code(), &e.to_string(), None), &null).await;
         }
     };
-    let Some(method) = msg.method() else {
+    let (id, method, params) = match msg {
+        Message::Request { id, method, params } => (Some(id.to_value()), method, params),
+        Message::Notification { method, params } => (None, method, params),
         // A response to a server request; the gateway sends none, so ignore it.
-        return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+        Message::Response { .. } => return respond(StatusCode::ACCEPTED, Value::Null, &call.corr),
     };
-    let id = msg.id().cloned().unwrap_or(Value::Null);
-    let params = msg.params().cloned().unwrap_or(Value::Null);
+    let notification = id.is_none();
+    let id = id.unwrap_or(Value::Null);
+    let method = method.as_str();
 
     // A contained caller (its agent, an ancestor, its owner, or everyone)
     // gets nothing more through the gateway.
@@ -152,7 +157,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
     {
         return respond(StatusCode::BAD_REQUEST, rpc_error(&id, codes::INVALID_REQUEST, &format!("unsupported MCP-Protocol-Version {v}"), None), &call.corr);
     }
-    if msg.id().is_none() {
+    if notification {
         // Notifications need no answer.
         return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
     }

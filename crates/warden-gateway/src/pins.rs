@@ -89,7 +89,7 @@ impl Gateway {
             })
             .collect();
         {
-            let defs = self.definitions.read().expect("definitions lock");
+            let defs = self.definitions.read();
             let fresh: BTreeSet<&str> = listed.iter().map(|(s, _)| s.as_str()).collect();
             all.extend(defs.keys().filter(|t| !fresh.contains(t.server.as_str())).map(|t| ToolDefinition { server: t.server.clone(), name: t.tool.clone() }));
         }
@@ -145,7 +145,7 @@ impl Gateway {
                 }
                 seen.push((tref, def));
             }
-            let mut defs = self.definitions.write().expect("definitions lock");
+            let mut defs = self.definitions.write();
             defs.retain(|t, _| t.server != name);
             defs.extend(seen);
         }

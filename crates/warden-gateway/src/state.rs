@@ -2,14 +2,16 @@
 //! when its change counter moves), the policy bundle, the replay cache, MCP
 //! sessions, the upstream connections, the monitor and the kill switches.
 
-use crate::audit_sink::{AuditSink, now_ms};
+use crate::audit_sink::AuditSink;
 use crate::containment::Containment;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+use warden_core::clock::{now_ms, now_secs};
 use warden_core::{Agent, Kill, Tool, ToolRef};
 use warden_identity::{AccessClaims, ReplayCache, ReplayCheck, RevocationSet, TokenVerifier};
 use warden_inspect::{Inspector, Redactor};
@@ -119,7 +121,7 @@ pub struct Gateway {
     pub(crate) upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
-    pub(crate) sessions: parking_lot::Mutex<crate::sessions::Sessions>,
+    pub(crate) sessions: Mutex<crate::sessions::Sessions>,
     /// Scans arguments, results and tool definitions.
     pub(crate) inspector: Inspector,
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
@@ -128,7 +130,7 @@ pub struct Gateway {
     /// Baselines, risk, taint, limits and breakers.
     pub monitor: Monitor,
     pub(crate) containment: Containment,
-    pub(crate) strangers: parking_lot::Mutex<warden_monitor::Strangers>,
+    pub(crate) strangers: Mutex<warden_monitor::Strangers>,
     /// Requests in flight, for the shutdown drain; closed once it begins.
     inflight: tokio_util::task::TaskTracker,
     pub metrics: crate::metrics::Metrics,
@@ -164,7 +166,7 @@ impl Gateway {
         let service = config.telemetry.service_name.clone();
         let traces =
             config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(service, url, http.clone(), crate::telemetry::otlp_json));
-        let strangers = parking_lot::Mutex::new(warden_monitor::Strangers::new(config.unauthenticated.clone()));
+        let strangers = Mutex::new(warden_monitor::Strangers::new(config.unauthenticated.clone()));
         let one_time_ids = store.one_time_ids(config.dpop_skew_secs);
         let gw = Arc::new(Self {
             config,
@@ -173,7 +175,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             policy: ArcSwap::from_pointee(policy),
             policy_version: Default::default(),
-            last_sync_ms: std::sync::atomic::AtomicI64::new(crate::now_ms()),
+            last_sync_ms: std::sync::atomic::AtomicI64::new(now_ms()),
             verifier,
             replay: Mutex::new(ReplayCache::new(1_000_000)),
             one_time_ids,
@@ -243,7 +245,7 @@ impl Gateway {
     /// first use waits for). An id the store cannot record is an error: the
     /// request must be refused.
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, OneTimeIdsUnavailable> {
-        let local = self.replay.lock().expect("replay cache lock").check_and_insert(id, expires_at, now_secs());
+        let local = self.replay.lock().check_and_insert(id, expires_at, now_secs());
         match local {
             ReplayCheck::Replay => Ok(false),
             // A full cache only loses the fast path: the store still decides.
@@ -260,14 +262,14 @@ impl Gateway {
             self.sync_kills().await;
             self.sync_policy().await?;
         }
-        self.last_sync_ms.store(crate::now_ms(), std::sync::atomic::Ordering::Release);
+        self.last_sync_ms.store(now_ms(), std::sync::atomic::Ordering::Release);
         Ok(changed)
     }
 
     /// Why this gateway must refuse calls now, if its registry copy is
     /// older than `stale_after` (the database has been unreachable).
     pub fn registry_stale(&self) -> Option<String> {
-        let age = stale_for(self.last_sync_ms.load(std::sync::atomic::Ordering::Acquire), crate::now_ms(), self.config.stale_after)?;
+        let age = stale_for(self.last_sync_ms.load(std::sync::atomic::Ordering::Acquire), now_ms(), self.config.stale_after)?;
         Some(format!(
             "this gateway has not been able to read the registry for {:.1} s, so a revocation or kill switch may be missing from its copy; refusing until it can (fail closed)",
             age.as_secs_f64()
@@ -383,10 +385,6 @@ impl Gateway {
 fn stale_for(last_ms: i64, now_ms: i64, bound: Duration) -> Option<Duration> {
     let age = Duration::from_millis(now_ms.saturating_sub(last_ms).max(0) as u64);
     (age > bound).then_some(age)
-}
-
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

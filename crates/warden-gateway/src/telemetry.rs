@@ -63,7 +63,7 @@ pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8])> {
 pub(crate) fn export_call_span(gw: &crate::Gateway, ev: &warden_core::AuditEvent, latency_us: u64, trace: Option<([u8; 16], [u8; 8])>) {
     let Some(t) = &gw.traces else { return };
     let (random_trace, span_id) = random_ids();
-    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let end = u64::try_from(warden_core::clock::since_epoch().as_nanos()).unwrap_or(u64::MAX);
     let opt = |k: &'static str, v: &Option<String>| v.as_ref().map(|v| (k, v.clone()));
     let mut attributes: Vec<(&'static str, String)> =
         [opt("warden.agent", &ev.agent), opt("warden.tool", &ev.tool), opt("warden.task", &ev.task), opt("warden.reason", &ev.reason)]

@@ -17,7 +17,7 @@ impl Gateway {
     /// that used up its failed attempts (nothing is written for it but a
     /// count in the next aggregated record).
     pub fn admit_stranger(&self, source: IpAddr, door: Door) -> Result<(), Throttled> {
-        let r = self.strangers.lock().admit(Source::of(source), door, crate::now_ms());
+        let r = self.strangers.lock().admit(Source::of(source), door, warden_core::clock::now_ms());
         if r.is_err() {
             self.metrics.observe_unauthenticated(true);
         }
@@ -28,7 +28,7 @@ impl Gateway {
     /// claimed to be) go into the window's tally.
     pub fn stranger_failed(&self, source: IpAddr, door: Door, reason: &str, claimed: Claimed<'_>) {
         self.metrics.observe_unauthenticated(false);
-        self.strangers.lock().failed(Source::of(source), door, reason, claimed, crate::now_ms());
+        self.strangers.lock().failed(Source::of(source), door, reason, claimed, warden_core::clock::now_ms());
     }
 
     /// Write each window's aggregated records.

@@ -23,6 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod sse;
+
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// Largest upstream message (JSON body, SSE event or stdio line) the gateway
@@ -95,7 +97,7 @@ pub enum UpstreamError {
     Config { server: String, message: String },
 }
 
-type Pending = Arc<std::sync::Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
+type Pending = Arc<parking_lot::Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
 
 struct StdioConn {
     tx: mpsc::Sender<String>,
@@ -139,7 +141,7 @@ struct AttemptEnd<'a> {
 impl Drop for AttemptEnd<'_> {
     fn drop(&mut self) {
         {
-            let mut link = self.up.link.lock().expect("link lock");
+            let mut link = self.up.link.lock();
             if link.connecting == Some(self.started) {
                 link.connecting = None;
             }
@@ -178,7 +180,7 @@ struct PendingEntry<'a> {
 
 impl Drop for PendingEntry<'_> {
     fn drop(&mut self) {
-        self.pending.lock().expect("pending lock").remove(&self.id);
+        self.pending.lock().remove(&self.id);
     }
 }
 
@@ -208,7 +210,7 @@ struct Credentials {
     fixed: Vec<(String, String)>,
     files: Vec<(String, std::path::PathBuf)>,
     /// When the files were last read, and their values then.
-    current: std::sync::RwLock<(std::time::Instant, Vec<(String, String)>)>,
+    current: parking_lot::RwLock<(std::time::Instant, Vec<(String, String)>)>,
 }
 
 impl Credentials {
@@ -225,9 +227,9 @@ impl Credentials {
     /// The headers to send now, re-reading the files when due. A file that
     /// cannot be read during a rotation leaves its last good value in use.
     fn headers(&self, server: &str) -> Vec<(String, String)> {
-        let due = self.current.read().expect("credentials lock").0.elapsed() >= CREDENTIAL_RECHECK;
+        let due = self.current.read().0.elapsed() >= CREDENTIAL_RECHECK;
         if due && !self.files.is_empty() {
-            let mut cur = self.current.write().expect("credentials lock");
+            let mut cur = self.current.write();
             if cur.0.elapsed() >= CREDENTIAL_RECHECK {
                 for (i, (header, path)) in self.files.iter().enumerate() {
                     match Self::read_file(server, header, path) {
@@ -242,7 +244,7 @@ impl Credentials {
                 cur.0 = std::time::Instant::now();
             }
         }
-        let cur = self.current.read().expect("credentials lock");
+        let cur = self.current.read();
         self.fixed.iter().chain(cur.1.iter()).cloned().collect()
     }
 }
@@ -252,7 +254,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     http: reqwest::Client,
     credentials: Credentials,
-    link: std::sync::Mutex<Link>,
+    link: parking_lot::Mutex<Link>,
     /// Woken when an attempt to connect ends.
     link_changed: tokio::sync::Notify,
     next_id: AtomicI64,
@@ -282,7 +284,7 @@ impl Upstream {
                 files.push((header.clone(), path.clone()));
             }
         }
-        let credentials = Credentials { fixed, files, current: std::sync::RwLock::new((std::time::Instant::now(), from_files)) };
+        let credentials = Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) };
         Ok(Self { config, http, credentials, link: Default::default(), link_changed: Default::default(), next_id: AtomicI64::new(1) })
     }
 
@@ -365,7 +367,7 @@ impl Upstream {
     /// together instead of one attempt after another.
     async fn connection(&self, arrived: Instant, deadline: Instant, stale: Option<&Arc<Conn>>) -> Result<Arc<Conn>, UpstreamError> {
         if let Some(s) = stale {
-            let mut link = self.link.lock().expect("link lock");
+            let mut link = self.link.lock();
             if link.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, s)) {
                 link.conn = None;
             }
@@ -374,7 +376,7 @@ impl Upstream {
             let notified = self.link_changed.notified();
             tokio::pin!(notified);
             let next = {
-                let mut link = self.link.lock().expect("link lock");
+                let mut link = self.link.lock();
                 let now = Instant::now();
                 if let Some(c) = link.conn.as_ref().filter(|c| c.alive()) {
                     Next::Use(c.clone())
@@ -404,7 +406,7 @@ impl Upstream {
     async fn attempt(&self, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
         let _end = AttemptEnd { up: self, started };
         let made = tokio::time::timeout_at(deadline.into(), self.connect()).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
-        let mut link = self.link.lock().expect("link lock");
+        let mut link = self.link.lock();
         match made {
             // An overlapping attempt connected first: use its connection
             // (this one is dropped: its child process ends, its session idles).
@@ -506,7 +508,7 @@ impl Upstream {
         match conn {
             Conn::Stdio(s) => {
                 let (tx, rx) = oneshot::channel();
-                s.pending.lock().expect("pending lock").insert(id, tx);
+                s.pending.lock().insert(id, tx);
                 let _entry = PendingEntry { pending: &s.pending, id };
                 let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
                 if !s.alive.load(Ordering::Relaxed) || s.tx.send(msg).await.is_err() {
@@ -604,41 +606,17 @@ impl Upstream {
     /// the server streams first are skipped); the caller checks its id.
     async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut data = String::new();
-        // Where the search for the next newline resumes, so a long line
-        // arriving in many chunks is scanned once.
-        let mut scanned = 0;
+        let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
-            buf.extend_from_slice(&chunk);
-            if buf.len() + data.len() > MAX_MESSAGE_BYTES {
-                return Err(self.too_large());
-            }
-            while let Some(rel) = buf[scanned..].iter().position(|c| *c == b'\n') {
-                let pos = scanned + rel;
-                scanned = 0;
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !data.is_empty() {
-                        if let Ok(v) = serde_json::from_str::<Value>(&data)
-                            && v.get("method").is_none()
-                            && (v.get("result").is_some() || v.get("error").is_some())
-                        {
-                            return Ok(v);
-                        }
-                        data.clear();
-                    }
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+            for data in events.push(&chunk).map_err(|sse::TooLarge| self.too_large())? {
+                if let Ok(v) = serde_json::from_str::<Value>(&data)
+                    && v.get("method").is_none()
+                    && (v.get("result").is_some() || v.get("error").is_some())
+                {
+                    return Ok(v);
                 }
             }
-            scanned = buf.len();
         }
         Err(UpstreamError::Protocol { server: self.name().into(), message: "event stream ended without a response".into() })
     }
@@ -698,7 +676,7 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
         let id = msg.get("id").cloned();
         match (id, msg.get("method").and_then(Value::as_str)) {
             // A response to one of ours.
-            (Some(id), None) => match id.as_i64().and_then(|i| pending.lock().expect("pending lock").remove(&i)) {
+            (Some(id), None) => match id.as_i64().and_then(|i| pending.lock().remove(&i)) {
                 Some(tx) => {
                     let _ = tx.send(msg);
                 }
@@ -720,6 +698,6 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
         }
     }
     alive.store(false, Ordering::Relaxed);
-    pending.lock().expect("pending lock").clear();
+    pending.lock().clear();
     tracing::warn!(upstream = %name, "upstream process closed its stdout; it will be restarted on the next call");
 }

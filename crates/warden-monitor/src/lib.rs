@@ -30,9 +30,9 @@ pub use risk::{Risk, RiskEvent};
 pub use strangers::{Claimed, Door, Source, Strangers, StrangersConfig, Throttled};
 pub use taint::Taint;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use warden_core::ToolRef;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -255,7 +255,7 @@ pub struct Admitted<'a> {
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if let Some(probe) = self.probe
-            && let Some(b) = self.monitor.breakers.lock().expect("monitor lock").get_mut(&self.tool)
+            && let Some(b) = self.monitor.breakers.lock().get_mut(&self.tool)
         {
             b.abandon(probe);
         }
@@ -297,7 +297,7 @@ impl Monitor {
         let shape = CallShape { tool: &tool, sensitivity_level: c.sensitivity_level, high_impact: c.exfil_capable || c.financial, now_ms: c.now_ms };
         let hl = self.cfg.half_life_ms();
         let (anomaly, risk, learning, calls_this_minute) = {
-            let mut agents = self.agents.lock().expect("monitor lock");
+            let mut agents = self.agents.lock();
             let (state, dirty) = agents.entry(c.agent.to_string()).or_default();
             let anomaly = state.baseline.anomaly(&shape, &self.cfg.learning);
             let learning = state.baseline.learning(&self.cfg.learning, c.now_ms);
@@ -307,7 +307,7 @@ impl Monitor {
             (anomaly, state.risk.score(c.now_ms, hl), learning, state.baseline.minute_rate(c.now_ms))
         };
         let taint = self.taint_of(c);
-        let refusal = self.limits.lock().expect("monitor lock").check(c, c.now_ms).map(Refusal::Limit);
+        let refusal = self.limits.lock().check(c, c.now_ms).map(Refusal::Limit);
         let why = if anomaly.signals.is_empty() {
             format!("anomaly {}", anomaly.score)
         } else {
@@ -319,7 +319,7 @@ impl Monitor {
 
     /// What the call's lineage (the agent, its ancestors and sub-agents) has read.
     fn taint_of(&self, c: &Call<'_>) -> Taint {
-        self.taint.lock().expect("monitor lock").get(c.lineage_root).map(|(t, _)| *t).unwrap_or_default()
+        self.taint.lock().get(c.lineage_root).map(|(t, _)| *t).unwrap_or_default()
     }
 
     /// Just before forwarding: consult the tool's breaker and consume the
@@ -329,32 +329,32 @@ impl Monitor {
     /// abandoned so the next call probes.
     pub fn admit(&self, c: &Call<'_>) -> Result<Admitted<'_>, Refusal> {
         let probe = {
-            let mut breakers = self.breakers.lock().expect("monitor lock");
+            let mut breakers = self.breakers.lock();
             match breakers.get_mut(c.tool) {
                 Some(b) => b.allow(c.now_ms).map_err(|until_ms| Refusal::Breaker { tool: c.tool.to_string(), until_ms })?,
                 None => None,
             }
         };
         let admitted = Admitted { monitor: self, tool: c.tool.clone(), probe };
-        self.limits.lock().expect("monitor lock").admit(c, c.now_ms).map_err(Refusal::Limit)?;
+        self.limits.lock().admit(c, c.now_ms).map_err(Refusal::Limit)?;
         Ok(admitted)
     }
 
     /// Count a result's records against `records` limits; refused (the
     /// result must be withheld) when they would exceed one.
     pub fn take_records(&self, c: &Call<'_>, records: u64) -> Result<(), LimitHit> {
-        self.limits.lock().expect("monitor lock").take_records(c, records as f64, c.now_ms)
+        self.limits.lock().take_records(c, records as f64, c.now_ms)
     }
 
     /// Learn the outcome; returns a containment cause when the agent must
     /// be contained before its next call.
     pub fn finish(&self, c: &Call<'_>, o: &Outcome) -> Option<String> {
         if let Some(ok) = o.upstream_ok {
-            let mut breakers = self.breakers.lock().expect("monitor lock");
+            let mut breakers = self.breakers.lock();
             breakers.entry(c.tool.clone()).or_default().record(&self.cfg.breaker, ok, c.now_ms);
         }
         if o.taint != Taint::default() {
-            let mut taint = self.taint.lock().expect("monitor lock");
+            let mut taint = self.taint.lock();
             if taint.len() >= MAX_TAINTED {
                 let idle = self.cfg.session_idle_secs as i64 * 1000;
                 taint.retain(|_, (_, at)| c.now_ms - *at < idle);
@@ -364,7 +364,7 @@ impl Monitor {
             e.1 = c.now_ms;
         }
         let hl = self.cfg.half_life_ms();
-        let mut agents = self.agents.lock().expect("monitor lock");
+        let mut agents = self.agents.lock();
         let (state, dirty) = agents.entry(c.agent.to_string()).or_default();
         *dirty = true;
         state.baseline.outcome(o.denied || o.failed);
@@ -396,7 +396,7 @@ impl Monitor {
     /// token's scope, an unknown or unavailable tool): counts as a denial.
     pub fn refused(&self, agent: &str, now_ms: i64) -> Option<String> {
         let hl = self.cfg.half_life_ms();
-        let mut agents = self.agents.lock().expect("monitor lock");
+        let mut agents = self.agents.lock();
         let (state, dirty) = agents.entry(agent.to_string()).or_default();
         *dirty = true;
         state.baseline.outcome(true);
@@ -406,18 +406,18 @@ impl Monitor {
 
     /// What the monitor knows of an agent now.
     pub fn summary(&self, agent: &str, now_ms: i64) -> Option<AgentSummary> {
-        self.agents.lock().expect("monitor lock").get(agent).map(|(s, _)| s.summary(&self.cfg, now_ms))
+        self.agents.lock().get(agent).map(|(s, _)| s.summary(&self.cfg, now_ms))
     }
 
     /// Current risk (0-100) of an agent.
     pub fn risk(&self, agent: &str, now_ms: i64) -> u8 {
-        self.agents.lock().expect("monitor lock").get(agent).map(|(s, _)| s.risk.score(now_ms, self.cfg.half_life_ms())).unwrap_or(0)
+        self.agents.lock().get(agent).map(|(s, _)| s.risk.score(now_ms, self.cfg.half_life_ms())).unwrap_or(0)
     }
 
     /// An operator lifted a containment: the risk starts again from zero
     /// (the baseline is kept).
     pub fn reset_risk(&self, agent: &str) {
-        if let Some((s, dirty)) = self.agents.lock().expect("monitor lock").get_mut(agent) {
+        if let Some((s, dirty)) = self.agents.lock().get_mut(agent) {
             s.risk = Risk::default();
             *dirty = true;
         }
@@ -426,13 +426,13 @@ impl Monitor {
     /// Load persisted state (at start-up).
     pub fn restore(&self, agent: &str, json: &str) -> Result<(), MonitorError> {
         let state: AgentState = serde_json::from_str(json).map_err(|e| MonitorError::State { agent: agent.into(), why: e.to_string() })?;
-        self.agents.lock().expect("monitor lock").insert(agent.to_string(), (state, false));
+        self.agents.lock().insert(agent.to_string(), (state, false));
         Ok(())
     }
 
     /// States changed since the last call, as JSON, marked clean.
     pub fn take_dirty(&self) -> Vec<(String, String)> {
-        let mut agents = self.agents.lock().expect("monitor lock");
+        let mut agents = self.agents.lock();
         agents
             .iter_mut()
             .filter(|(_, (_, d))| *d)
@@ -445,7 +445,7 @@ impl Monitor {
 
     /// Put states back as dirty after a failed write.
     pub fn mark_dirty(&self, agents: &[String]) {
-        let mut map = self.agents.lock().expect("monitor lock");
+        let mut map = self.agents.lock();
         for a in agents {
             if let Some((_, d)) = map.get_mut(a) {
                 *d = true;
@@ -579,7 +579,7 @@ mod tests {
         assert!(m.take_dirty().is_empty());
         let m2 = Monitor::new(cfg());
         m2.restore("a", &dirty[0].1).unwrap();
-        let s = m2.agents.lock().unwrap().get("a").unwrap().0.summary(&cfg(), 30_000);
+        let s = m2.agents.lock().get("a").unwrap().0.summary(&cfg(), 30_000);
         assert_eq!((s.calls, s.learning), (30, false));
         assert!(m2.restore("b", "{not json").unwrap_err().to_string().contains("relearned"));
     }

@@ -4,10 +4,11 @@ use cedar_policy::{
     Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use parking_lot::RwLock;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use warden_core::{Decision, Obligation};
 
 /// One policy file's text and a name for messages.
@@ -88,8 +89,9 @@ pub struct PolicyBundle {
     /// Candidate sets by the indices of their policies: Cedar evaluates every
     /// policy it is given, so evaluating only those whose scope can match a
     /// request keeps the cost independent of how many per-agent and per-tool
-    /// policies exist.
-    candidates: Mutex<HashMap<Vec<u32>, Arc<Candidates>>>,
+    /// policies exist. Read-mostly: every call after the first of its
+    /// shape is a hit under a shared lock.
+    candidates: RwLock<HashMap<Vec<u32>, Arc<Candidates>>>,
     authorizer: Authorizer,
     call_action: EntityUid,
     result_action: EntityUid,
@@ -187,7 +189,7 @@ impl PolicyBundle {
             policies,
             meta,
             index,
-            candidates: Mutex::new(HashMap::new()),
+            candidates: RwLock::new(HashMap::new()),
             authorizer: Authorizer::new(),
             call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
             result_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("receive_result")),
@@ -305,10 +307,11 @@ impl PolicyBundle {
             .filter(|(_, (_, p, r))| p.admits(&uids.principal, &uids.owner) && r.admits(&uids.resource, &uids.server))
             .map(|(i, _)| i as u32)
             .collect();
-        let mut cache = self.candidates.lock().expect("candidate cache lock");
-        if let Some(c) = cache.get(&key) {
+        if let Some(c) = self.candidates.read().get(&key) {
             return c.clone();
         }
+        // Built outside the lock: two callers missing at once build the same
+        // set twice, and the second insert replaces an equal value.
         let (mut relaxed, mut approvals) = (PolicySet::new(), PolicySet::new());
         for &i in &key {
             let id = &self.index[i as usize].0;
@@ -318,10 +321,11 @@ impl PolicyBundle {
         }
         let has_approvals = approvals.policies().next().is_some();
         let approvals = has_approvals.then_some(approvals);
+        let c = Arc::new(Candidates { relaxed, approvals });
+        let mut cache = self.candidates.write();
         if cache.len() >= CANDIDATE_CACHE {
             cache.clear();
         }
-        let c = Arc::new(Candidates { relaxed, approvals });
         cache.insert(key, c.clone());
         c
     }

@@ -175,7 +175,7 @@ fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match store.make_checkpoint(&key, &origin, warden_gateway::now_ms()).await {
+            match store.make_checkpoint(&key, &origin, warden_core::clock::now_ms()).await {
                 Ok(Some(cp)) => {
                     if let Some(dir) = &publish_to
                         && let Err(e) = warden_audit::publish(dir, cp.size, &cp.note)

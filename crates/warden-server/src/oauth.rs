@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use warden_core::clock::now_secs;
 use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, ToolRef, untrusted_text};
-use warden_gateway::{Gateway, now_secs};
+use warden_gateway::Gateway;
 use warden_identity::{
     AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
     verify_client_assertion, verify_dpop_proof,

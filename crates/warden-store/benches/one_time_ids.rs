@@ -6,6 +6,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicU64, Ordering};
+use warden_core::clock::now_secs;
 use warden_identity::ReplayCache;
 use warden_store::Store;
 
@@ -16,17 +17,13 @@ fn id() -> String {
     format!("dpop:0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I:{:022}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
 fn one_time_ids(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _ctx = rt.enter();
     let mut g = c.benchmark_group("one-time id");
     let mut cache = ReplayCache::new(1_000_000);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("in-memory cache only (before)", |b| b.iter(|| cache.check_and_insert(&id(), now() + 120, now())));
+    g.bench_function("in-memory cache only (before)", |b| b.iter(|| cache.check_and_insert(&id(), now_secs() + 120, now_secs())));
 
     let dir = tempfile::tempdir().unwrap();
     let mut stores = vec![("sqlite", rt.block_on(Store::open(&dir.path().join("bench.db"))).unwrap())];
@@ -36,7 +33,7 @@ fn one_time_ids(c: &mut Criterion) {
     for (name, store) in stores {
         let w = store.one_time_ids(60);
         g.throughput(Throughput::Elements(1));
-        g.bench_function(format!("{name}, a lone request"), |b| b.iter(|| rt.block_on(w.claim(id(), now() + 120)).unwrap()));
+        g.bench_function(format!("{name}, a lone request"), |b| b.iter(|| rt.block_on(w.claim(id(), now_secs() + 120)).unwrap()));
         g.throughput(Throughput::Elements(64));
         g.bench_function(format!("{name}, 64 requests at once"), |b| {
             b.iter(|| {
@@ -44,7 +41,7 @@ fn one_time_ids(c: &mut Criterion) {
                     let claims: Vec<_> = (0..64)
                         .map(|_| {
                             let w = w.clone();
-                            tokio::spawn(async move { w.claim(id(), now() + 120).await })
+                            tokio::spawn(async move { w.claim(id(), now_secs() + 120).await })
                         })
                         .collect();
                     for c in claims {

@@ -155,7 +155,7 @@ async fn claim_batches(store: Store, mut rx: tokio::sync::mpsc::Receiver<(String
         tokio::select! {
             n = rx.recv_many(&mut batch, MAX_CLAIM_BATCH) => if n == 0 { return },
             _ = prune.tick() => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                let now = warden_core::clock::now_secs();
                 if let Err(e) = store.prune_one_time_ids(now - prune_grace_secs).await {
                     tracing::warn!("pruning expired one-time ids failed (retried in a minute): {e}");
                 }

@@ -234,7 +234,7 @@ async fn a_one_time_id_is_first_only_once_across_stores_restarts_and_batches() {
         pairs.push((Store::connect(url).await.unwrap(), Store::connect(url).await.unwrap()));
     }
     // Unexpired now: the writer prunes what expired when it starts.
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1000;
+    let exp = warden_core::clock::now_secs() + 1000;
     for (a, b) in pairs {
         let ids = |v: &[&str]| v.iter().map(|i| (i.to_string(), exp)).collect::<Vec<_>>();
         assert_eq!(a.claim_one_time_ids(&ids(&["x", "y"])).await.unwrap(), [true, true]);

@@ -18,8 +18,7 @@ pub async fn fresh_postgres_url() -> Result<Option<String>, StoreError> {
         eprintln!("note: {URL_ENV} is not set; PostgreSQL backend not tested here");
         return Ok(None);
     };
-    let name =
-        format!("warden_t_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let name = format!("warden_t_{}_{}", std::process::id(), warden_core::clock::since_epoch().as_nanos());
     let db = |source| StoreError::Db { context: "creating a test database", source };
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.map_err(db)?;

@@ -3,14 +3,11 @@
 use crate::cli::{AgentCmd, KeyArgs, RegisterArgs, TokenCmd};
 use crate::open_store;
 use anyhow::{Context, Result, bail};
+use warden_core::clock::now_secs;
 use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, ToolRef};
 use warden_identity::{Keypair, PublicKey};
 use warden_server::ServerConfig;
 use warden_store::{RevocationKind, Store};
-
-pub fn now() -> i64 {
-    warden_gateway::now_secs()
-}
 
 /// Accept `NAME` or a full SPIFFE id.
 pub fn agent_id(cfg: &ServerConfig, s: &str) -> Result<AgentId> {
@@ -41,7 +38,7 @@ pub async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> R
     // Same chain and key as the server; the store serializes the writers.
     let key = warden_server::load_or_create_key(&cfg.key_path())?;
     let mut w = store.audit_appender(key).await?;
-    w.append(vec![(ev, chrono::Utc::now().timestamp_millis())]).await.context("appending the audit record")?;
+    w.append(vec![(ev, warden_core::clock::now_ms())]).await.context("appending the audit record")?;
     Ok(())
 }
 
@@ -79,7 +76,7 @@ async fn register(cfg: &ServerConfig, store: &Store, a: &RegisterArgs) -> Result
         status: AgentStatus::Active,
         public_key,
         parent,
-        created_at: now(),
+        created_at: now_secs(),
     };
     store.insert_agent(&agent).await?;
     audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:register", &format!("owner {}, tools {}", a.owner, a.tools.join(","))))
@@ -119,7 +116,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             let a = store.get_agent(&agent_id(cfg, agent)?).await?;
             print_agent(&a);
             // The monitor's calls and risk as the gateway last saved them.
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = warden_core::clock::now_ms();
             let state = store.monitor_states().await?.into_iter().find(|s| s.agent == a.id.as_str());
             let summary = state.and_then(|s| serde_json::from_str::<warden_monitor::AgentState>(&s.state).ok()).map(|s| s.summary(&cfg.monitor, now));
             let (calls, risk) = summary.map(|s| (s.calls, s.risk)).unwrap_or_default();
@@ -154,7 +151,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             let id = agent_id(cfg, agent)?;
             store.get_agent(&id).await?;
             let pk = public_key(key)?;
-            store.rotate_key(&id, &pk, now()).await?;
+            store.rotate_key(&id, &pk, now_secs()).await?;
             audit_admin(&store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:rotate-key", "key rotated; earlier tokens revoked")).await?;
             println!("rotated key of {id}; new thumbprint {}", warden_identity::thumbprint(&pk));
             Ok(())
@@ -164,7 +161,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
 
 async fn set_status(cfg: &ServerConfig, store: &Store, agent: &str, status: AgentStatus, reason: &str) -> Result<()> {
     let id = agent_id(cfg, agent)?;
-    store.set_agent_status(&id, status, reason, now()).await?;
+    store.set_agent_status(&id, status, reason, now_secs()).await?;
     audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), &format!("agent:{}", status.as_str()), reason)).await?;
     println!("{id} is now {}", status.as_str());
     Ok(())
@@ -183,7 +180,7 @@ pub async fn token(cfg: &ServerConfig, cmd: &TokenCmd) -> Result<()> {
         }
         _ => bail!("give one of --jti, --task or --agent"),
     };
-    store.revoke(kind, &value, reason, now()).await?;
+    store.revoke(kind, &value, reason, now_secs()).await?;
     let mut ev = admin_event(EventKind::Revocation, None, "token:revoke", reason);
     match kind {
         RevocationKind::Token => ev.token_id = Some(value.clone()),

@@ -37,7 +37,7 @@ fn line(a: &Approval) -> String {
 
 pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
     let store = open_store(cfg).await?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = warden_core::clock::now_ms();
     match cmd {
         ApprovalsCmd::List { all, json } => {
             let list = store.list_approvals(!all, 500).await?;
@@ -90,7 +90,7 @@ pub async fn operator(cfg: &ServerConfig, cmd: &OperatorCmd) -> Result<()> {
             let mut secret = [0u8; 32];
             getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let token = format!("wdn_{}", hex::encode(secret));
-            store.add_operator(name, role, &sha256_hex(token.as_bytes()), chrono::Utc::now().timestamp_millis()).await?;
+            store.add_operator(name, role, &sha256_hex(token.as_bytes()), warden_core::clock::now_ms()).await?;
             audit_admin(&store, cfg, admin_event(EventKind::OperatorChanged, None, "operator:add", &format!("operator {name} added as {role}"))).await?;
             eprintln!("operator {name} added as {role}; their token (shown once, keep it secret):");
             println!("{token}");

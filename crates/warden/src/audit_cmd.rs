@@ -121,7 +121,7 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
                 }
                 AuditCmd::Checkpoint { out } => {
                     let key = gateway_key(cli)?;
-                    let cp = store.make_checkpoint(&key, &cfg.audit_origin(), warden_gateway::now_ms()).await?;
+                    let cp = store.make_checkpoint(&key, &cfg.audit_origin(), warden_core::clock::now_ms()).await?;
                     let cp = cp.context("the audit log is empty: nothing to checkpoint yet")?;
                     if let Some(dir) = &cfg.audit.publish_checkpoints_to {
                         let path = warden_audit::publish(dir, cp.size, &cp.note)?;

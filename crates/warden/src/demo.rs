@@ -3,11 +3,11 @@
 //! sub-agent, and drives them through allowed and refused calls, then shows
 //! the audit log catching a tampered record.
 
-use crate::agent_cmd::now;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use warden_client::{AgentClient, Reply};
+use warden_core::clock::{now_ms, now_secs};
 use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Autonomy, Sensitivity, ToolRef};
 use warden_identity::{AccessClaims, Actor, Confirmation, Keypair, make_dpop_proof};
 use warden_server::ServerConfig;
@@ -157,7 +157,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             d
         }
         None => {
-            let d = std::env::temp_dir().join(format!("warden-demo-{}-{}", std::process::id(), now()));
+            let d = std::env::temp_dir().join(format!("warden-demo-{}-{}", std::process::id(), now_secs()));
             std::fs::create_dir_all(&d)?;
             d
         }
@@ -214,7 +214,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             status: AgentStatus::Active,
             public_key: bot_key.public().to_b64(),
             parent: None,
-            created_at: now(),
+            created_at: now_secs(),
         })
         .await?;
     store
@@ -227,7 +227,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             status: AgentStatus::Active,
             public_key: helper_key.public().to_b64(),
             parent: Some(bot_id.clone()),
-            created_at: now(),
+            created_at: now_secs(),
         })
         .await?;
     gw.refresh().await?;
@@ -286,8 +286,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let alice = warden_core::Operator { name: "alice".into(), role: warden_core::Role::Approver };
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-    store.add_operator(&alice.name, alice.role, &warden_core::sha256_hex(&secret), chrono::Utc::now().timestamp_millis()).await?;
-    store.decide_approval(&pending.id, &alice, true, "checked with the customer", chrono::Utc::now().timestamp_millis()).await?;
+    store.add_operator(&alice.name, alice.role, &warden_core::sha256_hex(&secret), now_ms()).await?;
+    store.decide_approval(&pending.id, &alice, true, "checked with the customer", now_ms()).await?;
     println!("    operator alice: warden approvals approve {} --operator-token-file alice.token", pending.id);
     let (b, r) = held.await?;
     bot = b;
@@ -306,7 +306,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             status: AgentStatus::Active,
             public_key: rogue_key.public().to_b64(),
             parent: None,
-            created_at: now(),
+            created_at: now_secs(),
         })
         .await?;
     gw.refresh().await?;
@@ -350,9 +350,9 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         iss: running.public_url.clone(),
         sub: "alice@example.com".into(),
         aud: gw.config.resource.clone(),
-        exp: now() - 1,
-        iat: now() - 301,
-        nbf: now() - 301,
+        exp: now_secs() - 1,
+        iat: now_secs() - 301,
+        nbf: now_secs() - 301,
         jti: "demo-expired".into(),
         client_id: bot_id.to_string(),
         scope: "onboarding/customer_lookup".into(),
@@ -362,7 +362,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         chain: vec![],
     };
     let expired = running.issuer.issue(&expired);
-    let proof = make_dpop_proof(&bot_key, "POST", &bot.mcp_url(), Some(&expired), now());
+    let proof = make_dpop_proof(&bot_key, "POST", &bot.mcp_url(), Some(&expired), now_secs());
     let body = json!({ "jsonrpc": "2.0", "id": 99, "method": "tools/list" }).to_string().into_bytes();
     let r = bot.post_raw(body, Some(format!("DPoP {expired}")), Some(proof)).await?;
     println!("    {}", outcome(&r));
@@ -376,7 +376,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     println!("    first use:  HTTP {}\n    replay:     {}", first.status, outcome(&second));
 
     s.step("Operator revokes the task: the agent's and sub-agent's tokens die before their next call");
-    store.revoke(RevocationKind::Task, "onboard customer c-1001", "demo: task finished", now()).await?;
+    store.revoke(RevocationKind::Task, "onboard customer c-1001", "demo: task finished", now_secs()).await?;
     gw.refresh().await?;
     println!("    agent:     {}", outcome(&bot.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await?));
     println!("    sub-agent: {}", outcome(&helper.call_tool("onboarding__email_send", json!({ "to": "ops@example.com", "subject": "x", "body": "y" })).await?));
@@ -386,7 +386,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
     let report = crate::audit_cmd::verify_store(&store, &key).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("    verify: OK — {} records, head {}…", report.records, &report.head.hash[..16]);
     let signing_key = warden_server::load_or_create_key(&cfg.key_path())?;
-    let cp = store.make_checkpoint(&signing_key, &cfg.audit_origin(), now() * 1000).await?.context("the log has records")?;
+    let cp = store.make_checkpoint(&signing_key, &cfg.audit_origin(), now_ms()).await?.context("the log has records")?;
     println!("    signed checkpoint to publish elsewhere (C2SP signed note, RFC 9162 Merkle root):");
     for line in cp.note.lines() {
         println!("      {line}");

@@ -21,7 +21,7 @@ fn when(ms: i64) -> String {
 
 pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
     let store = open_store(cfg).await?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = warden_core::clock::now_ms();
     let (scope, target, reason) = match cmd {
         KillCmd::Agent { agent, reason } => {
             let id = agent_id(cfg, agent)?;
@@ -99,7 +99,7 @@ pub async fn monitor(cfg: &ServerConfig, cmd: &MonitorCmd) -> Result<()> {
     let MonitorCmd::Show { agent, json } = cmd;
     let store = open_store(cfg).await?;
     let want = agent.as_deref().map(|a| agent_id(cfg, a)).transpose()?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = warden_core::clock::now_ms();
     let mut shown = 0;
     for warden_store::StoredMonitorState { agent: id, state, updated_ms: saved } in store.monitor_states().await? {
         if want.as_ref().is_some_and(|w| w.as_str() != id) {

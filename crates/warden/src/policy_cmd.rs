@@ -66,7 +66,7 @@ pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<()> {
             let cfg = crate::load_config(cli)?;
             let store = crate::open_store(&cfg).await?;
             let by = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-            let version = store.push_policy(&text, &sha, &by, chrono::Utc::now().timestamp_millis()).await?;
+            let version = store.push_policy(&text, &sha, &by, warden_core::clock::now_ms()).await?;
             let mut ev = crate::agent_cmd::admin_event(EventKind::PolicyChanged, None, &format!("policy:push v{version}"), reason);
             ev.args_sha256 = Some(sha.clone());
             ev.policies = bundle.policy_ids();

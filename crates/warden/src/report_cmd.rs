@@ -273,7 +273,7 @@ pub async fn run(cfg: &ServerConfig, out: &Path) -> Result<()> {
         ),
     ];
     let report = json!({
-        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "generated_at": chrono::DateTime::from_timestamp_millis(warden_core::clock::now_ms()).unwrap_or_default().to_rfc3339(),
         "warden_version": env!("CARGO_PKG_VERSION"),
         "period": { "first_record_ms": if first_ms == i64::MAX { None } else { Some(first_ms) }, "last_record_ms": (last_ms > 0).then_some(last_ms) },
         "audit_verification": verification,

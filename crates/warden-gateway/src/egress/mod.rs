@@ -354,7 +354,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         let retry = format!("Retry-After: {}\r\n", t.retry_after_secs);
         return reply(&mut client, "429 Too Many Requests", &retry, "too many failed authentications from this address; retry later").await;
     }
-    let auth = match gw.authenticate_egress(&token, crate::now_secs()) {
+    let auth = match gw.authenticate_egress(&token, warden_core::clock::now_secs()) {
         Ok(a) => a,
         Err(f) => {
             let claimed = f.agent.as_deref().map_or(Claimed::Nothing, Claimed::Verified);
@@ -364,7 +364,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     };
     let mut trail = Trail::new(EventKind::EgressConnection, &correlation_id(), format!("egress:{}", head.method), &auth, start);
     trail.set_args_digest(hex::encode(sha2::Sha256::digest(target.as_bytes())));
-    let mut p = Pipeline::new(&gw, &auth, crate::now_secs(), trail);
+    let mut p = Pipeline::new(&gw, &auth, warden_core::clock::now_secs(), trail);
     if let Err(r) = p.check_kills(None) {
         return refuse(&gw, &mut client, &p, r).await;
     }
@@ -449,7 +449,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         status: ToolStatus::Approved,
     };
     let call = Target { tool, args, arg_bytes: target.len() + body.len() };
-    let mcall = enforce::monitor_call(&auth, &call.tool, &call.args, call.arg_bytes, crate::now_ms());
+    let mcall = enforce::monitor_call(&auth, &call.tool, &call.args, call.arg_bytes, warden_core::clock::now_ms());
     let assessed = p.assess(&mcall);
     let decided = p.screen(&assessed).and_then(|()| match &rule {
         None => Err(Refusal::NotGranted(format!("{shown}{} is not in agent {name}'s egress allowlist", path.as_deref().filter(|_| clean).unwrap_or("")))),

@@ -4,9 +4,9 @@
 //! the call is authorized again as it is released.
 
 use super::{Ask, Assessed, Inspection, MonitorView, Permit, Pipeline, Refusal, Target, facts};
-use crate::audit_sink::now_ms;
-use crate::state::now_secs;
 use std::time::{Duration, Instant};
+use warden_core::clock::now_ms;
+use warden_core::clock::now_secs;
 use warden_core::{Approval, ApprovalStatus, Decision, EventKind, Verdict};
 use warden_inspect::{Method, Rule};
 

@@ -33,13 +33,14 @@ pub(crate) use facts::{Ask, MonitorView, facts, finding_labels, monitor_call};
 pub(crate) use refusal::{Refusal, Withheld};
 pub(crate) use settle::{contain_agent, settle};
 
-use crate::audit_sink::{AuditUnavailable, now_ms};
+use crate::audit_sink::AuditUnavailable;
 use crate::authn::Authenticated;
 use crate::state::Gateway;
 use crate::upstream::{Upstream, UpstreamError};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
+use warden_core::clock::now_ms;
 use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, Verdict, canonical_json, sha256_hex};
 use warden_inspect::Rule;
 use warden_monitor::{Assessment, Outcome, Taint, records_in};
@@ -506,7 +507,7 @@ pub(crate) fn visible_tools(gw: &Gateway, auth: &Authenticated, now: i64) -> Vec
     let kills = gw.kills();
     let empty = json!({});
     let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
-    let defs = gw.definitions.read().expect("definitions lock");
+    let defs = gw.definitions.read();
     defs.iter()
         .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
         .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))

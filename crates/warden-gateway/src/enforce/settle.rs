@@ -2,9 +2,9 @@
 //! assessment or outcome takes it over the threshold is contained (a
 //! `@critical` violation also demotes it).
 
-use crate::audit_sink::now_ms;
 use crate::state::Gateway;
 use std::time::Instant;
+use warden_core::clock::now_ms;
 use warden_core::{Kill, KillScope};
 use warden_monitor::{Assessment, Outcome};
 

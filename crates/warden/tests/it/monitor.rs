@@ -3,9 +3,7 @@
 //! operator kill switches by tool and globally; learned baselines survive a
 //! restart.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

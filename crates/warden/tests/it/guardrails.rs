@@ -4,9 +4,7 @@
 //! coherent with the shipped approval rules (a payment the two-person rule
 //! covers can reach it, the daily cap still holds).
 
-mod common;
-
-use common::{BIN, Harness};
+use crate::common::{BIN, Harness};
 use serde_json::{Value, json};
 use warden_client::{AgentClient, Reply};
 

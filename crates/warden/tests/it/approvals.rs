@@ -4,9 +4,7 @@
 //! them; approvers see the destination while audit and webhooks keep it
 //! masked; an approval covers the exact arguments once; no decision = deny.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -125,7 +123,7 @@ async fn approvers_must_be_registered_and_authenticated_operators() {
     assert!(e.contains("needs your operator token"), "{e}");
     assert!(stderr(&decide(&h, "approve", &id, &vera, &[])).contains("needs the approver role"));
     // The token may come from the environment instead of a file.
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(crate::common::BIN)
         .args(["--config", h.cfg.to_str().unwrap(), "approvals", "approve", &id])
         .env("WARDEN_OPERATOR_TOKEN", std::fs::read_to_string(&forged).unwrap())
         .output()
@@ -141,7 +139,7 @@ async fn approvers_must_be_registered_and_authenticated_operators() {
     assert!(stderr(&decide(&h, "approve", &id, &bob, &[])).contains("unknown operator token"));
     let bob = h.operator("bob", "approver");
     let carol = h.operator("carol", "approver");
-    let out = std::process::Command::new(common::BIN)
+    let out = std::process::Command::new(crate::common::BIN)
         .args(["--config", h.cfg.to_str().unwrap(), "approvals", "approve", &id])
         .env("WARDEN_OPERATOR_TOKEN", std::fs::read_to_string(&bob).unwrap())
         .output()
@@ -154,7 +152,7 @@ async fn approvers_must_be_registered_and_authenticated_operators() {
 
 #[tokio::test]
 async fn approvers_see_the_destination_while_audit_and_webhooks_keep_it_masked() {
-    let (url, mut rx) = common::capture_posts("/hook").await;
+    let (url, mut rx) = crate::common::capture_posts("/hook").await;
     let h = Harness::start_with("", &format!("[approvals]\nhold_secs = 20\nexpire_secs = 60\nwebhook_url = \"{url}\"\n"), &[]);
     h.approve_demo_tools();
     let (id, key) = h.register("payer", "onboarding/payment_transfer", 3, None);
@@ -246,7 +244,7 @@ async fn no_decision_before_expiry_denies_the_held_call() {
 
 #[tokio::test]
 async fn a_webhook_announces_each_request_signed_and_its_link_decides_it() {
-    let (url, mut rx) = common::capture_posts("/hook").await;
+    let (url, mut rx) = crate::common::capture_posts("/hook").await;
     let cfg = format!("[approvals]\nhold_secs = 20\nexpire_secs = 60\nwebhook_url = \"{url}\"\nwebhook_secret_env = \"WARDEN_TEST_HOOK_SECRET\"\n");
     let h = Harness::start_with("", &cfg, &[("WARDEN_TEST_HOOK_SECRET", "s3cret-for-tests")]);
     h.approve_demo_tools();

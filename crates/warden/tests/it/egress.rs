@@ -2,10 +2,8 @@
 //! issued for it, to the destinations their allowlist names; every
 //! connection is decided and audited.
 
-mod common;
-
+use crate::common::Harness;
 use axum::routing::{get, post};
-use common::Harness;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -305,10 +303,10 @@ allow_private = true
 
 /// A plain TCP web server on loopback that answers every request with `ok`
 /// and records every byte it receives; its port and the record.
-async fn recording_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+async fn recording_upstream() -> (u16, std::sync::Arc<parking_lot::Mutex<String>>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(String::new()));
     let record = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -330,7 +328,7 @@ async fn recording_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<String>>)
                     }
                     got.extend_from_slice(&buf[..n]);
                 }
-                record.lock().unwrap().push_str(&String::from_utf8_lossy(&got));
+                record.lock().push_str(&String::from_utf8_lossy(&got));
             });
         }
     });
@@ -398,12 +396,12 @@ allow_private = true
     assert_eq!(status, 200, "{text}");
     // The upstream records a connection once the proxy closes it.
     for _ in 0..250 {
-        if !seen.lock().unwrap().is_empty() {
+        if !seen.lock().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let upstream = seen.lock().unwrap().clone();
+    let upstream = seen.lock().clone();
     assert_eq!(
         upstream,
         format!("POST /v1/echo HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nX-Kept: yes\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"),
@@ -446,7 +444,7 @@ allow_private = true
     assert!(text.contains("egress.max_body_bytes"), "{text}");
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(seen.lock().unwrap().matches(" HTTP/1.1\r\n").count(), 1, "only the first, valid request reached the upstream");
+    assert_eq!(seen.lock().matches(" HTTP/1.1\r\n").count(), 1, "only the first, valid request reached the upstream");
     let refused = egress_events(&h).into_iter().filter(|e| e["decision"] == "deny").count();
     assert_eq!(refused, 6, "ambiguous paths and the oversized body are audited refusals");
 }
@@ -498,7 +496,7 @@ port = {up}
     for value in ["a1B2c3D4e5F6", "a1b2c3d4e5f6", "4a7f3c9e1b2d8f6a0c5e7b9d"] {
         assert!(!audit.contains(value), "{value} is in the audit log");
     }
-    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream");
+    assert!(seen.lock().is_empty(), "nothing reached the upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,9 @@
 //! End-to-end tests of the real `warden` binary: the gateway in front of the
 //! built-in demo upstream, driven as an agent would over HTTP.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::json;
-use warden_client::now;
+use warden_core::clock::now_secs;
 use warden_identity::{Keypair, TokenIssuer, make_dpop_proof};
 
 const BOT_TOOLS: &str = "onboarding/customer_lookup,onboarding/email_send,onboarding/file_read";
@@ -88,7 +86,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
         let a = h.audited(expect).await;
         assert_eq!(a["event"]["decision"], "deny", "{expect}");
     }
-    let proof_for = |k: &Keypair, token: &str| make_dpop_proof(k, "POST", &mcp, Some(token), now());
+    let proof_for = |k: &Keypair, token: &str| make_dpop_proof(k, "POST", &mcp, Some(token), now_secs());
 
     // No credentials at all: 401 with an RFC 9728 pointer.
     let r = c.post_raw(call(), None, None).await.unwrap();
@@ -107,7 +105,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
 
     // Expired.
     let mut claims = h.claims(&id, &key, "onboarding/customer_lookup");
-    claims.exp = now() - 5;
+    claims.exp = now_secs() - 5;
     let t = h.mint(&claims);
     refused(&h, &c, call(), Some(format!("DPoP {t}")), Some(proof_for(&key, &t)), 401, "token has expired").await;
 
@@ -160,7 +158,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
         let k = key2.clone();
         let url = c2.mcp_url();
         async move {
-            let r = c2.post_raw(call(), Some(format!("DPoP {t2}")), Some(make_dpop_proof(&k, "POST", &url, Some(&t2), now()))).await.unwrap();
+            let r = c2.post_raw(call(), Some(format!("DPoP {t2}")), Some(make_dpop_proof(&k, "POST", &url, Some(&t2), now_secs()))).await.unwrap();
             r.status == 401
         }
     })
@@ -176,7 +174,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
     let url = c3.mcp_url();
     h.eventually(|| {
         let (c3, t3, key, url) = (&c3, t3.clone(), key.clone(), url.clone());
-        async move { c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now()))).await.unwrap().status == 401 }
+        async move { c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now_secs()))).await.unwrap().status == 401 }
     })
     .await;
     let a = h.audited("all tokens of").await;
@@ -199,7 +197,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
     assert_eq!(c4.initialize().await.unwrap().status, 200);
     let r = c4.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
     assert!(r.result().is_some(), "{}", r.body);
-    let r = c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now()))).await.unwrap();
+    let r = c3.post_raw(call(), Some(format!("DPoP {t3}")), Some(make_dpop_proof(&key, "POST", &url, Some(&t3), now_secs()))).await.unwrap();
     assert_eq!(r.status, 401, "tokens from before the suspension stay revoked");
 
     h.assert_audit_intact();
@@ -220,7 +218,7 @@ async fn token_endpoint_refuses_bad_client_authentication() {
             let body = format!(
                 "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}"
             );
-            let proof = make_dpop_proof(&dpop_key, "POST", &url, None, now());
+            let proof = make_dpop_proof(&dpop_key, "POST", &url, None, now_secs());
             http.post(&url).header("content-type", "application/x-www-form-urlencoded").header("dpop", proof).body(body).send().await.unwrap()
         }
     };

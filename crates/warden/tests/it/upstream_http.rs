@@ -4,19 +4,18 @@
 //! agent's token or DPoP proof. The upstream here is a minimal MCP server that answers over
 //! SSE and records the headers it receives.
 
-mod common;
-
+use crate::common::Harness;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::Harness;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
 
 async fn mcp(axum::extract::State(seen): axum::extract::State<Seen>, headers: HeaderMap, body: String) -> axum::response::Response {
-    seen.lock().unwrap().push(headers);
+    seen.lock().push(headers);
     let msg: Value = serde_json::from_str(&body).unwrap();
     let Some(id) = msg.get("id").cloned() else { return StatusCode::ACCEPTED.into_response() };
     let result = match msg["method"].as_str().unwrap() {
@@ -64,14 +63,14 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     loop {
         let r = c.call_tool("recorder__whoami", json!({})).await.unwrap();
         assert!(r.result().is_some(), "{}", r.body);
-        if seen.lock().unwrap().last().unwrap().get("authorization").unwrap() == "Bearer rotating-2" {
+        if seen.lock().last().unwrap().get("authorization").unwrap() == "Bearer rotating-2" {
             break;
         }
         assert!(rotated.elapsed() < std::time::Duration::from_secs(5), "rotated credential not picked up");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock();
     assert!(seen.len() >= 4, "initialize, tools/list and the calls reached the upstream");
     let token = c.token.clone().unwrap();
     for hdrs in seen.iter() {
@@ -99,11 +98,11 @@ fn a_missing_upstream_secret_stops_start_up_with_a_clear_error() {
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\npolicy_dir = {:?}\n[[upstream]]\nname = \"x\"\ntransport = \"http\"\nurl = \"http://127.0.0.1:9/mcp\"\nheaders_from_env = {{ Authorization = \"WARDEN_TEST_UNSET_SECRET\" }}\n",
-            common::policies_dir().display().to_string()
+            crate::common::policies_dir().display().to_string()
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(common::BIN).arg("--config").arg(&cfg).arg("serve").env_remove("WARDEN_TEST_UNSET_SECRET").output().unwrap();
+    let out = std::process::Command::new(crate::common::BIN).arg("--config").arg(&cfg).arg("serve").env_remove("WARDEN_TEST_UNSET_SECRET").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_TEST_UNSET_SECRET"), "{}", String::from_utf8_lossy(&out.stderr));
 }

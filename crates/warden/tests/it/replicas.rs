@@ -2,9 +2,7 @@
 //! made through one replica reach the other by LISTEN/NOTIFY, well before
 //! the (deliberately slow) periodic resync.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -90,7 +88,7 @@ async fn a_kill_on_one_replica_stops_the_agent_on_the_other() {
     assert!(third_on_b.call_tool("onboarding__customer_lookup", lookup()).await.unwrap().result().is_some());
     let dir = a.dir.path().join("policies-v2");
     std::fs::create_dir_all(dir.join("tests")).unwrap();
-    let src = common::policies_dir();
+    let src = crate::common::policies_dir();
     for f in ["schema.cedarschema", "base.cedar", "guardrails.cedar", "tests/guardrails.toml"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
@@ -165,7 +163,7 @@ async fn send_mcp(base: &str, call: &CapturedCall) -> (u16, Value) {
 fn captured_token_request(public: &str, id: &str, key: &warden_identity::Keypair) -> (String, String) {
     let c = warden_client::AgentClient::new(public, id, key.clone());
     let url = format!("{public}/oauth/token");
-    let proof = warden_identity::make_dpop_proof(key, "POST", &url, None, warden_client::now());
+    let proof = warden_identity::make_dpop_proof(key, "POST", &url, None, warden_core::clock::now_secs());
     let form = format!(
         "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
         c.client_assertion()

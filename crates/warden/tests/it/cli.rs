@@ -1,9 +1,7 @@
 //! CLI behaviour that needs no running server: policy checks, audit
 //! verification of exports, input validation.
 
-mod common;
-
-use common::{BIN, Harness, policies_dir};
+use crate::common::{BIN, Harness, policies_dir};
 use serde_json::{Value, json};
 use std::process::Command;
 

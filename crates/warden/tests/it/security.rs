@@ -5,9 +5,7 @@
 //! writes, and calls that execute without a record (client disconnects,
 //! shutdown, an audit log that cannot be written).
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

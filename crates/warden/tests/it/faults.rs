@@ -5,15 +5,14 @@
 //! server in the test whose faults are switched on and off; every call it
 //! executes must have an audit record, and the log must verify.
 
-mod common;
-
+use crate::common::Harness;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::Harness;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The fake upstream's switches and what it saw.
@@ -42,7 +41,7 @@ impl Fake {
     }
 
     fn executed(&self) -> Vec<Value> {
-        self.executed.lock().unwrap().clone()
+        self.executed.lock().clone()
     }
 }
 
@@ -71,7 +70,7 @@ async fn mcp(axum::extract::State(fake): axum::extract::State<Arc<Fake>>, header
             if fake.fail_calls.load(Ordering::SeqCst) {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response();
             }
-            fake.executed.lock().unwrap().push(msg["params"]["arguments"].clone());
+            fake.executed.lock().push(msg["params"]["arguments"].clone());
             if fake.hang_calls.load(Ordering::SeqCst) {
                 std::future::pending::<()>().await;
             }

@@ -2,9 +2,7 @@
 //! middle of a load; after a restart the log verifies and every call that
 //! got an answer has its audit record.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;

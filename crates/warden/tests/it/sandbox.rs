@@ -4,9 +4,7 @@
 //! outside its root and from opening a network socket, and it runs under the
 //! configured rlimits with none of the gateway's secrets in its environment.
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 
 const SERVER: &str = r#"

@@ -1,8 +1,6 @@
 //! Test harness: runs the real `warden` binary (server and CLI) in a
 //! temporary directory with the built-in demo upstream.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -276,7 +274,7 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
 
     /// Claims like the server would issue for `agent` (to mint edge cases).
     pub fn claims(&self, agent: &str, key: &Keypair, scope: &str) -> AccessClaims {
-        let now = warden_client::now();
+        let now = warden_core::clock::now_secs();
         AccessClaims {
             iss: self.base.clone(),
             sub: "alice@example.com".into(),

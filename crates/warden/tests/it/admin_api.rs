@@ -3,9 +3,7 @@
 //! change; and every call checked against the checked-in OpenAPI document
 //! (each documented operation exercised, each answer's status documented).
 
-mod common;
-
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -223,8 +221,8 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
 
 #[tokio::test]
 async fn tool_calls_are_exported_as_otlp_spans_and_audit_records_as_otlp_logs() {
-    let (url, mut rx) = common::capture_posts("/v1/traces").await;
-    let (logs_url, mut logs_rx) = common::capture_posts("/v1/logs").await;
+    let (url, mut rx) = crate::common::capture_posts("/v1/traces").await;
+    let (logs_url, mut logs_rx) = crate::common::capture_posts("/v1/logs").await;
     let h =
         Harness::start_with("", &format!("[telemetry]\notlp_traces_url = \"{url}\"\notlp_logs_url = \"{logs_url}\"\nservice_name = \"warden-test\"\n"), &[]);
     h.approve_demo_tools();

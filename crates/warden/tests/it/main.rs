@@ -1,0 +1,20 @@
+//! The integration tests of the `warden` binary, as one test binary (as
+//! rustls does): each module was a binary of its own, and every one of them
+//! linked the whole workspace again. Run one area with a filter:
+//! `cargo test -p warden --test it security::`.
+
+mod common;
+
+mod admin_api;
+mod approvals;
+mod cli;
+mod crash;
+mod egress;
+mod faults;
+mod gateway;
+mod guardrails;
+mod monitor;
+mod replicas;
+mod sandbox;
+mod security;
+mod upstream_http;
