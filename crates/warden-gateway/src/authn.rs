@@ -245,4 +245,105 @@ mod tests {
         assert!(registered_lineage(&reg, "spiffe://td/agent/a").unwrap_err().contains("cycle"));
         assert!(registered_lineage(&reg, "spiffe://td/agent/nobody").is_err());
     }
+
+    use crate::enforce::tests::{AGENT, Fixture, METADATA};
+    use axum::http::HeaderValue;
+
+    fn headers(values: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, v) in values {
+            h.append(*name, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    async fn failure(fx: &Fixture, h: &HeaderMap) -> AuthFailure {
+        fx.gw.authenticate(h, "POST", crate::now_secs()).await.expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn a_request_without_authorization_gets_a_challenge_without_an_error() {
+        let fx = Fixture::new().await;
+        let f = failure(&fx, &HeaderMap::new()).await;
+        assert_eq!((f.status, f.error, f.description.as_str()), (StatusCode::UNAUTHORIZED, None, "authentication required"));
+        assert_eq!(f.challenge(METADATA, None), format!(r#"DPoP algs="EdDSA", resource_metadata="{METADATA}""#));
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_is_refused_with_what_to_send_instead() {
+        let fx = Fixture::new().await;
+        let token = fx.issuer.issue(&fx.claims());
+        let f = failure(&fx, &headers(&[("authorization", &format!("Bearer {token}"))])).await;
+        assert_eq!(f.error, Some("invalid_token"));
+        assert_eq!(f.description, "bearer tokens are not accepted: use a DPoP-bound token with the DPoP scheme (RFC 9449)");
+        assert_eq!(f.agent, None, "a bearer token is not read, so it names no agent");
+        let f = failure(&fx, &headers(&[("authorization", "Basic Ym90OnB3")])).await;
+        assert_eq!((f.error, f.description.as_str()), (Some("invalid_token"), "unsupported authorization scheme; expected DPoP"));
+    }
+
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused() {
+        let fx = Fixture::new().await;
+        let token = fx.issuer.issue(&fx.claims());
+        let dpop = format!("DPoP {token}");
+        let f = failure(&fx, &headers(&[("authorization", &dpop), ("authorization", &dpop)])).await;
+        assert_eq!((f.status, f.error, f.description.as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_request"), "more than one authorization header"));
+    }
+
+    #[tokio::test]
+    async fn a_token_for_another_audience_is_refused_before_its_proof_is_asked_for() {
+        let fx = Fixture::new().await;
+        let token = fx.issuer.issue(&AccessClaims { aud: "https://warden.test/egress".into(), ..fx.claims() });
+        let f = failure(&fx, &headers(&[("authorization", &format!("DPoP {token}"))])).await;
+        assert_eq!(f.error, Some("invalid_token"));
+        assert_eq!(f.description, r#"wrong audience: token is for "https://warden.test/egress", this resource is "https://warden.test/mcp""#);
+        assert_eq!(f.agent, None, "an unverified token names no agent");
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_without_a_proof_is_refused_and_names_its_agent() {
+        let fx = Fixture::new().await;
+        let claims = fx.claims();
+        let token = fx.issuer.issue(&claims);
+        let f = failure(&fx, &headers(&[("authorization", &format!("DPoP {token}"))])).await;
+        assert_eq!((f.error, f.description.as_str()), (Some("invalid_dpop_proof"), "missing DPoP proof header"));
+        assert_eq!((f.agent.as_deref(), f.token_id), (Some(AGENT), Some(claims.jti)), "a verified token names its agent");
+    }
+
+    #[tokio::test]
+    async fn claims_bound_to_another_key_or_of_an_unknown_agent_are_not_authorized() {
+        let fx = Fixture::new().await;
+        assert!(fx.gw.authorize_claims(fx.claims()).is_ok());
+        let other = warden_identity::Keypair::generate().public().to_b64();
+        let f = fx
+            .gw
+            .authorize_claims(AccessClaims { cnf: warden_identity::Confirmation { jkt: warden_identity::thumbprint(&other) }, ..fx.claims() })
+            .unwrap_err();
+        assert_eq!(f.description, "token is bound to a key that is no longer the agent's registered key");
+        let stranger = warden_identity::Actor { sub: "spiffe://td/agent/nobody".into(), act: None };
+        let f = fx.gw.authorize_claims(AccessClaims { act: stranger, ..fx.claims() }).unwrap_err();
+        assert_eq!(f.description, "unknown agent spiffe://td/agent/nobody");
+    }
+
+    #[tokio::test]
+    async fn the_egress_door_refuses_tokens_when_it_is_not_configured() {
+        let fx = Fixture::new().await;
+        let f = fx.gw.authenticate_egress(&fx.issuer.issue(&fx.claims()), crate::now_secs()).unwrap_err();
+        assert_eq!((f.error, f.description.as_str()), (Some("invalid_token"), "the egress proxy is not configured"));
+    }
+
+    #[test]
+    fn a_challenge_carries_the_error_with_quotes_and_backslashes_escaped_and_the_scope() {
+        let f = AuthFailure {
+            status: StatusCode::FORBIDDEN,
+            error: Some("insufficient_scope"),
+            description: r#"the "crm" tool \ export"#.into(),
+            agent: None,
+            token_id: None,
+        };
+        assert_eq!(
+            f.challenge("https://m", Some("crm/export")),
+            r#"DPoP algs="EdDSA", resource_metadata="https://m", error="insufficient_scope", error_description="the 'crm' tool ' export", scope="crm/export""#
+        );
+    }
 }

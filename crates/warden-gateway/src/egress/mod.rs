@@ -463,6 +463,15 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             Err(r) => Err(r),
         },
     });
+    // Admitted: the connection takes its share of the rate limits and caps
+    // (assessing only checks them). No breaker guards a destination, so
+    // there is no probe to keep.
+    let decided = decided.and_then(|()| {
+        gw.monitor.admit(&mcall).map(drop).map_err(|r| {
+            p.trail.add_policies([r.id()]);
+            Refusal::Monitor(r)
+        })
+    });
     let stopped = decided.err().map(Stopped::Refused);
     if stopped.is_none() {
         // What comes back is from outside the trust boundary.
@@ -547,6 +556,58 @@ async fn forward(mut client: TcpStream, mut upstream: TcpStream, head: &RequestH
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first line the proxy answers a `CONNECT` with.
+    async fn connect_status(proxy: SocketAddr, port: u16, token: &str) -> String {
+        let mut s = TcpStream::connect(proxy).await.expect("proxy listens");
+        let head = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Bearer {token}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.expect("head sent");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !buf.windows(2).any(|w| w == b"\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_string()
+    }
+
+    /// Assessing a connection only checks the limits; until the proxy
+    /// admitted it with the monitor, no connection was ever counted.
+    #[tokio::test]
+    async fn egress_connections_count_against_the_agents_rate_limit() {
+        use crate::enforce::tests::{EGRESS, Fixture, Options};
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = target.accept().await {
+                drop(s);
+            }
+        });
+        let rule = EgressRule { agent: "bot".into(), host: "127.0.0.1".into(), port, path_prefix: None, allow_private: true };
+        let limit = warden_monitor::LimitRule {
+            name: "one-connection".into(),
+            metric: warden_monitor::Metric::Calls,
+            max: 1.0,
+            window_secs: 60,
+            tools: vec!["egress/*".parse().unwrap()],
+            agents: Vec::new(),
+            per: vec![warden_monitor::Dimension::Agent],
+        };
+        let fx = Fixture::with(Options { limits: vec![limit], egress_allow: vec![rule], ..Default::default() }).await;
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        tokio::spawn(serve(fx.gw.clone(), proxy));
+        let token = fx.issuer.issue(&warden_identity::AccessClaims { aud: EGRESS.into(), ..fx.claims() });
+        assert_eq!(connect_status(proxy_addr, port, &token).await, "HTTP/1.1 200 Connection Established");
+        assert_eq!(connect_status(proxy_addr, port, &token).await, "HTTP/1.1 403 Forbidden", "the second connection is over the limit");
+        let refused = fx.log().await.into_iter().rfind(|e| e.kind == Some(EventKind::EgressConnection)).expect("the refusal is on record");
+        assert_eq!(
+            (refused.decision, refused.policies.as_slice()),
+            (warden_core::Verdict::Deny, &["egress:bot:127.0.0.1:".to_string() + &port.to_string(), "limit:one-connection".into()][..])
+        );
+    }
 
     fn cfg() -> EgressConfig {
         let rule = |agent: &str, host: &str, port, path: Option<&str>| EgressRule {

@@ -28,6 +28,8 @@ mod facts;
 mod hold;
 mod refusal;
 mod settle;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub(crate) use facts::{Ask, MonitorView, facts, finding_labels, monitor_call};
 pub(crate) use refusal::{Refusal, Withheld};
