@@ -3,6 +3,8 @@
 //! into a status (bad input 400, the store's not found 404 and conflict
 //! 409, an unavailable database or audit log 503).
 
+use std::path::PathBuf;
+use warden_audit::PublishError;
 use warden_core::{AgentId, CoreError, ToolRef};
 use warden_gateway::AuditUnavailable;
 use warden_store::StoreError;
@@ -14,7 +16,9 @@ pub enum ControlError {
     Invalid(#[from] CoreError),
     #[error("a non-empty reason is required to {0} (it is recorded in the audit log)")]
     ReasonRequired(Why),
-    #[error("name one tool (SERVER/TOOL); to stop every tool of {server}, engage a server kill switch instead (scope \"server\", `warden kill server {server}`)")]
+    #[error(
+        "name one tool (SERVER/TOOL); to stop every tool of {server}, engage a server kill switch instead (scope \"server\", `warden kill server {server}`)"
+    )]
     WildcardKill { server: String },
     #[error("name the owner whose agents to stop (an owner kill switch needs a non-empty target)")]
     OwnerRequired,
@@ -26,6 +30,10 @@ pub enum ControlError {
     UnknownParent(AgentId),
     #[error("no OS randomness for the operator token ({0}); retry once the system's entropy source is available")]
     Randomness(String),
+    #[error("reading the newest published checkpoint (audit.publish_checkpoints_to): {0}")]
+    Publication(#[from] PublishError),
+    #[error("published checkpoint {} is for the log {origin:?}, not this one ({expected:?}): point audit.publish_checkpoints_to at this log's own directory", path.display())]
+    ForeignCheckpoint { path: PathBuf, origin: String, expected: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -1,10 +1,11 @@
 //! The Policy Administrator (NIST SP 800-207): every operator action —
 //! registering, suspending and revoking agents, classifying and approving
 //! tools, deciding held calls, engaging and lifting kill switches, revoking
-//! tokens, managing operators, pushing policy — implemented once, over the
-//! store and the audit sink. The CLI and the admin API only parse input,
-//! call a [`ControlPlane`] method and render its typed result, so both
-//! validate alike and write the same audit records.
+//! tokens, managing operators, pushing policy, verifying the audit log —
+//! implemented once, over the store and the audit sink. The CLI and the
+//! admin API only parse input, call a [`ControlPlane`] method (or
+//! [`verify_audit`]) and render its typed result, so both validate alike
+//! and write the same audit records.
 //!
 //! Does IO (the store, the audit log). A control plane inside a running
 //! gateway ([`ControlPlane::in_gateway`]) makes a change hold in that
@@ -16,11 +17,13 @@ mod error;
 mod kills;
 mod people;
 mod tools;
+mod verify;
 
 pub use agents::{AutonomyChange, NewAgent, Revocation, ValidAgent};
 pub use error::{ControlError, Why};
 pub use people::PolicyPush;
 pub use tools::Classification;
+pub use verify::{Publication, Published, Verification, verify_audit};
 
 use std::sync::Arc;
 use warden_core::{AgentId, AuditEvent, EventKind, Operator};

@@ -250,3 +250,38 @@ async fn token_revocations_need_a_reason_and_name_what_they_revoke() {
         assert_eq!((task.task.as_deref(), task.reason.as_deref()), (Some("t1"), Some("done")));
     }
 }
+
+#[tokio::test]
+async fn verification_reaches_the_newest_published_checkpoint_and_names_it_when_the_log_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let published = dir.path().join("published");
+    let key = Keypair::generate();
+    for (n, s) in warden_store::testing::every_backend(dir.path()).await.into_iter().enumerate() {
+        let _ = std::fs::remove_dir_all(&published);
+        std::fs::create_dir(&published).unwrap();
+        let cp = ControlPlane::standalone(s.clone(), AuditSink::start(s.clone(), key.clone(), None), "td");
+        let me = Actor::local_user();
+        let at = Publication { dir: &published, origin: "td/audit" };
+        let v = verify_audit(&s, &key.public(), Some(at)).await.unwrap();
+        assert_eq!(v.published, Published::NoneYet(published.clone()), "nothing published yet: the database alone vouches");
+        for name in ["a", "b", "c"] {
+            cp.add_operator(&me, name, "viewer").await.unwrap();
+        }
+        let note = s.make_checkpoint(&key, "td/audit", warden_gateway::now_ms()).await.unwrap().unwrap();
+        let path = warden_audit::publish(&published, note.size, &note.note).unwrap();
+        let v = verify_audit(&s, &key.public(), Some(at)).await.unwrap();
+        assert_eq!(v.published, Published::Checked { path: path.clone(), size: 3 });
+        assert_eq!(v.outcome().unwrap().records, 3);
+        assert_eq!(verify_audit(&s, &key.public(), None).await.unwrap().published, Published::NotConfigured);
+        let e = verify_audit(&s, &key.public(), Some(Publication { origin: "other/audit", ..at })).await.unwrap_err();
+        assert!(e.to_string().contains("is for the log \"td/audit\", not this one (\"other/audit\")"), "{e}");
+
+        // A log shorter than what was published (its tail cut).
+        let short = warden_store::Store::open(&dir.path().join(format!("short-{n}.db"))).await.unwrap();
+        let other = ControlPlane::standalone(short.clone(), AuditSink::start(short.clone(), key.clone(), None), "td");
+        other.add_operator(&me, "a", "viewer").await.unwrap();
+        let v = verify_audit(&short, &key.public(), Some(at)).await.unwrap();
+        let why = v.outcome().unwrap_err();
+        assert!(why.starts_with(&format!("the log does not match the checkpoint published at {} (tree size 3): ", path.display())), "{why}");
+    }
+}

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
-use warden_control::{Actor, ControlError, ControlPlane, Via};
+use warden_control::{Actor, ControlError, ControlPlane, Publication, Via};
 use warden_core::{AgentStatus, Operator, Role};
 use warden_gateway::metrics::Gauges;
 use warden_gateway::{Gateway, now_ms};
@@ -41,6 +41,10 @@ pub struct Admin {
     pub promotion: PromotionPolicy,
     /// The gateway's public key, to verify the audit log.
     pub audit_key: PublicKey,
+    /// Where checkpoints are published outside the database, if anywhere,
+    /// and the log's origin: verification checks the log reaches the newest.
+    pub publish_checkpoints_to: Option<std::path::PathBuf>,
+    pub audit_origin: String,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -414,9 +418,17 @@ async fn decisions(State(s): State<Arc<Admin>>, h: Caller, Query(q): Query<HashM
 
 async fn verify(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
-    let v = match s.gw.store.verify_audit(&s.audit_key).await? {
-        Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints }),
-        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    let publication = s.publish_checkpoints_to.as_deref().map(|dir| Publication { dir, origin: &s.audit_origin });
+    let v = match warden_control::verify_audit(&s.gw.store, &s.audit_key, publication).await {
+        Ok(v) => match v.outcome() {
+            Ok(r) => {
+                json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints })
+            }
+            Err(why) => json!({ "ok": false, "error": why }),
+        },
+        // A publication that cannot vouch for the log fails verification.
+        Err(e @ (ControlError::Publication(_) | ControlError::ForeignCheckpoint { .. })) => json!({ "ok": false, "error": e.to_string() }),
+        Err(e) => return Err(e.into()),
     };
     ok(v)
 }

@@ -22,9 +22,10 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    async fn kills(&self) -> Value {
-        let r = self.http.get(format!("{}/admin/v1/kills", self.base)).bearer_auth(&self.token).send().await.unwrap();
-        r.json::<Value>().await.unwrap()["kills"].clone()
+    async fn get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}/admin/v1{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
     }
 }
 
@@ -134,7 +135,7 @@ async fn the_cli_and_the_admin_api_refuse_alike_and_record_the_same_actions() {
     let cli_kill = kill_id(&cli_kills(&h));
     h.audited("in force on this gateway").await;
     h.cli(&["kill", "lift", &cli_kill, "--reason", "fixed"]);
-    h.eventually(|| async { api.kills().await.as_array().unwrap().is_empty() }).await;
+    h.eventually(|| async { api.get("/kills").await["kills"].as_array().unwrap().is_empty() }).await;
     h.audited("starts again from zero").await;
     let cli_records = records_after(&h, cli_start);
 
@@ -164,5 +165,10 @@ async fn the_cli_and_the_admin_api_refuse_alike_and_record_the_same_actions() {
         api_records.iter().filter(|e| e["subject"].as_str().is_some_and(|s| s.ends_with(" (admin api)"))).map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(via_api, ["approval:approve", "agent:suspended", "agent:active", "kill:lift:tool"], "one record per action: {api_records:#?}");
     assert!(!cli_records.iter().any(|e| e["subject"].as_str().unwrap_or_default().contains("admin api")));
-    h.assert_audit_intact();
+
+    // Both doors verify the log with one verdict.
+    let v = api.get("/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let cli = h.cli(&["audit", "verify"]);
+    assert!(cli.contains(&format!("audit log OK: {} records", v["records"])), "{cli} / {v}");
 }
