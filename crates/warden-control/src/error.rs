@@ -61,7 +61,7 @@ impl std::fmt::Display for Why {
             Self::ChangeAutonomy => "change an agent's autonomy",
             Self::RevokeTokens => "revoke tokens",
             Self::EngageKill => "engage a kill switch",
-            Self::LiftKill => "lift a kill switch (say why it is safe)",
+            Self::LiftKill => "lift a kill switch, saying why it is safe",
             Self::Deny => "deny a held call",
             Self::PushPolicy => "push a policy bundle",
         })

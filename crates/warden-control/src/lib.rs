@@ -113,8 +113,9 @@ impl ControlPlane {
         agent_id(&self.trust_domain, name)
     }
 
-    /// Record an operator's action; the action fails if its record cannot
-    /// be written (the change is already stored: retrying records it then).
+    /// Record an operator's action once it is stored. A record that cannot
+    /// be written fails the action, so the operator learns that the change
+    /// is in force but unaudited instead of taking it for a clean one.
     async fn record(&self, actor: &Actor, kind: EventKind, action: &str, mut ev: AuditEvent) -> Result<(), ControlError> {
         ev.kind = Some(kind);
         ev.subject = Some(actor.audit_subject());
