@@ -258,7 +258,7 @@ mod tests {
     }
 
     async fn failure(fx: &Fixture, h: &HeaderMap) -> AuthFailure {
-        fx.gw.authenticate(h, "POST", crate::now_secs()).await.expect_err("refused")
+        fx.gw.authenticate(h, "POST", warden_core::clock::now_secs()).await.expect_err("refused")
     }
 
     #[tokio::test]
@@ -328,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn the_egress_door_refuses_tokens_when_it_is_not_configured() {
         let fx = Fixture::new().await;
-        let f = fx.gw.authenticate_egress(&fx.issuer.issue(&fx.claims()), crate::now_secs()).unwrap_err();
+        let f = fx.gw.authenticate_egress(&fx.issuer.issue(&fx.claims()), warden_core::clock::now_secs()).unwrap_err();
         assert_eq!((f.error, f.description.as_str()), (Some("invalid_token"), "the egress proxy is not configured"));
     }
 

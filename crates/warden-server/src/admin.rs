@@ -22,8 +22,9 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
+use warden_control::{Actor, ControlError, ControlPlane, Publication, Via};
 use warden_core::clock::now_ms;
-use warden_core::{AgentId, AgentStatus, AuditEvent, EventKind, Kill, KillScope, Operator, Role};
+use warden_core::{AgentStatus, KillScope, Operator, Role};
 use warden_gateway::Gateway;
 use warden_gateway::metrics::Gauges;
 use warden_identity::PublicKey;
@@ -36,10 +37,15 @@ const DASHBOARD: &str = include_str!("../dashboard/index.html");
 
 pub struct Admin {
     pub gw: Arc<Gateway>,
-    pub trust_domain: String,
+    /// Every change an operator makes goes through it.
+    pub control: ControlPlane,
     pub promotion: PromotionPolicy,
     /// The gateway's public key, to verify the audit log.
     pub audit_key: PublicKey,
+    /// Where checkpoints are published outside the database, if anywhere,
+    /// and the log's origin: verification checks the log reaches the newest.
+    pub publish_checkpoints_to: Option<std::path::PathBuf>,
+    pub audit_origin: String,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -146,6 +152,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(e) => e.into(),
+            ControlError::Audit(_) | ControlError::Randomness(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            _ => bad(e.to_string()),
+        }
+    }
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
@@ -203,21 +219,6 @@ impl Admin {
         self.gw.stranger_failed(c.source, Door::Operator, &e.1, Claimed::Nothing);
         e
     }
-
-    async fn audit(&self, op: &Operator, kind: EventKind, action: &str, mut ev: AuditEvent) -> Result<(), ApiError> {
-        ev.kind = Some(kind);
-        ev.subject = Some(format!("{} (admin api)", op.subject()));
-        ev.action = Some(action.to_string());
-        self.gw.audit.record(ev).await.map(|_| ()).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-    }
-
-    fn agent_id(&self, name: &str) -> Result<AgentId, ApiError> {
-        if name.starts_with("spiffe://") {
-            name.parse().map_err(|e: warden_core::CoreError| bad(e.to_string()))
-        } else {
-            AgentId::new(&self.trust_domain, name).map_err(|e| bad(e.to_string()))
-        }
-    }
 }
 
 /// Request bodies: JSON objects; a missing body is an empty object.
@@ -235,14 +236,6 @@ fn ok(v: Value) -> ApiResult {
 struct Reason {
     #[serde(default)]
     reason: String,
-}
-
-fn required_reason(r: &Reason) -> Result<&str, ApiError> {
-    let t = r.reason.trim();
-    if t.is_empty() {
-        return Err(bad("a non-empty \"reason\" is required (it is recorded in the audit log)"));
-    }
-    Ok(t)
 }
 
 async fn metrics(State(s): State<Arc<Admin>>) -> Response {
@@ -308,7 +301,7 @@ pub async fn promotion_report(
 /// One agent with what the monitor learned and its promotion criteria.
 async fn agent(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
-    let id = s.agent_id(&name)?;
+    let id = s.control.agent_id(&name)?;
     let a = s.gw.store.get_agent(&id).await?;
     let summary = s.gw.monitor.summary(id.as_str(), now_ms());
     let (calls, risk) = summary.as_ref().map(|m| (m.calls, m.risk)).unwrap_or_default();
@@ -322,12 +315,7 @@ async fn agent(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>)
 async fn set_status(s: &Admin, h: &Caller, name: &str, bytes: &Bytes, status: AgentStatus) -> ApiResult {
     let op = s.operator(h, Role::Admin).await?;
     let r: Reason = body(bytes)?;
-    let id = s.agent_id(name)?;
-    let reason = if status == AgentStatus::Active { r.reason.trim() } else { required_reason(&r)? };
-    s.gw.store.set_agent_status(&id, status, reason, now_ms() / 1000).await?;
-    let _ = s.gw.refresh().await;
-    let ev = AuditEvent { agent: Some(id.to_string()), reason: Some(reason.to_string()), decision: warden_core::Verdict::Allow, ..Default::default() };
-    s.audit(&op, EventKind::AgentChanged, &format!("agent:{}", status.as_str()), ev).await?;
+    let id = s.control.set_agent_status(&Actor::operator(&op, Via::AdminApi), name, status, &r.reason).await?;
     ok(json!({ "id": id.to_string(), "status": status.as_str() }))
 }
 
@@ -353,11 +341,7 @@ async fn approvals(State(s): State<Arc<Admin>>, h: Caller, Query(q): Query<HashM
 async fn decide(s: &Admin, h: &Caller, id: &str, bytes: &Bytes, approve: bool) -> ApiResult {
     let op = s.operator(h, Role::Approver).await?;
     let r: Reason = body(bytes)?;
-    let reason = if approve { r.reason.trim() } else { required_reason(&r)? };
-    let a = s.gw.store.decide_approval(id, &op, approve, reason, now_ms()).await?;
-    let ev = a.decision_event(&op, approve, reason);
-    let action = ev.action.clone().unwrap_or_default();
-    s.audit(&op, EventKind::ApprovalDecided, &action, ev).await?;
+    let a = s.control.decide_approval(&op, Via::AdminApi, id, approve, &r.reason).await?;
     ok(a.view(op.role))
 }
 
@@ -389,45 +373,16 @@ struct Engage {
 async fn engage(State(s): State<Arc<Admin>>, h: Caller, bytes: Bytes) -> ApiResult {
     let op = s.operator(&h, Role::Admin).await?;
     let e: Engage = body(&bytes)?;
-    let reason = required_reason(&Reason { reason: e.reason.clone() })?.to_string();
     let scope: KillScope = e.scope.parse().map_err(|x: warden_core::CoreError| bad(x.to_string()))?;
-    let target = match scope {
-        KillScope::Global => String::new(),
-        KillScope::Agent => {
-            let id = s.agent_id(&e.target)?;
-            s.gw.store.get_agent(&id).await?;
-            id.to_string()
-        }
-        KillScope::Tool => {
-            let t: warden_core::ToolRef = e.target.parse().map_err(|x: warden_core::CoreError| bad(x.to_string()))?;
-            if t.is_wildcard() {
-                return Err(bad("name one tool (SERVER/TOOL), or use scope server"));
-            }
-            t.to_string()
-        }
-        KillScope::Server => {
-            warden_core::validate_name(&e.target).map_err(|x| bad(x.to_string()))?;
-            e.target.clone()
-        }
-        KillScope::Owner if e.target.trim().is_empty() => return Err(bad("target: the owner to stop")),
-        KillScope::Owner => e.target.clone(),
-    };
-    let kill = Kill { id: 0, scope, target, reason, by: op.subject(), at_ms: now_ms() };
-    let k = s.gw.contain(kill).await?;
+    let k = s.control.engage_kill(&Actor::operator(&op, Via::AdminApi), scope, &e.target, &e.reason).await?;
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(&k).unwrap_or_default())).into_response())
 }
 
 async fn lift(State(s): State<Arc<Admin>>, h: Caller, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
     let op = s.operator(&h, Role::Admin).await?;
     let r: Reason = body(&bytes)?;
-    let reason = required_reason(&r)?;
     let id: i64 = id.parse().map_err(|_| bad(format!("kill switch id {id:?} is not a number")))?;
-    let k = s.gw.store.lift_kill(id, &op.subject(), now_ms()).await?;
-    let _ = s.gw.refresh().await;
-    let mut ev = k.audit_event(EventKind::ContainmentLifted);
-    ev.reason = Some(reason.to_string());
-    let action = ev.action.clone().unwrap_or_default();
-    s.audit(&op, EventKind::ContainmentLifted, &action, ev).await?;
+    let k = s.control.lift_kill(&Actor::operator(&op, Via::AdminApi), id, &r.reason).await?;
     ok(serde_json::to_value(&k).unwrap_or_default())
 }
 
@@ -464,9 +419,17 @@ async fn decisions(State(s): State<Arc<Admin>>, h: Caller, Query(q): Query<HashM
 
 async fn verify(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     s.operator(&h, Role::Viewer).await?;
-    let v = match s.gw.store.verify_audit(&s.audit_key).await? {
-        Ok(r) => json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints }),
-        Err(e) => json!({ "ok": false, "error": e.to_string() }),
+    let publication = s.publish_checkpoints_to.as_deref().map(|dir| Publication { dir, origin: &s.audit_origin });
+    let v = match warden_control::verify_audit(&s.gw.store, &s.audit_key, publication).await {
+        Ok(v) => match v.outcome() {
+            Ok(r) => {
+                json!({ "ok": true, "records": r.records, "head": { "seq": r.head.seq, "hash": r.head.hash }, "root": r.root, "checkpoints": r.checkpoints })
+            }
+            Err(why) => json!({ "ok": false, "error": why }),
+        },
+        // A publication that cannot vouch for the log fails verification.
+        Err(e @ (ControlError::Publication(_) | ControlError::ForeignCheckpoint { .. })) => json!({ "ok": false, "error": e.to_string() }),
+        Err(e) => return Err(e.into()),
     };
     ok(v)
 }

@@ -249,9 +249,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs });
     let admin = Arc::new(crate::admin::Admin {
         gw: gateway.clone(),
-        trust_domain: cfg.trust_domain.clone(),
+        control: warden_control::ControlPlane::in_gateway(gateway.clone(), &cfg.trust_domain),
         promotion: cfg.promotion.clone(),
         audit_key: issuer.public_key(),
+        publish_checkpoints_to: cfg.audit.publish_checkpoints_to.clone(),
+        audit_origin: cfg.audit_origin(),
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     let shutdown = Arc::new(tokio::sync::Notify::new());

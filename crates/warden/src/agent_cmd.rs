@@ -1,17 +1,18 @@
-//! `warden agent …` and `warden token revoke`.
+//! `warden agent …` and `warden token revoke`: reads from the store,
+//! changes through the control plane.
 
 use crate::cli::{AgentCmd, KeyArgs, RegisterArgs, TokenCmd};
-use crate::open_store;
+use crate::{control_plane, open_store};
 use anyhow::{Context, Result, bail};
-use warden_core::clock::now_secs;
-use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, ToolRef};
+use warden_control::{Actor, ControlPlane, NewAgent, Revocation};
+use warden_core::{Agent, AgentId, AgentStatus};
 use warden_identity::{Keypair, PublicKey};
 use warden_server::ServerConfig;
-use warden_store::{RevocationKind, Store};
+use warden_store::Store;
 
 /// Accept `NAME` or a full SPIFFE id.
 pub fn agent_id(cfg: &ServerConfig, s: &str) -> Result<AgentId> {
-    if s.starts_with("spiffe://") { Ok(s.parse()?) } else { Ok(AgentId::new(&cfg.trust_domain, s)?) }
+    Ok(warden_control::agent_id(&cfg.trust_domain, s)?)
 }
 
 /// The public key to register: read from a file, or generated with the
@@ -33,54 +34,11 @@ fn public_key(k: &KeyArgs) -> Result<String> {
     }
 }
 
-/// Registry changes by operators are audited like every other decision.
-pub async fn audit_admin(store: &Store, cfg: &ServerConfig, ev: AuditEvent) -> Result<()> {
-    // Same chain and key as the server; the store serializes the writers.
-    let key = warden_server::load_or_create_key(&cfg.key_path())?;
-    let mut w = store.audit_appender(key).await?;
-    w.append(vec![(ev, warden_core::clock::now_ms())]).await.context("appending the audit record")?;
-    Ok(())
-}
-
-pub fn admin_event(kind: EventKind, agent: Option<&AgentId>, action: &str, reason: &str) -> AuditEvent {
-    AuditEvent {
-        kind: Some(kind),
-        agent: agent.map(ToString::to_string),
-        subject: Some(format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))),
-        action: Some(action.into()),
-        decision: warden_core::Verdict::Allow,
-        reason: Some(reason.into()),
-        ..Default::default()
-    }
-}
-
-async fn register(cfg: &ServerConfig, store: &Store, a: &RegisterArgs) -> Result<()> {
-    let id = AgentId::new(&cfg.trust_domain, &a.name)?;
-    let tools = a.tools.iter().map(|t| t.trim().parse::<ToolRef>()).collect::<Result<Vec<_>, _>>()?;
-    let autonomy = Autonomy::try_from(a.autonomy)?;
-    let parent = a.parent.as_deref().map(|p| agent_id(cfg, p)).transpose()?;
-    if a.owner.trim().is_empty() || a.purpose.trim().is_empty() {
-        bail!("--owner and --purpose must not be empty: every agent needs an accountable human and a stated purpose");
-    }
-    // Validate everything before a key file is written.
-    if let Some(p) = &parent {
-        store.get_agent(p).await.context("--parent must name a registered agent")?;
-    }
-    let public_key = public_key(&a.key)?;
-    let agent = Agent {
-        id: id.clone(),
-        owner: a.owner.clone(),
-        purpose: a.purpose.clone(),
-        tools,
-        autonomy,
-        status: AgentStatus::Active,
-        public_key,
-        parent,
-        created_at: now_secs(),
-    };
-    store.insert_agent(&agent).await?;
-    audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:register", &format!("owner {}, tools {}", a.owner, a.tools.join(","))))
-        .await?;
+async fn register(cp: &ControlPlane, a: &RegisterArgs) -> Result<()> {
+    let new = NewAgent { name: &a.name, owner: &a.owner, purpose: &a.purpose, tools: &a.tools, autonomy: a.autonomy, parent: a.parent.as_deref() };
+    // Everything is checked before a key file is written.
+    let valid = cp.check_registration(&new).await?;
+    let id = cp.register_agent(&Actor::local_user(), valid, public_key(&a.key)?).await?;
     println!("{id}");
     Ok(())
 }
@@ -101,93 +59,76 @@ fn print_agent(a: &Agent) {
 }
 
 pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
-    let store = open_store(cfg).await?;
+    let me = Actor::local_user();
     match cmd {
-        AgentCmd::Register(a) => register(cfg, &store, a).await,
-        AgentCmd::List => {
-            println!("{:<48} {:<10} {:<3} {:<24} TOOLS", "AGENT", "STATUS", "AUT", "OWNER");
-            for a in store.list_agents().await? {
-                let tools: Vec<String> = a.tools.iter().map(ToString::to_string).collect();
-                println!("{:<48} {:<10} {:<3} {:<24} {}", a.id, a.status.as_str(), a.autonomy.level(), a.owner, tools.join(","));
-            }
-            Ok(())
-        }
-        AgentCmd::Show { agent } => {
-            let a = store.get_agent(&agent_id(cfg, agent)?).await?;
-            print_agent(&a);
-            // The monitor's calls and risk as the gateway last saved them.
-            let now = warden_core::clock::now_ms();
-            let state = store.monitor_states().await?.into_iter().find(|s| s.agent == a.id.as_str());
-            let summary = state.and_then(|s| serde_json::from_str::<warden_monitor::AgentState>(&s.state).ok()).map(|s| s.summary(&cfg.monitor, now));
-            let (calls, risk) = summary.map(|s| (s.calls, s.risk)).unwrap_or_default();
-            let key = warden_server::load_or_create_key(&cfg.key_path())?.public();
-            let p = warden_server::promotion_report(&store, &a, calls, risk, &key, &cfg.promotion).await?;
-            match p.next {
-                Some(next) => println!("promotion to autonomy {next}: {}", if p.eligible { "recommended (an operator decides)" } else { "not yet" }),
-                None => println!("autonomy 3 is the highest level"),
-            }
-            for c in &p.criteria {
-                println!("  [{}] {}", if c.met { "x" } else { " " }, c.detail);
-            }
-            Ok(())
-        }
-        AgentCmd::Suspend { agent, reason } => set_status(cfg, &store, agent, AgentStatus::Suspended, reason).await,
-        AgentCmd::Resume { agent } => set_status(cfg, &store, agent, AgentStatus::Active, "resumed by an operator").await,
-        AgentCmd::Revoke { agent, reason } => set_status(cfg, &store, agent, AgentStatus::Revoked, reason).await,
+        AgentCmd::List => list(&open_store(cfg).await?).await,
+        AgentCmd::Show { agent } => show(cfg, &open_store(cfg).await?, agent).await,
+        AgentCmd::Register(a) => register(&control_plane(cfg).await?, a).await,
+        AgentCmd::Suspend { agent, reason } => set_status(cfg, agent, AgentStatus::Suspended, reason).await,
+        AgentCmd::Resume { agent } => set_status(cfg, agent, AgentStatus::Active, "").await,
+        AgentCmd::Revoke { agent, reason } => set_status(cfg, agent, AgentStatus::Revoked, reason).await,
         AgentCmd::Autonomy { agent, level, reason } => {
-            let id = agent_id(cfg, agent)?;
-            let level = Autonomy::try_from(*level)?;
-            if reason.trim().is_empty() {
-                bail!("--reason must say why (it is recorded in the audit log)");
-            }
-            let before = store.get_agent(&id).await?.autonomy.level();
-            store.set_autonomy(&id, level).await?;
-            let what = format!("autonomy {before} -> {}: {reason}", level.level());
-            audit_admin(&store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:autonomy", &what)).await?;
-            println!("{id}: {what}");
+            let change = control_plane(cfg).await?.set_autonomy(&me, agent, *level, reason).await?;
+            println!("{}: {change}", change.agent);
             Ok(())
         }
         AgentCmd::RotateKey { agent, key } => {
-            let id = agent_id(cfg, agent)?;
-            store.get_agent(&id).await?;
+            let cp = control_plane(cfg).await?;
+            // The agent must exist before a key file is written.
+            cp.agent(agent).await?;
             let pk = public_key(key)?;
-            store.rotate_key(&id, &pk, now_secs()).await?;
-            audit_admin(&store, cfg, admin_event(EventKind::AgentChanged, Some(&id), "agent:rotate-key", "key rotated; earlier tokens revoked")).await?;
+            let id = cp.rotate_key(&me, agent, &pk).await?;
             println!("rotated key of {id}; new thumbprint {}", warden_identity::thumbprint(&pk));
             Ok(())
         }
     }
 }
 
-async fn set_status(cfg: &ServerConfig, store: &Store, agent: &str, status: AgentStatus, reason: &str) -> Result<()> {
-    let id = agent_id(cfg, agent)?;
-    store.set_agent_status(&id, status, reason, now_secs()).await?;
-    audit_admin(store, cfg, admin_event(EventKind::AgentChanged, Some(&id), &format!("agent:{}", status.as_str()), reason)).await?;
+async fn list(store: &Store) -> Result<()> {
+    println!("{:<48} {:<10} {:<3} {:<24} TOOLS", "AGENT", "STATUS", "AUT", "OWNER");
+    for a in store.list_agents().await? {
+        let tools: Vec<String> = a.tools.iter().map(ToString::to_string).collect();
+        println!("{:<48} {:<10} {:<3} {:<24} {}", a.id, a.status.as_str(), a.autonomy.level(), a.owner, tools.join(","));
+    }
+    Ok(())
+}
+
+/// One agent, with the monitor's calls and risk as the gateway last saved
+/// them and its promotion criteria.
+async fn show(cfg: &ServerConfig, store: &Store, agent: &str) -> Result<()> {
+    let a = store.get_agent(&agent_id(cfg, agent)?).await?;
+    print_agent(&a);
+    let now = warden_core::clock::now_ms();
+    let state = store.monitor_states().await?.into_iter().find(|s| s.agent == a.id.as_str());
+    let summary = state.and_then(|s| serde_json::from_str::<warden_monitor::AgentState>(&s.state).ok()).map(|s| s.summary(&cfg.monitor, now));
+    let (calls, risk) = summary.map(|s| (s.calls, s.risk)).unwrap_or_default();
+    let key = warden_server::load_or_create_key(&cfg.key_path())?.public();
+    let p = warden_server::promotion_report(store, &a, calls, risk, &key, &cfg.promotion).await?;
+    match p.next {
+        Some(next) => println!("promotion to autonomy {next}: {}", if p.eligible { "recommended (an operator decides)" } else { "not yet" }),
+        None => println!("autonomy 3 is the highest level"),
+    }
+    for c in &p.criteria {
+        println!("  [{}] {}", if c.met { "x" } else { " " }, c.detail);
+    }
+    Ok(())
+}
+
+async fn set_status(cfg: &ServerConfig, agent: &str, status: AgentStatus, reason: &str) -> Result<()> {
+    let id = control_plane(cfg).await?.set_agent_status(&Actor::local_user(), agent, status, reason).await?;
     println!("{id} is now {}", status.as_str());
     Ok(())
 }
 
 pub async fn token(cfg: &ServerConfig, cmd: &TokenCmd) -> Result<()> {
-    let store = open_store(cfg).await?;
     let TokenCmd::Revoke { jti, task, agent, reason } = cmd;
-    let (kind, value) = match (jti, task, agent) {
-        (Some(j), _, _) => (RevocationKind::Token, j.clone()),
-        (_, Some(t), _) => (RevocationKind::Task, t.clone()),
-        (_, _, Some(a)) => {
-            let id = agent_id(cfg, a)?;
-            store.get_agent(&id).await?;
-            (RevocationKind::Agent, id.to_string())
-        }
+    let what = match (jti, task, agent) {
+        (Some(j), _, _) => Revocation::Token(j),
+        (_, Some(t), _) => Revocation::Task(t),
+        (_, _, Some(a)) => Revocation::Agent(a),
         _ => bail!("give one of --jti, --task or --agent"),
     };
-    store.revoke(kind, &value, reason, now_secs()).await?;
-    let mut ev = admin_event(EventKind::Revocation, None, "token:revoke", reason);
-    match kind {
-        RevocationKind::Token => ev.token_id = Some(value.clone()),
-        RevocationKind::Task => ev.task = Some(value.clone()),
-        RevocationKind::Agent => ev.agent = Some(value.clone()),
-    }
-    audit_admin(&store, cfg, ev).await?;
+    let value = control_plane(cfg).await?.revoke(&Actor::local_user(), what, reason).await?;
     println!("revoked {value}");
     Ok(())
 }

@@ -3,11 +3,11 @@
 //! within 50 ms; every decision is audited), and `warden operator …`: the
 //! people who may use the admin API and dashboard.
 
-use crate::agent_cmd::{admin_event, audit_admin};
 use crate::cli::{ApprovalsCmd, OperatorCmd, OperatorCredential};
-use crate::open_store;
+use crate::{control_plane, open_store};
 use anyhow::{Context, Result, anyhow, bail};
-use warden_core::{Approval, EventKind, Operator, Role, sha256_hex};
+use warden_control::{Actor, Via};
+use warden_core::{Approval, Operator, Role, sha256_hex};
 use warden_server::ServerConfig;
 use warden_store::Store;
 
@@ -37,7 +37,6 @@ fn line(a: &Approval) -> String {
 
 pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
     let store = open_store(cfg).await?;
-    let now = warden_core::clock::now_ms();
     match cmd {
         ApprovalsCmd::List { all, json } => {
             let list = store.list_approvals(!all, 500).await?;
@@ -67,8 +66,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
             let op = presented(&store, operator).await?.ok_or_else(|| {
                 anyhow!("deciding an approval needs your operator token, so the decision is yours: --operator-token-file FILE or ${TOKEN_ENV} (an admin issues one with `warden operator add NAME --role approver`)")
             })?;
-            let a = store.decide_approval(id, &op, approve, reason, now).await?;
-            audit_admin(&store, cfg, a.decision_event(&op, approve, reason)).await?;
+            let a = control_plane(cfg).await?.decide_approval(&op, Via::Cli, id, approve, reason).await?;
             let by = op.subject();
             match a.status {
                 warden_core::ApprovalStatus::Pending => {
@@ -82,27 +80,20 @@ pub async fn run(cfg: &ServerConfig, cmd: &ApprovalsCmd) -> Result<()> {
 }
 
 pub async fn operator(cfg: &ServerConfig, cmd: &OperatorCmd) -> Result<()> {
-    let store = open_store(cfg).await?;
+    let me = Actor::local_user();
     match cmd {
         OperatorCmd::Add { name, role } => {
-            warden_core::validate_name(name)?;
-            let role: Role = role.parse()?;
-            let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-            let token = format!("wdn_{}", hex::encode(secret));
-            store.add_operator(name, role, &sha256_hex(token.as_bytes()), warden_core::clock::now_ms()).await?;
-            audit_admin(&store, cfg, admin_event(EventKind::OperatorChanged, None, "operator:add", &format!("operator {name} added as {role}"))).await?;
+            let (role, token) = control_plane(cfg).await?.add_operator(&me, name, role).await?;
             eprintln!("operator {name} added as {role}; their token (shown once, keep it secret):");
             println!("{token}");
         }
         OperatorCmd::List => {
-            for warden_store::StoredOperator { name, role, created_ms: at } in store.list_operators().await? {
+            for warden_store::StoredOperator { name, role, created_ms: at } in open_store(cfg).await?.list_operators().await? {
                 println!("{name:<24} {role:<9} added {}", chrono::DateTime::from_timestamp_millis(at).map(|t| t.to_rfc3339()).unwrap_or_default());
             }
         }
         OperatorCmd::Remove { name } => {
-            store.remove_operator(name).await?;
-            audit_admin(&store, cfg, admin_event(EventKind::OperatorChanged, None, "operator:remove", &format!("operator {name} removed"))).await?;
+            control_plane(cfg).await?.remove_operator(&me, name).await?;
             println!("operator {name} removed");
         }
     }

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use warden_audit::merkle::Hash;
 use warden_audit::{AuditError, AuditRecord, ChainHead, Checkpoint, ConsistencyProof, InclusionProof, VerifyReport, verify_jsonl};
+use warden_control::{Publication, Published, Verification};
 use warden_identity::{Keypair, PublicKey};
 use warden_store::{Store, StoredCheckpoint};
 
@@ -116,8 +117,9 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
             match cmd {
                 AuditCmd::Verify { .. } => {
                     let key = gateway_key(cli)?.public();
-                    let Some(dir) = &cfg.audit.publish_checkpoints_to else { return report(verify_store(&store, &key).await?) };
-                    verify_against_published(&store, &key, dir, &cfg.audit_origin()).await
+                    let origin = cfg.audit_origin();
+                    let publication = cfg.audit.publish_checkpoints_to.as_deref().map(|dir| Publication { dir, origin: &origin });
+                    verified(warden_control::verify_audit(&store, &key, publication).await?)
                 }
                 AuditCmd::Checkpoint { out } => {
                     let key = gateway_key(cli)?;
@@ -198,27 +200,16 @@ pub async fn run(cli: &Cli, cmd: &AuditCmd) -> Result<()> {
     }
 }
 
-/// Verify the stored log against the newest checkpoint published in `dir`
-/// as well: the database's own head and checkpoints cannot vouch for a log
-/// whose writer could rewrite them. A failure that concerns the published
-/// checkpoint names its file.
-async fn verify_against_published(store: &Store, key: &PublicKey, dir: &Path, origin: &str) -> Result<()> {
-    let published = warden_audit::newest_published(dir, key).context("reading the newest published checkpoint (audit.publish_checkpoints_to)")?;
-    let Some((path, cp)) = published else {
+/// The stored log's verification as the terminal shows it.
+fn verified(v: Verification) -> Result<()> {
+    if let Published::NoneYet(dir) = &v.published {
         println!("note: no checkpoint published in {} yet; verifying against the database alone", dir.display());
-        return report(verify_store(store, key).await?);
-    };
-    ensure!(cp.origin == origin, "published checkpoint {} is for the log {:?}, not this one ({origin:?})", path.display(), cp.origin);
-    match store.verify_audit_with(key, std::slice::from_ref(&cp)).await? {
-        Err(e @ (AuditError::Checkpoint { size } | AuditError::ShorterThanCheckpoint { size, .. })) if size == cp.size => {
-            bail!("audit log verification FAILED against the checkpoint published at {} (tree size {}): {e}", path.display(), cp.size)
-        }
-        r => {
-            report(r)?;
-            println!("the log reaches the newest published checkpoint {} (tree size {})", path.display(), cp.size);
-            Ok(())
-        }
     }
+    print_report(v.outcome().map_err(|why| anyhow::anyhow!("audit log verification FAILED: {why}"))?);
+    if let Published::Checked { path, size } = &v.published {
+        println!("the log reaches the newest published checkpoint {} (tree size {size})", path.display());
+    }
+    Ok(())
 }
 
 fn parse_head(s: &str) -> Result<ChainHead> {
@@ -238,14 +229,18 @@ fn print_records(recs: impl Iterator<Item = AuditRecord>, json: bool) -> Result<
 fn report(r: Result<VerifyReport, AuditError>) -> Result<()> {
     match r {
         Ok(rep) => {
-            println!(
-                "audit log OK: {} records, {} signed batches, head {}:{}, Merkle root {}, {} signed checkpoints matched",
-                rep.records, rep.signatures, rep.head.seq, rep.head.hash, rep.root, rep.checkpoints
-            );
+            print_report(&rep);
             Ok(())
         }
         Err(e) => bail!("audit log verification FAILED: {e}"),
     }
+}
+
+fn print_report(rep: &VerifyReport) {
+    println!(
+        "audit log OK: {} records, {} signed batches, head {}:{}, Merkle root {}, {} signed checkpoints matched",
+        rep.records, rep.signatures, rep.head.seq, rep.head.hash, rep.root, rep.checkpoints
+    );
 }
 
 #[cfg(test)]

@@ -3,54 +3,29 @@
 //! its next registry refresh (`refresh_ms`, default 100 ms), audits when it
 //! took effect, and refuses the next call.
 
-use crate::agent_cmd::{agent_id, audit_admin};
+use crate::agent_cmd::agent_id;
 use crate::cli::{KillCmd, MonitorCmd};
-use crate::open_store;
+use crate::{control_plane, open_store};
 use anyhow::{Context, Result, bail};
-use warden_core::{EventKind, Kill, KillScope, ToolRef};
+use warden_control::Actor;
+use warden_core::KillScope;
 use warden_monitor::AgentState;
 use warden_server::ServerConfig;
-
-fn operator() -> String {
-    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
 
 fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_else(|| ms.to_string())
 }
 
 pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
-    let store = open_store(cfg).await?;
-    let now = warden_core::clock::now_ms();
     let (scope, target, reason) = match cmd {
-        KillCmd::Agent { agent, reason } => {
-            let id = agent_id(cfg, agent)?;
-            store.get_agent(&id).await?;
-            (KillScope::Agent, id.to_string(), reason)
-        }
-        KillCmd::Owner { owner, reason } => (KillScope::Owner, owner.clone(), reason),
-        KillCmd::Server { server, reason } => {
-            warden_core::validate_name(server)?;
-            (KillScope::Server, server.clone(), reason)
-        }
-        KillCmd::Tool { tool, reason } => {
-            let t: ToolRef = tool.parse()?;
-            if t.is_wildcard() {
-                bail!("name one tool (SERVER/TOOL); to stop a whole server use `warden kill server {}`", t.server);
-            }
-            (KillScope::Tool, t.to_string(), reason)
-        }
-        KillCmd::Global { reason } => (KillScope::Global, String::new(), reason),
-        KillCmd::List { all, json } => return list(&store, *all, *json).await,
+        KillCmd::Agent { agent, reason } => (KillScope::Agent, agent.as_str(), reason),
+        KillCmd::Owner { owner, reason } => (KillScope::Owner, owner.as_str(), reason),
+        KillCmd::Server { server, reason } => (KillScope::Server, server.as_str(), reason),
+        KillCmd::Tool { tool, reason } => (KillScope::Tool, tool.as_str(), reason),
+        KillCmd::Global { reason } => (KillScope::Global, "", reason),
+        KillCmd::List { all, json } => return list(&open_store(cfg).await?, *all, *json).await,
         KillCmd::Lift { id, reason } => {
-            if reason.trim().is_empty() {
-                bail!("--reason must say why it is safe to lift the kill switch");
-            }
-            let k = store.lift_kill(*id, &operator(), now).await?;
-            let mut ev = k.audit_event(EventKind::ContainmentLifted);
-            ev.subject = Some(operator());
-            ev.reason = Some(reason.clone());
-            audit_admin(&store, cfg, ev).await?;
+            let k = control_plane(cfg).await?.lift_kill(&Actor::local_user(), *id, reason).await?;
             println!("kill switch #{} ({} {}) lifted", k.id, k.scope, k.target);
             if k.scope == KillScope::Agent {
                 println!("the agent is active again; its earlier tokens stay revoked, so it must request new ones");
@@ -58,13 +33,7 @@ pub async fn kill(cfg: &ServerConfig, cmd: &KillCmd) -> Result<()> {
             return Ok(());
         }
     };
-    if reason.trim().is_empty() {
-        bail!("--reason must say why (it is recorded in the audit log)");
-    }
-    let k = store.engage_kill(&Kill { id: 0, scope, target, reason: reason.clone(), by: operator(), at_ms: now }).await?.kill;
-    let mut ev = k.audit_event(EventKind::Containment);
-    ev.reason = Some(k.describe());
-    audit_admin(&store, cfg, ev).await?;
+    let k = control_plane(cfg).await?.engage_kill(&Actor::local_user(), scope, target, reason).await?;
     println!("kill switch #{} engaged: {}", k.id, k.describe());
     println!("running gateways enforce it at their next refresh (within {} ms); lift it with `warden kill lift {} --reason ...`", cfg.refresh_ms, k.id);
     Ok(())

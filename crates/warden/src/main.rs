@@ -88,6 +88,15 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<warden_store::Store> {
     warden_server::open_store(cfg).await.with_context(|| format!("opening the registry at {at}"))
 }
 
+/// The control plane over the configured store. Its audit records join the
+/// server's chain under the gateway key (the store serializes the writers).
+pub async fn control_plane(cfg: &ServerConfig) -> Result<warden_control::ControlPlane> {
+    let store = open_store(cfg).await?;
+    let key = warden_server::load_or_create_key(&cfg.key_path())?;
+    let audit = warden_gateway::AuditSink::start(store.clone(), key, None);
+    Ok(warden_control::ControlPlane::standalone(store, audit, &cfg.trust_domain))
+}
+
 /// Ctrl-C, or SIGTERM from a service manager.
 async fn shutdown_signal() {
     #[cfg(unix)]

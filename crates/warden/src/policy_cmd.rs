@@ -5,7 +5,7 @@ use crate::cli::{Cli, PolicyCmd};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use warden_core::EventKind;
+use warden_control::{Actor, PolicyPush};
 use warden_policy::PolicyBundle;
 use warden_server::{load_policy_dir, load_test_files, read_policy_dir};
 
@@ -63,14 +63,9 @@ pub async fn run(cli: &Cli, cmd: &PolicyCmd) -> Result<()> {
             run_tests(&dir, &bundle).context("nothing pushed")?;
             let text = serde_json::to_string(&sources)?;
             let sha = hex::encode(Sha256::digest(text.as_bytes()));
-            let cfg = crate::load_config(cli)?;
-            let store = crate::open_store(&cfg).await?;
-            let by = format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-            let version = store.push_policy(&text, &sha, &by, warden_core::clock::now_ms()).await?;
-            let mut ev = crate::agent_cmd::admin_event(EventKind::PolicyChanged, None, &format!("policy:push v{version}"), reason);
-            ev.args_sha256 = Some(sha.clone());
-            ev.policies = bundle.policy_ids();
-            crate::agent_cmd::audit_admin(&store, &cfg, ev).await?;
+            let cp = crate::control_plane(&crate::load_config(cli)?).await?;
+            let push = PolicyPush { sources_json: &text, sha256: &sha, policy_ids: bundle.policy_ids(), reason };
+            let version = cp.push_policy(&Actor::local_user(), push).await?;
             println!("policy bundle v{version} (sha256 {sha}, {} policies) pushed; every gateway on this database switches to it", bundle.len());
             Ok(())
         }

@@ -1,22 +1,18 @@
-//! `warden tool …`: classification and definition pinning.
+//! `warden tool …`: classification and definition pinning; listings from
+//! the store, changes through the control plane.
 
-use crate::agent_cmd::{admin_event, audit_admin};
 use crate::cli::ToolCmd;
-use crate::open_store;
-use anyhow::{Result, bail};
-use warden_core::{EventKind, ToolRef, ToolStatus};
+use crate::{control_plane, open_store};
+use anyhow::Result;
+use warden_control::{Actor, Classification};
+use warden_core::ToolRef;
 use warden_server::ServerConfig;
 
-async fn audit_tool(cfg: &ServerConfig, store: &warden_store::Store, tool: &ToolRef, action: &str, reason: &str) -> Result<()> {
-    let mut ev = admin_event(EventKind::ToolChanged, None, action, reason);
-    ev.tool = Some(tool.to_string());
-    audit_admin(store, cfg, ev).await
-}
-
 pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
-    let store = open_store(cfg).await?;
+    let me = Actor::local_user();
     match cmd {
         ToolCmd::List => {
+            let store = open_store(cfg).await?;
             println!("{:<40} {:<9} {:<9} {:<10} {:<6} {:<9} PIN", "TOOL", "STATUS", "SENSITIV.", "ACTION", "EXFIL", "UNTRUSTED");
             for t in store.list_tools().await? {
                 let pin = match (&t.pinned_hash, &t.observed_hash) {
@@ -38,6 +34,7 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             Ok(())
         }
         ToolCmd::Show { tool } => {
+            let store = open_store(cfg).await?;
             let tref: ToolRef = tool.parse()?;
             let t = store.get_tool(&tref).await?;
             println!("{}", serde_json::to_string_pretty(&t)?);
@@ -52,50 +49,18 @@ pub async fn run(cfg: &ServerConfig, cmd: &ToolCmd) -> Result<()> {
             Ok(())
         }
         ToolCmd::Set { tool, sensitivity, action_class, exfil, untrusted } => {
-            let tref: ToolRef = tool.parse()?;
-            if tref.is_wildcard() {
-                bail!("classify one tool at a time (SERVER/TOOL)");
-            }
-            let mut t = match store.get_tool(&tref).await {
-                Ok(t) => t,
-                Err(warden_store::StoreError::NotFound(_)) => warden_core::Tool {
-                    tool: tref.clone(),
-                    sensitivity: warden_core::Sensitivity::High,
-                    action_class: warden_core::ActionClass::Exec,
-                    exfil_capable: true,
-                    untrusted_content: true,
-                    pinned_hash: None,
-                    observed_hash: None,
-                    status: ToolStatus::Pending,
-                },
-                Err(e) => return Err(e.into()),
-            };
-            t.sensitivity = sensitivity.parse()?;
-            t.action_class = action_class.parse()?;
-            t.exfil_capable = *exfil;
-            t.untrusted_content = *untrusted;
-            store.upsert_tool(&t).await?;
-            let what = format!("{} / {} / exfil={} / untrusted={}", t.sensitivity, t.action_class, t.exfil_capable, t.untrusted_content);
-            audit_tool(cfg, &store, &tref, "tool:set", &what).await?;
-            println!("{tref}: {what}");
+            let class = Classification::parse(sensitivity, action_class, *exfil, *untrusted)?;
+            let t = control_plane(cfg).await?.classify_tool(&me, tool, &class).await?;
+            println!("{}: {class}", t.tool);
             Ok(())
         }
         ToolCmd::Approve { tool, accept_findings } => {
-            let tref: ToolRef = tool.parse()?;
-            let flagged = store.observed_findings(&tref).await?;
-            let t = store.approve_tool(&tref, *accept_findings).await?;
-            let mut what = format!("pinned definition {}", t.pinned_hash.as_deref().unwrap_or_default());
-            if let Some(f) = flagged {
-                what.push_str(&format!("; operator accepted inspection findings {f}"));
-            }
-            audit_tool(cfg, &store, &t.tool, "tool:approve", &what).await?;
+            let t = control_plane(cfg).await?.approve_tool(&me, tool, *accept_findings).await?;
             println!("{} approved; pinned definition {}", t.tool, t.pinned_hash.unwrap_or_default());
             Ok(())
         }
         ToolCmd::Disable { tool } => {
-            let tref: ToolRef = tool.parse()?;
-            store.set_tool_status(&tref, ToolStatus::Disabled).await?;
-            audit_tool(cfg, &store, &tref, "tool:disable", "disabled by an operator").await?;
+            control_plane(cfg).await?.disable_tool(&me, tool).await?;
             println!("{tool} disabled");
             Ok(())
         }

@@ -6,14 +6,15 @@
 
 use super::*;
 use crate::audit_sink::AuditSink;
-use crate::state::{ApprovalsConfig, GatewayConfig, now_secs};
+use crate::state::{ApprovalsConfig, GatewayConfig};
 use crate::upstream::{Transport, UpstreamConfig};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use warden_core::clock::now_secs;
 use warden_core::{ActionClass, Agent, AgentId, AgentStatus, Approval, ApprovalStatus, Autonomy, Operator, Role, Sensitivity};
+use warden_core::{Kill, KillScope};
 use warden_identity::{AccessClaims, Actor, Confirmation, Keypair, TokenIssuer};
-use warden_monitor::{Kill, KillScope};
 use warden_policy::PolicySource;
 use warden_store::Store;
 
