@@ -24,15 +24,19 @@
 //! policy. A head must arrive whole within `head_timeout_secs`, and at most
 //! `max_connections` connections are served at once (slowloris).
 
+mod address;
+mod allowlist;
 mod exfil;
 pub mod head;
 pub mod path;
+
+pub use address::is_public;
+pub use allowlist::{EgressConfig, EgressRule};
 
 pub use head::{HeadError, RequestHead, parse_request_head};
 
 use crate::enforce::{self, Decided, Pipeline, Refusal, Stopped, Target, Trail, correlation_id};
 use crate::state::Gateway;
-use serde::Deserialize;
 use sha2::Digest;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -44,142 +48,6 @@ use warden_core::{ActionClass, EventKind, Sensitivity, Tool, ToolRef, ToolStatus
 use warden_inspect::Detector;
 use warden_monitor::Taint;
 use warden_monitor::{Claimed, Door};
-
-/// `[egress]` in `warden.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EgressConfig {
-    /// Where the proxy listens (e.g. `0.0.0.0:8701`); off when unset.
-    pub listen: Option<String>,
-    #[serde(default)]
-    pub allow: Vec<EgressRule>,
-    /// Connections served at once; more are refused at once (503).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// The whole request head must arrive within this many seconds.
-    #[serde(default = "default_head_timeout_secs")]
-    pub head_timeout_secs: u64,
-    /// Plain HTTP request bodies are inspected up to this size; larger ones
-    /// are refused (413), never forwarded unscanned.
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: u64,
-}
-
-fn default_max_connections() -> usize {
-    1024
-}
-fn default_head_timeout_secs() -> u64 {
-    10
-}
-fn default_max_body_bytes() -> u64 {
-    1 << 20
-}
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        Self {
-            listen: None,
-            allow: Vec::new(),
-            max_connections: default_max_connections(),
-            head_timeout_secs: default_head_timeout_secs(),
-            max_body_bytes: default_max_body_bytes(),
-        }
-    }
-}
-
-/// One allowed destination.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EgressRule {
-    /// Agent name, or `*` for every agent.
-    pub agent: String,
-    /// Exact host name, `*.domain` for its subdomains, or an IP literal.
-    pub host: String,
-    pub port: u16,
-    /// Plain HTTP only: the request path must start with this. A rule with
-    /// a prefix never admits a `CONNECT` tunnel (the path is not visible).
-    pub path_prefix: Option<String>,
-    /// Admit addresses that are private, loopback or link-local.
-    #[serde(default)]
-    pub allow_private: bool,
-}
-
-impl EgressConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        for r in &self.allow {
-            if r.host.is_empty() || r.host.contains(['/', ' ']) || r.host.starts_with('*') && !r.host.starts_with("*.") {
-                return Err(format!("egress.allow host {:?}: a host name, *.domain or an IP address", r.host));
-            }
-            if r.agent != "*" {
-                warden_core::validate_name(&r.agent).map_err(|e| format!("egress.allow agent: {e}"))?;
-            }
-            if let Some(p) = &r.path_prefix {
-                // Paths are matched decoded; a prefix that is not already in
-                // that form could never match.
-                if !p.starts_with('/') || path::normalize(p).as_deref() != Ok(p.as_str()) || p.contains('?') {
-                    return Err(format!("egress.allow path_prefix {p:?}: a decoded path starting with /, without dot segments, ; or %"));
-                }
-            }
-        }
-        if self.max_connections == 0 || self.head_timeout_secs == 0 || self.max_body_bytes == 0 {
-            return Err("egress.max_connections, head_timeout_secs and max_body_bytes must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// The first rule admitting `agent` to `host:port` (and `path` for plain
-    /// HTTP; `None` for a tunnel).
-    pub fn admit(&self, agent: &str, host: &str, port: u16, path: Option<&str>) -> Option<&EgressRule> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allow.iter().find(|r| {
-            (r.agent == "*" || r.agent == agent)
-                && r.port == port
-                && match r.host.strip_prefix("*.") {
-                    Some(domain) => host.ends_with(&format!(".{}", domain.to_ascii_lowercase())),
-                    None => r.host.eq_ignore_ascii_case(&host),
-                }
-                && match (&r.path_prefix, path) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(prefix), Some(p)) => path::within(p, prefix),
-                }
-        })
-    }
-}
-
-/// May the proxy connect to `ip` without an explicit `allow_private`?
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // shared address space (CGNAT)
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 of any IPv4
-        }
-    }
-}
 
 /// The bearer token from `Proxy-Authorization` (Basic with the token as the
 /// password, which every HTTP client can send, or Bearer).
@@ -463,15 +331,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             Err(r) => Err(r),
         },
     });
-    // Admitted: the connection takes its share of the rate limits and caps
-    // (assessing only checks them). No breaker guards a destination, so
-    // there is no probe to keep.
-    let decided = decided.and_then(|()| {
-        gw.monitor.admit(&mcall).map(drop).map_err(|r| {
-            p.trail.add_policies([r.id()]);
-            Refusal::Monitor(r)
-        })
-    });
+    let decided = decided.and_then(|()| p.take_share(&mcall));
     let stopped = decided.err().map(Stopped::Refused);
     if stopped.is_none() {
         // What comes back is from outside the trust boundary.
@@ -607,69 +467,6 @@ mod tests {
             (refused.decision, refused.policies.as_slice()),
             (warden_core::Verdict::Deny, &["egress:bot:127.0.0.1:".to_string() + &port.to_string(), "limit:one-connection".into()][..])
         );
-    }
-
-    fn cfg() -> EgressConfig {
-        let rule = |agent: &str, host: &str, port, path: Option<&str>| EgressRule {
-            agent: agent.into(),
-            host: host.into(),
-            port,
-            path_prefix: path.map(Into::into),
-            allow_private: false,
-        };
-        EgressConfig {
-            allow: vec![rule("billing", "api.stripe.com", 443, None), rule("*", "*.example.com", 80, Some("/v1/")), rule("billing", "10.0.0.5", 8080, None)],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn allowlists_match_agent_host_port_and_path() {
-        let c = cfg();
-        assert!(c.admit("billing", "api.stripe.com", 443, None).is_some());
-        assert!(c.admit("billing", "API.Stripe.com.", 443, None).is_some(), "case and a trailing dot do not matter");
-        assert!(c.admit("support", "api.stripe.com", 443, None).is_none(), "another agent");
-        assert!(c.admit("billing", "api.stripe.com", 80, None).is_none(), "another port");
-        assert!(c.admit("billing", "evil-api.stripe.com", 443, None).is_none());
-        assert!(c.admit("support", "docs.example.com", 80, Some("/v1/items?x=1")).is_some());
-        assert!(c.admit("support", "example.com", 80, Some("/v1/")).is_none(), "*.domain is subdomains only");
-        assert!(c.admit("support", "docs.example.com", 80, Some("/v2/items")).is_none());
-        assert!(c.admit("support", "docs.example.com", 80, None).is_none(), "a tunnel cannot honour a path prefix");
-        for sneaky in ["/v1/../admin", "/v1/%2e%2e/admin", "/v1/..%2fadmin", "/v1\\..\\admin", "/v1/./x"] {
-            assert!(c.admit("support", "docs.example.com", 80, Some(sneaky)).is_none(), "{sneaky}");
-        }
-        assert!(c.validate().is_ok());
-        let bad = EgressConfig { allow: vec![EgressRule { host: "*bad.com".into(), ..c.allow[0].clone() }], ..Default::default() };
-        assert!(bad.validate().is_err());
-        for prefix in ["v1/", "/v1/../x", "/v1/%2e", "/v1;x/", "/v1/?q"] {
-            let bad = EgressConfig { allow: vec![EgressRule { path_prefix: Some(prefix.into()), ..c.allow[1].clone() }], ..Default::default() };
-            assert!(bad.validate().is_err(), "{prefix}");
-        }
-    }
-
-    #[test]
-    fn private_loopback_link_local_and_metadata_addresses_are_not_public() {
-        for ip in [
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "127.0.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "64:ff9b::a00:1",
-            "224.0.0.1",
-            "255.255.255.255",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
     }
 
     #[test]

@@ -376,6 +376,15 @@ impl<'a> Pipeline<'a> {
         Ok(Admission { args, _admitted: admitted })
     }
 
+    /// Admit a call its front door carries out itself (an egress
+    /// connection): it takes its share of the rate limits and caps
+    /// (assessing only checks them). No breaker guards such a destination,
+    /// so there is no probe to keep.
+    pub(crate) fn take_share(&mut self, call: &warden_monitor::Call<'_>) -> Result<(), Refusal> {
+        let gw = self.gw;
+        gw.monitor.admit(call).map(drop).map_err(|r| self.refusal(Refusal::Monitor(r)))
+    }
+
     /// Inspect an upstream result and decide on it (`receive_result`):
     /// withhold it when the caller was contained meanwhile, on a deny (the
     /// call itself already happened upstream) or when its records would
@@ -495,7 +504,8 @@ impl<'a> Pipeline<'a> {
             Decided::Hold { reason, policies } => self.hold(target, found, a, &reason, &policies).await.map_err(Stopped::Refused)?,
         };
         let admission = self.admit(mcall, target, &permit, found).await.map_err(Stopped::Refused)?;
-        let result = forward(admission.args.clone()).await.map_err(Stopped::UpstreamFailed)?;
+        // The admission (its breaker probe) lives on until the result is reviewed.
+        let result = forward(admission.args).await.map_err(Stopped::UpstreamFailed)?;
         self.review(mcall, target, &permit, a, result).map_err(Stopped::Refused)
     }
 }
