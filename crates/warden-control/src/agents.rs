@@ -27,12 +27,6 @@ pub struct ValidAgent {
     tools: String,
 }
 
-impl ValidAgent {
-    pub fn id(&self) -> &AgentId {
-        &self.agent.id
-    }
-}
-
 /// An autonomy change: what it was, what it is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutonomyChange {

@@ -14,7 +14,7 @@ pub enum ControlError {
     /// A name, id, tool reference or level that does not parse.
     #[error(transparent)]
     Invalid(#[from] CoreError),
-    #[error("a non-empty reason is required to {0} (it is recorded in the audit log)")]
+    #[error("a non-empty reason is required to {0} (`--reason`, or \"reason\" in the request body; it is recorded in the audit log)")]
     ReasonRequired(Why),
     #[error(
         "name one tool (SERVER/TOOL); to stop every tool of {server}, engage a server kill switch instead (scope \"server\", `warden kill server {server}`)"

@@ -104,7 +104,8 @@ impl ControlPlane {
         Self { store: gw.store.clone(), audit: gw.audit.clone(), trust_domain: trust_domain.to_string(), gateway: Some(gw) }
     }
 
-    pub fn store(&self) -> &Store {
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 

@@ -87,7 +87,10 @@ async fn suspending_needs_a_reason_resuming_does_not_and_both_are_recorded_with_
         let id = register(&cp, &Actor::local_user(), "bot", None).await;
         let before = events(&cp).await.len();
         let e = cp.set_agent_status(&ada, "bot", AgentStatus::Suspended, "  ").await.unwrap_err();
-        assert_eq!(e.to_string(), "a non-empty reason is required to suspend an agent (it is recorded in the audit log)");
+        assert_eq!(
+            e.to_string(),
+            "a non-empty reason is required to suspend an agent (`--reason`, or \"reason\" in the request body; it is recorded in the audit log)"
+        );
         let e = cp.set_agent_status(&ada, "ghost", AgentStatus::Suspended, "x").await.unwrap_err();
         assert!(matches!(e, ControlError::Store(StoreError::NotFound(_))), "{e}");
         assert_eq!(cp.store().get_agent(&id).await.unwrap().status, AgentStatus::Active, "nothing changed");

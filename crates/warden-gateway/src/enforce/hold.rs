@@ -9,6 +9,7 @@ use warden_core::clock::now_ms;
 use warden_core::clock::now_secs;
 use warden_core::{Approval, ApprovalStatus, Decision, EventKind, Verdict};
 use warden_inspect::{Method, Rule};
+use warden_policy::PolicyBundle;
 
 /// How often a held call looks for its approval decision.
 const APPROVAL_POLL: Duration = Duration::from_millis(50);
@@ -16,8 +17,16 @@ const APPROVAL_POLL: Duration = Duration::from_millis(50);
 impl Pipeline<'_> {
     /// Get a human's approval for this call and authorize it again; the
     /// permit carries the approval, spent when the call is admitted.
-    pub(crate) async fn hold(&mut self, target: &Target, found: &Inspection, a: &Assessed, reason: &str, policies: &[String]) -> Result<Permit, Refusal> {
-        let id = self.approval(target, a, reason, policies).await?;
+    pub(crate) async fn hold(
+        &mut self,
+        target: &Target,
+        found: &Inspection,
+        a: &Assessed,
+        decided_by: &PolicyBundle,
+        reason: &str,
+        policies: &[String],
+    ) -> Result<Permit, Refusal> {
+        let id = self.approval(target, a, decided_by, reason, policies).await?;
         self.trail.add_policies([format!("approval#{id}")]);
         match self.reauthorize(target, found, a, policies) {
             Ok(permit) => Ok(Permit { approval: Some(id), ..permit }),
@@ -29,7 +38,7 @@ impl Pipeline<'_> {
     }
 
     /// The approval id (not yet used), or why there is none.
-    async fn approval(&mut self, target: &Target, a: &Assessed, reason: &str, policies: &[String]) -> Result<String, Refusal> {
+    async fn approval(&mut self, target: &Target, a: &Assessed, decided_by: &PolicyBundle, reason: &str, policies: &[String]) -> Result<String, Refusal> {
         let gw = self.gw;
         let cfg = &gw.config.approvals;
         let store_err = |e: warden_store::StoreError| Refusal::ApprovalsUnavailable(format!("approval store unavailable, so the call was not executed: {e}"));
@@ -61,7 +70,7 @@ impl Pipeline<'_> {
             reason: reason.to_string(),
             policies: policies.to_vec(),
             risk: a.seen.risk,
-            required: gw.policy().approvers_required(policies),
+            required: decided_by.approvers_required(policies),
             approvers: Vec::new(),
             status: ApprovalStatus::Pending,
             decided_by: None,

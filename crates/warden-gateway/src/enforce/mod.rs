@@ -202,10 +202,11 @@ pub(crate) struct Assessed {
     pub(crate) at: Instant,
 }
 
-/// Cedar's answer: go ahead under obligations, or ask a human first.
+/// Cedar's answer: go ahead under obligations, or ask a human first (how
+/// many approvers it takes is the deciding bundle's to say).
 pub(crate) enum Decided {
     Allow(Permit),
-    Hold { reason: String, policies: Vec<String> },
+    Hold { reason: String, policies: Vec<String>, policy: Arc<PolicyBundle> },
 }
 
 /// Permission to forward: the bundle that decided (so one bundle decides
@@ -339,7 +340,7 @@ impl<'a> Pipeline<'a> {
         self.trail.add_policies(decision.policies().iter().cloned());
         match decision {
             Decision::Allow { obligations, .. } => Ok(Decided::Allow(Permit { policy, obligations, approval: None })),
-            Decision::NeedsApproval { reason, policies, .. } => Ok(Decided::Hold { reason, policies }),
+            Decision::NeedsApproval { reason, policies, .. } => Ok(Decided::Hold { reason, policies, policy }),
             Decision::Deny { reason, policies } => {
                 let critical = policies.iter().find(|p| policy.is_critical(p)).cloned();
                 Err(Refusal::Policy { reason, critical })
@@ -501,7 +502,7 @@ impl<'a> Pipeline<'a> {
         self.screen(a).map_err(Stopped::Refused)?;
         let permit = match self.decide(target, found, a, None).map_err(Stopped::Refused)? {
             Decided::Allow(p) => p,
-            Decided::Hold { reason, policies } => self.hold(target, found, a, &reason, &policies).await.map_err(Stopped::Refused)?,
+            Decided::Hold { reason, policies, policy } => self.hold(target, found, a, &policy, &reason, &policies).await.map_err(Stopped::Refused)?,
         };
         let admission = self.admit(mcall, target, &permit, found).await.map_err(Stopped::Refused)?;
         // The admission (its breaker probe) lives on until the result is reviewed.

@@ -412,7 +412,7 @@ async fn decide_holds_a_large_payment_for_a_human() {
     let mut p = pipeline(&fx, &auth);
     let (target, found, a) = prepared(&mut p, "bank__pay", json!({ "amount": 5000 })).await;
     match p.decide(&target, &found, &a, None) {
-        Ok(Decided::Hold { reason, policies }) => {
+        Ok(Decided::Hold { reason, policies, .. }) => {
             assert_eq!(reason, "payments above 1000 need human approval [large-payment-approval]");
             assert_eq!(policies, ["large-payment-approval"]);
         }
