@@ -68,7 +68,7 @@ impl Call<'_> {
     /// opened, a listing, a request refused before it was understood).
     fn event(&self, kind: EventKind, auth: Option<&Authenticated>, action: Option<&str>, decision: Verdict, reason: Option<String>) -> AuditEvent {
         let mut ev = match auth {
-            Some(a) => Trail::new(kind, &self.corr, action.unwrap_or_default(), a, self.start).interim(kind, decision, reason),
+            Some(a) => Trail::new(kind, &self.corr, action.unwrap_or_default(), a, self.start).into_event(kind, decision, reason),
             None => AuditEvent { kind: Some(kind), correlation_id: Some(self.corr.clone()), decision, reason, ..Default::default() },
         };
         ev.action = action.map(String::from);

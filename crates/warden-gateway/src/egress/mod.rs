@@ -234,18 +234,18 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     trail.set_args_digest(hex::encode(sha2::Sha256::digest(target.as_bytes())));
     let mut p = Pipeline::new(&gw, &auth, warden_core::clock::now_secs(), trail);
     if let Err(r) = p.check_kills(None) {
-        return refuse(&gw, &mut client, &p, r).await;
+        return refuse(&gw, &mut client, p.trail, r).await;
     }
     if head.form == head::Form::Origin {
         let why = "send the absolute http:// URL in the request line (proxy form), or CONNECT for https".to_string();
-        return refuse(&gw, &mut client, &p, Refusal::Malformed(why)).await;
+        return refuse(&gw, &mut client, p.trail, Refusal::Malformed(why)).await;
     }
     let (host, port) = (head.host.clone(), head.port);
     // The decoded path (no query) is what the prefix and policy see; an
     // ambiguous one is refused here rather than only missing a prefix.
     let path = match head.path.as_deref().map(|p| path::normalize(p.split('?').next().unwrap_or_default())).transpose() {
         Ok(p) => p,
-        Err(e) => return refuse(&gw, &mut client, &p, Refusal::Malformed(format!("{e}; send it in one plain spelling"))).await,
+        Err(e) => return refuse(&gw, &mut client, p.trail, Refusal::Malformed(format!("{e}; send it in one plain spelling"))).await,
     };
     // The body is inspected whole before anything is forwarded.
     let length = head.content_length.unwrap_or(0);
@@ -254,7 +254,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
             "the request body of {length} bytes is over the {} bytes the egress proxy inspects (egress.max_body_bytes); send it in smaller requests",
             gw.config.egress.max_body_bytes
         );
-        return refuse(&gw, &mut client, &p, Refusal::TooLarge(why)).await;
+        return refuse(&gw, &mut client, p.trail, Refusal::TooLarge(why)).await;
     }
     if head.expect_continue && length > 0 && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
         return;
@@ -339,23 +339,23 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     }
     p.settle(&mcall, &call, &assessed, stopped.as_ref()).await;
     if let Some(Stopped::Refused(r)) = stopped {
-        return refuse(&gw, &mut client, &p, r).await;
+        return refuse(&gw, &mut client, p.trail, r).await;
     }
     // Resolve here and connect to exactly the address that was checked.
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(a) => a.collect(),
-            Err(e) => return refuse(&gw, &mut client, &p, Refusal::Unavailable(format!("cannot resolve {host}: {e}"))).await,
+            Err(e) => return refuse(&gw, &mut client, p.trail, Refusal::Unavailable(format!("cannot resolve {host}: {e}"))).await,
         },
     };
     let allow_private = rule.is_some_and(|r| r.allow_private);
     if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
         let why = format!("{host} resolves to {}, a private, loopback or link-local address (DNS-level denial)", bad.ip());
-        return refuse(&gw, &mut client, &p, Refusal::NotGranted(why)).await;
+        return refuse(&gw, &mut client, p.trail, Refusal::NotGranted(why)).await;
     }
     let Some(addr) = addrs.first().copied() else {
-        return refuse(&gw, &mut client, &p, Refusal::Unavailable(format!("{host} has no address"))).await;
+        return refuse(&gw, &mut client, p.trail, Refusal::Unavailable(format!("{host} has no address"))).await;
     };
     p.trail.note(format!("to {addr}"));
     p.trail.forwarded();
@@ -375,7 +375,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
 
 /// Audit a refusal, then answer it: the proxy's rendering of a refusal is
 /// its status line and the reason as the body.
-async fn refuse(gw: &Gateway, client: &mut TcpStream, p: &Pipeline<'_>, r: Refusal) {
+async fn refuse(gw: &Gateway, client: &mut TcpStream, trail: Trail, r: Refusal) {
     let status = match &r {
         Refusal::Malformed(_) => "400 Bad Request",
         Refusal::TooLarge(_) => "413 Content Too Large",
@@ -387,7 +387,7 @@ async fn refuse(gw: &Gateway, client: &mut TcpStream, p: &Pipeline<'_>, r: Refus
         Refusal::Killed(k) => format!("kill switch engaged: {}", k.describe()),
         r => r.reason(),
     };
-    if let Err(e) = enforce::record(gw, p.trail.record(Some(&Stopped::Refused(r))), None).await {
+    if let Err(e) = enforce::record(gw, trail.record(Some(&Stopped::Refused(r))), None).await {
         return reply(client, "503 Service Unavailable", "", &e.to_string()).await;
     }
     reply(client, status, "", &body).await

@@ -49,8 +49,9 @@ use warden_monitor::{Assessment, Outcome, Taint, records_in};
 use warden_policy::{Findings, PolicyBundle};
 
 /// The values one call's audit record is built from, filled in as the
-/// stages run. Only [`Trail::record`] turns them into an [`AuditEvent`].
-#[derive(Debug)]
+/// stages run. [`Trail::record`] turns them into the call's record when it
+/// ends (interim records are copies, [`Trail::interim`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Trail {
     kind: EventKind,
     correlation_id: String,
@@ -129,33 +130,40 @@ impl Trail {
     }
 
     /// The call's record, as it ended: went ahead (`None`) or stopped short.
-    pub(crate) fn record(&self, stopped: Option<&Stopped>) -> AuditEvent {
+    pub(crate) fn record(mut self, stopped: Option<&Stopped>) -> AuditEvent {
         let (verdict, reason) = match stopped {
             Some(Stopped::Refused(r)) => (r.verdict(), Some(r.reason())),
-            None => (Verdict::Allow, self.note.clone()),
+            None => (Verdict::Allow, self.note.take()),
             Some(Stopped::UpstreamFailed(e)) => (Verdict::Allow, Some(upstream_failure(e))),
         };
-        AuditEvent { latency_us: Some(self.start.elapsed().as_micros() as u64), ..self.interim(self.kind, verdict, reason) }
+        let latency_us = self.start.elapsed().as_micros() as u64;
+        let kind = self.kind;
+        AuditEvent { latency_us: Some(latency_us), ..self.into_event(kind, verdict, reason) }
     }
 
     /// A record written while the call is still under way (held for
-    /// approval, about to be forwarded).
+    /// approval, about to be forwarded); the trail goes on.
     pub(crate) fn interim(&self, kind: EventKind, decision: Verdict, reason: Option<String>) -> AuditEvent {
+        self.clone().into_event(kind, decision, reason)
+    }
+
+    /// The trail's values as a record of `kind` (without latency).
+    pub(crate) fn into_event(self, kind: EventKind, decision: Verdict, reason: Option<String>) -> AuditEvent {
         AuditEvent {
             kind: Some(kind),
-            correlation_id: Some(self.correlation_id.clone()),
-            action: Some(self.action.clone()),
-            agent: Some(self.agent.clone()),
-            subject: Some(self.subject.clone()),
-            task: Some(self.task.clone()),
-            token_id: Some(self.token_id.clone()),
-            delegation: self.delegation.clone(),
-            tool: self.tool.clone(),
-            args_sha256: self.args_sha256.clone(),
-            findings: self.findings.clone(),
+            correlation_id: Some(self.correlation_id),
+            action: Some(self.action),
+            agent: Some(self.agent),
+            subject: Some(self.subject),
+            task: Some(self.task),
+            token_id: Some(self.token_id),
+            delegation: self.delegation,
+            tool: self.tool,
+            args_sha256: self.args_sha256,
+            findings: self.findings,
             risk: self.risk,
             anomaly: self.anomaly,
-            policies: self.policies.clone(),
+            policies: self.policies,
             redacted: self.redacted,
             forwarded: self.forwarded,
             decision,
