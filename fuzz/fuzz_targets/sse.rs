@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| warden_gateway::upstream::sse::fuzz::exercise(data));
+fuzz_target!(|data: &[u8]| warden_core::sse::fuzz::exercise(data));

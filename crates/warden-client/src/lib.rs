@@ -2,7 +2,12 @@
 //! `private_key_jwt` (client credentials or RFC 8693 exchange) and speaks MCP
 //! over streamable HTTP to the gateway, signing a fresh DPoP proof for every
 //! request. Used by the demo agent and the integration tests; agents in Rust
-//! can use it as is.
+//! can use it as is. [`relay`], [`stdio`] and [`listen`] are `warden
+//! connect`, the bridge that lets any MCP host act as a registered agent.
+
+pub mod listen;
+pub mod relay;
+pub mod stdio;
 
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -42,8 +42,10 @@ mod decision;
 mod event;
 mod findings;
 mod json;
+pub mod jsonrpc_codes;
 mod kill;
 mod operator;
+pub mod sse;
 mod text;
 mod tool;
 

@@ -6,18 +6,7 @@
 
 use serde_json::{Map, Number, Value};
 
-/// JSON-RPC error codes used by the gateway beyond the standard ones.
-pub mod codes {
-    pub const PARSE_ERROR: i64 = -32700;
-    pub const INVALID_REQUEST: i64 = -32600;
-    pub const METHOD_NOT_FOUND: i64 = -32601;
-    pub const INVALID_PARAMS: i64 = -32602;
-    pub const INTERNAL: i64 = -32603;
-    pub const DENIED: i64 = -32001;
-    pub const NEEDS_APPROVAL: i64 = -32002;
-    pub const OUT_OF_SCOPE: i64 = -32003;
-    pub const UNAUTHENTICATED: i64 = -32004;
-}
+pub use warden_core::jsonrpc_codes as codes;
 
 /// A message id: JSON-RPC 2.0 allows a string, a number or null.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
-
-pub mod sse;
+use warden_core::sse;
 
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
 

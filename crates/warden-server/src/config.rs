@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub trust_domain: String,
     #[serde(default = "d_policy_dir")]
     pub policy_dir: PathBuf,
+    /// Lifetime of issued access tokens. As short as 5 s: a token only
+    /// has to outlive one renewal (clients such as `warden connect` renew at
+    /// three quarters of it), and shorter is stricter.
     #[serde(default = "d_ttl")]
     pub token_ttl_secs: i64,
     #[serde(default = "d_body")]
@@ -146,8 +149,8 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if !(30..=3600).contains(&self.token_ttl_secs) {
-            return Err("token_ttl_secs must be between 30 and 3600".into());
+        if !(5..=3600).contains(&self.token_ttl_secs) {
+            return Err("token_ttl_secs must be between 5 and 3600".into());
         }
         if !(5..=300).contains(&self.dpop_skew_secs) {
             return Err("dpop_skew_secs must be between 5 and 300".into());

@@ -69,6 +69,11 @@ pub enum Command {
         #[arg(long, default_value = "warden-report")]
         out: PathBuf,
     },
+    /// Connect an MCP host (Claude, VS Code, Cursor, an SDK client) to the
+    /// gateway as one registered agent: MCP on stdio (or, with --listen,
+    /// streamable HTTP on loopback), relayed with the agent's task tokens
+    /// and a DPoP proof for every request. The host needs no OAuth support.
+    Connect(ConnectArgs),
     /// Run the end-to-end demo on a fresh SQLite data directory.
     Demo {
         /// Directory for the demo's data (default: a new temporary directory).
@@ -125,6 +130,31 @@ pub enum AgentCmd {
         #[command(flatten)]
         key: KeyArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The gateway's base URL (the server's issuer; `/mcp` below it).
+    #[arg(long, env = "WARDEN_GATEWAY")]
+    pub gateway: String,
+    /// The registered agent this host acts as.
+    #[arg(long, env = "WARDEN_AGENT")]
+    pub agent: String,
+    /// The agent's private key (PKCS#8 PEM, as `warden agent register
+    /// --generate-key` writes it); readable by its owner only.
+    #[arg(long, env = "WARDEN_AGENT_KEY")]
+    pub key: PathBuf,
+    /// The task the session's tokens are for (default: a new task id); one
+    /// task is one monitored session across token renewals.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Tools to ask for (`SERVER/TOOL`, space- or comma-separated; default:
+    /// every tool the agent may use).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Serve streamable HTTP at http://ADDR/mcp (a loopback address) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

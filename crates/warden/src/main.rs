@@ -4,6 +4,7 @@ mod agent_cmd;
 mod approvals_cmd;
 mod audit_cmd;
 mod cli;
+mod connect_cmd;
 mod demo;
 mod demo_server;
 mod export_cmd;
@@ -148,6 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Monitor(cmd) => kill_cmd::monitor(&load_config(&cli)?, cmd).await,
         Command::Export(cmd) => export_cmd::run(&cli, cmd).await,
         Command::Report { out } => report_cmd::run(&load_config(&cli)?, out).await,
+        Command::Connect(args) => connect_cmd::run(args).await,
         Command::Demo { dir } => demo::run(dir.clone()).await,
         Command::DemoServer | Command::SandboxExec { .. } => unreachable!("handled before the runtime starts"),
     }

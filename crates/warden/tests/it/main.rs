@@ -8,6 +8,7 @@ mod common;
 mod admin_api;
 mod approvals;
 mod cli;
+mod connect;
 mod control_plane;
 mod crash;
 mod egress;

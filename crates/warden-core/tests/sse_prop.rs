@@ -1,10 +1,10 @@
-//! Property tests for the decoder of upstream SSE streams, the same
+//! Property tests for the SSE decoder (upstream streams, the gateway's streams to `warden connect`), the same
 //! invariants as the `sse` fuzz target: however the stream is chunked, the
 //! same events come out, with no framing left in them. Streams are assembled
 //! from the lines MCP servers send and the ones that trip decoders.
 
 use proptest::prelude::*;
-use warden_gateway::upstream::sse::{Decoder, fuzz};
+use warden_core::sse::{Decoder, fuzz};
 
 fn line() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![

@@ -1,5 +1,6 @@
-//! The `data` of the events in a `text/event-stream` from an upstream MCP
-//! server, decoded incrementally as chunks arrive. Pure: the caller feeds
+//! The `data` of the events in a `text/event-stream` (an upstream MCP
+//! server's answer to the gateway, the gateway's to `warden connect`),
+//! decoded incrementally as chunks arrive. Pure: the caller feeds
 //! bytes and gets whole events back; what an event means is its business.
 //!
 //! Of the SSE format MCP needs only `data:` lines: an event is the `data`

@@ -1,0 +1,202 @@
+//! What `warden connect` does for every message, whichever side the host
+//! speaks on: it holds the agent's key, gets task tokens with
+//! `private_key_jwt`, renews them before they expire (and once more when the
+//! gateway says a token is no longer valid), and signs a DPoP proof for each
+//! request, so the host needs no OAuth support and never sees a credential.
+//! The fronts ([`crate::stdio`], [`crate::listen`]) only move messages.
+
+use crate::{AgentClient, ClientError};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use warden_core::clock::now_secs;
+use warden_core::jsonrpc_codes;
+use warden_identity::{Keypair, make_dpop_proof};
+
+/// Largest message either side may send through the bridge (a JSON body, an
+/// SSE event or a stdio line); the gateway's own bound is the same order.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Who the bridge acts as, and for what.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The gateway's base URL (its issuer; `/mcp` and `/oauth/token` below it).
+    pub gateway: String,
+    pub agent: String,
+    pub key: Keypair,
+    /// Space-separated `SERVER/TOOL`s to ask for; `None`: every tool the agent may use.
+    pub scope: Option<String>,
+    /// The task every token is for: one monitored session across renewals.
+    pub task: String,
+}
+
+/// Why a message could not be relayed. The text is meant for the person at
+/// the host: it says what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(
+        "Warden refused agent {agent}'s credentials: {reason}. The bridge cannot act for this agent until an operator restores it (see `warden agent list` and `warden kill list` on the server)"
+    )]
+    Refused { agent: String, reason: String },
+    #[error("the Warden gateway at {gateway} cannot be reached: {message}. Check --gateway and that the server is running")]
+    Unreachable { gateway: String, message: String },
+}
+
+impl RelayError {
+    /// The JSON-RPC error answering request `id` with this error.
+    pub fn reply(&self, id: &Value) -> Value {
+        let code = match self {
+            Self::Refused { .. } => jsonrpc_codes::UNAUTHENTICATED,
+            Self::Unreachable { .. } => jsonrpc_codes::INTERNAL,
+        };
+        error_reply(id, code, &self.to_string())
+    }
+}
+
+/// A JSON-RPC 2.0 error response.
+pub fn error_reply(id: &Value, code: i64, message: &str) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+}
+
+struct Credentials {
+    token: String,
+    /// When to get the next token: three quarters into this one's life, so
+    /// a renewal that has to wait for a slow gateway still lands in time.
+    renew_at: i64,
+}
+
+struct Tokens {
+    client: AgentClient,
+    current: Option<Credentials>,
+}
+
+/// Relays requests to the gateway's MCP endpoint with the agent's
+/// credentials. Shared by every message in flight.
+pub struct Relay {
+    id: Identity,
+    http: reqwest::Client,
+    mcp_url: String,
+    /// One renewal at a time: requests that find the token stale wait for it.
+    tokens: tokio::sync::Mutex<Tokens>,
+}
+
+impl Relay {
+    pub fn new(id: Identity) -> Self {
+        let gateway = id.gateway.trim_end_matches('/').trim_end_matches("/mcp").to_string();
+        let client = AgentClient::new(&gateway, &id.agent, id.key.clone());
+        let mcp_url = client.mcp_url();
+        Self { id: Identity { gateway, ..id }, http: reqwest::Client::new(), mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client, current: None }) }
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.id.agent
+    }
+
+    pub fn gateway(&self) -> &str {
+        &self.id.gateway
+    }
+
+    /// A token good for now: the current one, or a new one when it is due
+    /// for renewal or is `stale` (the one the gateway just refused).
+    pub async fn token(&self, stale: Option<&str>) -> Result<String, RelayError> {
+        let mut t = self.tokens.lock().await;
+        let now = now_secs();
+        if let Some(c) = &t.current
+            && c.renew_at > now
+            && Some(c.token.as_str()) != stale
+        {
+            return Ok(c.token.clone());
+        }
+        let granted = t.client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e))?;
+        tracing::info!(agent = %self.id.agent, expires_in = granted.expires_in, "warden connect: got a task token");
+        let renew_at = now + (granted.expires_in * 3 / 4).max(1);
+        t.current = Some(Credentials { token: granted.access_token.clone(), renew_at });
+        Ok(granted.access_token)
+    }
+
+    fn refusal(&self, e: ClientError) -> RelayError {
+        match e {
+            ClientError::Token { error, description, .. } => {
+                RelayError::Refused { agent: self.id.agent.clone(), reason: if description.is_empty() { error } else { format!("{error}: {description}") } }
+            }
+            ClientError::Http { message, .. } | ClientError::Protocol(message) => RelayError::Unreachable { gateway: self.id.gateway.clone(), message },
+        }
+    }
+
+    /// Send one request to the MCP endpoint with `headers` (the host's MCP
+    /// headers, passed on) and the agent's credentials. When the gateway
+    /// answers 401 `invalid_token` (expired or revoked by its holder), the
+    /// request is sent once more with a new token; any other answer is the
+    /// caller's to relay.
+    pub async fn send(&self, method: Method, headers: HeaderMap, body: Vec<u8>) -> Result<reqwest::Response, RelayError> {
+        let mut token = self.token(None).await?;
+        let mut renewed = false;
+        loop {
+            let proof = make_dpop_proof(&self.id.key, method.as_str(), &self.mcp_url, Some(&token), now_secs());
+            let resp = self
+                .http
+                .request(method.clone(), &self.mcp_url)
+                .headers(headers.clone())
+                .header(AUTHORIZATION, format!("DPoP {token}"))
+                .header("dpop", proof)
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed && invalid_token(resp.headers()) {
+                renewed = true;
+                token = self.token(Some(&token)).await?;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+}
+
+/// Whether a 401's challenge says the token (not the proof or the request)
+/// was refused: the one case a new token can fix.
+fn invalid_token(headers: &HeaderMap) -> bool {
+    headers.get_all(WWW_AUTHENTICATE).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("error=\"invalid_token\"")))
+}
+
+/// The `error_description` of a `WWW-Authenticate` challenge, if any.
+pub fn challenge_description(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(WWW_AUTHENTICATE)?.to_str().ok()?;
+    let start = v.find("error_description=\"")? + "error_description=\"".len();
+    let rest = &v[start..];
+    Some(rest[..rest.find('"').unwrap_or(rest.len())].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn only_an_invalid_token_challenge_asks_for_a_new_token() {
+        let mut h = HeaderMap::new();
+        assert!(!invalid_token(&h));
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="invalid_dpop_proof", error_description="DPoP proof replayed""#));
+        assert!(!invalid_token(&h));
+        h.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="invalid_token", error_description="token has expired""#));
+        assert!(invalid_token(&h));
+    }
+
+    #[test]
+    fn a_challenge_description_is_read_up_to_its_quote() {
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP realm="x", error="invalid_token", error_description="token has expired", algs="EdDSA""#));
+        assert_eq!(challenge_description(&h).as_deref(), Some("token has expired"));
+        assert_eq!(challenge_description(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_refusal_names_the_agent_and_what_to_do_and_answers_the_request() {
+        let e = RelayError::Refused { agent: "a1".into(), reason: "invalid_client: agent a1 is suspended".into() };
+        let r = e.reply(&json!(7));
+        assert_eq!(r["id"], 7);
+        assert_eq!(r["error"]["code"], jsonrpc_codes::UNAUTHENTICATED);
+        let m = r["error"]["message"].as_str().unwrap();
+        assert!(m.contains("agent a1 is suspended") && m.contains("operator"), "{m}");
+    }
+}
