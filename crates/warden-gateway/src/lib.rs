@@ -13,6 +13,7 @@ mod enforce;
 pub mod jsonrpc;
 mod mcp;
 pub mod metrics;
+pub mod origin;
 mod pins;
 mod sessions;
 mod state;

@@ -98,7 +98,17 @@ async fn handle_post(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectI
     })
 }
 
+/// DNS-rebinding protection (`origin.rs`), before anything reads the request.
+fn rebinding(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
+    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let refused = gw.config.origins.check(header(header::HOST), header(header::ORIGIN)).err()?;
+    Some(respond(StatusCode::FORBIDDEN, rpc_error(&Value::Null, codes::INVALID_REQUEST, &refused.to_string(), None), &correlation_id()))
+}
+
 async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
+    if let Some(refused) = rebinding(&gw, &headers) {
+        return refused;
+    }
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
     let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
     let null = Value::Null;
@@ -229,11 +239,17 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     resp
 }
 
-async fn handle_get() -> Response {
+async fn handle_get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = rebinding(&gw, &headers) {
+        return refused;
+    }
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "this gateway does not open server-initiated streams").into_response()
 }
 
 async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    if let Some(refused) = rebinding(&gw, &headers) {
+        return refused;
+    }
     let auth = match authenticate(&gw, &headers, "DELETE", peer, now_secs()).await {
         Ok(a) => a,
         Err(resp) => return *resp,

@@ -52,6 +52,8 @@ pub struct GatewayConfig {
     /// RFC 9728 metadata URL advertised in `WWW-Authenticate`.
     pub resource_metadata: String,
     pub max_body_bytes: usize,
+    /// Which `Host` and `Origin` headers `/mcp` answers (DNS rebinding).
+    pub origins: crate::origin::OriginPolicy,
     /// Accepted clock difference for DPoP proofs (seconds).
     pub dpop_skew_secs: i64,
     pub refresh_interval: Duration,

@@ -228,6 +228,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         resource: format!("{public_url}/mcp"),
         resource_metadata: format!("{public_url}/.well-known/oauth-protected-resource/mcp"),
         max_body_bytes: cfg.max_body_bytes,
+        origins: warden_gateway::origin::OriginPolicy::new(&public_url, addr, &cfg.http),
         dpop_skew_secs: cfg.dpop_skew_secs,
         refresh_interval: Duration::from_millis(cfg.refresh_ms.max(10)),
         stale_after: cfg.stale_after(),

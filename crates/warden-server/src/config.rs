@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// The egress proxy for agents' direct HTTP(S) calls.
     #[serde(default)]
     pub egress: warden_gateway::egress::EgressConfig,
+    /// Which `Host` and `Origin` headers `/mcp` answers (DNS rebinding).
+    #[serde(default)]
+    pub http: warden_gateway::origin::HttpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

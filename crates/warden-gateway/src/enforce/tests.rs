@@ -165,6 +165,7 @@ impl Fixture {
             resource: RESOURCE.into(),
             resource_metadata: METADATA.into(),
             max_body_bytes: 1 << 20,
+            origins: crate::origin::OriginPolicy::new(ISSUER, "127.0.0.1:0".parse().expect("an address"), &Default::default()),
             dpop_skew_secs: 5,
             refresh_interval: Duration::from_secs(1),
             stale_after: Duration::from_secs(60),

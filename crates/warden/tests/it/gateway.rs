@@ -427,3 +427,40 @@ async fn a_gateway_that_cannot_refresh_its_registry_fails_closed() {
     // The refusals are audited: the log itself is still writable.
     assert!(h.cli(&["audit", "tail", "-n", "5"]).contains("fail closed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_is_refused_before_authentication_and_allowed_names_are_configurable() {
+    let mut h = Harness::start("");
+    let http = reqwest::Client::new();
+    let url = format!("{}/mcp", h.base);
+    let post = |host: Option<&str>, origin: Option<&str>| {
+        let mut r = http.post(&url).header("content-type", "application/json").body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        if let Some(v) = host {
+            r = r.header("host", v);
+        }
+        if let Some(v) = origin {
+            r = r.header("origin", v);
+        }
+        r.send()
+    };
+    // The gateway's own name and origin reach authentication (401).
+    assert_eq!(post(None, Some(&h.base)).await.unwrap().status(), 401);
+    let port = h.base.rsplit(':').next().unwrap().to_string();
+    assert_eq!(post(Some(&format!("localhost:{port}")), None).await.unwrap().status(), 401);
+    // A rebound name, or a page of another origin: 403, saying what to allow.
+    let r = post(Some(&format!("evil.example:{port}")), None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("allowed_hosts"));
+    let r = post(None, Some("http://evil.example")).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("allowed_origins"));
+    let r = http.get(&url).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403, "the GET stream too");
+
+    // An operator allows a console's origin and an internal name.
+    h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[http]\nallowed_origins = [\"https://console.example.com\"]\nallowed_hosts = [\"warden.internal\"]");
+    h.serve();
+    let url = format!("{}/mcp", h.base);
+    let r = http.post(&url).header("origin", "https://console.example.com").header("host", "warden.internal").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
