@@ -91,14 +91,21 @@ impl Gateway {
 
     /// Drop the MCP sessions a kill covers: their next request must start
     /// over (and is refused while the kill holds).
+    /// Their upstream sessions end with them (a stdio server's process
+    /// exits): nothing the contained agent left there is used again.
     fn close_sessions(&self, k: &Kill) -> usize {
         let snap = self.snapshot();
-        self.sessions.lock().close_where(|s| match k.scope {
+        let covers = |agent: &str| match k.scope {
             KillScope::Global => true,
-            KillScope::Agent => s.agent == k.target,
-            KillScope::Owner => snap.agents.get(&s.agent).is_some_and(|a| a.owner == k.target),
+            KillScope::Agent => agent == k.target,
+            KillScope::Owner => snap.agents.get(agent).is_some_and(|a| a.owner == k.target),
             KillScope::Server | KillScope::Tool => false,
-        })
+        };
+        let closed = self.sessions.lock().close_where(|s| covers(&s.agent));
+        for up in self.upstreams.values() {
+            up.close_sessions(|c| matches!(c, crate::upstream::Caller::Session { agent, .. } if covers(agent)));
+        }
+        closed
     }
 
     /// Engage a kill switch. It is in force for every call checked after

@@ -8,7 +8,7 @@ use crate::authn::Authenticated;
 use crate::enforce::{self, Pipeline, Refusal, Stopped, Trail, Withheld, correlation_id};
 use crate::jsonrpc::Message;
 use crate::state::Gateway;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Caller, UpstreamError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -158,8 +158,8 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
     if method == "initialize" {
         return initialize(&call, &auth, &id, &params).await;
     }
-    match session_for(&gw, &headers, &auth) {
-        Ok(()) => {}
+    let session = match session_for(&gw, &headers, &auth) {
+        Ok(sid) => sid,
         Err((status, message)) => return respond(status, rpc_error(&id, codes::INVALID_REQUEST, message, None), &call.corr),
     };
     if let Some(v) = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok())
@@ -174,7 +174,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
     match method {
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
-        "tools/call" => call_tool(&call, &auth, &id, &params).await,
+        "tools/call" => call_tool(&call, &auth, &id, &params, session).await,
         other => respond(
             StatusCode::OK,
             rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None),
@@ -210,11 +210,12 @@ async fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: Soc
     })
 }
 
-fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<(), (StatusCode, &'static str)> {
+/// The caller's session (its upstream sessions are its own).
+fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<Caller, (StatusCode, &'static str)> {
     let sid =
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
     if gw.sessions.lock().touch(sid, auth.claims.agent(), Instant::now()) {
-        Ok(())
+        Ok(Caller::Session { agent: auth.claims.agent().to_string(), session: sid.to_string() })
     } else {
         Err((StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one"))
     }
@@ -257,7 +258,13 @@ async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Connec
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
     };
-    if gw.sessions.lock().close(sid, auth.claims.agent()) { StatusCode::NO_CONTENT.into_response() } else { StatusCode::NOT_FOUND.into_response() }
+    if !gw.sessions.lock().close(sid, auth.claims.agent()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    for up in gw.upstreams.values() {
+        up.close_sessions(|c| matches!(c, Caller::Session { session, .. } if session == sid));
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
@@ -268,11 +275,11 @@ async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Respon
 
 /// A `tools/call`, through the enforcement core; the upstream is called
 /// with the admitted arguments.
-async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value) -> Response {
+async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, "call_tool", auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
     let forward = async |upstream: &crate::Upstream, tool: &warden_core::ToolRef, args: Value| {
-        upstream.request("tools/call", json!({ "name": tool.tool, "arguments": args })).await
+        upstream.request_for(&caller, "tools/call", json!({ "name": tool.tool, "arguments": args })).await
     };
     let answer = pipeline.tool_call(params.get("name").and_then(Value::as_str), params.get("arguments"), forward).await;
     let ev = pipeline.trail.record(answer.as_ref().err());

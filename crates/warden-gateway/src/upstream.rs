@@ -10,6 +10,16 @@
 //! expired session (HTTP 404 to a request carrying `Mcp-Session-Id`) or a
 //! stdio server that exited is reconnected, and a request the server provably
 //! did not process is sent once more.
+//!
+//! Upstream sessions are per caller: each agent's MCP session at the gateway
+//! gets its own upstream session (its own child process for a stdio
+//! server), so nothing an upstream keeps per session (subscriptions, a
+//! logging level, session resources, conversation state) crosses from one
+//! agent to another. The gateway's own listings and definition checks use a
+//! session of their own. A caller's session ends when its gateway session
+//! does (DELETE, a kill switch), after [`SESSION_IDLE`] unused, or when the
+//! upstream's [`MAX_CALLER_SESSIONS`] are taken (the least recently used
+//! idle one goes).
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -30,6 +40,21 @@ pub const PROTOCOL_VERSION: &str = "2025-06-18";
 /// accepts: a response is inspected and redacted as a whole, so its size is
 /// what bounds the gateway's memory per call.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Upstream sessions one upstream keeps open for callers at once.
+pub const MAX_CALLER_SESSIONS: usize = 256;
+/// An upstream session unused this long is closed (the gateway's own MCP
+/// sessions expire after the same time).
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// Whose upstream session a request travels in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// The gateway's own: tool listings and definition checks.
+    Gateway,
+    /// One agent's MCP session at the gateway.
+    Session { agent: String, session: String },
+}
 
 /// How to reach one upstream server.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,22 +155,60 @@ enum Next {
     Attempt(Instant),
 }
 
+/// One caller's upstream session: its connection and the attempts to make one.
+#[derive(Default)]
+struct Slot {
+    link: parking_lot::Mutex<Link>,
+    /// Woken when an attempt to connect ends.
+    changed: tokio::sync::Notify,
+}
+
+/// The caller sessions of one upstream, least recently used first.
+#[derive(Default)]
+struct Slots {
+    by_caller: HashMap<Caller, (Arc<Slot>, Instant)>,
+}
+
+impl Slots {
+    /// `caller`'s slot, opened if new; idle slots are closed on the way.
+    fn get(&mut self, caller: &Caller, now: Instant) -> Option<Arc<Slot>> {
+        if let Some((slot, used)) = self.by_caller.get_mut(caller) {
+            *used = now;
+            return Some(slot.clone());
+        }
+        self.by_caller.retain(|c, (slot, used)| *c == Caller::Gateway || now.duration_since(*used) < SESSION_IDLE || Arc::strong_count(slot) > 1);
+        if self.by_caller.len() >= MAX_CALLER_SESSIONS {
+            // The least recently used one with no request in flight.
+            let victim = self
+                .by_caller
+                .iter()
+                .filter(|(c, (slot, _))| **c != Caller::Gateway && Arc::strong_count(slot) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(c, _)| c.clone())?;
+            self.by_caller.remove(&victim);
+        }
+        let slot = Arc::new(Slot::default());
+        self.by_caller.insert(caller.clone(), (slot.clone(), now));
+        Some(slot)
+    }
+}
+
 /// Ends an attempt however it ends (cancelled with its call too), so calls
 /// waiting on it move on.
 struct AttemptEnd<'a> {
-    up: &'a Upstream,
+    slot: &'a Slot,
     started: Instant,
 }
 
 impl Drop for AttemptEnd<'_> {
     fn drop(&mut self) {
         {
-            let mut link = self.up.link.lock();
+            let mut link = self.slot.link.lock();
             if link.connecting == Some(self.started) {
                 link.connecting = None;
             }
         }
-        self.up.link_changed.notify_waiters();
+        self.slot.changed.notify_waiters();
     }
 }
 
@@ -253,9 +316,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     http: reqwest::Client,
     credentials: Credentials,
-    link: parking_lot::Mutex<Link>,
-    /// Woken when an attempt to connect ends.
-    link_changed: tokio::sync::Notify,
+    slots: parking_lot::Mutex<Slots>,
     next_id: AtomicI64,
 }
 
@@ -284,7 +345,7 @@ impl Upstream {
             }
         }
         let credentials = Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) };
-        Ok(Self { config, http, credentials, link: Default::default(), link_changed: Default::default(), next_id: AtomicI64::new(1) })
+        Ok(Self { config, http, credentials, slots: Default::default(), next_id: AtomicI64::new(1) })
     }
 
     fn name(&self) -> &str {
@@ -303,21 +364,30 @@ impl Upstream {
         UpstreamError::Timeout { server: self.name().into(), what, secs: self.config.timeout_secs }
     }
 
-    /// Send a request and return its `result`, within `timeout_secs` of now
-    /// (connecting included).
+    /// Send a request in the gateway's own session and return its `result`,
+    /// within `timeout_secs` of now (connecting included).
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, UpstreamError> {
+        self.request_for(&Caller::Gateway, method, params).await
+    }
+
+    /// Send a request in `caller`'s upstream session (opened if new) and
+    /// return its `result`, within `timeout_secs` of now (connecting included).
+    pub async fn request_for(&self, caller: &Caller, method: &str, params: Value) -> Result<Value, UpstreamError> {
         let arrived = Instant::now();
         let deadline = arrived + Duration::from_secs(self.config.timeout_secs);
+        let Some(slot) = self.slots.lock().get(caller, arrived) else {
+            return Err(self.unavailable(format!("all {MAX_CALLER_SESSIONS} upstream sessions are in use; retry shortly")));
+        };
         let connected = AtomicBool::new(false);
         let exchange = async {
-            let conn = self.connection(arrived, deadline, None).await?;
+            let conn = self.connection(&slot, arrived, deadline, None).await?;
             connected.store(true, Ordering::Relaxed);
             match self.send(&conn, method, params.clone()).await {
                 // Not processed (expired session, server gone before the
                 // request was written): once more on a new connection.
                 Err(SendError::Unsent(e)) => {
                     tracing::info!(upstream = %self.name(), "{e}; reconnecting and sending {method} again");
-                    let conn = self.connection(arrived, deadline, Some(&conn)).await?;
+                    let conn = self.connection(&slot, arrived, deadline, Some(&conn)).await?;
                     self.send(&conn, method, params).await.map_err(SendError::into_error)
                 }
                 other => other.map_err(SendError::into_error),
@@ -326,6 +396,21 @@ impl Upstream {
         tokio::time::timeout_at(deadline.into(), exchange)
             .await
             .unwrap_or_else(|_| Err(self.timeout(if connected.load(Ordering::Relaxed) { method_what(method) } else { "initialize" })))
+    }
+
+    /// End the callers' sessions `close` selects (their gateway sessions
+    /// ended): a stdio server's process ends, an HTTP session is no longer
+    /// used. A request in flight in one finishes first. Returns how many.
+    pub fn close_sessions(&self, close: impl Fn(&Caller) -> bool) -> usize {
+        let mut slots = self.slots.lock();
+        let before = slots.by_caller.len();
+        slots.by_caller.retain(|c, _| *c == Caller::Gateway || !close(c));
+        before - slots.by_caller.len()
+    }
+
+    /// Callers' sessions open now (the gateway's own not counted).
+    pub fn caller_sessions(&self) -> usize {
+        self.slots.lock().by_caller.keys().filter(|c| **c != Caller::Gateway).count()
     }
 
     /// All tools, following `nextCursor` pagination.
@@ -364,18 +449,18 @@ impl Upstream {
     /// shares the failure of an attempt that started after it arrived rather
     /// than start yet another: calls queued behind a hung `initialize` fail
     /// together instead of one attempt after another.
-    async fn connection(&self, arrived: Instant, deadline: Instant, stale: Option<&Arc<Conn>>) -> Result<Arc<Conn>, UpstreamError> {
+    async fn connection(&self, slot: &Slot, arrived: Instant, deadline: Instant, stale: Option<&Arc<Conn>>) -> Result<Arc<Conn>, UpstreamError> {
         if let Some(s) = stale {
-            let mut link = self.link.lock();
+            let mut link = slot.link.lock();
             if link.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, s)) {
                 link.conn = None;
             }
         }
         loop {
-            let notified = self.link_changed.notified();
+            let notified = slot.changed.notified();
             tokio::pin!(notified);
             let next = {
-                let mut link = self.link.lock();
+                let mut link = slot.link.lock();
                 let now = Instant::now();
                 if let Some(c) = link.conn.as_ref().filter(|c| c.alive()) {
                     Next::Use(c.clone())
@@ -393,7 +478,7 @@ impl Upstream {
             match next {
                 Next::Use(c) => return Ok(c),
                 Next::Fail(e) => return Err(e),
-                Next::Attempt(started) => return self.attempt(started, deadline).await,
+                Next::Attempt(started) => return self.attempt(slot, started, deadline).await,
                 Next::Wait(until) => {
                     let _ = tokio::time::timeout_at(until.into(), notified).await;
                 }
@@ -402,10 +487,10 @@ impl Upstream {
     }
 
     /// One attempt to connect, bounded by `deadline`.
-    async fn attempt(&self, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
-        let _end = AttemptEnd { up: self, started };
+    async fn attempt(&self, slot: &Slot, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
+        let _end = AttemptEnd { slot, started };
         let made = tokio::time::timeout_at(deadline.into(), self.connect()).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
-        let mut link = self.link.lock();
+        let mut link = slot.link.lock();
         match made {
             // An overlapping attempt connected first: use its connection
             // (this one is dropped: its child process ends, its session idles).

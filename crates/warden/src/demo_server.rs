@@ -85,13 +85,14 @@ fn call(name: &str, args: &Value) -> Result<Value, String> {
     })
 }
 
-/// With `WARDEN_DEMO_CALL_LOG=FILE`, every executed call is appended there,
-/// so tests can prove that refused requests never reached the upstream.
+/// With `WARDEN_DEMO_CALL_LOG=FILE`, every executed call is appended there
+/// with this process's id, so tests can prove that refused requests never
+/// reached the upstream, and which upstream session served which call.
 fn log_call(name: &str) {
     if let Ok(path) = std::env::var("WARDEN_DEMO_CALL_LOG")
         && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
     {
-        let _ = writeln!(f, "{name}");
+        let _ = writeln!(f, "{name} {}", std::process::id());
     }
 }
 

@@ -231,6 +231,11 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         c
     }
 
+    /// Which demo-server process (upstream session) executed each call, in order.
+    pub fn serving_pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.call_log).unwrap_or_default().lines().map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect()
+    }
+
     /// Tool calls the upstream actually executed.
     pub fn upstream_calls(&self) -> usize {
         std::fs::read_to_string(&self.call_log).map(|s| s.lines().count()).unwrap_or(0)

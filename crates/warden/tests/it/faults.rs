@@ -394,22 +394,15 @@ async fn a_stdio_upstream_that_exited_is_restarted_on_the_next_call() {
     let args = json!({ "customer_id": "C-1001" });
     assert!(c.call_tool("onboarding__customer_lookup", args.clone()).await.unwrap().result().is_some());
 
-    // This gateway's demo server: the one writing to this harness's call log.
-    let marker = format!("WARDEN_DEMO_CALL_LOG={}", h.call_log.display());
-    let pids: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
-        .filter(|p| std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes())))
-        .collect();
-    assert_eq!(pids.len(), 1, "one demo server: {pids:?}");
-    assert!(std::process::Command::new("kill").arg("-KILL").arg(&pids[0]).status().unwrap().success());
+    // The demo server of this agent's upstream session: the one that ran the call.
+    let pid = h.serving_pids()[0];
+    assert!(std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let r = c.call_tool("onboarding__customer_lookup", args).await.unwrap();
     assert!(r.result().is_some(), "restarted: {}", r.body);
     assert_eq!(h.upstream_calls(), 2);
+    assert_ne!(h.serving_pids()[1], pid, "by a new process");
     let out = h.cli(&["audit", "query", "--tool", "onboarding/customer_lookup", "--json"]);
     assert_eq!(out.lines().filter(|l| l.contains("\"forwarded\":true")).count(), 2, "{out}");
     h.assert_audit_intact();

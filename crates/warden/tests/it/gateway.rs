@@ -464,3 +464,41 @@ async fn dns_rebinding_is_refused_before_authentication_and_allowed_names_are_co
     let r = http.post(&url).header("origin", "https://console.example.com").header("host", "warden.internal").body("{}").send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_session_has_its_own_upstream_session_and_a_kill_ends_it() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (a, ka) = h.register("alpha", "onboarding/customer_lookup", 2, None);
+    let (b, kb) = h.register("beta", "onboarding/customer_lookup", 2, None);
+    let mut ca = h.ready_client(&a, &ka, None).await;
+    let mut cb = h.ready_client(&b, &kb, None).await;
+    for alpha in [true, false, true] {
+        let c = if alpha { &mut ca } else { &mut cb };
+        let r = c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
+        assert!(r.result().is_some(), "{}", r.body);
+    }
+    let pids = h.serving_pids();
+    assert_eq!(pids.len(), 3);
+    assert_eq!(pids[0], pids[2], "one agent session keeps its upstream session");
+    assert_ne!(pids[0], pids[1], "another agent's calls run in another upstream session (process)");
+
+    // A new session of the same agent starts clean too.
+    let mut ca2 = h.ready_client(&a, &ka, None).await;
+    ca2.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
+    let fourth = h.serving_pids()[3];
+    assert!(fourth != pids[0] && fourth != pids[1]);
+
+    // Containing alpha ends its upstream sessions (their processes exit);
+    // beta's stays.
+    h.cli(&["kill", "agent", &a, "--reason", "isolation test"]);
+    h.eventually(|| async { !process_alive(pids[0]) && !process_alive(fourth) }).await;
+    assert!(process_alive(pids[1]), "beta's upstream session is untouched");
+    let r = cb.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1001" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    assert_eq!(*h.serving_pids().last().unwrap(), pids[1]);
+}
