@@ -76,7 +76,13 @@ pub struct AgentClient {
 
 impl AgentClient {
     pub fn new(base: &str, agent_id: &str, key: Keypair) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').into(), agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
+        Self::with_http(base, agent_id, key, reqwest::Client::new())
+    }
+
+    /// With an HTTP client of the caller's (a client certificate for
+    /// mutual TLS, a private CA).
+    pub fn with_http(base: &str, agent_id: &str, key: Keypair, http: reqwest::Client) -> Self {
+        Self { http, base: base.trim_end_matches('/').into(), agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
     }
 
     pub fn mcp_url(&self) -> String {

@@ -1,5 +1,5 @@
 //! Agents and their credentials: registration, status (suspend, resume,
-//! revoke), autonomy, key rotation and token revocation.
+//! revoke), autonomy, key rotation, X.509-SVIDs and token revocation.
 
 use crate::{Actor, ControlError, ControlPlane, Why, required};
 use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, ToolRef};
@@ -135,6 +135,28 @@ impl ControlPlane {
         self.settle().await;
         self.record(actor, EventKind::AgentChanged, "agent:rotate-key", agent_event(&id, "key rotated; earlier tokens revoked".into())).await?;
         Ok(id)
+    }
+
+    /// Issue an X.509-SVID for an active agent from Warden's CA, valid for
+    /// `lifetime_secs` from now (at most a day); audited with its
+    /// `x5t#S256` and expiry (the key itself is only the caller's).
+    pub async fn issue_certificate(
+        &self,
+        actor: &Actor,
+        agent: &str,
+        ca: &warden_identity::Authority,
+        lifetime_secs: i64,
+    ) -> Result<warden_identity::Issued, ControlError> {
+        let a = self.agent(agent).await?;
+        if a.status != AgentStatus::Active {
+            return Err(ControlError::NotActive { agent: a.id, status: a.status.as_str() });
+        }
+        let now = warden_core::clock::now_secs();
+        let issued = ca.issue_agent(a.id.as_str(), now - 60, now + lifetime_secs)?;
+        let svid = warden_identity::read_svid(&warden_identity::pem_to_der(&issued.cert_pem)?)?;
+        let reason = format!("X.509-SVID issued, x5t#S256 {}, valid for {} s", svid.x5t_s256, lifetime_secs);
+        self.record(actor, EventKind::AgentChanged, "agent:issue-cert", agent_event(&a.id, reason)).await?;
+        Ok(issued)
     }
 
     /// Revoke a token, a task or an agent's tokens; returns what was revoked

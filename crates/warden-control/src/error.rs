@@ -34,6 +34,10 @@ pub enum ControlError {
     Publication(#[from] PublishError),
     #[error("published checkpoint {} is for the log {origin:?}, not this one ({expected:?}): point audit.publish_checkpoints_to at this log's own directory", path.display())]
     ForeignCheckpoint { path: PathBuf, origin: String, expected: String },
+    #[error("agent {agent} is {status}: certificates are issued only to active agents (`warden agent resume` first)")]
+    NotActive { agent: AgentId, status: &'static str },
+    #[error("issuing the certificate: {0}")]
+    Certificate(#[from] warden_identity::IdentityError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -7,13 +7,14 @@
 use crate::authn::Authenticated;
 use crate::enforce::{self, Pipeline, Refusal, Stopped, Trail, Withheld, correlation_id};
 use crate::jsonrpc::Message;
+use crate::peer::PeerCertificate;
 use crate::state::Gateway;
 use crate::upstream::{Caller, UpstreamError};
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,8 +89,15 @@ impl Call<'_> {
 /// Each request runs to its end in a task of its own, tracked for the
 /// shutdown drain: a client that disconnects mid-call drops only the wait
 /// for the answer, never the call's forwarding, outcome or audit record.
-async fn handle_post(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Body) -> Response {
-    let Some(task) = gw.track(process_post(gw.clone(), peer, headers, body)) else {
+async fn handle_post(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cert = cert.map(|Extension(c)| c);
+    let Some(task) = gw.track(process_post(gw.clone(), peer, cert, headers, body)) else {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
     };
     task.await.unwrap_or_else(|e| {
@@ -105,7 +113,7 @@ fn rebinding(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
     Some(respond(StatusCode::FORBIDDEN, rpc_error(&Value::Null, codes::INVALID_REQUEST, &refused.to_string(), None), &correlation_id()))
 }
 
-async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
+async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCertificate>, headers: HeaderMap, body: Body) -> Response {
     if let Some(refused) = rebinding(&gw, &headers) {
         return refused;
     }
@@ -116,7 +124,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
         let ev = call.event(EventKind::McpRequest, None, None, Verdict::Deny, Some(why.clone()));
         return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
     }
-    let auth = match authenticate(&gw, &headers, "POST", peer, call.now).await {
+    let auth = match authenticate(&gw, &headers, "POST", peer, cert.as_ref(), call.now).await {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
@@ -186,14 +194,33 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, headers: HeaderMap, bo
 /// Authenticate a request to `/mcp`. A failure is answered with its
 /// challenge and tallied for the aggregated audit record of its source (no
 /// record of its own: strangers must not drive audit writes); a source that
-/// failed too often is answered 429 before any signature is checked.
-async fn authenticate(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, now: i64) -> Result<Authenticated, Box<Response>> {
+/// failed too often is answered 429 before any signature is checked. On a
+/// connection whose client proved an X.509-SVID, the token must be that
+/// agent's: a certificate is not lent to another agent's token.
+async fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    method: &str,
+    peer: SocketAddr,
+    cert: Option<&PeerCertificate>,
+    now: i64,
+) -> Result<Authenticated, Box<Response>> {
     let corr = correlation_id();
     if let Err(t) = gw.admit_stranger(peer.ip(), warden_monitor::Door::Mcp) {
         let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
-    gw.authenticate(headers, method, now).await.map_err(|f| {
+    let authenticated = gw.authenticate(headers, method, now).await.and_then(|a| match cert {
+        Some(c) if c.spiffe_id != a.claims.agent() => Err(crate::AuthFailure {
+            status: StatusCode::UNAUTHORIZED,
+            error: Some("invalid_token"),
+            description: format!("the client certificate is {}'s; the token is {}'s", c.spiffe_id, a.claims.agent()),
+            agent: Some(a.claims.agent().to_string()),
+            token_id: Some(a.claims.jti.clone()),
+        }),
+        _ => Ok(a),
+    });
+    authenticated.map_err(|f| {
         // `f.agent` is set only once the token's signature verified.
         let claimed = f.agent.as_deref().map_or(warden_monitor::Claimed::Nothing, warden_monitor::Claimed::Verified);
         gw.stranger_failed(peer.ip(), warden_monitor::Door::Mcp, &f.description, claimed);
@@ -247,11 +274,17 @@ async fn handle_get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "this gateway does not open server-initiated streams").into_response()
 }
 
-async fn handle_delete(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+async fn handle_delete(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(refused) = rebinding(&gw, &headers) {
         return refused;
     }
-    let auth = match authenticate(&gw, &headers, "DELETE", peer, now_secs()).await {
+    let cert = cert.map(|Extension(c)| c);
+    let auth = match authenticate(&gw, &headers, "DELETE", peer, cert.as_ref(), now_secs()).await {
         Ok(a) => a,
         Err(resp) => return *resp,
     };

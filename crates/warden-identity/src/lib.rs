@@ -1,7 +1,8 @@
 //! Cryptographic identity for agents and the gateway: Ed25519 keys, compact
 //! JWS (EdDSA only), RFC 9068 access tokens bound to a key by DPoP (RFC 9449),
 //! `private_key_jwt` client assertions (RFC 7523), RFC 8693 attenuation and
-//! the revocation set. Pure: every check takes `now` from the caller.
+//! the revocation set, and X.509-SVIDs from Warden's CA (`x509`). Pure:
+//! every check takes `now` from the caller.
 
 mod assertion;
 mod dpop;
@@ -9,6 +10,7 @@ mod jose;
 mod keys;
 mod revocation;
 mod token;
+mod x509;
 
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
 pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
@@ -16,6 +18,7 @@ pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
 pub use keys::{Jwk, Keypair, PublicKey, thumbprint};
 pub use revocation::RevocationSet;
 pub use token::{AccessClaims, Actor, Confirmation, SubAgent, TokenIssuer, TokenVerifier, attenuate};
+pub use x509::{Authority, Issued, MAX_AGENT_CERT_SECS, Svid, pem_to_der, read_svid, x5t_s256};
 
 /// Why a credential was refused. Messages are safe to return to callers: they
 /// never contain the token itself.

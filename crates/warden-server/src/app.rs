@@ -112,17 +112,24 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Store, StartError> {
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The main listener: the router on hyper's HTTP/1.1 connections, as
-/// `axum::serve` does, with a bound on the time to receive a request head,
-/// the peer address for the handlers (unauthenticated traffic is throttled
-/// per source) and a graceful stop: once `stop` is notified no connection
-/// is accepted, idle ones close, and requests in flight finish.
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, stop: Arc<tokio::sync::Notify>) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+/// `axum::serve` does, with a bound on the time to receive a request head
+/// (and, with TLS, to finish the handshake), the peer address for the
+/// handlers (unauthenticated traffic is throttled per source), the client's
+/// X.509-SVID when it presented one, and a graceful stop: once `stop` is
+/// notified no connection is accepted, idle ones close, and requests in
+/// flight finish.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: Arc<tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -137,21 +144,49 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, stop: 
             },
             _ = stop.notified() => break,
         };
-        let with_peer = tower::util::MapRequest::new(app.clone(), move |mut req: axum::http::Request<_>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            req
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(with_peer)).into_owned();
-        let conn = graceful.watch(conn);
+        let (app, builder, watcher, tls) = (app.clone(), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended: {e}");
+            let Some(tls) = tls else {
+                return serve_connection(&builder, watcher, stream, app, peer, None).await;
+            };
+            let handshake = match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake refused: {e}"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            match crate::tls::peer_certificate(handshake.get_ref().1) {
+                Ok(cert) => serve_connection(&builder, watcher, handshake, app, peer, cert).await,
+                Err(e) => tracing::info!(%peer, "client certificate refused: {e}"),
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+async fn serve_connection<IO>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    app: axum::Router,
+    peer: SocketAddr,
+    cert: Option<warden_gateway::PeerCertificate>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let with_peer = tower::util::MapRequest::new(app, move |mut req: axum::http::Request<_>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        req
+    });
+    let service = hyper_util::service::TowerToHyperService::new(with_peer);
+    let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!("connection ended: {e}");
+    }
 }
 
 /// Listen on `addr`; returns the listener and the address it got.
@@ -219,7 +254,15 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let upstreams = cfg.upstreams.iter().cloned().map(|u| Upstream::new(u, http.clone())).collect::<Result<Vec<_>, _>>()?;
 
     let (listener, addr) = bind(&cfg.listen).await?;
-    let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let ca = crate::tls::load_or_create_ca(&cfg.data_dir, &cfg.trust_domain)?;
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t, &ca, addr)?))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     spawn_checkpoints(&cfg, store.clone(), key.clone());
     let issuer = TokenIssuer::new(key);
     let egress_resource = cfg.egress.listen.is_some().then(|| format!("{public_url}/egress"));
@@ -258,7 +301,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     let shutdown = Arc::new(tokio::sync::Notify::new());
-    let task = tokio::spawn(serve_http(listener, app, shutdown.clone()));
+    let task = tokio::spawn(serve_http(listener, app, tls, shutdown.clone()));
     let egress_addr = match &cfg.egress.listen {
         Some(listen) => {
             let (l, a) = bind(listen).await?;

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// Which `Host` and `Origin` headers `/mcp` answers (DNS rebinding).
     #[serde(default)]
     pub http: warden_gateway::origin::HttpConfig,
+    /// HTTPS on the main listener, with client certificates (mutual TLS).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

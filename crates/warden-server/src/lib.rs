@@ -9,8 +9,10 @@ mod app;
 mod config;
 mod oauth;
 mod policy_files;
+mod tls;
 
 pub use admin::{OPENAPI, promotion_report};
 pub use app::{Running, StartError, ensure_data_dir, load_or_create_key, open_store, start, write_private};
 pub use config::{ConfigError, ServerConfig};
 pub use policy_files::{load_policy_dir, load_test_files, read_policy_dir};
+pub use tls::{TlsConfig, load_or_create_ca};

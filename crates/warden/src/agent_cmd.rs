@@ -72,6 +72,21 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             println!("{}: {change}", change.agent);
             Ok(())
         }
+        AgentCmd::IssueCert { agent, out, hours } => {
+            let cp = control_plane(cfg).await?;
+            let ca = warden_server::load_or_create_ca(&cfg.data_dir, &cfg.trust_domain)?;
+            let issued = cp.issue_certificate(&me, agent, &ca, hours.saturating_mul(3600)).await?;
+            let name = agent.rsplit('/').next().unwrap_or(agent);
+            let (cert, key) = (out.join(format!("{name}.crt.pem")), out.join(format!("{name}.key.pem")));
+            warden_server::write_private(&key, &issued.key_pem).with_context(|| format!("writing {} (it must not exist yet)", key.display()))?;
+            std::fs::write(&cert, format!("{}{}", issued.cert_pem, ca.cert_pem())).with_context(|| format!("writing {}", cert.display()))?;
+            println!("{}\n{}", cert.display(), key.display());
+            Ok(())
+        }
+        AgentCmd::TrustBundle => {
+            print!("{}", warden_server::load_or_create_ca(&cfg.data_dir, &cfg.trust_domain)?.cert_pem());
+            Ok(())
+        }
         AgentCmd::RotateKey { agent, key } => {
             let cp = control_plane(cfg).await?;
             // The agent must exist before a key file is written.

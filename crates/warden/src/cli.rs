@@ -130,6 +130,20 @@ pub enum AgentCmd {
         #[command(flatten)]
         key: KeyArgs,
     },
+    /// Issue a short-lived X.509-SVID (one URI SAN, spiffe://TD/agent/NAME)
+    /// from Warden's CA, for mutual TLS with the gateway (`[tls]`).
+    IssueCert {
+        agent: String,
+        /// Directory for NAME.crt.pem (the certificate and the CA) and NAME.key.pem (mode 0600).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Lifetime in hours (at most 24).
+        #[arg(long, default_value_t = 1)]
+        hours: i64,
+    },
+    /// Print Warden's CA certificate: the trust bundle clients verify the
+    /// gateway with, and other SPIFFE systems trust Warden's agents by.
+    TrustBundle,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod faults;
 mod gateway;
 mod guardrails;
 mod monitor;
+mod mtls;
 mod replicas;
 mod sandbox;
 mod security;

@@ -1,0 +1,11 @@
+//! What the TLS listener learned about the client of a connection, as a
+//! request extension: the X.509-SVID it presented, already verified against
+//! the trust bundle (`warden-server`'s `tls`).
+
+/// A client certificate that proved a SPIFFE id on this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub spiffe_id: String,
+    /// RFC 8705 `x5t#S256` of the certificate.
+    pub x5t_s256: String,
+}

@@ -1,0 +1,112 @@
+//! The gateway's TLS listener (`[tls]`), with mutual TLS for agents: a
+//! client certificate is verified by rustls against Warden's CA and the
+//! configured SPIFFE trust bundles, then read as an X.509-SVID; its SPIFFE id
+//! travels with each request of the connection ([`PeerCertificate`]), and
+//! `/mcp` refuses a token of another agent than the certificate names. With
+//! `require_client_cert` a connection without one is refused at the
+//! handshake. The CA lives in the data directory (`ca.pem`, `ca.key.pem`,
+//! mode 0600), made on first use; `warden agent issue-cert` issues from it.
+
+use crate::app::{StartError, write_private};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::server::WebPkiClientVerifier;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use warden_core::clock::now_secs;
+use warden_gateway::PeerCertificate;
+use warden_identity::Authority;
+
+/// `[tls]` in warden.toml.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The gateway's certificate chain (PEM). Without it the gateway uses a
+    /// certificate from Warden's CA for its listen address and `localhost`,
+    /// issued at each start (clients then trust `warden ca bundle`).
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file` (PKCS#8 PEM).
+    pub key_file: Option<PathBuf>,
+    /// SPIFFE trust bundles (PEM) of other trust domains whose X.509-SVIDs
+    /// are accepted besides the ones Warden's CA issues.
+    #[serde(default)]
+    pub client_ca_files: Vec<PathBuf>,
+    /// Refuse connections without a client certificate: mutual TLS for every agent.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// Lifetime of the certificate the gateway issues itself at start.
+const SERVER_CERT_SECS: i64 = 30 * 86_400;
+
+fn read(path: &Path, what: &str) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|e| StartError::Config(format!("{what} {}: {e}", path.display())))
+}
+
+/// Warden's CA for `trust_domain`, made (and stored, key mode 0600) on first use.
+pub fn load_or_create_ca(data_dir: &Path, trust_domain: &str) -> Result<Authority, StartError> {
+    let (cert, key) = (data_dir.join("ca.pem"), data_dir.join("ca.key.pem"));
+    let data_err = |e: std::io::Error| StartError::DataDir { path: data_dir.display().to_string(), message: format!("the CA: {e}") };
+    if cert.exists() {
+        return Authority::from_pem(trust_domain, &read(&cert, "the CA certificate")?, &read(&key, "the CA key")?)
+            .map_err(|e| StartError::Config(format!("the CA in {}: {e}", data_dir.display())));
+    }
+    crate::app::ensure_data_dir(data_dir)?;
+    let ca = Authority::generate(trust_domain, now_secs()).map_err(|e| StartError::Config(e.to_string()))?;
+    write_private(&key, &ca.key_pem()).map_err(data_err)?;
+    std::fs::write(&cert, ca.cert_pem()).map_err(data_err)?;
+    Ok(ca)
+}
+
+/// The rustls configuration for the listener at `addr`.
+pub fn server_config(cfg: &TlsConfig, ca: &Authority, addr: SocketAddr) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| StartError::Config(format!("[tls] {what}: {e}"));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let (chain_pem, key_pem) = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => (read(c, "[tls] cert_file")?, read(k, "[tls] key_file")?),
+        (None, None) => {
+            let now = now_secs();
+            let names = vec![addr.ip().to_string(), "localhost".to_string()];
+            let issued = ca.issue_server(&names, now - 60, now + SERVER_CERT_SECS).map_err(|e| bad("the gateway certificate", &e))?;
+            (format!("{}{}", issued.cert_pem, ca.cert_pem()), issued.key_pem)
+        }
+        _ => return Err(StartError::Config("[tls] cert_file and key_file go together".into())),
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| bad("the certificate chain", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("the key", &e))?;
+    let mut roots = RootCertStore::empty();
+    let mut bundles = vec![ca.cert_pem().to_string()];
+    for f in &cfg.client_ca_files {
+        bundles.push(read(f, "[tls] client_ca_files")?);
+    }
+    for pem in &bundles {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(c.map_err(|e| bad("a trust bundle", &e))?).map_err(|e| bad("a trust bundle", &e))?;
+        }
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if !cfg.require_client_cert {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier.build().map_err(|e| bad("client certificates", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocol versions", &e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("the certificate and key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The X.509-SVID a verified client presented; `Err` when it presented a
+/// certificate that chains to the bundle but is no SVID (the connection is
+/// closed: a client that offers an identity must offer a valid one).
+pub fn peer_certificate(conn: &rustls::ServerConnection) -> Result<Option<PeerCertificate>, warden_identity::IdentityError> {
+    let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else { return Ok(None) };
+    let svid = warden_identity::read_svid(leaf)?;
+    Ok(Some(PeerCertificate { spiffe_id: svid.spiffe_id, x5t_s256: svid.x5t_s256 }))
+}

@@ -1,0 +1,86 @@
+//! Mutual TLS with X.509-SVIDs: the gateway's TLS listener requires a
+//! client certificate from Warden's CA (`warden agent issue-cert`); an agent
+//! with one calls a tool, and a certificate of another trust domain, an
+//! expired one, none at all, or another agent's are refused.
+
+use crate::common::Harness;
+use serde_json::json;
+use warden_client::AgentClient;
+use warden_core::clock::now_secs;
+use warden_identity::{Authority, Keypair};
+
+fn client(ca_pem: &str, identity: Option<String>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()]);
+    if let Some(pem) = identity {
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+fn issue(h: &Harness, agent: &str) -> String {
+    let out = h.cli(&["agent", "issue-cert", agent, "--out", h.dir.path().to_str().unwrap()]);
+    let mut paths = out.lines();
+    let (cert, key) = (paths.next().unwrap(), paths.next().unwrap());
+    format!("{}{}", std::fs::read_to_string(cert).unwrap(), std::fs::read_to_string(key).unwrap())
+}
+
+async fn call(h: &Harness, http: reqwest::Client, id: &str, key: &Keypair) -> Result<warden_client::Reply, String> {
+    let mut c = AgentClient::with_http(&h.base, id, key.clone(), http);
+    c.fetch_token(None, Some("mtls")).await.map_err(|e| e.to_string())?;
+    let r = c.initialize().await.map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Ok(r);
+    }
+    c.call_tool("onboarding__customer_lookup", json!({ "customer_id": "c-1002" })).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_their_svid_get_through_and_other_certificates_do_not() {
+    let mut h = Harness::start("");
+    h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[tls]\nrequire_client_cert = true");
+    h.serve();
+    assert!(h.base.starts_with("https://"), "{}", h.base);
+    h.approve_demo_tools();
+    let (bot, bot_key) = h.register("bot", "onboarding/customer_lookup", 2, None);
+    let (other, _) = h.register("other", "onboarding/customer_lookup", 2, None);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ca = h.cli(&["agent", "trust-bundle"]);
+
+    // Its own certificate: the call goes through.
+    let r = call(&h, client(&ca, Some(issue(&h, "bot"))), &bot, &bot_key).await.unwrap();
+    assert!(r.result().unwrap().to_string().contains("Grace Hopper"), "{}", r.body);
+    let issued = h.audited("X.509-SVID issued").await;
+    assert_eq!(issued["event"]["agent"], bot.as_str());
+
+    // No certificate: refused at the handshake.
+    let e = call(&h, client(&ca, None), &bot, &bot_key).await.unwrap_err();
+    assert!(e.contains("error sending request"), "{e}");
+
+    // Another trust domain's CA.
+    let foreign = Authority::generate("other.example", now_secs()).unwrap();
+    let f = foreign.issue_agent("spiffe://other.example/agent/bot", now_secs() - 60, now_secs() + 600).unwrap();
+    let e = call(&h, client(&ca, Some(format!("{}{}", f.cert_pem, f.key_pem))), &bot, &bot_key).await.unwrap_err();
+    assert!(e.contains("error sending request"), "{e}");
+
+    // Warden's own CA, but expired.
+    let data = h.dir.path().join("warden-data");
+    let own =
+        Authority::from_pem("warden.local", &std::fs::read_to_string(data.join("ca.pem")).unwrap(), &std::fs::read_to_string(data.join("ca.key.pem")).unwrap())
+            .unwrap();
+    let old = own.issue_agent(&bot, now_secs() - 7200, now_secs() - 3600).unwrap();
+    let e = call(&h, client(&ca, Some(format!("{}{}", old.cert_pem, old.key_pem))), &bot, &bot_key).await.unwrap_err();
+    assert!(e.contains("error sending request"), "{e}");
+
+    // Another agent's certificate with this agent's token: 401.
+    let r = call(&h, client(&ca, Some(issue(&h, "other"))), &bot, &bot_key).await.unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("the client certificate is {other}'s")), "{msg}");
+
+    // Suspended agents get no certificate.
+    h.cli(&["agent", "suspend", "bot"]);
+    let out = h.cli_output(&["agent", "issue-cert", "bot", "--out", h.dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only to active agents"), "{}", String::from_utf8_lossy(&out.stderr));
+    h.assert_audit_intact();
+}
