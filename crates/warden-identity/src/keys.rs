@@ -48,7 +48,7 @@ impl Keypair {
 
 /// An Ed25519 public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey(pub(crate) VerifyingKey);
 
 impl PublicKey {
     /// From the base64url `x` of an OKP JWK (how the registry stores keys).
@@ -103,7 +103,7 @@ pub fn thumbprint(x: &str) -> String {
     b64url(&Sha256::digest(canonical.as_bytes()))
 }
 
-/// A public JWK (OKP / Ed25519 only).
+/// The gateway's public JWK as its JWKS publishes it (OKP / Ed25519).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     pub kty: String,
@@ -115,15 +115,6 @@ pub struct Jwk {
     pub alg: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", rename = "use")]
     pub r#use: Option<String>,
-}
-
-impl Jwk {
-    pub fn public_key(&self) -> Result<PublicKey, IdentityError> {
-        if self.kty != "OKP" || self.crv != "Ed25519" {
-            return Err(IdentityError::Key(format!("unsupported JWK {}/{}: only OKP/Ed25519", self.kty, self.crv)));
-        }
-        PublicKey::from_b64(&self.x)
-    }
 }
 
 #[cfg(test)]
