@@ -18,4 +18,5 @@ mod monitor;
 mod replicas;
 mod sandbox;
 mod security;
+mod token_binding;
 mod upstream_http;
