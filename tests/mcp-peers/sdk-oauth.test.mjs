@@ -97,7 +97,8 @@ test('the TypeScript SDK PrivateKeyJwtProvider connects to a bearer-enabled ES25
   assert.equal(r.content[0].text, 'Echo: hello from typescript');
   await client.close();
   const issued = warden('audit', 'query', '--agent', 'ts-bearer', '--json').trim().split('\n').map(JSON.parse);
-  assert.ok(issued.some((a) => a.event.kind === 'token_issued' && a.event.reason.endsWith('token binding: bearer')), 'the token record names its binding');
+  assert.ok(issued.some((a) => a.event.kind === 'token_issued' && a.event.token_binding === 'bearer'), 'the token record names its binding');
+  assert.ok(issued.some((a) => a.event.kind === 'tool_call' && a.event.tool === 'everything/echo' && a.event.token_binding === 'bearer'), 'so do calls');
 });
 
 test('the TypeScript SDK PrivateKeyJwtProvider is refused for a DPoP-only agent, told how to enable bearer', async () => {

@@ -311,7 +311,8 @@ async fn token(
             ev.task = Some(claims.task.clone());
             ev.token_id = Some(claims.jti.clone());
             let binding = if claims.cnf.is_some() { TokenBinding::Dpop } else { TokenBinding::Bearer };
-            ev.reason = Some(format!("scope: {}; token binding: {binding}", claims.scope));
+            ev.token_binding = Some(binding);
+            ev.reason = Some(format!("scope: {}", claims.scope));
             if !claims.chain.is_empty() {
                 ev.delegation = claims.delegation().iter().map(|s| s.to_string()).collect();
             }

@@ -216,8 +216,9 @@ async fn a_bearer_agent_uses_bearer_tokens_until_an_operator_switches_it_back_to
     assert_eq!(t["token_type"], "Bearer");
     let bearer = t["access_token"].as_str().unwrap().to_string();
     assert!(claims_of(&bearer).get("cnf").is_none(), "unbound");
-    let issued = h.audited("token binding: bearer").await;
-    assert_eq!(issued["event"]["agent"], a.id.as_str());
+    let records = h.cli(&["audit", "query", "--agent", &a.name, "--json"]);
+    let issued: Value = records.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|r| r["event"]["kind"] == "token_issued").unwrap();
+    assert_eq!(issued["event"]["token_binding"], "bearer", "{issued}");
 
     let mut s = a.session(&bearer, "Bearer");
     assert_eq!(s.initialize().await.status, 200);
@@ -231,7 +232,8 @@ async fn a_bearer_agent_uses_bearer_tokens_until_an_operator_switches_it_back_to
         )
         .await;
     assert!(r.error_message().unwrap_or_default().contains("this tool needs a DPoP-bound token"), "{}", r.body);
-    assert_eq!(h.audited("this tool needs a DPoP-bound token").await["event"]["decision"], "deny");
+    let denied = h.audited("this tool needs a DPoP-bound token").await;
+    assert_eq!((denied["event"]["decision"].as_str(), denied["event"]["token_binding"].as_str()), (Some("deny"), Some("bearer")), "calls record the binding");
 
     // An unbound token with the DPoP scheme is refused.
     let www = refusal(&a.session(&bearer, "DPoP").initialize().await);
