@@ -18,7 +18,7 @@ pub use agent_key::{AgentKey, JwsAlg};
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
 pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
-pub use keys::{Jwk, Keypair, PublicKey, thumbprint};
+pub use keys::{Jwk, Keypair, PublicKey};
 pub use revocation::RevocationSet;
 pub use signer::{AgentSigner, JwsSigner};
 pub use token::{AccessClaims, Actor, Confirmation, SubAgent, TokenIssuer, TokenVerifier, attenuate};

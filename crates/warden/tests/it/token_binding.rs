@@ -257,3 +257,40 @@ async fn a_bearer_agent_uses_bearer_tokens_until_an_operator_switches_it_back_to
     assert_eq!(h.audited("token binding bearer -> dpop: SDK now signs proofs").await["event"]["action"], "agent:token-binding");
     assert_eq!(d.lookup().await.status, 200, "the bound token still works");
 }
+
+#[tokio::test]
+async fn a_public_jwk_file_registers_an_rsa_agent_and_a_weak_or_private_key_is_refused_with_the_reason() {
+    let h = Harness::start("");
+    let key = AgentSigner::generate(JwsAlg::Rs256).unwrap();
+    let file = h.dir.path().join("rsa.jwk");
+    std::fs::write(&file, key.public().jwk().to_string()).unwrap();
+    let register = |name: &str, file: &std::path::Path| {
+        h.cli_output(&[
+            "agent",
+            "register",
+            name,
+            "--owner",
+            "alice@example.com",
+            "--purpose",
+            "p",
+            "--tools",
+            "onboarding/*",
+            "--public-key",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = register("jwk-bot", &file);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = KeyAgent { id: String::from_utf8(out.stdout).unwrap().trim().into(), name: "jwk-bot".into(), key, base: h.base.clone() };
+    assert_eq!(a.ready_token(true).await["token_type"], "DPoP");
+
+    let weak = h.dir.path().join("weak.jwk");
+    std::fs::write(&weak, json!({ "kty": "RSA", "n": b64url(&[0xc5; 128]), "e": "AQAB" }).to_string()).unwrap();
+    let out = register("weak-bot", &weak);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RSA modulus has 1024 bits: 2048 to 8192 are accepted"), "{}", String::from_utf8_lossy(&out.stderr));
+    let private = h.dir.path().join("private.pem");
+    std::fs::write(&private, AgentSigner::generate(JwsAlg::Es256).unwrap().to_pkcs8_pem()).unwrap();
+    let out = register("leaky-bot", &private);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("register the public key only"), "{}", String::from_utf8_lossy(&out.stderr));
+}
