@@ -31,7 +31,7 @@ pub enum IdentityError {
     Malformed(String),
     #[error("unsupported JWS algorithm {0:?}: only EdDSA, ES256 and RS256 are accepted")]
     Algorithm(String),
-    #[error("JWS algorithm {header} does not match the key: a {key} key verifies only {key} signatures")]
+    #[error("JWS algorithm {header} does not match the key, which verifies only {key} signatures (its type decides)")]
     AlgorithmMismatch { header: &'static str, key: &'static str },
     #[error("wrong JWT type {found:?}: expected {expected:?}")]
     Type { expected: &'static str, found: String },

@@ -177,7 +177,10 @@ async fn an_assertion_under_another_algorithm_than_the_registered_keys_is_refuse
     // Signed by an RSA key: its header says RS256, the agent's key is P-256.
     let (status, body) = a.token_with(&a.assertion_by(&AgentSigner::generate(JwsAlg::Rs256).unwrap()), true).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
-    assert_eq!(body["error_description"], "client assertion invalid: JWS algorithm RS256 does not match the key: a ES256 key verifies only ES256 signatures");
+    assert_eq!(
+        body["error_description"],
+        "client assertion invalid: JWS algorithm RS256 does not match the key, which verifies only ES256 signatures (its type decides)"
+    );
     // HMAC keyed with the public key (the classic confusion): refused unread.
     let header = b64url(br#"{"alg":"HS256"}"#);
     let claims = b64url(json!({ "iss": a.id, "sub": a.id, "aud": a.token_url(), "exp": now_secs() + 60, "jti": jti() }).to_string().as_bytes());
