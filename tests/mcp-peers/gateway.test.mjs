@@ -106,7 +106,7 @@ test('a client without a valid DPoP-bound token is turned away with a 401 challe
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) });
   assert.equal(r.status, 401);
   const challenge = r.headers.get('www-authenticate');
-  assert.match(challenge, /^DPoP /);
+  assert.match(challenge, /^Bearer resource_metadata=".*, DPoP algs="EdDSA ES256 RS256"/);
   const md = await (await fetch(challenge.match(/resource_metadata="([^"]+)"/)[1])).json();
   assert.equal(md.resource, `${base}/mcp`);
   assert.deepEqual(md.authorization_servers, [base]);

@@ -91,7 +91,8 @@ args = ["demo-server"]
                 tools: vec![tool.clone()],
                 autonomy: Autonomy::try_from(1)?,
                 status: AgentStatus::Active,
-                public_key: key.public().to_b64(),
+                public_key: warden_identity::AgentKey::from(key.public()).to_registry(),
+                token_binding: warden_core::TokenBinding::Dpop,
                 parent: None,
                 created_at: now_ms() / 1000,
             })

@@ -1,8 +1,10 @@
 //! Agents and their credentials: registration, status (suspend, resume,
-//! revoke), autonomy, key rotation, X.509-SVIDs and token revocation.
+//! revoke), autonomy, token binding, key rotation, X.509-SVIDs and token
+//! revocation.
 
 use crate::{Actor, ControlError, ControlPlane, Why, required};
-use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, ToolRef};
+use warden_core::{Agent, AgentId, AgentStatus, AuditEvent, Autonomy, EventKind, TokenBinding, ToolRef};
+use warden_identity::AgentKey;
 use warden_store::{RevocationKind, StoreError};
 
 /// An agent to register, as an operator describes it.
@@ -16,6 +18,8 @@ pub struct NewAgent<'a> {
     pub autonomy: i64,
     /// `NAME` or a SPIFFE id of a registered agent.
     pub parent: Option<&'a str>,
+    /// `dpop` unless the operator allows the agent bearer tokens.
+    pub token_binding: TokenBinding,
 }
 
 /// A registration that passed every check but the key: make the key (which
@@ -76,19 +80,20 @@ impl ControlPlane {
             autonomy,
             status: AgentStatus::Active,
             public_key: String::new(),
+            token_binding: a.token_binding,
             parent,
             created_at: warden_core::clock::now_secs(),
         };
         Ok(ValidAgent { agent, tools: a.tools.join(",") })
     }
 
-    /// Register a checked agent with its public key (base64url, raw Ed25519).
-    pub async fn register_agent(&self, actor: &Actor, a: ValidAgent, public_key: String) -> Result<AgentId, ControlError> {
+    /// Register a checked agent with its public key.
+    pub async fn register_agent(&self, actor: &Actor, a: ValidAgent, key: &AgentKey) -> Result<AgentId, ControlError> {
         let ValidAgent { mut agent, tools } = a;
-        agent.public_key = public_key;
+        agent.public_key = key.to_registry();
         self.store.insert_agent(&agent).await?;
         self.settle().await;
-        let reason = format!("owner {}, tools {tools}", agent.owner);
+        let reason = format!("owner {}, tools {tools}, {} key, token binding {}", agent.owner, key.alg().as_str(), agent.token_binding);
         self.record(actor, EventKind::AgentChanged, "agent:register", agent_event(&agent.id, reason)).await?;
         Ok(agent.id)
     }
@@ -123,15 +128,29 @@ impl ControlPlane {
         Ok(change)
     }
 
+    /// Allow an agent bearer tokens, or require DPoP-bound ones again. Its
+    /// tokens are checked against the binding on every use: going back to
+    /// `dpop` cuts off the bearer tokens it holds.
+    pub async fn set_token_binding(&self, actor: &Actor, agent: &str, binding: TokenBinding, reason: &str) -> Result<AgentId, ControlError> {
+        let id = self.agent_id(agent)?;
+        let reason = required(reason, Why::ChangeTokenBinding)?;
+        let from = self.store.get_agent(&id).await?.token_binding;
+        self.store.set_token_binding(&id, binding).await?;
+        self.settle().await;
+        let what = format!("token binding {from} -> {binding}: {reason}");
+        self.record(actor, EventKind::AgentChanged, "agent:token-binding", agent_event(&id, what)).await?;
+        Ok(id)
+    }
+
     /// The registered agent `agent` names (to check it before making a key).
     pub async fn agent(&self, agent: &str) -> Result<Agent, ControlError> {
         Ok(self.store.get_agent(&self.agent_id(agent)?).await?)
     }
 
     /// Replace an agent's public key; tokens bound to the old one stop working.
-    pub async fn rotate_key(&self, actor: &Actor, agent: &str, public_key: &str) -> Result<AgentId, ControlError> {
+    pub async fn rotate_key(&self, actor: &Actor, agent: &str, key: &AgentKey) -> Result<AgentId, ControlError> {
         let id = self.agent_id(agent)?;
-        self.store.rotate_key(&id, public_key, warden_core::clock::now_secs()).await?;
+        self.store.rotate_key(&id, &key.to_registry(), warden_core::clock::now_secs()).await?;
         self.settle().await;
         self.record(actor, EventKind::AgentChanged, "agent:rotate-key", agent_event(&id, "key rotated; earlier tokens revoked".into())).await?;
         Ok(id)

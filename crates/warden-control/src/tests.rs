@@ -3,7 +3,7 @@
 
 use super::*;
 use warden_core::KillScope;
-use warden_core::{AgentStatus, Approval, ApprovalStatus, Role, sha256_hex};
+use warden_core::{AgentStatus, Approval, ApprovalStatus, Role, TokenBinding, sha256_hex};
 use warden_identity::Keypair;
 use warden_store::StoreError;
 
@@ -30,9 +30,9 @@ async fn events(cp: &ControlPlane) -> Vec<AuditEvent> {
 
 async fn register(cp: &ControlPlane, actor: &Actor, name: &str, parent: Option<&str>) -> AgentId {
     let tools = ["crm/*".to_string()];
-    let a = NewAgent { name, owner: "alice@example.com", purpose: "tests", tools: &tools, autonomy: 1, parent };
+    let a = NewAgent { name, owner: "alice@example.com", purpose: "tests", tools: &tools, autonomy: 1, parent, token_binding: TokenBinding::Dpop };
     let valid = cp.check_registration(&a).await.unwrap();
-    cp.register_agent(actor, valid, Keypair::generate().public().to_b64()).await.unwrap()
+    cp.register_agent(actor, valid, &Keypair::generate().public().into()).await.unwrap()
 }
 
 #[tokio::test]
@@ -41,7 +41,8 @@ async fn registrations_are_checked_before_a_key_is_made_and_recorded_with_owner_
     for cp in planes(dir.path()).await {
         let me = Actor::local_user();
         let tools = ["crm/*".to_string()];
-        let base = NewAgent { name: "bot", owner: "alice@example.com", purpose: "tests", tools: &tools, autonomy: 1, parent: None };
+        let base =
+            NewAgent { name: "bot", owner: "alice@example.com", purpose: "tests", tools: &tools, autonomy: 1, parent: None, token_binding: TokenBinding::Dpop };
         let refused = [
             NewAgent { owner: " ", ..base.clone() },
             NewAgent { name: "Bad Name", ..base.clone() },
@@ -59,8 +60,24 @@ async fn registrations_are_checked_before_a_key_is_made_and_recorded_with_owner_
         let ev = events(&cp).await.pop().unwrap();
         assert_eq!((ev.kind, ev.action.as_deref(), ev.decision.as_str()), (Some(EventKind::AgentChanged), Some("agent:register"), "allow"));
         assert_eq!((ev.agent.as_deref(), ev.subject.as_deref()), (Some(id.as_str()), Some(me.subject())), "the CLI's records name the operator alone");
-        assert_eq!(ev.reason.as_deref(), Some("owner alice@example.com, tools crm/*"));
+        assert_eq!(ev.reason.as_deref(), Some("owner alice@example.com, tools crm/*, EdDSA key, token binding dpop"));
         assert_eq!(register(&cp, &me, "sub", Some("bot")).await.as_str(), "spiffe://td/agent/sub", "a registered parent");
+    }
+}
+
+#[tokio::test]
+async fn a_token_binding_change_needs_a_reason_and_is_recorded_with_both_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    for cp in planes(dir.path()).await {
+        let me = Actor::local_user();
+        let id = register(&cp, &me, "bot", None).await;
+        let e = cp.set_token_binding(&me, "bot", TokenBinding::Bearer, " ").await.unwrap_err();
+        assert!(matches!(e, ControlError::ReasonRequired(Why::ChangeTokenBinding)), "{e}");
+        cp.set_token_binding(&me, "bot", TokenBinding::Bearer, "its SDK cannot sign DPoP proofs").await.unwrap();
+        assert_eq!(cp.agent("bot").await.unwrap().token_binding, TokenBinding::Bearer);
+        let ev = events(&cp).await.pop().unwrap();
+        assert_eq!((ev.action.as_deref(), ev.agent.as_deref()), (Some("agent:token-binding"), Some(id.as_str())));
+        assert_eq!(ev.reason.as_deref(), Some("token binding dpop -> bearer: its SDK cannot sign DPoP proofs"));
     }
 }
 

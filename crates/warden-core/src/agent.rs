@@ -96,6 +96,45 @@ impl FromStr for AgentStatus {
     }
 }
 
+/// How the tokens an agent gets are bound to it. `Dpop` (the default) binds
+/// every token to the agent's key (RFC 9449): a stolen token is useless
+/// without the key. `Bearer` lets clients that cannot sign DPoP proofs (most
+/// MCP SDKs) use unbound tokens, which an operator allows per agent. An
+/// mTLS binding (RFC 8705) would be another variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenBinding {
+    #[default]
+    Dpop,
+    Bearer,
+}
+
+impl TokenBinding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dpop => "dpop",
+            Self::Bearer => "bearer",
+        }
+    }
+}
+
+impl FromStr for TokenBinding {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "dpop" => Ok(Self::Dpop),
+            "bearer" => Ok(Self::Bearer),
+            _ => Err(CoreError::Enum { field: "token binding", value: s.into(), allowed: "dpop, bearer" }),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Autonomy level 0 (assisted) … 3 (autonomous within bounds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
@@ -130,8 +169,12 @@ pub struct Agent {
     pub tools: Vec<ToolRef>,
     pub autonomy: Autonomy,
     pub status: AgentStatus,
-    /// Ed25519 public key, base64url without padding (the JWK `x`).
+    /// Public key as its RFC 7638 canonical JWK (Ed25519, P-256 or RSA;
+    /// `warden_identity::AgentKey::from_registry` reads it).
     pub public_key: String,
+    /// Whether its tokens must be DPoP-bound or may be bearer tokens.
+    #[serde(default)]
+    pub token_binding: TokenBinding,
     /// The agent this one may act for as a sub-agent (RFC 8693 delegation).
     pub parent: Option<AgentId>,
     /// Unix seconds of the last key rotation or registration; tokens issued

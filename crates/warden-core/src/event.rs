@@ -134,6 +134,10 @@ pub struct AuditEvent {
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// How the caller held its token (a call), or how the issued token is
+    /// bound (a token record): `dpop` or `bearer`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub token_binding: Option<crate::TokenBinding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +166,7 @@ mod tests {
             reason: Some("r".into()),
             policies: vec!["p".into()],
             token_id: Some("j".into()),
+            token_binding: Some(crate::TokenBinding::Bearer),
             args_sha256: Some("h".into()),
             correlation_id: Some("c".into()),
             latency_us: Some(1),
@@ -179,7 +184,7 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted, "keep AuditEvent's fields in alphabetical order");
-        assert_eq!(keys.len(), 20, "every field is set above");
+        assert_eq!(keys.len(), 21, "every field is set above");
     }
 
     #[test]

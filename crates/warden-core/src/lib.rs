@@ -49,7 +49,7 @@ pub mod sse;
 mod text;
 mod tool;
 
-pub use agent::{Agent, AgentId, AgentStatus, Autonomy};
+pub use agent::{Agent, AgentId, AgentStatus, Autonomy, TokenBinding};
 pub use approval::{Approval, ApprovalStatus};
 pub use decision::{Decision, Obligation};
 pub use event::{AuditEvent, EventKind, Verdict};

@@ -1,20 +1,32 @@
-//! Request authentication at the enforcement point: a DPoP-bound access token
-//! (`Authorization: DPoP …` plus a `DPoP` proof) for this resource, unexpired,
-//! unrevoked, held by a registered active agent whose whole delegation chain
-//! is active, with a fresh proof signed by the key the token is bound to.
+//! Request authentication at the enforcement point: an access token for this
+//! resource, unexpired, unrevoked, held by a registered active agent whose
+//! whole delegation chain is active, presented either
+//!
+//! - DPoP-bound (`Authorization: DPoP …` plus a `DPoP` proof): a fresh proof
+//!   signed by the key the token is bound to, which must be the agent's
+//!   registered key; or
+//! - as a bearer token (`Authorization: Bearer …`, RFC 6750): only a token
+//!   bound to no key (no `cnf`), of an agent whose registered binding is
+//!   `bearer` now, re-read on every request. A bound token is never accepted
+//!   as a bearer token (downgrade), nor an unbound one with the DPoP scheme.
 
 use crate::state::Gateway;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use warden_core::{Agent, AgentStatus};
-use warden_identity::{AccessClaims, IdentityError, verify_dpop_proof};
+use warden_core::{Agent, AgentStatus, TokenBinding};
+use warden_identity::{AccessClaims, AgentKey, IdentityError, JwsAlg, verify_dpop_proof};
 
 /// A caller that passed authentication.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub claims: AccessClaims,
     pub agent: Agent,
+    /// How the request proved it holds the token: a DPoP proof of the
+    /// token's key, or the token alone (an unbound token, or any token at
+    /// the egress proxy, whose clients cannot sign proofs). Policy sees it
+    /// as `context.token_binding`.
+    pub binding: TokenBinding,
 }
 
 impl Authenticated {
@@ -55,16 +67,20 @@ impl AuthFailure {
         self
     }
 
-    /// The `WWW-Authenticate` header value.
+    /// The `WWW-Authenticate` header value: a `Bearer` challenge (RFC 6750;
+    /// MCP clients read `resource_metadata` from it) and a `DPoP` one (RFC
+    /// 9449 §7.1) with the same parameters, since either kind of token may be
+    /// what the agent is registered for.
     pub fn challenge(&self, resource_metadata: &str, scope: Option<&str>) -> String {
-        let mut h = format!(r#"DPoP algs="EdDSA", resource_metadata="{resource_metadata}""#);
+        let mut params = format!(r#"resource_metadata="{resource_metadata}""#);
         if let Some(e) = self.error {
-            h.push_str(&format!(r#", error="{e}", error_description="{}""#, self.description.replace(['"', '\\'], "'")));
+            params.push_str(&format!(r#", error="{e}", error_description="{}""#, self.description.replace(['"', '\\'], "'")));
         }
         if let Some(s) = scope {
-            h.push_str(&format!(r#", scope="{s}""#));
+            params.push_str(&format!(r#", scope="{s}""#));
         }
-        h
+        let algs = JwsAlg::ALL.map(JwsAlg::as_str).join(" ");
+        format!(r#"Bearer {params}, DPoP algs="{algs}", {params}"#)
     }
 }
 
@@ -112,19 +128,33 @@ impl Gateway {
                 token_id: None,
             });
         };
-        let token = match auth.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("dpop") => t.trim(),
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => {
-                return Err(AuthFailure::new("invalid_token", "bearer tokens are not accepted: use a DPoP-bound token with the DPoP scheme (RFC 9449)"));
-            }
-            _ => return Err(AuthFailure::new("invalid_token", "unsupported authorization scheme; expected DPoP")),
+        let (dpop, token) = match auth.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("dpop") => (true, t.trim()),
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => (false, t.trim()),
+            _ => return Err(AuthFailure::new("invalid_token", "unsupported authorization scheme; expected DPoP or Bearer")),
         };
         let claims = self.verify_token(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
+        let jkt = match (dpop, &claims.cnf) {
+            (true, Some(cnf)) => cnf.jkt.clone(),
+            (false, None) => return self.authorize_claims(claims),
+            (false, Some(_)) => {
+                return Err(AuthFailure::new(
+                    "invalid_token",
+                    "this token is DPoP-bound: present it as `Authorization: DPoP <token>` with a DPoP proof signed by its key; a bound token is never accepted as a bearer token",
+                )
+                .with_claims(&claims));
+            }
+            (true, None) => {
+                return Err(
+                    AuthFailure::new("invalid_token", "this token is not DPoP-bound: present it as `Authorization: Bearer <token>`").with_claims(&claims)
+                );
+            }
+        };
         let proof = header(headers, "dpop")?.ok_or_else(|| AuthFailure::new("invalid_dpop_proof", "missing DPoP proof header").with_claims(&claims))?;
         let skew = self.config.dpop_skew_secs;
         let p = verify_dpop_proof(proof, method, &self.config.resource, Some(token), now, skew)
             .map_err(|e| AuthFailure::new("invalid_dpop_proof", e.to_string()).with_claims(&claims))?;
-        if p.jkt != claims.cnf.jkt {
+        if p.jkt != jkt {
             return Err(AuthFailure::new("invalid_dpop_proof", IdentityError::DpopKeyMismatch.to_string()).with_claims(&claims));
         }
         let first = self.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(|e| AuthFailure {
@@ -148,14 +178,15 @@ impl Gateway {
     pub fn authenticate_egress(&self, token: &str, now: i64) -> Result<Authenticated, AuthFailure> {
         let verifier = self.config.egress_verifier.as_ref().ok_or_else(|| AuthFailure::new("invalid_token", "the egress proxy is not configured"))?;
         let claims = verifier.verify(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
-        self.authorize_claims(claims)
+        Ok(Authenticated { binding: TokenBinding::Bearer, ..self.authorize_claims(claims)? })
     }
 
     /// The token is unrevoked, its delegation chain is exactly the agent's
     /// registered lineage (so a sub-agent acts only under its parent, and
     /// every control on an ancestor reaches it), every agent in it is
-    /// active, and it is bound to the agent's current key. Also checks the
-    /// subject token of a token exchange.
+    /// active, and it is bound to the agent's current key or, unbound, the
+    /// agent's binding is `bearer` now. Also checks the subject token of a
+    /// token exchange.
     pub fn authorize_claims(&self, claims: AccessClaims) -> Result<Authenticated, AuthFailure> {
         let snap = self.snapshot();
         snap.revocations.check(&claims).map_err(|e| AuthFailure::new("invalid_token", e.to_string()).with_claims(&claims))?;
@@ -179,11 +210,31 @@ impl Gateway {
             }
         }
         let agent = snap.agents[claims.agent()].clone();
-        if warden_identity::thumbprint(&agent.public_key) != claims.cnf.jkt {
-            return Err(AuthFailure::new("invalid_token", "token is bound to a key that is no longer the agent's registered key").with_claims(&claims));
-        }
-        Ok(Authenticated { claims, agent })
+        let binding = match &claims.cnf {
+            Some(cnf) => {
+                let key = AgentKey::from_registry(&agent.public_key).map_err(|e| {
+                    AuthFailure::new("invalid_token", format!("agent {}'s registered key is unusable ({e}); rotate its key", agent.id)).with_claims(&claims)
+                })?;
+                if key.thumbprint() != cnf.jkt {
+                    return Err(AuthFailure::new("invalid_token", "token is bound to a key that is no longer the agent's registered key").with_claims(&claims));
+                }
+                TokenBinding::Dpop
+            }
+            None if agent.token_binding == TokenBinding::Bearer => TokenBinding::Bearer,
+            None => return Err(AuthFailure::new("invalid_token", bearer_refused(&agent)).with_claims(&claims)),
+        };
+        Ok(Authenticated { claims, agent, binding })
     }
+}
+
+/// Why an agent registered for DPoP-bound tokens gets no bearer token, and
+/// what an operator can do about it (the token endpoint says the same).
+pub fn bearer_refused(agent: &Agent) -> String {
+    format!(
+        "agent {} requires DPoP-bound tokens (token binding dpop): use a client that sends DPoP proofs (RFC 9449), or have an operator allow bearer tokens with `warden agent set-binding {} bearer`",
+        agent.id,
+        agent.id.name()
+    )
 }
 
 /// Deepest delegation the registry may express; a longer parent chain is a
@@ -220,6 +271,7 @@ mod tests {
             autonomy: 1.try_into().unwrap(),
             status: AgentStatus::Active,
             public_key: "k".into(),
+            token_binding: warden_core::TokenBinding::Dpop,
             parent: parent.map(|p| AgentId::new("td", p).unwrap()),
             created_at: 0,
         }
@@ -266,19 +318,40 @@ mod tests {
         let fx = Fixture::new().await;
         let f = failure(&fx, &HeaderMap::new()).await;
         assert_eq!((f.status, f.error, f.description.as_str()), (StatusCode::UNAUTHORIZED, None, "authentication required"));
-        assert_eq!(f.challenge(METADATA, None), format!(r#"DPoP algs="EdDSA", resource_metadata="{METADATA}""#));
+        assert_eq!(
+            f.challenge(METADATA, None),
+            format!(r#"Bearer resource_metadata="{METADATA}", DPoP algs="EdDSA ES256 RS256", resource_metadata="{METADATA}""#)
+        );
     }
 
     #[tokio::test]
-    async fn a_bearer_token_is_refused_with_what_to_send_instead() {
+    async fn a_bound_token_sent_as_bearer_and_an_unbound_one_sent_as_dpop_are_refused() {
         let fx = Fixture::new().await;
         let token = fx.issuer.issue(&fx.claims());
         let f = failure(&fx, &headers(&[("authorization", &format!("Bearer {token}"))])).await;
         assert_eq!(f.error, Some("invalid_token"));
-        assert_eq!(f.description, "bearer tokens are not accepted: use a DPoP-bound token with the DPoP scheme (RFC 9449)");
-        assert_eq!(f.agent, None, "a bearer token is not read, so it names no agent");
+        assert!(f.description.starts_with("this token is DPoP-bound: present it as `Authorization: DPoP <token>`"), "{}", f.description);
+        let unbound = fx.issuer.issue(&AccessClaims { cnf: None, ..fx.claims() });
+        let f = failure(&fx, &headers(&[("authorization", &format!("DPoP {unbound}"))])).await;
+        assert_eq!(f.description, "this token is not DPoP-bound: present it as `Authorization: Bearer <token>`");
         let f = failure(&fx, &headers(&[("authorization", "Basic Ym90OnB3")])).await;
-        assert_eq!((f.error, f.description.as_str()), (Some("invalid_token"), "unsupported authorization scheme; expected DPoP"));
+        assert_eq!((f.error, f.description.as_str()), (Some("invalid_token"), "unsupported authorization scheme; expected DPoP or Bearer"));
+    }
+
+    #[tokio::test]
+    async fn an_unbound_token_works_only_while_its_agent_is_registered_for_bearer_tokens() {
+        let fx = Fixture::new().await;
+        let token = fx.issuer.issue(&AccessClaims { cnf: None, ..fx.claims() });
+        let bearer = headers(&[("authorization", &format!("Bearer {token}"))]);
+        let f = failure(&fx, &bearer).await;
+        assert_eq!(f.error, Some("invalid_token"));
+        assert!(f.description.starts_with(&format!("agent {AGENT} requires DPoP-bound tokens (token binding dpop)")), "{}", f.description);
+        assert!(f.description.ends_with("`warden agent set-binding bot bearer`"), "{}", f.description);
+        let id: warden_core::AgentId = AGENT.parse().unwrap();
+        fx.gw.store.set_token_binding(&id, TokenBinding::Bearer).await.unwrap();
+        fx.gw.refresh().await.unwrap();
+        let ok = fx.gw.authenticate(&bearer, "POST", warden_core::clock::now_secs()).await.unwrap();
+        assert_eq!(ok.binding, TokenBinding::Bearer);
     }
 
     #[tokio::test]
@@ -314,11 +387,8 @@ mod tests {
     async fn claims_bound_to_another_key_or_of_an_unknown_agent_are_not_authorized() {
         let fx = Fixture::new().await;
         assert!(fx.gw.authorize_claims(fx.claims()).is_ok());
-        let other = warden_identity::Keypair::generate().public().to_b64();
-        let f = fx
-            .gw
-            .authorize_claims(AccessClaims { cnf: warden_identity::Confirmation { jkt: warden_identity::thumbprint(&other) }, ..fx.claims() })
-            .unwrap_err();
+        let other = AgentKey::from(warden_identity::Keypair::generate().public()).thumbprint();
+        let f = fx.gw.authorize_claims(AccessClaims { cnf: Some(warden_identity::Confirmation { jkt: other }), ..fx.claims() }).unwrap_err();
         assert_eq!(f.description, "token is bound to a key that is no longer the agent's registered key");
         let stranger = warden_identity::Actor { sub: "spiffe://td/agent/nobody".into(), act: None };
         let f = fx.gw.authorize_claims(AccessClaims { act: stranger, ..fx.claims() }).unwrap_err();
@@ -343,7 +413,10 @@ mod tests {
         };
         assert_eq!(
             f.challenge("https://m", Some("crm/export")),
-            r#"DPoP algs="EdDSA", resource_metadata="https://m", error="insufficient_scope", error_description="the 'crm' tool ' export", scope="crm/export""#
+            concat!(
+                r#"Bearer resource_metadata="https://m", error="insufficient_scope", error_description="the 'crm' tool ' export", scope="crm/export", "#,
+                r#"DPoP algs="EdDSA ES256 RS256", resource_metadata="https://m", error="insufficient_scope", error_description="the 'crm' tool ' export", scope="crm/export""#
+            )
         );
     }
 }

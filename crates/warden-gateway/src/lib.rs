@@ -26,7 +26,7 @@ pub mod webhook;
 pub mod egress;
 pub mod sandbox;
 pub use audit_sink::{AuditSink, AuditUnavailable};
-pub use authn::{AuthFailure, Authenticated};
+pub use authn::{AuthFailure, Authenticated, bearer_refused};
 pub use containment::Timings;
 pub use mcp::router;
 pub use peer::PeerCertificate;

@@ -48,7 +48,7 @@ fn respond(status: StatusCode, body: Value, corr: &str) -> Response {
 /// error (the audit write failed) on the way.
 fn with_challenge(mut resp: Response, status: StatusCode, challenge: &str) -> Response {
     if resp.status() == status {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(challenge).unwrap_or(HeaderValue::from_static("DPoP")));
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(challenge).unwrap_or(HeaderValue::from_static("Bearer, DPoP")));
     }
     resp
 }

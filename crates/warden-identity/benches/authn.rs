@@ -1,9 +1,10 @@
-//! Cost of authenticating one request: verifying the access token and the
-//! DPoP proof (two Ed25519 signature checks plus parsing).
+//! Cost of authenticating one request: verifying the access token (Ed25519)
+//! and the DPoP proof (Ed25519, P-256 or RSA-2048, as the agent's key is),
+//! signature checks plus parsing.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use warden_identity::{AccessClaims, Actor, Confirmation, Keypair, TokenIssuer, make_dpop_proof, verify_dpop_proof};
+use warden_identity::{AccessClaims, Actor, AgentSigner, Confirmation, JwsAlg, Keypair, TokenIssuer, make_dpop_proof, verify_dpop_proof};
 
 fn authn(c: &mut Criterion) {
     let gw = TokenIssuer::new(Keypair::generate());
@@ -19,7 +20,7 @@ fn authn(c: &mut Criterion) {
         client_id: "spiffe://td/agent/a".into(),
         scope: "crm/lookup crm/update mail/send".into(),
         act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-        cnf: Confirmation { jkt: agent.public().kid() },
+        cnf: Some(Confirmation { jkt: agent.public().kid() }),
         task: "t".into(),
         chain: vec![],
     };
@@ -30,6 +31,13 @@ fn authn(c: &mut Criterion) {
     c.bench_function("verify DPoP proof", |b| {
         b.iter(|| verify_dpop_proof(black_box(&proof), "POST", "https://gw/mcp", Some(&token), 1_795_435_210, 60).unwrap())
     });
+    for alg in [JwsAlg::Es256, JwsAlg::Rs256] {
+        let key = AgentSigner::generate(alg).unwrap();
+        let proof = make_dpop_proof(&key, "POST", "https://gw/mcp", Some(&token), 1_795_435_200);
+        c.bench_function(&format!("verify DPoP proof ({})", alg.as_str()), |b| {
+            b.iter(|| verify_dpop_proof(black_box(&proof), "POST", "https://gw/mcp", Some(&token), 1_795_435_210, 60).unwrap())
+        });
+    }
 }
 
 criterion_group!(benches, authn);

@@ -1,6 +1,6 @@
 use crate::IdentityError;
+use crate::agent_key::AgentKey;
 use crate::jose::split_jws;
-use crate::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
 /// Claims of an RFC 7523 `private_key_jwt` client assertion.
@@ -26,9 +26,9 @@ pub fn assertion_client_id(assertion: &str) -> Result<String, IdentityError> {
     claims.get("sub").and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| IdentityError::Assertion("missing sub".into()))
 }
 
-/// Verify an assertion signed by `key` for `audience` (the token endpoint or
-/// issuer). Returns the claims; the caller must record `jti` against replay.
-pub fn verify_client_assertion(assertion: &str, key: &PublicKey, audiences: &[&str], now: i64) -> Result<ClientAssertion, IdentityError> {
+/// Verify an assertion signed by `key` (the agent's registered key, whose
+/// type fixes the algorithm) for `audience` (the token endpoint or issuer). Returns the claims; the caller must record `jti` against replay.
+pub fn verify_client_assertion(assertion: &str, key: &AgentKey, audiences: &[&str], now: i64) -> Result<ClientAssertion, IdentityError> {
     let jws = split_jws(assertion).map_err(|e| IdentityError::Assertion(e.to_string()))?;
     let c: ClientAssertion = jws.verify(key).map_err(|e| IdentityError::Assertion(e.to_string()))?;
     if c.iss != c.sub {

@@ -1,6 +1,7 @@
 use crate::IdentityError;
+use crate::agent_key::AgentKey;
 use crate::jose::{b64url, sign_jws, split_jws};
-use crate::keys::{Jwk, Keypair, PublicKey};
+use crate::signer::JwsSigner;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -22,16 +23,16 @@ pub struct DpopProof {
     pub jkt: String,
     pub jti: String,
     pub iat: i64,
-    pub public_key: PublicKey,
+    pub public_key: AgentKey,
 }
 
 /// Create a DPoP proof (client side; used by the demo agent and tests).
-pub fn make_dpop_proof(key: &Keypair, method: &str, url: &str, access_token: Option<&str>, now: i64) -> String {
+pub fn make_dpop_proof(key: &impl JwsSigner, method: &str, url: &str, access_token: Option<&str>, now: i64) -> String {
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).expect("OS random source available");
     let mut header = serde_json::Map::new();
     header.insert("typ".into(), "dpop+jwt".into());
-    header.insert("jwk".into(), serde_json::to_value(key.public().jwk()).expect("jwk serializes"));
+    header.insert("jwk".into(), key.public_jwk());
     let claims = ProofClaims {
         jti: b64url(&jti),
         htm: method.to_string(),
@@ -39,15 +40,12 @@ pub fn make_dpop_proof(key: &Keypair, method: &str, url: &str, access_token: Opt
         iat: now,
         ath: access_token.map(|t| b64url(&Sha256::digest(t.as_bytes()))),
     };
-    sign_jws(key.signing_key(), header, &claims)
+    sign_jws(key, header, &claims)
 }
 
 fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
-
-/// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
-const PRIVATE_JWK_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// `htu` names the request's URL (RFC 9449 §4.3): scheme and authority
 /// compare case-insensitively (RFC 3986 §6.2.2.1), the path exactly.
@@ -71,13 +69,10 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
     let jws = split_jws(proof).map_err(|e| IdentityError::Dpop(e.to_string()))?;
     jws.expect_typ("dpop+jwt").map_err(|e| IdentityError::Dpop(e.to_string()))?;
     let jwk = jws.header.get("jwk").ok_or_else(|| bad("missing jwk header"))?;
-    // RFC 9449 §4.3: the header carries the public key only; a proof that
-    // ships private parameters comes from a client that leaks its key.
-    if jwk.as_object().is_some_and(|o| PRIVATE_JWK_MEMBERS.iter().any(|m| o.contains_key(*m))) {
-        return Err(bad("jwk header contains private key material"));
-    }
-    let jwk: Jwk = serde_json::from_value(jwk.clone()).map_err(|_| bad("jwk header is not a public JWK"))?;
-    let key = jwk.public_key().map_err(|e| IdentityError::Dpop(e.to_string()))?;
+    // RFC 9449 §4.3: the header carries the public key only (a proof that
+    // ships private parameters comes from a client that leaks its key);
+    // its type fixes the algorithm the proof must use.
+    let key = AgentKey::from_jwk(jwk).map_err(|e| IdentityError::Dpop(format!("jwk header: {e}")))?;
     let c: ProofClaims = jws.verify(&key).map_err(|e| match e {
         IdentityError::Signature => bad("signature does not verify with the embedded jwk"),
         other => IdentityError::Dpop(other.to_string()),
@@ -100,7 +95,7 @@ pub fn verify_dpop_proof(proof: &str, method: &str, url: &str, access_token: Opt
             return Err(bad("ath does not match the access token"));
         }
     }
-    Ok(DpopProof { jkt: key.kid(), jti: c.jti, iat: c.iat, public_key: key })
+    Ok(DpopProof { jkt: key.thumbprint(), jti: c.jti, iat: c.iat, public_key: key })
 }
 
 /// What a [`ReplayCache`] knows of a one-time identifier.
@@ -159,6 +154,8 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent_key::PRIVATE_JWK_MEMBERS;
+    use crate::{AgentSigner, JwsAlg, Keypair};
 
     const URL: &str = "https://gw.example/mcp";
 
@@ -191,15 +188,31 @@ mod tests {
     fn a_proof_carrying_private_key_material_is_refused() {
         let k = Keypair::generate();
         for member in PRIVATE_JWK_MEMBERS {
-            let mut jwk = serde_json::to_value(k.public().jwk()).unwrap();
+            let mut jwk = k.public_jwk();
             jwk[*member] = "AAAA".into();
             let mut header = serde_json::Map::new();
             header.insert("typ".into(), "dpop+jwt".into());
             header.insert("jwk".into(), jwk);
             let claims = ProofClaims { jti: "j".into(), htm: "POST".into(), htu: URL.into(), iat: 1000, ath: None };
-            let proof = sign_jws(k.signing_key(), header, &claims);
+            let proof = sign_jws(&k, header, &claims);
             let e = verify_dpop_proof(&proof, "POST", URL, None, 1000, 60).unwrap_err();
             assert!(e.to_string().contains("private key material"), "{member}: {e}");
+        }
+    }
+
+    #[test]
+    fn proofs_by_p256_and_rsa_keys_verify_and_a_header_alg_other_than_the_keys_is_refused() {
+        for alg in [JwsAlg::Es256, JwsAlg::Rs256] {
+            let k = AgentSigner::generate(alg).unwrap();
+            let p = make_dpop_proof(&k, "POST", URL, Some("tok"), 1000);
+            assert_eq!(verify_dpop_proof(&p, "POST", URL, Some("tok"), 1000, 60).unwrap().jkt, k.public().thumbprint());
+            // The same signature under a header claiming EdDSA: the key's type decides.
+            let (h, rest) = p.split_once('.').unwrap();
+            let mut header: serde_json::Value = serde_json::from_slice(&crate::b64url_decode(h).unwrap()).unwrap();
+            header["alg"] = "EdDSA".into();
+            let forged = format!("{}.{rest}", b64url(header.to_string().as_bytes()));
+            let e = verify_dpop_proof(&forged, "POST", URL, Some("tok"), 1000, 60).unwrap_err();
+            assert!(e.to_string().contains(&format!("which verifies only {} signatures", alg.as_str())), "{e}");
         }
     }
 

@@ -3,7 +3,6 @@ use crate::jose::{b64url, b64url_decode};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// An Ed25519 key pair (agent identity or the gateway's signing key).
 #[derive(Clone)]
@@ -48,7 +47,7 @@ impl Keypair {
 
 /// An Ed25519 public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey(pub(crate) VerifyingKey);
 
 impl PublicKey {
     /// From the base64url `x` of an OKP JWK (how the registry stores keys).
@@ -88,7 +87,7 @@ impl PublicKey {
 
     /// RFC 7638 thumbprint, used as `kid` and as DPoP `cnf.jkt`.
     pub fn kid(&self) -> String {
-        thumbprint(&self.to_b64())
+        crate::AgentKey::Ed25519(*self).thumbprint()
     }
 
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), IdentityError> {
@@ -97,13 +96,7 @@ impl PublicKey {
     }
 }
 
-/// RFC 7638 JWK thumbprint of an Ed25519 OKP key given its `x`.
-pub fn thumbprint(x: &str) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    b64url(&Sha256::digest(canonical.as_bytes()))
-}
-
-/// A public JWK (OKP / Ed25519 only).
+/// The gateway's public JWK as its JWKS publishes it (OKP / Ed25519).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     pub kty: String,
@@ -117,27 +110,16 @@ pub struct Jwk {
     pub r#use: Option<String>,
 }
 
-impl Jwk {
-    pub fn public_key(&self) -> Result<PublicKey, IdentityError> {
-        if self.kty != "OKP" || self.crv != "Ed25519" {
-            return Err(IdentityError::Key(format!("unsupported JWK {}/{}: only OKP/Ed25519", self.kty, self.crv)));
-        }
-        PublicKey::from_b64(&self.x)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn pem_round_trip_and_rfc8037_thumbprint() {
+    fn pem_round_trip() {
         let k = Keypair::generate();
         let back = Keypair::from_pkcs8_pem(&k.to_pkcs8_pem()).unwrap();
         assert_eq!(back.public(), k.public());
         assert_eq!(PublicKey::parse(&k.public().to_spki_pem()).unwrap(), k.public());
         assert!(PublicKey::parse(&k.to_pkcs8_pem()).is_err());
-        // RFC 8037 Appendix A.3 thumbprint example.
-        assert_eq!(thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 }

@@ -1,22 +1,28 @@
-//! Cryptographic identity for agents and the gateway: Ed25519 keys, compact
-//! JWS (EdDSA only), RFC 9068 access tokens bound to a key by DPoP (RFC 9449),
+//! Cryptographic identity for agents and the gateway: agent keys (Ed25519,
+//! P-256, RSA; each verifies only its own JWS algorithm), the gateway's
+//! Ed25519 key, compact JWS, RFC 9068 access tokens bound to a key by DPoP
+//! (RFC 9449) or, for agents an operator allows it, bearer tokens,
 //! `private_key_jwt` client assertions (RFC 7523), RFC 8693 attenuation and
 //! the revocation set, and X.509-SVIDs from Warden's CA (`x509`). Pure:
 //! every check takes `now` from the caller.
 
+mod agent_key;
 mod assertion;
 mod dpop;
 mod jose;
 mod keys;
 mod revocation;
+mod signer;
 mod token;
 mod x509;
 
+pub use agent_key::{AgentKey, JwsAlg};
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
 pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
-pub use keys::{Jwk, Keypair, PublicKey, thumbprint};
+pub use keys::{Jwk, Keypair, PublicKey};
 pub use revocation::RevocationSet;
+pub use signer::{AgentSigner, JwsSigner};
 pub use token::{AccessClaims, Actor, Confirmation, SubAgent, TokenIssuer, TokenVerifier, attenuate};
 pub use x509::{Authority, Issued, MAX_AGENT_CERT_SECS, Svid, pem_to_der, read_svid, x5t_s256};
 
@@ -26,8 +32,10 @@ pub use x509::{Authority, Issued, MAX_AGENT_CERT_SECS, Svid, pem_to_der, read_sv
 pub enum IdentityError {
     #[error("malformed JWT: {0}")]
     Malformed(String),
-    #[error("unsupported JWS algorithm {0:?}: only EdDSA (Ed25519) is accepted")]
+    #[error("unsupported JWS algorithm {0:?}: only EdDSA, ES256 and RS256 are accepted")]
     Algorithm(String),
+    #[error("JWS algorithm {header} does not match the key, which verifies only {key} signatures (its type decides)")]
+    AlgorithmMismatch { header: &'static str, key: &'static str },
     #[error("wrong JWT type {found:?}: expected {expected:?}")]
     Type { expected: &'static str, found: String },
     #[error("signature verification failed")]

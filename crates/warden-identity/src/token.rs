@@ -1,4 +1,5 @@
 use crate::IdentityError;
+use crate::agent_key::AgentKey;
 use crate::jose::split_jws;
 use crate::keys::{Keypair, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -12,13 +13,16 @@ pub struct Actor {
     pub act: Option<Box<Actor>>,
 }
 
+/// RFC 7800 `cnf`: the key a token is bound to (DPoP, RFC 9449 §6). An
+/// mTLS binding (RFC 8705 `x5t#S256`) would be another member here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub jkt: String,
 }
 
 /// Claims of a Warden access token (RFC 9068 profile): `sub` is the human
-/// owner, `act.sub` the agent, `cnf.jkt` the DPoP key, `scope` the tools.
+/// owner, `act.sub` the agent, `cnf.jkt` the DPoP key (absent from a
+/// bearer token), `scope` the tools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
@@ -31,7 +35,10 @@ pub struct AccessClaims {
     pub client_id: String,
     pub scope: String,
     pub act: Actor,
-    pub cnf: Confirmation,
+    /// The key the token is bound to; `None` for a bearer token, which only
+    /// an agent whose registered binding is `bearer` may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// Task the grant is for; revoking the task revokes every token of it.
     pub task: String,
     /// Token ids this one was derived from, root first (empty for a root grant).
@@ -107,7 +114,7 @@ impl TokenIssuer {
         let mut header = serde_json::Map::new();
         header.insert("typ".into(), "at+jwt".into());
         header.insert("kid".into(), self.key.public().kid().into());
-        crate::sign_jws(self.key.signing_key(), header, claims)
+        crate::sign_jws(&self.key, header, claims)
     }
 
     pub fn verifier(&self, issuer: &str, audience: &str) -> TokenVerifier {
@@ -133,7 +140,7 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, IdentityError> {
         let jws = split_jws(token)?;
         jws.expect_typ("at+jwt")?;
-        let c: AccessClaims = jws.verify(&self.key)?;
+        let c: AccessClaims = jws.verify(&AgentKey::Ed25519(self.key))?;
         if c.iss != self.issuer {
             return Err(IdentityError::Issuer(c.iss));
         }
@@ -151,8 +158,9 @@ pub struct SubAgent<'a> {
     pub id: &'a str,
     /// The sub-agent's own registered allow-list.
     pub allowed: &'a [ToolRef],
-    /// Thumbprint of its registered key: the new token is bound to it.
-    pub jkt: &'a str,
+    /// Thumbprint of the key its DPoP proof showed: the new token is bound
+    /// to it; `None` for a bearer token (a sub-agent whose binding allows it).
+    pub jkt: Option<&'a str>,
 }
 
 /// RFC 8693 attenuation: derive a sub-agent token from `parent`. The child
@@ -214,7 +222,7 @@ pub fn attenuate(
         client_id: child_agent.into(),
         scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         act: Actor { sub: child_agent.into(), act: Some(Box::new(parent.act.clone())) },
-        cnf: Confirmation { jkt: child_jkt.into() },
+        cnf: child_jkt.map(|jkt| Confirmation { jkt: jkt.into() }),
         task: parent.task.clone(),
         chain,
     })
@@ -237,7 +245,7 @@ mod tests {
             client_id: "spiffe://td/agent/a".into(),
             scope: "crm/lookup db/*".into(),
             act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-            cnf: Confirmation { jkt: "k".into() },
+            cnf: Some(Confirmation { jkt: "k".into() }),
             task: "task-1".into(),
             chain: vec![],
         }
@@ -274,7 +282,7 @@ mod tests {
     fn attenuation_never_widens() {
         let parent = claims(100);
         let child_allowed: Vec<ToolRef> = vec!["db/query".parse().unwrap(), "email/send".parse().unwrap()];
-        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &child_allowed, jkt: "kb" };
+        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &child_allowed, jkt: Some("kb") };
         let c = attenuate(&parent, &child, None, 600, 200, "t2".into()).unwrap();
         assert_eq!(c.scope, "db/query");
         assert_eq!(c.exp, parent.exp, "TTL capped at the parent's");

@@ -16,7 +16,7 @@ fn claims() -> AccessClaims {
         client_id: "spiffe://td/agent/a".into(),
         scope: "crm/lookup".into(),
         act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-        cnf: Confirmation { jkt: "k".into() },
+        cnf: Some(Confirmation { jkt: "k".into() }),
         task: "t".into(),
         chain: vec![],
     }
@@ -29,7 +29,7 @@ proptest! {
         let v = TokenIssuer::new(key.clone()).verifier("https://gw", "https://gw/mcp");
         prop_assert!(v.verify(&s, 1_500).is_err());
         prop_assert!(verify_dpop_proof(&s, "POST", "https://gw/mcp", None, 1_500, 60).is_err());
-        prop_assert!(verify_client_assertion(&s, &key.public(), &["https://gw"], 1_500).is_err());
+        prop_assert!(verify_client_assertion(&s, &key.public().into(), &["https://gw"], 1_500).is_err());
     }
 
     #[test]

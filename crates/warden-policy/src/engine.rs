@@ -370,6 +370,7 @@ impl PolicyBundle {
             ("task".to_string(), s(&r.task)),
             ("in_scope".to_string(), RestrictedExpression::new_bool(r.in_scope)),
             ("delegation_depth".to_string(), RestrictedExpression::new_long(r.delegation_depth)),
+            ("token_binding".to_string(), s(&r.token_binding)),
             ("now".to_string(), RestrictedExpression::new_long(r.now)),
             ("hour".to_string(), RestrictedExpression::new_long(r.hour())),
             ("weekday".to_string(), RestrictedExpression::new_long(r.weekday())),

@@ -60,6 +60,10 @@ pub struct RequestFacts {
     /// 0 for the agent's own grant, 1+ for sub-agent tokens.
     #[serde(default)]
     pub delegation_depth: i64,
+    /// How the caller proved it holds its token: `dpop` (a proof of the
+    /// token's key) or `bearer` (the token alone).
+    #[serde(default = "dpop")]
+    pub token_binding: String,
     /// Unix seconds; `hour` and `weekday` (0 = Monday) derive from it in UTC.
     pub now: i64,
     /// Arguments of the call (a JSON object); `{}` when listing tools.
@@ -77,6 +81,10 @@ pub struct RequestFacts {
     pub result: bool,
     #[serde(default)]
     pub monitor: MonitorFacts,
+}
+
+pub(crate) fn dpop() -> String {
+    "dpop".into()
 }
 
 fn empty_object() -> Value {

@@ -40,6 +40,9 @@ pub struct TestCase {
     pub in_scope: bool,
     #[serde(default)]
     pub delegation_depth: i64,
+    /// `dpop` (default) or `bearer`: how the caller presented its token.
+    #[serde(default = "crate::facts::dpop")]
+    pub token_binding: String,
     #[serde(default = "default_task")]
     pub task: String,
     /// Unix seconds; default 2026-11-23T12:00:00Z (a Monday).
@@ -143,6 +146,7 @@ impl TestCase {
                 task: self.task.clone(),
                 in_scope: self.in_scope,
                 delegation_depth: self.delegation_depth,
+                token_binding: self.token_binding.clone(),
                 now: self.now,
                 args,
                 listing: self.listing,

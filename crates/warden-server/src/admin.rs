@@ -266,7 +266,7 @@ async fn agents(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
 fn agent_json(a: &warden_core::Agent, risk: u8) -> Value {
     json!({
         "id": a.id.to_string(), "name": a.id.name(), "owner": a.owner, "purpose": a.purpose,
-        "autonomy": a.autonomy.level(), "status": a.status.as_str(),
+        "autonomy": a.autonomy.level(), "status": a.status.as_str(), "token_binding": a.token_binding.as_str(),
         "tools": a.tools.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "parent": a.parent.as_ref().map(ToString::to_string),
         "risk": risk,

@@ -1,8 +1,14 @@
 //! OAuth 2.1 authorization server endpoints for agents. Clients authenticate
-//! with `private_key_jwt` (RFC 7523) signed by their registered Ed25519 key and
-//! must present a DPoP proof (RFC 9449) with that same key, so every token is
-//! bound to the agent's identity. Token exchange (RFC 8693) issues attenuated
-//! tokens to registered sub-agents.
+//! with `private_key_jwt` (RFC 7523) signed by their registered key (EdDSA,
+//! ES256 or RS256, as the key's type says). A DPoP proof (RFC 9449) with that
+//! same key binds the token to the agent's identity; an agent an operator
+//! registered for bearer tokens may omit it and gets an unbound `Bearer`
+//! token (the MCP SDKs do not sign DPoP proofs), while one registered for
+//! `dpop` (the default) is refused without a proof. Token exchange (RFC 8693)
+//! issues attenuated tokens to registered sub-agents.
+//!
+//! Only machine grants exist: `/oauth/authorize` answers every request with
+//! `unsupported_response_type` until interactive authorization is built.
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -14,10 +20,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use warden_core::clock::now_secs;
-use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, ToolRef, untrusted_text};
+use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, TokenBinding, ToolRef, untrusted_text};
 use warden_gateway::Gateway;
 use warden_identity::{
-    AccessClaims, Actor, Confirmation, MAX_ASSERTION_LIFETIME, PublicKey, SubAgent, TokenIssuer, assertion_client_id, attenuate, thumbprint,
+    AccessClaims, Actor, AgentKey, Confirmation, JwsAlg, MAX_ASSERTION_LIFETIME, SubAgent, TokenIssuer, assertion_client_id, attenuate,
     verify_client_assertion, verify_dpop_proof,
 };
 use warden_monitor::{Claimed, Door};
@@ -42,6 +48,7 @@ impl OAuth {
 
 pub fn router(state: Arc<OAuth>) -> Router {
     Router::new()
+        .route("/oauth/authorize", get(authorize).post(authorize))
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(as_metadata))
@@ -107,7 +114,8 @@ impl OAuth {
         let snap = self.gw.snapshot();
         // Unverified until the signature checks: quoted and bounded.
         let agent = snap.agents.get(&client_id).ok_or_else(|| err("invalid_client", format!("unknown agent \"{}\"", untrusted_text(&client_id, 120))))?;
-        let key = PublicKey::from_b64(&agent.public_key).map_err(|e| err("invalid_client", e.to_string()))?;
+        let key = AgentKey::from_registry(&agent.public_key)
+            .map_err(|e| err("invalid_client", format!("the agent's registered key is unusable ({e}); rotate its key")))?;
         let endpoint = self.token_endpoint();
         let c =
             verify_client_assertion(assertion, &key, &[endpoint.as_str(), self.issuer_url.as_str()], now).map_err(|e| err("invalid_client", e.to_string()))?;
@@ -121,18 +129,27 @@ impl OAuth {
     }
 
     /// The DPoP proof at the token endpoint must be signed by the agent's
-    /// registered key: the issued token is bound to it.
-    async fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<String, OAuthError> {
-        let proof = headers.get("dpop").and_then(|v| v.to_str().ok()).ok_or_else(|| err("invalid_dpop_proof", "a DPoP proof header is required"))?;
+    /// registered key: the issued token is bound to it (`Some(jkt)`).
+    /// Without a proof, only an agent registered for bearer tokens gets one,
+    /// unbound (`None`); a client that does send a proof always gets the
+    /// stronger, bound token.
+    async fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<Option<String>, OAuthError> {
+        let Some(proof) = headers.get("dpop") else {
+            return match agent.token_binding {
+                TokenBinding::Bearer => Ok(None),
+                TokenBinding::Dpop => Err(err("invalid_dpop_proof", format!("a DPoP proof header is required: {}", warden_gateway::bearer_refused(agent)))),
+            };
+        };
+        let proof = proof.to_str().map_err(|_| err("invalid_dpop_proof", "the DPoP header is not ASCII"))?;
         let skew = self.gw.config.dpop_skew_secs;
         let p = verify_dpop_proof(proof, "POST", &self.token_endpoint(), None, now, skew).map_err(|e| err("invalid_dpop_proof", e.to_string()))?;
-        if p.jkt != thumbprint(&agent.public_key) {
+        if AgentKey::from_registry(&agent.public_key).map(|k| k.thumbprint()).as_ref() != Ok(&p.jkt) {
             return Err(err("invalid_dpop_proof", "the DPoP key must be the agent's registered key"));
         }
         if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(unavailable)? {
             return Err(err("invalid_dpop_proof", "DPoP proof replayed"));
         }
-        Ok(p.jkt)
+        Ok(Some(p.jkt))
     }
 
     fn requested_scope(form: &HashMap<String, String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
@@ -163,7 +180,14 @@ impl OAuth {
     /// Only for root agents: a sub-agent's authority derives from its
     /// parent's, so it gets tokens by exchanging a parent token, never on
     /// its own assertion.
-    fn client_credentials(&self, form: &HashMap<String, String>, agent: &Agent, jkt: String, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
+    fn client_credentials(
+        &self,
+        form: &HashMap<String, String>,
+        agent: &Agent,
+        jkt: Option<String>,
+        resource: String,
+        now: i64,
+    ) -> Result<AccessClaims, OAuthError> {
         if let Some(parent) = &agent.parent {
             return Err(err(
                 "unauthorized_client",
@@ -198,7 +222,7 @@ impl OAuth {
             client_id: agent.id.to_string(),
             scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
             act: Actor { sub: agent.id.to_string(), act: None },
-            cnf: Confirmation { jkt },
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
             task,
             chain: vec![],
         })
@@ -207,7 +231,7 @@ impl OAuth {
     /// RFC 8693 exchange of a parent's `/mcp` token for a sub-agent's token
     /// for `resource` (checked by [`Self::check_resource`]): a sub-agent may
     /// get a token for the egress proxy, where its own allowlist applies.
-    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: String, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
+    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: Option<String>, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
         if param(form, "subject_token_type")? != ACCESS_TOKEN_TYPE {
             return Err(err("invalid_request", format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
         }
@@ -227,7 +251,7 @@ impl OAuth {
             return Err(err("invalid_grant", format!("agent {} is not registered as a sub-agent of {}", child.id, parent.agent())));
         }
         let requested = Self::requested_scope(form)?;
-        let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: &jkt };
+        let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: jkt.as_deref() };
         let iat = snap.revocations.issue_time(std::iter::once(child.id.as_str()).chain(parent.delegation()), now);
         let mut claims = attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))?;
         claims.aud = resource;
@@ -286,6 +310,8 @@ async fn token(
             ev.subject = Some(claims.sub.clone());
             ev.task = Some(claims.task.clone());
             ev.token_id = Some(claims.jti.clone());
+            let binding = if claims.cnf.is_some() { TokenBinding::Dpop } else { TokenBinding::Bearer };
+            ev.token_binding = Some(binding);
             ev.reason = Some(format!("scope: {}", claims.scope));
             if !claims.chain.is_empty() {
                 ev.delegation = claims.delegation().iter().map(|s| s.to_string()).collect();
@@ -296,7 +322,7 @@ async fn token(
             let token = s.issuer.issue(&claims);
             let mut body = json!({
                 "access_token": token,
-                "token_type": "DPoP",
+                "token_type": if binding == TokenBinding::Dpop { "DPoP" } else { "Bearer" },
                 "expires_in": claims.exp - now,
                 "scope": claims.scope,
             });
@@ -356,31 +382,57 @@ async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<Sock
     StatusCode::OK.into_response()
 }
 
+/// Every JWS algorithm an agent key may sign with (its type decides which).
+fn algs() -> Vec<&'static str> {
+    JwsAlg::ALL.map(JwsAlg::as_str).to_vec()
+}
+
+/// RFC 8414 metadata. `authorization_endpoint` and `response_types_supported`
+/// are required by RFC 8414 and by the MCP SDKs' schemas; the endpoint exists
+/// and refuses every request ([`authorize`]), and `grant_types_supported`
+/// names only the grants that work.
 async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
     Json(json!({
         "issuer": s.issuer_url,
+        "authorization_endpoint": format!("{}/oauth/authorize", s.issuer_url),
         "token_endpoint": s.token_endpoint(),
         "revocation_endpoint": format!("{}/oauth/revoke", s.issuer_url),
         "jwks_uri": format!("{}/jwks.json", s.issuer_url),
         "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": algs(),
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "dpop_signing_alg_values_supported": ["EdDSA"],
-        "response_types_supported": [],
+        "revocation_endpoint_auth_signing_alg_values_supported": algs(),
+        "dpop_signing_alg_values_supported": algs(),
     }))
 }
 
+/// RFC 9728 metadata. `dpop_bound_access_tokens_required` is false: an
+/// agent an operator registered for bearer tokens uses them here; every
+/// other agent's tokens are DPoP-bound, which the token endpoint enforces.
 async fn pr_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
     Json(json!({
         "resource": s.gw.config.resource,
         "authorization_servers": [s.issuer_url],
         "bearer_methods_supported": ["header"],
-        "dpop_bound_access_tokens_required": true,
-        "dpop_signing_alg_values_supported": ["EdDSA"],
+        "dpop_bound_access_tokens_required": false,
+        "dpop_signing_alg_values_supported": algs(),
         "resource_signing_alg_values_supported": ["EdDSA"],
         "resource_name": "Warden MCP gateway",
     }))
+}
+
+/// The authorization endpoint of RFC 8414 metadata: no interactive grant
+/// exists yet, so every request gets an RFC 6749 §4.1.2.1 error as JSON
+/// (no redirect: the request's `redirect_uri` is not registered anywhere).
+async fn authorize() -> Response {
+    err(
+        "unsupported_response_type",
+        "interactive authorization (authorization code with PKCE) is not enabled on this server; agents get tokens at the token endpoint with grant_type=client_credentials and private_key_jwt",
+    )
+    .into_response()
 }
 
 async fn jwks(State(s): State<Arc<OAuth>>) -> Json<Value> {

@@ -1,12 +1,12 @@
 //! The `agents` table: registration, status (with the revocations a
-//! suspension implies), autonomy and key rotation, and an agent's history as
-//! promotion reads it.
+//! suspension implies), autonomy, token binding and key rotation, and an
+//! agent's history as promotion reads it.
 
 use crate::{Result, RevocationKind, Store, StoreError, col, corrupt, db};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 use std::str::FromStr;
-use warden_core::{Agent, AgentId, AgentStatus, ApprovalStatus, Autonomy};
+use warden_core::{Agent, AgentId, AgentStatus, ApprovalStatus, Autonomy, TokenBinding};
 
 /// What an agent's stored history says for its promotion (see
 /// [`Store::autonomy_record`]).
@@ -35,7 +35,7 @@ impl Store {
             }
         }
         let r =
-            sqlx::query("INSERT INTO agents (id, owner, purpose, tools, autonomy, status, public_key, parent, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)")
+            sqlx::query("INSERT INTO agents (id, owner, purpose, tools, autonomy, status, public_key, parent, created_at, token_binding) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)")
                 .bind(a.id.as_str())
                 .bind(&a.owner)
                 .bind(&a.purpose)
@@ -45,6 +45,7 @@ impl Store {
                 .bind(&a.public_key)
                 .bind(a.parent.as_ref().map(AgentId::as_str))
                 .bind(a.created_at)
+                .bind(a.token_binding.as_str())
                 .execute(&mut *tx)
                 .await;
         match r {
@@ -126,6 +127,24 @@ impl Store {
         tx.commit().await.map_err(db("changing autonomy"))
     }
 
+    /// Change how an agent's tokens are bound. Tokens already issued are
+    /// checked against the binding on every use, so going back to `dpop`
+    /// cuts off its bearer tokens at the next refresh.
+    pub async fn set_token_binding(&self, id: &AgentId, binding: TokenBinding) -> Result<()> {
+        let mut tx = self.write_tx("changing the token binding").await?;
+        let r = sqlx::query("UPDATE agents SET token_binding = $1 WHERE id = $2")
+            .bind(binding.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("changing the token binding"))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent {id}")));
+        }
+        self.bump(&mut tx).await?;
+        tx.commit().await.map_err(db("changing the token binding"))
+    }
+
     /// From the stored history of an agent: when it was last contained for
     /// a critical violation, and how many of its held calls humans approved
     /// and refused.
@@ -178,6 +197,7 @@ fn agent_from_row(r: &AnyRow) -> Result<Agent> {
         autonomy: Autonomy::try_from(col::<i64>(r, "autonomy")?).map_err(corrupt("autonomy"))?,
         status: AgentStatus::from_str(&col::<String>(r, "status")?).map_err(corrupt("status"))?,
         public_key: col(r, "public_key")?,
+        token_binding: TokenBinding::from_str(&col::<String>(r, "token_binding")?).map_err(corrupt("token binding"))?,
         parent: col::<Option<String>>(r, "parent")?.map(|p| AgentId::from_str(&p)).transpose().map_err(corrupt("parent"))?,
         created_at: col(r, "created_at")?,
     })

@@ -152,7 +152,19 @@ CREATE TABLE operators (
     // apart from `record` so only approvers are shown them; NULL once final.
     r#"ALTER TABLE approvals ADD COLUMN approver_args TEXT;"#,
     ONE_TIME_IDS_TABLE,
+    AGENT_KEYS_AND_BINDING,
 ];
+
+/// Agent keys of every type are stored as their RFC 7638 canonical JWK (a
+/// raw Ed25519 `x` written before becomes the same JWK, so a key has one
+/// stored form and stays unique); each agent gets its token binding, `dpop`
+/// for every existing one. No CHECK on the binding: another one (`mtls`)
+/// must not need a table rebuild on SQLite; the reader refuses what it does
+/// not know.
+const AGENT_KEYS_AND_BINDING: &str = r#"
+UPDATE agents SET public_key = '{"crv":"Ed25519","kty":"OKP","x":"' || public_key || '"}' WHERE public_key NOT LIKE '{%';
+ALTER TABLE agents ADD COLUMN token_binding TEXT NOT NULL DEFAULT 'dpop';
+"#;
 
 /// One-time ids (DPoP proof and client assertion `jti`s) already used, until
 /// `expires_at` (Unix seconds): the primary key makes a second use on any
@@ -402,6 +414,54 @@ mod db_wait_tests {
                 assert_eq!(got, expected, "{:?}", s.backend);
                 conns.push(c);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use warden_core::{Agent, AgentId, AgentStatus, Autonomy, TokenBinding};
+
+    /// A database from before agent keys were JWKs: its Ed25519 key becomes
+    /// the canonical JWK, and its agent DPoP-bound.
+    #[tokio::test]
+    async fn a_raw_ed25519_key_becomes_its_canonical_jwk_and_the_agent_stays_dpop_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        Store::open(&path).await.unwrap();
+        let mut urls = vec![format!("sqlite://{}", path.display())];
+        urls.extend(warden_test_support::fresh_postgres_url().await.unwrap());
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        for url in urls {
+            let s = Store::connect(&url).await.unwrap();
+            let a = Agent {
+                id: AgentId::new("td", "old").unwrap(),
+                owner: "alice".into(),
+                purpose: "p".into(),
+                tools: vec![],
+                autonomy: Autonomy::try_from(1).unwrap(),
+                status: AgentStatus::Active,
+                public_key: "placeholder".into(),
+                token_binding: TokenBinding::Bearer,
+                parent: None,
+                created_at: 1,
+            };
+            s.insert_agent(&a).await.unwrap();
+            // Back to the previous schema version, with the key as it was stored then.
+            for q in [
+                format!("UPDATE agents SET public_key = '{x}'"),
+                "ALTER TABLE agents DROP COLUMN token_binding".into(),
+                format!("UPDATE schema_version SET version = {}", MIGRATIONS.len() - 1),
+            ] {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&s.pool).await.unwrap();
+            }
+            // A new process opens it (cached statements know the old columns).
+            drop(s);
+            let s = Store::connect(&url).await.unwrap();
+            let back = s.get_agent(&a.id).await.unwrap();
+            assert_eq!(back.public_key, format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#), "{:?}", s.backend);
+            assert_eq!(back.token_binding, TokenBinding::Dpop);
         }
     }
 }

@@ -19,6 +19,7 @@ fn agent(name: &str, key: &str) -> Agent {
         autonomy: Autonomy::try_from(1).unwrap(),
         status: AgentStatus::Active,
         public_key: key.into(),
+        token_binding: warden_core::TokenBinding::Dpop,
         parent: None,
         created_at: 1,
     }

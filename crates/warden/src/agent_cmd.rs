@@ -1,12 +1,12 @@
 //! `warden agent …` and `warden token revoke`: reads from the store,
 //! changes through the control plane.
 
-use crate::cli::{AgentCmd, KeyArgs, RegisterArgs, TokenCmd};
+use crate::cli::{AgentCmd, BindingArg, KeyAlgArg, KeyArgs, RegisterArgs, TokenCmd};
 use crate::{control_plane, open_store};
 use anyhow::{Context, Result, bail};
 use warden_control::{Actor, ControlPlane, NewAgent, Revocation};
-use warden_core::{Agent, AgentId, AgentStatus};
-use warden_identity::{Keypair, PublicKey};
+use warden_core::{Agent, AgentId, AgentStatus, TokenBinding};
+use warden_identity::{AgentKey, AgentSigner, JwsAlg};
 use warden_server::ServerConfig;
 use warden_store::Store;
 
@@ -15,30 +15,50 @@ pub fn agent_id(cfg: &ServerConfig, s: &str) -> Result<AgentId> {
     Ok(warden_control::agent_id(&cfg.trust_domain, s)?)
 }
 
+fn binding(b: BindingArg) -> TokenBinding {
+    match b {
+        BindingArg::Dpop => TokenBinding::Dpop,
+        BindingArg::Bearer => TokenBinding::Bearer,
+    }
+}
+
 /// The public key to register: read from a file, or generated with the
 /// private half written to a new 0600 file.
-fn public_key(k: &KeyArgs) -> Result<String> {
+fn public_key(k: &KeyArgs) -> Result<AgentKey> {
     match (&k.public_key, &k.generate_key) {
         (Some(p), _) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Ok(PublicKey::parse(&text)?.to_b64())
+            Ok(AgentKey::parse(&text).with_context(|| format!("reading the public key in {}", p.display()))?)
         }
         (None, Some(out)) => {
-            let key = Keypair::generate();
+            let alg = match k.key_alg {
+                KeyAlgArg::Eddsa => JwsAlg::EdDSA,
+                KeyAlgArg::Es256 => JwsAlg::Es256,
+                KeyAlgArg::Rs256 => JwsAlg::Rs256,
+            };
+            let key = AgentSigner::generate(alg)?;
             warden_server::write_private(out, &key.to_pkcs8_pem())
                 .with_context(|| format!("writing the private key to {} (it must not exist yet)", out.display()))?;
-            eprintln!("private key written to {} (keep it secret; Warden keeps only the public key)", out.display());
-            Ok(key.public().to_b64())
+            eprintln!("{} private key written to {} (keep it secret; Warden keeps only the public key)", alg.as_str(), out.display());
+            Ok(key.public())
         }
         (None, None) => bail!("give --public-key FILE or --generate-key OUT.pem"),
     }
 }
 
 async fn register(cp: &ControlPlane, a: &RegisterArgs) -> Result<()> {
-    let new = NewAgent { name: &a.name, owner: &a.owner, purpose: &a.purpose, tools: &a.tools, autonomy: a.autonomy, parent: a.parent.as_deref() };
+    let new = NewAgent {
+        name: &a.name,
+        owner: &a.owner,
+        purpose: &a.purpose,
+        tools: &a.tools,
+        autonomy: a.autonomy,
+        parent: a.parent.as_deref(),
+        token_binding: binding(a.token_binding),
+    };
     // Everything is checked before a key file is written.
     let valid = cp.check_registration(&new).await?;
-    let id = cp.register_agent(&Actor::local_user(), valid, public_key(&a.key)?).await?;
+    let id = cp.register_agent(&Actor::local_user(), valid, &public_key(&a.key)?).await?;
     println!("{id}");
     Ok(())
 }
@@ -46,14 +66,16 @@ async fn register(cp: &ControlPlane, a: &RegisterArgs) -> Result<()> {
 fn print_agent(a: &Agent) {
     let tools: Vec<String> = a.tools.iter().map(ToString::to_string).collect();
     println!(
-        "{}\n  owner: {}\n  purpose: {}\n  status: {}\n  autonomy: {}\n  tools: {}\n  key thumbprint: {}{}",
+        "{}\n  owner: {}\n  purpose: {}\n  status: {}\n  autonomy: {}\n  tools: {}\n  key: {}\n  token binding: {}{}",
         a.id,
         a.owner,
         a.purpose,
         a.status.as_str(),
         a.autonomy.level(),
         tools.join(", "),
-        warden_identity::thumbprint(&a.public_key),
+        AgentKey::from_registry(&a.public_key)
+            .map_or_else(|e| format!("unreadable ({e})"), |k| format!("{} (thumbprint {})", k.alg().as_str(), k.thumbprint())),
+        a.token_binding,
         a.parent.as_ref().map(|p| format!("\n  parent: {p}")).unwrap_or_default()
     );
 }
@@ -93,7 +115,12 @@ pub async fn run(cfg: &ServerConfig, cmd: &AgentCmd) -> Result<()> {
             cp.agent(agent).await?;
             let pk = public_key(key)?;
             let id = cp.rotate_key(&me, agent, &pk).await?;
-            println!("rotated key of {id}; new thumbprint {}", warden_identity::thumbprint(&pk));
+            println!("rotated key of {id}; new thumbprint {}", pk.thumbprint());
+            Ok(())
+        }
+        AgentCmd::SetBinding { agent, binding: b, reason } => {
+            let id = control_plane(cfg).await?.set_token_binding(&me, agent, binding(*b), reason).await?;
+            println!("{id}: token binding {}", binding(*b));
             Ok(())
         }
     }

@@ -144,6 +144,35 @@ pub enum AgentCmd {
     /// Print Warden's CA certificate: the trust bundle clients verify the
     /// gateway with, and other SPIFFE systems trust Warden's agents by.
     TrustBundle,
+    /// Allow the agent bearer tokens (for clients that cannot sign DPoP
+    /// proofs, such as the MCP SDKs), or require DPoP-bound ones again
+    /// (its bearer tokens stop working at once).
+    SetBinding {
+        agent: String,
+        binding: BindingArg,
+        #[arg(long, default_value = "changed by an operator")]
+        reason: String,
+    },
+}
+
+/// How an agent's tokens are bound (`warden_core::TokenBinding`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BindingArg {
+    /// Every token bound to the agent's key by DPoP (RFC 9449).
+    Dpop,
+    /// Unbound bearer tokens allowed (RFC 6750); a DPoP proof still binds.
+    Bearer,
+}
+
+/// The type of a generated key.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyAlgArg {
+    /// Ed25519.
+    Eddsa,
+    /// P-256.
+    Es256,
+    /// RSA, 2048 bits.
+    Rs256,
 }
 
 #[derive(Debug, Args)]
@@ -173,12 +202,16 @@ pub struct ConnectArgs {
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
-    /// Ed25519 public key: SPKI PEM file, or a file with the base64url key.
+    /// Public key file: SPKI PEM (Ed25519, P-256 or RSA of 2048 bits or
+    /// more), a public JWK, or the base64url Ed25519 key.
     #[arg(long, conflicts_with = "generate_key")]
     pub public_key: Option<PathBuf>,
     /// Generate a key pair and write the private key (PKCS#8 PEM, mode 0600) here.
     #[arg(long)]
     pub generate_key: Option<PathBuf>,
+    /// The type of the generated key.
+    #[arg(long, value_enum, default_value = "eddsa", requires = "generate_key")]
+    pub key_alg: KeyAlgArg,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +232,10 @@ pub struct RegisterArgs {
     /// Register as a sub-agent of this agent (it may exchange the parent's tokens).
     #[arg(long)]
     pub parent: Option<String>,
+    /// `dpop`: every token bound to the agent's key; `bearer`: unbound
+    /// tokens allowed too, for clients that cannot sign DPoP proofs.
+    #[arg(long, value_enum, default_value = "dpop")]
+    pub token_binding: BindingArg,
     #[command(flatten)]
     pub key: KeyArgs,
 }

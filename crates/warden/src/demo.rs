@@ -212,7 +212,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             tools: tools(&["customer_lookup", "db_query", "email_send", "file_read"])?,
             autonomy: Autonomy::try_from(2)?,
             status: AgentStatus::Active,
-            public_key: bot_key.public().to_b64(),
+            public_key: warden_identity::AgentKey::from(bot_key.public()).to_registry(),
+            token_binding: warden_core::TokenBinding::Dpop,
             parent: None,
             created_at: now_secs(),
         })
@@ -225,7 +226,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             tools: tools(&["email_send"])?,
             autonomy: Autonomy::try_from(2)?,
             status: AgentStatus::Active,
-            public_key: helper_key.public().to_b64(),
+            public_key: warden_identity::AgentKey::from(helper_key.public()).to_registry(),
+            token_binding: warden_core::TokenBinding::Dpop,
             parent: Some(bot_id.clone()),
             created_at: now_secs(),
         })
@@ -304,7 +306,8 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
             tools: tools(&["customer_lookup"])?,
             autonomy: Autonomy::try_from(1)?,
             status: AgentStatus::Active,
-            public_key: rogue_key.public().to_b64(),
+            public_key: warden_identity::AgentKey::from(rogue_key.public()).to_registry(),
+            token_binding: warden_core::TokenBinding::Dpop,
             parent: None,
             created_at: now_secs(),
         })
@@ -357,7 +360,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         client_id: bot_id.to_string(),
         scope: "onboarding/customer_lookup".into(),
         act: Actor { sub: bot_id.to_string(), act: None },
-        cnf: Confirmation { jkt: bot_key.public().kid() },
+        cnf: Some(Confirmation { jkt: bot_key.public().kid() }),
         task: "onboard customer c-1001".into(),
         chain: vec![],
     };

@@ -208,6 +208,7 @@ mod tests {
             autonomy: Autonomy::try_from(1).unwrap(),
             status,
             public_key: name.into(),
+            token_binding: warden_core::TokenBinding::Dpop,
             parent: None,
             created_at: 0,
         }

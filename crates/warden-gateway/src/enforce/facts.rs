@@ -74,6 +74,7 @@ pub(crate) fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_
             task: auth.claims.task.clone(),
             in_scope: auth.claims.in_scope(&tool.tool) && a.may_use(&tool.tool),
             delegation_depth: auth.claims.delegation().len() as i64 - 1,
+            token_binding: auth.binding.as_str().into(),
             now,
             args: args.clone(),
             listing,

@@ -60,6 +60,7 @@ pub(crate) struct Trail {
     agent: String,
     subject: String,
     task: String,
+    token_binding: warden_core::TokenBinding,
     token_id: String,
     delegation: Vec<String>,
     /// The tool as resolved (or as named, when it could not be).
@@ -91,6 +92,7 @@ impl Trail {
             agent: auth.claims.agent().to_string(),
             subject: auth.claims.sub.clone(),
             task: auth.claims.task.clone(),
+            token_binding: auth.binding,
             token_id: auth.claims.jti.clone(),
             delegation: if chain.len() > 1 { chain.iter().map(|s| s.to_string()).collect() } else { Vec::new() },
             tool: None,
@@ -156,6 +158,7 @@ impl Trail {
             agent: Some(self.agent),
             subject: Some(self.subject),
             task: Some(self.task),
+            token_binding: Some(self.token_binding),
             token_id: Some(self.token_id),
             delegation: self.delegation,
             tool: self.tool,

@@ -129,7 +129,8 @@ impl Fixture {
                 tools: vec![tref("crm/*"), tref("mail/send"), tref("bank/pay")],
                 autonomy: Autonomy::try_from(2i64).expect("autonomy"),
                 status: AgentStatus::Active,
-                public_key: agent_key.public().to_b64(),
+                public_key: warden_identity::AgentKey::from(agent_key.public()).to_registry(),
+                token_binding: warden_core::TokenBinding::Dpop,
                 parent: None,
                 created_at: now_secs() - 60,
             })
@@ -198,7 +199,7 @@ impl Fixture {
             client_id: AGENT.into(),
             scope: SCOPE.into(),
             act: Actor { sub: AGENT.into(), act: None },
-            cnf: Confirmation { jkt: warden_identity::thumbprint(&self.agent_key.public().to_b64()) },
+            cnf: Some(Confirmation { jkt: self.agent_key.public().kid() }),
             task: "t1".into(),
             chain: Vec::new(),
         }

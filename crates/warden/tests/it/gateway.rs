@@ -116,7 +116,7 @@ async fn every_authentication_failure_is_refused_and_audited() {
 
     // Bearer use of a DPoP-bound token, and a missing proof.
     let token = c.token.clone().unwrap();
-    refused(&h, &c, call(), Some(format!("Bearer {token}")), None, 401, "bearer tokens are not accepted").await;
+    refused(&h, &c, call(), Some(format!("Bearer {token}")), None, 401, "a bound token is never accepted as a bearer token").await;
     refused(&h, &c, call(), Some(format!("DPoP {token}")), None, 401, "missing DPoP proof").await;
 
     // DPoP key mismatch: the real token with a proof signed by another key.
@@ -244,7 +244,16 @@ async fn token_endpoint_refuses_bad_client_authentication() {
     // Metadata documents are served.
     let md: serde_json::Value = http.get(format!("{}/.well-known/oauth-protected-resource/mcp", h.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(md["resource"], format!("{}/mcp", h.base));
-    assert_eq!(md["dpop_bound_access_tokens_required"], true);
+    assert_eq!(md["dpop_bound_access_tokens_required"], false, "agents an operator allows bearer tokens use them here");
+    let asm: serde_json::Value = http.get(format!("{}/.well-known/oauth-authorization-server", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(asm["authorization_endpoint"], format!("{}/oauth/authorize", h.base));
+    assert_eq!(asm["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(asm["token_endpoint_auth_signing_alg_values_supported"], serde_json::json!(["EdDSA", "ES256", "RS256"]));
+    let authorize = http.get(format!("{}/oauth/authorize?response_type=code&client_id=x", h.base)).send().await.unwrap();
+    assert_eq!(authorize.status(), 400);
+    let body: serde_json::Value = authorize.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_response_type");
+    assert!(body["error_description"].as_str().unwrap().starts_with("interactive authorization (authorization code with PKCE) is not enabled"), "{body}");
     let jwks: serde_json::Value = http.get(format!("{}/jwks.json", h.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"][0]["kid"], h.gateway_key().public().kid());
 }

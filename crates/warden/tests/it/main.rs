@@ -20,4 +20,5 @@ mod mtls;
 mod replicas;
 mod sandbox;
 mod security;
+mod token_binding;
 mod upstream_http;
