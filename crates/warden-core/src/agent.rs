@@ -99,14 +99,17 @@ impl FromStr for AgentStatus {
 /// How the tokens an agent gets are bound to it. `Dpop` (the default) binds
 /// every token to the agent's key (RFC 9449): a stolen token is useless
 /// without the key. `Bearer` lets clients that cannot sign DPoP proofs (most
-/// MCP SDKs) use unbound tokens, which an operator allows per agent. An
-/// mTLS binding (RFC 8705) would be another variant.
+/// MCP SDKs) use unbound tokens, which an operator allows per agent. `Mtls`
+/// binds every token to the agent's X.509-SVID (RFC 8705): it is used only
+/// over a TLS connection with that certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenBinding {
     #[default]
     Dpop,
     Bearer,
+    /// Bound to the agent's X.509-SVID on a mutual-TLS connection (RFC 8705).
+    Mtls,
 }
 
 impl TokenBinding {
@@ -114,6 +117,7 @@ impl TokenBinding {
         match self {
             Self::Dpop => "dpop",
             Self::Bearer => "bearer",
+            Self::Mtls => "mtls",
         }
     }
 }
@@ -124,7 +128,8 @@ impl FromStr for TokenBinding {
         match s {
             "dpop" => Ok(Self::Dpop),
             "bearer" => Ok(Self::Bearer),
-            _ => Err(CoreError::Enum { field: "token binding", value: s.into(), allowed: "dpop, bearer" }),
+            "mtls" => Ok(Self::Mtls),
+            _ => Err(CoreError::Enum { field: "token binding", value: s.into(), allowed: "dpop, bearer, mtls" }),
         }
     }
 }

@@ -5,17 +5,21 @@
 //! - DPoP-bound (`Authorization: DPoP …` plus a `DPoP` proof): a fresh proof
 //!   signed by the key the token is bound to, which must be the agent's
 //!   registered key; or
+//! - certificate-bound (`Authorization: Bearer …` on a mutual-TLS
+//!   connection, RFC 8705): a token whose `cnf.x5t#S256` is the thumbprint of
+//!   the client certificate of this very connection; or
 //! - as a bearer token (`Authorization: Bearer …`, RFC 6750): only a token
-//!   bound to no key (no `cnf`), of an agent whose registered binding is
+//!   bound to nothing (no `cnf`), of an agent whose registered binding is
 //!   `bearer` now, re-read on every request. A bound token is never accepted
 //!   as a bearer token (downgrade), nor an unbound one with the DPoP scheme.
 
+use crate::peer::PeerCertificate;
 use crate::state::Gateway;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use warden_core::{Agent, AgentStatus, TokenBinding};
-use warden_identity::{AccessClaims, AgentKey, IdentityError, JwsAlg, verify_dpop_proof};
+use warden_identity::{AccessClaims, AgentKey, Confirmation, IdentityError, JwsAlg, verify_dpop_proof};
 
 /// A caller that passed authentication.
 #[derive(Debug, Clone)]
@@ -117,8 +121,9 @@ impl Gateway {
         Ok(claims)
     }
 
-    /// Authenticate one request to the resource with HTTP `method`.
-    pub async fn authenticate(&self, headers: &HeaderMap, method: &str, now: i64) -> Result<Authenticated, AuthFailure> {
+    /// Authenticate one request to the resource with HTTP `method`, on a
+    /// connection whose client presented `cert` (mutual TLS) or none.
+    pub async fn authenticate(&self, headers: &HeaderMap, method: &str, cert: Option<&PeerCertificate>, now: i64) -> Result<Authenticated, AuthFailure> {
         let Some(auth) = header(headers, "authorization")? else {
             return Err(AuthFailure {
                 status: StatusCode::UNAUTHORIZED,
@@ -135,8 +140,18 @@ impl Gateway {
         };
         let claims = self.verify_token(token, now).map_err(|e| AuthFailure::new("invalid_token", e.to_string()))?;
         let jkt = match (dpop, &claims.cnf) {
-            (true, Some(cnf)) => cnf.jkt.clone(),
+            (true, Some(Confirmation { jkt: Some(jkt), .. })) => jkt.clone(),
             (false, None) => return self.authorize_claims(claims),
+            (false, Some(Confirmation { jkt: None, x5t_s256: Some(x5t) })) => {
+                return match cert {
+                    Some(c) if c.x5t_s256 == *x5t => self.authorize_claims(claims),
+                    _ => Err(AuthFailure::new(
+                        "invalid_token",
+                        "this token is bound to a client certificate (RFC 8705): present it over a TLS connection with that certificate",
+                    )
+                    .with_claims(&claims)),
+                };
+            }
             (false, Some(_)) => {
                 return Err(AuthFailure::new(
                     "invalid_token",
@@ -144,7 +159,7 @@ impl Gateway {
                 )
                 .with_claims(&claims));
             }
-            (true, None) => {
+            (true, _) => {
                 return Err(
                     AuthFailure::new("invalid_token", "this token is not DPoP-bound: present it as `Authorization: Bearer <token>`").with_claims(&claims)
                 );
@@ -211,18 +226,33 @@ impl Gateway {
         }
         let agent = snap.agents[claims.agent()].clone();
         let binding = match &claims.cnf {
-            Some(cnf) => {
+            Some(Confirmation { jkt: Some(jkt), x5t_s256: None }) => {
                 let key = AgentKey::from_registry(&agent.public_key).map_err(|e| {
                     AuthFailure::new("invalid_token", format!("agent {}'s registered key is unusable ({e}); rotate its key", agent.id)).with_claims(&claims)
                 })?;
-                if key.thumbprint() != cnf.jkt {
+                if key.thumbprint() != *jkt {
                     return Err(AuthFailure::new("invalid_token", "token is bound to a key that is no longer the agent's registered key").with_claims(&claims));
                 }
                 TokenBinding::Dpop
             }
+            // Which certificate: the connection's, checked by the caller
+            // that has one (`authenticate`).
+            Some(Confirmation { jkt: None, x5t_s256: Some(_) }) => TokenBinding::Mtls,
+            Some(_) => return Err(AuthFailure::new("invalid_token", "the token's cnf must name exactly one key or certificate").with_claims(&claims)),
             None if agent.token_binding == TokenBinding::Bearer => TokenBinding::Bearer,
             None => return Err(AuthFailure::new("invalid_token", bearer_refused(&agent)).with_claims(&claims)),
         };
+        // An agent moved to mTLS uses certificate-bound tokens only.
+        if agent.token_binding == TokenBinding::Mtls && binding != TokenBinding::Mtls {
+            return Err(AuthFailure::new(
+                "invalid_token",
+                format!(
+                    "agent {} requires certificate-bound tokens (token binding mtls): get one over the gateway's TLS listener with its X.509-SVID",
+                    agent.id
+                ),
+            )
+            .with_claims(&claims));
+        }
         Ok(Authenticated { claims, agent, binding })
     }
 }
@@ -310,7 +340,7 @@ mod tests {
     }
 
     async fn failure(fx: &Fixture, h: &HeaderMap) -> AuthFailure {
-        fx.gw.authenticate(h, "POST", warden_core::clock::now_secs()).await.expect_err("refused")
+        fx.gw.authenticate(h, "POST", None, warden_core::clock::now_secs()).await.expect_err("refused")
     }
 
     #[tokio::test]
@@ -350,7 +380,7 @@ mod tests {
         let id: warden_core::AgentId = AGENT.parse().unwrap();
         fx.gw.store.set_token_binding(&id, TokenBinding::Bearer).await.unwrap();
         fx.gw.refresh().await.unwrap();
-        let ok = fx.gw.authenticate(&bearer, "POST", warden_core::clock::now_secs()).await.unwrap();
+        let ok = fx.gw.authenticate(&bearer, "POST", None, warden_core::clock::now_secs()).await.unwrap();
         assert_eq!(ok.binding, TokenBinding::Bearer);
     }
 
@@ -388,7 +418,7 @@ mod tests {
         let fx = Fixture::new().await;
         assert!(fx.gw.authorize_claims(fx.claims()).is_ok());
         let other = AgentKey::from(warden_identity::Keypair::generate().public()).thumbprint();
-        let f = fx.gw.authorize_claims(AccessClaims { cnf: Some(warden_identity::Confirmation { jkt: other }), ..fx.claims() }).unwrap_err();
+        let f = fx.gw.authorize_claims(AccessClaims { cnf: Some(warden_identity::Confirmation::key(other)), ..fx.claims() }).unwrap_err();
         assert_eq!(f.description, "token is bound to a key that is no longer the agent's registered key");
         let stranger = warden_identity::Actor { sub: "spiffe://td/agent/nobody".into(), act: None };
         let f = fx.gw.authorize_claims(AccessClaims { act: stranger, ..fx.claims() }).unwrap_err();

@@ -20,7 +20,7 @@ fn authn(c: &mut Criterion) {
         client_id: "spiffe://td/agent/a".into(),
         scope: "crm/lookup crm/update mail/send".into(),
         act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-        cnf: Some(Confirmation { jkt: agent.public().kid() }),
+        cnf: Some(Confirmation::key(agent.public().kid())),
         task: "t".into(),
         chain: vec![],
     };

@@ -13,11 +13,28 @@ pub struct Actor {
     pub act: Option<Box<Actor>>,
 }
 
-/// RFC 7800 `cnf`: the key a token is bound to (DPoP, RFC 9449 §6). An
-/// mTLS binding (RFC 8705 `x5t#S256`) would be another member here.
+/// RFC 7800 `cnf`: what a token is bound to, the key of its DPoP proofs
+/// (`jkt`, RFC 9449 §6) or the client certificate of its TLS connection
+/// (`x5t#S256`, RFC 8705 §3.1). Exactly one of them; a `cnf` with neither
+/// binds nothing and is refused where tokens are checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
-    pub jkt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    #[serde(default, rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// Bound to the key with RFC 7638 thumbprint `jkt` (DPoP).
+    pub fn key(jkt: impl Into<String>) -> Self {
+        Self { jkt: Some(jkt.into()), x5t_s256: None }
+    }
+
+    /// Bound to the certificate with SHA-256 thumbprint `x5t` (mTLS).
+    pub fn certificate(x5t: impl Into<String>) -> Self {
+        Self { jkt: None, x5t_s256: Some(x5t.into()) }
+    }
 }
 
 /// Claims of a Warden access token (RFC 9068 profile): `sub` is the human
@@ -158,9 +175,10 @@ pub struct SubAgent<'a> {
     pub id: &'a str,
     /// The sub-agent's own registered allow-list.
     pub allowed: &'a [ToolRef],
-    /// Thumbprint of the key its DPoP proof showed: the new token is bound
-    /// to it; `None` for a bearer token (a sub-agent whose binding allows it).
-    pub jkt: Option<&'a str>,
+    /// What the new token is bound to: the key its DPoP proof showed or the
+    /// certificate of its connection; `None` for a bearer token (a
+    /// sub-agent whose binding allows it).
+    pub cnf: Option<&'a Confirmation>,
 }
 
 /// RFC 8693 attenuation: derive a sub-agent token from `parent`. The child
@@ -175,7 +193,7 @@ pub fn attenuate(
     now: i64,
     jti: String,
 ) -> Result<AccessClaims, IdentityError> {
-    let SubAgent { id: child_agent, allowed: child_allowed, jkt: child_jkt } = *child;
+    let SubAgent { id: child_agent, allowed: child_allowed, cnf: child_cnf } = *child;
     let parent_tools = parent.tools();
     let granted_by_both = |t: &ToolRef| parent_tools.iter().any(|p| p.covers(t)) && child_allowed.iter().any(|a| a.covers(t));
     let scope: Vec<ToolRef> = match requested {
@@ -222,7 +240,7 @@ pub fn attenuate(
         client_id: child_agent.into(),
         scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         act: Actor { sub: child_agent.into(), act: Some(Box::new(parent.act.clone())) },
-        cnf: child_jkt.map(|jkt| Confirmation { jkt: jkt.into() }),
+        cnf: child_cnf.cloned(),
         task: parent.task.clone(),
         chain,
     })
@@ -245,7 +263,7 @@ mod tests {
             client_id: "spiffe://td/agent/a".into(),
             scope: "crm/lookup db/*".into(),
             act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-            cnf: Some(Confirmation { jkt: "k".into() }),
+            cnf: Some(Confirmation::key("k")),
             task: "task-1".into(),
             chain: vec![],
         }
@@ -282,7 +300,8 @@ mod tests {
     fn attenuation_never_widens() {
         let parent = claims(100);
         let child_allowed: Vec<ToolRef> = vec!["db/query".parse().unwrap(), "email/send".parse().unwrap()];
-        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &child_allowed, jkt: Some("kb") };
+        let kb = Confirmation::key("kb");
+        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &child_allowed, cnf: Some(&kb) };
         let c = attenuate(&parent, &child, None, 600, 200, "t2".into()).unwrap();
         assert_eq!(c.scope, "db/query");
         assert_eq!(c.exp, parent.exp, "TTL capped at the parent's");

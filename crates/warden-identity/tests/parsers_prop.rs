@@ -16,7 +16,7 @@ fn claims() -> AccessClaims {
         client_id: "spiffe://td/agent/a".into(),
         scope: "crm/lookup".into(),
         act: Actor { sub: "spiffe://td/agent/a".into(), act: None },
-        cnf: Some(Confirmation { jkt: "k".into() }),
+        cnf: Some(Confirmation::key("k")),
         task: "t".into(),
         chain: vec![],
     }

@@ -290,7 +290,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // A hung upstream delays serving by STARTUP_LISTING_WAIT at most.
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
-    let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs });
+    let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some() });
     let admin = Arc::new(crate::admin::Admin {
         gw: gateway.clone(),
         control: warden_control::ControlPlane::in_gateway(gateway.clone(), &cfg.trust_domain),

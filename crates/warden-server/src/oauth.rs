@@ -14,14 +14,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use warden_core::clock::now_secs;
 use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, TokenBinding, ToolRef, untrusted_text};
-use warden_gateway::Gateway;
+use warden_gateway::{Gateway, PeerCertificate};
 use warden_identity::{
     AccessClaims, Actor, AgentKey, Confirmation, JwsAlg, MAX_ASSERTION_LIFETIME, SubAgent, TokenIssuer, assertion_client_id, attenuate,
     verify_client_assertion, verify_dpop_proof,
@@ -38,6 +38,8 @@ pub struct OAuth {
     pub issuer: TokenIssuer,
     pub issuer_url: String,
     pub ttl: i64,
+    /// The listener verifies client certificates: tokens can be bound to them.
+    pub mtls: bool,
 }
 
 impl OAuth {
@@ -128,16 +130,32 @@ impl OAuth {
         Ok(agent.clone())
     }
 
-    /// The DPoP proof at the token endpoint must be signed by the agent's
-    /// registered key: the issued token is bound to it (`Some(jkt)`).
+    /// What the issued token is bound to. An agent whose binding is `mtls`
+    /// gets a token bound to the X.509-SVID of this connection, which must
+    /// be its own. Otherwise the DPoP proof at the token endpoint must be
+    /// signed by the agent's registered key, and the token is bound to it.
     /// Without a proof, only an agent registered for bearer tokens gets one,
     /// unbound (`None`); a client that does send a proof always gets the
     /// stronger, bound token.
-    async fn check_dpop(&self, headers: &HeaderMap, agent: &Agent, now: i64) -> Result<Option<String>, OAuthError> {
+    async fn confirmation(&self, headers: &HeaderMap, cert: Option<&PeerCertificate>, agent: &Agent, now: i64) -> Result<Option<Confirmation>, OAuthError> {
+        if agent.token_binding == TokenBinding::Mtls {
+            return match cert {
+                Some(c) if c.spiffe_id == agent.id.as_str() => Ok(Some(Confirmation::certificate(c.x5t_s256.clone()))),
+                Some(c) => Err(err("invalid_client", format!("the client certificate is {}'s, not {}'s", c.spiffe_id, agent.id))),
+                None => Err(err(
+                    "invalid_request",
+                    format!(
+                        "agent {} requires certificate-bound tokens (token binding mtls): request them over the gateway's TLS listener with the agent's X.509-SVID (`warden agent issue-cert {}`)",
+                        agent.id,
+                        agent.id.name()
+                    ),
+                )),
+            };
+        }
         let Some(proof) = headers.get("dpop") else {
             return match agent.token_binding {
                 TokenBinding::Bearer => Ok(None),
-                TokenBinding::Dpop => Err(err("invalid_dpop_proof", format!("a DPoP proof header is required: {}", warden_gateway::bearer_refused(agent)))),
+                _ => Err(err("invalid_dpop_proof", format!("a DPoP proof header is required: {}", warden_gateway::bearer_refused(agent)))),
             };
         };
         let proof = proof.to_str().map_err(|_| err("invalid_dpop_proof", "the DPoP header is not ASCII"))?;
@@ -149,7 +167,7 @@ impl OAuth {
         if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(unavailable)? {
             return Err(err("invalid_dpop_proof", "DPoP proof replayed"));
         }
-        Ok(Some(p.jkt))
+        Ok(Some(Confirmation::key(p.jkt)))
     }
 
     fn requested_scope(form: &HashMap<String, String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
@@ -184,7 +202,7 @@ impl OAuth {
         &self,
         form: &HashMap<String, String>,
         agent: &Agent,
-        jkt: Option<String>,
+        cnf: Option<Confirmation>,
         resource: String,
         now: i64,
     ) -> Result<AccessClaims, OAuthError> {
@@ -222,7 +240,7 @@ impl OAuth {
             client_id: agent.id.to_string(),
             scope: scope.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
             act: Actor { sub: agent.id.to_string(), act: None },
-            cnf: jkt.map(|jkt| Confirmation { jkt }),
+            cnf,
             task,
             chain: vec![],
         })
@@ -231,7 +249,14 @@ impl OAuth {
     /// RFC 8693 exchange of a parent's `/mcp` token for a sub-agent's token
     /// for `resource` (checked by [`Self::check_resource`]): a sub-agent may
     /// get a token for the egress proxy, where its own allowlist applies.
-    fn exchange(&self, form: &HashMap<String, String>, child: &Agent, jkt: Option<String>, resource: String, now: i64) -> Result<AccessClaims, OAuthError> {
+    fn exchange(
+        &self,
+        form: &HashMap<String, String>,
+        child: &Agent,
+        cnf: Option<Confirmation>,
+        resource: String,
+        now: i64,
+    ) -> Result<AccessClaims, OAuthError> {
         if param(form, "subject_token_type")? != ACCESS_TOKEN_TYPE {
             return Err(err("invalid_request", format!("subject_token_type must be {ACCESS_TOKEN_TYPE}")));
         }
@@ -251,7 +276,7 @@ impl OAuth {
             return Err(err("invalid_grant", format!("agent {} is not registered as a sub-agent of {}", child.id, parent.agent())));
         }
         let requested = Self::requested_scope(form)?;
-        let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, jkt: jkt.as_deref() };
+        let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, cnf: cnf.as_ref() };
         let iat = snap.revocations.issue_time(std::iter::once(child.id.as_str()).chain(parent.delegation()), now);
         let mut claims = attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))?;
         claims.aud = resource;
@@ -268,10 +293,12 @@ impl OAuth {
 async fn token(
     State(s): State<Arc<OAuth>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let now = now_secs();
+    let cert = cert.map(|Extension(c)| c);
     if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
     }
@@ -287,8 +314,8 @@ async fn token(
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
-        let jkt = s.check_dpop(&headers, &agent, now).await?;
-        if grant == "client_credentials" { s.client_credentials(&form, &agent, jkt, resource, now) } else { s.exchange(&form, &agent, jkt, resource, now) }
+        let cnf = s.confirmation(&headers, cert.as_ref(), &agent, now).await?;
+        if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) }
     }
     .await;
     // Until the client is authenticated the request proves nothing about
@@ -310,7 +337,11 @@ async fn token(
             ev.subject = Some(claims.sub.clone());
             ev.task = Some(claims.task.clone());
             ev.token_id = Some(claims.jti.clone());
-            let binding = if claims.cnf.is_some() { TokenBinding::Dpop } else { TokenBinding::Bearer };
+            let binding = match &claims.cnf {
+                Some(Confirmation { jkt: Some(_), .. }) => TokenBinding::Dpop,
+                Some(_) => TokenBinding::Mtls,
+                None => TokenBinding::Bearer,
+            };
             ev.token_binding = Some(binding);
             ev.reason = Some(format!("scope: {}", claims.scope));
             if !claims.chain.is_empty() {
@@ -406,6 +437,7 @@ async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
         "revocation_endpoint_auth_signing_alg_values_supported": algs(),
         "dpop_signing_alg_values_supported": algs(),
+        "tls_client_certificate_bound_access_tokens": s.mtls,
     }))
 }
 
@@ -421,6 +453,7 @@ async fn pr_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
         "dpop_signing_alg_values_supported": algs(),
         "resource_signing_alg_values_supported": ["EdDSA"],
         "resource_name": "Warden MCP gateway",
+        "tls_client_certificate_bound_access_tokens": s.mtls,
     }))
 }
 

@@ -19,6 +19,7 @@ fn binding(b: BindingArg) -> TokenBinding {
     match b {
         BindingArg::Dpop => TokenBinding::Dpop,
         BindingArg::Bearer => TokenBinding::Bearer,
+        BindingArg::Mtls => TokenBinding::Mtls,
     }
 }
 

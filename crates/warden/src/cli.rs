@@ -144,9 +144,10 @@ pub enum AgentCmd {
     /// Print Warden's CA certificate: the trust bundle clients verify the
     /// gateway with, and other SPIFFE systems trust Warden's agents by.
     TrustBundle,
-    /// Allow the agent bearer tokens (for clients that cannot sign DPoP
-    /// proofs, such as the MCP SDKs), or require DPoP-bound ones again
-    /// (its bearer tokens stop working at once).
+    /// How the agent's tokens are bound: to its key by DPoP (the default),
+    /// to its X.509-SVID by mutual TLS, or not at all (bearer, for clients
+    /// that cannot sign DPoP proofs, such as the MCP SDKs). Tokens the new
+    /// binding does not allow stop working at once.
     SetBinding {
         agent: String,
         binding: BindingArg,
@@ -162,6 +163,8 @@ pub enum BindingArg {
     Dpop,
     /// Unbound bearer tokens allowed (RFC 6750); a DPoP proof still binds.
     Bearer,
+    /// Every token bound to the agent's X.509-SVID on a mutual-TLS connection (RFC 8705).
+    Mtls,
 }
 
 /// The type of a generated key.
@@ -232,8 +235,9 @@ pub struct RegisterArgs {
     /// Register as a sub-agent of this agent (it may exchange the parent's tokens).
     #[arg(long)]
     pub parent: Option<String>,
-    /// `dpop`: every token bound to the agent's key; `bearer`: unbound
-    /// tokens allowed too, for clients that cannot sign DPoP proofs.
+    /// `dpop`: every token bound to the agent's key; `mtls`: every token
+    /// bound to its X.509-SVID; `bearer`: unbound tokens allowed too, for
+    /// clients that cannot sign DPoP proofs.
     #[arg(long, value_enum, default_value = "dpop")]
     pub token_binding: BindingArg,
     #[command(flatten)]

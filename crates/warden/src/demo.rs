@@ -360,7 +360,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         client_id: bot_id.to_string(),
         scope: "onboarding/customer_lookup".into(),
         act: Actor { sub: bot_id.to_string(), act: None },
-        cnf: Some(Confirmation { jkt: bot_key.public().kid() }),
+        cnf: Some(Confirmation::key(bot_key.public().kid())),
         task: "onboard customer c-1001".into(),
         chain: vec![],
     };

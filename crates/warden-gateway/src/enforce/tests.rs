@@ -199,7 +199,7 @@ impl Fixture {
             client_id: AGENT.into(),
             scope: SCOPE.into(),
             act: Actor { sub: AGENT.into(), act: None },
-            cnf: Some(Confirmation { jkt: self.agent_key.public().kid() }),
+            cnf: Some(Confirmation::key(self.agent_key.public().kid())),
             task: "t1".into(),
             chain: Vec::new(),
         }

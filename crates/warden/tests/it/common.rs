@@ -291,7 +291,7 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
             client_id: agent.into(),
             scope: scope.into(),
             act: Actor { sub: agent.into(), act: None },
-            cnf: Some(Confirmation { jkt: key.public().kid() }),
+            cnf: Some(Confirmation::key(key.public().kid())),
             task: "minted-task".into(),
             chain: vec![],
         }

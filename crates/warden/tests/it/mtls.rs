@@ -84,3 +84,72 @@ async fn agents_with_their_svid_get_through_and_other_certificates_do_not() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("only to active agents"), "{}", String::from_utf8_lossy(&out.stderr));
     h.assert_audit_intact();
 }
+
+/// `Authorization: Bearer` with no proof: how an RFC 8705 client presents a
+/// certificate-bound token.
+async fn bearer_call(c: &mut AgentClient, token: &str) -> warden_client::Reply {
+    let init = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": { "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } });
+    let r = c.post_raw(init.to_string().into_bytes(), Some(format!("Bearer {token}")), None).await.unwrap();
+    if r.status != 200 {
+        return r;
+    }
+    c.session = r.session.clone();
+    let call = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1002" } } });
+    c.post_raw(call.to_string().into_bytes(), Some(format!("Bearer {token}")), None).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_bound_tokens_work_only_with_their_certificate() {
+    let mut h = Harness::start("");
+    h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[tls]");
+    h.serve();
+    h.approve_demo_tools();
+    let key_path = h.dir.path().join("pinned.pem");
+    h.cli(&[
+        "agent",
+        "register",
+        "pinned",
+        "--owner",
+        "alice@example.com",
+        "--purpose",
+        "mtls",
+        "--tools",
+        "onboarding/customer_lookup",
+        "--token-binding",
+        "mtls",
+        "--generate-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+    let id = "spiffe://warden.local/agent/pinned";
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ca = h.cli(&["agent", "trust-bundle"]);
+    let md: serde_json::Value = client(&ca, None).get(format!("{}/.well-known/oauth-authorization-server", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(md["tls_client_certificate_bound_access_tokens"], true);
+
+    // Without its certificate (TLS, but no client certificate): no token.
+    let mut c = AgentClient::with_http(&h.base, id, key.clone(), client(&ca, None));
+    let e = c.fetch_token(None, None).await.unwrap_err().to_string();
+    assert!(e.contains("requires certificate-bound tokens") && e.contains("issue-cert pinned"), "{e}");
+
+    // With it: a token bound to the certificate (cnf.x5t#S256), used as a
+    // bearer token on that connection only.
+    let mut c = AgentClient::with_http(&h.base, id, key.clone(), client(&ca, Some(issue(&h, "pinned"))));
+    let t = c.fetch_token(None, Some("mtls-task")).await.unwrap();
+    assert_eq!(t.token_type, "Bearer");
+    let r = bearer_call(&mut c, &t.access_token).await;
+    assert!(r.result().unwrap().to_string().contains("Grace Hopper"), "{}", r.body);
+    let rec = h.last_audit();
+    assert_eq!(rec["event"]["token_binding"], "mtls", "{rec}");
+
+    // The same token with a DPoP scheme, or on a connection with another
+    // certificate of the same agent: refused.
+    let r = c.post_raw(b"{}".to_vec(), Some(format!("DPoP {}", t.access_token)), Some(c.proof("POST"))).await.unwrap();
+    assert_eq!(r.status, 401);
+    std::fs::remove_file(h.dir.path().join("pinned.key.pem")).unwrap();
+    let mut other = AgentClient::with_http(&h.base, id, key, client(&ca, Some(issue(&h, "pinned"))));
+    let r = bearer_call(&mut other, &t.access_token).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("bound to a client certificate"), "{}", r.body);
+    h.assert_audit_intact();
+}
