@@ -11,8 +11,9 @@ pub mod stdio;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use warden_core::clock::now_secs;
-use warden_identity::{Keypair, b64url, make_dpop_proof, sign_jws};
+use warden_identity::{AgentSigner, b64url, make_dpop_proof, sign_jws};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -68,20 +69,22 @@ pub struct AgentClient {
     http: reqwest::Client,
     base: String,
     pub agent_id: String,
-    key: Keypair,
+    key: Arc<AgentSigner>,
     pub token: Option<String>,
     pub session: Option<String>,
     next_id: i64,
 }
 
 impl AgentClient {
-    pub fn new(base: &str, agent_id: &str, key: Keypair) -> Self {
-        Self::with_http(base, agent_id, key, reqwest::Client::new())
+    /// With the agent's key of any accepted type (an Ed25519 `Keypair`, or
+    /// an `AgentSigner` for P-256 and RSA keys).
+    pub fn new(base: &str, agent_id: &str, key: impl Into<AgentSigner>) -> Self {
+        Self::with_http(base, agent_id, Arc::new(key.into()), reqwest::Client::new())
     }
 
     /// With an HTTP client of the caller's (a client certificate for
     /// mutual TLS, a private CA).
-    pub fn with_http(base: &str, agent_id: &str, key: Keypair, http: reqwest::Client) -> Self {
+    pub fn with_http(base: &str, agent_id: &str, key: Arc<AgentSigner>, http: reqwest::Client) -> Self {
         Self { http, base: base.trim_end_matches('/').into(), agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
     }
 
@@ -99,12 +102,12 @@ impl AgentClient {
         let claims = json!({ "iss": self.agent_id, "sub": self.agent_id, "aud": self.token_url(), "iat": now, "exp": now + 60, "jti": nonce() });
         let mut header = serde_json::Map::new();
         header.insert("typ".into(), "JWT".into());
-        sign_jws(self.key.signing_key(), header, &claims)
+        sign_jws(&*self.key, header, &claims)
     }
 
     /// A DPoP proof for a request to the MCP endpoint with the current token.
     pub fn proof(&self, method: &str) -> String {
-        make_dpop_proof(&self.key, method, &self.mcp_url(), self.token.as_deref(), now_secs())
+        make_dpop_proof(&*self.key, method, &self.mcp_url(), self.token.as_deref(), now_secs())
     }
 
     /// POSTs `form` with this agent's client assertion (RFC 7523) and a DPoP
@@ -112,7 +115,7 @@ impl AgentClient {
     async fn oauth_post(&self, url: &str, mut form: Vec<(&str, String)>) -> Result<Value, ClientError> {
         form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
         form.push(("client_assertion", self.client_assertion()));
-        let proof = make_dpop_proof(&self.key, "POST", url, None, now_secs());
+        let proof = make_dpop_proof(&*self.key, "POST", url, None, now_secs());
         let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
         let resp = self
             .http

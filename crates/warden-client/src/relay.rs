@@ -9,21 +9,23 @@ use crate::{AgentClient, ClientError};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use warden_core::clock::now_secs;
 use warden_core::jsonrpc_codes;
-use warden_identity::{Keypair, make_dpop_proof};
+use warden_identity::{AgentSigner, make_dpop_proof};
 
 /// Largest message either side may send through the bridge (a JSON body, an
 /// SSE event or a stdio line); the gateway's own bound is the same order.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Who the bridge acts as, and for what.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Identity {
     /// The gateway's base URL (its issuer; `/mcp` and `/oauth/token` below it).
     pub gateway: String,
     pub agent: String,
-    pub key: Keypair,
+    /// The agent's private key (any accepted type).
+    pub key: Arc<AgentSigner>,
     /// Space-separated `SERVER/TOOL`s to ask for; `None`: every tool the agent may use.
     pub scope: Option<String>,
     /// The task every token is for: one monitored session across renewals.
@@ -83,7 +85,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(id: Identity) -> Self {
         let gateway = id.gateway.trim_end_matches('/').trim_end_matches("/mcp").to_string();
-        let client = AgentClient::new(&gateway, &id.agent, id.key.clone());
+        let client = AgentClient::with_http(&gateway, &id.agent, id.key.clone(), reqwest::Client::new());
         let mcp_url = client.mcp_url();
         Self { id: Identity { gateway, ..id }, http: reqwest::Client::new(), mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client, current: None }) }
     }
@@ -132,7 +134,7 @@ impl Relay {
         let mut token = self.token(None).await?;
         let mut renewed = false;
         loop {
-            let proof = make_dpop_proof(&self.id.key, method.as_str(), &self.mcp_url, Some(&token), now_secs());
+            let proof = make_dpop_proof(&*self.id.key, method.as_str(), &self.mcp_url, Some(&token), now_secs());
             let resp = self
                 .http
                 .request(method.clone(), &self.mcp_url)

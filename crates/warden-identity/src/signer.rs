@@ -61,6 +61,12 @@ fn key_err(e: impl std::fmt::Display) -> IdentityError {
     IdentityError::Key(e.to_string())
 }
 
+impl From<Keypair> for AgentSigner {
+    fn from(k: Keypair) -> Self {
+        AgentSigner::Ed25519(k)
+    }
+}
+
 impl AgentSigner {
     pub fn generate(alg: JwsAlg) -> Result<Self, IdentityError> {
         Ok(match alg {

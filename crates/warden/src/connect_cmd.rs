@@ -5,10 +5,10 @@ use crate::cli::ConnectArgs;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use warden_client::relay::{Identity, Relay};
-use warden_identity::Keypair;
+use warden_identity::AgentSigner;
 
 /// The agent's key: refused when others may read it, as ssh refuses one.
-fn load_key(path: &std::path::Path) -> Result<Keypair> {
+fn load_key(path: &std::path::Path) -> Result<AgentSigner> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -18,7 +18,7 @@ fn load_key(path: &std::path::Path) -> Result<Keypair> {
         }
     }
     let pem = std::fs::read_to_string(path).with_context(|| format!("reading the agent key {}", path.display()))?;
-    Keypair::from_pkcs8_pem(&pem).with_context(|| format!("the agent key {}", path.display()))
+    AgentSigner::from_pkcs8_pem(&pem).with_context(|| format!("the agent key {}", path.display()))
 }
 
 fn task_id() -> String {
@@ -31,7 +31,7 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
     let key = load_key(&args.key)?;
     let scope = args.scope.as_deref().map(|s| s.split([' ', ',']).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" "));
     let task = args.task.clone().unwrap_or_else(task_id);
-    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent: args.agent.clone(), key, scope, task }));
+    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent: args.agent.clone(), key: Arc::new(key), scope, task }));
     // A first token now, so a misconfiguration shows at launch; the bridge
     // still starts, and answers each request with the reason, so the host
     // shows it where its user looks.

@@ -259,3 +259,36 @@ async fn the_loopback_listener_relays_streamable_http_and_refuses_other_hosts() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_signs_with_p256_and_rsa_agent_keys_too() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    for (name, alg) in [("p256-bot", "es256"), ("rsa-bot", "rs256")] {
+        let key = h.dir.path().join(format!("{name}.pem"));
+        let id = h
+            .cli(&[
+                "agent",
+                "register",
+                name,
+                "--owner",
+                "alice@example.com",
+                "--purpose",
+                "bridge",
+                "--tools",
+                "onboarding/customer_lookup",
+                "--key-alg",
+                alg,
+                "--generate-key",
+                key.to_str().unwrap(),
+            ])
+            .trim()
+            .to_string();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut host = Host::launch(&h, &id, &[]);
+        assert!(host.initialize()["result"].is_object());
+        let r = host.request(2, "tools/call", json!({ "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1002" } }));
+        assert!(r["result"].to_string().contains("Grace Hopper"), "{alg}: {r}");
+        host.close();
+    }
+}

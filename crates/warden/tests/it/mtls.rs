@@ -5,6 +5,7 @@
 
 use crate::common::Harness;
 use serde_json::json;
+use std::sync::Arc;
 use warden_client::AgentClient;
 use warden_core::clock::now_secs;
 use warden_identity::{Authority, Keypair};
@@ -25,7 +26,7 @@ fn issue(h: &Harness, agent: &str) -> String {
 }
 
 async fn call(h: &Harness, http: reqwest::Client, id: &str, key: &Keypair) -> Result<warden_client::Reply, String> {
-    let mut c = AgentClient::with_http(&h.base, id, key.clone(), http);
+    let mut c = AgentClient::with_http(&h.base, id, Arc::new(key.clone().into()), http);
     c.fetch_token(None, Some("mtls")).await.map_err(|e| e.to_string())?;
     let r = c.initialize().await.map_err(|e| e.to_string())?;
     if r.status != 200 {
@@ -128,13 +129,13 @@ async fn certificate_bound_tokens_work_only_with_their_certificate() {
     assert_eq!(md["tls_client_certificate_bound_access_tokens"], true);
 
     // Without its certificate (TLS, but no client certificate): no token.
-    let mut c = AgentClient::with_http(&h.base, id, key.clone(), client(&ca, None));
+    let mut c = AgentClient::with_http(&h.base, id, Arc::new(key.clone().into()), client(&ca, None));
     let e = c.fetch_token(None, None).await.unwrap_err().to_string();
     assert!(e.contains("requires certificate-bound tokens") && e.contains("issue-cert pinned"), "{e}");
 
     // With it: a token bound to the certificate (cnf.x5t#S256), used as a
     // bearer token on that connection only.
-    let mut c = AgentClient::with_http(&h.base, id, key.clone(), client(&ca, Some(issue(&h, "pinned"))));
+    let mut c = AgentClient::with_http(&h.base, id, Arc::new(key.clone().into()), client(&ca, Some(issue(&h, "pinned"))));
     let t = c.fetch_token(None, Some("mtls-task")).await.unwrap();
     assert_eq!(t.token_type, "Bearer");
     let r = bearer_call(&mut c, &t.access_token).await;
@@ -147,7 +148,7 @@ async fn certificate_bound_tokens_work_only_with_their_certificate() {
     let r = c.post_raw(b"{}".to_vec(), Some(format!("DPoP {}", t.access_token)), Some(c.proof("POST"))).await.unwrap();
     assert_eq!(r.status, 401);
     std::fs::remove_file(h.dir.path().join("pinned.key.pem")).unwrap();
-    let mut other = AgentClient::with_http(&h.base, id, key, client(&ca, Some(issue(&h, "pinned"))));
+    let mut other = AgentClient::with_http(&h.base, id, Arc::new(key.into()), client(&ca, Some(issue(&h, "pinned"))));
     let r = bearer_call(&mut other, &t.access_token).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("bound to a client certificate"), "{}", r.body);
