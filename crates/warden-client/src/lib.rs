@@ -115,6 +115,11 @@ impl AgentClient {
     async fn oauth_post(&self, url: &str, mut form: Vec<(&str, String)>) -> Result<Value, ClientError> {
         form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
         form.push(("client_assertion", self.client_assertion()));
+        self.post_form(url, form).await
+    }
+
+    /// POSTs `form` with a DPoP proof by this client's key; the JSON answer.
+    async fn post_form(&self, url: &str, form: Vec<(&str, String)>) -> Result<Value, ClientError> {
         let proof = make_dpop_proof(&*self.key, "POST", url, None, now_secs());
         let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
         let resp = self
@@ -141,6 +146,10 @@ impl AgentClient {
 
     async fn token_request(&mut self, form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
         let v = self.oauth_post(&self.token_url(), form).await?;
+        self.took(v)
+    }
+
+    fn took(&mut self, v: Value) -> Result<TokenResponse, ClientError> {
         let t: TokenResponse = serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.token = Some(t.access_token.clone());
         self.session = None;
@@ -161,6 +170,22 @@ impl AgentClient {
             form.push(("task", t.into()));
         }
         self.token_request(form).await
+    }
+
+    /// RFC 7523 `jwt-bearer` grant on a workload credential (a Kubernetes
+    /// service-account token, a SPIFFE JWT-SVID): no client assertion, and
+    /// this client's key (the workload's own, for the session) only signs
+    /// the DPoP proof the token is bound to.
+    pub async fn fetch_token_on_workload(&mut self, credential: &str, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
+        let mut form = vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()), ("assertion", credential.to_string())];
+        if let Some(s) = scope {
+            form.push(("scope", s.into()));
+        }
+        if let Some(t) = task {
+            form.push(("task", t.into()));
+        }
+        let v = self.post_form(&self.token_url(), form).await?;
+        self.took(v)
     }
 
     /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).

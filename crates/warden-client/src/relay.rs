@@ -30,6 +30,10 @@ pub struct Identity {
     pub scope: Option<String>,
     /// The task every token is for: one monitored session across renewals.
     pub task: String,
+    /// A workload credential file (a projected service-account token, a
+    /// JWT-SVID) re-read at every renewal, as its platform rotates it;
+    /// `key` is then the bridge's own for the session, not a registered one.
+    pub workload_token: Option<std::path::PathBuf>,
 }
 
 /// Why a message could not be relayed. The text is meant for the person at
@@ -42,13 +46,15 @@ pub enum RelayError {
     Refused { agent: String, reason: String },
     #[error("the Warden gateway at {gateway} cannot be reached: {message}. Check --gateway and that the server is running")]
     Unreachable { gateway: String, message: String },
+    #[error("the workload credential {} cannot be read: {message}. Check --workload-token (the projected token's path)", path.display())]
+    Credential { path: std::path::PathBuf, message: String },
 }
 
 impl RelayError {
     /// The JSON-RPC error answering request `id` with this error.
     pub fn reply(&self, id: &Value) -> Value {
         let code = match self {
-            Self::Refused { .. } => jsonrpc_codes::UNAUTHENTICATED,
+            Self::Refused { .. } | Self::Credential { .. } => jsonrpc_codes::UNAUTHENTICATED,
             Self::Unreachable { .. } => jsonrpc_codes::INTERNAL,
         };
         error_reply(id, code, &self.to_string())
@@ -109,7 +115,14 @@ impl Relay {
         {
             return Ok(c.token.clone());
         }
-        let granted = t.client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e))?;
+        let granted = match &self.id.workload_token {
+            Some(path) => {
+                let credential = std::fs::read_to_string(path).map_err(|e| RelayError::Credential { path: path.clone(), message: e.to_string() })?;
+                t.client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await
+            }
+            None => t.client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await,
+        };
+        let granted = granted.map_err(|e| self.refusal(e))?;
         tracing::info!(agent = %self.id.agent, expires_in = granted.expires_in, "warden connect: got a task token");
         let renew_at = now + (granted.expires_in * 3 / 4).max(1);
         t.current = Some(Credentials { token: granted.access_token.clone(), renew_at });

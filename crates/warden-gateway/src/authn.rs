@@ -226,6 +226,9 @@ impl Gateway {
         }
         let agent = snap.agents[claims.agent()].clone();
         let binding = match &claims.cnf {
+            // A token granted on a workload credential is bound to the key
+            // the workload proved for its session, not the registered one.
+            Some(Confirmation { jkt: Some(_), x5t_s256: None }) if claims.fed.is_some() => TokenBinding::Dpop,
             Some(Confirmation { jkt: Some(jkt), x5t_s256: None }) => {
                 let key = AgentKey::from_registry(&agent.public_key).map_err(|e| {
                     AuthFailure::new("invalid_token", format!("agent {}'s registered key is unusable ({e}); rotate its key", agent.id)).with_claims(&claims)

@@ -23,6 +23,7 @@ fn authn(c: &mut Criterion) {
         cnf: Some(Confirmation::key(agent.public().kid())),
         task: "t".into(),
         chain: vec![],
+        fed: None,
     };
     let token = gw.issue(&claims);
     let verifier = gw.verifier("https://gw", "https://gw/mcp");

@@ -9,6 +9,7 @@
 mod agent_key;
 mod assertion;
 mod dpop;
+mod federation;
 mod jose;
 mod keys;
 mod revocation;
@@ -19,6 +20,7 @@ mod x509;
 pub use agent_key::{AgentKey, JwsAlg};
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
 pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
+pub use federation::{TrustedIssuer, WORKLOAD_SKEW_SECS, WorkloadClaims, verify_workload_jwt};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
 pub use keys::{Jwk, Keypair, PublicKey};
 pub use revocation::RevocationSet;

@@ -61,6 +61,11 @@ pub struct AccessClaims {
     /// Token ids this one was derived from, root first (empty for a root grant).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// Granted on a workload credential of this issuer (`jwt-bearer`):
+    /// the token is bound to the key the workload proved for the session,
+    /// not to the agent's registered key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fed: Option<String>,
 }
 
 impl AccessClaims {
@@ -243,6 +248,7 @@ pub fn attenuate(
         cnf: child_cnf.cloned(),
         task: parent.task.clone(),
         chain,
+        fed: None,
     })
 }
 
@@ -266,6 +272,7 @@ mod tests {
             cnf: Some(Confirmation::key("k")),
             task: "task-1".into(),
             chain: vec![],
+            fed: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn claims() -> AccessClaims {
         cnf: Some(Confirmation::key("k")),
         task: "t".into(),
         chain: vec![],
+        fed: None,
     }
 }
 

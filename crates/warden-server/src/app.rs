@@ -189,6 +189,19 @@ async fn serve_connection<IO>(
     }
 }
 
+/// A `[[workload_issuer]]`: its JWKS read and its agents named by SPIFFE id.
+fn load_workload_issuer(w: &crate::config::WorkloadIssuerConfig, trust_domain: &str) -> Result<oauth::Workload, StartError> {
+    let bad = |m: String| StartError::Config(format!("[[workload_issuer]] {}: {m}", w.issuer));
+    let jwks = std::fs::read_to_string(&w.jwks_file).map_err(|e| bad(format!("jwks_file {}: {e}", w.jwks_file.display())))?;
+    let issuer = warden_identity::TrustedIssuer::from_jwks(&w.issuer, &w.audience, &jwks).map_err(|e| bad(e.to_string()))?;
+    let agents = w
+        .agents
+        .iter()
+        .map(|(sub, a)| warden_control::agent_id(trust_domain, a).map(|id| (sub.clone(), id.to_string())).map_err(|e| bad(format!("agent {a}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(oauth::Workload { issuer, agents })
+}
+
 /// Listen on `addr`; returns the listener and the address it got.
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
@@ -290,7 +303,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // A hung upstream delays serving by STARTUP_LISTING_WAIT at most.
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
-    let oauth = Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some() });
+    let workload = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
+    let oauth =
+        Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some(), workload });
     let admin = Arc::new(crate::admin::Admin {
         gw: gateway.clone(),
         control: warden_control::ControlPlane::in_gateway(gateway.clone(), &cfg.trust_domain),

@@ -67,6 +67,25 @@ pub struct ServerConfig {
     pub http: warden_gateway::origin::HttpConfig,
     /// HTTPS on the main listener, with client certificates (mutual TLS).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Issuers of workload credentials (Kubernetes service-account tokens,
+    /// SPIFFE JWT-SVIDs) that agents may present for tokens (`jwt-bearer`).
+    #[serde(default, rename = "workload_issuer")]
+    pub workload_issuers: Vec<WorkloadIssuerConfig>,
+}
+
+/// `[[workload_issuer]]`: whose workload tokens are trusted, and which
+/// workload is which agent (an operator's decision, as registering is).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIssuerConfig {
+    /// The tokens' `iss` (a cluster's service-account issuer, a SPIFFE trust domain's JWT issuer).
+    pub issuer: String,
+    /// The audience the tokens name for Warden (e.g. the projected token's `audience`).
+    pub audience: String,
+    /// The issuer's JWKS (JSON), e.g. a cluster's `/openid/v1/jwks`.
+    pub jwks_file: PathBuf,
+    /// Workload subject (`system:serviceaccount:NS:SA`, a SPIFFE id) to agent name.
+    pub agents: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +162,14 @@ impl ServerConfig {
         cfg.policy_dir = base.join(&cfg.policy_dir);
         if let Some(p) = &mut cfg.audit.publish_checkpoints_to {
             *p = base.join(&*p);
+        }
+        for w in &mut cfg.workload_issuers {
+            w.jwks_file = base.join(&w.jwks_file);
+        }
+        if let Some(t) = &mut cfg.tls {
+            for p in t.cert_file.iter_mut().chain(t.key_file.iter_mut()).chain(t.client_ca_files.iter_mut()) {
+                *p = base.join(&*p);
+            }
         }
         for u in &mut cfg.upstreams {
             if let warden_gateway::Transport::Http { headers_from_file, .. } = &mut u.transport {

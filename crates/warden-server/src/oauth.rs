@@ -23,14 +23,16 @@ use warden_core::clock::now_secs;
 use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, TokenBinding, ToolRef, untrusted_text};
 use warden_gateway::{Gateway, PeerCertificate};
 use warden_identity::{
-    AccessClaims, Actor, AgentKey, Confirmation, JwsAlg, MAX_ASSERTION_LIFETIME, SubAgent, TokenIssuer, assertion_client_id, attenuate,
-    verify_client_assertion, verify_dpop_proof,
+    AccessClaims, Actor, AgentKey, Confirmation, JwsAlg, MAX_ASSERTION_LIFETIME, SubAgent, TokenIssuer, TrustedIssuer, assertion_client_id, attenuate,
+    verify_client_assertion, verify_dpop_proof, verify_workload_jwt,
 };
 use warden_monitor::{Claimed, Door};
 use warden_store::RevocationKind;
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 7523 §2.1: a JWT (here a workload credential) as an authorization grant.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 pub struct OAuth {
@@ -40,6 +42,15 @@ pub struct OAuth {
     pub ttl: i64,
     /// The listener verifies client certificates: tokens can be bound to them.
     pub mtls: bool,
+    /// Trusted issuers of workload credentials, each with its subject-to-agent map.
+    pub workload: Vec<Workload>,
+}
+
+/// One `[[workload_issuer]]`, loaded.
+pub struct Workload {
+    pub issuer: TrustedIssuer,
+    /// Subject to agent (SPIFFE id).
+    pub agents: std::collections::BTreeMap<String, String>,
 }
 
 impl OAuth {
@@ -130,6 +141,30 @@ impl OAuth {
         Ok(agent.clone())
     }
 
+    /// The agent a workload credential (the `assertion` of a `jwt-bearer`
+    /// grant) proves, by its issuer's subject map, and the issuer.
+    fn workload_agent(&self, form: &HashMap<String, String>, now: i64) -> Result<(Agent, String), OAuthError> {
+        if self.workload.is_empty() {
+            return Err(err("unsupported_grant_type", "no workload issuers are configured ([[workload_issuer]])"));
+        }
+        let assertion = param(form, "assertion")?;
+        let trusted: Vec<TrustedIssuer> = self.workload.iter().map(|w| w.issuer.clone()).collect();
+        let c = verify_workload_jwt(assertion, &trusted, now).map_err(|e| err("invalid_grant", e.to_string()))?;
+        let w = self.workload.iter().find(|w| w.issuer.issuer == c.iss).expect("verified against a configured issuer");
+        let Some(name) = w.agents.get(&c.sub) else {
+            return Err(err(
+                "invalid_grant",
+                format!("workload {} of {} is not mapped to an agent ([[workload_issuer]] agents)", untrusted_text(&c.sub, 200), c.iss),
+            ));
+        };
+        let agent = self.gw.snapshot().agents.get(name).cloned();
+        let agent = agent.ok_or_else(|| err("invalid_grant", format!("workload {} maps to agent {name}, which is not registered", c.sub)))?;
+        if agent.status != AgentStatus::Active {
+            return Err(err("invalid_grant", format!("agent {} is {}", agent.id, agent.status.as_str())));
+        }
+        Ok((agent, c.iss))
+    }
+
     /// What the issued token is bound to. An agent whose binding is `mtls`
     /// gets a token bound to the X.509-SVID of this connection, which must
     /// be its own. Otherwise the DPoP proof at the token endpoint must be
@@ -137,7 +172,14 @@ impl OAuth {
     /// Without a proof, only an agent registered for bearer tokens gets one,
     /// unbound (`None`); a client that does send a proof always gets the
     /// stronger, bound token.
-    async fn confirmation(&self, headers: &HeaderMap, cert: Option<&PeerCertificate>, agent: &Agent, now: i64) -> Result<Option<Confirmation>, OAuthError> {
+    async fn confirmation(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&PeerCertificate>,
+        agent: &Agent,
+        federated: bool,
+        now: i64,
+    ) -> Result<Option<Confirmation>, OAuthError> {
         if agent.token_binding == TokenBinding::Mtls {
             return match cert {
                 Some(c) if c.spiffe_id == agent.id.as_str() => Ok(Some(Confirmation::certificate(c.x5t_s256.clone()))),
@@ -161,7 +203,9 @@ impl OAuth {
         let proof = proof.to_str().map_err(|_| err("invalid_dpop_proof", "the DPoP header is not ASCII"))?;
         let skew = self.gw.config.dpop_skew_secs;
         let p = verify_dpop_proof(proof, "POST", &self.token_endpoint(), None, now, skew).map_err(|e| err("invalid_dpop_proof", e.to_string()))?;
-        if AgentKey::from_registry(&agent.public_key).map(|k| k.thumbprint()).as_ref() != Ok(&p.jkt) {
+        // On a workload credential the key is the workload's own for the
+        // session (it holds no registered key); otherwise it is the agent's.
+        if !federated && AgentKey::from_registry(&agent.public_key).map(|k| k.thumbprint()).as_ref() != Ok(&p.jkt) {
             return Err(err("invalid_dpop_proof", "the DPoP key must be the agent's registered key"));
         }
         if !self.gw.first_use(&format!("dpop:{}:{}", p.jkt, p.jti), now + 2 * skew).await.map_err(unavailable)? {
@@ -243,6 +287,7 @@ impl OAuth {
             cnf,
             task,
             chain: vec![],
+            fed: None,
         })
     }
 
@@ -309,12 +354,20 @@ async fn token(
             return Err(OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: why });
         }
         let resource = s.check_resource(&form)?;
+        if grant == JWT_BEARER {
+            let (agent, issuer) = s.workload_agent(&form, now)?;
+            ev.agent = Some(agent.id.to_string());
+            let cnf = s.confirmation(&headers, cert.as_ref(), &agent, true, now).await?;
+            let mut claims = s.client_credentials(&form, &agent, cnf, resource, now)?;
+            claims.fed = Some(issuer);
+            return Ok(claims);
+        }
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
-            return Err(err("unsupported_grant_type", "use client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"));
+            return Err(err("unsupported_grant_type", format!("use client_credentials, {TOKEN_EXCHANGE} or {JWT_BEARER}")));
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
-        let cnf = s.confirmation(&headers, cert.as_ref(), &agent, now).await?;
+        let cnf = s.confirmation(&headers, cert.as_ref(), &agent, false, now).await?;
         if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) }
     }
     .await;
@@ -429,7 +482,7 @@ async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
         "token_endpoint": s.token_endpoint(),
         "revocation_endpoint": format!("{}/oauth/revoke", s.issuer_url),
         "jwks_uri": format!("{}/jwks.json", s.issuer_url),
-        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
+        "grant_types_supported": if s.workload.is_empty() { json!(["client_credentials", TOKEN_EXCHANGE]) } else { json!(["client_credentials", TOKEN_EXCHANGE, JWT_BEARER]) },
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],

@@ -188,8 +188,14 @@ pub struct ConnectArgs {
     pub agent: String,
     /// The agent's private key (PKCS#8 PEM, as `warden agent register
     /// --generate-key` writes it); readable by its owner only.
-    #[arg(long, env = "WARDEN_AGENT_KEY")]
-    pub key: PathBuf,
+    #[arg(long, env = "WARDEN_AGENT_KEY", required_unless_present = "workload_token", conflicts_with = "workload_token")]
+    pub key: Option<PathBuf>,
+    /// Instead of a key: a workload credential file the platform rotates
+    /// (a Kubernetes projected service-account token, a SPIFFE JWT-SVID),
+    /// re-read at every renewal; the gateway maps it to the agent
+    /// (`[[workload_issuer]]`). The bridge's DPoP key is then its own, in memory.
+    #[arg(long, env = "WARDEN_WORKLOAD_TOKEN")]
+    pub workload_token: Option<PathBuf>,
     /// The task the session's tokens are for (default: a new task id); one
     /// task is one monitored session across token renewals.
     #[arg(long)]

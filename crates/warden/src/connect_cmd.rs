@@ -28,10 +28,22 @@ fn task_id() -> String {
 }
 
 pub async fn run(args: &ConnectArgs) -> Result<()> {
-    let key = load_key(&args.key)?;
+    let key = match &args.key {
+        Some(path) => load_key(path)?,
+        // No key on disk: one for this session only, which the tokens the
+        // workload credential buys are bound to.
+        None => AgentSigner::generate(warden_identity::JwsAlg::EdDSA)?,
+    };
     let scope = args.scope.as_deref().map(|s| s.split([' ', ',']).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" "));
     let task = args.task.clone().unwrap_or_else(task_id);
-    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent: args.agent.clone(), key: Arc::new(key), scope, task }));
+    let relay = Arc::new(Relay::new(Identity {
+        gateway: args.gateway.clone(),
+        agent: args.agent.clone(),
+        key: Arc::new(key),
+        scope,
+        task,
+        workload_token: args.workload_token.clone(),
+    }));
     // A first token now, so a misconfiguration shows at launch; the bridge
     // still starts, and answers each request with the reason, so the host
     // shows it where its user looks.

@@ -363,6 +363,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         cnf: Some(Confirmation::key(bot_key.public().kid())),
         task: "onboard customer c-1001".into(),
         chain: vec![],
+        fed: None,
     };
     let expired = running.issuer.issue(&expired);
     let proof = make_dpop_proof(&bot_key, "POST", &bot.mcp_url(), Some(&expired), now_secs());

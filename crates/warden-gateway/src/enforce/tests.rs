@@ -202,6 +202,7 @@ impl Fixture {
             cnf: Some(Confirmation::key(self.agent_key.public().kid())),
             task: "t1".into(),
             chain: Vec::new(),
+            fed: None,
         }
     }
 

@@ -294,6 +294,7 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
             cnf: Some(Confirmation::key(key.public().kid())),
             task: "minted-task".into(),
             chain: vec![],
+            fed: None,
         }
     }
 

@@ -10,18 +10,23 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// A host's end of a `warden connect` process on stdio.
-struct Host {
+pub(crate) struct Host {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
 
 impl Host {
+    /// With the agent's key file, as the harness names it.
     fn launch(h: &Harness, agent: &str, extra: &[&str]) -> Self {
         let key = h.dir.path().join(format!("{}.pem", agent.rsplit('/').next().unwrap()));
+        Self::spawn(h, agent, &[&["--key", key.to_str().unwrap()], extra].concat())
+    }
+
+    pub(crate) fn spawn(h: &Harness, agent: &str, args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["connect", "--gateway", &h.base, "--agent", agent, "--key", key.to_str().unwrap()])
-            .args(extra)
+            .args(["connect", "--gateway", &h.base, "--agent", agent])
+            .args(args)
             .env("WARDEN_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -55,12 +60,12 @@ impl Host {
         }
     }
 
-    fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+    pub(crate) fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
         self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
         self.answer(id)
     }
 
-    fn initialize(&mut self) -> Value {
+    pub(crate) fn initialize(&mut self) -> Value {
         let r = self.request(
             1,
             "initialize",
@@ -71,7 +76,7 @@ impl Host {
     }
 
     /// Close the host's side; the bridge must finish and exit cleanly.
-    fn close(mut self) {
+    pub(crate) fn close(mut self) {
         drop(self.stdin.take());
         for _ in 0..100 {
             if let Some(status) = self.child.try_wait().unwrap() {

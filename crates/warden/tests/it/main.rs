@@ -22,3 +22,4 @@ mod sandbox;
 mod security;
 mod token_binding;
 mod upstream_http;
+mod workload;

@@ -1,0 +1,196 @@
+//! Workload identity federation: a JWT that a workload platform issued to
+//! an agent's workload (a Kubernetes projected service-account token, a
+//! SPIFFE JWT-SVID) is verified against the issuer's keys an operator
+//! configured (a JWKS), so an agent in a cluster proves who it is with the
+//! credential its platform rotates, and no long-lived secret sits on disk.
+//! It is the assertion of an RFC 7523 §2.1 `jwt-bearer` grant. Pure: the
+//! JWKS text and `now` come from the caller.
+
+use crate::IdentityError;
+use crate::agent_key::AgentKey;
+use crate::jose::split_jws;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Clock difference accepted on `exp` and `nbf` of a workload token.
+pub const WORKLOAD_SKEW_SECS: i64 = 60;
+
+/// One issuer of workload credentials Warden trusts, with its keys.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    /// The audience its tokens must name for Warden (never accepted
+    /// without one: a token for another service is not Warden's).
+    pub audience: String,
+    keys: Vec<(Option<String>, AgentKey)>,
+}
+
+/// The claims of a verified workload token that Warden reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WorkloadClaims {
+    pub iss: String,
+    pub sub: String,
+    pub exp: i64,
+}
+
+#[derive(Deserialize)]
+struct Unverified {
+    iss: String,
+    sub: String,
+    aud: Value,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+fn bad(why: impl Into<String>) -> IdentityError {
+    IdentityError::Assertion(format!("workload token: {}", why.into()))
+}
+
+impl TrustedIssuer {
+    /// From the issuer's JWKS (`{"keys": [...]}`); keys of types Warden does
+    /// not verify (or `use: enc`) are skipped, and a JWKS with none left is
+    /// an error.
+    pub fn from_jwks(issuer: &str, audience: &str, jwks: &str) -> Result<Self, IdentityError> {
+        let v: Value = serde_json::from_str(jwks).map_err(|e| IdentityError::Key(format!("JWKS of {issuer}: {e}")))?;
+        let list = v.get("keys").and_then(Value::as_array).ok_or_else(|| IdentityError::Key(format!("JWKS of {issuer}: no \"keys\" array")))?;
+        let keys: Vec<_> = list
+            .iter()
+            .filter(|k| k.get("use").and_then(Value::as_str).is_none_or(|u| u == "sig"))
+            .filter_map(|k| Some((k.get("kid").and_then(Value::as_str).map(str::to_string), AgentKey::from_jwk(&strip(k)).ok()?)))
+            .collect();
+        if keys.is_empty() {
+            return Err(IdentityError::Key(format!("JWKS of {issuer}: no EdDSA, ES256 or RS256 signing key")));
+        }
+        if audience.is_empty() {
+            return Err(IdentityError::Key(format!("workload issuer {issuer}: an audience is required")));
+        }
+        Ok(Self { issuer: issuer.into(), audience: audience.into(), keys })
+    }
+}
+
+/// The public members of a JWK, without `kid`/`use`/`alg` bookkeeping that
+/// the key parser does not take.
+fn strip(jwk: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for m in ["kty", "crv", "x", "y", "n", "e"] {
+        if let Some(v) = jwk.get(m) {
+            out.insert(m.into(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// Verify `jwt` against the issuer it names among `trusted`: a key of that
+/// issuer (the one its `kid` names, or any when it names none) verifies the
+/// signature by the key's own algorithm, the audience is the issuer's
+/// configured one, and it is unexpired and already valid (within
+/// [`WORKLOAD_SKEW_SECS`]).
+pub fn verify_workload_jwt(jwt: &str, trusted: &[TrustedIssuer], now: i64) -> Result<WorkloadClaims, IdentityError> {
+    let jws = split_jws(jwt).map_err(|e| bad(e.to_string()))?;
+    let claimed: Unverified = serde_json::from_value(jws.unverified_claims()?).map_err(|e| bad(format!("claims: {e}")))?;
+    let issuer = trusted
+        .iter()
+        .find(|t| t.issuer == claimed.iss)
+        .ok_or_else(|| bad(format!("issuer {} is not a configured workload issuer", warden_core::untrusted_text(&claimed.iss, 120))))?;
+    let kid = jws.header.get("kid").and_then(Value::as_str);
+    let verified = issuer
+        .keys
+        .iter()
+        .filter(|(k, _)| kid.is_none() || k.as_deref() == kid)
+        .find_map(|(_, key)| jws.verify::<Unverified>(key).ok())
+        .ok_or_else(|| bad(format!("no key of {} verifies its signature", issuer.issuer)))?;
+    let aud_ok = match &verified.aud {
+        Value::String(a) => *a == issuer.audience,
+        Value::Array(list) => list.iter().any(|a| a.as_str() == Some(issuer.audience.as_str())),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(bad(format!("its audience is not {}", issuer.audience)));
+    }
+    if verified.exp + WORKLOAD_SKEW_SECS <= now {
+        return Err(bad("expired"));
+    }
+    if verified.nbf.is_some_and(|nbf| nbf > now + WORKLOAD_SKEW_SECS) {
+        return Err(bad("not yet valid"));
+    }
+    if verified.sub.is_empty() {
+        return Err(bad("no subject"));
+    }
+    Ok(WorkloadClaims { iss: verified.iss, sub: verified.sub, exp: verified.exp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_key::JwsAlg;
+    use crate::jose::sign_jws;
+    use crate::signer::{AgentSigner, JwsSigner};
+    use serde_json::json;
+
+    const ISS: &str = "https://kubernetes.default.svc.cluster.local";
+    const NOW: i64 = 1_800_000_000;
+
+    fn jwks(signers: &[(&str, &AgentSigner)]) -> String {
+        let keys: Vec<Value> = signers
+            .iter()
+            .map(|(kid, s)| {
+                let mut k = s.public_jwk();
+                k["kid"] = json!(kid);
+                k["use"] = json!("sig");
+                k
+            })
+            .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    fn token(s: &AgentSigner, kid: &str, claims: Value) -> String {
+        let mut h = serde_json::Map::new();
+        h.insert("kid".into(), json!(kid));
+        h.insert("typ".into(), json!("JWT"));
+        sign_jws(s, h, &claims)
+    }
+
+    fn sa(aud: Value, exp: i64) -> Value {
+        json!({ "iss": ISS, "sub": "system:serviceaccount:prod:support-bot", "aud": aud, "exp": exp, "iat": NOW - 10, "nbf": NOW - 10 })
+    }
+
+    #[test]
+    fn a_service_account_token_of_a_configured_issuer_verifies_with_each_key_type() {
+        for alg in [JwsAlg::Rs256, JwsAlg::Es256, JwsAlg::EdDSA] {
+            let s = AgentSigner::generate(alg).unwrap();
+            let trusted = [TrustedIssuer::from_jwks(ISS, "warden", &jwks(&[("k1", &s)])).unwrap()];
+            let c = verify_workload_jwt(&token(&s, "k1", sa(json!(["warden", "api"]), NOW + 600)), &trusted, NOW).unwrap();
+            assert_eq!(c.sub, "system:serviceaccount:prod:support-bot", "{alg:?}");
+            assert_eq!(c.iss, ISS);
+        }
+    }
+
+    #[test]
+    fn wrong_issuer_audience_key_or_time_is_refused() {
+        let s = AgentSigner::generate(JwsAlg::Rs256).unwrap();
+        let other = AgentSigner::generate(JwsAlg::Rs256).unwrap();
+        let trusted = [TrustedIssuer::from_jwks(ISS, "warden", &jwks(&[("k1", &s)])).unwrap()];
+        let refused = |t: String, why: &str| {
+            let e = verify_workload_jwt(&t, &trusted, NOW).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} (expected {why})");
+        };
+        refused(token(&s, "k1", sa(json!("kubernetes"), NOW + 600)), "audience");
+        refused(token(&s, "k1", sa(json!("warden"), NOW - 61)), "expired");
+        refused(token(&other, "k1", sa(json!("warden"), NOW + 600)), "verifies its signature");
+        let mut c = sa(json!("warden"), NOW + 600);
+        c["iss"] = json!("https://evil.example");
+        refused(token(&s, "k1", c), "not a configured workload issuer");
+        let mut c = sa(json!("warden"), NOW + 600);
+        c["nbf"] = json!(NOW + 3600);
+        refused(token(&s, "k1", c), "not yet valid");
+    }
+
+    #[test]
+    fn a_jwks_without_usable_keys_or_an_issuer_without_audience_is_a_configuration_error() {
+        assert!(TrustedIssuer::from_jwks(ISS, "warden", r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#).is_err());
+        assert!(TrustedIssuer::from_jwks(ISS, "warden", "not json").is_err());
+        let s = AgentSigner::generate(JwsAlg::Es256).unwrap();
+        assert!(TrustedIssuer::from_jwks(ISS, "", &jwks(&[("k", &s)])).is_err());
+    }
+}
