@@ -92,11 +92,13 @@ test('the MCP Inspector CLI lists and calls tools through warden connect', () =>
 });
 
 test('the TypeScript SDK streamable HTTP client uses the loopback listener; a suspended agent gets a clear error', async () => {
-  const bridge = spawn(WARDEN, [...bridgeArgs(), '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const secret = 'interop-secret-0123456789abcdef012345';
+  const bridge = spawn(WARDEN, [...bridgeArgs(), '--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WARDEN_CONNECT_SECRET: secret } });
   children.push(bridge);
   const [, url] = await waitFor(bridge, / at (http:\/\/127\.0\.0\.1:\d+\/mcp)/, 'warden connect --listen');
   const client = new Client({ name: 'ts-http-host', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${secret}` } } }));
   const r = await client.callTool({ name: 'everything__echo', arguments: { message: 'over loopback' } });
   assert.equal(r.content[0].text, 'Echo: over loopback');
 

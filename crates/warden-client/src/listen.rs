@@ -4,9 +4,12 @@
 //! or an SSE stream, byte for byte) comes back; the host's session and
 //! protocol headers pass through both ways.
 //!
-//! Only this machine may use it: the address must be loopback, and a
-//! request whose `Host` or `Origin` names another host is refused (403), so
-//! a web page cannot reach the agent's identity by DNS rebinding. A refusal
+//! Only its user may use it: the address must be loopback; every request
+//! must carry `Authorization: Bearer SECRET`, the secret the user gave the
+//! bridge and the host (else other users and processes of the machine
+//! could act as the agent); and a request whose `Host` or `Origin` names
+//! another host is refused (403), so a web page cannot reach the agent's
+//! identity by DNS rebinding. A refusal
 //! of the agent's credentials comes back as a JSON-RPC error rather than a
 //! 401, which would send the host looking for an OAuth server the bridge
 //! does not have.
@@ -35,18 +38,39 @@ pub struct NotLoopback(pub SocketAddr);
 struct Front {
     relay: Arc<Relay>,
     port: u16,
+    /// SHA-256 of `Bearer SECRET`: compared digest to digest, so the
+    /// comparison's time says nothing about the secret.
+    expected: [u8; 32],
 }
 
-/// Serve `/mcp` on `listener` until the process ends.
-pub async fn serve(relay: Arc<Relay>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// The shortest secret accepted for the listener.
+pub const MIN_SECRET_CHARS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the listener's secret must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)")]
+pub struct WeakSecret;
+
+fn digest(v: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(v).into()
+}
+
+/// Serve `/mcp` on `listener` until the process ends, to requests that
+/// carry `secret`.
+pub async fn serve(relay: Arc<Relay>, listener: tokio::net::TcpListener, secret: &str) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         return Err(std::io::Error::other(NotLoopback(addr)));
     }
-    let app = Router::new()
-        .route("/mcp", axum::routing::any(handle))
-        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))
-        .with_state(Arc::new(Front { relay, port: addr.port() }));
+    if secret.chars().count() < MIN_SECRET_CHARS {
+        return Err(std::io::Error::other(WeakSecret));
+    }
+    let expected = digest(format!("Bearer {secret}").as_bytes());
+    let app = Router::new().route("/mcp", axum::routing::any(handle)).layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)).with_state(Arc::new(Front {
+        relay,
+        port: addr.port(),
+        expected,
+    }));
     axum::serve(listener, app).await
 }
 
@@ -79,6 +103,10 @@ fn local_only(headers: &HeaderMap, port: u16) -> Result<(), &'static str> {
 async fn handle(State(front): State<Arc<Front>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(why) = local_only(&headers, front.port) {
         return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    let presented = headers.get(header::AUTHORIZATION).map(|v| digest(v.as_bytes()));
+    if presented != Some(front.expected) {
+        return (StatusCode::FORBIDDEN, "send the bridge's secret as `Authorization: Bearer SECRET` (WARDEN_CONNECT_SECRET)").into_response();
     }
     let mut pass = HeaderMap::new();
     for name in REQUEST_HEADERS {

@@ -17,6 +17,8 @@ use warden_identity::{AgentSigner, make_dpop_proof};
 /// Largest message either side may send through the bridge (a JSON body, an
 /// SSE event or a stdio line); the gateway's own bound is the same order.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Who the bridge acts as, and for what.
 #[derive(Debug)]
@@ -91,9 +93,14 @@ pub struct Relay {
 impl Relay {
     pub fn new(id: Identity) -> Self {
         let gateway = id.gateway.trim_end_matches('/').trim_end_matches("/mcp").to_string();
-        let client = AgentClient::with_http(&gateway, &id.agent, id.key.clone(), reqwest::Client::new());
+        // A gateway that stops answering must not hold the bridge: token
+        // requests are bounded whole (every request waits on a renewal that
+        // is due), MCP requests in connecting only (answers may stream).
+        let oauth = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(TOKEN_TIMEOUT).build().unwrap_or_default();
+        let mcp = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default();
+        let client = AgentClient::with_http(&gateway, &id.agent, id.key.clone(), oauth);
         let mcp_url = client.mcp_url();
-        Self { id: Identity { gateway, ..id }, http: reqwest::Client::new(), mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client, current: None }) }
+        Self { id: Identity { gateway, ..id }, http: mcp, mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client, current: None }) }
     }
 
     pub fn agent(&self) -> &str {

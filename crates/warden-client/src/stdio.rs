@@ -170,39 +170,30 @@ impl Bridge {
                 let sid = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
                 self.session.lock().id = sid;
             }
-            let answers = self.answers(msg, resp).await?;
-            for a in answers {
-                if is_initialize(msg)
-                    && let Some(v) = a.pointer("/result/protocolVersion").and_then(Value::as_str)
-                {
-                    self.session.lock().protocol = Some(v.to_string());
-                    let listener = tokio::spawn(self.clone().listen()).abort_handle();
-                    if let Some(old) = self.session.lock().listener.replace(listener) {
-                        old.abort();
-                    }
-                }
-                self.emit(a).await;
-            }
-            return Ok(());
+            return self.answers(msg, resp, true).await;
         }
     }
 
     /// The messages of one answer from the gateway. An HTTP refusal without
     /// a JSON-RPC body becomes a JSON-RPC error saying what the gateway said.
-    async fn answers(&self, msg: &Value, mut resp: reqwest::Response) -> Result<Vec<Value>, RelayError> {
+    /// Each message is passed on as it arrives (progress and log
+    /// notifications of a long call reach the host during it), to the host
+    /// when `to_host`, else dropped.
+    async fn answers(self: &Arc<Self>, msg: &Value, mut resp: reqwest::Response, to_host: bool) -> Result<(), RelayError> {
         let status = resp.status();
         if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-            return Ok(vec![]);
+            return Ok(());
         }
         let event_stream = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
         if status.is_success() && event_stream {
             let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
-            let mut out = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(e))? {
                 let data = events.push(&chunk).map_err(|sse::TooLarge| self.garbled("an SSE event over the size bound"))?;
-                out.extend(data.iter().filter_map(|d| serde_json::from_str::<Value>(d).ok()));
+                for v in data.iter().filter_map(|d| serde_json::from_str::<Value>(d).ok()) {
+                    self.deliver(msg, v, to_host).await;
+                }
             }
-            return Ok(out);
+            return Ok(());
         }
         let challenge = challenge_description(resp.headers());
         let mut bytes = Vec::new();
@@ -221,11 +212,12 @@ impl Bridge {
                 {
                     v["id"] = id.clone();
                 }
-                Ok(vec![v])
+                self.deliver(msg, v, to_host).await;
+                Ok(())
             }
             _ if status.is_success() => Err(self.garbled("an answer that is not JSON-RPC")),
             _ => {
-                let Some(id) = msg.get("method").and(msg.get("id")) else { return Ok(vec![]) };
+                let Some(id) = msg.get("method").and(msg.get("id")) else { return Ok(()) };
                 let text = String::from_utf8_lossy(&bytes);
                 let said = challenge.unwrap_or_else(|| warden_core::untrusted_text(text.trim(), 500));
                 let code = match status {
@@ -233,9 +225,30 @@ impl Bridge {
                     StatusCode::FORBIDDEN => jsonrpc_codes::DENIED,
                     _ => jsonrpc_codes::INTERNAL,
                 };
-                Ok(vec![error_reply(id, code, &format!("the Warden gateway refused the request (HTTP {}): {said}", status.as_u16()))])
+                let reply = error_reply(id, code, &format!("the Warden gateway refused the request (HTTP {}): {said}", status.as_u16()));
+                self.deliver(msg, reply, to_host).await;
+                Ok(())
             }
         }
+    }
+
+    /// One message of the gateway's answer to `msg`. The answer to the
+    /// host's `initialize` also settles the session's protocol version and
+    /// starts relaying the session's own stream.
+    async fn deliver(self: &Arc<Self>, msg: &Value, answer: Value, to_host: bool) {
+        if !to_host {
+            return;
+        }
+        if is_initialize(msg)
+            && let Some(v) = answer.pointer("/result/protocolVersion").and_then(Value::as_str)
+        {
+            self.session.lock().protocol = Some(v.to_string());
+            let listener = tokio::spawn(self.clone().listen()).abort_handle();
+            if let Some(old) = self.session.lock().listener.replace(listener) {
+                old.abort();
+            }
+        }
+        self.emit(answer).await;
     }
 
     fn unreachable(&self, e: reqwest::Error) -> RelayError {
@@ -248,7 +261,7 @@ impl Bridge {
 
     /// Open a new gateway session with the host's `initialize`; its answer
     /// is the bridge's, not the host's (the host already has one).
-    async fn reopen(&self) -> Result<(), RelayError> {
+    async fn reopen(self: &Arc<Self>) -> Result<(), RelayError> {
         let Some(mut init) = self.session.lock().initialize.clone() else { return Ok(()) };
         init["id"] = json!("warden-connect-reopen");
         self.session.lock().id = None;
@@ -256,7 +269,7 @@ impl Bridge {
         let resp = self.relay.send(Method::POST, self.headers("application/json, text/event-stream"), serde_json::to_vec(&init).unwrap_or_default()).await?;
         let sid = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let ok = resp.status().is_success();
-        self.answers(&init, resp).await?;
+        self.answers(&init, resp, false).await?;
         if !ok {
             return Err(self.garbled("a refusal to open a new session"));
         }

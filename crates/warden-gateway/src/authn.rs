@@ -272,7 +272,7 @@ pub fn bearer_refused(agent: &Agent) -> String {
 
 /// Deepest delegation the registry may express; a longer parent chain is a
 /// corrupt registry (or a cycle), and its agents get nothing.
-const MAX_LINEAGE: usize = 16;
+pub(crate) const MAX_LINEAGE: usize = 16;
 
 /// `agent` and its registered ancestors, the agent first: the only
 /// delegation chain a token of `agent` may carry.

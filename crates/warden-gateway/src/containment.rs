@@ -95,10 +95,14 @@ impl Gateway {
     /// exits): nothing the contained agent left there is used again.
     fn close_sessions(&self, k: &Kill) -> usize {
         let snap = self.snapshot();
+        // An agent kill stops its sub-agents too: walk each caller's lineage.
+        let lineage = |agent: &str| {
+            std::iter::successors(snap.agents.get(agent), |a| a.parent.as_ref().and_then(|p| snap.agents.get(p.as_str()))).take(crate::authn::MAX_LINEAGE)
+        };
         let covers = |agent: &str| match k.scope {
             KillScope::Global => true,
-            KillScope::Agent => agent == k.target,
-            KillScope::Owner => snap.agents.get(agent).is_some_and(|a| a.owner == k.target),
+            KillScope::Agent => agent == k.target || lineage(agent).any(|a| a.id.as_str() == k.target),
+            KillScope::Owner => lineage(agent).any(|a| a.owner == k.target),
             KillScope::Server | KillScope::Tool => false,
         };
         let closed = self.sessions.lock().close_where(|s| covers(&s.agent));

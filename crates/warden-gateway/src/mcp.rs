@@ -210,6 +210,8 @@ async fn authenticate(
         let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
+    // An expired certificate on a connection that outlived it proves nothing.
+    let cert = cert.and_then(|c| c.valid_at(now));
     let authenticated = gw.authenticate(headers, method, cert, now).await.and_then(|a| match cert {
         Some(c) if c.spiffe_id != a.claims.agent() => Err(crate::AuthFailure {
             status: StatusCode::UNAUTHORIZED,

@@ -12,6 +12,8 @@
 
 use std::net::SocketAddr;
 
+const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
 /// `[http]` in warden.toml.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -73,12 +75,17 @@ impl OriginPolicy {
         let host_port = public_url.split_once("://").and_then(|(s, _)| default_port(&s.to_ascii_lowercase())).unwrap_or(80);
         let mut origins: Vec<String> = normal_origin(public_url).into_iter().collect();
         origins.extend(cfg.allowed_origins.iter().filter_map(|o| normal_origin(o)));
+        // The gateway's own pages under another of its loopback names.
+        if listen.ip().is_loopback() {
+            let scheme = public_url.split_once("://").map_or("http", |(s, _)| s).to_ascii_lowercase();
+            origins.extend(LOOPBACK.map(|h| format!("{scheme}://{h}:{}", listen.port())));
+        }
         let hosts = if cfg.allowed_hosts.iter().any(|h| h == "*") {
             None
         } else {
             let mut hosts: Vec<String> = origins.first().and_then(|o| o.split_once("://")).map(|(_, a)| a.to_string()).into_iter().collect();
             if listen.ip().is_loopback() {
-                hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(|h| format!("{h}:{}", listen.port())));
+                hosts.extend(LOOPBACK.map(|h| format!("{h}:{}", listen.port())));
             }
             hosts.extend(cfg.allowed_hosts.iter().map(|h| with_port(&h.to_ascii_lowercase(), host_port)));
             Some(hosts)
@@ -124,6 +131,8 @@ mod tests {
             assert!(matches!(p.check(Some(bad), None), Err(Rebinding::Host(_))), "{bad}");
         }
         assert!(p.check(None, None).is_err(), "no Host at all");
+        assert_eq!(p.check(Some("localhost:8700"), Some("http://localhost:8700")), Ok(()), "its own page by another loopback name");
+        assert!(p.check(Some("localhost:8700"), Some("http://localhost:3000")).is_err(), "another local server's page");
     }
 
     #[test]

@@ -8,4 +8,14 @@ pub struct PeerCertificate {
     pub spiffe_id: String,
     /// RFC 8705 `x5t#S256` of the certificate.
     pub x5t_s256: String,
+    /// When it expires: rustls checks validity at the handshake only, and a
+    /// keep-alive connection can outlive a short-lived SVID.
+    pub not_after: i64,
+}
+
+impl PeerCertificate {
+    /// The certificate, if it is still valid at `now`.
+    pub fn valid_at(&self, now: i64) -> Option<&Self> {
+        (now < self.not_after).then_some(self)
+    }
 }

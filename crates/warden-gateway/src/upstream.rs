@@ -18,8 +18,9 @@
 //! agent to another. The gateway's own listings and definition checks use a
 //! session of their own. A caller's session ends when its gateway session
 //! does (DELETE, a kill switch), after [`SESSION_IDLE`] unused, or when the
-//! upstream's [`MAX_CALLER_SESSIONS`] are taken (the least recently used
-//! idle one goes).
+//! caller's agent opens more than [`MAX_SESSIONS_PER_AGENT`] (its own least
+//! recently used idle one goes) or the upstream's [`MAX_CALLER_SESSIONS`]
+//! are taken (the least recently used idle one goes).
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -43,6 +44,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Upstream sessions one upstream keeps open for callers at once.
 pub const MAX_CALLER_SESSIONS: usize = 256;
+/// Of those, one agent's: an agent opening more closes its own least
+/// recently used idle one, never another agent's.
+pub const MAX_SESSIONS_PER_AGENT: usize = 16;
 /// An upstream session unused this long is closed (the gateway's own MCP
 /// sessions expire after the same time).
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
@@ -177,19 +181,32 @@ impl Slots {
             return Some(slot.clone());
         }
         self.by_caller.retain(|c, (slot, used)| *c == Caller::Gateway || now.duration_since(*used) < SESSION_IDLE || Arc::strong_count(slot) > 1);
-        if self.by_caller.len() >= MAX_CALLER_SESSIONS {
-            // The least recently used one with no request in flight.
-            let victim = self
-                .by_caller
-                .iter()
-                .filter(|(c, (slot, _))| **c != Caller::Gateway && Arc::strong_count(slot) == 1)
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(c, _)| c.clone())?;
-            self.by_caller.remove(&victim);
+        let agent = match caller {
+            Caller::Session { agent, .. } => Some(agent.as_str()),
+            Caller::Gateway => None,
+        };
+        let own = |c: &Caller| matches!(c, Caller::Session { agent: a, .. } if Some(a.as_str()) == agent);
+        if agent.is_some() && self.by_caller.keys().filter(|c| own(c)).count() >= MAX_SESSIONS_PER_AGENT {
+            self.evict(|c| own(c))?;
+        } else if self.by_caller.len() >= MAX_CALLER_SESSIONS {
+            self.evict(|c| *c != Caller::Gateway)?;
         }
         let slot = Arc::new(Slot::default());
         self.by_caller.insert(caller.clone(), (slot.clone(), now));
         Some(slot)
+    }
+
+    /// Close the least recently used slot `which` selects that has no
+    /// request in flight; `None` when every one is busy.
+    fn evict(&mut self, which: impl Fn(&Caller) -> bool) -> Option<()> {
+        let victim = self
+            .by_caller
+            .iter()
+            .filter(|(c, (slot, _))| which(c) && Arc::strong_count(slot) == 1)
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(c, _)| c.clone())?;
+        self.by_caller.remove(&victim);
+        Some(())
     }
 }
 
@@ -376,7 +393,7 @@ impl Upstream {
         let arrived = Instant::now();
         let deadline = arrived + Duration::from_secs(self.config.timeout_secs);
         let Some(slot) = self.slots.lock().get(caller, arrived) else {
-            return Err(self.unavailable(format!("all {MAX_CALLER_SESSIONS} upstream sessions are in use; retry shortly")));
+            return Err(self.unavailable("every upstream session this caller may open is busy; retry shortly"));
         };
         let connected = AtomicBool::new(false);
         let exchange = async {
@@ -784,4 +801,50 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
     alive.store(false, Ordering::Relaxed);
     pending.lock().clear();
     tracing::warn!(upstream = %name, "upstream process closed its stdout; it will be restarted on the next call");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(agent: &str, n: usize) -> Caller {
+        Caller::Session { agent: agent.into(), session: format!("s{n}") }
+    }
+
+    #[test]
+    fn an_agent_over_its_share_closes_its_own_oldest_session_not_anothers() {
+        let mut slots = Slots::default();
+        let t0 = Instant::now();
+        let other = slots.get(&session("b", 0), t0).unwrap();
+        for n in 0..MAX_SESSIONS_PER_AGENT {
+            slots.get(&session("a", n), t0 + Duration::from_millis(n as u64 + 1)).unwrap();
+        }
+        let later = t0 + Duration::from_secs(1);
+        slots.get(&session("a", 99), later).unwrap();
+        assert!(!slots.by_caller.contains_key(&session("a", 0)), "a's least recently used session went");
+        assert!(slots.by_caller.contains_key(&session("b", 0)), "b's stays");
+        assert_eq!(slots.by_caller.keys().filter(|c| matches!(c, Caller::Session { agent, .. } if agent == "a")).count(), MAX_SESSIONS_PER_AGENT);
+        drop(other);
+    }
+
+    #[test]
+    fn sessions_with_a_request_in_flight_are_never_closed_to_make_room() {
+        let mut slots = Slots::default();
+        let now = Instant::now();
+        let busy: Vec<_> = (0..MAX_SESSIONS_PER_AGENT).map(|n| slots.get(&session("a", n), now).unwrap()).collect();
+        assert!(slots.get(&session("a", 99), now).is_none(), "all of a's are busy: refused, nothing closed");
+        assert_eq!(busy.len(), MAX_SESSIONS_PER_AGENT);
+        assert!(slots.get(&session("b", 0), now).is_some(), "another agent still gets one");
+    }
+
+    #[test]
+    fn idle_sessions_close_and_the_gateways_own_stays() {
+        let mut slots = Slots::default();
+        let t0 = Instant::now();
+        slots.get(&Caller::Gateway, t0).unwrap();
+        slots.get(&session("a", 0), t0).unwrap();
+        slots.get(&session("b", 0), t0 + SESSION_IDLE).unwrap();
+        assert!(!slots.by_caller.contains_key(&session("a", 0)));
+        assert!(slots.by_caller.contains_key(&Caller::Gateway));
+    }
 }

@@ -163,6 +163,10 @@ impl AgentKey {
     }
 
     fn rsa(n: &[u8], e: &[u8]) -> Result<Self, IdentityError> {
+        // One key, one stored form and one thumbprint (RFC 7638 uses the
+        // minimal big-endian encoding): leading zero bytes go.
+        let minimal = |b: &[u8]| b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..].to_vec();
+        let (n, e) = (&minimal(n)[..], &minimal(e)[..]);
         let bits = n.first().map_or(0, |top| n.len() * 8 - top.leading_zeros() as usize);
         if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
             return Err(bad(format!("RSA modulus has {bits} bits: {RSA_MIN_BITS} to {RSA_MAX_BITS} are accepted")));

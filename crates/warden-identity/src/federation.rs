@@ -93,12 +93,14 @@ pub fn verify_workload_jwt(jwt: &str, trusted: &[TrustedIssuer], now: i64) -> Re
         .iter()
         .find(|t| t.issuer == claimed.iss)
         .ok_or_else(|| bad(format!("issuer {} is not a configured workload issuer", warden_core::untrusted_text(&claimed.iss, 120))))?;
+    // The key the token's `kid` names; when none does (or it names none),
+    // every key of the issuer is tried: its signature decides.
     let kid = jws.header.get("kid").and_then(Value::as_str);
-    let verified = issuer
-        .keys
-        .iter()
-        .filter(|(k, _)| kid.is_none() || k.as_deref() == kid)
-        .find_map(|(_, key)| jws.verify::<Unverified>(key).ok())
+    let named: Vec<&AgentKey> = issuer.keys.iter().filter(|(k, _)| kid.is_some() && k.as_deref() == kid).map(|(_, key)| key).collect();
+    let candidates = if named.is_empty() { issuer.keys.iter().map(|(_, key)| key).collect() } else { named };
+    let verified = candidates
+        .into_iter()
+        .find_map(|key| jws.verify::<Unverified>(key).ok())
         .ok_or_else(|| bad(format!("no key of {} verifies its signature", issuer.issuer)))?;
     let aud_ok = match &verified.aud {
         Value::String(a) => *a == issuer.audience,

@@ -303,7 +303,12 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // A hung upstream delays serving by STARTUP_LISTING_WAIT at most.
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
-    let workload = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
+    let workload: Vec<_> = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
+    if let Some(dup) =
+        workload.iter().enumerate().find_map(|(i, w)| workload[..i].iter().any(|o| o.issuer.issuer == w.issuer.issuer).then_some(&w.issuer.issuer))
+    {
+        return Err(StartError::Config(format!("[[workload_issuer]] {dup} is configured twice: give each issuer one entry")));
+    }
     let oauth =
         Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some(), workload });
     let admin = Arc::new(crate::admin::Admin {

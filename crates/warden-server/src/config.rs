@@ -167,7 +167,7 @@ impl ServerConfig {
             w.jwks_file = base.join(&w.jwks_file);
         }
         if let Some(t) = &mut cfg.tls {
-            for p in t.cert_file.iter_mut().chain(t.key_file.iter_mut()).chain(t.client_ca_files.iter_mut()) {
+            for p in t.cert_file.iter_mut().chain(t.key_file.iter_mut()).chain(t.trust_bundles.values_mut()) {
                 *p = base.join(&*p);
             }
         }

@@ -357,7 +357,7 @@ async fn token(
         if grant == JWT_BEARER {
             let (agent, issuer) = s.workload_agent(&form, now)?;
             ev.agent = Some(agent.id.to_string());
-            let cnf = s.confirmation(&headers, cert.as_ref(), &agent, true, now).await?;
+            let cnf = s.confirmation(&headers, cert.as_ref().and_then(|c| c.valid_at(now)), &agent, true, now).await?;
             let mut claims = s.client_credentials(&form, &agent, cnf, resource, now)?;
             claims.fed = Some(issuer);
             return Ok(claims);
@@ -367,7 +367,7 @@ async fn token(
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
-        let cnf = s.confirmation(&headers, cert.as_ref(), &agent, false, now).await?;
+        let cnf = s.confirmation(&headers, cert.as_ref().and_then(|c| c.valid_at(now)), &agent, false, now).await?;
         if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) }
     }
     .await;

@@ -9,8 +9,12 @@
 
 use crate::app::{StartError, write_private};
 use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,10 +33,12 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// The key of `cert_file` (PKCS#8 PEM).
     pub key_file: Option<PathBuf>,
-    /// SPIFFE trust bundles (PEM) of other trust domains whose X.509-SVIDs
-    /// are accepted besides the ones Warden's CA issues.
+    /// SPIFFE trust bundles (PEM) of other trust domains, by trust domain,
+    /// whose X.509-SVIDs are accepted besides the ones Warden's CA issues. A
+    /// bundle anchors only SVIDs of its own trust domain (SPIFFE): it cannot
+    /// vouch for an id of Warden's trust domain or of another bundle's.
     #[serde(default)]
-    pub client_ca_files: Vec<PathBuf>,
+    pub trust_bundles: std::collections::BTreeMap<String, PathBuf>,
     /// Refuse connections without a client certificate: mutual TLS for every agent.
     #[serde(default)]
     pub require_client_cert: bool,
@@ -77,21 +83,23 @@ pub fn server_config(cfg: &TlsConfig, ca: &Authority, addr: SocketAddr) -> Resul
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| bad("the certificate chain", &e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("the key", &e))?;
-    let mut roots = RootCertStore::empty();
-    let mut bundles = vec![ca.cert_pem().to_string()];
-    for f in &cfg.client_ca_files {
-        bundles.push(read(f, "[tls] client_ca_files")?);
+    let mut bundles = vec![(ca.trust_domain().to_string(), ca.cert_pem().to_string())];
+    for (td, f) in &cfg.trust_bundles {
+        if td == ca.trust_domain() {
+            return Err(StartError::Config(format!("[tls] trust_bundles: {td} is Warden's own trust domain; only Warden's CA anchors its SVIDs")));
+        }
+        bundles.push((td.clone(), read(f, "[tls] trust_bundles")?));
     }
-    for pem in &bundles {
+    let mut by_domain = std::collections::HashMap::new();
+    for (td, pem) in bundles {
+        let mut roots = RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             roots.add(c.map_err(|e| bad("a trust bundle", &e))?).map_err(|e| bad("a trust bundle", &e))?;
         }
+        let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(|e| bad("client certificates", &e))?;
+        by_domain.insert(td, v);
     }
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    if !cfg.require_client_cert {
-        verifier = verifier.allow_unauthenticated();
-    }
-    let verifier = verifier.build().map_err(|e| bad("client certificates", &e))?;
+    let verifier = Arc::new(PerTrustDomain { by_domain, required: cfg.require_client_cert, schemes: provider.signature_verification_algorithms });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("protocol versions", &e))?
@@ -108,5 +116,54 @@ pub fn server_config(cfg: &TlsConfig, ca: &Authority, addr: SocketAddr) -> Resul
 pub fn peer_certificate(conn: &rustls::ServerConnection) -> Result<Option<PeerCertificate>, warden_identity::IdentityError> {
     let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else { return Ok(None) };
     let svid = warden_identity::read_svid(leaf)?;
-    Ok(Some(PeerCertificate { spiffe_id: svid.spiffe_id, x5t_s256: svid.x5t_s256 }))
+    Ok(Some(PeerCertificate { spiffe_id: svid.spiffe_id, x5t_s256: svid.x5t_s256, not_after: svid.not_after }))
+}
+
+/// Client certificates verified against the bundle of the trust domain the
+/// leaf's SPIFFE id names, and only that one: with one root store for all,
+/// a CA of another trust domain could issue an SVID naming one of Warden's
+/// agents. A leaf that is no SVID, or of a trust domain without a bundle,
+/// is refused at the handshake.
+#[derive(Debug)]
+struct PerTrustDomain {
+    by_domain: std::collections::HashMap<String, Arc<dyn ClientCertVerifier>>,
+    required: bool,
+    schemes: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for PerTrustDomain {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let svid = warden_identity::read_svid(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = self.by_domain.get(&svid.trust_domain).ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))?;
+        verifier.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.schemes)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.schemes)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.supported_schemes()
+    }
 }

@@ -204,7 +204,8 @@ pub struct ConnectArgs {
     /// every tool the agent may use).
     #[arg(long)]
     pub scope: Option<String>,
-    /// Serve streamable HTTP at http://ADDR/mcp (a loopback address) instead of stdio.
+    /// Serve streamable HTTP at http://ADDR/mcp (a loopback address) instead
+    /// of stdio, to requests with `Authorization: Bearer $WARDEN_CONNECT_SECRET`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 }

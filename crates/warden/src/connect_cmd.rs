@@ -21,6 +21,9 @@ fn load_key(path: &std::path::Path) -> Result<AgentSigner> {
     AgentSigner::from_pkcs8_pem(&pem).with_context(|| format!("the agent key {}", path.display()))
 }
 
+/// The secret a host must present to the loopback listener.
+const LISTEN_SECRET_ENV: &str = "WARDEN_CONNECT_SECRET";
+
 fn task_id() -> String {
     let mut b = [0u8; 9];
     getrandom::fill(&mut b).expect("OS random source available");
@@ -52,9 +55,14 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
     }
     match args.listen {
         Some(addr) => {
+            let secret = std::env::var(LISTEN_SECRET_ENV).map_err(|_| {
+                anyhow::anyhow!(
+                    "--listen needs a secret the host will send: set {LISTEN_SECRET_ENV} to a random value (e.g. `openssl rand -hex 32`) and configure the host to send `Authorization: Bearer <it>`"
+                )
+            })?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             eprintln!("warden connect: agent {} at http://{}/mcp (gateway {})", args.agent, listener.local_addr()?, relay.gateway());
-            warden_client::listen::serve(relay, listener).await.context("serving streamable HTTP")
+            warden_client::listen::serve(relay, listener, &secret).await.context("serving streamable HTTP")
         }
         None => warden_client::stdio::serve(relay, tokio::io::stdin(), tokio::io::stdout()).await.context("relaying stdio"),
     }

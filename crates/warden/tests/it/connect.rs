@@ -9,6 +9,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What the tests' hosts send the loopback listener.
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
 /// A host's end of a `warden connect` process on stdio.
 pub(crate) struct Host {
     child: Child,
@@ -203,6 +206,7 @@ async fn the_loopback_listener_relays_streamable_http_and_refuses_other_hosts() 
     let key = h.dir.path().join("http-bot.pem");
     let mut child = Command::new(BIN)
         .args(["connect", "--gateway", &h.base, "--agent", &id, "--key", key.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("WARDEN_CONNECT_SECRET", SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -221,7 +225,12 @@ async fn the_loopback_listener_relays_streamable_http_and_refuses_other_hosts() 
     let url = rx.recv_timeout(Duration::from_secs(30)).expect("the bridge listens");
     let http = reqwest::Client::new();
     let post = |body: Value, session: Option<&str>| {
-        let mut r = http.post(&url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_string());
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {SECRET}"))
+            .body(body.to_string());
         if let Some(s) = session {
             r = r.header("mcp-session-id", s);
         }
@@ -238,6 +247,12 @@ async fn the_loopback_listener_relays_streamable_http_and_refuses_other_hosts() 
     let call = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1002" } } });
     let r: Value = post(call.clone(), Some(&session)).send().await.unwrap().json().await.unwrap();
     assert!(r["result"].to_string().contains("Grace Hopper"), "{r}");
+
+    // Another user or process of this machine, without the secret.
+    let r = http.post(&url).header("content-type", "application/json").body(init.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http.post(&url).header("authorization", "Bearer wrong").body(init.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 
     // DNS rebinding: a page of another site, or a name that resolves here.
     let r = post(init.clone(), None).header("origin", "http://evil.example").send().await.unwrap();
@@ -258,9 +273,21 @@ async fn the_loopback_listener_relays_streamable_http_and_refuses_other_hosts() 
     let _ = child.kill();
     let _ = child.wait();
 
-    // Only loopback addresses.
-    let out =
-        Command::new(BIN).args(["connect", "--gateway", &h.base, "--agent", &id, "--key", key.to_str().unwrap(), "--listen", "0.0.0.0:0"]).output().unwrap();
+    // Only loopback addresses, and only with a secret.
+    let listen = |addr: &str, secret: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.args(["connect", "--gateway", &h.base, "--agent", &id, "--key", key.to_str().unwrap(), "--listen", addr]).env_remove("WARDEN_CONNECT_SECRET");
+        if let Some(s) = secret {
+            c.env("WARDEN_CONNECT_SECRET", s);
+        }
+        c.output().unwrap()
+    };
+    let out = listen("127.0.0.1:0", None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARDEN_CONNECT_SECRET"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = listen("127.0.0.1:0", Some("short"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = listen("0.0.0.0:0", Some(SECRET));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
 }

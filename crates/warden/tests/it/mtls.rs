@@ -38,7 +38,10 @@ async fn call(h: &Harness, http: reqwest::Client, id: &str, key: &Keypair) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_with_their_svid_get_through_and_other_certificates_do_not() {
     let mut h = Harness::start("");
-    h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[tls]\nrequire_client_cert = true");
+    // Another trust domain's bundle: it anchors SVIDs of its own domain only.
+    let foreign = Authority::generate("other.example", now_secs()).unwrap();
+    std::fs::write(h.dir.path().join("other-ca.pem"), foreign.cert_pem()).unwrap();
+    h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[tls]\nrequire_client_cert = true\n[tls.trust_bundles]\n\"other.example\" = \"other-ca.pem\"");
     h.serve();
     assert!(h.base.starts_with("https://"), "{}", h.base);
     h.approve_demo_tools();
@@ -57,11 +60,22 @@ async fn agents_with_their_svid_get_through_and_other_certificates_do_not() {
     let e = call(&h, client(&ca, None), &bot, &bot_key).await.unwrap_err();
     assert!(e.contains("error sending request"), "{e}");
 
-    // Another trust domain's CA.
-    let foreign = Authority::generate("other.example", now_secs()).unwrap();
-    let f = foreign.issue_agent("spiffe://other.example/agent/bot", now_secs() - 60, now_secs() + 600).unwrap();
+    // A CA nobody configured.
+    let stranger = Authority::generate("stranger.example", now_secs()).unwrap();
+    let f = stranger.issue_agent("spiffe://stranger.example/agent/bot", now_secs() - 60, now_secs() + 600).unwrap();
     let e = call(&h, client(&ca, Some(format!("{}{}", f.cert_pem, f.key_pem))), &bot, &bot_key).await.unwrap_err();
     assert!(e.contains("error sending request"), "{e}");
+
+    // The other trust domain's CA vouching for an id of Warden's own trust
+    // domain: refused at the handshake, though its bundle is configured.
+    let forged = Authority::from_pem("warden.local", foreign.cert_pem(), &foreign.key_pem()).unwrap();
+    let f = forged.issue_agent(&bot, now_secs() - 60, now_secs() + 600).unwrap();
+    let e = call(&h, client(&ca, Some(format!("{}{}", f.cert_pem, f.key_pem))), &bot, &bot_key).await.unwrap_err();
+    assert!(e.contains("error sending request"), "{e}");
+    // Its own domain's SVID gets through TLS, and is no Warden agent.
+    let f = foreign.issue_agent("spiffe://other.example/agent/bot", now_secs() - 60, now_secs() + 600).unwrap();
+    let r = call(&h, client(&ca, Some(format!("{}{}", f.cert_pem, f.key_pem))), &bot, &bot_key).await.unwrap();
+    assert_eq!(r.status, 401, "{}", r.body);
 
     // Warden's own CA, but expired.
     let data = h.dir.path().join("warden-data");
