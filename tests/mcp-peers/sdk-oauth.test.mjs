@@ -9,48 +9,30 @@
 // they are refused with a message saying what to change.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { PrivateKeyJwtProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
-import { waitFor } from './agent.mjs';
+import { ROOT as root, startGateway } from './agent.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '../..');
-const WARDEN = process.env.WARDEN_BIN ?? join(root, 'target/debug/warden');
 const PYTHON = process.env.WARDEN_PYTHON;
-const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 
-const dir = mkdtempSync(join(tmpdir(), 'warden-sdk-oauth-'));
-const cfg = join(dir, 'warden.toml');
-const children = [];
+let gw;
 let base;
+let dir;
 
-const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });
+const warden = (...args) => gw.warden(...args);
 
 before(async () => {
-  writeFileSync(cfg, `listen = "127.0.0.1:0"
-policy_dir = ${JSON.stringify(join(root, 'policies'))}
-refresh_ms = 20
-
-[[upstream]]
-name = "everything"
-transport = "stdio"
-command = "node"
-args = [${JSON.stringify(EVERYTHING)}, "stdio"]
-`);
-  const gw = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(gw);
-  [, base] = await waitFor(gw, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
+  gw = await startGateway('sdk-oauth');
+  ({ base, dir } = gw);
   warden('tool', 'set', 'everything/echo', '--sensitivity', 'low', '--action-class', 'read');
   warden('tool', 'approve', 'everything/echo');
 });
 
-after(() => { for (const c of children) c.kill('SIGKILL'); });
+after(() => gw?.stop());
 
 /** Register `name` with a generated key of `alg` and a token binding; returns [SPIFFE id, private key PEM]. */
 async function register(name, alg, binding) {

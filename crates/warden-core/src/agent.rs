@@ -65,78 +65,32 @@ impl fmt::Display for AgentId {
     }
 }
 
-/// Lifecycle state of an agent. Only `Active` agents get tokens or make calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AgentStatus {
-    Active,
-    Suspended,
-    Revoked,
-}
+string_enum!(
+    /// Lifecycle state of an agent. Only `Active` agents get tokens or make calls.
+    AgentStatus, "status", "active, suspended, revoked", {
+    Active => "active",
+    Suspended => "suspended",
+    Revoked => "revoked",
+});
 
-impl AgentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Suspended => "suspended",
-            Self::Revoked => "revoked",
-        }
-    }
-}
+string_enum!(
+    /// How the tokens an agent gets are bound to it. `Dpop` (the default)
+    /// binds every token to the agent's key (RFC 9449): a stolen token is
+    /// useless without the key. `Bearer` lets clients that cannot sign DPoP
+    /// proofs (most MCP SDKs) use unbound tokens, which an operator allows
+    /// per agent. `Mtls` binds every token to the agent's X.509-SVID on a
+    /// mutual-TLS connection (RFC 8705): it is used only over a connection
+    /// with that certificate.
+    TokenBinding, "token binding", "dpop, bearer, mtls", {
+    Dpop => "dpop",
+    Bearer => "bearer",
+    Mtls => "mtls",
+});
 
-impl FromStr for AgentStatus {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, CoreError> {
-        match s {
-            "active" => Ok(Self::Active),
-            "suspended" => Ok(Self::Suspended),
-            "revoked" => Ok(Self::Revoked),
-            _ => Err(CoreError::Enum { field: "status", value: s.into(), allowed: "active, suspended, revoked" }),
-        }
-    }
-}
-
-/// How the tokens an agent gets are bound to it. `Dpop` (the default) binds
-/// every token to the agent's key (RFC 9449): a stolen token is useless
-/// without the key. `Bearer` lets clients that cannot sign DPoP proofs (most
-/// MCP SDKs) use unbound tokens, which an operator allows per agent. `Mtls`
-/// binds every token to the agent's X.509-SVID (RFC 8705): it is used only
-/// over a TLS connection with that certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenBinding {
-    #[default]
-    Dpop,
-    Bearer,
-    /// Bound to the agent's X.509-SVID on a mutual-TLS connection (RFC 8705).
-    Mtls,
-}
-
-impl TokenBinding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dpop => "dpop",
-            Self::Bearer => "bearer",
-            Self::Mtls => "mtls",
-        }
-    }
-}
-
-impl FromStr for TokenBinding {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, CoreError> {
-        match s {
-            "dpop" => Ok(Self::Dpop),
-            "bearer" => Ok(Self::Bearer),
-            "mtls" => Ok(Self::Mtls),
-            _ => Err(CoreError::Enum { field: "token binding", value: s.into(), allowed: "dpop, bearer, mtls" }),
-        }
-    }
-}
-
-impl std::fmt::Display for TokenBinding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+#[expect(clippy::derivable_impls, reason = "string_enum! makes the enum and derives no Default")]
+impl Default for TokenBinding {
+    fn default() -> Self {
+        Self::Dpop
     }
 }
 

@@ -6,7 +6,8 @@
 /// A closed set of lowercase names: the enum, `as_str`, `FromStr` (with an
 /// error listing what is allowed) and `Display`.
 macro_rules! string_enum {
-    ($name:ident, $field:literal, $allowed:literal, { $($variant:ident => $s:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $allowed:literal, { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
         pub enum $name { $($variant),+ }

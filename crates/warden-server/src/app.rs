@@ -270,7 +270,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let tls = match &cfg.tls {
         Some(t) => {
             let ca = crate::tls::load_or_create_ca(&cfg.data_dir, &cfg.trust_domain)?;
-            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t, &ca, addr)?))
+            let authority = cfg.public_url.as_deref().and_then(|u| u.split_once("://")).map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
+            // `host:port`, or `[v6]:port`: the name without port and brackets.
+            let public_host = authority.map(|a| match a.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(v6),
+                None => a.split(':').next().unwrap_or(a),
+            });
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t, &ca, addr, public_host)?))
         }
         None => None,
     };

@@ -28,8 +28,9 @@ use warden_identity::Authority;
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The gateway's certificate chain (PEM). Without it the gateway uses a
-    /// certificate from Warden's CA for its listen address and `localhost`,
-    /// issued at each start (clients then trust `warden ca bundle`).
+    /// certificate from Warden's CA for its public URL's host, its listen
+    /// address and `localhost`, issued at each start (clients then trust
+    /// `warden agent trust-bundle`).
     pub cert_file: Option<PathBuf>,
     /// The key of `cert_file` (PKCS#8 PEM).
     pub key_file: Option<PathBuf>,
@@ -66,15 +67,21 @@ pub fn load_or_create_ca(data_dir: &Path, trust_domain: &str) -> Result<Authorit
     Ok(ca)
 }
 
-/// The rustls configuration for the listener at `addr`.
-pub fn server_config(cfg: &TlsConfig, ca: &Authority, addr: SocketAddr) -> Result<Arc<rustls::ServerConfig>, StartError> {
+/// The rustls configuration for the listener at `addr`, reached as
+/// `public_host` (the public URL's host) when one is configured.
+pub fn server_config(cfg: &TlsConfig, ca: &Authority, addr: SocketAddr, public_host: Option<&str>) -> Result<Arc<rustls::ServerConfig>, StartError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| StartError::Config(format!("[tls] {what}: {e}"));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let (chain_pem, key_pem) = match (&cfg.cert_file, &cfg.key_file) {
         (Some(c), Some(k)) => (read(c, "[tls] cert_file")?, read(k, "[tls] key_file")?),
         (None, None) => {
             let now = now_secs();
-            let names = vec![addr.ip().to_string(), "localhost".to_string()];
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            names.extend(public_host.map(str::to_string));
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+            names.dedup();
             let issued = ca.issue_server(&names, now - 60, now + SERVER_CERT_SECS).map_err(|e| bad("the gateway certificate", &e))?;
             (format!("{}{}", issued.cert_pem, ca.cert_pem()), issued.key_pem)
         }

@@ -170,30 +170,25 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
         }
     }
 
-    /// Register an agent with a generated key; returns (SPIFFE id, key).
-    pub fn register(&self, name: &str, tools: &str, autonomy: u8, parent: Option<&str>) -> (String, Keypair) {
+    /// Register an agent with a generated key (`NAME.pem` in the test
+    /// directory), the test owner and purpose, and `extra` arguments
+    /// (`--key-alg`, `--token-binding`, `--parent`…); returns its SPIFFE id.
+    pub fn register_agent(&self, name: &str, tools: &str, extra: &[&str]) -> String {
         let key_path = self.dir.path().join(format!("{name}.pem"));
+        let args = ["agent", "register", name, "--owner", "alice@example.com", "--purpose", "integration test", "--tools", tools];
+        let args: Vec<&str> = args.into_iter().chain(["--generate-key", key_path.to_str().unwrap()]).chain(extra.iter().copied()).collect();
+        self.cli(&args).trim().to_string()
+    }
+
+    /// Register an agent with a generated Ed25519 key; returns (SPIFFE id, key).
+    pub fn register(&self, name: &str, tools: &str, autonomy: u8, parent: Option<&str>) -> (String, Keypair) {
         let autonomy = autonomy.to_string();
-        let mut args = vec![
-            "agent",
-            "register",
-            name,
-            "--owner",
-            "alice@example.com",
-            "--purpose",
-            "integration test",
-            "--tools",
-            tools,
-            "--autonomy",
-            &autonomy,
-            "--generate-key",
-            key_path.to_str().unwrap(),
-        ];
+        let mut extra = vec!["--autonomy", &autonomy];
         if let Some(p) = parent {
-            args.extend(["--parent", p]);
+            extra.extend(["--parent", p]);
         }
-        let id = self.cli(&args).trim().to_string();
-        let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
+        let id = self.register_agent(name, tools, &extra);
+        let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(self.dir.path().join(format!("{name}.pem"))).unwrap()).unwrap();
         (id, key)
     }
 

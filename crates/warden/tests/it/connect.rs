@@ -297,25 +297,7 @@ async fn the_bridge_signs_with_p256_and_rsa_agent_keys_too() {
     let h = Harness::start("");
     h.approve_demo_tools();
     for (name, alg) in [("p256-bot", "es256"), ("rsa-bot", "rs256")] {
-        let key = h.dir.path().join(format!("{name}.pem"));
-        let id = h
-            .cli(&[
-                "agent",
-                "register",
-                name,
-                "--owner",
-                "alice@example.com",
-                "--purpose",
-                "bridge",
-                "--tools",
-                "onboarding/customer_lookup",
-                "--key-alg",
-                alg,
-                "--generate-key",
-                key.to_str().unwrap(),
-            ])
-            .trim()
-            .to_string();
+        let id = h.register_agent(name, "onboarding/customer_lookup", &["--key-alg", alg]);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut host = Host::launch(&h, &id, &[]);
         assert!(host.initialize()["result"].is_object());

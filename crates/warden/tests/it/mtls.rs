@@ -119,22 +119,8 @@ async fn certificate_bound_tokens_work_only_with_their_certificate() {
     h.edit_config("refresh_ms = 20", "refresh_ms = 20\n[tls]");
     h.serve();
     h.approve_demo_tools();
+    h.register_agent("pinned", "onboarding/customer_lookup", &["--token-binding", "mtls"]);
     let key_path = h.dir.path().join("pinned.pem");
-    h.cli(&[
-        "agent",
-        "register",
-        "pinned",
-        "--owner",
-        "alice@example.com",
-        "--purpose",
-        "mtls",
-        "--tools",
-        "onboarding/customer_lookup",
-        "--token-binding",
-        "mtls",
-        "--generate-key",
-        key_path.to_str().unwrap(),
-    ]);
     let key = Keypair::from_pkcs8_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
     let id = "spiffe://warden.local/agent/pinned";
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

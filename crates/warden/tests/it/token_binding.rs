@@ -19,28 +19,8 @@ struct KeyAgent {
 }
 
 fn register(h: &Harness, name: &str, alg: &str, binding: &str) -> KeyAgent {
-    let path = h.dir.path().join(format!("{name}.pem"));
-    let args = [
-        "agent",
-        "register",
-        name,
-        "--owner",
-        "alice@example.com",
-        "--purpose",
-        "token binding test",
-        "--tools",
-        "onboarding/*",
-        "--autonomy",
-        "2",
-        "--generate-key",
-        path.to_str().unwrap(),
-        "--key-alg",
-        alg,
-        "--token-binding",
-        binding,
-    ];
-    let id = h.cli(&args).trim().to_string();
-    let key = AgentSigner::from_pkcs8_pem(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let id = h.register_agent(name, "onboarding/*", &["--autonomy", "2", "--key-alg", alg, "--token-binding", binding]);
+    let key = AgentSigner::from_pkcs8_pem(&std::fs::read_to_string(h.dir.path().join(format!("{name}.pem"))).unwrap()).unwrap();
     KeyAgent { id, name: name.into(), key, base: h.base.clone() }
 }
 
