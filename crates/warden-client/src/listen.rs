@@ -14,7 +14,7 @@
 //! 401, which would send the host looking for an OAuth server the bridge
 //! does not have.
 
-use crate::relay::{MAX_MESSAGE_BYTES, Relay, challenge_description, error_reply};
+use crate::relay::{MAX_MESSAGE_BYTES, Relay, challenge_description, error_reply, request_id};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
@@ -114,11 +114,11 @@ async fn handle(State(front): State<Arc<Front>>, method: Method, headers: Header
             pass.insert(HeaderName::from_static(name), v.clone());
         }
     }
-    let request_id = || serde_json::from_slice::<Value>(&body).ok().and_then(|m| m.get("method").and(m.get("id")).cloned());
+    let body_id = || serde_json::from_slice::<Value>(&body).ok().and_then(|m| request_id(&m).cloned());
     let resp = match front.relay.send(method, pass, body.to_vec()).await {
         Ok(r) => r,
         Err(e) => {
-            return match request_id() {
+            return match body_id() {
                 Some(id) => Json(e.reply(&id)).into_response(),
                 None => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
             };
@@ -127,7 +127,7 @@ async fn handle(State(front): State<Arc<Front>>, method: Method, headers: Header
     if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
         let said = challenge_description(resp.headers()).unwrap_or_else(|| "no reason given".into());
         let msg = format!("the Warden gateway refused agent {}'s token: {said}", front.relay.agent());
-        return match request_id() {
+        return match body_id() {
             Some(id) => Json(error_reply(&id, jsonrpc_codes::UNAUTHENTICATED, &msg)).into_response(),
             None => (StatusCode::FORBIDDEN, msg).into_response(),
         };

@@ -63,6 +63,12 @@ impl RelayError {
     }
 }
 
+/// The id of `msg` when it is a request: what an error must answer
+/// (responses and notifications are answered by nothing).
+pub fn request_id(msg: &Value) -> Option<&Value> {
+    msg.get("method").and(msg.get("id"))
+}
+
 /// A JSON-RPC 2.0 error response.
 pub fn error_reply(id: &Value, code: i64, message: &str) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })

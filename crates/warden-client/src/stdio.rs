@@ -11,7 +11,7 @@
 //! `initialize` and sends the message again, once. At the end of input the
 //! bridge lets requests in flight finish, then closes the session.
 
-use crate::relay::{MAX_MESSAGE_BYTES, Relay, RelayError, challenge_description, error_reply};
+use crate::relay::{MAX_MESSAGE_BYTES, Relay, RelayError, challenge_description, error_reply, request_id};
 use parking_lot::Mutex;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -139,7 +139,7 @@ impl Bridge {
     /// Relay one message from the host; a request that cannot be relayed is
     /// answered with the reason.
     async fn forward(self: Arc<Self>, msg: Value) {
-        let request_id = msg.get("method").and(msg.get("id")).cloned();
+        let request_id = request_id(&msg).cloned();
         if is_initialize(&msg) {
             let mut s = self.session.lock();
             if let Some(l) = s.listener.take() {
@@ -208,7 +208,7 @@ impl Bridge {
                 // Refused before the gateway read the id (authentication):
                 // the host matches answers by id, so it gets its own.
                 if v["id"].is_null()
-                    && let Some(id) = msg.get("method").and(msg.get("id"))
+                    && let Some(id) = request_id(msg)
                 {
                     v["id"] = id.clone();
                 }
@@ -217,7 +217,7 @@ impl Bridge {
             }
             _ if status.is_success() => Err(self.garbled("an answer that is not JSON-RPC")),
             _ => {
-                let Some(id) = msg.get("method").and(msg.get("id")) else { return Ok(()) };
+                let Some(id) = request_id(msg) else { return Ok(()) };
                 let text = String::from_utf8_lossy(&bytes);
                 let said = challenge.unwrap_or_else(|| warden_core::untrusted_text(text.trim(), 500));
                 let code = match status {

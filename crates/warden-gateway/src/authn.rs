@@ -122,8 +122,25 @@ impl Gateway {
     }
 
     /// Authenticate one request to the resource with HTTP `method`, on a
-    /// connection whose client presented `cert` (mutual TLS) or none.
+    /// connection whose client presented `cert` (mutual TLS) or none. On a
+    /// connection whose client proved an X.509-SVID, the token must be that
+    /// agent's: a certificate is not lent to another agent's token. A
+    /// certificate that expired on a connection that outlived it proves
+    /// nothing.
     pub async fn authenticate(&self, headers: &HeaderMap, method: &str, cert: Option<&PeerCertificate>, now: i64) -> Result<Authenticated, AuthFailure> {
+        let cert = cert.and_then(|c| c.valid_at(now));
+        let a = self.authenticate_token(headers, method, cert, now).await?;
+        match cert {
+            Some(c) if c.spiffe_id != a.claims.agent() => {
+                Err(AuthFailure::new("invalid_token", format!("the client certificate is {}'s; the token is {}'s", c.spiffe_id, a.claims.agent()))
+                    .with_claims(&a.claims))
+            }
+            _ => Ok(a),
+        }
+    }
+
+    /// The token of a request and its proof of possession.
+    async fn authenticate_token(&self, headers: &HeaderMap, method: &str, cert: Option<&PeerCertificate>, now: i64) -> Result<Authenticated, AuthFailure> {
         let Some(auth) = header(headers, "authorization")? else {
             return Err(AuthFailure {
                 status: StatusCode::UNAUTHORIZED,
@@ -272,7 +289,7 @@ pub fn bearer_refused(agent: &Agent) -> String {
 
 /// Deepest delegation the registry may express; a longer parent chain is a
 /// corrupt registry (or a cycle), and its agents get nothing.
-pub(crate) const MAX_LINEAGE: usize = 16;
+const MAX_LINEAGE: usize = 16;
 
 /// `agent` and its registered ancestors, the agent first: the only
 /// delegation chain a token of `agent` may carry.

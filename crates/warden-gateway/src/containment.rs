@@ -95,15 +95,16 @@ impl Gateway {
     /// exits): nothing the contained agent left there is used again.
     fn close_sessions(&self, k: &Kill) -> usize {
         let snap = self.snapshot();
-        // An agent kill stops its sub-agents too: walk each caller's lineage.
-        let lineage = |agent: &str| {
-            std::iter::successors(snap.agents.get(agent), |a| a.parent.as_ref().and_then(|p| snap.agents.get(p.as_str()))).take(crate::authn::MAX_LINEAGE)
-        };
-        let covers = |agent: &str| match k.scope {
-            KillScope::Global => true,
-            KillScope::Agent => agent == k.target || lineage(agent).any(|a| a.id.as_str() == k.target),
-            KillScope::Owner => lineage(agent).any(|a| a.owner == k.target),
-            KillScope::Server | KillScope::Tool => false,
+        // An agent kill stops its sub-agents too: each caller's registered
+        // lineage (itself alone when the registry holds none valid).
+        let covers = |agent: &str| {
+            let lineage = crate::authn::registered_lineage(&snap.agents, agent).unwrap_or_else(|_| vec![agent]);
+            match k.scope {
+                KillScope::Global => true,
+                KillScope::Agent => lineage.contains(&k.target.as_str()),
+                KillScope::Owner => lineage.iter().any(|id| snap.agents.get(*id).is_some_and(|a| a.owner == k.target)),
+                KillScope::Server | KillScope::Tool => false,
+            }
         };
         let closed = self.sessions.lock().close_where(|s| covers(&s.agent));
         for up in self.upstreams.values() {

@@ -194,9 +194,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
 /// Authenticate a request to `/mcp`. A failure is answered with its
 /// challenge and tallied for the aggregated audit record of its source (no
 /// record of its own: strangers must not drive audit writes); a source that
-/// failed too often is answered 429 before any signature is checked. On a
-/// connection whose client proved an X.509-SVID, the token must be that
-/// agent's: a certificate is not lent to another agent's token.
+/// failed too often is answered 429 before any signature is checked.
 async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -210,19 +208,7 @@ async fn authenticate(
         let msg = format!("too many failed authentications from this address; retry in {} s", t.retry_after_secs);
         return Err(Box::new(crate::throttled_response(t, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None).to_string())));
     }
-    // An expired certificate on a connection that outlived it proves nothing.
-    let cert = cert.and_then(|c| c.valid_at(now));
-    let authenticated = gw.authenticate(headers, method, cert, now).await.and_then(|a| match cert {
-        Some(c) if c.spiffe_id != a.claims.agent() => Err(crate::AuthFailure {
-            status: StatusCode::UNAUTHORIZED,
-            error: Some("invalid_token"),
-            description: format!("the client certificate is {}'s; the token is {}'s", c.spiffe_id, a.claims.agent()),
-            agent: Some(a.claims.agent().to_string()),
-            token_id: Some(a.claims.jti.clone()),
-        }),
-        _ => Ok(a),
-    });
-    authenticated.map_err(|f| {
+    gw.authenticate(headers, method, cert, now).await.map_err(|f| {
         // `f.agent` is set only once the token's signature verified.
         let claimed = f.agent.as_deref().map_or(warden_monitor::Claimed::Nothing, warden_monitor::Claimed::Verified);
         gw.stranger_failed(peer.ip(), warden_monitor::Door::Mcp, &f.description, claimed);

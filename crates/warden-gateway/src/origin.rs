@@ -43,15 +43,15 @@ pub struct OriginPolicy {
     host_port: u16,
 }
 
-/// `scheme://host[:port]` with the scheme's default port made explicit, lowercased.
+/// `scheme://host:port` of an HTTP(S) origin, as the `url` crate parses it
+/// (host lowercased and IDNA-normalized, the scheme's default port made
+/// explicit); `None` for anything else, or one with user info.
 fn normal_origin(origin: &str) -> Option<String> {
-    let (scheme, rest) = origin.trim().split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
-    if authority.is_empty() || authority.contains('@') {
+    let u = url::Url::parse(origin.trim()).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some() {
         return None;
     }
-    Some(format!("{scheme}://{}", with_port(&authority, default_port(&scheme)?)))
+    Some(format!("{}://{}:{}", u.scheme(), u.host_str()?, u.port_or_known_default()?))
 }
 
 fn default_port(scheme: &str) -> Option<u16> {

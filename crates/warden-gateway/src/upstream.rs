@@ -167,7 +167,7 @@ struct Slot {
     changed: tokio::sync::Notify,
 }
 
-/// The caller sessions of one upstream, least recently used first.
+/// The caller sessions of one upstream, each with when it was last used.
 #[derive(Default)]
 struct Slots {
     by_caller: HashMap<Caller, (Arc<Slot>, Instant)>,
@@ -417,17 +417,9 @@ impl Upstream {
 
     /// End the callers' sessions `close` selects (their gateway sessions
     /// ended): a stdio server's process ends, an HTTP session is no longer
-    /// used. A request in flight in one finishes first. Returns how many.
-    pub fn close_sessions(&self, close: impl Fn(&Caller) -> bool) -> usize {
-        let mut slots = self.slots.lock();
-        let before = slots.by_caller.len();
-        slots.by_caller.retain(|c, _| *c == Caller::Gateway || !close(c));
-        before - slots.by_caller.len()
-    }
-
-    /// Callers' sessions open now (the gateway's own not counted).
-    pub fn caller_sessions(&self) -> usize {
-        self.slots.lock().by_caller.keys().filter(|c| **c != Caller::Gateway).count()
+    /// used. A request in flight in one finishes first.
+    pub fn close_sessions(&self, close: impl Fn(&Caller) -> bool) {
+        self.slots.lock().by_caller.retain(|c, _| *c == Caller::Gateway || !close(c));
     }
 
     /// All tools, following `nextCursor` pagination.

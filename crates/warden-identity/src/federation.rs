@@ -86,11 +86,11 @@ fn strip(jwk: &Value) -> Value {
 /// signature by the key's own algorithm, the audience is the issuer's
 /// configured one, and it is unexpired and already valid (within
 /// [`WORKLOAD_SKEW_SECS`]).
-pub fn verify_workload_jwt(jwt: &str, trusted: &[TrustedIssuer], now: i64) -> Result<WorkloadClaims, IdentityError> {
+pub fn verify_workload_jwt<'a>(jwt: &str, trusted: impl IntoIterator<Item = &'a TrustedIssuer>, now: i64) -> Result<WorkloadClaims, IdentityError> {
     let jws = split_jws(jwt).map_err(|e| bad(e.to_string()))?;
     let claimed: Unverified = serde_json::from_value(jws.unverified_claims()?).map_err(|e| bad(format!("claims: {e}")))?;
     let issuer = trusted
-        .iter()
+        .into_iter()
         .find(|t| t.issuer == claimed.iss)
         .ok_or_else(|| bad(format!("issuer {} is not a configured workload issuer", warden_core::untrusted_text(&claimed.iss, 120))))?;
     // The key the token's `kid` names; when none does (or it names none),

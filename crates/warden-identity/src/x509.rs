@@ -172,11 +172,13 @@ pub fn read_svid(der: &[u8]) -> Result<Svid, IdentityError> {
     Ok(Svid { spiffe_id: uri.to_string(), trust_domain: td.to_string(), not_after: cert.validity().not_after.timestamp(), x5t_s256: x5t_s256(der) })
 }
 
-/// The DER of the first certificate in `pem`.
+/// The DER of the certificate in `pem` (its first block, which must be one).
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, IdentityError> {
-    let body: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|e| x509_err("certificate PEM", e))
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| x509_err("certificate PEM", e))?;
+    if block.label != "CERTIFICATE" {
+        return Err(IdentityError::Key(format!("certificate PEM: a {} block, not a CERTIFICATE", block.label)));
+    }
+    Ok(block.contents)
 }
 
 #[cfg(test)]

@@ -270,13 +270,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let tls = match &cfg.tls {
         Some(t) => {
             let ca = crate::tls::load_or_create_ca(&cfg.data_dir, &cfg.trust_domain)?;
-            let authority = cfg.public_url.as_deref().and_then(|u| u.split_once("://")).map(|(_, rest)| rest.split('/').next().unwrap_or(rest));
-            // `host:port`, or `[v6]:port`: the name without port and brackets.
-            let public_host = authority.map(|a| match a.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or(v6),
-                None => a.split(':').next().unwrap_or(a),
+            let public_host = cfg.public_url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| {
+                u.host().map(|h| match h {
+                    url::Host::Domain(d) => d.to_string(),
+                    url::Host::Ipv4(ip) => ip.to_string(),
+                    url::Host::Ipv6(ip) => ip.to_string(),
+                })
             });
-            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t, &ca, addr, public_host)?))
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t, &ca, addr, public_host.as_deref())?))
         }
         None => None,
     };
@@ -309,12 +310,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // A hung upstream delays serving by STARTUP_LISTING_WAIT at most.
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
-    let workload: Vec<_> = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
-    if let Some(dup) =
-        workload.iter().enumerate().find_map(|(i, w)| workload[..i].iter().any(|o| o.issuer.issuer == w.issuer.issuer).then_some(&w.issuer.issuer))
-    {
-        return Err(StartError::Config(format!("[[workload_issuer]] {dup} is configured twice: give each issuer one entry")));
-    }
+    let workload = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
     let oauth =
         Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some(), workload });
     let admin = Arc::new(crate::admin::Admin {

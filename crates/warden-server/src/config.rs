@@ -184,6 +184,11 @@ impl ServerConfig {
         if !(5..=3600).contains(&self.token_ttl_secs) {
             return Err("token_ttl_secs must be between 5 and 3600".into());
         }
+        for (i, w) in self.workload_issuers.iter().enumerate() {
+            if self.workload_issuers[..i].iter().any(|o| o.issuer == w.issuer) {
+                return Err(format!("[[workload_issuer]] {} is configured twice: give each issuer one entry", w.issuer));
+            }
+        }
         if !(5..=300).contains(&self.dpop_skew_secs) {
             return Err("dpop_skew_secs must be between 5 and 300".into());
         }
@@ -275,5 +280,19 @@ impl ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issuer_configured_twice_is_refused() {
+        let one = "[[workload_issuer]]\nissuer = \"https://k8s\"\naudience = \"warden\"\njwks_file = \"j.json\"\n[workload_issuer.agents]\n";
+        let cfg: ServerConfig = toml::from_str(one).unwrap();
+        assert_eq!(cfg.validate(), Ok(()));
+        let cfg: ServerConfig = toml::from_str(&format!("{one}{one}")).unwrap();
+        assert!(cfg.validate().unwrap_err().contains("https://k8s is configured twice"));
     }
 }

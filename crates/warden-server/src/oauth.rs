@@ -148,8 +148,7 @@ impl OAuth {
             return Err(err("unsupported_grant_type", "no workload issuers are configured ([[workload_issuer]])"));
         }
         let assertion = param(form, "assertion")?;
-        let trusted: Vec<TrustedIssuer> = self.workload.iter().map(|w| w.issuer.clone()).collect();
-        let c = verify_workload_jwt(assertion, &trusted, now).map_err(|e| err("invalid_grant", e.to_string()))?;
+        let c = verify_workload_jwt(assertion, self.workload.iter().map(|w| &w.issuer), now).map_err(|e| err("invalid_grant", e.to_string()))?;
         let w = self.workload.iter().find(|w| w.issuer.issuer == c.iss).expect("verified against a configured issuer");
         let Some(name) = w.agents.get(&c.sub) else {
             return Err(err(
@@ -343,7 +342,8 @@ async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let now = now_secs();
-    let cert = cert.map(|Extension(c)| c);
+    // A certificate that expired on a connection that outlived it proves nothing.
+    let cert = cert.map(|Extension(c)| c).filter(|c| c.valid_at(now).is_some());
     if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
     }
@@ -357,7 +357,7 @@ async fn token(
         if grant == JWT_BEARER {
             let (agent, issuer) = s.workload_agent(&form, now)?;
             ev.agent = Some(agent.id.to_string());
-            let cnf = s.confirmation(&headers, cert.as_ref().and_then(|c| c.valid_at(now)), &agent, true, now).await?;
+            let cnf = s.confirmation(&headers, cert.as_ref(), &agent, true, now).await?;
             let mut claims = s.client_credentials(&form, &agent, cnf, resource, now)?;
             claims.fed = Some(issuer);
             return Ok(claims);
@@ -367,7 +367,7 @@ async fn token(
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
-        let cnf = s.confirmation(&headers, cert.as_ref().and_then(|c| c.valid_at(now)), &agent, false, now).await?;
+        let cnf = s.confirmation(&headers, cert.as_ref(), &agent, false, now).await?;
         if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) }
     }
     .await;
