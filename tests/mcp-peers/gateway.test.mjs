@@ -82,6 +82,61 @@ test('SDK client lists and calls federated tools through the gateway (stdio and 
   assert.match(warden('audit', 'verify'), /audit log OK/);
 });
 
+/** Every page of a listing, following the gateway's cursors. */
+async function allPages(list, key) {
+  const items = [];
+  let cursor;
+  do {
+    const page = await list(cursor ? { cursor } : undefined);
+    items.push(...page[key]);
+    cursor = page.nextCursor;
+  } while (cursor);
+  return items;
+}
+
+test('SDK client lists and reads resources, gets prompts and completes their arguments through the gateway (stdio and HTTP upstreams)', async () => {
+  const grants = ['everything', 'everything-http'].flatMap((s) => [`${s}/:resources`, `${s}/:prompts`]);
+  const id = warden('agent', 'register', 'sdk-reader', '--owner', 'alice@example.com', '--purpose', 'interop test',
+    '--tools', grants.join(','), '--autonomy', '1', '--generate-key', join(dir, 'sdk-reader.pem')).trim();
+  const agent = new Agent(id, join(dir, 'sdk-reader.pem'), base);
+  await new Promise((r) => setTimeout(r, 200));
+  await agent.fetchToken(grants.join(' '));
+  const client = await connect(agent);
+  assert.ok(client.getServerCapabilities().resources && client.getServerCapabilities().prompts);
+
+  const resources = await allPages((p) => client.listResources(p), 'resources');
+  for (const server of ['everything', 'everything-http']) {
+    assert.ok(resources.some((r) => r.uri.startsWith(`${server}+demo://resource/static/document/`)), `${server}'s documents are listed`);
+  }
+  const templates = await allPages((p) => client.listResourceTemplates(p), 'resourceTemplates');
+  assert.ok(templates.some((t) => t.uriTemplate === 'everything-http+demo://resource/dynamic/text/{resourceId}'));
+  for (const server of ['everything', 'everything-http']) {
+    const uri = `${server}+demo://resource/dynamic/text/3`;
+    const { contents } = await client.readResource({ uri });
+    assert.equal(contents[0].uri, uri, 'the answer names the resource as the gateway does');
+    assert.match(contents[0].text, /3/);
+  }
+  await assert.rejects(client.readResource({ uri: 'demo://resource/dynamic/text/3' }), /named SERVER\+URI/);
+
+  const prompts = await allPages((p) => client.listPrompts(p), 'prompts');
+  assert.ok(prompts.some((p) => p.name === 'everything__simple-prompt') && prompts.some((p) => p.name === 'everything-http__completable-prompt'));
+  const simple = await client.getPrompt({ name: 'everything-http__simple-prompt' });
+  assert.equal(simple.messages[0].content.text, 'This is a simple prompt without arguments.');
+  const embedded = await client.getPrompt({ name: 'everything__resource-prompt', arguments: { resourceType: 'Text', resourceId: '2' } });
+  assert.ok(embedded.messages.some((m) => m.content.type === 'resource' && m.content.resource.uri === 'everything+demo://resource/dynamic/text/2'), JSON.stringify(embedded));
+
+  const ref = { type: 'ref/prompt', name: 'everything__completable-prompt' };
+  const departments = await client.complete({ ref, argument: { name: 'department', value: 'Eng' } });
+  assert.deepEqual(departments.completion.values, ['Engineering']);
+  const team = await client.complete({ ref, argument: { name: 'name', value: '' }, context: { arguments: { department: 'Sales' } } });
+  assert.deepEqual(team.completion.values, ['David', 'Eve', 'Frank'], 'the context reaches the upstream');
+  await client.close();
+
+  const reads = warden('audit', 'query', '--agent', 'sdk-reader', '--json').trim().split('\n').map(JSON.parse).filter((r) => r.event.action === 'resources/read');
+  assert.ok(reads.some((r) => r.event.tool === 'everything-http/:resources' && r.event.decision === 'allow'));
+  assert.match(warden('audit', 'verify'), /audit log OK/);
+});
+
 test('a client without a valid DPoP-bound token is turned away with a 401 challenge', async () => {
   const r = await fetch(`${base}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) });

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_client::AgentClient;
-use warden_gateway::{Transport, Upstream, UpstreamConfig};
+use warden_gateway::{Classification, Transport, Upstream, UpstreamConfig};
 use warden_identity::{Keypair, make_dpop_proof};
 
 #[derive(Parser)]
@@ -183,6 +183,8 @@ async fn main() -> Result<()> {
             name: "direct".into(),
             transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default(), headers_from_file: Default::default() },
             timeout_secs: 30,
+            resources: Classification::resources(),
+            prompts: Classification::prompts(),
         },
         reqwest::Client::new(),
     )?);

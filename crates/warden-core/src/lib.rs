@@ -59,7 +59,7 @@ pub use json::{canonical_json, sha256_hex};
 pub use kill::{Kill, KillScope};
 pub use operator::{Operator, Role};
 pub use text::untrusted_text;
-pub use tool::{ActionClass, Sensitivity, Tool, ToolRef, ToolStatus};
+pub use tool::{ActionClass, Sensitivity, TargetKind, Tool, ToolRef, ToolStatus};
 
 /// Errors raised when input does not satisfy the domain's rules.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

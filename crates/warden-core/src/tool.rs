@@ -85,6 +85,29 @@ string_enum!(ActionClass, "action class", "read, write, delete, exec, financial"
     Read => "read", Write => "write", Delete => "delete", Exec => "exec", Financial => "financial",
 });
 
+string_enum!(
+    /// What an enforced MCP request asks for: a tool call, a resource read
+    /// or a prompt. Cedar sees each as its own action on its own entity type.
+    TargetKind, "target kind", "tool, resource, prompt", {
+    Tool => "tool", Resource => "resource", Prompt => "prompt",
+});
+
+impl TargetKind {
+    /// The name under which a server's resources or prompts are granted in
+    /// a token's scope and an agent's registered tools (`SERVER/:resources`,
+    /// `SERVER/:prompts`; `SERVER/*` grants them with every tool). The
+    /// leading colon is not a character MCP allows in tool names, so no
+    /// tool can be mistaken for them.
+    pub fn grant(self, server: &str) -> Option<ToolRef> {
+        let name = match self {
+            Self::Tool => return None,
+            Self::Resource => ":resources",
+            Self::Prompt => ":prompts",
+        };
+        Some(ToolRef { server: server.into(), tool: name.into() })
+    }
+}
+
 string_enum!(ToolStatus, "tool status", "pending, approved, changed, disabled", {
     Pending => "pending", Approved => "approved", Changed => "changed", Disabled => "disabled",
 });

@@ -8,6 +8,7 @@
 
 mod audit_sink;
 mod authn;
+mod catalog;
 mod containment;
 mod enforce;
 pub mod jsonrpc;
@@ -33,4 +34,4 @@ pub use peer::PeerCertificate;
 pub use pins::STARTUP_LISTING_WAIT;
 pub use state::{ApprovalsConfig, Gateway, GatewayConfig, Snapshot};
 pub use unauthenticated::throttled_response;
-pub use upstream::{Transport, Upstream, UpstreamConfig, UpstreamError};
+pub use upstream::{Classification, Transport, Upstream, UpstreamConfig, UpstreamError};

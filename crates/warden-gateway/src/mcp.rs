@@ -1,11 +1,14 @@
 //! The MCP streamable-HTTP endpoint (`POST/GET/DELETE /mcp`): the MCP
 //! front door. It parses JSON-RPC, keeps MCP sessions, authenticates each
-//! request, runs tool calls through the enforcement core ([`crate::enforce`])
-//! and renders what the core decided as JSON-RPC. Responses are single JSON
-//! bodies; the gateway opens no server-initiated streams.
+//! request, runs tool calls, resource reads, prompts and completions through
+//! the enforcement core ([`crate::enforce`]), federates the upstreams'
+//! listings (names as [`crate::catalog`] gives them, filtered by scope and
+//! policy) and renders what the core decided as JSON-RPC. Responses are
+//! single JSON bodies; the gateway opens no server-initiated streams.
 
 use crate::authn::Authenticated;
-use crate::enforce::{self, Pipeline, Refusal, Stopped, Trail, Withheld, correlation_id};
+use crate::catalog::{self, Cursor};
+use crate::enforce::{self, Pipeline, Refusal, Stopped, Target, Trail, Withheld, correlation_id};
 use crate::jsonrpc::Message;
 use crate::peer::PeerCertificate;
 use crate::state::Gateway;
@@ -20,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::clock::now_secs;
-use warden_core::{AuditEvent, EventKind, Verdict};
+use warden_core::{AuditEvent, EventKind, TargetKind, Verdict};
 
 const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 
@@ -183,6 +186,10 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" => call_tool(&call, &auth, &id, &params, session).await,
+        "resources/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Resources).await,
+        "resources/templates/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Templates).await,
+        "prompts/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Prompts).await,
+        "resources/read" | "prompts/get" | "completion/complete" => request_item(&call, &auth, &id, method, &params, session).await,
         other => respond(
             StatusCode::OK,
             rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None),
@@ -246,9 +253,9 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": false } },
+        "capabilities": { "tools": { "listChanged": false }, "resources": {}, "prompts": {}, "completions": {} },
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
-        "instructions": "Tools are named SERVER__TOOL. Every call is checked against policy and audited.",
+        "instructions": "Tools and prompts are named SERVER__NAME, resources SERVER+URI. Every request is checked against policy and audited.",
     });
     let mut resp = call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await;
     resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("hex"));
@@ -294,15 +301,257 @@ async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Respon
     call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": { "tools": tools } }), id).await
 }
 
+/// A federated listing of the upstreams' resources, resource templates or
+/// prompts.
+#[derive(Clone, Copy)]
+enum Listing {
+    Resources,
+    Templates,
+    Prompts,
+}
+
+impl Listing {
+    fn method(self) -> &'static str {
+        match self {
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+            Self::Prompts => "prompts/list",
+        }
+    }
+
+    /// The result's array.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+            Self::Prompts => "prompts",
+        }
+    }
+
+    /// The field that names an item (federated on the way out).
+    fn name_field(self) -> &'static str {
+        match self {
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+            Self::Prompts => "name",
+        }
+    }
+
+    fn kind(self) -> TargetKind {
+        if matches!(self, Self::Prompts) { TargetKind::Prompt } else { TargetKind::Resource }
+    }
+}
+
+/// Upstream pages one listing request may read (to skip pages the caller
+/// sees nothing of) before it answers with what it has and a cursor.
+const MAX_PAGES_PER_LISTING: usize = 16;
+
+/// List one kind of item across the upstreams, in server-name order, one
+/// upstream page at a time (the cursor says where it continues), in the
+/// caller's own upstream sessions, showing only what the caller's grant and
+/// policy let it see. An upstream that fails is skipped (and named in the
+/// record) so that the others can still be listed.
+async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: &Caller, l: Listing) -> Response {
+    let start = match params.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(c) => match c.as_str().and_then(Cursor::decode) {
+            Some(c) => Some(c),
+            None => {
+                return respond(
+                    StatusCode::OK,
+                    rpc_error(id, codes::INVALID_PARAMS, "invalid cursor: pass nextCursor exactly as a previous page returned it", None),
+                    &call.corr,
+                );
+            }
+        },
+    };
+    let servers: Vec<&Arc<crate::Upstream>> = call
+        .gw
+        .upstreams
+        .values()
+        .filter(|u| start.as_ref().is_none_or(|c| u.config.name >= c.server))
+        .filter(|u| enforce::item_tool(u, l.kind()).is_some_and(|t| auth.claims.in_scope(&t.tool) && auth.agent.may_use(&t.tool)))
+        .collect();
+    let (mut items, mut failed, mut next) = (Vec::new(), Vec::new(), None);
+    // The cursor's upstream cursor, if its server is still the first listed.
+    let mut upstream_cursor = match (&start, servers.first()) {
+        (Some(c), Some(u)) if u.config.name == c.server => c.upstream.clone(),
+        _ => None,
+    };
+    let capability = if matches!(l, Listing::Prompts) { "prompts" } else { "resources" };
+    let (mut pages, mut i) = (0, 0);
+    while i < servers.len() {
+        let up = servers[i];
+        // One page with something in it is an answer.
+        if pages == MAX_PAGES_PER_LISTING || !items.is_empty() {
+            next = Some(Cursor { server: up.config.name.clone(), upstream: upstream_cursor.take() });
+            break;
+        }
+        pages += 1;
+        if up.offers(capability) == Some(false) {
+            i += 1;
+            upstream_cursor = None;
+            continue;
+        }
+        let ask = match upstream_cursor.take() {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        match up.request_for(caller, l.method(), ask).await {
+            Ok(page) => {
+                let listed = page.get(l.key()).and_then(Value::as_array).cloned().unwrap_or_default();
+                let name_of = |v: &Value| v.get(l.name_field()).and_then(Value::as_str).map(|n| n.to_string());
+                let shown = enforce::visible_items(call.gw, auth, up, l.kind(), listed, |v| v.get(l.name_field()).and_then(Value::as_str), call.now);
+                for mut item in shown {
+                    let name = name_of(&item).expect("visible items have names");
+                    let federated = match l {
+                        Listing::Prompts => Some(catalog::federate_name(&up.config.name, &name)),
+                        _ => catalog::federate_uri(&up.config.name, &name),
+                    };
+                    if let Some(f) = federated {
+                        item[l.name_field()] = f.into();
+                        items.push(item);
+                    }
+                }
+                match page.get("nextCursor").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+                    Some(c) => upstream_cursor = Some(c.to_string()),
+                    None => i += 1,
+                }
+            }
+            // Offers none after all.
+            Err(UpstreamError::Rpc { code: codes::METHOD_NOT_FOUND, .. }) => i += 1,
+            Err(e) => {
+                tracing::warn!(upstream = %up.config.name, "{} failed: {e}", l.method());
+                failed.push(up.config.name.clone());
+                i += 1;
+            }
+        }
+    }
+    let mut reason = format!("{} {} visible", items.len(), l.key());
+    if !failed.is_empty() {
+        reason.push_str(&format!("; skipped, unavailable: {}", failed.join(", ")));
+    }
+    let ev = call.event(EventKind::ToolList, Some(auth), Some(l.method()), Verdict::Allow, Some(reason));
+    let mut result = json!({ l.key(): items });
+    if let Some(c) = next {
+        result["nextCursor"] = c.encode().into();
+    }
+    call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
+}
+
 /// A `tools/call`, through the enforcement core; the upstream is called
 /// with the admitted arguments.
 async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, "call_tool", auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
-    let forward = async |upstream: &crate::Upstream, tool: &warden_core::ToolRef, args: Value| {
-        upstream.request_for(&caller, "tools/call", json!({ "name": tool.tool, "arguments": args })).await
+    let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
+        let mut r = upstream.request_for(&caller, "tools/call", json!({ "name": t.name, "arguments": args })).await?;
+        catalog::federate_references(&upstream.config.name, &mut r);
+        Ok(r)
     };
     let answer = pipeline.tool_call(params.get("name").and_then(Value::as_str), params.get("arguments"), forward).await;
+    answer_of(call, pipeline, answer, id).await
+}
+
+/// A resource read, a prompt or a completion, through the enforcement core
+/// as a `read_resource` or `get_prompt` of its server (a completion is
+/// decided as the prompt or resource it completes, with the argument it
+/// completes as its arguments, and its suggestions are reviewed as an
+/// answer of that prompt or resource).
+async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller) -> Response {
+    let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
+    let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
+    let answer = match item_of(method, params) {
+        Err(why) => Err(Stopped::Refused(why)),
+        Ok((kind, server, name, args)) => match pipeline.resolve_item(kind, server, name, args).await {
+            Err(r) => Err(Stopped::Refused(r)),
+            Ok(target) => {
+                let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
+                    let mut sent = params.clone();
+                    match method {
+                        "resources/read" => sent = args,
+                        "prompts/get" => sent = json!({ "name": t.name, "arguments": args }),
+                        // The reference as the upstream names it; the argument
+                        // and the context's arguments as admitted.
+                        _ => {
+                            sent["ref"] = if t.kind == TargetKind::Prompt {
+                                json!({ "type": "ref/prompt", "name": t.name })
+                            } else {
+                                json!({ "type": "ref/resource", "uri": t.name })
+                            };
+                            let mut others = args.as_object().cloned().unwrap_or_default();
+                            let name = params.pointer("/argument/name").and_then(Value::as_str).unwrap_or_default();
+                            sent["argument"] = json!({ "name": name, "value": others.remove(name).unwrap_or(json!("")) });
+                            if sent.get("context").is_some_and(Value::is_object) || !others.is_empty() {
+                                sent["context"] = json!({ "arguments": others });
+                            }
+                        }
+                    }
+                    let mut r = upstream.request_for(&caller, method, sent).await?;
+                    catalog::federate_references(&upstream.config.name, &mut r);
+                    Ok(r)
+                };
+                pipeline.carry(target, forward).await
+            }
+        },
+    };
+    answer_of(call, pipeline, answer, id).await
+}
+
+/// What a resource read, a prompt or a completion asks for: its kind, the
+/// server, the name upstream and the arguments policy sees.
+fn item_of<'p>(method: &str, params: &'p Value) -> Result<(TargetKind, &'p str, &'p str, Value), Refusal> {
+    let text = |v: Option<&'p Value>, what: &str| v.and_then(Value::as_str).ok_or_else(|| Refusal::Malformed(format!("{method} needs {what}")));
+    let resource = |uri: &'p str| {
+        catalog::resolve_uri(uri).ok_or_else(|| {
+            Refusal::Unknown(format!("unknown resource {uri:?}: resources through the gateway are named SERVER+URI, as resources/list shows them"))
+        })
+    };
+    let prompt = |name: &'p str| {
+        catalog::resolve_name(name).ok_or_else(|| Refusal::Unknown(format!("unknown prompt {name:?}: prompts through the gateway are named SERVER__PROMPT")))
+    };
+    match method {
+        "resources/read" => {
+            let (server, uri) = resource(text(params.get("uri"), "params.uri")?)?;
+            Ok((TargetKind::Resource, server, uri, json!({ "uri": uri })))
+        }
+        "prompts/get" => {
+            let (server, name) = prompt(text(params.get("name"), "params.name")?)?;
+            let args = match params.get("arguments") {
+                None | Some(Value::Null) => json!({}),
+                Some(v @ Value::Object(_)) => v.clone(),
+                Some(_) => return Err(Refusal::Malformed("params.arguments must be an object".into())),
+            };
+            Ok((TargetKind::Prompt, server, name, args))
+        }
+        _ => {
+            // What policy and inspection see: the arguments the prompt or
+            // template would get, the completed one with its partial value.
+            let r = params.get("ref");
+            let arg = params.get("argument");
+            let mut args = match params.pointer("/context/arguments") {
+                None | Some(Value::Null) => json!({}),
+                Some(v @ Value::Object(_)) => v.clone(),
+                Some(_) => return Err(Refusal::Malformed("params.context.arguments must be an object".into())),
+            };
+            args[text(arg.and_then(|a| a.get("name")), "params.argument.name")?] = arg.and_then(|a| a.get("value")).cloned().unwrap_or(json!(""));
+            match text(r.and_then(|r| r.get("type")), "params.ref.type")? {
+                "ref/prompt" => {
+                    let (server, name) = prompt(text(r.and_then(|r| r.get("name")), "params.ref.name")?)?;
+                    Ok((TargetKind::Prompt, server, name, args))
+                }
+                "ref/resource" => {
+                    let (server, uri) = resource(text(r.and_then(|r| r.get("uri")), "params.ref.uri")?)?;
+                    Ok((TargetKind::Resource, server, uri, args))
+                }
+                other => Err(Refusal::Malformed(format!("params.ref.type {other:?} is neither ref/prompt nor ref/resource"))),
+            }
+        }
+    }
+}
+
+/// Record a call that went through the pipeline, and answer it as JSON-RPC.
+async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value, Stopped>, id: &Value) -> Response {
     let ev = pipeline.trail.record(answer.as_ref().err());
     let (status, body) = match &answer {
         Ok(r) => (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": r })),
@@ -333,14 +582,14 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 /// policies that refused it (and the correlation id to find its record).
 fn render(r: &Refusal, id: &Value, corr: &str, policies: &[String]) -> (StatusCode, Value) {
     let code = match r {
-        Refusal::Malformed(_) => codes::INVALID_PARAMS,
+        Refusal::Malformed(_) | Refusal::Unknown(_) => codes::INVALID_PARAMS,
         Refusal::OutOfScope(_) => codes::OUT_OF_SCOPE,
         Refusal::Pending { .. } | Refusal::Withheld(Withheld::NeedsApproval { .. }) => codes::NEEDS_APPROVAL,
         Refusal::ApprovalsUnavailable(_) | Refusal::NotForwarded(_) => codes::INTERNAL,
         _ => codes::DENIED,
     };
     let (status, data) = match r {
-        Refusal::Malformed(_) | Refusal::Unavailable(_) | Refusal::NotForwarded(_) => (StatusCode::OK, None),
+        Refusal::Malformed(_) | Refusal::Unknown(_) | Refusal::Unavailable(_) | Refusal::NotForwarded(_) => (StatusCode::OK, None),
         Refusal::OutOfScope(t) => (StatusCode::FORBIDDEN, Some(json!({ "required_scope": t.to_string() }))),
         _ => (StatusCode::OK, Some(json!({ "policies": r.result_policies().unwrap_or(policies), "correlation_id": corr }))),
     };

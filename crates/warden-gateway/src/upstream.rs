@@ -102,6 +102,38 @@ pub struct UpstreamConfig {
     pub transport: Transport,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// How policy and the monitor see this server's resources
+    /// (`resources/read`): medium sensitivity, untrusted content unless
+    /// the operator says otherwise.
+    #[serde(default = "Classification::resources")]
+    pub resources: Classification,
+    /// How policy and the monitor see this server's prompts (`prompts/get`):
+    /// low sensitivity, untrusted content (a prompt's messages go straight
+    /// into the model's context) unless the operator says otherwise.
+    #[serde(default = "Classification::prompts")]
+    pub prompts: Classification,
+}
+
+/// The classification an upstream's resources or prompts have, as a tool's
+/// is set by `warden tool approve`: they are reads, never
+/// exfiltration-capable (what they send upstream is a URI or a prompt's
+/// arguments, inspected like a tool's arguments).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Classification {
+    pub sensitivity: warden_core::Sensitivity,
+    /// Reading them taints the session as having read untrusted content.
+    pub untrusted_content: bool,
+}
+
+impl Classification {
+    pub fn resources() -> Self {
+        Self { sensitivity: warden_core::Sensitivity::Medium, untrusted_content: true }
+    }
+
+    pub fn prompts() -> Self {
+        Self { sensitivity: warden_core::Sensitivity::Low, untrusted_content: true }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -335,6 +367,9 @@ pub struct Upstream {
     credentials: Credentials,
     slots: parking_lot::Mutex<Slots>,
     next_id: AtomicI64,
+    /// The `capabilities` the server answered its last `initialize` with
+    /// (`Null` until it has been reached).
+    capabilities: parking_lot::RwLock<Value>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -362,7 +397,7 @@ impl Upstream {
             }
         }
         let credentials = Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) };
-        Ok(Self { config, http, credentials, slots: Default::default(), next_id: AtomicI64::new(1) })
+        Ok(Self { config, http, credentials, slots: Default::default(), next_id: AtomicI64::new(1), capabilities: Default::default() })
     }
 
     fn name(&self) -> &str {
@@ -422,9 +457,20 @@ impl Upstream {
         self.slots.lock().by_caller.retain(|c, _| *c == Caller::Gateway || !close(c));
     }
 
-    /// All tools, following `nextCursor` pagination.
+    /// Whether the server offers `capability` (`tools`, `resources`,
+    /// `prompts`, `completions`, `logging`); `None` before it was reached.
+    pub fn offers(&self, capability: &str) -> Option<bool> {
+        let caps = self.capabilities.read();
+        caps.is_object().then(|| caps.get(capability).is_some_and(|c| !c.is_null()))
+    }
+
+    /// All tools, following `nextCursor` pagination (none from a server
+    /// that offers only resources or prompts).
     pub async fn list_tools(&self) -> Result<Vec<Value>, UpstreamError> {
         let mut tools = Vec::new();
+        if self.offers("tools") == Some(false) {
+            return Ok(tools);
+        }
         let mut cursor: Option<String> = None;
         for _ in 0..100 {
             let params = match &cursor {
@@ -567,7 +613,7 @@ impl Upstream {
                 });
                 let conn = Conn::Stdio(StdioConn { tx, pending, alive, _child: child });
                 let result = self.send(&conn, "initialize", init).await.map_err(SendError::into_error)?;
-                check_init(self.name(), &result)?;
+                self.check_init(&result)?;
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
             }
@@ -575,7 +621,7 @@ impl Upstream {
                 let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSION.into() });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init).await.map_err(SendError::into_error)?;
-                check_init(self.name(), &result)?;
+                self.check_init(&result)?;
                 let protocol = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(PROTOCOL_VERSION).to_string();
                 let conn = Conn::Http(HttpConn { session, protocol });
                 self.notify(&conn, "notifications/initialized").await?;
@@ -697,6 +743,16 @@ impl Upstream {
 
     /// Read SSE events until a response arrives (requests and notifications
     /// the server streams first are skipped); the caller checks its id.
+    /// Keep what a server offers, which must be something the gateway relays.
+    fn check_init(&self, result: &Value) -> Result<(), UpstreamError> {
+        let caps = result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_default();
+        if !["tools", "resources", "prompts"].iter().any(|c| caps.get(c).is_some_and(|v| !v.is_null())) {
+            return Err(UpstreamError::Protocol { server: self.name().into(), message: "server offers no tools, resources or prompts".into() });
+        }
+        *self.capabilities.write() = caps;
+        Ok(())
+    }
+
     async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
@@ -720,15 +776,10 @@ fn method_what(method: &str) -> &'static str {
     match method {
         "tools/call" => "the tool call",
         "tools/list" => "tools/list",
+        "resources/read" => "the resource read",
+        "prompts/get" => "the prompt",
         _ => "the request",
     }
-}
-
-fn check_init(server: &str, result: &Value) -> Result<(), UpstreamError> {
-    if result.get("capabilities").and_then(|c| c.get("tools")).is_none() {
-        return Err(UpstreamError::Protocol { server: server.into(), message: "server does not offer tools".into() });
-    }
-    Ok(())
 }
 
 async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<String>) {

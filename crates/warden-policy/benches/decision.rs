@@ -62,6 +62,7 @@ fn requests() -> Vec<CallFacts> {
                     risk_score: (i % 100) as i64,
                 },
                 tool: ToolFacts {
+                    kind: warden_core::TargetKind::Tool,
                     server: if t < 20 { "pay".into() } else { format!("srv{}", t % 30) },
                     name: format!("tool{}", t % 30),
                     sensitivity: "medium".into(),

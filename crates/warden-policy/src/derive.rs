@@ -171,23 +171,16 @@ impl ArgFacts {
             }
             (_, Value::Object(map)) => map.values().for_each(|v| self.take(kind, v)),
             (Kind::Recipients, Value::String(s)) => self.recipients_from(s),
-            (Kind::Paths, Value::String(s)) => match normalise_path(s) {
-                Ok(p) => {
-                    self.paths_escape_root |= p.escapes_root;
-                    let lower = p.path.to_lowercase();
-                    self.path_dirs.insert("/".into());
-                    for (i, _) in lower.match_indices('/').skip(1) {
-                        self.path_dirs.insert(lower[..i].to_string());
-                    }
-                    self.path_dirs.insert(lower);
-                    self.paths.insert(p.path);
-                }
-                Err(_) => self.paths_unparsable = true,
-            },
+            (Kind::Paths, Value::String(s)) => self.path(s),
             (Kind::Urls, Value::String(s)) => match url::Url::parse(s.trim()) {
                 Ok(u) => {
                     if let Some(h) = u.host_str() {
                         self.url_hosts.insert(h.trim_end_matches('.').to_lowercase());
+                    }
+                    // A file URL names a path (a resource read, a fetch tool
+                    // given file:///etc/passwd): the path guardrails see it.
+                    if u.scheme() == "file" {
+                        self.path(u.path());
                     }
                     self.urls.insert(u.into());
                 }
@@ -196,6 +189,22 @@ impl ArgFacts {
             // A number or flag where a recipient is expected is not an address.
             (Kind::Recipients, _) => self.recipients_unparsable = true,
             (Kind::Paths | Kind::Urls, _) => {}
+        }
+    }
+
+    fn path(&mut self, s: &str) {
+        match normalise_path(s) {
+            Ok(p) => {
+                self.paths_escape_root |= p.escapes_root;
+                let lower = p.path.to_lowercase();
+                self.path_dirs.insert("/".into());
+                for (i, _) in lower.match_indices('/').skip(1) {
+                    self.path_dirs.insert(lower[..i].to_string());
+                }
+                self.path_dirs.insert(lower);
+                self.paths.insert(p.path);
+            }
+            Err(_) => self.paths_unparsable = true,
         }
     }
 
@@ -531,6 +540,14 @@ mod tests {
         assert_eq!(f.url_hosts, set(&["evil.test", "[::1]", "example.com"]));
         assert!(f.urls.contains("https://evil.test./x"));
         assert!(f.urls_unparsable);
+    }
+
+    #[test]
+    fn a_file_url_is_a_path_too() {
+        let f = ArgFacts::of(&json!({ "uri": "file:///public/../Secrets/%61pi-keys.txt" }));
+        assert!(f.paths.contains("/Secrets/api-keys.txt"), "{:?}", f.paths);
+        assert!(f.path_dirs.contains("/secrets"));
+        assert!(ArgFacts::of(&json!({ "uri": "https://h.test/secrets/x" })).paths.is_empty(), "only file URLs name local paths");
     }
 
     #[test]

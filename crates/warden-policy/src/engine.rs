@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
-use warden_core::{Decision, Obligation};
+use warden_core::{Decision, Obligation, TargetKind};
 
 /// One policy file's text and a name for messages.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,9 +94,13 @@ pub struct PolicyBundle {
     candidates: RwLock<HashMap<Vec<u32>, Arc<Candidates>>>,
     authorizer: Authorizer,
     call_action: EntityUid,
+    read_action: EntityUid,
+    prompt_action: EntityUid,
     result_action: EntityUid,
     agent_type: EntityTypeName,
     tool_type: EntityTypeName,
+    resource_type: EntityTypeName,
+    prompt_type: EntityTypeName,
     owner_type: EntityTypeName,
     server_type: EntityTypeName,
 }
@@ -192,9 +196,13 @@ impl PolicyBundle {
             candidates: RwLock::new(HashMap::new()),
             authorizer: Authorizer::new(),
             call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
+            read_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("read_resource")),
+            prompt_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("get_prompt")),
             result_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("receive_result")),
             agent_type: ty("Warden::Agent"),
             tool_type: ty("Warden::Tool"),
+            resource_type: ty("Warden::Resource"),
+            prompt_type: ty("Warden::Prompt"),
             owner_type: ty("Warden::Owner"),
             server_type: ty("Warden::Server"),
         })
@@ -335,7 +343,12 @@ impl PolicyBundle {
         let owner = EntityUid::from_type_name_and_id(self.owner_type.clone(), EntityId::new(&f.agent.owner));
         let server = EntityUid::from_type_name_and_id(self.server_type.clone(), EntityId::new(&f.tool.server));
         let principal = EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&f.agent.id));
-        let resource = EntityUid::from_type_name_and_id(self.tool_type.clone(), EntityId::new(format!("{}/{}", f.tool.server, f.tool.name)));
+        let resource_type = match f.tool.kind {
+            TargetKind::Tool => &self.tool_type,
+            TargetKind::Resource => &self.resource_type,
+            TargetKind::Prompt => &self.prompt_type,
+        };
+        let resource = EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new(format!("{}/{}", f.tool.server, f.tool.name)));
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
         let agent = Entity::new(
             principal.clone(),
@@ -349,20 +362,19 @@ impl PolicyBundle {
             HashSet::from([owner.clone()]),
         )
         .map_err(|x| x.to_string())?;
-        let tool = Entity::new(
-            resource.clone(),
-            HashMap::from([
-                ("name".to_string(), s(&f.tool.name)),
-                ("server".to_string(), s(&f.tool.server)),
-                ("sensitivity".to_string(), s(&f.tool.sensitivity)),
-                ("sensitivity_level".to_string(), RestrictedExpression::new_long(f.tool.sensitivity_level)),
-                ("action_class".to_string(), s(&f.tool.action_class)),
-                ("exfil_capable".to_string(), RestrictedExpression::new_bool(f.tool.exfil_capable)),
-                ("untrusted_content".to_string(), RestrictedExpression::new_bool(f.tool.untrusted_content)),
-            ]),
-            HashSet::from([server.clone()]),
-        )
-        .map_err(|x| x.to_string())?;
+        let mut attrs = HashMap::from([
+            ("name".to_string(), s(&f.tool.name)),
+            ("server".to_string(), s(&f.tool.server)),
+            ("sensitivity".to_string(), s(&f.tool.sensitivity)),
+            ("sensitivity_level".to_string(), RestrictedExpression::new_long(f.tool.sensitivity_level)),
+            ("action_class".to_string(), s(&f.tool.action_class)),
+            ("exfil_capable".to_string(), RestrictedExpression::new_bool(f.tool.exfil_capable)),
+            ("untrusted_content".to_string(), RestrictedExpression::new_bool(f.tool.untrusted_content)),
+        ]);
+        if f.tool.kind == TargetKind::Resource {
+            attrs.insert("uri".to_string(), s(&f.tool.name));
+        }
+        let tool = Entity::new(resource.clone(), attrs, HashSet::from([server.clone()])).map_err(|x| x.to_string())?;
         let entities =
             Entities::from_entities([agent, tool, Entity::with_uid(owner.clone()), Entity::with_uid(server.clone())], None).map_err(|x| x.to_string())?;
         let r = &f.request;
@@ -387,7 +399,12 @@ impl PolicyBundle {
     }
 
     fn action_for(&self, f: &CallFacts) -> &EntityUid {
-        if f.request.result { &self.result_action } else { &self.call_action }
+        match f.tool.kind {
+            _ if f.request.result => &self.result_action,
+            TargetKind::Tool => &self.call_action,
+            TargetKind::Resource => &self.read_action,
+            TargetKind::Prompt => &self.prompt_action,
+        }
     }
 
     /// Check that entities and context built for `facts` conform to the schema
@@ -518,6 +535,7 @@ pub(crate) mod tests {
         CallFacts {
             agent: AgentFacts { id: "spiffe://td/agent/a".into(), name: "a".into(), owner: "alice".into(), purpose: "".into(), autonomy: 1, risk_score: 0 },
             tool: ToolFacts {
+                kind: TargetKind::Tool,
                 server: "pay".into(),
                 name: tool.into(),
                 sensitivity: "high".into(),
@@ -621,5 +639,42 @@ pub(crate) mod tests {
         b.check_facts(&f).unwrap();
         // Without an amount `context.facts.amount` is absent, still valid.
         b.check_facts(&facts("transfer", json!({}))).unwrap();
+    }
+
+    #[test]
+    fn resources_and_prompts_are_their_own_actions_and_entities() {
+        let b = bundle(
+            r#"
+            @id("tools") permit(principal, action == Warden::Action::"call_tool", resource) when { context.in_scope };
+            @id("public") permit(principal, action == Warden::Action::"read_resource", resource) when { resource.uri like "file:///public/*" };
+            @id("prompts") permit(principal, action == Warden::Action::"get_prompt", resource);
+            @id("no-x") forbid(principal, action, resource == Warden::Tool::"pay/x");
+            @id("answers") permit(principal, action == Warden::Action::"receive_result", resource) when { resource.untrusted_content };
+        "#,
+        )
+        .unwrap();
+        let of = |kind, name: &str| {
+            let mut f = facts(name, json!({}));
+            f.tool.kind = kind;
+            f
+        };
+        assert!(b.decide(&of(TargetKind::Tool, "y")).is_allow());
+        assert!(!b.decide(&of(TargetKind::Tool, "x")).is_allow());
+        assert!(!b.decide(&of(TargetKind::Resource, "y")).is_allow(), "call_tool permits do not grant resource reads");
+        assert!(b.decide(&of(TargetKind::Resource, "file:///public/a.md")).is_allow());
+        assert!(!b.decide(&of(TargetKind::Resource, "file:///private/a.md")).is_allow());
+        // A forbid on the tool pay/x is not about a prompt of that name.
+        assert!(b.decide(&of(TargetKind::Prompt, "x")).is_allow());
+        let mut answer = of(TargetKind::Resource, "file:///public/a.md");
+        answer.request.result = true;
+        assert!(!b.decide(&answer).is_allow());
+        answer.tool.untrusted_content = true;
+        assert!(b.decide(&answer).is_allow(), "receive_result decides on resources too");
+        for f in [&answer, &of(TargetKind::Prompt, "p")] {
+            b.check_facts(f).unwrap();
+        }
+        let mut read = of(TargetKind::Resource, "file:///public/a.md");
+        read.request.args = json!({ "uri": "file:///public/a.md" });
+        b.check_facts(&read).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use warden_core::Findings;
+use warden_core::TargetKind;
 
 /// What the policy sees of the calling agent (`principal`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,10 +18,17 @@ pub struct AgentFacts {
     pub risk_score: i64,
 }
 
-/// What the policy sees of the tool (`resource`).
+/// What the policy sees of the tool, resource or prompt (`resource`). A
+/// resource or prompt has a tool's classification (its upstream's, from the
+/// configuration) so that policies written for tools apply to it as well.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolFacts {
+    /// A tool (`Warden::Tool`), a resource (`Warden::Resource`) or a prompt
+    /// (`Warden::Prompt`).
+    #[serde(default = "tool_kind")]
+    pub kind: TargetKind,
     pub server: String,
+    /// The tool's or prompt's name; a resource's URI.
     pub name: String,
     pub sensitivity: String,
     pub sensitivity_level: i64,
@@ -81,6 +89,10 @@ pub struct RequestFacts {
     pub result: bool,
     #[serde(default)]
     pub monitor: MonitorFacts,
+}
+
+pub(crate) fn tool_kind() -> TargetKind {
+    TargetKind::Tool
 }
 
 pub(crate) fn dpop() -> String {

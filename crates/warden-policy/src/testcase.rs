@@ -1,7 +1,7 @@
 use crate::{AgentFacts, CallFacts, Findings, MonitorFacts, PolicyBundle, PolicyError, RequestFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::Value;
-use warden_core::{ActionClass, Decision, Sensitivity, ToolRef};
+use warden_core::{ActionClass, Decision, Sensitivity, TargetKind, ToolRef};
 
 /// A file of policy test cases (TOML, `[[case]]` tables).
 #[derive(Debug, Deserialize)]
@@ -26,8 +26,11 @@ pub struct TestCase {
     pub autonomy: i64,
     #[serde(default)]
     pub risk_score: i64,
-    /// `SERVER/TOOL`.
+    /// `SERVER/TOOL`; `SERVER/URI` for a resource, `SERVER/NAME` for a prompt.
     pub tool: String,
+    /// `tool` (default), `resource` (read_resource) or `prompt` (get_prompt).
+    #[serde(default = "crate::facts::tool_kind")]
+    pub kind: TargetKind,
     #[serde(default = "default_sensitivity")]
     pub sensitivity: String,
     #[serde(default = "default_action")]
@@ -120,7 +123,16 @@ impl TestFile {
 
 impl TestCase {
     fn facts(&self) -> Result<CallFacts, String> {
-        let tool: ToolRef = self.tool.parse().map_err(|e: warden_core::CoreError| e.to_string())?;
+        let (server, name) = match self.kind {
+            TargetKind::Tool => {
+                let t: ToolRef = self.tool.parse().map_err(|e: warden_core::CoreError| e.to_string())?;
+                (t.server, t.tool)
+            }
+            kind => match self.tool.split_once('/') {
+                Some((server, name)) if !server.is_empty() && !name.is_empty() => (server.to_string(), name.to_string()),
+                _ => return Err(format!("a {kind} is named SERVER/{}", if kind == TargetKind::Resource { "URI" } else { "NAME" })),
+            },
+        };
         let sensitivity: Sensitivity = self.sensitivity.parse().map_err(|e: warden_core::CoreError| e.to_string())?;
         let action: ActionClass = self.action_class.parse().map_err(|e: warden_core::CoreError| e.to_string())?;
         let args: Value = serde_json::to_value(&self.args).map_err(|e| e.to_string())?;
@@ -134,8 +146,9 @@ impl TestCase {
                 risk_score: self.risk_score,
             },
             tool: ToolFacts {
-                server: tool.server,
-                name: tool.tool,
+                kind: self.kind,
+                server,
+                name,
                 sensitivity: sensitivity.as_str().into(),
                 sensitivity_level: sensitivity.level(),
                 action_class: action.as_str().into(),

@@ -316,7 +316,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
         observed_hash: None,
         status: ToolStatus::Approved,
     };
-    let call = Target { tool, args, arg_bytes: target.len() + body.len() };
+    let call = Target { name: tool.tool.tool.clone(), kind: warden_core::TargetKind::Tool, tool, args, arg_bytes: target.len() + body.len() };
     let mcall = enforce::monitor_call(&auth, &call.tool, &call.args, call.arg_bytes, warden_core::clock::now_ms());
     let assessed = p.assess(&mcall);
     let decided = p.screen(&assessed).and_then(|()| match &rule {

@@ -4,7 +4,7 @@
 
 use crate::authn::Authenticated;
 use serde_json::Value;
-use warden_core::{ActionClass, Tool};
+use warden_core::{ActionClass, TargetKind, Tool};
 use warden_monitor::Assessment;
 use warden_policy::{CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
 
@@ -49,10 +49,28 @@ impl From<&Assessment> for MonitorView {
     }
 }
 
+/// What a decision is about: a tool, or one resource or prompt of a server
+/// (`tool` is then the server's grant, `SERVER/:resources` or
+/// `SERVER/:prompts`, with the classification the configuration gives it).
+#[derive(Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub(crate) tool: &'a Tool,
+    pub(crate) kind: TargetKind,
+    /// The tool's name, the resource's URI or the prompt's name.
+    pub(crate) name: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    pub(crate) fn tool(tool: &'a Tool) -> Self {
+        Self { tool, kind: TargetKind::Tool, name: &tool.tool.tool }
+    }
+}
+
 /// The facts of one decision. `in_scope` is the token's scope and the
 /// agent's registered tools; a front door with its own grant (the egress
 /// allowlist) overrides it.
-pub(crate) fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
+pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
+    let tool = subject.tool;
     let (listing, result, findings) = match ask {
         Ask::Listing => (true, false, Findings::default()),
         Ask::Call(f) => (false, false, f.clone()),
@@ -62,8 +80,9 @@ pub(crate) fn facts(auth: &Authenticated, tool: &Tool, args: &Value, ask: Ask<'_
     CallFacts {
         agent: auth.agent_facts(mon.risk),
         tool: ToolFacts {
+            kind: subject.kind,
             server: tool.tool.server.clone(),
-            name: tool.tool.tool.clone(),
+            name: subject.name.to_string(),
             sensitivity: tool.sensitivity.as_str().into(),
             sensitivity_level: tool.sensitivity.level(),
             action_class: tool.action_class.as_str().into(),

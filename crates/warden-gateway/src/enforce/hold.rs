@@ -3,11 +3,11 @@
 //! held until it is decided, expires (timeout = deny) or the hold ends; then
 //! the call is authorized again as it is released.
 
-use super::{Ask, Assessed, Inspection, MonitorView, Permit, Pipeline, Refusal, Target, facts};
+use super::{Ask, Assessed, Inspection, MonitorView, Permit, Pipeline, Refusal, Subject, Target, facts};
 use std::time::{Duration, Instant};
 use warden_core::clock::now_ms;
 use warden_core::clock::now_secs;
-use warden_core::{Approval, ApprovalStatus, Decision, EventKind, Verdict};
+use warden_core::{Approval, ApprovalStatus, Decision, EventKind, TargetKind, Verdict};
 use warden_inspect::{Method, Rule};
 use warden_policy::PolicyBundle;
 
@@ -132,13 +132,22 @@ impl Pipeline<'_> {
         let auth = gw.authorize_claims(self.auth.claims.clone()).map_err(|f| (f.description, Vec::new()))?;
         let snap = gw.snapshot();
         let tref = &target.tool.tool;
-        let tool = snap.tools.get(tref).filter(|t| t.is_callable()).ok_or_else(|| (super::unavailable_reason(snap.tools.get(tref), tref), Vec::new()))?;
+        let tool = match target.kind {
+            TargetKind::Tool => {
+                snap.tools.get(tref).filter(|t| t.is_callable()).cloned().ok_or_else(|| (super::unavailable_reason(snap.tools.get(tref), tref), Vec::new()))?
+            }
+            kind => gw
+                .upstream(&tref.server)
+                .and_then(|u| super::item_tool(u, kind))
+                .ok_or_else(|| (format!("server {} is no longer configured", tref.server), Vec::new()))?,
+        };
         if !(auth.claims.in_scope(tref) && auth.agent.may_use(tref)) {
             return Err((format!("tool {tref} is no longer within the agent's registered tools"), Vec::new()));
         }
         let policy = gw.policy();
         let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms()).max(a.seen.risk)), ..MonitorView::from(&a.seen) };
-        match policy.decide(&facts(&auth, tool, &target.args, Ask::Call(&found.findings), now, &mon)) {
+        match policy.decide(&facts(&auth, Subject { tool: &tool, kind: target.kind, name: &target.name }, &target.args, Ask::Call(&found.findings), now, &mon))
+        {
             Decision::Allow { obligations, .. } => Ok(Permit { policy, obligations, approval: None }),
             Decision::NeedsApproval { policies, obligations, .. } if policies.iter().all(|p| approved.contains(p)) => {
                 Ok(Permit { policy, obligations, approval: None })

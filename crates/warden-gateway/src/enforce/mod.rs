@@ -31,7 +31,7 @@ mod settle;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub(crate) use facts::{Ask, MonitorView, facts, finding_labels, monitor_call};
+pub(crate) use facts::{Ask, MonitorView, Subject, facts, finding_labels, monitor_call};
 pub(crate) use refusal::{Refusal, Withheld};
 pub(crate) use settle::{contain_agent, settle};
 
@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::clock::now_ms;
-use warden_core::{AuditEvent, Decision, EventKind, Obligation, Tool, ToolRef, ToolStatus, Verdict, canonical_json, sha256_hex};
+use warden_core::{ActionClass, AuditEvent, Decision, EventKind, Obligation, TargetKind, Tool, ToolRef, ToolStatus, Verdict, canonical_json, sha256_hex};
 use warden_inspect::Rule;
 use warden_monitor::{Assessment, Outcome, Taint, records_in};
 use warden_policy::{Findings, PolicyBundle};
@@ -193,12 +193,46 @@ pub(crate) enum Stopped {
     UpstreamFailed(UpstreamError),
 }
 
-/// A tool resolved for a caller, with its arguments.
+/// A tool, resource or prompt resolved for a caller, with its arguments.
 pub(crate) struct Target {
+    /// The tool; for a resource or prompt, its server's grant
+    /// (`SERVER/:resources`, `SERVER/:prompts`) classified as the
+    /// configuration says, which is also what the monitor's baselines and
+    /// limits count it as.
     pub(crate) tool: Tool,
+    pub(crate) kind: TargetKind,
+    /// The tool's name, the resource's URI (as the upstream names it) or
+    /// the prompt's name.
+    pub(crate) name: String,
     pub(crate) args: Value,
     /// The size of the canonical arguments (the monitor's impact measure).
     pub(crate) arg_bytes: usize,
+}
+
+impl Target {
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject { tool: &self.tool, kind: self.kind, name: &self.name }
+    }
+}
+
+/// The pseudo-tool a server's resources or prompts are decided and counted
+/// as: its grant, with the classification its configuration gives them.
+pub(crate) fn item_tool(upstream: &Upstream, kind: TargetKind) -> Option<Tool> {
+    let c = match kind {
+        TargetKind::Tool => return None,
+        TargetKind::Resource => upstream.config.resources,
+        TargetKind::Prompt => upstream.config.prompts,
+    };
+    Some(Tool {
+        tool: kind.grant(&upstream.config.name)?,
+        sensitivity: c.sensitivity,
+        action_class: ActionClass::Read,
+        exfil_capable: false,
+        untrusted_content: c.untrusted_content,
+        pinned_hash: None,
+        observed_hash: None,
+        status: ToolStatus::Approved,
+    })
 }
 
 /// What inspection found in a request.
@@ -262,17 +296,45 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Resolve a federated tool name (`SERVER__TOOL`) and its arguments for
-    /// this caller. A refusal here still counts against the agent: probing
-    /// for tools is what a rogue agent does.
+    /// this caller.
     pub(crate) async fn resolve_tool(&mut self, name: Option<&str>, args: Option<&Value>) -> Result<Target, Refusal> {
         let resolved = self.try_resolve(name, args);
-        if resolved.is_err() {
+        self.resolved(resolved).await
+    }
+
+    /// A refusal at resolution that probes for privilege (see
+    /// [`Refusal::suspicious_at_resolution`]) counts against the agent.
+    async fn resolved(&mut self, resolved: Result<Target, Refusal>) -> Result<Target, Refusal> {
+        if let Err(r) = &resolved
+            && r.suspicious_at_resolution()
+        {
             let trigger = Instant::now();
             if let Some(cause) = self.gw.monitor.refused(self.auth.claims.agent(), now_ms()) {
                 contain_agent(self.gw, self.auth.claims.agent(), cause, trigger).await;
             }
         }
         resolved
+    }
+
+    /// Resolve a resource (`kind` resource, `name` its URI upstream) or a
+    /// prompt of `server` for this caller, with the request's arguments
+    /// (a read's are `{ uri }`).
+    pub(crate) async fn resolve_item(&mut self, kind: TargetKind, server: &str, name: &str, args: Value) -> Result<Target, Refusal> {
+        let resolved = self.try_resolve_item(kind, server, name, args);
+        self.resolved(resolved).await
+    }
+
+    fn try_resolve_item(&mut self, kind: TargetKind, server: &str, name: &str, args: Value) -> Result<Target, Refusal> {
+        let canonical = canonical_json(&args);
+        self.trail.set_args_digest(sha256_hex(canonical.as_bytes()));
+        let what = if kind == TargetKind::Resource { "resource" } else { "prompt" };
+        let tool =
+            self.gw.upstream(server).and_then(|u| item_tool(u, kind)).ok_or_else(|| Refusal::Unknown(format!("no {what} server {server:?} is configured")))?;
+        self.trail.tool = Some(tool.tool.to_string());
+        if !(self.auth.claims.in_scope(&tool.tool) && self.auth.agent.may_use(&tool.tool)) {
+            return Err(Refusal::OutOfScope(tool.tool));
+        }
+        Ok(Target { tool, kind, name: name.to_string(), args, arg_bytes: canonical.len() })
     }
 
     fn try_resolve(&mut self, name: Option<&str>, args: Option<&Value>) -> Result<Target, Refusal> {
@@ -286,14 +348,22 @@ impl<'a> Pipeline<'a> {
         self.trail.set_args_digest(sha256_hex(canonical.as_bytes()));
         self.trail.tool = Some(name.to_string());
         let tref =
-            ToolRef::from_federated_name(name).ok_or_else(|| Refusal::Malformed(format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL")))?;
+            ToolRef::from_federated_name(name).ok_or_else(|| Refusal::Unknown(format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL")))?;
         self.trail.tool = Some(tref.to_string());
+        // Whether the tool exists is told before whether it is granted: that
+        // is what tells a client's ordinary miss from probing beyond the
+        // grant (tool names are not secrets; what they do is decided here).
+        let snap = self.gw.snapshot();
+        let Some(tool) = snap.tools.get(&tref) else {
+            return Err(Refusal::Unknown(unavailable_reason(None, &tref)));
+        };
         if !(self.auth.claims.in_scope(&tref) && self.auth.agent.may_use(&tref)) {
             return Err(Refusal::OutOfScope(tref));
         }
-        let snap = self.gw.snapshot();
-        let tool = snap.tools.get(&tref).filter(|t| t.is_callable()).ok_or_else(|| Refusal::Unavailable(unavailable_reason(snap.tools.get(&tref), &tref)))?;
-        Ok(Target { tool: tool.clone(), args, arg_bytes: canonical.len() })
+        if !tool.is_callable() {
+            return Err(Refusal::Unavailable(unavailable_reason(Some(tool), &tref)));
+        }
+        Ok(Target { tool: tool.clone(), kind: TargetKind::Tool, name: tref.tool.clone(), args, arg_bytes: canonical.len() })
     }
 
     /// A kill switch covering this caller or, when given, this tool.
@@ -343,7 +413,7 @@ impl<'a> Pipeline<'a> {
     /// a front door with a grant of its own (the egress allowlist).
     pub(crate) fn decide(&mut self, target: &Target, found: &Inspection, a: &Assessed, in_scope: Option<bool>) -> Result<Decided, Refusal> {
         let policy = self.gw.policy();
-        let mut f = facts(self.auth, &target.tool, &target.args, Ask::Call(&found.findings), self.now, &MonitorView::from(&a.seen));
+        let mut f = facts(self.auth, target.subject(), &target.args, Ask::Call(&found.findings), self.now, &MonitorView::from(&a.seen));
         if let Some(s) = in_scope {
             f.request.in_scope = s;
         }
@@ -417,7 +487,7 @@ impl<'a> Pipeline<'a> {
         let scan = gw.inspector.scan_json(&result);
         self.trail.findings.extend(finding_labels("result", &scan.summary));
         let policy = &permit.policy;
-        let decision = policy.decide(&facts(self.auth, &target.tool, &target.args, Ask::Result(&scan.summary), self.now, &MonitorView::from(&a.seen)));
+        let decision = policy.decide(&facts(self.auth, target.subject(), &target.args, Ask::Result(&scan.summary), self.now, &MonitorView::from(&a.seen)));
         self.trail.add_policies(decision.policies().iter().cloned());
         match decision {
             Decision::Allow { obligations, .. } => {
@@ -482,9 +552,19 @@ impl<'a> Pipeline<'a> {
     /// needs to on the way). Returns the released result.
     pub(crate) async fn tool_call<F>(&mut self, name: Option<&str>, args: Option<&Value>, forward: F) -> Result<Value, Stopped>
     where
-        F: AsyncFnOnce(&Upstream, &ToolRef, Value) -> Forwarded,
+        F: AsyncFnOnce(&Upstream, &Target, Value) -> Forwarded,
     {
         let target = self.resolve_tool(name, args).await.map_err(Stopped::Refused)?;
+        self.carry(target, forward).await
+    }
+
+    /// Run a resolved target (a tool call, a resource read, a prompt)
+    /// through every stage after resolution; `forward` sends it upstream
+    /// with the admitted arguments. Returns the released answer.
+    pub(crate) async fn carry<F>(&mut self, target: Target, forward: F) -> Result<Value, Stopped>
+    where
+        F: AsyncFnOnce(&Upstream, &Target, Value) -> Forwarded,
+    {
         let Some(upstream) = self.gw.upstream(&target.tool.tool.server).cloned() else {
             // The operator's configuration, not the agent's doing.
             return Err(Stopped::Refused(Refusal::Unavailable(format!("no upstream server {:?} is configured", target.tool.tool.server))));
@@ -494,7 +574,7 @@ impl<'a> Pipeline<'a> {
         let auth = self.auth;
         let mcall = monitor_call(auth, &target.tool, &target.args, target.arg_bytes, now_ms());
         let assessed = self.assess(&mcall);
-        let answer = self.decide_and_forward(&mcall, &target, &found, &assessed, async |args| forward(&upstream, &target.tool.tool, args).await).await;
+        let answer = self.decide_and_forward(&mcall, &target, &found, &assessed, async |args| forward(&upstream, &target, args).await).await;
         self.settle(&mcall, &target, &assessed, answer.as_ref().err()).await;
         answer
     }
@@ -535,11 +615,45 @@ pub(crate) fn visible_tools(gw: &Gateway, auth: &Authenticated, now: i64) -> Vec
     defs.iter()
         .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
         .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))
-        .filter(|(t, _)| policy.decide(&facts(auth, t, &empty, Ask::Listing, now, &mon)).is_allow())
+        .filter(|(t, _)| policy.decide(&facts(auth, Subject::tool(t), &empty, Ask::Listing, now, &mon)).is_allow())
         .map(|(t, def)| {
             let mut d = def.clone();
             d["name"] = t.tool.federated_name().into();
             d
+        })
+        .collect()
+}
+
+/// Which of one upstream's listed resources, resource templates or prompts
+/// a caller may see: in its grant (checked once), not flagged as poisoned
+/// (instructions hidden in a description, as in a tool definition), and
+/// listed by the policy. `name_of` gives an item's name as policy sees it
+/// (a resource's URI or template, a prompt's name).
+pub(crate) fn visible_items(
+    gw: &Gateway,
+    auth: &Authenticated,
+    upstream: &Upstream,
+    kind: TargetKind,
+    items: Vec<Value>,
+    name_of: impl Fn(&Value) -> Option<&str>,
+    now: i64,
+) -> Vec<Value> {
+    let Some(tool) = item_tool(upstream, kind) else { return Vec::new() };
+    if !(auth.claims.in_scope(&tool.tool) && auth.agent.may_use(&tool.tool)) || gw.kills().for_tool(&tool.tool).is_some() {
+        return Vec::new();
+    }
+    let policy = gw.policy();
+    let empty = json!({});
+    let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
+    items
+        .into_iter()
+        .filter(|item| {
+            let Some(name) = name_of(item) else { return false };
+            if gw.inspector.scan_tool_definition(item, &upstream.config.name, &[]).flagged() {
+                tracing::warn!(upstream = %upstream.config.name, %kind, name, "withholding a listed definition flagged as poisoned");
+                return false;
+            }
+            policy.decide(&facts(auth, Subject { tool: &tool, kind, name }, &empty, Ask::Listing, now, &mon)).is_allow()
         })
         .collect()
 }

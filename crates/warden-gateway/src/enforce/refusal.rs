@@ -13,6 +13,11 @@ pub(crate) enum Refusal {
     /// Not a well-formed call (missing name, arguments not an object, a
     /// name that is not SERVER__TOOL).
     Malformed(String),
+    /// It names nothing the gateway offers (a tool name that is not
+    /// SERVER__TOOL or not registered, a resource or prompt of no
+    /// configured server): the spec's invalid-params error. Generic
+    /// clients probe like this, so it does not count against the agent.
+    Unknown(String),
     /// Larger than the front door inspects.
     TooLarge(String),
     /// Outside the token's scope or the agent's registered tools.
@@ -83,9 +88,13 @@ impl Refusal {
     /// The audit record's reason.
     pub(crate) fn reason(&self) -> String {
         match self {
-            Self::Malformed(r) | Self::TooLarge(r) | Self::Unavailable(r) | Self::NotGranted(r) | Self::ApprovalRefused(r) | Self::ApprovalsUnavailable(r) => {
-                r.clone()
-            }
+            Self::Malformed(r)
+            | Self::Unknown(r)
+            | Self::TooLarge(r)
+            | Self::Unavailable(r)
+            | Self::NotGranted(r)
+            | Self::ApprovalRefused(r)
+            | Self::ApprovalsUnavailable(r) => r.clone(),
             Self::OutOfScope(t) => format!("tool {t} is outside this token's scope"),
             Self::Killed(k) => k.describe(),
             Self::Contained(cause) => format!("the agent is contained: {cause}"),
@@ -143,6 +152,16 @@ impl Refusal {
     /// human is not misbehaviour, nor is the gateway's own failure.
     pub(crate) fn counts_against_agent(&self) -> bool {
         !matches!(self, Self::Pending { .. } | Self::NotForwarded(_))
+    }
+
+    /// Does a refusal at resolution, before the monitor assessed the call,
+    /// count against the agent? Asking for what exists but is outside its
+    /// grant is probing for privilege; a name nothing answers to, a
+    /// malformed request or a tool an operator has not made callable is
+    /// what ordinary clients do (listing-then-calling races, the
+    /// conformance suite's unknown-tool check).
+    pub(crate) fn suspicious_at_resolution(&self) -> bool {
+        matches!(self, Self::OutOfScope(_))
     }
 
     /// Did a rate limit or an impact cap refuse it?
@@ -205,6 +224,14 @@ mod tests {
         assert_eq!(Refusal::Withheld(Withheld::Killed(kill())).policy_ids(), ["kill#7"]);
         assert_eq!(Refusal::Contained("risk 90".into()).policy_ids(), ["monitor:risk"]);
         assert!(Refusal::Policy { reason: "x".into(), critical: None }.policy_ids().is_empty(), "the decision carries its own");
+    }
+
+    #[test]
+    fn only_asking_beyond_the_grant_counts_at_resolution() {
+        assert!(Refusal::OutOfScope("crm/export".parse().unwrap()).suspicious_at_resolution());
+        for ordinary in [Refusal::Unknown("no tool x".into()), Refusal::Malformed("no name".into()), Refusal::Unavailable("disabled".into())] {
+            assert!(!ordinary.suspicious_at_resolution(), "{ordinary:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod egress;
 mod faults;
 mod gateway;
 mod guardrails;
+mod mcp_protocol;
 mod monitor;
 mod mtls;
 mod replicas;
