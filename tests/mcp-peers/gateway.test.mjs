@@ -137,6 +137,45 @@ test('SDK client lists and reads resources, gets prompts and completes their arg
   assert.match(warden('audit', 'verify'), /audit log OK/);
 });
 
+test('SDK client gets progress notifications and cancels a call upstream through the gateway (stdio and HTTP upstreams)', async () => {
+  const tools = ['everything', 'everything-http'].map((s) => `${s}/trigger-long-running-operation`);
+  for (const tool of tools) {
+    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
+    warden('tool', 'approve', tool);
+  }
+  const id = warden('agent', 'register', 'sdk-progress', '--owner', 'alice@example.com', '--purpose', 'interop test',
+    '--tools', tools.join(','), '--autonomy', '1', '--generate-key', join(dir, 'sdk-progress.pem')).trim();
+  const agent = new Agent(id, join(dir, 'sdk-progress.pem'), base);
+  await new Promise((r) => setTimeout(r, 200));
+  await agent.fetchToken(tools.join(' '));
+  const client = await connect(agent);
+
+  for (const server of ['everything', 'everything-http']) {
+    const progress = [];
+    const r = await client.callTool({ name: `${server}__trigger-long-running-operation`, arguments: { duration: 1, steps: 4 } }, undefined,
+      { onprogress: (p) => progress.push(p) });
+    assert.match(r.content[0].text, /Long running operation completed/);
+    assert.deepEqual(progress.map((p) => [p.progress, p.total]), [[1, 4], [2, 4], [3, 4], [4, 4]], `${server}: every step arrives, in order`);
+  }
+
+  // The SDK sends notifications/cancelled when its signal aborts; the
+  // gateway passes it on to the upstream and ends the call there.
+  const stop = new AbortController();
+  await assert.rejects(
+    client.callTool({ name: 'everything-http__trigger-long-running-operation', arguments: { duration: 10, steps: 10 } }, undefined,
+      { signal: stop.signal, onprogress: () => stop.abort('the user pressed stop') }),
+    /stop|abort|cancel/i);
+  let records = [];
+  for (let i = 0; i < 100 && !records.some((r) => /cancelled the request/.test(r.event.reason ?? '')); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    records = warden('audit', 'query', '--agent', 'sdk-progress', '--json').trim().split('\n').map(JSON.parse);
+  }
+  const cancelled = records.find((r) => /cancelled the request/.test(r.event.reason ?? ''));
+  assert.ok(cancelled, 'the gateway recorded the cancellation');
+  assert.equal(cancelled.event.tool, 'everything-http/trigger-long-running-operation');
+  await client.close();
+});
+
 test('a client without a valid DPoP-bound token is turned away with a 401 challenge', async () => {
   const r = await fetch(`${base}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) });

@@ -41,7 +41,11 @@ pub struct Reply {
     pub session: Option<String>,
     /// The gateway's correlation id for this request (in its audit record).
     pub correlation_id: Option<String>,
+    /// The answer (the last message of an event stream).
     pub body: Value,
+    /// The messages an event-stream answer carried before it (progress
+    /// notifications); empty for a plain JSON answer.
+    pub events: Vec<Value>,
 }
 
 impl Reply {
@@ -236,9 +240,25 @@ impl AgentClient {
         let www_authenticate = header("www-authenticate");
         let session = header("mcp-session-id");
         let correlation_id = header("x-warden-correlation-id");
+        let streamed = header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
         let bytes = resp.bytes().await.map_err(|e| ClientError::Http { url, message: e.to_string() })?;
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))? };
-        Ok(Reply { status, www_authenticate, session, correlation_id, body })
+        let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).map_err(|e| ClientError::Protocol(e.to_string()));
+        let (body, events) = if streamed {
+            let mut decoder = warden_core::sse::Decoder::new(usize::MAX);
+            let mut events = decoder
+                .push(&bytes)
+                .map_err(|_| ClientError::Protocol("event too large".into()))?
+                .iter()
+                .map(|d| parse(d.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let body = events.pop().ok_or_else(|| ClientError::Protocol("an event stream without an answer".into()))?;
+            (body, events)
+        } else if bytes.is_empty() {
+            (Value::Null, Vec::new())
+        } else {
+            (parse(&bytes)?, Vec::new())
+        };
+        Ok(Reply { status, www_authenticate, session, correlation_id, body, events })
     }
 
     /// Send a JSON-RPC request with the current token and a fresh proof.

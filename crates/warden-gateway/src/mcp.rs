@@ -12,7 +12,7 @@ use crate::enforce::{self, Pipeline, Refusal, Stopped, Target, Trail, Withheld, 
 use crate::jsonrpc::Message;
 use crate::peer::PeerCertificate;
 use crate::state::Gateway;
-use crate::upstream::{Caller, UpstreamError};
+use crate::upstream::{Caller, Exchange, UpstreamError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 use warden_core::clock::now_secs;
 use warden_core::{AuditEvent, EventKind, TargetKind, Verdict};
 
@@ -179,17 +180,39 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         return respond(StatusCode::BAD_REQUEST, rpc_error(&id, codes::INVALID_REQUEST, &format!("unsupported MCP-Protocol-Version {v}"), None), &call.corr);
     }
     if notification {
+        // A cancellation reaches its request if it is still in flight in
+        // this session (too late is fine: the spec allows the race).
+        if method == "notifications/cancelled"
+            && let (Caller::Session { session, .. }, Some(request)) = (&session, params.get("requestId"))
+        {
+            gw.cancels.cancel(session, request);
+        }
         // Notifications need no answer.
         return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
     }
     match method {
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
-        "tools/call" => call_tool(&call, &auth, &id, &params, session).await,
+        "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => {
+            let streams = params.pointer("/_meta/progressToken").is_some()
+                && headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+            let r = Relayed {
+                gw: gw.clone(),
+                corr: call.corr.clone(),
+                start: call.start,
+                now: call.now,
+                trace: call.trace,
+                auth,
+                id,
+                method: method.into(),
+                params,
+                caller: session,
+            };
+            if streams { with_progress(r).await } else { r.run(None).await }
+        }
         "resources/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Resources).await,
         "resources/templates/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Templates).await,
         "prompts/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Prompts).await,
-        "resources/read" | "prompts/get" | "completion/complete" => request_item(&call, &auth, &id, method, &params, session).await,
         other => respond(
             StatusCode::OK,
             rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None),
@@ -439,13 +462,142 @@ async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Value, params:
     call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
 }
 
+/// A request relayed to an upstream (a tool call, a resource read, a
+/// prompt, a completion), owned so that it can run on while its progress
+/// streams to the client.
+struct Relayed {
+    gw: Arc<Gateway>,
+    corr: String,
+    start: Instant,
+    now: i64,
+    trace: Option<([u8; 16], [u8; 8])>,
+    auth: Authenticated,
+    id: Value,
+    method: String,
+    params: Value,
+    caller: Caller,
+}
+
+impl Relayed {
+    /// Run it to its answer, cancellable by its client while it runs, its
+    /// progress sent to `progress`.
+    async fn run(self, progress: Option<mpsc::UnboundedSender<Value>>) -> Response {
+        let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace };
+        let cancellable = match &self.caller {
+            Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
+            Caller::Gateway => None,
+        };
+        let relay = Exchange { progress, cancel: cancellable.as_ref().map(|c| c.token.clone()) };
+        match self.method.as_str() {
+            "tools/call" => call_tool(&call, &self.auth, &self.id, &self.params, self.caller.clone(), relay).await,
+            method => request_item(&call, &self.auth, &self.id, method, &self.params, self.caller.clone(), relay).await,
+        }
+    }
+}
+
+/// Answer a request whose client asked for progress: as a plain response
+/// if it ends before any progress arrives (its HTTP status and challenge
+/// intact), otherwise as an event stream of its progress notifications
+/// (inspected: a message carrying an injection or a credential is dropped
+/// from them) and then its answer. A client that goes away stops only the
+/// stream; the request runs to its end and its record.
+async fn with_progress(r: Relayed) -> Response {
+    let (gw, corr) = (r.gw.clone(), r.corr.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let Some(mut work) = gw.track(r.run(Some(tx))) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
+    };
+    let failed = |e: tokio::task::JoinError| {
+        tracing::error!(error = %e, "an MCP request task failed");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    };
+    let first = tokio::select! {
+        done = &mut work => return done.unwrap_or_else(failed),
+        Some(ev) = rx.recv() => ev,
+    };
+    let (out, body) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let frame = |v: &Value| format!("event: message\ndata: {v}\n\n");
+        let _ = out.send(frame(&screened_progress(&gw, first))).await;
+        let done = loop {
+            tokio::select! {
+                biased;
+                Some(ev) = rx.recv() => {
+                    let _ = out.send(frame(&screened_progress(&gw, ev))).await;
+                }
+                done = &mut work => break done,
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            let _ = out.send(frame(&screened_progress(&gw, ev))).await;
+        }
+        let answer = done.unwrap_or_else(failed);
+        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap_or_default();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let _ = out.send(frame(&answer)).await;
+    });
+    let stream = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|f| (Ok::<_, std::convert::Infallible>(f), body)) });
+    let mut resp =
+        (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream)).into_response();
+    resp.headers_mut().insert("x-warden-correlation-id", HeaderValue::from_str(&corr).expect("hex"));
+    resp
+}
+
+/// A progress notification as the client may see it: its `message` is
+/// upstream text headed for the agent, so one that carries an injection, a
+/// credential or personal data is dropped (the progress itself stays).
+fn screened_progress(gw: &Gateway, mut ev: Value) -> Value {
+    if let Some(params) = ev.get_mut("params").and_then(Value::as_object_mut)
+        && let Some(message) = params.get("message").and_then(Value::as_str)
+    {
+        let scan = gw.inspector.scan_text(message);
+        if scan.is_injection() || scan.of(warden_inspect::Detector::Secret).next().is_some() || scan.of(warden_inspect::Detector::Pii).next().is_some() {
+            params.remove("message");
+        }
+    }
+    ev
+}
+
+/// The request `_meta` passed upstream with a relayed request. It is
+/// caller-controlled data headed for the upstream like the arguments, so it
+/// is inspected: if it carries a credential, personal data or an injection
+/// only its progress token (which the upstream sees as the gateway's own)
+/// goes on.
+fn meta_of(gw: &Gateway, params: &Value) -> Option<Value> {
+    let mut meta = params.get("_meta")?.as_object()?.clone();
+    let token = meta.remove("progressToken");
+    if !meta.is_empty() {
+        let f = gw.inspector.scan_json(&Value::Object(meta.clone())).summary;
+        if f.secret_count + f.pii_count > 0 || f.injection_score >= 50 {
+            tracing::warn!("dropping request _meta that carries a credential, personal data or an injection");
+            meta.clear();
+        }
+    }
+    if let Some(t) = token {
+        meta.insert("progressToken".into(), t);
+    }
+    (!meta.is_empty()).then_some(Value::Object(meta))
+}
+
+/// `params` with the `_meta` that may go upstream.
+fn with_meta(gw: &Gateway, mut sent: Value, params: &Value) -> Value {
+    match meta_of(gw, params) {
+        Some(m) => sent["_meta"] = m,
+        None => {
+            sent.as_object_mut().map(|o| o.remove("_meta"));
+        }
+    }
+    sent
+}
+
 /// A `tools/call`, through the enforcement core; the upstream is called
 /// with the admitted arguments.
-async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller) -> Response {
+async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller, relay: Exchange) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, "call_tool", auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
     let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
-        let mut r = upstream.request_for(&caller, "tools/call", json!({ "name": t.name, "arguments": args })).await?;
+        let sent = with_meta(call.gw, json!({ "name": t.name, "arguments": args }), params);
+        let mut r = upstream.exchange(&caller, "tools/call", sent, &relay).await?;
         catalog::federate_references(&upstream.config.name, &mut r);
         Ok(r)
     };
@@ -458,7 +610,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 /// decided as the prompt or resource it completes, with the argument it
 /// completes as its arguments, and its suggestions are reviewed as an
 /// answer of that prompt or resource).
-async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller) -> Response {
+async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller, relay: Exchange) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
     let answer = match item_of(method, params) {
@@ -487,7 +639,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
                             }
                         }
                     }
-                    let mut r = upstream.request_for(&caller, method, sent).await?;
+                    let mut r = upstream.exchange(&caller, method, with_meta(call.gw, sent, params), &relay).await?;
                     catalog::federate_references(&upstream.config.name, &mut r);
                     Ok(r)
                 };

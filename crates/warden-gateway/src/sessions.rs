@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Sessions open at once on one gateway.
 pub(crate) const MAX_SESSIONS: usize = 100_000;
@@ -113,6 +114,50 @@ impl Sessions {
     }
 }
 
+/// The requests in flight that a client can cancel, by its session and its
+/// own request id: a `notifications/cancelled` reaches only a request of
+/// the session it arrives on.
+#[derive(Debug, Default)]
+pub(crate) struct Cancels {
+    by_request: parking_lot::Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A request's place in [`Cancels`], given up when the request ends.
+pub(crate) struct Cancellable<'a> {
+    cancels: &'a Cancels,
+    key: (String, String),
+    seq: u64,
+    pub(crate) token: CancellationToken,
+}
+
+impl Cancels {
+    /// Register request `id` (its JSON text: `1` and `"1"` differ) of `session`.
+    pub fn start(&self, session: &str, id: &serde_json::Value) -> Cancellable<'_> {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = (session.to_string(), id.to_string());
+        let token = CancellationToken::new();
+        // A client reusing an id in flight can cancel only the newer request.
+        self.by_request.lock().insert(key.clone(), (seq, token.clone()));
+        Cancellable { cancels: self, key, seq, token }
+    }
+
+    /// Cancel request `id` of `session`; `false` when none is in flight.
+    pub fn cancel(&self, session: &str, id: &serde_json::Value) -> bool {
+        let token = self.by_request.lock().get(&(session.to_string(), id.to_string())).map(|(_, t)| t.clone());
+        token.map(|t| t.cancel()).is_some()
+    }
+}
+
+impl Drop for Cancellable<'_> {
+    fn drop(&mut self) {
+        let mut map = self.cancels.by_request.lock();
+        if map.get(&self.key).is_some_and(|(seq, _)| *seq == self.seq) {
+            map.remove(&self.key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +213,21 @@ mod tests {
         assert_eq!(s.len(), 1);
         s.open("a3".into(), "a", t0).unwrap();
         assert!(s.touch("a3", "a", t0));
+    }
+
+    #[test]
+    fn a_cancellation_reaches_only_its_own_sessions_request() {
+        let c = Cancels::default();
+        let a = c.start("s1", &serde_json::json!(1));
+        let b = c.start("s2", &serde_json::json!(1));
+        assert!(!c.cancel("s1", &serde_json::json!("1")), "the id's JSON text is the key");
+        assert!(c.cancel("s1", &serde_json::json!(1)));
+        assert!(a.token.is_cancelled() && !b.token.is_cancelled());
+        drop(a);
+        assert!(!c.cancel("s1", &serde_json::json!(1)), "an ended request is gone");
+        let again = c.start("s2", &serde_json::json!(1));
+        drop(b);
+        assert!(c.cancel("s2", &serde_json::json!(1)), "the older request's end leaves the newer one registered");
+        assert!(again.token.is_cancelled());
     }
 }

@@ -124,6 +124,8 @@ pub struct Gateway {
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
     pub(crate) sessions: Mutex<crate::sessions::Sessions>,
+    /// Requests in flight that their client can cancel.
+    pub(crate) cancels: crate::sessions::Cancels,
     /// Scans arguments, results and tool definitions.
     pub(crate) inspector: Inspector,
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
@@ -185,6 +187,7 @@ impl Gateway {
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
             sessions: Default::default(),
+            cancels: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
             monitor,

@@ -155,13 +155,70 @@ pub enum UpstreamError {
     Rpc { server: String, code: i64, message: String, data: Option<Box<Value>> },
     #[error("upstream {server} is misconfigured: {message}")]
     Config { server: String, message: String },
+    /// The client cancelled the request; the upstream was told.
+    #[error("the client cancelled the request; upstream {server} was told to stop")]
+    Cancelled { server: String },
 }
 
 type Pending = Arc<parking_lot::Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
 
+/// What travels with one request besides its answer.
+#[derive(Default)]
+pub struct Exchange {
+    /// Where the server's progress notifications about the request go, with
+    /// the client's own progress token: upstream, the request carries the
+    /// gateway's id as its token, so no client can name another's request.
+    pub progress: Option<mpsc::UnboundedSender<Value>>,
+    /// Cancelled when the client cancels the request: the server is told
+    /// (`notifications/cancelled` with the gateway's id) and the request
+    /// ends with [`UpstreamError::Cancelled`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+/// Requests whose progress is relayed: the client's token and where its
+/// notifications go, by the gateway's request id (the token upstream).
+#[derive(Clone, Default)]
+struct Progress(Arc<parking_lot::Mutex<HashMap<i64, Watcher>>>);
+
+/// A client's progress token and where notifications with it go.
+type Watcher = (Value, mpsc::UnboundedSender<Value>);
+
+impl Progress {
+    /// Relay `msg` if it is progress about request `id` (HTTP: an event of
+    /// that request's own stream) or, with `id` unknown, about any request
+    /// relayed (stdio: one stream for all).
+    fn relay(&self, id: i64, msg: Value) {
+        self.relay_any(msg, Some(id));
+    }
+
+    fn relay_any(&self, mut msg: Value, only: Option<i64>) {
+        if msg.get("method").and_then(Value::as_str) != Some("notifications/progress") {
+            return;
+        }
+        let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
+        if let Some((client_token, tx)) = self.0.lock().get(&token) {
+            msg["params"]["progressToken"] = client_token.clone();
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+/// Ends a request's progress relay when its wait ends, however it ends.
+struct ProgressEntry<'a> {
+    progress: &'a Progress,
+    id: i64,
+}
+
+impl Drop for ProgressEntry<'_> {
+    fn drop(&mut self) {
+        self.progress.0.lock().remove(&self.id);
+    }
+}
+
 struct StdioConn {
     tx: mpsc::Sender<String>,
     pending: Pending,
+    progress: Progress,
     alive: Arc<AtomicBool>,
     _child: Child,
 }
@@ -425,6 +482,12 @@ impl Upstream {
     /// Send a request in `caller`'s upstream session (opened if new) and
     /// return its `result`, within `timeout_secs` of now (connecting included).
     pub async fn request_for(&self, caller: &Caller, method: &str, params: Value) -> Result<Value, UpstreamError> {
+        self.exchange(caller, method, params, &Exchange::default()).await
+    }
+
+    /// As [`Upstream::request_for`], relaying the request's progress and
+    /// its cancellation as `relay` asks.
+    pub async fn exchange(&self, caller: &Caller, method: &str, params: Value, relay: &Exchange) -> Result<Value, UpstreamError> {
         let arrived = Instant::now();
         let deadline = arrived + Duration::from_secs(self.config.timeout_secs);
         let Some(slot) = self.slots.lock().get(caller, arrived) else {
@@ -434,13 +497,13 @@ impl Upstream {
         let exchange = async {
             let conn = self.connection(&slot, arrived, deadline, None).await?;
             connected.store(true, Ordering::Relaxed);
-            match self.send(&conn, method, params.clone()).await {
+            match self.send(&conn, method, params.clone(), relay).await {
                 // Not processed (expired session, server gone before the
                 // request was written): once more on a new connection.
                 Err(SendError::Unsent(e)) => {
                     tracing::info!(upstream = %self.name(), "{e}; reconnecting and sending {method} again");
                     let conn = self.connection(&slot, arrived, deadline, Some(&conn)).await?;
-                    self.send(&conn, method, params).await.map_err(SendError::into_error)
+                    self.send(&conn, method, params, relay).await.map_err(SendError::into_error)
                 }
                 other => other.map_err(SendError::into_error),
             }
@@ -597,9 +660,10 @@ impl Upstream {
                 let stderr = child.stderr.take().expect("piped");
                 let (tx, rx) = mpsc::channel::<String>(256);
                 let pending: Pending = Default::default();
+                let progress = Progress::default();
                 let alive = Arc::new(AtomicBool::new(true));
                 tokio::spawn(write_loop(stdin, rx));
-                tokio::spawn(read_loop(self.name().to_string(), stdout, tx.clone(), pending.clone(), alive.clone()));
+                tokio::spawn(read_loop(self.name().to_string(), stdout, tx.clone(), pending.clone(), progress.clone(), alive.clone()));
                 let name = self.name().to_string();
                 tokio::spawn(async move {
                     let mut lines = BufReader::new(stderr).lines();
@@ -611,8 +675,8 @@ impl Upstream {
                         }
                     }
                 });
-                let conn = Conn::Stdio(StdioConn { tx, pending, alive, _child: child });
-                let result = self.send(&conn, "initialize", init).await.map_err(SendError::into_error)?;
+                let conn = Conn::Stdio(StdioConn { tx, pending, progress, alive, _child: child });
+                let result = self.send(&conn, "initialize", init, &Exchange::default()).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
@@ -620,7 +684,7 @@ impl Upstream {
             Transport::Http { .. } => {
                 let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSION.into() });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init).await.map_err(SendError::into_error)?;
+                let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init, None).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
                 let protocol = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(PROTOCOL_VERSION).to_string();
                 let conn = Conn::Http(HttpConn { session, protocol });
@@ -631,33 +695,72 @@ impl Upstream {
     }
 
     async fn notify(&self, conn: &Conn, method: &str) -> Result<(), UpstreamError> {
+        self.notify_with(conn, method, Value::Null).await
+    }
+
+    async fn notify_with(&self, conn: &Conn, method: &str, params: Value) -> Result<(), UpstreamError> {
         match conn {
             Conn::Stdio(s) => {
-                let msg = json!({ "jsonrpc": "2.0", "method": method }).to_string();
-                s.tx.send(msg).await.map_err(|_| self.unavailable("process exited"))
+                let mut msg = json!({ "jsonrpc": "2.0", "method": method });
+                if !params.is_null() {
+                    msg["params"] = params;
+                }
+                s.tx.send(msg.to_string()).await.map_err(|_| self.unavailable("process exited"))
             }
-            Conn::Http(_) => self.http_post(conn, None, method, Value::Null).await.map(|_| ()).map_err(SendError::into_error),
+            Conn::Http(_) => self.http_post(conn, None, method, params, None).await.map(|_| ()).map_err(SendError::into_error),
         }
     }
 
     /// Send a request under a fresh id of the gateway's and wait for the
-    /// response to that id; the caller bounds the wait.
-    async fn send(&self, conn: &Conn, method: &str, params: Value) -> Result<Value, SendError> {
+    /// response to that id; the caller bounds the wait. A client's progress
+    /// token is replaced by that id, and a cancellation ends the wait and
+    /// is passed on.
+    async fn send(&self, conn: &Conn, method: &str, mut params: Value, relay: &Exchange) -> Result<Value, SendError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match conn {
-            Conn::Stdio(s) => {
-                let (tx, rx) = oneshot::channel();
-                s.pending.lock().insert(id, tx);
-                let _entry = PendingEntry { pending: &s.pending, id };
-                let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
-                if !s.alive.load(Ordering::Relaxed) || s.tx.send(msg).await.is_err() {
-                    return Err(SendError::Unsent(self.unavailable("the server process had exited")));
-                }
-                // It may have run the request before exiting: not sent again.
-                let resp = rx.await.map_err(|_| self.unavailable("the server process exited before answering; it is restarted on the next call"))?;
-                Ok(self.result_of(resp)?)
+        let http_progress = Progress::default();
+        let progress = match conn {
+            Conn::Stdio(s) => &s.progress,
+            Conn::Http(_) => &http_progress,
+        };
+        let _relayed = match (&relay.progress, params.pointer_mut("/_meta/progressToken")) {
+            (Some(tx), Some(token)) => {
+                progress.0.lock().insert(id, (std::mem::replace(token, id.into()), tx.clone()));
+                Some(ProgressEntry { progress, id })
             }
-            Conn::Http(_) => self.http_post(conn, Some(id), method, params).await.map(|(r, _)| r),
+            // Nobody to relay progress to: the server is not asked for it.
+            (None, Some(_)) => {
+                params["_meta"].as_object_mut().map(|m| m.remove("progressToken"));
+                None
+            }
+            _ => None,
+        };
+        let answer = async {
+            match conn {
+                Conn::Stdio(s) => {
+                    let (tx, rx) = oneshot::channel();
+                    s.pending.lock().insert(id, tx);
+                    let _entry = PendingEntry { pending: &s.pending, id };
+                    let msg = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string();
+                    if !s.alive.load(Ordering::Relaxed) || s.tx.send(msg).await.is_err() {
+                        return Err(SendError::Unsent(self.unavailable("the server process had exited")));
+                    }
+                    // It may have run the request before exiting: not sent again.
+                    let resp = rx.await.map_err(|_| self.unavailable("the server process exited before answering; it is restarted on the next call"))?;
+                    Ok(self.result_of(resp)?)
+                }
+                Conn::Http(_) => self.http_post(conn, Some(id), method, params, Some(progress)).await.map(|(r, _)| r),
+            }
+        };
+        let Some(cancel) = &relay.cancel else { return answer.await };
+        tokio::select! {
+            r = answer => r,
+            () = cancel.cancelled() => {
+                let notice = json!({ "requestId": id, "reason": "cancelled by the client" });
+                if let Err(e) = self.notify_with(conn, "notifications/cancelled", notice).await {
+                    tracing::warn!(upstream = %self.name(), "could not pass a cancellation on: {e}");
+                }
+                Err(UpstreamError::Cancelled { server: self.name().into() }.into())
+            }
         }
     }
 
@@ -693,7 +796,14 @@ impl Upstream {
 
     /// POST one message. For requests, returns the result and any session id
     /// the server assigned; the response may be JSON or an SSE stream.
-    async fn http_post(&self, conn: &Conn, id: Option<i64>, method: &str, params: Value) -> Result<(Value, Option<String>), SendError> {
+    async fn http_post(
+        &self,
+        conn: &Conn,
+        id: Option<i64>,
+        method: &str,
+        params: Value,
+        progress: Option<&Progress>,
+    ) -> Result<(Value, Option<String>), SendError> {
         let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_post on an HTTP upstream only") };
         let mut msg = json!({ "jsonrpc": "2.0", "method": method });
         if let Some(id) = id {
@@ -726,7 +836,7 @@ impl Upstream {
         let Some(id) = id else { return Ok((Value::Null, session)) };
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let message = if ctype.starts_with("text/event-stream") {
-            self.read_sse(resp).await?
+            self.read_sse(resp, id, progress).await?
         } else {
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
@@ -741,8 +851,6 @@ impl Upstream {
         Ok((self.response_for(id, message)?, session))
     }
 
-    /// Read SSE events until a response arrives (requests and notifications
-    /// the server streams first are skipped); the caller checks its id.
     /// Keep what a server offers, which must be something the gateway relays.
     fn check_init(&self, result: &Value) -> Result<(), UpstreamError> {
         let caps = result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_default();
@@ -753,17 +861,21 @@ impl Upstream {
         Ok(())
     }
 
-    async fn read_sse(&self, resp: reqwest::Response) -> Result<Value, UpstreamError> {
+    /// Read SSE events until a response arrives (requests and notifications
+    /// the server streams first are skipped, progress about request `id`
+    /// relayed); the caller checks the response's id.
+    async fn read_sse(&self, resp: reqwest::Response, id: i64, progress: Option<&Progress>) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
             for data in events.push(&chunk).map_err(|sse::TooLarge| self.too_large())? {
-                if let Ok(v) = serde_json::from_str::<Value>(&data)
-                    && v.get("method").is_none()
-                    && (v.get("result").is_some() || v.get("error").is_some())
-                {
+                let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
+                if v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some()) {
                     return Ok(v);
+                }
+                if let Some(p) = progress {
+                    p.relay(id, v);
                 }
             }
         }
@@ -791,7 +903,7 @@ async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receive
     }
 }
 
-async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::Sender<String>, pending: Pending, alive: Arc<AtomicBool>) {
+async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::Sender<String>, pending: Pending, progress: Progress, alive: Arc<AtomicBool>) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -838,7 +950,7 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
                 };
                 let _ = tx.send(reply.to_string()).await;
             }
-            (None, _) => {}
+            (None, _) => progress.relay_any(msg, None),
         }
     }
     alive.store(false, Ordering::Relaxed);

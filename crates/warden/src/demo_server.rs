@@ -158,7 +158,21 @@ fn log_call(name: &str) {
     }
 }
 
-fn handle(msg: &Value) -> Option<Value> {
+/// Ids of requests the client cancelled (as JSON text).
+type Cancelled = std::sync::Arc<parking_lot::Mutex<std::collections::HashSet<String>>>;
+
+/// Write one message on stdout (calls run concurrently).
+fn send(msg: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{msg}").and_then(|()| out.flush());
+}
+
+fn handle(msg: &Value, cancelled: &Cancelled) -> Option<Value> {
+    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+        && let Some(id) = msg.pointer("/params/requestId")
+    {
+        cancelled.lock().insert(id.to_string());
+    }
     let id = msg.get("id")?.clone();
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
     let params = msg.get("params").cloned().unwrap_or(Value::Null);
@@ -174,9 +188,24 @@ fn handle(msg: &Value) -> Option<Value> {
             let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
             log_call(name);
             // `WARDEN_DEMO_DELAY_MS`: a slow upstream, for tests of calls in
-            // flight (the call counts as executed once logged).
-            if let Some(ms) = std::env::var("WARDEN_DEMO_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
+            // flight (the call counts as executed once logged), reporting its
+            // progress in quarters when asked and stopping when cancelled.
+            if let Some(ms) = std::env::var("WARDEN_DEMO_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+                let token = params.pointer("/_meta/progressToken");
+                for quarter in 1..=4 {
+                    for _ in 0..ms.div_ceil(40) {
+                        if cancelled.lock().remove(&id.to_string()) {
+                            log_call(&format!("cancelled:{name}"));
+                            return None;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    if let Some(t) = token {
+                        send(
+                            &json!({ "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": t, "progress": quarter, "total": 4, "message": format!("{quarter} of 4") } }),
+                        );
+                    }
+                }
             }
             call(name, params.get("arguments").unwrap_or(&Value::Null)).map_err(|m| (-32602, m))
         }
@@ -202,16 +231,20 @@ fn handle(msg: &Value) -> Option<Value> {
 
 pub fn run() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
-    let mut out = std::io::stdout().lock();
+    let cancelled = Cancelled::default();
     for line in stdin.lock().lines() {
         let line = line?;
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(msg) => handle(&msg),
-            Err(e) => Some(json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": e.to_string() } })),
-        };
-        if let Some(r) = reply {
-            writeln!(out, "{r}")?;
-            out.flush()?;
+        match serde_json::from_str::<Value>(&line) {
+            // A tool call may take a while: it runs beside the reading of
+            // what comes next (a cancellation of it, say).
+            Ok(msg) if msg.get("method").and_then(Value::as_str) == Some("tools/call") => {
+                let cancelled = cancelled.clone();
+                std::thread::spawn(move || handle(&msg, &cancelled).inspect(send));
+            }
+            Ok(msg) => {
+                handle(&msg, &cancelled).inspect(send);
+            }
+            Err(e) => send(&json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": e.to_string() } })),
         }
     }
     Ok(())

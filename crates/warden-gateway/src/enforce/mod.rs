@@ -529,6 +529,8 @@ impl<'a> Pipeline<'a> {
                 o.trifecta = r.at_approval() && a.seen.taint.both() && target.tool.exfil_capable;
             }
             None => {}
+            // Neither the agent's failure nor the upstream's.
+            Some(Stopped::UpstreamFailed(UpstreamError::Cancelled { .. })) => o.upstream_ok = Some(true),
             Some(Stopped::UpstreamFailed(e)) => {
                 o.failed = true;
                 o.upstream_ok = Some(matches!(e, UpstreamError::Rpc { .. }));

@@ -162,3 +162,43 @@ async fn calling_tools_that_do_not_exist_is_answered_and_does_not_contain_the_ag
     let status = h.cli(&["agent", "list"]);
     assert!(!status.lines().any(|l| l.contains("generic-client") && l.contains("suspended")), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_client_and_a_cancelled_call_is_cancelled_upstream() {
+    let h = Harness::start(r#", WARDEN_DEMO_DELAY_MS = "600""#);
+    h.approve_demo_tools();
+    let (id, key) = h.register("patient", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let lookup = json!({ "name": "onboarding__customer_lookup", "arguments": { "customer_id": "c-1001" } });
+
+    // Asked for, progress streams ahead of the answer under the client's token.
+    let mut with_token = lookup.clone();
+    with_token["_meta"] = json!({ "progressToken": "p-1" });
+    let r = c.request("tools/call", with_token).await.unwrap();
+    assert!(r.result().unwrap().to_string().contains("Ada Lovelace"), "{}", r.body);
+    let seen: Vec<(Value, Value, Value)> =
+        r.events.iter().map(|e| (e["params"]["progressToken"].clone(), e["params"]["progress"].clone(), e["params"]["message"].clone())).collect();
+    let want: Vec<(Value, Value, Value)> = (1..=4).map(|q| (json!("p-1"), json!(q), json!(format!("{q} of 4")))).collect();
+    assert_eq!(seen, want, "{:?}", r.events);
+    // Not asked for, none: a plain JSON answer.
+    let r = c.request("tools/call", lookup.clone()).await.unwrap();
+    assert!(r.events.is_empty() && r.result().is_some(), "{}", r.body);
+
+    // A cancellation from the client reaches the upstream, which stops.
+    let token = c.token.clone().unwrap();
+    let mut other = h.client(&id, &key);
+    (other.token, other.session) = (c.token.clone(), c.session.clone());
+    let before = h.upstream_calls();
+    let call = json!({ "jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": lookup }).to_string().into_bytes();
+    let (auth, proof) = (Some(format!("DPoP {token}")), Some(c.proof("POST")));
+    let slow = tokio::spawn(async move { c.post_raw(call, auth, proof).await.unwrap() });
+    h.eventually(|| async { h.upstream_calls() > before }).await;
+    let cancel = json!({ "jsonrpc": "2.0", "method": "notifications/cancelled", "params": { "requestId": 77, "reason": "the user pressed stop" } });
+    let r = other.post_raw(cancel.to_string().into_bytes(), Some(format!("DPoP {token}")), Some(other.proof("POST"))).await.unwrap();
+    assert_eq!(r.status, 202);
+    let answered = slow.await.unwrap();
+    assert!(answered.error_message().unwrap_or_default().contains("cancelled"), "{}", answered.body);
+    h.eventually(|| async { std::fs::read_to_string(&h.call_log).unwrap().contains("cancelled:customer_lookup") }).await;
+    let a = h.audited("cancelled").await;
+    assert_eq!((a["event"]["kind"].as_str(), a["event"]["forwarded"].as_bool()), (Some("tool_call"), Some(true)), "{a}");
+}
