@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use warden_core::clock::now_secs;
 use warden_core::{AuditEvent, EventKind, TargetKind, Verdict};
 
-const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+use crate::upstream::PROTOCOL_VERSIONS as SUPPORTED_VERSIONS;
 
 pub use crate::jsonrpc::codes;
 
@@ -278,11 +278,32 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
         "protocolVersion": version,
         "capabilities": { "tools": { "listChanged": false }, "resources": {}, "prompts": {}, "completions": {} },
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
-        "instructions": "Tools and prompts are named SERVER__NAME, resources SERVER+URI. Every request is checked against policy and audited.",
+        "instructions": instructions(call.gw, auth),
     });
     let mut resp = call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await;
     resp.headers_mut().insert("mcp-session-id", HeaderValue::from_str(&sid).expect("hex"));
     resp
+}
+
+/// The gateway's instructions, and those of each upstream the caller may
+/// use something of. An upstream's instructions go into the model's
+/// context like a tool's description, so they are scanned the same way: a
+/// server whose instructions are flagged as poisoned is named, its text left
+/// out.
+fn instructions(gw: &Gateway, auth: &Authenticated) -> String {
+    let mut out = String::from("Tools and prompts are named SERVER__NAME, resources SERVER+URI. Every request is checked against policy and audited.");
+    for up in gw.upstreams.values() {
+        let name = &up.config.name;
+        let granted = auth.claims.scope.split_whitespace().filter_map(|s| s.parse::<warden_core::ToolRef>().ok()).any(|t| t.server == *name);
+        let Some(text) = up.instructions().filter(|_| granted) else { continue };
+        if gw.inspector.scan_tool_definition(&json!({ "instructions": text }), name, &[]).flagged() {
+            tracing::warn!(upstream = %name, "leaving out its instructions, flagged as poisoned");
+            out.push_str(&format!("\n\n{name}: (its instructions were withheld by the gateway's inspection)"));
+        } else {
+            out.push_str(&format!("\n\n{name}: {text}"));
+        }
+    }
+    out
 }
 
 async fn handle_get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {

@@ -35,7 +35,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use warden_core::sse;
 
-pub const PROTOCOL_VERSION: &str = "2025-06-18";
+/// The MCP revisions the gateway speaks, newest first: it offers the
+/// newest to each upstream and uses whichever of these the upstream answers.
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
 
 /// Largest upstream message (JSON body, SSE event or stdio line) the gateway
 /// accepts: a response is inspected and redacted as a whole, so its size is
@@ -427,6 +429,8 @@ pub struct Upstream {
     /// The `capabilities` the server answered its last `initialize` with
     /// (`Null` until it has been reached).
     capabilities: parking_lot::RwLock<Value>,
+    /// The `instructions` it answered with, if any.
+    instructions: parking_lot::RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -454,7 +458,15 @@ impl Upstream {
             }
         }
         let credentials = Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) };
-        Ok(Self { config, http, credentials, slots: Default::default(), next_id: AtomicI64::new(1), capabilities: Default::default() })
+        Ok(Self {
+            config,
+            http,
+            credentials,
+            slots: Default::default(),
+            next_id: AtomicI64::new(1),
+            capabilities: Default::default(),
+            instructions: Default::default(),
+        })
     }
 
     fn name(&self) -> &str {
@@ -525,6 +537,11 @@ impl Upstream {
     pub fn offers(&self, capability: &str) -> Option<bool> {
         let caps = self.capabilities.read();
         caps.is_object().then(|| caps.get(capability).is_some_and(|c| !c.is_null()))
+    }
+
+    /// The instructions the server gave at its last `initialize`.
+    pub fn instructions(&self) -> Option<String> {
+        self.instructions.read().clone()
     }
 
     /// All tools, following `nextCursor` pagination (none from a server
@@ -633,7 +650,7 @@ impl Upstream {
     /// caller bounds it.
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let init = json!({
-            "protocolVersion": PROTOCOL_VERSION,
+            "protocolVersion": PROTOCOL_VERSIONS[0],
             "capabilities": {},
             "clientInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         });
@@ -682,11 +699,11 @@ impl Upstream {
                 Ok(conn)
             }
             Transport::Http { .. } => {
-                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSION.into() });
+                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into() });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init, None).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
-                let protocol = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(PROTOCOL_VERSION).to_string();
+                let protocol = self.protocol_of(&result)?.to_string();
                 let conn = Conn::Http(HttpConn { session, protocol });
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
@@ -794,6 +811,31 @@ impl Upstream {
         }
     }
 
+    /// A POST to the server in `h`'s session, with the injected credentials.
+    fn http_request(&self, url: &str, h: &HttpConn, versioned: bool) -> reqwest::RequestBuilder {
+        let mut req = self.http.post(url).header("accept", "application/json, text/event-stream").header("content-type", "application/json");
+        if versioned {
+            req = req.header("mcp-protocol-version", &h.protocol);
+        }
+        if let Some(s) = &h.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in self.credentials.headers(&self.config.name) {
+            req = req.header(k, v);
+        }
+        req
+    }
+
+    /// POST a response to a request of the server's.
+    async fn http_send(&self, conn: &Conn, msg: &Value) -> Result<(), UpstreamError> {
+        let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_send on an HTTP upstream only") };
+        let resp = self.http_request(url, h, true).body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(self.unavailable(format!("HTTP {}", resp.status())));
+        }
+        Ok(())
+    }
+
     /// POST one message. For requests, returns the result and any session id
     /// the server assigned; the response may be JSON or an SSE stream.
     async fn http_post(
@@ -812,17 +854,8 @@ impl Upstream {
         if !params.is_null() {
             msg["params"] = params;
         }
-        let mut req = self.http.post(url).header("accept", "application/json, text/event-stream").header("content-type", "application/json");
-        if method != "initialize" {
-            req = req.header("mcp-protocol-version", &h.protocol);
-        }
-        if let Some(s) = &h.session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in self.credentials.headers(&self.config.name) {
-            req = req.header(k, v);
-        }
-        let resp = req.body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        let resp =
+            self.http_request(url, h, method != "initialize").body(msg.to_string()).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
         let status = resp.status();
         // The spec's signal that the session is gone (the server restarted or
         // ended it): the request was refused, not processed.
@@ -836,7 +869,7 @@ impl Upstream {
         let Some(id) = id else { return Ok((Value::Null, session)) };
         let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let message = if ctype.starts_with("text/event-stream") {
-            self.read_sse(resp, id, progress).await?
+            self.read_sse(conn, resp, id, progress).await?
         } else {
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
@@ -851,20 +884,31 @@ impl Upstream {
         Ok((self.response_for(id, message)?, session))
     }
 
+    /// The revision the server chose, which must be one the gateway speaks.
+    fn protocol_of<'r>(&self, result: &'r Value) -> Result<&'r str, UpstreamError> {
+        let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
+        PROTOCOL_VERSIONS.contains(&version).then_some(version).ok_or_else(|| UpstreamError::Protocol {
+            server: self.name().into(),
+            message: format!("it speaks MCP revision {version:?}; the gateway speaks {}", PROTOCOL_VERSIONS.join(", ")),
+        })
+    }
+
     /// Keep what a server offers, which must be something the gateway relays.
     fn check_init(&self, result: &Value) -> Result<(), UpstreamError> {
+        self.protocol_of(result)?;
         let caps = result.get("capabilities").filter(|c| c.is_object()).cloned().unwrap_or_default();
         if !["tools", "resources", "prompts"].iter().any(|c| caps.get(c).is_some_and(|v| !v.is_null())) {
             return Err(UpstreamError::Protocol { server: self.name().into(), message: "server offers no tools, resources or prompts".into() });
         }
         *self.capabilities.write() = caps;
+        *self.instructions.write() = result.get("instructions").and_then(Value::as_str).map(str::to_string);
         Ok(())
     }
 
     /// Read SSE events until a response arrives (requests and notifications
     /// the server streams first are skipped, progress about request `id`
     /// relayed); the caller checks the response's id.
-    async fn read_sse(&self, resp: reqwest::Response, id: i64, progress: Option<&Progress>) -> Result<Value, UpstreamError> {
+    async fn read_sse(&self, conn: &Conn, resp: reqwest::Response, id: i64, progress: Option<&Progress>) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
         while let Some(chunk) = stream.next().await {
@@ -873,6 +917,15 @@ impl Upstream {
                 let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
                 if v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some()) {
                     return Ok(v);
+                }
+                // A request of the server's (sampling, elicitation, roots)
+                // is answered at once, so that the call does not hang on it.
+                if let (Some(request), Some(method)) = (v.get("id"), v.get("method").and_then(Value::as_str)) {
+                    let answer = refuse_server_request(request, method);
+                    if let Err(e) = self.http_send(conn, &answer).await {
+                        tracing::warn!(upstream = %self.name(), "could not answer its {method} request: {e}");
+                    }
+                    continue;
                 }
                 if let Some(p) = progress {
                     p.relay(id, v);
@@ -891,6 +944,17 @@ fn method_what(method: &str) -> &'static str {
         "resources/read" => "the resource read",
         "prompts/get" => "the prompt",
         _ => "the request",
+    }
+}
+
+/// The answer to a request from an upstream server: the gateway offers no
+/// client capabilities (sampling, roots, elicitation) upstream, so only a
+/// ping is answered with a result.
+fn refuse_server_request(id: &Value, method: &str) -> Value {
+    if method == "ping" {
+        json!({ "jsonrpc": "2.0", "id": id, "result": {} })
+    } else {
+        json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": format!("the Warden gateway does not relay {method} to its clients") } })
     }
 }
 
@@ -943,12 +1007,7 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
             // A request from the server: the gateway offers no client
             // capabilities (sampling, roots, elicitation) upstream.
             (Some(id), Some(method)) => {
-                let reply = if method == "ping" {
-                    json!({ "jsonrpc": "2.0", "id": id, "result": {} })
-                } else {
-                    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": "the Warden gateway does not offer this capability upstream" } })
-                };
-                let _ = tx.send(reply.to_string()).await;
+                let _ = tx.send(refuse_server_request(&id, method).to_string()).await;
             }
             (None, _) => progress.relay_any(msg, None),
         }

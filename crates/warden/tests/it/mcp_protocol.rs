@@ -44,6 +44,8 @@ async fn resources_prompts_and_completions_go_through_policy() {
     let init = c.initialize().await.unwrap();
     let caps = &init.result().unwrap()["capabilities"];
     assert!(caps.get("resources").is_some() && caps.get("prompts").is_some() && caps.get("completions").is_some(), "{caps}");
+    let instructions = init.result().unwrap()["instructions"].as_str().unwrap();
+    assert!(instructions.contains("onboarding: Look customers up by id"), "the upstream's instructions are surfaced: {instructions}");
 
     // Listed two to a page upstream; the gateway's cursor walks them all.
     let (resources, pages) = all_pages(&mut c, "resources/list", "resources").await;
@@ -142,6 +144,9 @@ async fn a_prompt_whose_definition_hides_instructions_is_not_listed() {
     let prompts = ok(&mut c, "prompts/list", json!({})).await;
     let names: Vec<&str> = prompts["prompts"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["onboarding__welcome_email"], "support_reply tells the model to leak secrets");
+    let init = c.initialize().await.unwrap();
+    let instructions = init.result().unwrap()["instructions"].as_str().unwrap();
+    assert!(instructions.contains("onboarding: (its instructions were withheld") && !instructions.contains("evil.test"), "{instructions}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

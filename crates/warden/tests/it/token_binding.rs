@@ -214,8 +214,8 @@ async fn a_bearer_agent_uses_bearer_tokens_until_an_operator_switches_it_back_to
             json!({ "name": "onboarding__payment_transfer", "arguments": { "amount": 5, "currency": "EUR", "to": "DE89370400440532013000" } }),
         )
         .await;
-    assert!(r.error_message().unwrap_or_default().contains("this tool needs a DPoP-bound token"), "{}", r.body);
-    let denied = h.audited("this tool needs a DPoP-bound token").await;
+    assert!(r.error_message().unwrap_or_default().contains("this needs a DPoP-bound token"), "{}", r.body);
+    let denied = h.audited("this needs a DPoP-bound token").await;
     assert_eq!((denied["event"]["decision"].as_str(), denied["event"]["token_binding"].as_str()), (Some("deny"), Some("bearer")), "calls record the binding");
 
     // An unbound token with the DPoP scheme is refused.

@@ -14,15 +14,50 @@ use std::sync::Arc;
 
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
 
-async fn mcp(axum::extract::State(seen): axum::extract::State<Seen>, headers: HeaderMap, body: String) -> axum::response::Response {
-    seen.lock().push(headers);
+#[derive(Clone, Default)]
+struct Upstream {
+    seen: Seen,
+    /// Where the answer to the server's own request goes (`ask`).
+    answer: Arc<Mutex<Option<tokio::sync::oneshot::Sender<Value>>>>,
+}
+
+async fn mcp(axum::extract::State(up): axum::extract::State<Upstream>, headers: HeaderMap, body: String) -> axum::response::Response {
+    up.seen.lock().push(headers);
     let msg: Value = serde_json::from_str(&body).unwrap();
     let Some(id) = msg.get("id").cloned() else { return StatusCode::ACCEPTED.into_response() };
-    let result = match msg["method"].as_str().unwrap() {
+    let Some(method) = msg["method"].as_str() else {
+        // The client's answer to our sampling request.
+        if let Some(tx) = up.answer.lock().take() {
+            let _ = tx.send(msg);
+        }
+        return StatusCode::ACCEPTED.into_response();
+    };
+    if method == "tools/call" && msg["params"]["name"] == "ask" {
+        // Ask the client's model, on this call's stream, and wait for it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *up.answer.lock() = Some(tx);
+        let ask = json!({ "jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": { "messages": [], "maxTokens": 5 } });
+        let (events, stream) = tokio::sync::mpsc::channel::<String>(2);
+        tokio::spawn(async move {
+            let _ = events.send(format!("event: message\ndata: {ask}\n\n")).await;
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(json!({ "error": { "message": "no answer" } }));
+            let text = answer["error"]["message"].as_str().unwrap_or("answered").to_string();
+            let reply = json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [{ "type": "text", "text": text }] } });
+            let _ = events.send(format!("event: message\ndata: {reply}\n\n")).await;
+        });
+        let events = futures_util::stream::unfold(stream, |mut s| async move { s.recv().await.map(|e| (Ok::<_, std::convert::Infallible>(e), s)) });
+        return ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events)).into_response();
+    }
+    let result = match method {
         "initialize" => json!({ "protocolVersion": "2025-06-18", "capabilities": { "tools": {} }, "serverInfo": { "name": "recorder", "version": "1" } }),
         "tools/list" => json!({ "tools": [
             { "name": "whoami", "description": "Echo the caller", "inputSchema": { "type": "object" } },
             { "name": "huge", "description": "Return a very large result", "inputSchema": { "type": "object" } },
+            { "name": "ask", "description": "Ask the client's model something first", "inputSchema": { "type": "object" } },
         ] }),
         // Past the gateway's 16 MiB limit on one upstream message.
         "tools/call" if msg["params"]["name"] == "huge" => json!({ "content": [{ "type": "text", "text": "x".repeat(17 << 20) }] }),
@@ -38,10 +73,11 @@ async fn mcp(axum::extract::State(seen): axum::extract::State<Seen>, headers: He
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token() {
-    let seen: Seen = Default::default();
+    let up = Upstream::default();
+    let seen = up.seen.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(seen.clone());
+    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(up);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let secret_file = tempfile::NamedTempFile::new().unwrap();
@@ -52,10 +88,15 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     );
     let h = Harness::start_with("", &extra, &[("RECORDER_KEY", "upstream-secret-123")]);
     h.approve("recorder/whoami", "low", "read", false);
-    let (id, key) = h.register("bot", "recorder/whoami", 1, None);
+    h.approve("recorder/ask", "low", "read", false);
+    let (id, key) = h.register("bot", "recorder/whoami,recorder/ask", 1, None);
     let mut c = h.ready_client(&id, &key, None).await;
     let r = c.call_tool("recorder__whoami", json!({})).await.unwrap();
     assert_eq!(r.result().unwrap()["content"][0]["text"], "recorded", "{}", r.body);
+    // A request of the server's on a call's stream is answered at once (the
+    // gateway relays none to its clients yet), so the call does not hang.
+    let r = c.call_tool("recorder__ask", json!({})).await.unwrap();
+    assert_eq!(r.result().unwrap()["content"][0]["text"], "the Warden gateway does not relay sampling/createMessage to its clients", "{}", r.body);
 
     // Rotation: the new credential is in use within a second or so, no restart.
     std::fs::write(secret_file.path(), "Bearer rotating-2\n").unwrap();
@@ -111,7 +152,7 @@ fn a_missing_upstream_secret_stops_start_up_with_a_clear_error() {
 async fn oversized_upstream_results_are_refused_not_buffered_without_bound() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(Seen::default());
+    let app = axum::Router::new().route("/mcp", post(mcp)).with_state(Upstream::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let extra = format!("[[upstream]]\nname = \"recorder\"\ntransport = \"http\"\nurl = \"http://{addr}/mcp\"\n");
     let h = Harness::start_with("", &extra, &[]);
