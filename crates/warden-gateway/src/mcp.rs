@@ -194,8 +194,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => {
-            let streams = params.pointer("/_meta/progressToken").is_some()
-                && headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+            let streams = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
             let r = Relayed {
                 gw: gw.clone(),
                 corr: call.corr.clone(),
@@ -210,6 +209,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
             };
             if streams { with_progress(r).await } else { r.run(None).await }
         }
+        "logging/setLevel" => set_level(&call, &auth, &id, &params, &session).await,
         "resources/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Resources).await,
         "resources/templates/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Templates).await,
         "prompts/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Prompts).await,
@@ -276,7 +276,7 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": false }, "resources": {}, "prompts": {}, "completions": {} },
+        "capabilities": { "tools": { "listChanged": false }, "resources": {}, "prompts": {}, "completions": {}, "logging": {} },
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         "instructions": instructions(call.gw, auth),
     });
@@ -294,8 +294,7 @@ fn instructions(gw: &Gateway, auth: &Authenticated) -> String {
     let mut out = String::from("Tools and prompts are named SERVER__NAME, resources SERVER+URI. Every request is checked against policy and audited.");
     for up in gw.upstreams.values() {
         let name = &up.config.name;
-        let granted = auth.claims.scope.split_whitespace().filter_map(|s| s.parse::<warden_core::ToolRef>().ok()).any(|t| t.server == *name);
-        let Some(text) = up.instructions().filter(|_| granted) else { continue };
+        let Some(text) = up.instructions().filter(|_| granted_any(auth, name)) else { continue };
         if gw.inspector.scan_tool_definition(&json!({ "instructions": text }), name, &[]).flagged() {
             tracing::warn!(upstream = %name, "leaving out its instructions, flagged as poisoned");
             out.push_str(&format!("\n\n{name}: (its instructions were withheld by the gateway's inspection)"));
@@ -516,12 +515,12 @@ impl Relayed {
     }
 }
 
-/// Answer a request whose client asked for progress: as a plain response
-/// if it ends before any progress arrives (its HTTP status and challenge
-/// intact), otherwise as an event stream of its progress notifications
-/// (inspected: a message carrying an injection or a credential is dropped
-/// from them) and then its answer. A client that goes away stops only the
-/// stream; the request runs to its end and its record.
+/// Answer a request whose client accepts an event stream: as a plain
+/// response if it ends before any notification about it arrives (its HTTP
+/// status and challenge intact), otherwise as an event stream of its
+/// progress and log notifications (inspected: see [`screened`]) and then
+/// its answer. A client that goes away stops only the stream; the request
+/// runs to its end and its record.
 async fn with_progress(r: Relayed) -> Response {
     let (gw, corr) = (r.gw.clone(), r.corr.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -532,25 +531,29 @@ async fn with_progress(r: Relayed) -> Response {
         tracing::error!(error = %e, "an MCP request task failed");
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     };
-    let first = tokio::select! {
-        done = &mut work => return done.unwrap_or_else(failed),
-        Some(ev) = rx.recv() => ev,
+    let first = loop {
+        tokio::select! {
+            done = &mut work => return done.unwrap_or_else(failed),
+            Some(ev) = rx.recv() => if let Some(ev) = screened(&gw, ev) { break ev },
+        }
     };
     let (out, body) = mpsc::channel::<String>(64);
     tokio::spawn(async move {
         let frame = |v: &Value| format!("event: message\ndata: {v}\n\n");
-        let _ = out.send(frame(&screened_progress(&gw, first))).await;
+        let _ = out.send(frame(&first)).await;
         let done = loop {
             tokio::select! {
                 biased;
-                Some(ev) = rx.recv() => {
-                    let _ = out.send(frame(&screened_progress(&gw, ev))).await;
-                }
+                Some(ev) = rx.recv() => if let Some(ev) = screened(&gw, ev) {
+                    let _ = out.send(frame(&ev)).await;
+                },
                 done = &mut work => break done,
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            let _ = out.send(frame(&screened_progress(&gw, ev))).await;
+            if let Some(ev) = screened(&gw, ev) {
+                let _ = out.send(frame(&ev)).await;
+            }
         }
         let answer = done.unwrap_or_else(failed);
         let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap_or_default();
@@ -564,19 +567,51 @@ async fn with_progress(r: Relayed) -> Response {
     resp
 }
 
-/// A progress notification as the client may see it: its `message` is
-/// upstream text headed for the agent, so one that carries an injection, a
-/// credential or personal data is dropped (the progress itself stays).
-fn screened_progress(gw: &Gateway, mut ev: Value) -> Value {
-    if let Some(params) = ev.get_mut("params").and_then(Value::as_object_mut)
-        && let Some(message) = params.get("message").and_then(Value::as_str)
-    {
-        let scan = gw.inspector.scan_text(message);
-        if scan.is_injection() || scan.of(warden_inspect::Detector::Secret).next().is_some() || scan.of(warden_inspect::Detector::Pii).next().is_some() {
-            params.remove("message");
+/// A notification as the client may see it. What an upstream says in one
+/// is text headed for the agent's context, so it is inspected: a progress
+/// `message` that carries an injection, a credential or personal data is
+/// dropped (the progress itself stays), and so is a log message whose data
+/// does.
+fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
+    let flagged = |v: &Value| {
+        let f = gw.inspector.scan_json(v).summary;
+        f.injection_score >= 50 || f.secret_count + f.pii_count > 0
+    };
+    let params = ev.get_mut("params").and_then(Value::as_object_mut)?;
+    if params.get("message").is_some_and(&flagged) {
+        params.remove("message");
+    }
+    let is_log = ev.get("method").and_then(Value::as_str) == Some("notifications/message");
+    if is_log && ev.get("params").is_some_and(flagged) {
+        tracing::warn!("dropping an upstream log message that carries an injection, a credential or personal data");
+        return None;
+    }
+    Some(ev)
+}
+
+/// `logging/setLevel`: set in the caller's own session of every upstream it
+/// is granted something of that offers logging (no other agent's level
+/// changes); their log messages about its requests then stream to it.
+async fn set_level(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: &Caller) -> Response {
+    let Some(level) = params.get("level").and_then(Value::as_str) else {
+        return respond(StatusCode::OK, rpc_error(id, codes::INVALID_PARAMS, "logging/setLevel needs params.level", None), &call.corr);
+    };
+    let mut failed = Vec::new();
+    for up in call.gw.upstreams.values().filter(|u| u.offers("logging") != Some(false) && granted_any(auth, &u.config.name)) {
+        if let Err(e) = up.request_for(caller, "logging/setLevel", json!({ "level": level })).await
+            && !matches!(e, UpstreamError::Rpc { code: codes::METHOD_NOT_FOUND, .. })
+        {
+            failed.push(format!("{}: {e}", up.config.name));
         }
     }
-    ev
+    let reason = if failed.is_empty() { format!("level {level}") } else { format!("level {level}; not set at {}", failed.join("; ")) };
+    let ev = call.event(EventKind::McpRequest, Some(auth), Some("logging/setLevel"), Verdict::Allow, Some(reason));
+    call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), id).await
+}
+
+/// Whether the caller's token grants anything of `server`.
+fn granted_any(auth: &Authenticated, server: &str) -> bool {
+    auth.claims.scope.split_whitespace().filter_map(|s| s.parse::<warden_core::ToolRef>().ok()).any(|t| t.server == server)
 }
 
 /// The request `_meta` passed upstream with a relayed request. It is

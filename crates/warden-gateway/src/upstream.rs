@@ -167,9 +167,10 @@ type Pending = Arc<parking_lot::Mutex<HashMap<i64, oneshot::Sender<Value>>>>;
 /// What travels with one request besides its answer.
 #[derive(Default)]
 pub struct Exchange {
-    /// Where the server's progress notifications about the request go, with
-    /// the client's own progress token: upstream, the request carries the
-    /// gateway's id as its token, so no client can name another's request.
+    /// Where the server's notifications about the request go: its progress
+    /// (with the client's own progress token: upstream, the request carries
+    /// the gateway's id as its token, so no client can name another's
+    /// request) and its log messages.
     pub progress: Option<mpsc::UnboundedSender<Value>>,
     /// Cancelled when the client cancels the request: the server is told
     /// (`notifications/cancelled` with the gateway's id) and the request
@@ -177,30 +178,41 @@ pub struct Exchange {
     pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
-/// Requests whose progress is relayed: the client's token and where its
-/// notifications go, by the gateway's request id (the token upstream).
+/// Requests whose notifications are relayed, by the gateway's request id
+/// (which is also their progress token upstream): the client's progress
+/// token, if it gave one, and where the notifications go.
 #[derive(Clone, Default)]
 struct Progress(Arc<parking_lot::Mutex<HashMap<i64, Watcher>>>);
 
-/// A client's progress token and where notifications with it go.
-type Watcher = (Value, mpsc::UnboundedSender<Value>);
+/// A client's progress token and where notifications go.
+type Watcher = (Option<Value>, mpsc::UnboundedSender<Value>);
 
 impl Progress {
-    /// Relay `msg` if it is progress about request `id` (HTTP: an event of
-    /// that request's own stream) or, with `id` unknown, about any request
-    /// relayed (stdio: one stream for all).
+    /// Relay `msg` if it is about request `id`: an event of that request's
+    /// own stream (HTTP), so its progress and its log messages.
     fn relay(&self, id: i64, msg: Value) {
         self.relay_any(msg, Some(id));
     }
 
+    /// Relay `msg` to the request it is about: progress by its token; a log
+    /// message, with `only` unknown (stdio: one stream for all), to every
+    /// request relayed on the connection (a stdio server runs for one
+    /// caller, so they are all its).
     fn relay_any(&self, mut msg: Value, only: Option<i64>) {
-        if msg.get("method").and_then(Value::as_str) != Some("notifications/progress") {
-            return;
-        }
-        let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
-        if let Some((client_token, tx)) = self.0.lock().get(&token) {
-            msg["params"]["progressToken"] = client_token.clone();
-            let _ = tx.send(msg);
+        match msg.get("method").and_then(Value::as_str) {
+            Some("notifications/progress") => {
+                let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
+                if let Some((Some(client_token), tx)) = self.0.lock().get(&token) {
+                    msg["params"]["progressToken"] = client_token.clone();
+                    let _ = tx.send(msg);
+                }
+            }
+            Some("notifications/message") => {
+                let watchers = self.0.lock();
+                let to = watchers.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(_, (_, tx))| tx);
+                to.for_each(|tx| drop(tx.send(msg.clone())));
+            }
+            _ => {}
         }
     }
 }
@@ -740,8 +752,9 @@ impl Upstream {
             Conn::Http(_) => &http_progress,
         };
         let _relayed = match (&relay.progress, params.pointer_mut("/_meta/progressToken")) {
-            (Some(tx), Some(token)) => {
-                progress.0.lock().insert(id, (std::mem::replace(token, id.into()), tx.clone()));
+            (Some(tx), token) => {
+                let client_token = token.map(|t| std::mem::replace(t, id.into()));
+                progress.0.lock().insert(id, (client_token, tx.clone()));
                 Some(ProgressEntry { progress, id })
             }
             // Nobody to relay progress to: the server is not asked for it.
@@ -749,7 +762,7 @@ impl Upstream {
                 params["_meta"].as_object_mut().map(|m| m.remove("progressToken"));
                 None
             }
-            _ => None,
+            (None, None) => None,
         };
         let answer = async {
             match conn {

@@ -185,7 +185,17 @@ async fn progress_reaches_the_client_and_a_cancelled_call_is_cancelled_upstream(
         r.events.iter().map(|e| (e["params"]["progressToken"].clone(), e["params"]["progress"].clone(), e["params"]["message"].clone())).collect();
     let want: Vec<(Value, Value, Value)> = (1..=4).map(|q| (json!("p-1"), json!(q), json!(format!("{q} of 4")))).collect();
     assert_eq!(seen, want, "{:?}", r.events);
-    // Not asked for, none: a plain JSON answer.
+    // Log messages about the call stream too once the client set a level
+    // (in its own upstream session); one that carries a credential is dropped.
+    let r = c.request("logging/setLevel", json!({ "level": "debug" })).await.unwrap();
+    assert_eq!(r.result(), Some(&json!({})), "{}", r.body);
+    let r = c.request("tools/call", lookup.clone()).await.unwrap();
+    let logs: Vec<&Value> = r.events.iter().filter(|e| e["method"] == "notifications/message").collect();
+    assert_eq!(logs.iter().map(|e| e["params"]["data"].clone()).collect::<Vec<_>>(), [json!("running customer_lookup")], "{:?}", r.events);
+    assert!(r.result().is_some(), "{}", r.body);
+    let r = c.request("logging/setLevel", json!({ "level": "error" })).await.unwrap();
+    assert!(r.result().is_some());
+    // Nothing to stream, none: a plain JSON answer.
     let r = c.request("tools/call", lookup.clone()).await.unwrap();
     assert!(r.events.is_empty() && r.result().is_some(), "{}", r.body);
 
