@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { Agent, EVERYTHING, freePort, startGateway, waitFor } from './agent.mjs';
 
 const children = [];
@@ -174,6 +175,42 @@ test('SDK client gets progress notifications and cancels a call upstream through
   assert.ok(cancelled, 'the gateway recorded the cancellation');
   assert.equal(cancelled.event.tool, 'everything-http/trigger-long-running-operation');
   await client.close();
+});
+
+test('SDK client answers an upstream\'s sampling and elicitation requests through the gateway (stdio and HTTP upstreams)', async () => {
+  const tools = ['everything', 'everything-http'].flatMap((s) => [`${s}/trigger-sampling-request`, `${s}/trigger-elicitation-request`]);
+  for (const tool of tools) {
+    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
+    warden('tool', 'approve', tool);
+  }
+  const id = warden('agent', 'register', 'sdk-sampler', '--owner', 'alice@example.com', '--purpose', 'interop test',
+    '--tools', tools.join(','), '--autonomy', '1', '--generate-key', join(dir, 'sdk-sampler.pem')).trim();
+  const agent = new Agent(id, join(dir, 'sdk-sampler.pem'), base);
+  await new Promise((r) => setTimeout(r, 200));
+  await agent.fetchToken(tools.join(' '));
+  // A client that offers sampling and elicitation: its upstream sessions
+  // declare them, so server-everything registers the tools that use them.
+  const client = new Client({ name: 'warden-sdk-interop', version: '1.0.0' }, { capabilities: { sampling: {}, elicitation: {} } });
+  const asked = [];
+  client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
+    asked.push(req.params.messages[0].content.text);
+    return { role: 'assistant', model: 'test-model', content: { type: 'text', text: 'four' } };
+  });
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'decline' }));
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { fetch: agent.fetch }));
+  for (const server of ['everything', 'everything-http']) {
+    const r = await client.callTool({ name: `${server}__trigger-sampling-request`, arguments: { prompt: 'what is two plus two?', maxTokens: 5 } });
+    assert.match(r.content[0].text, /LLM sampling result:[\s\S]*four/, `${server}: the model's answer reached the server`);
+    const e = await client.callTool({ name: `${server}__trigger-elicitation-request`, arguments: {} });
+    assert.match(e.content[0].text, /declined/, `${server}: the user's answer reached the server`);
+  }
+  assert.equal(asked.length, 2);
+  assert.match(asked[0], /what is two plus two\?/);
+  await client.close();
+  const relayed = warden('audit', 'query', '--agent', 'sdk-sampler', '--json').trim().split('\n').map(JSON.parse)
+    .filter((r) => r.event.action === 'sampling/createMessage' || r.event.action === 'elicitation/create');
+  assert.equal(relayed.length, 4, 'each relayed request is decided and recorded');
+  assert.ok(relayed.every((r) => r.event.decision === 'allow'));
 });
 
 test('a client without a valid DPoP-bound token is turned away with a 401 challenge', async () => {

@@ -12,7 +12,7 @@ use crate::enforce::{self, Pipeline, Refusal, Stopped, Target, Trail, Withheld, 
 use crate::jsonrpc::Message;
 use crate::peer::PeerCertificate;
 use crate::state::Gateway;
-use crate::upstream::{Caller, Exchange, UpstreamError};
+use crate::upstream::{Caller, ClientOffers, Exchange, UpstreamError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -151,8 +151,16 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
     let (id, method, params) = match msg {
         Message::Request { id, method, params } => (Some(id.to_value()), method, params),
         Message::Notification { method, params } => (None, method, params),
-        // A response to a server request; the gateway sends none, so ignore it.
-        Message::Response { .. } => return respond(StatusCode::ACCEPTED, Value::Null, &call.corr),
+        // A client answering a request an upstream made of it, relayed in
+        // its own session (anything else is nobody's answer).
+        Message::Response { id, result, error } => {
+            if gw.kill_covering(&auth, None).is_none()
+                && let Ok(Caller::Session { session, .. }) = session_for(&gw, &headers, &auth)
+            {
+                answer_relayed(&gw, &session, &id.to_value(), result, error);
+            }
+            return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+        }
     };
     let notification = id.is_none();
     let id = id.unwrap_or(Value::Null);
@@ -259,8 +267,9 @@ async fn authenticate(
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<Caller, (StatusCode, &'static str)> {
     let sid =
         headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).ok_or((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header: send initialize first"))?;
-    if gw.sessions.lock().touch(sid, auth.claims.agent(), Instant::now()) {
-        Ok(Caller::Session { agent: auth.claims.agent().to_string(), session: sid.to_string() })
+    let mut sessions = gw.sessions.lock();
+    if sessions.touch(sid, auth.claims.agent(), Instant::now()) {
+        Ok(Caller::Session { agent: auth.claims.agent().to_string(), session: sid.to_string(), offers: sessions.offers(sid) })
     } else {
         Err((StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one"))
     }
@@ -270,8 +279,12 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let requested = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(SUPPORTED_VERSIONS[1]);
     let version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { SUPPORTED_VERSIONS[0] };
     let sid = format!("{}{}", correlation_id(), correlation_id());
-    if call.gw.sessions.lock().open(sid.clone(), auth.claims.agent(), Instant::now()).is_err() {
-        return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
+    {
+        let mut sessions = call.gw.sessions.lock();
+        if sessions.open(sid.clone(), auth.claims.agent(), Instant::now()).is_err() {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
+        }
+        sessions.set_offers(&sid, ClientOffers::of(params.get("capabilities").unwrap_or(&Value::Null)));
     }
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
@@ -501,7 +514,7 @@ struct Relayed {
 impl Relayed {
     /// Run it to its answer, cancellable by its client while it runs, its
     /// progress sent to `progress`.
-    async fn run(self, progress: Option<mpsc::UnboundedSender<Value>>) -> Response {
+    async fn run(self, progress: Option<mpsc::UnboundedSender<crate::upstream::Relayed>>) -> Response {
         let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace };
         let cancellable = match &self.caller {
             Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
@@ -523,6 +536,16 @@ impl Relayed {
 /// runs to its end and its record.
 async fn with_progress(r: Relayed) -> Response {
     let (gw, corr) = (r.gw.clone(), r.corr.clone());
+    let passing = Passing {
+        gw: gw.clone(),
+        auth: r.auth.clone(),
+        corr: corr.clone(),
+        session: match &r.caller {
+            Caller::Session { session, .. } => Some(session.clone()),
+            Caller::Gateway => None,
+        },
+        subject: subject_of(&gw, &r.method, &r.params),
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let Some(mut work) = gw.track(r.run(Some(tx))) else {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
@@ -534,7 +557,7 @@ async fn with_progress(r: Relayed) -> Response {
     let first = loop {
         tokio::select! {
             done = &mut work => return done.unwrap_or_else(failed),
-            Some(ev) = rx.recv() => if let Some(ev) = screened(&gw, ev) { break ev },
+            Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await { break ev },
         }
     };
     let (out, body) = mpsc::channel::<String>(64);
@@ -544,14 +567,14 @@ async fn with_progress(r: Relayed) -> Response {
         let done = loop {
             tokio::select! {
                 biased;
-                Some(ev) = rx.recv() => if let Some(ev) = screened(&gw, ev) {
+                Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await {
                     let _ = out.send(frame(&ev)).await;
                 },
                 done = &mut work => break done,
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            if let Some(ev) = screened(&gw, ev) {
+            if let Some(ev) = passing.pass(ev).await {
                 let _ = out.send(frame(&ev)).await;
             }
         }
@@ -565,6 +588,97 @@ async fn with_progress(r: Relayed) -> Response {
         (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream)).into_response();
     resp.headers_mut().insert("x-warden-correlation-id", HeaderValue::from_str(&corr).expect("hex"));
     resp
+}
+
+/// What a relayed request's stream needs to pass on what its upstream sends
+/// about it: notifications, and requests of the client.
+struct Passing {
+    gw: Arc<Gateway>,
+    auth: Authenticated,
+    corr: String,
+    session: Option<String>,
+    /// What the request is for, as policy sees it (the resource of a
+    /// `relay_request` decision).
+    subject: Option<(warden_core::Tool, TargetKind, String)>,
+}
+
+impl Passing {
+    /// The message for the client, if any, for what the upstream relayed.
+    async fn pass(&self, r: crate::upstream::Relayed) -> Option<Value> {
+        match r {
+            crate::upstream::Relayed::Notification(ev) => screened(&self.gw, ev),
+            crate::upstream::Relayed::Request(msg, answer) => self.request(msg, answer).await,
+        }
+    }
+
+    /// A request the upstream makes of the client (its client offers it):
+    /// inspected, decided by Cedar (`relay_request`) and recorded; if
+    /// allowed, sent on under an id of the gateway's, to which the client's
+    /// answer must come back in this session; if not, the upstream is told
+    /// why and the client never sees it.
+    async fn request(&self, mut msg: Value, answer: tokio::sync::oneshot::Sender<Value>) -> Option<Value> {
+        let refuse = |answer: tokio::sync::oneshot::Sender<Value>, reason: &str| {
+            let _ = answer.send(json!({ "error": { "code": codes::DENIED, "message": format!("refused by the Warden gateway: {reason}") } }));
+            None
+        };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
+        let (Some(session), Some((tool, kind, name))) = (&self.session, &self.subject) else {
+            return refuse(answer, "the request it came with is not one the gateway relays for");
+        };
+        let params = msg.get("params").cloned().unwrap_or_default();
+        let findings = self.gw.inspector.scan_json(&params).summary;
+        let asks = method == "elicitation/create" && enforce::asks_for_credentials(&params);
+        let mon = enforce::MonitorView { risk: i64::from(self.gw.monitor.risk(self.auth.claims.agent(), warden_core::clock::now_ms())), ..Default::default() };
+        let ask = enforce::Ask::Relay { findings: &findings, method: &method, asks_for_credentials: asks };
+        let decision = self.gw.policy().decide(&enforce::facts(&self.auth, enforce::Subject { tool, kind: *kind, name }, &json!({}), ask, now_secs(), &mon));
+        let mut trail = Trail::new(EventKind::McpRequest, &self.corr, method.as_str(), &self.auth, Instant::now());
+        trail.tool = Some(tool.tool.to_string());
+        trail.add_policies(decision.policies().iter().cloned());
+        let refused = match &decision {
+            warden_core::Decision::Allow { .. } => None,
+            warden_core::Decision::Deny { reason, .. } | warden_core::Decision::NeedsApproval { reason, .. } => Some(reason.clone()),
+        };
+        let (verdict, reason) = match &refused {
+            None => (Verdict::Allow, "relayed to the client".to_string()),
+            Some(r) => (Verdict::Deny, r.clone()),
+        };
+        let mut ev = trail.into_event(EventKind::McpRequest, verdict, Some(reason));
+        ev.findings = enforce::finding_labels("relayed", &findings);
+        if let Err(e) = enforce::record(&self.gw, ev, None).await {
+            return refuse(answer, &format!("it could not be recorded ({e})"));
+        }
+        if let Some(reason) = refused {
+            return refuse(answer, &reason);
+        }
+        msg["id"] = self.gw.awaiting.start(session, answer).into();
+        Some(msg)
+    }
+}
+
+/// What a relayed request is for, as policy sees it.
+fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core::Tool, TargetKind, String)> {
+    if method == "tools/call" {
+        let tref = warden_core::ToolRef::from_federated_name(params.get("name")?.as_str()?)?;
+        let tool = gw.snapshot().tools.get(&tref)?.clone();
+        return Some((tool, TargetKind::Tool, tref.tool));
+    }
+    let (kind, server, name, _) = item_of(method, params).ok()?;
+    Some((enforce::item_tool(gw.upstream(server)?, kind)?, kind, name.to_string()))
+}
+
+/// A client's answer to a request relayed to it: to the upstream that
+/// asked, unless it carries a credential (the upstream is then told so).
+fn answer_relayed(gw: &Gateway, session: &str, id: &Value, result: Option<Value>, error: Option<Value>) {
+    let Some(waiter) = id.as_str().and_then(|id| gw.awaiting.take(session, id)) else { return };
+    let answer = match (result, error) {
+        (Some(r), _) if gw.inspector.scan_json(&r).summary.secret_count > 0 => {
+            json!({ "error": { "code": codes::DENIED, "message": "the client's answer carried a credential; the Warden gateway withheld it from the server" } })
+        }
+        (Some(r), _) => json!({ "result": r }),
+        (None, Some(e)) => json!({ "error": e }),
+        (None, None) => json!({ "error": { "code": codes::INTERNAL, "message": "the client's answer had neither result nor error" } }),
+    };
+    let _ = waiter.send(answer);
 }
 
 /// A notification as the client may see it. What an upstream says in one

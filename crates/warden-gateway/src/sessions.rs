@@ -19,6 +19,8 @@ pub(crate) const IDLE: Duration = Duration::from_secs(30 * 60);
 pub(crate) struct Session {
     pub agent: String,
     pub last_seen: Instant,
+    /// What its client offers (its `initialize` capabilities).
+    pub offers: crate::upstream::ClientOffers,
 }
 
 #[derive(Debug, Default)]
@@ -51,7 +53,7 @@ impl Sessions {
         }
         self.by_agent.entry(agent.to_string()).or_default().push_back(sid.clone());
         self.idle.push_back((now, sid.clone()));
-        self.by_id.insert(sid, Session { agent: agent.to_string(), last_seen: now });
+        self.by_id.insert(sid, Session { agent: agent.to_string(), last_seen: now, offers: Default::default() });
         Ok(())
     }
 
@@ -66,6 +68,18 @@ impl Sessions {
             }
             _ => false,
         }
+    }
+
+    /// Record what the client of a session just opened offers.
+    pub fn set_offers(&mut self, sid: &str, offers: crate::upstream::ClientOffers) {
+        if let Some(s) = self.by_id.get_mut(sid) {
+            s.offers = offers;
+        }
+    }
+
+    /// What the client of `sid` offers.
+    pub fn offers(&self, sid: &str) -> crate::upstream::ClientOffers {
+        self.by_id.get(sid).map(|s| s.offers).unwrap_or_default()
     }
 
     /// Close `sid` if `agent` opened it.
@@ -121,6 +135,32 @@ impl Sessions {
 pub(crate) struct Cancels {
     by_request: parking_lot::Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
     next: std::sync::atomic::AtomicU64,
+}
+
+/// The requests of upstreams relayed to clients and waiting for their
+/// answers, by session and the id the gateway gave them: a client's
+/// response reaches only a request relayed to its own session.
+#[derive(Debug, Default)]
+pub(crate) struct Awaiting {
+    by_request: parking_lot::Mutex<HashMap<(String, String), tokio::sync::oneshot::Sender<serde_json::Value>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Awaiting {
+    /// Register a relayed request of `session`; the id to send it under.
+    pub fn start(&self, session: &str, answer: tokio::sync::oneshot::Sender<serde_json::Value>) -> String {
+        let id = format!("warden-{}", self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut map = self.by_request.lock();
+        // Requests whose waiter gave up (its deadline passed) go on the way.
+        map.retain(|_, tx| !tx.is_closed());
+        map.insert((session.to_string(), id.clone()), answer);
+        id
+    }
+
+    /// The waiter for the client's answer `id` in `session`, once.
+    pub fn take(&self, session: &str, id: &str) -> Option<tokio::sync::oneshot::Sender<serde_json::Value>> {
+        self.by_request.lock().remove(&(session.to_string(), id.to_string()))
+    }
 }
 
 /// A request's place in [`Cancels`], given up when the request ends.
@@ -229,5 +269,17 @@ mod tests {
         drop(b);
         assert!(c.cancel("s2", &serde_json::json!(1)), "the older request's end leaves the newer one registered");
         assert!(again.token.is_cancelled());
+    }
+
+    #[test]
+    fn an_answer_reaches_only_a_request_relayed_to_its_own_session() {
+        let a = Awaiting::default();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let id = a.start("s1", tx);
+        assert!(a.take("s2", &id).is_none(), "another session cannot answer it");
+        let waiter = a.take("s1", &id).expect("its own session can");
+        waiter.send(serde_json::json!({ "result": {} })).unwrap();
+        assert!(rx.try_recv().is_ok());
+        assert!(a.take("s1", &id).is_none(), "answered once");
     }
 }

@@ -126,6 +126,8 @@ pub struct Gateway {
     pub(crate) sessions: Mutex<crate::sessions::Sessions>,
     /// Requests in flight that their client can cancel.
     pub(crate) cancels: crate::sessions::Cancels,
+    /// Upstreams' requests relayed to clients, waiting for their answers.
+    pub(crate) awaiting: crate::sessions::Awaiting,
     /// Scans arguments, results and tool definitions.
     pub(crate) inspector: Inspector,
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
@@ -188,6 +190,7 @@ impl Gateway {
             definitions: RwLock::new(BTreeMap::new()),
             sessions: Default::default(),
             cancels: Default::default(),
+            awaiting: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
             monitor,

@@ -58,8 +58,58 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 pub enum Caller {
     /// The gateway's own: tool listings and definition checks.
     Gateway,
-    /// One agent's MCP session at the gateway.
-    Session { agent: String, session: String },
+    /// One agent's MCP session at the gateway, and what its client offers
+    /// (declared upstream, so a server asks only for what can be relayed).
+    Session { agent: String, session: String, offers: ClientOffers },
+}
+
+/// The client capabilities the gateway relays: what an agent's client
+/// declared at `initialize`, and so what its upstream sessions declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ClientOffers {
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+}
+
+impl ClientOffers {
+    /// What a client's `initialize` capabilities offer.
+    pub fn of(capabilities: &Value) -> Self {
+        let has = |c: &str| capabilities.get(c).is_some_and(Value::is_object);
+        Self { sampling: has("sampling"), elicitation: has("elicitation"), roots: has("roots") }
+    }
+
+    /// The capabilities declared upstream.
+    fn capabilities(self) -> Value {
+        let mut caps = serde_json::Map::new();
+        for (offered, name) in [(self.sampling, "sampling"), (self.elicitation, "elicitation"), (self.roots, "roots")] {
+            if offered {
+                caps.insert(name.into(), json!({}));
+            }
+        }
+        Value::Object(caps)
+    }
+
+    /// Whether a server's request of this method may reach the client.
+    pub fn allow(self, method: &str) -> bool {
+        match method {
+            "sampling/createMessage" => self.sampling,
+            "elicitation/create" => self.elicitation,
+            "roots/list" => self.roots,
+            _ => false,
+        }
+    }
+}
+
+/// What the gateway passes on to the door about a request in flight.
+#[derive(Debug)]
+pub enum Relayed {
+    /// A notification about it (progress, a log message).
+    Notification(Value),
+    /// A request of the server's (sampling, elicitation, roots) that the
+    /// client offers: the door decides on it and sends its client's answer
+    /// (a JSON-RPC response, `result` or `error`) back here.
+    Request(Value, oneshot::Sender<Value>),
 }
 
 /// How to reach one upstream server.
@@ -171,7 +221,7 @@ pub struct Exchange {
     /// (with the client's own progress token: upstream, the request carries
     /// the gateway's id as its token, so no client can name another's
     /// request) and its log messages.
-    pub progress: Option<mpsc::UnboundedSender<Value>>,
+    pub progress: Option<mpsc::UnboundedSender<Relayed>>,
     /// Cancelled when the client cancels the request: the server is told
     /// (`notifications/cancelled` with the gateway's id) and the request
     /// ends with [`UpstreamError::Cancelled`].
@@ -185,7 +235,7 @@ pub struct Exchange {
 struct Progress(Arc<parking_lot::Mutex<HashMap<i64, Watcher>>>);
 
 /// A client's progress token and where notifications go.
-type Watcher = (Option<Value>, mpsc::UnboundedSender<Value>);
+type Watcher = (Option<Value>, mpsc::UnboundedSender<Relayed>);
 
 impl Progress {
     /// Relay `msg` if it is about request `id`: an event of that request's
@@ -204,17 +254,54 @@ impl Progress {
                 let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
                 if let Some((Some(client_token), tx)) = self.0.lock().get(&token) {
                     msg["params"]["progressToken"] = client_token.clone();
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Relayed::Notification(msg));
                 }
             }
             Some("notifications/message") => {
                 let watchers = self.0.lock();
                 let to = watchers.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(_, (_, tx))| tx);
-                to.for_each(|tx| drop(tx.send(msg.clone())));
+                to.for_each(|tx| drop(tx.send(Relayed::Notification(msg.clone()))));
             }
             _ => {}
         }
     }
+
+    /// Where a server's request about request `id` (HTTP) or, with `id`
+    /// unknown (stdio), about the newest request relayed on the connection
+    /// may go.
+    fn requester(&self, id: Option<i64>) -> Option<mpsc::UnboundedSender<Relayed>> {
+        let watchers = self.0.lock();
+        match id {
+            Some(id) => watchers.get(&id).map(|(_, tx)| tx.clone()),
+            None => watchers.iter().max_by_key(|(id, _)| **id).map(|(_, (_, tx))| tx.clone()),
+        }
+    }
+}
+
+/// Relay a server's request to the client through `to` and wait for the
+/// client's answer (at most `wait`); the answer to send back upstream,
+/// under the server's own id. Without anyone to relay it to, or for a
+/// method the client does not offer, it is refused at once.
+async fn relay_request(to: Option<mpsc::UnboundedSender<Relayed>>, offers: ClientOffers, msg: Value, wait: Duration) -> Value {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(to) = to.filter(|_| offers.allow(&method)) else { return refuse_server_request(&id, &method) };
+    let (tx, rx) = oneshot::channel();
+    if to.send(Relayed::Request(msg, tx)).is_err() {
+        return refuse_server_request(&id, &method);
+    }
+    let answer = match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(_)) => json!({ "error": { "code": -32603, "message": format!("the client's request ended before it answered {method}") } }),
+        Err(_) => json!({ "error": { "code": -32603, "message": format!("the client did not answer {method} within {} s", wait.as_secs()) } }),
+    };
+    let mut reply = json!({ "jsonrpc": "2.0", "id": id });
+    match (answer.get("result"), answer.get("error")) {
+        (Some(r), _) => reply["result"] = r.clone(),
+        (None, Some(e)) => reply["error"] = e.clone(),
+        (None, None) => reply["error"] = json!({ "code": -32603, "message": "the client's answer had neither result nor error" }),
+    }
+    reply
 }
 
 /// Ends a request's progress relay when its wait ends, however it ends.
@@ -240,6 +327,8 @@ struct StdioConn {
 struct HttpConn {
     session: Option<String>,
     protocol: String,
+    /// What the caller's client offers (the server's requests it may get).
+    offers: ClientOffers,
 }
 
 /// The connection, and what is known about making one.
@@ -268,6 +357,8 @@ struct Slot {
     link: parking_lot::Mutex<Link>,
     /// Woken when an attempt to connect ends.
     changed: tokio::sync::Notify,
+    /// What its caller's client offers, declared upstream when it connects.
+    offers: ClientOffers,
 }
 
 /// The caller sessions of one upstream, each with when it was last used.
@@ -294,7 +385,14 @@ impl Slots {
         } else if self.by_caller.len() >= MAX_CALLER_SESSIONS {
             self.evict(|c| *c != Caller::Gateway)?;
         }
-        let slot = Arc::new(Slot::default());
+        let offers = match caller {
+            Caller::Session { offers, .. } => *offers,
+            // The gateway's own session declares everything it can relay,
+            // so that it sees the tools servers offer only to clients with
+            // those capabilities (it relays nothing itself: no client).
+            Caller::Gateway => ClientOffers { sampling: true, elicitation: true, roots: true },
+        };
+        let slot = Arc::new(Slot { offers, ..Slot::default() });
         self.by_caller.insert(caller.clone(), (slot.clone(), now));
         Some(slot)
     }
@@ -636,7 +734,7 @@ impl Upstream {
     /// One attempt to connect, bounded by `deadline`.
     async fn attempt(&self, slot: &Slot, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
         let _end = AttemptEnd { slot, started };
-        let made = tokio::time::timeout_at(deadline.into(), self.connect()).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
+        let made = tokio::time::timeout_at(deadline.into(), self.connect(slot.offers)).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
         let mut link = slot.link.lock();
         match made {
             // An overlapping attempt connected first: use its connection
@@ -660,10 +758,10 @@ impl Upstream {
 
     /// Start (stdio) or open (HTTP) a connection and run the handshake; the
     /// caller bounds it.
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    async fn connect(&self, offers: ClientOffers) -> Result<Conn, UpstreamError> {
         let init = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],
-            "capabilities": {},
+            "capabilities": offers.capabilities(),
             "clientInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         });
         match &self.config.transport {
@@ -692,7 +790,13 @@ impl Upstream {
                 let progress = Progress::default();
                 let alive = Arc::new(AtomicBool::new(true));
                 tokio::spawn(write_loop(stdin, rx));
-                tokio::spawn(read_loop(self.name().to_string(), stdout, tx.clone(), pending.clone(), progress.clone(), alive.clone()));
+                let wait = Duration::from_secs(self.config.timeout_secs);
+                tokio::spawn(read_loop(
+                    self.name().to_string(),
+                    stdout,
+                    Relay { tx: tx.clone(), pending: pending.clone(), progress: progress.clone(), offers, wait },
+                    alive.clone(),
+                ));
                 let name = self.name().to_string();
                 tokio::spawn(async move {
                     let mut lines = BufReader::new(stderr).lines();
@@ -711,12 +815,12 @@ impl Upstream {
                 Ok(conn)
             }
             Transport::Http { .. } => {
-                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into() });
+                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into(), offers });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init, None).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
                 let protocol = self.protocol_of(&result)?.to_string();
-                let conn = Conn::Http(HttpConn { session, protocol });
+                let conn = Conn::Http(HttpConn { session, protocol, offers });
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
             }
@@ -932,11 +1036,17 @@ impl Upstream {
                     return Ok(v);
                 }
                 // A request of the server's (sampling, elicitation, roots)
-                // is answered at once, so that the call does not hang on it.
-                if let (Some(request), Some(method)) = (v.get("id"), v.get("method").and_then(Value::as_str)) {
-                    let answer = refuse_server_request(request, method);
+                // on this call's stream: relayed to the client if it offers
+                // it, else answered at once, so that the call never hangs on it.
+                if v.get("id").is_some() && v.get("method").is_some() {
+                    let to = progress.and_then(|p| p.requester(Some(id)));
+                    let offers = match conn {
+                        Conn::Http(h) => h.offers,
+                        Conn::Stdio(_) => ClientOffers::default(),
+                    };
+                    let answer = relay_request(to, offers, v, Duration::from_secs(self.config.timeout_secs)).await;
                     if let Err(e) = self.http_send(conn, &answer).await {
-                        tracing::warn!(upstream = %self.name(), "could not answer its {method} request: {e}");
+                        tracing::warn!(upstream = %self.name(), "could not answer its request: {e}");
                     }
                     continue;
                 }
@@ -960,9 +1070,9 @@ fn method_what(method: &str) -> &'static str {
     }
 }
 
-/// The answer to a request from an upstream server: the gateway offers no
-/// client capabilities (sampling, roots, elicitation) upstream, so only a
-/// ping is answered with a result.
+/// The answer to a request from an upstream server that is not relayed to
+/// a client (one it does not offer, or with no request of the client's in
+/// flight to carry it): a ping is answered, anything else refused.
 fn refuse_server_request(id: &Value, method: &str) -> Value {
     if method == "ping" {
         json!({ "jsonrpc": "2.0", "id": id, "result": {} })
@@ -980,7 +1090,20 @@ async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receive
     }
 }
 
-async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::Sender<String>, pending: Pending, progress: Progress, alive: Arc<AtomicBool>) {
+/// What a stdio server's reader relays to: the writer (answers to the
+/// server's requests), the requests waiting for a response, the requests
+/// whose notifications and server requests go to their client.
+struct Relay {
+    tx: mpsc::Sender<String>,
+    pending: Pending,
+    progress: Progress,
+    offers: ClientOffers,
+    /// How long the server's request may wait for the client's answer.
+    wait: Duration,
+}
+
+async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Relay, alive: Arc<AtomicBool>) {
+    let Relay { tx, pending, progress, offers, wait } = relay;
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -1017,10 +1140,13 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, tx: mpsc::
                 // the gateway never sent: nobody's result.
                 None => tracing::warn!(upstream = %name, "dropping a response for id {id}, which no pending request has"),
             },
-            // A request from the server: the gateway offers no client
-            // capabilities (sampling, roots, elicitation) upstream.
-            (Some(id), Some(method)) => {
-                let _ = tx.send(refuse_server_request(&id, method).to_string()).await;
+            // A request from the server: relayed to its caller's client if
+            // it offers it, answered without blocking this reader.
+            (Some(_), Some(_)) => {
+                let (to, tx) = (progress.requester(None), tx.clone());
+                tokio::spawn(async move {
+                    let _ = tx.send(relay_request(to, offers, msg, wait).await.to_string()).await;
+                });
             }
             (None, _) => progress.relay_any(msg, None),
         }
@@ -1035,7 +1161,7 @@ mod tests {
     use super::*;
 
     fn session(agent: &str, n: usize) -> Caller {
-        Caller::Session { agent: agent.into(), session: format!("s{n}") }
+        Caller::Session { agent: agent.into(), session: format!("s{n}"), offers: ClientOffers::default() }
     }
 
     #[test]

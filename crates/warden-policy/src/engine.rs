@@ -96,6 +96,7 @@ pub struct PolicyBundle {
     call_action: EntityUid,
     read_action: EntityUid,
     prompt_action: EntityUid,
+    relay_action: EntityUid,
     result_action: EntityUid,
     agent_type: EntityTypeName,
     tool_type: EntityTypeName,
@@ -198,6 +199,7 @@ impl PolicyBundle {
             call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
             read_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("read_resource")),
             prompt_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("get_prompt")),
+            relay_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("relay_request")),
             result_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("receive_result")),
             agent_type: ty("Warden::Agent"),
             tool_type: ty("Warden::Tool"),
@@ -387,6 +389,8 @@ impl PolicyBundle {
             ("hour".to_string(), RestrictedExpression::new_long(r.hour())),
             ("weekday".to_string(), RestrictedExpression::new_long(r.weekday())),
             ("listing".to_string(), RestrictedExpression::new_bool(r.listing)),
+            ("relayed".to_string(), s(r.relayed.as_deref().unwrap_or_default())),
+            ("asks_for_credentials".to_string(), RestrictedExpression::new_bool(r.asks_for_credentials)),
             ("args".to_string(), json_to_cedar(&r.args, 0).map_err(e)?.unwrap_or(RestrictedExpression::new_record([]).map_err(e)?)),
             ("findings".to_string(), findings_record(&r.findings).map_err(e)?),
             ("monitor".to_string(), monitor_record(&r.monitor).map_err(e)?),
@@ -400,6 +404,7 @@ impl PolicyBundle {
 
     fn action_for(&self, f: &CallFacts) -> &EntityUid {
         match f.tool.kind {
+            _ if f.request.relayed.is_some() => &self.relay_action,
             _ if f.request.result => &self.result_action,
             TargetKind::Tool => &self.call_action,
             TargetKind::Resource => &self.read_action,

@@ -89,6 +89,16 @@ pub struct RequestFacts {
     pub result: bool,
     #[serde(default)]
     pub monitor: MonitorFacts,
+    /// Deciding a request the upstream makes of the agent's client while it
+    /// serves this call (`relay_request`): its method
+    /// (`sampling/createMessage`, `elicitation/create`, `roots/list`);
+    /// `findings` are then those of the server's request.
+    #[serde(default)]
+    pub relayed: Option<String>,
+    /// That request asks the user for a credential (an elicitation whose
+    /// fields ask for a password, token, key or code).
+    #[serde(default)]
+    pub asks_for_credentials: bool,
 }
 
 pub(crate) fn tool_kind() -> TargetKind {

@@ -64,6 +64,12 @@ pub struct TestCase {
     /// What the monitor reports (anomaly, learning, calls_this_minute, taint).
     #[serde(default)]
     pub monitor: MonitorFacts,
+    /// Decide a request the upstream makes of the client (`relay_request`)
+    /// with this method.
+    #[serde(default)]
+    pub relayed: Option<String>,
+    #[serde(default)]
+    pub asks_for_credentials: bool,
     /// `allow`, `deny` or `needs_approval`.
     pub expect: String,
     /// If given, exactly these obligations (`CLASS:METHOD`) must come with an allow.
@@ -166,6 +172,8 @@ impl TestCase {
                 findings: self.findings.clone(),
                 result: self.result,
                 monitor: self.monitor.clone(),
+                relayed: self.relayed.clone(),
+                asks_for_credentials: self.asks_for_credentials,
             },
         })
     }

@@ -9,11 +9,13 @@ use warden_monitor::Assessment;
 use warden_policy::{CallFacts, Findings, MonitorFacts, RequestFacts, ToolFacts};
 
 /// How a decision is asked: for a call (with the arguments' findings), for
-/// its result (with the result's findings), or for a listing.
+/// its result (with the result's findings), for a listing, or for a request
+/// the upstream makes of the client during the call (with its findings).
 pub(crate) enum Ask<'a> {
     Listing,
     Call(&'a Findings),
     Result(&'a Findings),
+    Relay { findings: &'a Findings, method: &'a str, asks_for_credentials: bool },
 }
 
 /// Finding kinds for the audit record (never values).
@@ -71,10 +73,15 @@ impl<'a> Subject<'a> {
 /// allowlist) overrides it.
 pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, ask: Ask<'_>, now: i64, mon: &MonitorView) -> CallFacts {
     let tool = subject.tool;
+    let (mut relayed, mut asks_for_credentials) = (None, false);
     let (listing, result, findings) = match ask {
         Ask::Listing => (true, false, Findings::default()),
         Ask::Call(f) => (false, false, f.clone()),
         Ask::Result(f) => (false, true, f.clone()),
+        Ask::Relay { findings, method, asks_for_credentials: asks } => {
+            (relayed, asks_for_credentials) = (Some(method.to_string()), asks);
+            (false, false, findings.clone())
+        }
     };
     let a = &auth.agent;
     CallFacts {
@@ -100,8 +107,48 @@ pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, as
             findings,
             result,
             monitor: mon.facts.clone(),
+            relayed,
+            asks_for_credentials,
         },
     }
+}
+
+/// Whether an elicitation asks the user for a credential: its message or a
+/// requested field (name, title, description) speaks of a password, a
+/// token, a key or a one-time code, or a field is marked as a password.
+pub(crate) fn asks_for_credentials(params: &Value) -> bool {
+    const WORDS: &[&str] = &[
+        "password",
+        "passphrase",
+        "passcode",
+        "secret",
+        "token",
+        "api key",
+        "apikey",
+        "api_key",
+        "credential",
+        "private key",
+        "ssh key",
+        "one-time",
+        "otp",
+        "2fa",
+        "mfa",
+        "pin code",
+        "security code",
+        "recovery code",
+    ];
+    let speaks = |t: &str| {
+        let t = t.to_lowercase();
+        WORDS.iter().any(|w| t.contains(w))
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).is_some_and(speaks);
+    let fields = params.pointer("/requestedSchema/properties").and_then(Value::as_object);
+    text(params, "message")
+        || fields.is_some_and(|f| {
+            f.iter().any(|(name, field)| {
+                speaks(name) || text(field, "title") || text(field, "description") || field.get("format").and_then(Value::as_str) == Some("password")
+            })
+        })
 }
 
 /// The monitor's view of a call.
@@ -128,6 +175,19 @@ pub(crate) fn monitor_call<'a>(auth: &'a Authenticated, tool: &'a Tool, args: &V
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn an_elicitation_of_a_credential_is_recognised_and_an_ordinary_one_is_not() {
+        let ask = |message: &str, fields: Value| {
+            asks_for_credentials(&serde_json::json!({ "message": message, "requestedSchema": { "type": "object", "properties": fields } }))
+        };
+        assert!(ask("Please enter your GitHub token to continue", serde_json::json!({ "value": { "type": "string" } })));
+        assert!(ask("Sign in", serde_json::json!({ "user": { "type": "string" }, "pass": { "type": "string", "format": "password" } })));
+        assert!(ask("Confirm", serde_json::json!({ "code": { "type": "string", "description": "The 6-digit one-time code from your app" } })));
+        assert!(ask("Connect the CRM", serde_json::json!({ "apiKey": { "type": "string" } })));
+        assert!(!ask("Which plan should the new customer get?", serde_json::json!({ "plan": { "type": "string", "enum": ["team", "starter"] } })));
+        assert!(!ask("Confirm the transfer", serde_json::json!({ "confirm": { "type": "boolean" } })));
+    }
 
     #[test]
     fn finding_labels_name_kinds_never_values() {

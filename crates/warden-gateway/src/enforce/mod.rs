@@ -31,7 +31,7 @@ mod settle;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub(crate) use facts::{Ask, MonitorView, Subject, facts, finding_labels, monitor_call};
+pub(crate) use facts::{Ask, MonitorView, Subject, asks_for_credentials, facts, finding_labels, monitor_call};
 pub(crate) use refusal::{Refusal, Withheld};
 pub(crate) use settle::{contain_agent, settle};
 
