@@ -3,11 +3,13 @@
 //! request, runs tool calls, resource reads, prompts and completions through
 //! the enforcement core ([`crate::enforce`]), federates the upstreams'
 //! listings (names as [`crate::catalog`] gives them, filtered by scope and
-//! policy) and renders what the core decided as JSON-RPC. Responses are
-//! single JSON bodies; the gateway opens no server-initiated streams.
+//! policy) and renders what the core decided as JSON-RPC. Answers are JSON
+//! bodies, or event streams when the upstream talks back before it answers
+//! ([`stream`]); the gateway opens no GET stream. Listings are in
+//! [`listing`].
 
 use crate::authn::Authenticated;
-use crate::catalog::{self, Cursor};
+use crate::catalog;
 use crate::enforce::{self, Pipeline, Refusal, Stopped, Target, Trail, Withheld, correlation_id};
 use crate::jsonrpc::Message;
 use crate::peer::PeerCertificate;
@@ -22,13 +24,18 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use warden_core::clock::now_secs;
 use warden_core::{AuditEvent, EventKind, TargetKind, Verdict};
 
 use crate::upstream::PROTOCOL_VERSIONS as SUPPORTED_VERSIONS;
 
 pub use crate::jsonrpc::codes;
+
+mod listing;
+mod stream;
+
+use listing::{Listing, list_catalog, list_tools};
+use stream::{Dispatched, answer_relayed, with_meta, with_progress};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new().route("/mcp", axum::routing::post(handle_post).get(handle_get).delete(handle_delete)).with_state(gw)
@@ -203,7 +210,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => {
             let streams = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
-            let r = Relayed {
+            let r = Dispatched {
                 gw: gw.clone(),
                 corr: call.corr.clone(),
                 start: call.start,
@@ -351,358 +358,6 @@ async fn handle_delete(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
-    let tools = enforce::visible_tools(call.gw, auth, call.now);
-    let ev = call.event(EventKind::ToolList, Some(auth), Some("tools/list"), Verdict::Allow, Some(format!("{} tools visible", tools.len())));
-    call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": { "tools": tools } }), id).await
-}
-
-/// A federated listing of the upstreams' resources, resource templates or
-/// prompts.
-#[derive(Clone, Copy)]
-enum Listing {
-    Resources,
-    Templates,
-    Prompts,
-}
-
-impl Listing {
-    fn method(self) -> &'static str {
-        match self {
-            Self::Resources => "resources/list",
-            Self::Templates => "resources/templates/list",
-            Self::Prompts => "prompts/list",
-        }
-    }
-
-    /// The result's array.
-    fn key(self) -> &'static str {
-        match self {
-            Self::Resources => "resources",
-            Self::Templates => "resourceTemplates",
-            Self::Prompts => "prompts",
-        }
-    }
-
-    /// The field that names an item (federated on the way out).
-    fn name_field(self) -> &'static str {
-        match self {
-            Self::Resources => "uri",
-            Self::Templates => "uriTemplate",
-            Self::Prompts => "name",
-        }
-    }
-
-    fn kind(self) -> TargetKind {
-        if matches!(self, Self::Prompts) { TargetKind::Prompt } else { TargetKind::Resource }
-    }
-}
-
-/// Upstream pages one listing request may read (to skip pages the caller
-/// sees nothing of) before it answers with what it has and a cursor.
-const MAX_PAGES_PER_LISTING: usize = 16;
-
-/// List one kind of item across the upstreams, in server-name order, one
-/// upstream page at a time (the cursor says where it continues), in the
-/// caller's own upstream sessions, showing only what the caller's grant and
-/// policy let it see. An upstream that fails is skipped (and named in the
-/// record) so that the others can still be listed.
-async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: &Caller, l: Listing) -> Response {
-    let start = match params.get("cursor") {
-        None | Some(Value::Null) => None,
-        Some(c) => match c.as_str().and_then(Cursor::decode) {
-            Some(c) => Some(c),
-            None => {
-                return respond(
-                    StatusCode::OK,
-                    rpc_error(id, codes::INVALID_PARAMS, "invalid cursor: pass nextCursor exactly as a previous page returned it", None),
-                    &call.corr,
-                );
-            }
-        },
-    };
-    let servers: Vec<&Arc<crate::Upstream>> = call
-        .gw
-        .upstreams
-        .values()
-        .filter(|u| start.as_ref().is_none_or(|c| u.config.name >= c.server))
-        .filter(|u| enforce::item_tool(u, l.kind()).is_some_and(|t| auth.claims.in_scope(&t.tool) && auth.agent.may_use(&t.tool)))
-        .collect();
-    let (mut items, mut failed, mut next) = (Vec::new(), Vec::new(), None);
-    // The cursor's upstream cursor, if its server is still the first listed.
-    let mut upstream_cursor = match (&start, servers.first()) {
-        (Some(c), Some(u)) if u.config.name == c.server => c.upstream.clone(),
-        _ => None,
-    };
-    let capability = if matches!(l, Listing::Prompts) { "prompts" } else { "resources" };
-    let (mut pages, mut i) = (0, 0);
-    while i < servers.len() {
-        let up = servers[i];
-        // One page with something in it is an answer.
-        if pages == MAX_PAGES_PER_LISTING || !items.is_empty() {
-            next = Some(Cursor { server: up.config.name.clone(), upstream: upstream_cursor.take() });
-            break;
-        }
-        pages += 1;
-        if up.offers(capability) == Some(false) {
-            i += 1;
-            upstream_cursor = None;
-            continue;
-        }
-        let ask = match upstream_cursor.take() {
-            Some(c) => json!({ "cursor": c }),
-            None => json!({}),
-        };
-        match up.request_for(caller, l.method(), ask).await {
-            Ok(page) => {
-                let listed = page.get(l.key()).and_then(Value::as_array).cloned().unwrap_or_default();
-                let name_of = |v: &Value| v.get(l.name_field()).and_then(Value::as_str).map(|n| n.to_string());
-                let shown = enforce::visible_items(call.gw, auth, up, l.kind(), listed, |v| v.get(l.name_field()).and_then(Value::as_str), call.now);
-                for mut item in shown {
-                    let name = name_of(&item).expect("visible items have names");
-                    let federated = match l {
-                        Listing::Prompts => Some(catalog::federate_name(&up.config.name, &name)),
-                        _ => catalog::federate_uri(&up.config.name, &name),
-                    };
-                    if let Some(f) = federated {
-                        item[l.name_field()] = f.into();
-                        items.push(item);
-                    }
-                }
-                match page.get("nextCursor").and_then(Value::as_str).filter(|c| !c.is_empty()) {
-                    Some(c) => upstream_cursor = Some(c.to_string()),
-                    None => i += 1,
-                }
-            }
-            // Offers none after all.
-            Err(UpstreamError::Rpc { code: codes::METHOD_NOT_FOUND, .. }) => i += 1,
-            Err(e) => {
-                tracing::warn!(upstream = %up.config.name, "{} failed: {e}", l.method());
-                failed.push(up.config.name.clone());
-                i += 1;
-            }
-        }
-    }
-    let mut reason = format!("{} {} visible", items.len(), l.key());
-    if !failed.is_empty() {
-        reason.push_str(&format!("; skipped, unavailable: {}", failed.join(", ")));
-    }
-    let ev = call.event(EventKind::ToolList, Some(auth), Some(l.method()), Verdict::Allow, Some(reason));
-    let mut result = json!({ l.key(): items });
-    if let Some(c) = next {
-        result["nextCursor"] = c.encode().into();
-    }
-    call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
-}
-
-/// A request relayed to an upstream (a tool call, a resource read, a
-/// prompt, a completion), owned so that it can run on while its progress
-/// streams to the client.
-struct Relayed {
-    gw: Arc<Gateway>,
-    corr: String,
-    start: Instant,
-    now: i64,
-    trace: Option<([u8; 16], [u8; 8])>,
-    auth: Authenticated,
-    id: Value,
-    method: String,
-    params: Value,
-    caller: Caller,
-}
-
-impl Relayed {
-    /// Run it to its answer, cancellable by its client while it runs, its
-    /// progress sent to `progress`.
-    async fn run(self, progress: Option<mpsc::UnboundedSender<crate::upstream::Relayed>>) -> Response {
-        let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace };
-        let cancellable = match &self.caller {
-            Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
-            Caller::Gateway => None,
-        };
-        let relay = Exchange { progress, cancel: cancellable.as_ref().map(|c| c.token.clone()) };
-        match self.method.as_str() {
-            "tools/call" => call_tool(&call, &self.auth, &self.id, &self.params, self.caller.clone(), relay).await,
-            method => request_item(&call, &self.auth, &self.id, method, &self.params, self.caller.clone(), relay).await,
-        }
-    }
-}
-
-/// Answer a request whose client accepts an event stream: as a plain
-/// response if it ends before any notification about it arrives (its HTTP
-/// status and challenge intact), otherwise as an event stream of its
-/// progress and log notifications (inspected: see [`screened`]) and then
-/// its answer. A client that goes away stops only the stream; the request
-/// runs to its end and its record.
-async fn with_progress(r: Relayed) -> Response {
-    let (gw, corr) = (r.gw.clone(), r.corr.clone());
-    let passing = Passing {
-        gw: gw.clone(),
-        auth: r.auth.clone(),
-        corr: corr.clone(),
-        session: match &r.caller {
-            Caller::Session { session, .. } => Some(session.clone()),
-            Caller::Gateway => None,
-        },
-        subject: subject_of(&gw, &r.method, &r.params),
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let Some(mut work) = gw.track(r.run(Some(tx))) else {
-        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
-    };
-    let failed = |e: tokio::task::JoinError| {
-        tracing::error!(error = %e, "an MCP request task failed");
-        StatusCode::INTERNAL_SERVER_ERROR.into_response()
-    };
-    let first = loop {
-        tokio::select! {
-            done = &mut work => return done.unwrap_or_else(failed),
-            Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await { break ev },
-        }
-    };
-    let (out, body) = mpsc::channel::<String>(64);
-    tokio::spawn(async move {
-        let frame = |v: &Value| format!("event: message\ndata: {v}\n\n");
-        let _ = out.send(frame(&first)).await;
-        let done = loop {
-            tokio::select! {
-                biased;
-                Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await {
-                    let _ = out.send(frame(&ev)).await;
-                },
-                done = &mut work => break done,
-            }
-        };
-        while let Ok(ev) = rx.try_recv() {
-            if let Some(ev) = passing.pass(ev).await {
-                let _ = out.send(frame(&ev)).await;
-            }
-        }
-        let answer = done.unwrap_or_else(failed);
-        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap_or_default();
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let _ = out.send(frame(&answer)).await;
-    });
-    let stream = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|f| (Ok::<_, std::convert::Infallible>(f), body)) });
-    let mut resp =
-        (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream)).into_response();
-    resp.headers_mut().insert("x-warden-correlation-id", HeaderValue::from_str(&corr).expect("hex"));
-    resp
-}
-
-/// What a relayed request's stream needs to pass on what its upstream sends
-/// about it: notifications, and requests of the client.
-struct Passing {
-    gw: Arc<Gateway>,
-    auth: Authenticated,
-    corr: String,
-    session: Option<String>,
-    /// What the request is for, as policy sees it (the resource of a
-    /// `relay_request` decision).
-    subject: Option<(warden_core::Tool, TargetKind, String)>,
-}
-
-impl Passing {
-    /// The message for the client, if any, for what the upstream relayed.
-    async fn pass(&self, r: crate::upstream::Relayed) -> Option<Value> {
-        match r {
-            crate::upstream::Relayed::Notification(ev) => screened(&self.gw, ev),
-            crate::upstream::Relayed::Request(msg, answer) => self.request(msg, answer).await,
-        }
-    }
-
-    /// A request the upstream makes of the client (its client offers it):
-    /// inspected, decided by Cedar (`relay_request`) and recorded; if
-    /// allowed, sent on under an id of the gateway's, to which the client's
-    /// answer must come back in this session; if not, the upstream is told
-    /// why and the client never sees it.
-    async fn request(&self, mut msg: Value, answer: tokio::sync::oneshot::Sender<Value>) -> Option<Value> {
-        let refuse = |answer: tokio::sync::oneshot::Sender<Value>, reason: &str| {
-            let _ = answer.send(json!({ "error": { "code": codes::DENIED, "message": format!("refused by the Warden gateway: {reason}") } }));
-            None
-        };
-        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
-        let (Some(session), Some((tool, kind, name))) = (&self.session, &self.subject) else {
-            return refuse(answer, "the request it came with is not one the gateway relays for");
-        };
-        let params = msg.get("params").cloned().unwrap_or_default();
-        let findings = self.gw.inspector.scan_json(&params).summary;
-        let asks = method == "elicitation/create" && enforce::asks_for_credentials(&params);
-        let mon = enforce::MonitorView { risk: i64::from(self.gw.monitor.risk(self.auth.claims.agent(), warden_core::clock::now_ms())), ..Default::default() };
-        let ask = enforce::Ask::Relay { findings: &findings, method: &method, asks_for_credentials: asks };
-        let decision = self.gw.policy().decide(&enforce::facts(&self.auth, enforce::Subject { tool, kind: *kind, name }, &json!({}), ask, now_secs(), &mon));
-        let mut trail = Trail::new(EventKind::McpRequest, &self.corr, method.as_str(), &self.auth, Instant::now());
-        trail.tool = Some(tool.tool.to_string());
-        trail.add_policies(decision.policies().iter().cloned());
-        let refused = match &decision {
-            warden_core::Decision::Allow { .. } => None,
-            warden_core::Decision::Deny { reason, .. } | warden_core::Decision::NeedsApproval { reason, .. } => Some(reason.clone()),
-        };
-        let (verdict, reason) = match &refused {
-            None => (Verdict::Allow, "relayed to the client".to_string()),
-            Some(r) => (Verdict::Deny, r.clone()),
-        };
-        let mut ev = trail.into_event(EventKind::McpRequest, verdict, Some(reason));
-        ev.findings = enforce::finding_labels("relayed", &findings);
-        if let Err(e) = enforce::record(&self.gw, ev, None).await {
-            return refuse(answer, &format!("it could not be recorded ({e})"));
-        }
-        if let Some(reason) = refused {
-            return refuse(answer, &reason);
-        }
-        msg["id"] = self.gw.awaiting.start(session, answer).into();
-        Some(msg)
-    }
-}
-
-/// What a relayed request is for, as policy sees it.
-fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core::Tool, TargetKind, String)> {
-    if method == "tools/call" {
-        let tref = warden_core::ToolRef::from_federated_name(params.get("name")?.as_str()?)?;
-        let tool = gw.snapshot().tools.get(&tref)?.clone();
-        return Some((tool, TargetKind::Tool, tref.tool));
-    }
-    let (kind, server, name, _) = item_of(method, params).ok()?;
-    Some((enforce::item_tool(gw.upstream(server)?, kind)?, kind, name.to_string()))
-}
-
-/// A client's answer to a request relayed to it: to the upstream that
-/// asked, unless it carries a credential (the upstream is then told so).
-fn answer_relayed(gw: &Gateway, session: &str, id: &Value, result: Option<Value>, error: Option<Value>) {
-    let Some(waiter) = id.as_str().and_then(|id| gw.awaiting.take(session, id)) else { return };
-    let answer = match (result, error) {
-        (Some(r), _) if gw.inspector.scan_json(&r).summary.secret_count > 0 => {
-            json!({ "error": { "code": codes::DENIED, "message": "the client's answer carried a credential; the Warden gateway withheld it from the server" } })
-        }
-        (Some(r), _) => json!({ "result": r }),
-        (None, Some(e)) => json!({ "error": e }),
-        (None, None) => json!({ "error": { "code": codes::INTERNAL, "message": "the client's answer had neither result nor error" } }),
-    };
-    let _ = waiter.send(answer);
-}
-
-/// A notification as the client may see it. What an upstream says in one
-/// is text headed for the agent's context, so it is inspected: a progress
-/// `message` that carries an injection, a credential or personal data is
-/// dropped (the progress itself stays), and so is a log message whose data
-/// does.
-fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
-    let flagged = |v: &Value| {
-        let f = gw.inspector.scan_json(v).summary;
-        f.injection_score >= 50 || f.secret_count + f.pii_count > 0
-    };
-    let params = ev.get_mut("params").and_then(Value::as_object_mut)?;
-    if params.get("message").is_some_and(&flagged) {
-        params.remove("message");
-    }
-    let is_log = ev.get("method").and_then(Value::as_str) == Some("notifications/message");
-    if is_log && ev.get("params").is_some_and(flagged) {
-        tracing::warn!("dropping an upstream log message that carries an injection, a credential or personal data");
-        return None;
-    }
-    Some(ev)
-}
-
 /// `logging/setLevel`: set in the caller's own session of every upstream it
 /// is granted something of that offers logging (no other agent's level
 /// changes); their log messages about its requests then stream to it.
@@ -726,38 +381,6 @@ async fn set_level(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 /// Whether the caller's token grants anything of `server`.
 fn granted_any(auth: &Authenticated, server: &str) -> bool {
     auth.claims.scope.split_whitespace().filter_map(|s| s.parse::<warden_core::ToolRef>().ok()).any(|t| t.server == server)
-}
-
-/// The request `_meta` passed upstream with a relayed request. It is
-/// caller-controlled data headed for the upstream like the arguments, so it
-/// is inspected: if it carries a credential, personal data or an injection
-/// only its progress token (which the upstream sees as the gateway's own)
-/// goes on.
-fn meta_of(gw: &Gateway, params: &Value) -> Option<Value> {
-    let mut meta = params.get("_meta")?.as_object()?.clone();
-    let token = meta.remove("progressToken");
-    if !meta.is_empty() {
-        let f = gw.inspector.scan_json(&Value::Object(meta.clone())).summary;
-        if f.secret_count + f.pii_count > 0 || f.injection_score >= 50 {
-            tracing::warn!("dropping request _meta that carries a credential, personal data or an injection");
-            meta.clear();
-        }
-    }
-    if let Some(t) = token {
-        meta.insert("progressToken".into(), t);
-    }
-    (!meta.is_empty()).then_some(Value::Object(meta))
-}
-
-/// `params` with the `_meta` that may go upstream.
-fn with_meta(gw: &Gateway, mut sent: Value, params: &Value) -> Value {
-    match meta_of(gw, params) {
-        Some(m) => sent["_meta"] = m,
-        None => {
-            sent.as_object_mut().map(|o| o.remove("_meta"));
-        }
-    }
-    sent
 }
 
 /// A `tools/call`, through the enforcement core; the upstream is called
