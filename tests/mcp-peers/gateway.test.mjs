@@ -138,7 +138,7 @@ test('SDK client lists and reads resources, gets prompts and completes their arg
   assert.match(warden('audit', 'verify'), /audit log OK/);
 });
 
-test('SDK client gets progress notifications and cancels a call upstream through the gateway (stdio and HTTP upstreams)', async () => {
+test('SDK client gets progress notifications (stdio and HTTP upstreams) and cancels a call upstream (HTTP upstream) through the gateway', async () => {
   const tools = ['everything', 'everything-http'].map((s) => `${s}/trigger-long-running-operation`);
   for (const tool of tools) {
     warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');

@@ -95,9 +95,9 @@ string_enum!(
 impl TargetKind {
     /// The name under which a server's resources or prompts are granted in
     /// a token's scope and an agent's registered tools (`SERVER/:resources`,
-    /// `SERVER/:prompts`; `SERVER/*` grants them with every tool). The
-    /// leading colon is not a character MCP allows in tool names, so no
-    /// tool can be mistaken for them.
+    /// `SERVER/:prompts`; `SERVER/*` grants them with every tool). MCP
+    /// allows no colon in tool names, and the gateway registers no tool
+    /// whose name starts with one, so no tool can be mistaken for them.
     pub fn grant(self, server: &str) -> Option<ToolRef> {
         let name = match self {
             Self::Tool => return None,

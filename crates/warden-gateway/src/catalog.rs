@@ -8,14 +8,17 @@
 //!   URI is what the upstream sees.
 //! - **Prompts** are named `SERVER__PROMPT`, like tools.
 //! - A **cursor** names the upstream a listing continues at and that
-//!   upstream's own cursor. A client can only make it name another
-//!   configured server, whose items it is shown only as policy allows
-//!   anyway, so it needs no integrity protection.
+//!   upstream's own cursor, MACed with a key of the gateway's (one all
+//!   replicas share) and bound to the agent it was given to: the upstream
+//!   cursor goes to the upstream as it is, so a client must not be able to
+//!   put its own data there, nor use another agent's.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Sha256;
 
 /// A resource URI (or URI template) under its federated name, or `None`
 /// when it does not start with a literal scheme.
@@ -93,13 +96,28 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    pub(crate) fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serializes"))
+    /// `PAYLOAD.MAC`, both base64url; the MAC covers the payload and `holder`.
+    pub(crate) fn encode(&self, key: &[u8; 32], holder: &str) -> String {
+        let payload = serde_json::to_vec(self).expect("a cursor serializes");
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(mac(key, holder, &payload).finalize().into_bytes()))
     }
 
-    pub(crate) fn decode(s: &str) -> Option<Self> {
-        URL_SAFE_NO_PAD.decode(s).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    /// The cursor, if `s` is one this gateway gave `holder`, unaltered.
+    pub(crate) fn decode(s: &str, key: &[u8; 32], holder: &str) -> Option<Self> {
+        let (payload, tag) = s.split_once('.')?;
+        let (payload, tag) = (URL_SAFE_NO_PAD.decode(payload).ok()?, URL_SAFE_NO_PAD.decode(tag).ok()?);
+        mac(key, holder, &payload).verify_slice(&tag).ok()?;
+        serde_json::from_slice(&payload).ok()
     }
+}
+
+fn mac(key: &[u8; 32], holder: &str, payload: &[u8]) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(b"warden listing cursor v1\n");
+    m.update(holder.as_bytes());
+    m.update(b"\n");
+    m.update(payload);
+    m
 }
 
 #[cfg(test)]
@@ -158,11 +176,18 @@ mod tests {
     }
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
+    fn cursors_round_trip_for_their_holder_and_nothing_else_passes() {
+        let key = [7u8; 32];
         for c in [Cursor { server: "a".into(), upstream: None }, Cursor { server: "b".into(), upstream: Some("page-2".into()) }] {
-            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+            let s = c.encode(&key, "agent-1");
+            assert_eq!(Cursor::decode(&s, &key, "agent-1"), Some(c));
+            assert_eq!(Cursor::decode(&s, &key, "agent-2"), None, "bound to its holder");
+            assert_eq!(Cursor::decode(&s, &[8u8; 32], "agent-1"), None, "another gateway's key");
         }
-        assert_eq!(Cursor::decode("not a cursor"), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{\"x\":1}")), None);
+        let good = Cursor { server: "b".into(), upstream: Some("page-2".into()) }.encode(&key, "agent-1");
+        let (_, tag) = good.split_once('.').unwrap();
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(br#"{"s":"b","c":"exfiltrated data"}"#));
+        assert_eq!(Cursor::decode(&forged, &key, "agent-1"), None, "the upstream cursor cannot be rewritten");
+        assert_eq!(Cursor::decode("not a cursor", &key, "agent-1"), None);
     }
 }

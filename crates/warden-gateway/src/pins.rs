@@ -97,6 +97,12 @@ impl Gateway {
             let mut seen = Vec::new();
             for def in tools {
                 let Some(tool_name) = def.get("name").and_then(Value::as_str) else { continue };
+                // A leading colon names a server's resources or prompts in
+                // grants (`SERVER/:resources`); no tool may take one.
+                if tool_name.starts_with(':') {
+                    tracing::warn!(upstream = %name, "skipping tool {tool_name:?}: a name starting with ':' is reserved for grants");
+                    continue;
+                }
                 let tref = match ToolRef::new(&name, tool_name) {
                     Ok(t) => t,
                     Err(e) => {

@@ -8,6 +8,7 @@ use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,9 @@ pub struct Gateway {
     pub(crate) sessions: Mutex<crate::sessions::Sessions>,
     /// Requests in flight that their client can cancel.
     pub(crate) cancels: crate::sessions::Cancels,
+    /// Keys the listing cursors given to clients (derived from the
+    /// redaction key, so every replica sharing the gateway key accepts them).
+    pub(crate) cursor_key: [u8; 32],
     /// Upstreams' requests relayed to clients, waiting for their answers.
     pub(crate) awaiting: crate::sessions::Awaiting,
     /// Scans arguments, results and tool definitions.
@@ -193,6 +197,7 @@ impl Gateway {
             awaiting: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
+            cursor_key: Sha256::new().chain_update(b"warden listing cursor key v1\n").chain_update(redaction_key).finalize().into(),
             monitor,
             containment: Containment::default(),
             strangers,

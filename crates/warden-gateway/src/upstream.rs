@@ -44,6 +44,10 @@ pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26
 /// what bounds the gateway's memory per call.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// Requests of a server's waiting for the client's answer at once, per
+/// connection; more are refused at once.
+const MAX_RELAYED_PER_CONNECTION: usize = 8;
+
 /// Upstream sessions one upstream keeps open for callers at once.
 pub const MAX_CALLER_SESSIONS: usize = 256;
 /// Of those, one agent's: an agent opening more closes its own least
@@ -64,40 +68,83 @@ pub enum Caller {
 }
 
 /// The client capabilities the gateway relays: what an agent's client
-/// declared at `initialize`, and so what its upstream sessions declare.
+/// declared at `initialize` (with the parts of them a server's request
+/// must stay within), and so what its upstream sessions declare.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct ClientOffers {
     pub sampling: bool,
-    pub elicitation: bool,
+    /// `sampling.tools`: a sampling request may offer the model tools.
+    pub sampling_tools: bool,
+    /// `elicitation` in form mode (an empty `elicitation` object means it).
+    pub elicitation_form: bool,
+    /// `elicitation.url`: the user may be sent to a URL.
+    pub elicitation_url: bool,
     pub roots: bool,
 }
 
 impl ClientOffers {
+    /// Everything the gateway can relay (its own session declares it).
+    pub const ALL: Self = Self { sampling: true, sampling_tools: true, elicitation_form: true, elicitation_url: true, roots: true };
+
     /// What a client's `initialize` capabilities offer.
     pub fn of(capabilities: &Value) -> Self {
-        let has = |c: &str| capabilities.get(c).is_some_and(Value::is_object);
-        Self { sampling: has("sampling"), elicitation: has("elicitation"), roots: has("roots") }
+        let obj = |p: &str| capabilities.pointer(p).is_some_and(Value::is_object);
+        let elicitation = obj("/elicitation");
+        let (form, url) = (obj("/elicitation/form"), obj("/elicitation/url"));
+        Self {
+            sampling: obj("/sampling"),
+            sampling_tools: obj("/sampling/tools"),
+            elicitation_form: elicitation && (form || !url),
+            elicitation_url: url,
+            roots: obj("/roots"),
+        }
     }
 
     /// The capabilities declared upstream.
     fn capabilities(self) -> Value {
         let mut caps = serde_json::Map::new();
-        for (offered, name) in [(self.sampling, "sampling"), (self.elicitation, "elicitation"), (self.roots, "roots")] {
-            if offered {
-                caps.insert(name.into(), json!({}));
+        if self.sampling {
+            caps.insert("sampling".into(), if self.sampling_tools { json!({ "tools": {} }) } else { json!({}) });
+        }
+        if self.elicitation_form || self.elicitation_url {
+            let mut e = serde_json::Map::new();
+            for (offered, mode) in [(self.elicitation_form, "form"), (self.elicitation_url, "url")] {
+                if offered {
+                    e.insert(mode.into(), json!({}));
+                }
             }
+            caps.insert("elicitation".into(), Value::Object(e));
+        }
+        if self.roots {
+            caps.insert("roots".into(), json!({}));
         }
         Value::Object(caps)
     }
 
-    /// Whether a server's request of this method may reach the client.
-    pub fn allow(self, method: &str) -> bool {
-        match method {
-            "sampling/createMessage" => self.sampling,
-            "elicitation/create" => self.elicitation,
+    /// Whether a server's request may reach the client: a method it
+    /// offers, within what it declared. A sampling request may not ask for
+    /// context beyond its own messages (through a gateway "this server" or
+    /// "all servers" is every upstream the client reaches: other servers'
+    /// data would flow to the one that asked).
+    pub fn admit(self, method: &str, params: &Value) -> Result<(), String> {
+        let offered = match method {
+            "sampling/createMessage" => {
+                if params.get("includeContext").and_then(Value::as_str).is_some_and(|c| c != "none") {
+                    return Err("a sampling request may not include context through the gateway (includeContext must be \"none\")".into());
+                }
+                if params.get("tools").is_some() && !self.sampling_tools {
+                    return Err("the client did not declare sampling with tools".into());
+                }
+                self.sampling
+            }
+            "elicitation/create" => match params.get("mode").and_then(Value::as_str) {
+                Some("url") => self.elicitation_url,
+                _ => self.elicitation_form,
+            },
             "roots/list" => self.roots,
             _ => false,
-        }
+        };
+        if offered { Ok(()) } else { Err(format!("the client does not offer {method} (it did not declare it at initialize)")) }
     }
 }
 
@@ -221,7 +268,7 @@ pub struct Exchange {
     /// (with the client's own progress token: upstream, the request carries
     /// the gateway's id as its token, so no client can name another's
     /// request) and its log messages.
-    pub progress: Option<mpsc::UnboundedSender<Relayed>>,
+    pub progress: Option<mpsc::Sender<Relayed>>,
     /// Cancelled when the client cancels the request: the server is told
     /// (`notifications/cancelled` with the gateway's id) and the request
     /// ends with [`UpstreamError::Cancelled`].
@@ -235,7 +282,7 @@ pub struct Exchange {
 struct Progress(Arc<parking_lot::Mutex<HashMap<i64, Watcher>>>);
 
 /// A client's progress token and where notifications go.
-type Watcher = (Option<Value>, mpsc::UnboundedSender<Relayed>);
+type Watcher = (Option<Value>, mpsc::Sender<Relayed>);
 
 impl Progress {
     /// Relay `msg` if it is about request `id`: an event of that request's
@@ -254,26 +301,30 @@ impl Progress {
                 let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
                 if let Some((Some(client_token), tx)) = self.0.lock().get(&token) {
                     msg["params"]["progressToken"] = client_token.clone();
-                    let _ = tx.send(Relayed::Notification(msg));
+                    // A client that does not keep up misses progress, which
+                    // the next notification supersedes.
+                    let _ = tx.try_send(Relayed::Notification(msg));
                 }
             }
             Some("notifications/message") => {
                 let watchers = self.0.lock();
                 let to = watchers.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(_, (_, tx))| tx);
-                to.for_each(|tx| drop(tx.send(Relayed::Notification(msg.clone()))));
+                to.for_each(|tx| drop(tx.try_send(Relayed::Notification(msg.clone()))));
             }
             _ => {}
         }
     }
 
-    /// Where a server's request about request `id` (HTTP) or, with `id`
-    /// unknown (stdio), about the newest request relayed on the connection
-    /// may go.
-    fn requester(&self, id: Option<i64>) -> Option<mpsc::UnboundedSender<Relayed>> {
+    /// Where a server's request about request `id` (HTTP: its own stream)
+    /// may go; with `id` unknown (stdio: one stream for all), only while a
+    /// single request is relayed on the connection, as only then is it
+    /// certain which request (and so which decision's target) it is about.
+    fn requester(&self, id: Option<i64>) -> Option<mpsc::Sender<Relayed>> {
         let watchers = self.0.lock();
         match id {
             Some(id) => watchers.get(&id).map(|(_, tx)| tx.clone()),
-            None => watchers.iter().max_by_key(|(id, _)| **id).map(|(_, (_, tx))| tx.clone()),
+            None if watchers.len() == 1 => watchers.values().next().map(|(_, tx)| tx.clone()),
+            None => None,
         }
     }
 }
@@ -282,13 +333,17 @@ impl Progress {
 /// client's answer (at most `wait`); the answer to send back upstream,
 /// under the server's own id. Without anyone to relay it to, or for a
 /// method the client does not offer, it is refused at once.
-async fn relay_request(to: Option<mpsc::UnboundedSender<Relayed>>, offers: ClientOffers, msg: Value, wait: Duration) -> Value {
+async fn relay_request(to: Option<mpsc::Sender<Relayed>>, offers: ClientOffers, msg: Value, wait: Duration) -> Value {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
-    let Some(to) = to.filter(|_| offers.allow(&method)) else { return refuse_server_request(&id, &method) };
+    let params = msg.get("params").cloned().unwrap_or_default();
+    if let Err(why) = offers.admit(&method, &params) {
+        return refuse_server_request(&id, &method, &why);
+    }
+    let Some(to) = to else { return refuse_server_request(&id, &method, "no single request of the client's is in flight to carry it") };
     let (tx, rx) = oneshot::channel();
-    if to.send(Relayed::Request(msg, tx)).is_err() {
-        return refuse_server_request(&id, &method);
+    if to.try_send(Relayed::Request(msg, tx)).is_err() {
+        return refuse_server_request(&id, &method, "the client is not keeping up with its request's stream");
     }
     let answer = match tokio::time::timeout(wait, rx).await {
         Ok(Ok(a)) => a,
@@ -390,7 +445,7 @@ impl Slots {
             // The gateway's own session declares everything it can relay,
             // so that it sees the tools servers offer only to clients with
             // those capabilities (it relays nothing itself: no client).
-            Caller::Gateway => ClientOffers { sampling: true, elicitation: true, roots: true },
+            Caller::Gateway => ClientOffers::ALL,
         };
         let slot = Arc::new(Slot { offers, ..Slot::default() });
         self.by_caller.insert(caller.clone(), (slot.clone(), now));
@@ -1073,11 +1128,11 @@ fn method_what(method: &str) -> &'static str {
 /// The answer to a request from an upstream server that is not relayed to
 /// a client (one it does not offer, or with no request of the client's in
 /// flight to carry it): a ping is answered, anything else refused.
-fn refuse_server_request(id: &Value, method: &str) -> Value {
+fn refuse_server_request(id: &Value, method: &str, why: &str) -> Value {
     if method == "ping" {
         json!({ "jsonrpc": "2.0", "id": id, "result": {} })
     } else {
-        json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": format!("the Warden gateway does not relay {method} to its clients") } })
+        json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": format!("the Warden gateway does not relay this {method} to the client: {why}") } })
     }
 }
 
@@ -1104,6 +1159,7 @@ struct Relay {
 
 async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Relay, alive: Arc<AtomicBool>) {
     let Relay { tx, pending, progress, offers, wait } = relay;
+    let relaying = Arc::new(tokio::sync::Semaphore::new(MAX_RELAYED_PER_CONNECTION));
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -1144,8 +1200,16 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Rel
             // it offers it, answered without blocking this reader.
             (Some(_), Some(_)) => {
                 let (to, tx) = (progress.requester(None), tx.clone());
+                // At most a few at once: each is decided and recorded.
+                let Ok(permit) = relaying.clone().try_acquire_owned() else {
+                    let id = msg.get("id").cloned().unwrap_or_default();
+                    let refused = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32603, "message": "too many requests of the server's are waiting for the client" } });
+                    let _ = tx.send(refused.to_string()).await;
+                    continue;
+                };
                 tokio::spawn(async move {
                     let _ = tx.send(relay_request(to, offers, msg, wait).await.to_string()).await;
+                    drop(permit);
                 });
             }
             (None, _) => progress.relay_any(msg, None),
@@ -1159,6 +1223,26 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Rel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_request_reaches_the_client_only_within_what_it_declared() {
+        let form_only = ClientOffers::of(&json!({ "sampling": {}, "elicitation": {} }));
+        assert_eq!(form_only.capabilities(), json!({ "sampling": {}, "elicitation": { "form": {} } }));
+        assert!(form_only.admit("sampling/createMessage", &json!({ "messages": [] })).is_ok());
+        assert!(form_only.admit("sampling/createMessage", &json!({ "includeContext": "none" })).is_ok());
+        for context in ["thisServer", "allServers"] {
+            assert!(form_only.admit("sampling/createMessage", &json!({ "includeContext": context })).is_err(), "{context}");
+        }
+        assert!(form_only.admit("sampling/createMessage", &json!({ "tools": [] })).is_err(), "tools were not declared");
+        assert!(form_only.admit("elicitation/create", &json!({ "message": "m" })).is_ok());
+        assert!(form_only.admit("elicitation/create", &json!({ "mode": "url", "url": "https://h.test" })).is_err(), "url mode was not declared");
+        assert!(form_only.admit("roots/list", &json!({})).is_err());
+        let url = ClientOffers::of(&json!({ "elicitation": { "url": {} }, "roots": { "listChanged": true } }));
+        assert!(url.admit("elicitation/create", &json!({ "mode": "url" })).is_ok() && url.admit("elicitation/create", &json!({})).is_err());
+        assert!(url.admit("roots/list", &json!({})).is_ok());
+        assert!(ClientOffers::default().admit("sampling/createMessage", &json!({})).is_err());
+        assert!(ClientOffers::ALL.admit("anything/else", &json!({})).is_err());
+    }
 
     fn session(agent: &str, n: usize) -> Caller {
         Caller::Session { agent: agent.into(), session: format!("s{n}"), offers: ClientOffers::default() }

@@ -652,10 +652,14 @@ pub(crate) fn visible_items(
         .filter(|item| {
             let Some(name) = name_of(item) else { return false };
             if gw.inspector.scan_tool_definition(item, &upstream.config.name, &[]).flagged() {
-                tracing::warn!(upstream = %upstream.config.name, %kind, name, "withholding a listed definition flagged as poisoned");
+                // Not the name: a resource's URI may carry a signed query.
+                tracing::warn!(upstream = %upstream.config.name, %kind, "withholding a listed definition flagged as poisoned");
                 return false;
             }
-            policy.decide(&facts(auth, Subject { tool: &tool, kind, name }, &empty, Ask::Listing, now, &mon)).is_allow()
+            // A resource is listed only if it could be read: the guardrails
+            // on its URI (a file under /secrets) apply to the listing too.
+            let args = if kind == TargetKind::Resource { json!({ "uri": name }) } else { empty.clone() };
+            policy.decide(&facts(auth, Subject { tool: &tool, kind, name }, &args, Ask::Listing, now, &mon)).is_allow()
         })
         .collect()
 }

@@ -73,7 +73,7 @@ const MAX_PAGES_PER_LISTING: usize = 16;
 pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: &Caller, l: Listing) -> Response {
     let start = match params.get("cursor") {
         None | Some(Value::Null) => None,
-        Some(c) => match c.as_str().and_then(Cursor::decode) {
+        Some(c) => match c.as_str().and_then(|c| Cursor::decode(c, &call.gw.cursor_key, auth.claims.agent())) {
             Some(c) => Some(c),
             None => {
                 return respond(
@@ -153,7 +153,7 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
     let ev = call.event(EventKind::ToolList, Some(auth), Some(l.method()), Verdict::Allow, Some(reason));
     let mut result = json!({ l.key(): items });
     if let Some(c) = next {
-        result["nextCursor"] = c.encode().into();
+        result["nextCursor"] = c.encode(&call.gw.cursor_key, auth.claims.agent()).into();
     }
     call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
 }

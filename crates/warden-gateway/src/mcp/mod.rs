@@ -362,8 +362,12 @@ async fn handle_delete(
 /// is granted something of that offers logging (no other agent's level
 /// changes); their log messages about its requests then stream to it.
 async fn set_level(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: &Caller) -> Response {
-    let Some(level) = params.get("level").and_then(Value::as_str) else {
-        return respond(StatusCode::OK, rpc_error(id, codes::INVALID_PARAMS, "logging/setLevel needs params.level", None), &call.corr);
+    // Only the spec's levels (RFC 5424's names): the value goes to every
+    // upstream, so it must not be a channel for anything else.
+    const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+    let Some(level) = params.get("level").and_then(Value::as_str).filter(|l| LEVELS.contains(l)) else {
+        let message = format!("logging/setLevel needs params.level, one of {}", LEVELS.join(", "));
+        return respond(StatusCode::OK, rpc_error(id, codes::INVALID_PARAMS, &message, None), &call.corr);
     };
     let mut failed = Vec::new();
     for up in call.gw.upstreams.values().filter(|u| u.offers("logging") != Some(false) && granted_any(auth, &u.config.name)) {
@@ -412,26 +416,25 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
             Err(r) => Err(Stopped::Refused(r)),
             Ok(target) => {
                 let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
-                    let mut sent = params.clone();
-                    match method {
-                        "resources/read" => sent = args,
-                        "prompts/get" => sent = json!({ "name": t.name, "arguments": args }),
+                    // Built from what was admitted, never from the client's
+                    // params: nothing uninspected goes upstream.
+                    let sent = match method {
+                        "resources/read" => args,
+                        "prompts/get" => json!({ "name": t.name, "arguments": args }),
                         // The reference as the upstream names it; the argument
                         // and the context's arguments as admitted.
                         _ => {
-                            sent["ref"] = if t.kind == TargetKind::Prompt {
+                            let reference = if t.kind == TargetKind::Prompt {
                                 json!({ "type": "ref/prompt", "name": t.name })
                             } else {
                                 json!({ "type": "ref/resource", "uri": t.name })
                             };
                             let mut others = args.as_object().cloned().unwrap_or_default();
                             let name = params.pointer("/argument/name").and_then(Value::as_str).unwrap_or_default();
-                            sent["argument"] = json!({ "name": name, "value": others.remove(name).unwrap_or(json!("")) });
-                            if sent.get("context").is_some_and(Value::is_object) || !others.is_empty() {
-                                sent["context"] = json!({ "arguments": others });
-                            }
+                            let argument = json!({ "name": name, "value": others.remove(name).unwrap_or(json!("")) });
+                            json!({ "ref": reference, "argument": argument, "context": { "arguments": others } })
                         }
-                    }
+                    };
                     let mut r = upstream.exchange(&caller, method, with_meta(call.gw, sent, params), &relay).await?;
                     catalog::federate_references(&upstream.config.name, &mut r);
                     Ok(r)

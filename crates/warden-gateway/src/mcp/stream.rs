@@ -39,7 +39,7 @@ pub(super) struct Dispatched {
 impl Dispatched {
     /// Run it to its answer, cancellable by its client while it runs, its
     /// progress sent to `progress`.
-    pub(super) async fn run(self, progress: Option<mpsc::UnboundedSender<Relayed>>) -> Response {
+    pub(super) async fn run(self, progress: Option<mpsc::Sender<Relayed>>) -> Response {
         let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace };
         let cancellable = match &self.caller {
             Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
@@ -60,7 +60,7 @@ impl Dispatched {
 /// its answer. A client that goes away stops only the stream; the request
 /// runs to its end and its record.
 pub(super) async fn with_progress(r: Dispatched) -> Response {
-    let (gw, corr) = (r.gw.clone(), r.corr.clone());
+    let (gw, corr, id) = (r.gw.clone(), r.corr.clone(), r.id.clone());
     let passing = Passing {
         gw: gw.clone(),
         auth: r.auth.clone(),
@@ -71,7 +71,9 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
         },
         subject: subject_of(&gw, &r.method, &r.params),
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Bounded: a client that does not keep up misses progress rather than
+    // the gateway holding it all (see `upstream::Progress`).
+    let (tx, mut rx) = mpsc::channel(RELAYED_BUFFER);
     let Some(mut work) = gw.track(r.run(Some(tx))) else {
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "the gateway is shutting down; retry on another replica").into_response();
     };
@@ -82,7 +84,7 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
     let first = loop {
         tokio::select! {
             done = &mut work => return done.unwrap_or_else(failed),
-            Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await { break ev },
+            Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev, false).await { break ev },
         }
     };
     let (out, body) = mpsc::channel::<String>(64);
@@ -92,20 +94,25 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
         let done = loop {
             tokio::select! {
                 biased;
-                Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev).await {
+                Some(ev) = rx.recv() => if let Some(ev) = passing.pass(ev, out.is_closed()).await {
                     let _ = out.send(frame(&ev)).await;
                 },
                 done = &mut work => break done,
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            if let Some(ev) = passing.pass(ev).await {
+            if let Some(ev) = passing.pass(ev, out.is_closed()).await {
                 let _ = out.send(frame(&ev)).await;
             }
         }
+        // The stream ends with the answer to the client's request, whatever
+        // became of it.
         let answer = done.unwrap_or_else(failed);
         let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap_or_default();
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let answer = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(|a| a.get("id").is_some())
+            .unwrap_or_else(|| super::rpc_error(&id, codes::INTERNAL, "the request failed inside the gateway; see its log", None));
         let _ = out.send(frame(&answer)).await;
     });
     let stream = futures_util::stream::unfold(body, |mut body| async move { body.recv().await.map(|f| (Ok::<_, std::convert::Infallible>(f), body)) });
@@ -114,6 +121,10 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
     resp.headers_mut().insert("x-warden-correlation-id", HeaderValue::from_str(&corr).expect("hex"));
     resp
 }
+
+/// Notifications and requests of an upstream's buffered for one request's
+/// stream.
+const RELAYED_BUFFER: usize = 256;
 
 /// What a relayed request's stream needs to pass on what its upstream sends
 /// about it: notifications, and requests of the client.
@@ -128,10 +139,15 @@ struct Passing {
 }
 
 impl Passing {
-    /// The message for the client, if any, for what the upstream relayed.
-    async fn pass(&self, r: Relayed) -> Option<Value> {
+    /// The message for the client, if any, for what the upstream relayed;
+    /// a request is refused at once when the client has gone.
+    async fn pass(&self, r: Relayed, client_gone: bool) -> Option<Value> {
         match r {
             Relayed::Notification(ev) => screened(&self.gw, ev),
+            Relayed::Request(_, answer) if client_gone => {
+                let _ = answer.send(json!({ "error": { "code": codes::INTERNAL, "message": "the client's stream for this request has closed" } }));
+                None
+            }
             Relayed::Request(msg, answer) => self.request(msg, answer).await,
         }
     }

@@ -47,17 +47,13 @@ async fn resources_prompts_and_completions_go_through_policy() {
     let instructions = init.result().unwrap()["instructions"].as_str().unwrap();
     assert!(instructions.contains("onboarding: Look customers up by id"), "the upstream's instructions are surfaced: {instructions}");
 
-    // Listed two to a page upstream; the gateway's cursor walks them all.
+    // Listed two to a page upstream; the gateway's cursor walks them all,
+    // and a file the path guardrails keep from reads is not listed either.
     let (resources, pages) = all_pages(&mut c, "resources/list", "resources").await;
     let uris: Vec<&str> = resources.iter().map(|r| r["uri"].as_str().unwrap()).collect();
     assert_eq!(
         uris,
-        [
-            "onboarding+file:///onboarding/checklist.md",
-            "onboarding+file:///onboarding/welcome-template.txt",
-            "onboarding+file:///secrets/api-keys.txt",
-            "onboarding+file:///onboarding/partner-notes.md"
-        ]
+        ["onboarding+file:///onboarding/checklist.md", "onboarding+file:///onboarding/welcome-template.txt", "onboarding+file:///onboarding/partner-notes.md"]
     );
     assert_eq!(pages, 2);
     let r = c.request("resources/list", json!({ "cursor": "forged" })).await.unwrap();
@@ -114,6 +110,19 @@ async fn resources_prompts_and_completions_go_through_policy() {
     )
     .await;
     assert_eq!(done["completion"]["values"], json!(["team"]));
+    // What the completion carries beside the argument is inspected too.
+    let calls = h.upstream_calls();
+    let r = c
+        .request(
+            "completion/complete",
+            json!({ "ref": { "type": "ref/prompt", "name": "onboarding__welcome_email" }, "argument": { "name": "plan", "value": "te" }, "context": { "arguments": { "name": injected } } }),
+        )
+        .await
+        .unwrap();
+    denied_by(&r, "injection-in-arguments");
+    assert_eq!(h.upstream_calls(), calls);
+    let r = c.request("logging/setLevel", json!({ "level": "verbose; anything" })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32602), "only the spec's levels go upstream: {}", r.body);
     h.assert_audit_intact();
 }
 

@@ -42,7 +42,10 @@ async fn mcp(axum::extract::State(up): axum::extract::State<Upstream>, headers: 
             "What is two plus two?"
         };
         let messages = json!([{ "role": "user", "content": { "type": "text", "text": text } }]);
-        let ask = json!({ "jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": { "messages": messages, "maxTokens": 5 } });
+        let mut ask = json!({ "jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": { "messages": messages, "maxTokens": 5 } });
+        if msg["params"]["arguments"]["context"] == true {
+            ask["params"]["includeContext"] = "allServers".into();
+        }
         let (events, stream) = tokio::sync::mpsc::channel::<String>(2);
         tokio::spawn(async move {
             let _ = events.send(format!("event: message\ndata: {ask}\n\n")).await;
@@ -102,7 +105,8 @@ async fn gateway_injects_its_own_credentials_and_never_forwards_the_agent_token(
     // A request of the server's on a call's stream is answered at once (the
     // gateway relays none to its clients yet), so the call does not hang.
     let r = c.call_tool("recorder__ask", json!({})).await.unwrap();
-    assert_eq!(r.result().unwrap()["content"][0]["text"], "the Warden gateway does not relay sampling/createMessage to its clients", "{}", r.body);
+    let said = r.result().unwrap()["content"][0]["text"].as_str().unwrap().to_string();
+    assert!(said.starts_with("the Warden gateway does not relay this sampling/createMessage to the client: the client does not offer"), "{said}");
 
     // Rotation: the new credential is in use within a second or so, no restart.
     std::fs::write(secret_file.path(), "Bearer rotating-2\n").unwrap();
@@ -239,4 +243,11 @@ async fn an_upstreams_sampling_request_reaches_a_client_that_offers_it_under_pol
         .unwrap();
     let text = resp.text().await.unwrap();
     assert!(!text.contains("sampling/createMessage") && text.contains("refused by the Warden gateway") && text.contains("injected-server-request"), "{text}");
+    // Nor one that asks for context: through the gateway that is every
+    // other server's data, flowing to the one that asked.
+    let resp = post(json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "recorder__ask", "arguments": { "context": true } } }))
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("may not include context through the gateway"), "{text}");
 }
