@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_client::AgentClient;
-use warden_gateway::{Classification, Transport, Upstream, UpstreamConfig};
+use warden_gateway::{Transport, Upstream, UpstreamConfig};
 use warden_identity::{Keypair, make_dpop_proof};
 
 #[derive(Parser)]
@@ -179,13 +179,11 @@ async fn main() -> Result<()> {
     let arguments: Value = serde_json::from_str(&a.arguments).context("--arguments must be JSON")?;
 
     let upstream = Arc::new(Upstream::new(
-        UpstreamConfig {
-            name: "direct".into(),
-            transport: Transport::Http { url: a.direct.clone(), headers_from_env: Default::default(), headers_from_file: Default::default() },
-            timeout_secs: 30,
-            resources: Classification::resources(),
-            prompts: Classification::prompts(),
-        },
+        UpstreamConfig::new(
+            "direct",
+            Transport::Http { url: a.direct.clone(), headers_from_env: Default::default(), headers_from_file: Default::default() },
+            30,
+        ),
         reqwest::Client::new(),
     )?);
     let direct_params = json!({ "name": a.direct_tool, "arguments": arguments });

@@ -6,7 +6,12 @@
 //!   which keeps the result a valid absolute URI (a scheme may contain `+`,
 //!   a server name may not) and URI templates valid templates. The original
 //!   URI is what the upstream sees.
-//! - **Prompts** are named `SERVER__PROMPT`, like tools.
+//! - **Tools** are named `SERVER__TOOL` by default; an upstream may name
+//!   its tools as the upstream does (`naming = "bare"`, for agents that
+//!   move behind the gateway without renaming what they call) and give
+//!   some of them other names (`aliases`). A name that would stand for two
+//!   tools is not listed and not resolved.
+//! - **Prompts** are named `SERVER__PROMPT`.
 //! - A **cursor** names the upstream a listing continues at and that
 //!   upstream's own cursor, MACed with a key of the gateway's (one all
 //!   replicas share) and bound to the agent it was given to: the upstream
@@ -19,6 +24,76 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
+
+/// How an upstream's tools are named to clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Naming {
+    /// `SERVER__TOOL`.
+    #[default]
+    Prefixed,
+    /// The upstream's own tool names.
+    Bare,
+}
+
+/// One upstream's tool naming, as [`exposed_name`] and [`resolve_tool`] read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Names<'a> {
+    pub(crate) server: &'a str,
+    pub(crate) naming: Naming,
+    /// Exposed name → the upstream's tool name.
+    pub(crate) aliases: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// The name clients call `tool` by.
+pub(crate) fn exposed_name(names: Names<'_>, tool: &warden_core::ToolRef) -> String {
+    if let Some((alias, _)) = names.aliases.iter().find(|(_, t)| **t == tool.tool) {
+        return alias.clone();
+    }
+    match names.naming {
+        Naming::Prefixed => tool.federated_name(),
+        Naming::Bare => tool.tool.clone(),
+    }
+}
+
+/// Why a name a client called resolves to no single tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NameError {
+    Unknown,
+    /// Two tools answer to it (two bare upstreams, or an alias).
+    Ambiguous(Vec<warden_core::ToolRef>),
+}
+
+/// The tool a client's name stands for: an alias, a bare upstream's tool
+/// that `exists`, or `SERVER__TOOL` of a prefixed upstream.
+pub(crate) fn resolve_tool<'a>(
+    name: &str,
+    upstreams: impl IntoIterator<Item = Names<'a>>,
+    exists: impl Fn(&warden_core::ToolRef) -> bool,
+) -> Result<warden_core::ToolRef, NameError> {
+    let prefixed = warden_core::ToolRef::from_federated_name(name);
+    let mut found: Vec<warden_core::ToolRef> = Vec::new();
+    for u in upstreams {
+        let candidates = [
+            u.aliases.get(name).and_then(|t| warden_core::ToolRef::new(u.server, t).ok()),
+            (u.naming == Naming::Bare)
+                .then(|| warden_core::ToolRef::new(u.server, name).ok())
+                .flatten()
+                .filter(|t| exists(t) && !u.aliases.values().any(|a| *a == t.tool)),
+            prefixed.clone().filter(|t| t.server == u.server && u.naming == Naming::Prefixed && !u.aliases.values().any(|a| *a == t.tool)),
+        ];
+        for c in candidates.into_iter().flatten() {
+            if !found.contains(&c) {
+                found.push(c);
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(NameError::Unknown),
+        1 => Ok(found.remove(0)),
+        _ => Err(NameError::Ambiguous(found)),
+    }
+}
 
 /// A resource URI (or URI template) under its federated name, or `None`
 /// when it does not start with a literal scheme.
@@ -124,6 +199,31 @@ fn mac(key: &[u8; 32], holder: &str, payload: &[u8]) -> Hmac<Sha256> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tools_are_named_per_upstream_and_a_name_for_two_is_refused() {
+        use std::collections::BTreeMap;
+        use warden_core::ToolRef;
+        let none = BTreeMap::new();
+        let aliases = BTreeMap::from([("lookup".to_string(), "customer_lookup".to_string())]);
+        let crm = Names { server: "crm", naming: Naming::Prefixed, aliases: &aliases };
+        let files = Names { server: "files", naming: Naming::Bare, aliases: &none };
+        let docs = Names { server: "docs", naming: Naming::Bare, aliases: &none };
+        let t = |s: &str| s.parse::<ToolRef>().unwrap();
+        let registered = [t("crm/customer_lookup"), t("crm/export"), t("files/read"), t("docs/read"), t("docs/search")];
+        let exists = |r: &ToolRef| registered.contains(r);
+        assert_eq!(exposed_name(crm, &t("crm/customer_lookup")), "lookup");
+        assert_eq!(exposed_name(crm, &t("crm/export")), "crm__export");
+        assert_eq!(exposed_name(files, &t("files/read")), "read");
+        let resolve = |n: &str| resolve_tool(n, [crm, files, docs], exists);
+        assert_eq!(resolve("lookup"), Ok(t("crm/customer_lookup")));
+        assert_eq!(resolve("crm__customer_lookup"), Err(NameError::Unknown), "an aliased tool answers only to its alias");
+        assert_eq!(resolve("crm__export"), Ok(t("crm/export")));
+        assert_eq!(resolve("search"), Ok(t("docs/search")));
+        assert_eq!(resolve("docs__search"), Err(NameError::Unknown), "a bare upstream's tools have one name");
+        assert_eq!(resolve("read"), Err(NameError::Ambiguous(vec![t("files/read"), t("docs/read")])));
+        assert_eq!(resolve("nothing"), Err(NameError::Unknown));
+    }
 
     #[test]
     fn resource_names_round_trip_and_stay_uris() {

@@ -28,6 +28,7 @@ pub mod egress;
 pub mod sandbox;
 pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use authn::{AuthFailure, Authenticated, bearer_refused};
+pub use catalog::Naming;
 pub use containment::Timings;
 pub use mcp::router;
 pub use peer::PeerCertificate;

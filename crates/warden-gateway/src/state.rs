@@ -392,6 +392,25 @@ impl Gateway {
     pub(crate) fn upstream(&self, server: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.get(server)
     }
+
+    /// Each upstream's tool naming.
+    fn names(&self) -> impl Iterator<Item = crate::catalog::Names<'_>> {
+        self.upstreams.values().map(|u| crate::catalog::Names { server: &u.config.name, naming: u.config.naming, aliases: &u.config.aliases })
+    }
+
+    /// The name clients call a tool by.
+    pub(crate) fn exposed_name(&self, tool: &ToolRef) -> String {
+        match self.names().find(|n| n.server == tool.server) {
+            Some(n) => crate::catalog::exposed_name(n, tool),
+            None => tool.federated_name(),
+        }
+    }
+
+    /// The tool a client's name stands for (see [`crate::catalog`]).
+    pub(crate) fn resolve_tool_name(&self, name: &str) -> Result<ToolRef, crate::catalog::NameError> {
+        let snap = self.snapshot();
+        crate::catalog::resolve_tool(name, self.names(), |t| snap.tools.contains_key(t))
+    }
 }
 
 /// How long past `bound` the last sync at `last_ms` is at `now_ms`, if it is.

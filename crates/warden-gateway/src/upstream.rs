@@ -201,6 +201,14 @@ pub struct UpstreamConfig {
     pub transport: Transport,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// How clients name this server's tools: `prefixed` (`SERVER__TOOL`,
+    /// the default) or `bare` (as the server names them).
+    #[serde(default)]
+    pub naming: crate::catalog::Naming,
+    /// Other names for some of its tools: `{ lookup = "customer_lookup" }`
+    /// (a tool with an alias answers only to it).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
     /// How policy and the monitor see this server's resources
     /// (`resources/read`): medium sensitivity, untrusted content unless
     /// the operator says otherwise.
@@ -226,17 +234,32 @@ pub struct Classification {
 }
 
 impl Classification {
-    pub fn resources() -> Self {
+    fn resources() -> Self {
         Self { sensitivity: warden_core::Sensitivity::Medium, untrusted_content: true }
     }
 
-    pub fn prompts() -> Self {
+    fn prompts() -> Self {
         Self { sensitivity: warden_core::Sensitivity::Low, untrusted_content: true }
     }
 }
 
 fn default_timeout() -> u64 {
     60
+}
+
+impl UpstreamConfig {
+    /// An upstream with the defaults a configuration file gets.
+    pub fn new(name: impl Into<String>, transport: Transport, timeout_secs: u64) -> Self {
+        Self {
+            name: name.into(),
+            transport,
+            timeout_secs,
+            naming: Default::default(),
+            aliases: Default::default(),
+            resources: Classification::resources(),
+            prompts: Classification::prompts(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -241,6 +241,18 @@ impl ServerConfig {
                 return Err(format!("upstream {:?} is configured twice", u.name));
             }
         }
+        // Each alias names one tool: unique across upstreams, a usable name.
+        let mut aliases = std::collections::BTreeMap::new();
+        for u in &self.upstreams {
+            for (alias, tool) in &u.aliases {
+                warden_core::ToolRef::new(&u.name, alias).map_err(|_| format!("upstream {:?}: alias {alias:?} is not a usable tool name", u.name))?;
+                warden_core::ToolRef::new(&u.name, tool)
+                    .map_err(|_| format!("upstream {:?}: alias {alias:?} names {tool:?}, which is not a tool name", u.name))?;
+                if let Some(other) = aliases.insert(alias.as_str(), u.name.as_str()) {
+                    return Err(format!("alias {alias:?} is given by upstreams {other:?} and {:?}: an alias must name one tool", u.name));
+                }
+            }
+        }
         if let Some(u) = &self.public_url
             && (!(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/'))
         {
@@ -294,5 +306,18 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
         let cfg: ServerConfig = toml::from_str(&format!("{one}{one}")).unwrap();
         assert!(cfg.validate().unwrap_err().contains("https://k8s is configured twice"));
+    }
+
+    #[test]
+    fn an_alias_names_one_tool() {
+        let up = |name: &str, alias: &str| {
+            format!("[[upstream]]\nname = {name:?}\ntransport = \"stdio\"\ncommand = \"x\"\naliases = {{ {alias} = \"customer_lookup\" }}\n")
+        };
+        let cfg: ServerConfig = toml::from_str(&up("crm", "lookup")).unwrap();
+        assert_eq!(cfg.validate(), Ok(()));
+        let cfg: ServerConfig = toml::from_str(&format!("{}{}", up("crm", "lookup"), up("crm2", "lookup"))).unwrap();
+        assert!(cfg.validate().unwrap_err().contains("alias \"lookup\" is given by upstreams \"crm\" and \"crm2\""));
+        let cfg: ServerConfig = toml::from_str(&up("crm", "\"has space\"")).unwrap();
+        assert!(cfg.validate().unwrap_err().contains("is not a usable tool name"));
     }
 }

@@ -347,8 +347,15 @@ impl<'a> Pipeline<'a> {
         let canonical = canonical_json(&args);
         self.trail.set_args_digest(sha256_hex(canonical.as_bytes()));
         self.trail.tool = Some(name.to_string());
-        let tref =
-            ToolRef::from_federated_name(name).ok_or_else(|| Refusal::Unknown(format!("unknown tool {name:?}: gateway tools are named SERVER__TOOL")))?;
+        let tref = self.gw.resolve_tool_name(name).map_err(|e| match e {
+            crate::catalog::NameError::Unknown => Refusal::Unknown(format!(
+                "unknown tool {name:?}: call a tool by the name tools/list gives it (SERVER__TOOL unless its server names it otherwise)"
+            )),
+            crate::catalog::NameError::Ambiguous(tools) => {
+                let tools: Vec<String> = tools.iter().map(ToString::to_string).collect();
+                Refusal::Unknown(format!("tool name {name:?} stands for more than one tool ({}); an operator must give one an alias", tools.join(", ")))
+            }
+        })?;
         self.trail.tool = Some(tref.to_string());
         // Whether the tool exists is told before whether it is granted: that
         // is what tells a client's ordinary miss from probing beyond the
@@ -618,10 +625,17 @@ pub(crate) fn visible_tools(gw: &Gateway, auth: &Authenticated, now: i64) -> Vec
         .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
         .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))
         .filter(|(t, _)| policy.decide(&facts(auth, Subject::tool(t), &empty, Ask::Listing, now, &mon)).is_allow())
-        .map(|(t, def)| {
+        .filter_map(|(t, def)| {
+            // Listed under a name only if the name resolves to it: one that
+            // stands for two tools (two bare servers) is listed for neither.
+            let name = gw.exposed_name(&t.tool);
+            if gw.resolve_tool_name(&name).as_ref() != Ok(&t.tool) {
+                tracing::warn!(tool = %t.tool, name, "not listing a tool under a name that stands for more than one tool; give one an alias");
+                return None;
+            }
             let mut d = def.clone();
-            d["name"] = t.tool.federated_name().into();
-            d
+            d["name"] = name.into();
+            Some(d)
         })
         .collect()
 }

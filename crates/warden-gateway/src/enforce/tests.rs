@@ -7,7 +7,7 @@
 use super::*;
 use crate::audit_sink::AuditSink;
 use crate::state::{ApprovalsConfig, GatewayConfig};
-use crate::upstream::{Classification, Transport, UpstreamConfig};
+use crate::upstream::{Transport, UpstreamConfig};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -158,11 +158,7 @@ impl Fixture {
         let upstream = |name: &str| {
             let transport =
                 Transport::Http { url: format!("http://127.0.0.1:9/{name}"), headers_from_env: BTreeMap::new(), headers_from_file: BTreeMap::new() };
-            Upstream::new(
-                UpstreamConfig { name: name.into(), transport, timeout_secs: 1, resources: Classification::resources(), prompts: Classification::prompts() },
-                reqwest::Client::new(),
-            )
-            .expect("upstream")
+            Upstream::new(UpstreamConfig::new(name, transport, 1), reqwest::Client::new()).expect("upstream")
         };
         let issuer = TokenIssuer::new(key);
         let config = GatewayConfig {

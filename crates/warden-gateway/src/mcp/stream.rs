@@ -199,7 +199,7 @@ impl Passing {
 /// What a relayed request is for, as policy sees it.
 fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core::Tool, TargetKind, String)> {
     if method == "tools/call" {
-        let tref = warden_core::ToolRef::from_federated_name(params.get("name")?.as_str()?)?;
+        let tref = gw.resolve_tool_name(params.get("name")?.as_str()?).ok()?;
         let tool = gw.snapshot().tools.get(&tref)?.clone();
         return Some((tool, TargetKind::Tool, tref.tool));
     }

@@ -226,3 +226,35 @@ async fn progress_reaches_the_client_and_a_cancelled_call_is_cancelled_upstream(
     let a = h.audited("cancelled").await;
     assert_eq!((a["event"]["kind"].as_str(), a["event"]["forwarded"].as_bool()), (Some("tool_call"), Some(true)), "{a}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_can_keep_its_own_tool_names_and_aliases_and_a_shared_name_is_refused() {
+    let demo = |name: &str, naming: &str| {
+        format!("[[upstream]]\nname = {name:?}\ntransport = \"stdio\"\ncommand = {:?}\nargs = [\"demo-server\"]\nnaming = {naming}\n", crate::common::BIN)
+    };
+    let extra = format!("{}aliases = {{ lookup = \"customer_lookup\" }}\n{}", demo("crm", "\"bare\""), demo("crm2", "\"bare\""));
+    let h = Harness::start_with("", &extra, &[]);
+    for t in ["crm/customer_lookup", "crm/db_query", "crm2/customer_lookup", "crm2/db_query"] {
+        h.approve(t, "low", "read", false);
+    }
+    let (id, key) = h.register("mover", "crm/*,crm2/*", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let mut names = c.list_tools().await.unwrap();
+    names.sort();
+    // crm's customer_lookup answers to its alias, so crm2's keeps the bare
+    // name; db_query would stand for both, so it is listed for neither.
+    assert_eq!(names, ["customer_lookup", "lookup"]);
+    let r = c.call_tool("lookup", json!({ "customer_id": "c-1002" })).await.unwrap();
+    assert!(r.result().unwrap().to_string().contains("Grace Hopper"), "{}", r.body);
+    assert_eq!(h.last_audit()["event"]["tool"], "crm/customer_lookup");
+    let r = c.call_tool("customer_lookup", json!({ "customer_id": "c-1003" })).await.unwrap();
+    assert!(r.result().is_some(), "{}", r.body);
+    assert_eq!(h.last_audit()["event"]["tool"], "crm2/customer_lookup");
+    let r = c.call_tool("db_query", json!({ "query": "select 1" })).await.unwrap();
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.body);
+    assert!(r.error_message().unwrap().contains("stands for more than one tool (crm/db_query, crm2/db_query)"), "{}", r.body);
+    for other_name in ["crm__db_query", "crm__customer_lookup"] {
+        let r = c.call_tool(other_name, json!({})).await.unwrap();
+        assert_eq!(r.error_code(), Some(-32602), "a tool has one name: {}", r.body);
+    }
+}
