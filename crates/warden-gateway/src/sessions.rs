@@ -21,6 +21,24 @@ pub(crate) struct Session {
     pub last_seen: Instant,
     /// What its client offers (its `initialize` capabilities).
     pub offers: crate::upstream::ClientOffers,
+    /// Its stream of notifications about no request (`GET /mcp`).
+    events: Events,
+}
+
+/// An event of a session's stream, with its id.
+pub(crate) type Event = (u64, serde_json::Value);
+
+/// Events kept for a session's stream, so that a client that reconnects
+/// with `Last-Event-ID` misses none of the last [`EVENTS_KEPT`].
+pub(crate) const EVENTS_KEPT: usize = 256;
+
+/// One session's stream: the events kept, numbered from 1, and the GET
+/// stream open now (the newest replaces an older one).
+#[derive(Debug, Clone, Default)]
+struct Events {
+    next: u64,
+    kept: VecDeque<Event>,
+    live: Option<tokio::sync::mpsc::Sender<Event>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +71,7 @@ impl Sessions {
         }
         self.by_agent.entry(agent.to_string()).or_default().push_back(sid.clone());
         self.idle.push_back((now, sid.clone()));
-        self.by_id.insert(sid, Session { agent: agent.to_string(), last_seen: now, offers: Default::default() });
+        self.by_id.insert(sid, Session { agent: agent.to_string(), last_seen: now, offers: Default::default(), events: Events::default() });
         Ok(())
     }
 
@@ -75,6 +93,37 @@ impl Sessions {
         if let Some(s) = self.by_id.get_mut(sid) {
             s.offers = offers;
         }
+    }
+
+    /// Add an event to `sid`'s stream: kept for resumption, and sent on the
+    /// stream open now, if any (unless it is not keeping up: it misses it
+    /// until it reconnects with its last event id).
+    pub fn push_event(&mut self, sid: &str, event: serde_json::Value) {
+        let Some(e) = self.by_id.get_mut(sid).map(|s| &mut s.events) else { return };
+        e.next += 1;
+        if e.kept.len() == EVENTS_KEPT {
+            e.kept.pop_front();
+        }
+        e.kept.push_back((e.next, event.clone()));
+        if e.live.as_ref().is_some_and(|l| l.try_send((e.next, event)).is_err()) {
+            e.live = None;
+        }
+    }
+
+    /// Open `sid`'s stream for `agent`: the kept events after `after` (a
+    /// reconnecting client's `Last-Event-ID`; none for a new stream), and
+    /// the events from now on. `None` if the session is not the agent's.
+    pub fn open_stream(
+        &mut self,
+        sid: &str,
+        agent: &str,
+        after: Option<u64>,
+    ) -> Option<(Vec<Event>, tokio::sync::mpsc::Receiver<Event>)> {
+        let s = self.by_id.get_mut(sid).filter(|s| s.agent == agent)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_KEPT);
+        s.events.live = Some(tx);
+        let replay = after.map(|a| s.events.kept.iter().filter(|(n, _)| *n > a).cloned().collect()).unwrap_or_default();
+        Some((replay, rx))
     }
 
     /// What the client of `sid` offers.
@@ -281,5 +330,26 @@ mod tests {
         waiter.send(serde_json::json!({ "result": {} })).unwrap();
         assert!(rx.try_recv().is_ok());
         assert!(a.take("s1", &id).is_none(), "answered once");
+    }
+
+    #[test]
+    fn a_reconnecting_stream_gets_what_it_missed_and_no_more() {
+        let (t0, mut s) = (Instant::now(), Sessions::default());
+        s.open("s1".into(), "a", t0).unwrap();
+        assert!(s.open_stream("s1", "b", None).is_none(), "another agent's session");
+        let (replay, mut live) = s.open_stream("s1", "a", None).unwrap();
+        assert!(replay.is_empty());
+        s.push_event("s1", serde_json::json!(1));
+        assert_eq!(live.try_recv().unwrap(), (1, serde_json::json!(1)));
+        drop(live);
+        s.push_event("s1", serde_json::json!(2));
+        s.push_event("s1", serde_json::json!(3));
+        let (replay, _live) = s.open_stream("s1", "a", Some(1)).unwrap();
+        assert_eq!(replay, [(2, serde_json::json!(2)), (3, serde_json::json!(3))]);
+        for n in 0..EVENTS_KEPT + 10 {
+            s.push_event("s1", serde_json::json!(n));
+        }
+        let (replay, _live) = s.open_stream("s1", "a", Some(0)).unwrap();
+        assert_eq!(replay.len(), EVENTS_KEPT, "only the last ones are kept");
     }
 }

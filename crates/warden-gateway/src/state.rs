@@ -130,6 +130,9 @@ pub struct Gateway {
     /// Keys the listing cursors given to clients (derived from the
     /// redaction key, so every replica sharing the gateway key accepts them).
     pub(crate) cursor_key: [u8; 32],
+    /// Upstreams' notifications about no request, for the session streams
+    /// (taken by the task that delivers them).
+    notices: Mutex<Option<tokio::sync::mpsc::Receiver<crate::upstream::Notice>>>,
     /// Upstreams' requests relayed to clients, waiting for their answers.
     pub(crate) awaiting: crate::sessions::Awaiting,
     /// Scans arguments, results and tool definitions.
@@ -167,6 +170,10 @@ impl Gateway {
     ) -> Result<Arc<Self>, StoreError> {
         let snapshot = Snapshot::load(&store).await?;
         let monitor = Monitor::new(config.monitor.clone());
+        let (notices, notices_rx) = tokio::sync::mpsc::channel(NOTICES_BUFFER);
+        for u in &upstreams {
+            u.send_notices_to(notices.clone());
+        }
         for saved in store.monitor_states().await? {
             if let Err(e) = monitor.restore(&saved.agent, &saved.state) {
                 tracing::warn!("{e}");
@@ -197,6 +204,7 @@ impl Gateway {
             awaiting: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
+            notices: Mutex::new(Some(notices_rx)),
             cursor_key: Sha256::new().chain_update(b"warden listing cursor key v1\n").chain_update(redaction_key).finalize().into(),
             monitor,
             containment: Containment::default(),
@@ -308,6 +316,9 @@ impl Gateway {
     /// definition checks: `start_definition_checks`).
     pub fn spawn_background(self: &Arc<Self>) {
         self.spawn_stranger_audit();
+        if let Some(rx) = self.notices.lock().take() {
+            tokio::spawn(crate::mcp::deliver_notices(self.clone(), rx));
+        }
         let gw = self.clone();
         tokio::spawn(async move {
             let period = Duration::from_secs(gw.config.monitor.flush_secs);
@@ -412,6 +423,11 @@ impl Gateway {
         crate::catalog::resolve_tool(name, self.names(), |t| snap.tools.contains_key(t))
     }
 }
+
+/// Upstreams' notifications about no request waiting to be delivered to
+/// session streams; beyond it they are dropped (notifications are best
+/// effort, and a stream that reconnects gets the kept ones).
+const NOTICES_BUFFER: usize = 1024;
 
 /// How long past `bound` the last sync at `last_ms` is at `now_ms`, if it is.
 fn stale_for(last_ms: i64, now_ms: i64, bound: Duration) -> Option<Duration> {

@@ -311,30 +311,39 @@ impl Progress {
     /// Relay `msg` if it is about request `id`: an event of that request's
     /// own stream (HTTP), so its progress and its log messages.
     fn relay(&self, id: i64, msg: Value) {
-        self.relay_any(msg, Some(id));
+        // On a request's own stream, what is not about it is dropped: the
+        // server sends those on its own stream, which is the caller's.
+        let _ = self.relay_any(msg, Some(id));
     }
 
     /// Relay `msg` to the request it is about: progress by its token; a log
     /// message, with `only` unknown (stdio: one stream for all), to every
     /// request relayed on the connection (a stdio server runs for one
     /// caller, so they are all its).
-    fn relay_any(&self, mut msg: Value, only: Option<i64>) {
+    /// Returns the message when it is about no request relayed (for the
+    /// caller's session stream, if anything).
+    fn relay_any(&self, mut msg: Value, only: Option<i64>) -> Option<Value> {
         match msg.get("method").and_then(Value::as_str) {
             Some("notifications/progress") => {
-                let Some(token) = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t)) else { return };
+                let token = msg.pointer("/params/progressToken").and_then(Value::as_i64).filter(|t| only.is_none_or(|id| id == *t))?;
                 if let Some((Some(client_token), tx)) = self.0.lock().get(&token) {
                     msg["params"]["progressToken"] = client_token.clone();
                     // A client that does not keep up misses progress, which
                     // the next notification supersedes.
                     let _ = tx.try_send(Relayed::Notification(msg));
                 }
+                None
             }
             Some("notifications/message") => {
                 let watchers = self.0.lock();
-                let to = watchers.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(_, (_, tx))| tx);
+                let mut to = watchers.iter().filter(|(id, _)| only.is_none_or(|o| o == **id)).map(|(_, (_, tx))| tx).peekable();
+                if to.peek().is_none() {
+                    return Some(msg);
+                }
                 to.for_each(|tx| drop(tx.try_send(Relayed::Notification(msg.clone()))));
+                None
             }
-            _ => {}
+            _ => Some(msg),
         }
     }
 
@@ -437,6 +446,9 @@ struct Slot {
     changed: tokio::sync::Notify,
     /// What its caller's client offers, declared upstream when it connects.
     offers: ClientOffers,
+    /// Whose session it is: where the server's notifications about no
+    /// request go.
+    caller: Option<Caller>,
 }
 
 /// The caller sessions of one upstream, each with when it was last used.
@@ -470,7 +482,7 @@ impl Slots {
             // those capabilities (it relays nothing itself: no client).
             Caller::Gateway => ClientOffers::ALL,
         };
-        let slot = Arc::new(Slot { offers, ..Slot::default() });
+        let slot = Arc::new(Slot { offers, caller: Some(caller.clone()), ..Slot::default() });
         self.by_caller.insert(caller.clone(), (slot.clone(), now));
         Some(slot)
     }
@@ -619,6 +631,8 @@ pub struct Upstream {
     capabilities: parking_lot::RwLock<Value>,
     /// The `instructions` it answered with, if any.
     instructions: parking_lot::RwLock<Option<String>>,
+    /// Where notifications about no request go (the gateway's session streams).
+    notices: std::sync::OnceLock<mpsc::Sender<Notice>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -654,6 +668,7 @@ impl Upstream {
             next_id: AtomicI64::new(1),
             capabilities: Default::default(),
             instructions: Default::default(),
+            notices: Default::default(),
         })
     }
 
@@ -725,6 +740,18 @@ impl Upstream {
     pub fn offers(&self, capability: &str) -> Option<bool> {
         let caps = self.capabilities.read();
         caps.is_object().then(|| caps.get(capability).is_some_and(|c| !c.is_null()))
+    }
+
+    /// Send the server's notifications about no request to `to` (once).
+    pub fn send_notices_to(&self, to: mpsc::Sender<Notice>) {
+        let _ = self.notices.set(to);
+    }
+
+    /// Where a connection of `slot`'s sends notifications about no request:
+    /// a caller's session only (the gateway's own has no stream).
+    fn notices_for(&self, slot: &Slot) -> Option<(Caller, mpsc::Sender<Notice>)> {
+        let caller = slot.caller.clone().filter(|c| *c != Caller::Gateway)?;
+        Some((caller, self.notices.get()?.clone()))
     }
 
     /// The instructions the server gave at its last `initialize`.
@@ -812,7 +839,7 @@ impl Upstream {
     /// One attempt to connect, bounded by `deadline`.
     async fn attempt(&self, slot: &Slot, started: Instant, deadline: Instant) -> Result<Arc<Conn>, UpstreamError> {
         let _end = AttemptEnd { slot, started };
-        let made = tokio::time::timeout_at(deadline.into(), self.connect(slot.offers)).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
+        let made = tokio::time::timeout_at(deadline.into(), self.connect(slot)).await.unwrap_or_else(|_| Err(self.timeout("initialize")));
         let mut link = slot.link.lock();
         match made {
             // An overlapping attempt connected first: use its connection
@@ -836,7 +863,8 @@ impl Upstream {
 
     /// Start (stdio) or open (HTTP) a connection and run the handshake; the
     /// caller bounds it.
-    async fn connect(&self, offers: ClientOffers) -> Result<Conn, UpstreamError> {
+    async fn connect(&self, slot: &Slot) -> Result<Conn, UpstreamError> {
+        let offers = slot.offers;
         let init = json!({
             "protocolVersion": PROTOCOL_VERSIONS[0],
             "capabilities": offers.capabilities(),
@@ -872,7 +900,7 @@ impl Upstream {
                 tokio::spawn(read_loop(
                     self.name().to_string(),
                     stdout,
-                    Relay { tx: tx.clone(), pending: pending.clone(), progress: progress.clone(), offers, wait },
+                    Relay { tx: tx.clone(), pending: pending.clone(), progress: progress.clone(), offers, wait, notices: self.notices_for(slot) },
                     alive.clone(),
                 ));
                 let name = self.name().to_string();
@@ -1168,6 +1196,15 @@ async fn write_loop(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receive
     }
 }
 
+/// A notification from an upstream about no request in flight, for its
+/// caller's session stream.
+#[derive(Debug)]
+pub struct Notice {
+    pub caller: Caller,
+    pub server: String,
+    pub message: Value,
+}
+
 /// What a stdio server's reader relays to: the writer (answers to the
 /// server's requests), the requests waiting for a response, the requests
 /// whose notifications and server requests go to their client.
@@ -1178,10 +1215,12 @@ struct Relay {
     offers: ClientOffers,
     /// How long the server's request may wait for the client's answer.
     wait: Duration,
+    /// Where its notifications about no request go, with whose they are.
+    notices: Option<(Caller, mpsc::Sender<Notice>)>,
 }
 
 async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Relay, alive: Arc<AtomicBool>) {
-    let Relay { tx, pending, progress, offers, wait } = relay;
+    let Relay { tx, pending, progress, offers, wait, notices } = relay;
     let relaying = Arc::new(tokio::sync::Semaphore::new(MAX_RELAYED_PER_CONNECTION));
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
@@ -1235,7 +1274,13 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Rel
                     drop(permit);
                 });
             }
-            (None, _) => progress.relay_any(msg, None),
+            (None, _) => {
+                if let (Some(msg), Some((caller, to))) = (progress.relay_any(msg, None), &notices) {
+                    // Dropped if the gateway is behind: the session's
+                    // stream is best effort, as notifications are.
+                    let _ = to.try_send(Notice { caller: caller.clone(), server: name.clone(), message: msg });
+                }
+            }
         }
     }
     alive.store(false, Ordering::Relaxed);

@@ -268,6 +268,13 @@ pub fn run() -> anyhow::Result<()> {
             }
             Ok(msg) => {
                 handle(&msg, &cancelled).inspect(send);
+                // Said on the session's own stream, about no request.
+                if msg.get("method").and_then(Value::as_str) == Some("logging/setLevel") {
+                    let level = msg.pointer("/params/level").cloned().unwrap_or_default();
+                    send(
+                        &json!({ "jsonrpc": "2.0", "method": "notifications/message", "params": { "level": "notice", "logger": "demo", "data": format!("log level is now {level}") } }),
+                    );
+                }
             }
             Err(e) => send(&json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": e.to_string() } })),
         }

@@ -5,8 +5,9 @@
 //! listings (names as [`crate::catalog`] gives them, filtered by scope and
 //! policy) and renders what the core decided as JSON-RPC. Answers are JSON
 //! bodies, or event streams when the upstream talks back before it answers
-//! ([`stream`]); the gateway opens no GET stream. Listings are in
-//! [`listing`].
+//! ([`stream`]); `GET /mcp` opens the session's own stream of what its
+//! upstreams say about no request, resumable with `Last-Event-ID`.
+//! Listings are in [`listing`].
 
 use crate::authn::Authenticated;
 use crate::catalog;
@@ -35,7 +36,8 @@ mod listing;
 mod stream;
 
 use listing::{Listing, list_catalog, list_tools};
-use stream::{Dispatched, answer_relayed, with_meta, with_progress};
+pub(crate) use stream::deliver_notices;
+use stream::{Dispatched, answer_relayed, session_stream, with_meta, with_progress};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new().route("/mcp", axum::routing::post(handle_post).get(handle_get).delete(handle_delete)).with_state(gw)
@@ -325,11 +327,45 @@ fn instructions(gw: &Gateway, auth: &Authenticated) -> String {
     out
 }
 
-async fn handle_get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+/// `GET /mcp`: the session's stream of what its upstreams say about no
+/// request (log messages, list changes), resumable with `Last-Event-ID`.
+async fn handle_get(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    cert: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(refused) = rebinding(&gw, &headers) {
         return refused;
     }
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")], "this gateway does not open server-initiated streams").into_response()
+    let cert = cert.map(|Extension(c)| c);
+    let auth = match authenticate(&gw, &headers, "GET", peer, cert.as_ref(), now_secs()).await {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    if !headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream")) {
+        return (StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an event stream: send Accept: text/event-stream").into_response();
+    }
+    if gw.kill_covering(&auth, None).is_some() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id: send initialize first").into_response();
+    };
+    let after = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok())) {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return (StatusCode::BAD_REQUEST, "Last-Event-ID must be an event id this stream gave").into_response(),
+    };
+    let opened = {
+        let mut sessions = gw.sessions.lock();
+        let live = sessions.touch(sid, auth.claims.agent(), Instant::now());
+        live.then(|| sessions.open_stream(sid, auth.claims.agent(), after)).flatten()
+    };
+    match opened {
+        Some((replay, live)) => session_stream(replay, live),
+        None => (StatusCode::NOT_FOUND, "unknown or expired session: initialize a new one").into_response(),
+    }
 }
 
 async fn handle_delete(

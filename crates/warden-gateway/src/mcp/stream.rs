@@ -232,7 +232,7 @@ fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
         let f = gw.inspector.scan_json(v).summary;
         f.injection_score >= 50 || f.secret_count + f.pii_count > 0
     };
-    let params = ev.get_mut("params").and_then(Value::as_object_mut)?;
+    let Some(params) = ev.get_mut("params").and_then(Value::as_object_mut) else { return Some(ev) };
     if params.get("message").is_some_and(&flagged) {
         params.remove("message");
     }
@@ -274,4 +274,40 @@ pub(super) fn with_meta(gw: &Gateway, mut sent: Value, params: &Value) -> Value 
         }
     }
     sent
+}
+
+/// A session's GET stream: the events it missed, then the ones to come,
+/// each with its id for `Last-Event-ID`. It ends when the session does (or
+/// another GET stream replaces it).
+pub(super) fn session_stream(replay: Vec<(u64, Value)>, live: mpsc::Receiver<(u64, Value)>) -> Response {
+    let frame = |(n, v): (u64, Value)| Ok::<_, std::convert::Infallible>(format!("id: {n}\nevent: message\ndata: {v}\n\n"));
+    let replayed = futures_util::stream::iter(replay.into_iter().map(frame));
+    let coming = futures_util::stream::unfold(live, move |mut live| async move { live.recv().await.map(|e| (frame(e), live)) });
+    let body = Body::from_stream(futures_util::StreamExt::chain(replayed, coming));
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// Deliver upstreams' notifications about no request to their callers'
+/// session streams: a log message (screened like one about a request, its
+/// logger named after its server) and the changes of a server's resource
+/// or prompt lists; nothing else (tool list changes reach clients through
+/// the gateway's own definition checks and approvals).
+pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<crate::upstream::Notice>) {
+    while let Some(n) = rx.recv().await {
+        let Caller::Session { session, .. } = &n.caller else { continue };
+        let mut msg = n.message;
+        match msg.get("method").and_then(Value::as_str) {
+            Some("notifications/message") => {
+                let logger = msg.pointer("/params/logger").and_then(Value::as_str).map(|l| format!("{}/{l}", n.server)).unwrap_or(n.server.clone());
+                if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
+                    p.insert("logger".into(), logger.into());
+                }
+            }
+            Some("notifications/resources/list_changed" | "notifications/prompts/list_changed") => {}
+            _ => continue,
+        }
+        if let Some(msg) = screened(&gw, msg) {
+            gw.sessions.lock().push_event(session, msg);
+        }
+    }
 }

@@ -258,3 +258,56 @@ async fn an_upstream_can_keep_its_own_tool_names_and_aliases_and_a_shared_name_i
         assert_eq!(r.error_code(), Some(-32602), "a tool has one name: {}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_drop() {
+    use futures_util::StreamExt;
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("listener", "onboarding/customer_lookup", 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let open = |c: &AgentClient, last: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .get(c.mcp_url())
+            .header("accept", "text/event-stream")
+            .header("authorization", format!("DPoP {}", c.token.clone().unwrap()))
+            .header("dpop", c.proof("GET"))
+            .header("mcp-session-id", c.session.clone().unwrap());
+        if let Some(l) = last {
+            req = req.header("last-event-id", l);
+        }
+        req.send()
+    };
+    // (id, data) of the next event on a stream.
+    async fn next(body: &mut (impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin), buf: &mut String) -> (String, Value) {
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().trim().to_string();
+                return (field("id:"), serde_json::from_str(&field("data:")).unwrap());
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next()).await.expect("an event within 10 s").unwrap().unwrap();
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+    let resp = open(&c, None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut body, mut buf) = (resp.bytes_stream(), String::new());
+    assert!(c.request("logging/setLevel", json!({ "level": "info" })).await.unwrap().result().is_some());
+    let (first, said) = next(&mut body, &mut buf).await;
+    assert_eq!((said["method"].as_str(), said["params"]["logger"].as_str()), (Some("notifications/message"), Some("onboarding/demo")), "{said}");
+    assert_eq!(said["params"]["data"], "log level is now \"info\"");
+    // The stream drops; what is said meanwhile is kept for it.
+    drop(body);
+    assert!(c.request("logging/setLevel", json!({ "level": "warning" })).await.unwrap().result().is_some());
+    let resp = open(&c, Some(&first)).await.unwrap();
+    let (mut body, mut buf) = (resp.bytes_stream(), String::new());
+    let (second, said) = next(&mut body, &mut buf).await;
+    assert_eq!(said["params"]["data"], "log level is now \"warning\"", "resumed after event {first}");
+    assert!(second.parse::<u64>().unwrap() > first.parse::<u64>().unwrap());
+    // Another agent cannot open this session's stream.
+    let (other, other_key) = h.register("eavesdropper", "onboarding/customer_lookup", 1, None);
+    let mut e = h.ready_client(&other, &other_key, None).await;
+    e.session = c.session.clone();
+    assert_eq!(open(&e, None).await.unwrap().status(), 404);
+}
