@@ -67,6 +67,30 @@ test('the Python SDK stdio client reaches tools through warden connect', () => {
   assert.equal(r.is_error, false);
 });
 
+test('the Python SDK stdio client uses resources, prompts, completion, progress and sampling through warden connect', () => {
+  const tools = ['everything/trigger-long-running-operation', 'everything/trigger-sampling-request'];
+  for (const tool of tools) {
+    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
+    warden('tool', 'approve', tool);
+  }
+  const pyKey = join(gw.dir, 'py-protocol.pem');
+  const pyAgent = warden('agent', 'register', 'py-protocol', '--owner', 'alice@example.com', '--purpose', 'the whole protocol from Python',
+    '--tools', [...tools, 'everything/:resources', 'everything/:prompts'].join(','), '--autonomy', '1', '--generate-key', pyKey).trim();
+  execFileSync('sleep', ['0.3']);
+  const out = execFileSync(PYTHON, [join(root, 'tests/py-peers/protocol_client.py'), WARDEN, base, pyAgent, pyKey],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 90000 });
+  const r = JSON.parse(out.trim().split('\n').pop());
+  assert.ok(r.resources.some((u) => u.startsWith('everything+demo://resource/static/document/')), JSON.stringify(r.resources));
+  assert.deepEqual(r.read, ['everything+demo://resource/dynamic/text/2']);
+  assert.ok(r.prompts.includes('everything__simple-prompt') && r.prompts.includes('everything__completable-prompt'));
+  assert.equal(r.prompt_text, 'This is a simple prompt without arguments.');
+  assert.deepEqual(r.completion, ['Sales']);
+  assert.deepEqual(r.progress, [[1, 2], [2, 2]], 'progress arrives through the bridge');
+  assert.match(r.long_op, /Long running operation completed/);
+  assert.match(r.sampled, /four/, 'the client\'s model answered the upstream');
+  assert.deepEqual(r.asked.length, 1);
+});
+
 test('the MCP Inspector CLI lists and calls tools through warden connect', () => {
   const inspect = (...args) => JSON.parse(execFileSync(NODE22, [INSPECTOR, '--cli', WARDEN, ...bridgeArgs(), ...args],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 60000 }));
