@@ -12,6 +12,9 @@
 //!   some of them other names (`aliases`). A name that would stand for two
 //!   tools is not listed and not resolved.
 //! - **Prompts** are named `SERVER__PROMPT`.
+//! - A **bare** upstream's resources keep their URIs and its prompts their
+//!   names; one upstream at most can be bare for each (with two, a bare
+//!   name would be ambiguous: refused).
 //! - A **cursor** names the upstream a listing continues at and that
 //!   upstream's own cursor, MACed with a key of the gateway's (one all
 //!   replicas share) and bound to the agent it was given to: the upstream
@@ -60,8 +63,37 @@ pub(crate) fn exposed_name(names: Names<'_>, tool: &warden_core::ToolRef) -> Str
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NameError {
     Unknown,
-    /// Two tools answer to it (two bare upstreams, or an alias).
-    Ambiguous(Vec<warden_core::ToolRef>),
+    /// More than one answers to it (two bare upstreams, or an alias): what.
+    Ambiguous(Vec<String>),
+}
+
+/// The server and the upstream's name a client's resource URI or prompt
+/// name stands for: `SERVER+URI` / `SERVER__PROMPT` of a prefixed upstream,
+/// or anything else of the one bare upstream among `upstreams` (those that
+/// offer such items, with their naming).
+pub(crate) fn resolve_item(name: &str, kind: warden_core::TargetKind, upstreams: &[(&str, Naming)]) -> Result<(String, String), NameError> {
+    let prefixed = if kind == warden_core::TargetKind::Resource { resolve_uri(name) } else { resolve_name(name) };
+    if let Some((server, item)) = prefixed
+        && upstreams.iter().any(|(u, n)| *u == server && *n == Naming::Prefixed)
+    {
+        return Ok((server.to_string(), item.to_string()));
+    }
+    let bare: Vec<&str> = upstreams.iter().filter(|(_, n)| *n == Naming::Bare).map(|(u, _)| *u).collect();
+    match bare.as_slice() {
+        [] => Err(NameError::Unknown),
+        [one] => Ok((one.to_string(), name.to_string())),
+        many => Err(NameError::Ambiguous(many.iter().map(|s| s.to_string()).collect())),
+    }
+}
+
+/// A listed resource URI (or template) or prompt name as clients see it;
+/// `None` for a resource URI that cannot be federated.
+pub(crate) fn exposed_item(server: &str, naming: Naming, kind: warden_core::TargetKind, name: &str) -> Option<String> {
+    match (naming, kind) {
+        (Naming::Bare, _) => Some(name.to_string()),
+        (Naming::Prefixed, warden_core::TargetKind::Resource) => federate_uri(server, name),
+        (Naming::Prefixed, _) => Some(federate_name(server, name)),
+    }
 }
 
 /// The tool a client's name stands for: an alias, a bare upstream's tool
@@ -74,7 +106,7 @@ pub(crate) fn resolve_tool<'a>(
     let prefixed = warden_core::ToolRef::from_federated_name(name);
     let mut found: Vec<warden_core::ToolRef> = Vec::new();
     for u in upstreams {
-        let candidates = [
+        let candidates: [Option<warden_core::ToolRef>; 3] = [
             u.aliases.get(name).and_then(|t| warden_core::ToolRef::new(u.server, t).ok()),
             (u.naming == Naming::Bare)
                 .then(|| warden_core::ToolRef::new(u.server, name).ok())
@@ -91,7 +123,7 @@ pub(crate) fn resolve_tool<'a>(
     match found.len() {
         0 => Err(NameError::Unknown),
         1 => Ok(found.remove(0)),
-        _ => Err(NameError::Ambiguous(found)),
+        _ => Err(NameError::Ambiguous(found.iter().map(ToString::to_string).collect())),
     }
 }
 
@@ -132,7 +164,11 @@ fn scheme_len(uri: &str) -> Option<usize> {
 /// and a prompt's `messages`. Nothing else is touched (a tool's structured
 /// output is its own data). A URI that cannot be federated is left as it
 /// is: reading it through the gateway fails with a clear error.
-pub(crate) fn federate_references(server: &str, answer: &mut Value) {
+pub(crate) fn federate_references(upstream: &crate::UpstreamConfig, answer: &mut Value) {
+    if upstream.naming == Naming::Bare {
+        return;
+    }
+    let server = upstream.name.as_str();
     let rename = |v: Option<&mut Value>| {
         if let Some(Value::String(uri)) = v
             && let Some(f) = federate_uri(server, uri)
@@ -221,8 +257,25 @@ mod tests {
         assert_eq!(resolve("crm__export"), Ok(t("crm/export")));
         assert_eq!(resolve("search"), Ok(t("docs/search")));
         assert_eq!(resolve("docs__search"), Err(NameError::Unknown), "a bare upstream's tools have one name");
-        assert_eq!(resolve("read"), Err(NameError::Ambiguous(vec![t("files/read"), t("docs/read")])));
+        assert_eq!(resolve("read"), Err(NameError::Ambiguous(vec!["files/read".into(), "docs/read".into()])));
         assert_eq!(resolve("nothing"), Err(NameError::Unknown));
+    }
+
+    #[test]
+    fn a_bare_upstreams_resources_and_prompts_keep_their_names() {
+        use warden_core::TargetKind::{Prompt, Resource};
+        let one = [("crm", Naming::Prefixed), ("fixture", Naming::Bare)];
+        assert_eq!(resolve_item("crm+file:///a.md", Resource, &one), Ok(("crm".into(), "file:///a.md".into())));
+        assert_eq!(resolve_item("test://static-text", Resource, &one), Ok(("fixture".into(), "test://static-text".into())));
+        assert_eq!(resolve_item("crm__welcome", Prompt, &one), Ok(("crm".into(), "welcome".into())));
+        assert_eq!(resolve_item("test_simple_prompt", Prompt, &one), Ok(("fixture".into(), "test_simple_prompt".into())));
+        assert_eq!(resolve_item("nosuch+file:///a", Resource, &one), Ok(("fixture".into(), "nosuch+file:///a".into())), "not a prefixed server's");
+        assert_eq!(resolve_item("x", Prompt, &[("crm", Naming::Prefixed)]), Err(NameError::Unknown));
+        let two = [("a", Naming::Bare), ("b", Naming::Bare)];
+        assert_eq!(resolve_item("x", Prompt, &two), Err(NameError::Ambiguous(vec!["a".into(), "b".into()])));
+        assert_eq!(exposed_item("fixture", Naming::Bare, Resource, "test://x"), Some("test://x".into()));
+        assert_eq!(exposed_item("crm", Naming::Prefixed, Resource, "file:///a"), Some("crm+file:///a".into()));
+        assert_eq!(exposed_item("crm", Naming::Prefixed, Prompt, "p"), Some("crm__p".into()));
     }
 
     #[test]
@@ -248,6 +301,11 @@ mod tests {
         }
     }
 
+    fn upstream(name: &str) -> crate::UpstreamConfig {
+        let stdio = crate::Transport::Stdio { command: "x".into(), args: vec![], env: Default::default(), cwd: None, sandbox: None };
+        crate::UpstreamConfig::new(name, stdio, 1)
+    }
+
     #[test]
     fn references_in_answers_are_renamed_and_nothing_else() {
         let mut v = json!({
@@ -259,7 +317,7 @@ mod tests {
             ],
             "structuredContent": { "uri": "file:///data-field", "text": "t" }
         });
-        federate_references("up", &mut v);
+        federate_references(&upstream("up"), &mut v);
         assert_eq!(v["contents"][0]["uri"], "up+file:///a.md");
         assert_eq!(v["contents"][0]["text"], "see file:///b.md", "text is content, not a name");
         assert_eq!(v["content"][0]["uri"], "up+test://static/2");
@@ -270,7 +328,7 @@ mod tests {
             { "role": "user", "content": { "type": "resource", "resource": { "uri": "file:///c.md", "text": "c" } } },
             { "role": "user", "content": [{ "type": "resource_link", "uri": "file:///d.md", "name": "d" }] }
         ] });
-        federate_references("up", &mut prompt);
+        federate_references(&upstream("up"), &mut prompt);
         assert_eq!(prompt["messages"][0]["content"]["resource"]["uri"], "up+file:///c.md");
         assert_eq!(prompt["messages"][1]["content"][0]["uri"], "up+file:///d.md");
     }

@@ -113,12 +113,7 @@ impl Sessions {
     /// Open `sid`'s stream for `agent`: the kept events after `after` (a
     /// reconnecting client's `Last-Event-ID`; none for a new stream), and
     /// the events from now on. `None` if the session is not the agent's.
-    pub fn open_stream(
-        &mut self,
-        sid: &str,
-        agent: &str,
-        after: Option<u64>,
-    ) -> Option<(Vec<Event>, tokio::sync::mpsc::Receiver<Event>)> {
+    pub fn open_stream(&mut self, sid: &str, agent: &str, after: Option<u64>) -> Option<(Vec<Event>, tokio::sync::mpsc::Receiver<Event>)> {
         let s = self.by_id.get_mut(sid).filter(|s| s.agent == agent)?;
         let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_KEPT);
         s.events.live = Some(tx);

@@ -352,7 +352,6 @@ impl<'a> Pipeline<'a> {
                 "unknown tool {name:?}: call a tool by the name tools/list gives it (SERVER__TOOL unless its server names it otherwise)"
             )),
             crate::catalog::NameError::Ambiguous(tools) => {
-                let tools: Vec<String> = tools.iter().map(ToString::to_string).collect();
                 Refusal::Unknown(format!("tool name {name:?} stands for more than one tool ({}); an operator must give one an alias", tools.join(", ")))
             }
         })?;

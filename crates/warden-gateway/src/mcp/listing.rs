@@ -123,10 +123,11 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
                 let shown = enforce::visible_items(call.gw, auth, up, l.kind(), listed, |v| v.get(l.name_field()).and_then(Value::as_str), call.now);
                 for mut item in shown {
                     let name = name_of(&item).expect("visible items have names");
-                    let federated = match l {
-                        Listing::Prompts => Some(catalog::federate_name(&up.config.name, &name)),
-                        _ => catalog::federate_uri(&up.config.name, &name),
-                    };
+                    // Listed under a name only if the name reads back as this
+                    // item (a bare name two servers keep is listed for neither).
+                    let federated = catalog::exposed_item(&up.config.name, up.config.naming, l.kind(), &name).filter(|exposed| {
+                        matches!(l, Listing::Templates) || call.gw.resolve_item(exposed, l.kind()).is_ok_and(|(s, n)| s == up.config.name && n == name)
+                    });
                     if let Some(f) = federated {
                         item[l.name_field()] = f.into();
                         items.push(item);

@@ -431,7 +431,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
         let sent = with_meta(call.gw, json!({ "name": t.name, "arguments": args }), params);
         let mut r = upstream.exchange(&caller, "tools/call", sent, &relay).await?;
-        catalog::federate_references(&upstream.config.name, &mut r);
+        catalog::federate_references(&upstream.config, &mut r);
         Ok(r)
     };
     let answer = pipeline.tool_call(params.get("name").and_then(Value::as_str), params.get("arguments"), forward).await;
@@ -446,9 +446,9 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller, relay: Exchange) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
-    let answer = match item_of(method, params) {
+    let answer = match item_of(call.gw, method, params) {
         Err(why) => Err(Stopped::Refused(why)),
-        Ok((kind, server, name, args)) => match pipeline.resolve_item(kind, server, name, args).await {
+        Ok((kind, server, name, args)) => match pipeline.resolve_item(kind, &server, &name, args).await {
             Err(r) => Err(Stopped::Refused(r)),
             Ok(target) => {
                 let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
@@ -472,7 +472,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
                         }
                     };
                     let mut r = upstream.exchange(&caller, method, with_meta(call.gw, sent, params), &relay).await?;
-                    catalog::federate_references(&upstream.config.name, &mut r);
+                    catalog::federate_references(&upstream.config, &mut r);
                     Ok(r)
                 };
                 pipeline.carry(target, forward).await
@@ -484,23 +484,28 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
 
 /// What a resource read, a prompt or a completion asks for: its kind, the
 /// server, the name upstream and the arguments policy sees.
-fn item_of<'p>(method: &str, params: &'p Value) -> Result<(TargetKind, &'p str, &'p str, Value), Refusal> {
-    let text = |v: Option<&'p Value>, what: &str| v.and_then(Value::as_str).ok_or_else(|| Refusal::Malformed(format!("{method} needs {what}")));
-    let resource = |uri: &'p str| {
-        catalog::resolve_uri(uri).ok_or_else(|| {
-            Refusal::Unknown(format!("unknown resource {uri:?}: resources through the gateway are named SERVER+URI, as resources/list shows them"))
+fn item_of(gw: &Gateway, method: &str, params: &Value) -> Result<(TargetKind, String, String, Value), Refusal> {
+    let text =
+        |v: Option<&Value>, what: &str| v.and_then(Value::as_str).map(str::to_string).ok_or_else(|| Refusal::Malformed(format!("{method} needs {what}")));
+    let named = |kind: TargetKind, name: String| {
+        let (what, how) = if kind == TargetKind::Resource { ("resource", "SERVER+URI") } else { ("prompt", "SERVER__PROMPT") };
+        gw.resolve_item(&name, kind).map_err(|e| match e {
+            catalog::NameError::Unknown => {
+                Refusal::Unknown(format!("unknown {what} {name:?}: {what}s through the gateway are named {how}, as the gateway lists them"))
+            }
+            catalog::NameError::Ambiguous(servers) => {
+                Refusal::Unknown(format!("{what} {name:?} could be of {}: more than one server keeps its own {what} names", servers.join(", ")))
+            }
         })
-    };
-    let prompt = |name: &'p str| {
-        catalog::resolve_name(name).ok_or_else(|| Refusal::Unknown(format!("unknown prompt {name:?}: prompts through the gateway are named SERVER__PROMPT")))
     };
     match method {
         "resources/read" => {
-            let (server, uri) = resource(text(params.get("uri"), "params.uri")?)?;
-            Ok((TargetKind::Resource, server, uri, json!({ "uri": uri })))
+            let (server, uri) = named(TargetKind::Resource, text(params.get("uri"), "params.uri")?)?;
+            let args = json!({ "uri": uri });
+            Ok((TargetKind::Resource, server, uri, args))
         }
         "prompts/get" => {
-            let (server, name) = prompt(text(params.get("name"), "params.name")?)?;
+            let (server, name) = named(TargetKind::Prompt, text(params.get("name"), "params.name")?)?;
             let args = match params.get("arguments") {
                 None | Some(Value::Null) => json!({}),
                 Some(v @ Value::Object(_)) => v.clone(),
@@ -519,17 +524,13 @@ fn item_of<'p>(method: &str, params: &'p Value) -> Result<(TargetKind, &'p str, 
                 Some(_) => return Err(Refusal::Malformed("params.context.arguments must be an object".into())),
             };
             args[text(arg.and_then(|a| a.get("name")), "params.argument.name")?] = arg.and_then(|a| a.get("value")).cloned().unwrap_or(json!(""));
-            match text(r.and_then(|r| r.get("type")), "params.ref.type")? {
-                "ref/prompt" => {
-                    let (server, name) = prompt(text(r.and_then(|r| r.get("name")), "params.ref.name")?)?;
-                    Ok((TargetKind::Prompt, server, name, args))
-                }
-                "ref/resource" => {
-                    let (server, uri) = resource(text(r.and_then(|r| r.get("uri")), "params.ref.uri")?)?;
-                    Ok((TargetKind::Resource, server, uri, args))
-                }
-                other => Err(Refusal::Malformed(format!("params.ref.type {other:?} is neither ref/prompt nor ref/resource"))),
-            }
+            let (kind, field) = match text(r.and_then(|r| r.get("type")), "params.ref.type")?.as_str() {
+                "ref/prompt" => (TargetKind::Prompt, "name"),
+                "ref/resource" => (TargetKind::Resource, "uri"),
+                other => return Err(Refusal::Malformed(format!("params.ref.type {other:?} is neither ref/prompt nor ref/resource"))),
+            };
+            let (server, name) = named(kind, text(r.and_then(|r| r.get(field)), &format!("params.ref.{field}"))?)?;
+            Ok((kind, server, name, args))
         }
     }
 }

@@ -203,8 +203,8 @@ fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core
         let tool = gw.snapshot().tools.get(&tref)?.clone();
         return Some((tool, TargetKind::Tool, tref.tool));
     }
-    let (kind, server, name, _) = item_of(method, params).ok()?;
-    Some((enforce::item_tool(gw.upstream(server)?, kind)?, kind, name.to_string()))
+    let (kind, server, name, _) = item_of(gw, method, params).ok()?;
+    Some((enforce::item_tool(gw.upstream(&server)?, kind)?, kind, name))
 }
 
 /// A client's answer to a request relayed to it: to the upstream that

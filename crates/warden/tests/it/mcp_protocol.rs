@@ -311,3 +311,27 @@ async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_
     e.session = c.session.clone();
     assert_eq!(open(&e, None).await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_upstreams_resources_and_prompts_keep_their_names_beside_prefixed_ones() {
+    let extra =
+        format!("[[upstream]]\nname = \"crm\"\ntransport = \"stdio\"\ncommand = {:?}\nargs = [\"demo-server\"]\nnaming = \"bare\"\n", crate::common::BIN);
+    let h = Harness::start_with("", &extra, &[]);
+    let grants = "onboarding/:resources,onboarding/:prompts,crm/:resources,crm/:prompts";
+    let (id, key) = h.register("mover", grants, 1, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let (resources, _) = all_pages(&mut c, "resources/list", "resources").await;
+    let uris: Vec<&str> = resources.iter().map(|r| r["uri"].as_str().unwrap()).collect();
+    assert!(uris.contains(&"file:///onboarding/checklist.md") && uris.contains(&"onboarding+file:///onboarding/checklist.md"), "{uris:?}");
+    let read = ok(&mut c, "resources/read", json!({ "uri": "file:///onboarding/checklist.md" })).await;
+    assert_eq!(read["contents"][0]["uri"], "file:///onboarding/checklist.md", "a bare server's answer keeps its URIs");
+    assert_eq!(h.last_audit()["event"]["tool"], "crm/:resources");
+    let (prompts, pages) = all_pages(&mut c, "prompts/list", "prompts").await;
+    let mut names: Vec<&str> = prompts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!((names, pages), (vec!["onboarding__welcome_email", "welcome_email"], 2), "one upstream's page per answer");
+    for (name, server) in [("welcome_email", "crm/:prompts"), ("onboarding__welcome_email", "onboarding/:prompts")] {
+        ok(&mut c, "prompts/get", json!({ "name": name, "arguments": { "name": "Ada" } })).await;
+        assert_eq!(h.last_audit()["event"]["tool"], server);
+    }
+}
