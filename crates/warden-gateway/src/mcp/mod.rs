@@ -210,7 +210,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
     match method {
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
-        "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => {
+        "tools/call" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
             let streams = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
             let r = Dispatched {
                 gw: gw.clone(),
@@ -298,7 +298,7 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": false }, "resources": {}, "prompts": {}, "completions": {}, "logging": {} },
+        "capabilities": { "tools": { "listChanged": false }, "resources": { "subscribe": true }, "prompts": {}, "completions": {}, "logging": {} },
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         "instructions": instructions(call.gw, auth),
     });
@@ -455,7 +455,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
                     // Built from what was admitted, never from the client's
                     // params: nothing uninspected goes upstream.
                     let sent = match method {
-                        "resources/read" => args,
+                        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => args,
                         "prompts/get" => json!({ "name": t.name, "arguments": args }),
                         // The reference as the upstream names it; the argument
                         // and the context's arguments as admitted.
@@ -499,7 +499,8 @@ fn item_of(gw: &Gateway, method: &str, params: &Value) -> Result<(TargetKind, St
         })
     };
     match method {
-        "resources/read" => {
+        // A subscription is decided as a read: its updates are the resource's.
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let (server, uri) = named(TargetKind::Resource, text(params.get("uri"), "params.uri")?)?;
             let args = json!({ "uri": uri });
             Ok((TargetKind::Resource, server, uri, args))

@@ -289,8 +289,9 @@ pub(super) fn session_stream(replay: Vec<(u64, Value)>, live: mpsc::Receiver<(u6
 
 /// Deliver upstreams' notifications about no request to their callers'
 /// session streams: a log message (screened like one about a request, its
-/// logger named after its server) and the changes of a server's resource
-/// or prompt lists; nothing else (tool list changes reach clients through
+/// logger named after its server), the changes of a server's resource or
+/// prompt lists, and updates of resources the caller subscribed to; nothing
+/// else (tool list changes reach clients through
 /// the gateway's own definition checks and approvals).
 pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<crate::upstream::Notice>) {
     while let Some(n) = rx.recv().await {
@@ -304,6 +305,13 @@ pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<cra
                 }
             }
             Some("notifications/resources/list_changed" | "notifications/prompts/list_changed") => {}
+            // A resource the caller subscribed to: under the name it knows.
+            Some("notifications/resources/updated") => {
+                let Some(up) = gw.upstream(&n.server) else { continue };
+                let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else { continue };
+                let Some(exposed) = crate::catalog::exposed_item(&n.server, up.config.naming, TargetKind::Resource, uri) else { continue };
+                msg["params"]["uri"] = exposed.into();
+            }
             _ => continue,
         }
         if let Some(msg) = screened(&gw, msg) {

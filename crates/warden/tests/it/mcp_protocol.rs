@@ -264,7 +264,7 @@ async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_
     use futures_util::StreamExt;
     let h = Harness::start("");
     h.approve_demo_tools();
-    let (id, key) = h.register("listener", "onboarding/customer_lookup", 1, None);
+    let (id, key) = h.register("listener", "onboarding/customer_lookup,onboarding/:resources", 1, None);
     let mut c = h.ready_client(&id, &key, None).await;
     let open = |c: &AgentClient, last: Option<&str>| {
         let mut req = reqwest::Client::new()
@@ -305,6 +305,15 @@ async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_
     let (second, said) = next(&mut body, &mut buf).await;
     assert_eq!(said["params"]["data"], "log level is now \"warning\"", "resumed after event {first}");
     assert!(second.parse::<u64>().unwrap() > first.parse::<u64>().unwrap());
+    // A subscription is decided as a read; its updates come on this stream
+    // under the name the client knows.
+    let uri = "onboarding+file:///onboarding/checklist.md";
+    assert_eq!(c.request("resources/subscribe", json!({ "uri": uri })).await.unwrap().result(), Some(&json!({})));
+    let (_, updated) = next(&mut body, &mut buf).await;
+    assert_eq!((updated["method"].as_str(), updated["params"]["uri"].as_str()), (Some("notifications/resources/updated"), Some(uri)), "{updated}");
+    let r = c.request("resources/subscribe", json!({ "uri": "onboarding+file:///secrets/api-keys.txt" })).await.unwrap();
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["no-secret-files"]), "{}", r.body);
+    assert_eq!(c.request("resources/unsubscribe", json!({ "uri": uri })).await.unwrap().result(), Some(&json!({})));
     // Another agent cannot open this session's stream.
     let (other, other_key) = h.register("eavesdropper", "onboarding/customer_lookup", 1, None);
     let mut e = h.ready_client(&other, &other_key, None).await;
