@@ -38,6 +38,23 @@ url = "http://127.0.0.1:${port}/mcp"
 
 after(() => { gw?.stop(); for (const c of children) c.kill('SIGKILL'); });
 
+/** An agent with a token for `tools`, which an operator has classified as
+ * low-sensitivity reads and approved. */
+async function approvedAgent(name, tools) {
+  for (const tool of tools) {
+    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
+    warden('tool', 'approve', tool);
+  }
+  const key = join(dir, `${name}.pem`);
+  const id = warden('agent', 'register', name, '--owner', 'alice@example.com', '--purpose', 'interop test',
+    '--tools', tools.join(','), '--autonomy', '1', '--generate-key', key).trim();
+  const agent = new Agent(id, key, base);
+  // The server refreshes its registry every 20 ms.
+  await new Promise((r) => setTimeout(r, 200));
+  await agent.fetchToken(tools.join(' '));
+  return agent;
+}
+
 async function connect(agent) {
   const client = new Client({ name: 'warden-sdk-interop', version: '1.0.0' });
   const transport = new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { fetch: agent.fetch });
@@ -140,16 +157,7 @@ test('SDK client lists and reads resources, gets prompts and completes their arg
 
 test('SDK client gets progress notifications (stdio and HTTP upstreams) and cancels a call upstream (HTTP upstream) through the gateway', async () => {
   const tools = ['everything', 'everything-http'].map((s) => `${s}/trigger-long-running-operation`);
-  for (const tool of tools) {
-    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
-    warden('tool', 'approve', tool);
-  }
-  const id = warden('agent', 'register', 'sdk-progress', '--owner', 'alice@example.com', '--purpose', 'interop test',
-    '--tools', tools.join(','), '--autonomy', '1', '--generate-key', join(dir, 'sdk-progress.pem')).trim();
-  const agent = new Agent(id, join(dir, 'sdk-progress.pem'), base);
-  await new Promise((r) => setTimeout(r, 200));
-  await agent.fetchToken(tools.join(' '));
-  const client = await connect(agent);
+  const client = await connect(await approvedAgent('sdk-progress', tools));
 
   for (const server of ['everything', 'everything-http']) {
     const progress = [];
@@ -179,15 +187,7 @@ test('SDK client gets progress notifications (stdio and HTTP upstreams) and canc
 
 test('SDK client answers an upstream\'s sampling and elicitation requests through the gateway (stdio and HTTP upstreams)', async () => {
   const tools = ['everything', 'everything-http'].flatMap((s) => [`${s}/trigger-sampling-request`, `${s}/trigger-elicitation-request`]);
-  for (const tool of tools) {
-    warden('tool', 'set', tool, '--sensitivity', 'low', '--action-class', 'read');
-    warden('tool', 'approve', tool);
-  }
-  const id = warden('agent', 'register', 'sdk-sampler', '--owner', 'alice@example.com', '--purpose', 'interop test',
-    '--tools', tools.join(','), '--autonomy', '1', '--generate-key', join(dir, 'sdk-sampler.pem')).trim();
-  const agent = new Agent(id, join(dir, 'sdk-sampler.pem'), base);
-  await new Promise((r) => setTimeout(r, 200));
-  await agent.fetchToken(tools.join(' '));
+  const agent = await approvedAgent('sdk-sampler', tools);
   // A client that offers sampling and elicitation: its upstream sessions
   // declare them, so server-everything registers the tools that use them.
   const client = new Client({ name: 'warden-sdk-interop', version: '1.0.0' }, { capabilities: { sampling: {}, elicitation: {} } });

@@ -272,6 +272,15 @@ async fn authenticate(
     })
 }
 
+/// A GET or DELETE past the DNS-rebinding check and authentication.
+async fn admitted(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, cert: Option<Extension<PeerCertificate>>) -> Result<Authenticated, Box<Response>> {
+    if let Some(refused) = rebinding(gw, headers) {
+        return Err(Box::new(refused));
+    }
+    let cert = cert.map(|Extension(c)| c);
+    authenticate(gw, headers, method, peer, cert.as_ref(), now_secs()).await
+}
+
 /// The caller's session (its upstream sessions are its own).
 fn session_for(gw: &Gateway, headers: &HeaderMap, auth: &Authenticated) -> Result<Caller, (StatusCode, &'static str)> {
     let sid =
@@ -335,13 +344,9 @@ async fn handle_get(
     cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = rebinding(&gw, &headers) {
-        return refused;
-    }
-    let cert = cert.map(|Extension(c)| c);
-    let auth = match authenticate(&gw, &headers, "GET", peer, cert.as_ref(), now_secs()).await {
+    let auth = match admitted(&gw, &headers, "GET", peer, cert).await {
         Ok(a) => a,
-        Err(resp) => return *resp,
+        Err(refused) => return *refused,
     };
     if !headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream")) {
         return (StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an event stream: send Accept: text/event-stream").into_response();
@@ -374,13 +379,9 @@ async fn handle_delete(
     cert: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = rebinding(&gw, &headers) {
-        return refused;
-    }
-    let cert = cert.map(|Extension(c)| c);
-    let auth = match authenticate(&gw, &headers, "DELETE", peer, cert.as_ref(), now_secs()).await {
+    let auth = match admitted(&gw, &headers, "DELETE", peer, cert).await {
         Ok(a) => a,
-        Err(resp) => return *resp,
+        Err(refused) => return *refused,
     };
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
