@@ -120,7 +120,9 @@ function results(dir) {
       passed: failed.length === 0,
       failed: failed.map((c) => `${c.id}: ${c.errorMessage ?? c.description}`),
       warnings: checks.filter((c) => c.status === 'WARNING').map((c) => c.id),
-      checks: new Map(checks.map((c) => [c.id, c])),
+      // An id the suite uses for several INFO records (each SSE event) and
+      // for one verdict keeps the verdict.
+      checks: checks.reduce((m, c) => (m.get(c.id)?.status && c.status === 'INFO' ? m : m.set(c.id, c)), new Map()),
     });
   }
   return byScenario;
@@ -179,7 +181,7 @@ naming = "bare"
   for (const { name } of tools) {
     gw.warden('tool', 'set', `fixture/${name}`, '--sensitivity', 'low', '--action-class', 'read');
     try {
-      execFileSync(WARDEN, ['--config', gw.cfg, 'tool', 'approve', `fixture/${name}`], { stdio: 'pipe' });
+      execFileSync(WARDEN, ['--config', gw.cfg, 'tool', 'approve', `fixture/${name}`], { encoding: 'utf8', stdio: 'pipe' });
     } catch (e) {
       assert.ok(name in REVIEWED_FINDINGS && /flagged by inspection/.test(e.stderr), `approving fixture/${name}: ${e.stderr}`);
       gw.warden('tool', 'approve', `fixture/${name}`, '--accept-findings');
