@@ -38,16 +38,15 @@ const DIRECT_PASSING_AT_LEAST = 32;
 // Scenarios that pass directly but not through Warden yet, and why. An entry
 // that starts passing through Warden fails the test until it is removed here
 // and from the README's table, so the list stays what Warden does.
-const THROUGH_WARDEN_GAPS = {
-  'server-sse-polling': 'Warden does not resume an HTTP upstream\'s event stream that closes before its answer (SEP-1699 polling: '
-    + 'reconnect with GET and Last-Event-ID); the call ends with -32603 "upstream fixture returned an invalid response: event stream '
-    + 'ended without a response", so the suite gets no tool result (it reports that as INFO, "could not test")',
-};
+const THROUGH_WARDEN_GAPS = {};
 
 // Checks that succeed directly and are not applicable through Warden,
 // because Warden made a choice the spec leaves to the server; the scenario
 // still passes, with the note in the table.
 const NOT_APPLICABLE_THROUGH_WARDEN = {
+  'server-sse-polling': {
+    'server-sse-disconnect-resume': 'the fixture closes the call\'s stream before answering; Warden resumes it upstream (GET with Last-Event-ID) and answers on the client\'s own stream, which it does not close early (a server may), so there is no disconnection to resume',
+  },
   'server-sse-multiple-streams': {
     'server-sse-streams-functional': 'Warden answers each of the concurrent `tools/list` requests with one JSON body (a server may), so there is no SSE stream to test',
   },

@@ -3,10 +3,11 @@
 //! decoded incrementally as chunks arrive. Pure: the caller feeds
 //! bytes and gets whole events back; what an event means is its business.
 //!
-//! Of the SSE format MCP needs only `data:` lines: an event is the `data`
-//! lines up to a blank line, joined by `\n` (one leading space of each value
-//! dropped); other fields (`event:`, `id:`, `retry:`) and comments (`:`) are
-//! skipped, as are events without data. Lines end in LF, CRLF or a CR
+//! Of the SSE format MCP needs `data:` lines and the last event id: an event
+//! is the `data` lines up to a blank line, joined by `\n` (one leading space
+//! of each value dropped); the newest `id:` is kept for resuming the stream
+//! (`Last-Event-ID`); other fields (`event:`, `retry:`) and comments (`:`)
+//! are skipped, as are events without data. Lines end in LF, CRLF or a CR
 //! before the LF. Invalid UTF-8 is replaced (U+FFFD), so it fails the
 //! caller's JSON parse instead of the stream.
 
@@ -24,12 +25,19 @@ pub struct Decoder {
     scanned: usize,
     /// The `data` of the event not yet ended.
     data: String,
+    /// The newest event id the stream gave.
+    last_id: Option<String>,
 }
 
 impl Decoder {
     /// A decoder refusing more than `max_bytes` of unended line and event at once.
     pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, buf: Vec::new(), scanned: 0, data: String::new() }
+        Self { max_bytes, buf: Vec::new(), scanned: 0, data: String::new(), last_id: None }
+    }
+
+    /// The newest event id seen (to resume with as `Last-Event-ID`).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
     }
 
     /// Feed one chunk; returns the data of every event it completed, in order.
@@ -48,6 +56,12 @@ impl Decoder {
             if line.is_empty() {
                 if !self.data.is_empty() {
                     events.push(std::mem::take(&mut self.data));
+                }
+            } else if let Some(id) = line.strip_prefix("id:") {
+                // The spec ignores an id with a NUL in it.
+                let id = id.strip_prefix(' ').unwrap_or(id);
+                if !id.contains('\0') {
+                    self.last_id = Some(id.to_string());
                 }
             } else if let Some(d) = line.strip_prefix("data:") {
                 if !self.data.is_empty() {
@@ -109,6 +123,16 @@ mod tests {
     #[test]
     fn other_fields_comments_and_empty_events_are_skipped() {
         assert_eq!(decode(&[": keep-alive\n\nevent: message\nid: 4\nretry: 10\ndata: x\n\n\n\nevent: y\n\n"]), ["x"]);
+    }
+
+    #[test]
+    fn the_newest_event_id_is_kept_for_resuming() {
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!(d.last_event_id(), None);
+        d.push(b"id: s1_0\ndata: a\n\nid: s1_1\n\n").unwrap();
+        assert_eq!(d.last_event_id(), Some("s1_1"), "an id without data counts too");
+        d.push(b"id: bad\0id\n\n").unwrap();
+        assert_eq!(d.last_event_id(), Some("s1_1"), "an id with a NUL is ignored");
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26
 /// what bounds the gateway's memory per call.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// Times one call's event stream is resumed after the server closed it.
+const MAX_RESUMES: usize = 3;
+
 /// Requests of a server's waiting for the client's answer at once, per
 /// connection; more are refused at once.
 const MAX_RELAYED_PER_CONNECTION: usize = 8;
@@ -1049,6 +1052,23 @@ impl Upstream {
         req
     }
 
+    /// Resume a stream the server closed, from after event `last`.
+    async fn http_resume(&self, conn: &Conn, last: &str) -> Result<reqwest::Response, UpstreamError> {
+        let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_resume on an HTTP upstream only") };
+        let mut req = self.http.get(url).header("accept", "text/event-stream").header("mcp-protocol-version", &h.protocol).header("last-event-id", last);
+        if let Some(s) = &h.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in self.credentials.headers(&self.config.name) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(self.unavailable(format!("resuming its event stream got HTTP {}", resp.status())));
+        }
+        Ok(resp)
+    }
+
     /// POST a response to a request of the server's.
     async fn http_send(&self, conn: &Conn, msg: &Value) -> Result<(), UpstreamError> {
         let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_send on an HTTP upstream only") };
@@ -1134,7 +1154,21 @@ impl Upstream {
     async fn read_sse(&self, conn: &Conn, resp: reqwest::Response, id: i64, progress: Option<&Progress>) -> Result<Value, UpstreamError> {
         let mut stream = resp.bytes_stream();
         let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
-        while let Some(chunk) = stream.next().await {
+        let mut resumed = 0;
+        loop {
+            let Some(chunk) = stream.next().await else {
+                // The server may close a request's stream before it answers
+                // and let the client resume it (GET with `Last-Event-ID`):
+                // resumed a few times, within the call's deadline.
+                match events.last_event_id() {
+                    Some(last) if resumed < MAX_RESUMES => {
+                        resumed += 1;
+                        stream = self.http_resume(conn, last).await?.bytes_stream();
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
             let chunk = chunk.map_err(|e| self.unavailable(e.without_url().to_string()))?;
             for data in events.push(&chunk).map_err(|sse::TooLarge| self.too_large())? {
                 let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };

@@ -289,7 +289,12 @@ async fn a_name_without_a_server_separator_is_unknown_and_kept_on_the_trail_as_s
     let auth = fx.caller();
     let mut p = pipeline(&fx, &auth);
     let r = p.resolve_tool(Some("crm/lookup"), None).await.err();
-    assert_eq!(r, Some(Refusal::Unknown(r#"unknown tool "crm/lookup": call a tool by the name tools/list gives it (SERVER__TOOL unless its server names it otherwise)"#.into())));
+    assert_eq!(
+        r,
+        Some(Refusal::Unknown(
+            r#"unknown tool "crm/lookup": call a tool by the name tools/list gives it (SERVER__TOOL unless its server names it otherwise)"#.into()
+        ))
+    );
     assert_eq!(p.trail.tool.as_deref(), Some("crm/lookup"));
     assert_eq!(fx.risk(), 0);
 }

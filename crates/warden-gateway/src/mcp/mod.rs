@@ -273,7 +273,13 @@ async fn authenticate(
 }
 
 /// A GET or DELETE past the DNS-rebinding check and authentication.
-async fn admitted(gw: &Gateway, headers: &HeaderMap, method: &str, peer: SocketAddr, cert: Option<Extension<PeerCertificate>>) -> Result<Authenticated, Box<Response>> {
+async fn admitted(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    method: &str,
+    peer: SocketAddr,
+    cert: Option<Extension<PeerCertificate>>,
+) -> Result<Authenticated, Box<Response>> {
     if let Some(refused) = rebinding(gw, headers) {
         return Err(Box::new(refused));
     }
