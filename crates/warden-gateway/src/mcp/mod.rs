@@ -328,7 +328,12 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
 /// server whose instructions are flagged as poisoned is named, its text left
 /// out.
 fn instructions(gw: &Gateway, auth: &Authenticated) -> String {
-    let mut out = String::from("Tools and prompts are named SERVER__NAME, resources SERVER+URI. Every request is checked against policy and audited.");
+    let mut out = String::from("Tools and prompts are named SERVER__NAME, resources SERVER+URI");
+    let bare: Vec<&str> = gw.upstreams.values().filter(|u| u.config.naming == catalog::Naming::Bare).map(|u| u.config.name.as_str()).collect();
+    if !bare.is_empty() {
+        out.push_str(&format!(", except those of {}, which keep their own names", bare.join(", ")));
+    }
+    out.push_str(". Every request is checked against policy and audited.");
     for up in gw.upstreams.values() {
         let name = &up.config.name;
         let Some(text) = up.instructions().filter(|_| granted_any(auth, name)) else { continue };
