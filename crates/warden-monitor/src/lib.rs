@@ -271,7 +271,16 @@ pub struct Monitor {
     /// Taint and when it last grew, by lineage root.
     taint: Mutex<HashMap<String, (Taint, i64)>>,
     breakers: Mutex<HashMap<ToolRef, Breaker>>,
+    /// Requests for names nothing answers to, per agent: the minute
+    /// (`now_ms / 60_000`) and how many in it.
+    misses: Mutex<HashMap<String, (i64, u32)>>,
 }
+
+/// Requests for names nothing answers to (an unknown tool, a malformed
+/// call) an agent may make in a minute before each further one counts as a
+/// denial: generic clients and conformance suites make a few, a flood at
+/// machine speed is reconnaissance (and audit-log growth).
+pub const MISSES_PER_MINUTE: u32 = 120;
 
 /// Taint entries kept before idle ones are dropped.
 const MAX_TAINTED: usize = 200_000;
@@ -279,7 +288,7 @@ const MAX_TAINTED: usize = 200_000;
 impl Monitor {
     pub fn new(cfg: MonitorConfig) -> Self {
         let limits = Limits::new(cfg.limit.clone());
-        Self { cfg, agents: Mutex::default(), limits: Mutex::new(limits), taint: Mutex::default(), breakers: Mutex::default() }
+        Self { cfg, agents: Mutex::default(), limits: Mutex::new(limits), taint: Mutex::default(), breakers: Mutex::default(), misses: Mutex::default() }
     }
 
     pub fn config(&self) -> &MonitorConfig {
@@ -404,6 +413,23 @@ impl Monitor {
         self.contain_cause(state.risk.score(now_ms, hl), "last: refused before assessment (malformed, out of scope or unavailable tool)")
     }
 
+    /// A request for a name nothing answers to: free up to
+    /// [`MISSES_PER_MINUTE`] a minute, a denial ([`Monitor::refused`]) each
+    /// beyond.
+    pub fn missed(&self, agent: &str, now_ms: i64) -> Option<String> {
+        let minute = now_ms.div_euclid(60_000);
+        let over = {
+            let mut misses = self.misses.lock();
+            let (at, n) = misses.entry(agent.to_string()).or_insert((minute, 0));
+            if *at != minute {
+                (*at, *n) = (minute, 0);
+            }
+            *n += 1;
+            *n > MISSES_PER_MINUTE
+        };
+        if over { self.refused(agent, now_ms) } else { None }
+    }
+
     /// What the monitor knows of an agent now.
     pub fn summary(&self, agent: &str, now_ms: i64) -> Option<AgentSummary> {
         self.agents.lock().get(agent).map(|(s, _)| s.summary(&self.cfg, now_ms))
@@ -524,6 +550,29 @@ mod tests {
         assert!(m.risk("good", t) < 20);
         m.reset_risk("rogue");
         assert_eq!(m.risk("rogue", t), 0);
+    }
+
+    #[test]
+    fn a_few_misses_a_minute_are_free_and_a_flood_is_not() {
+        let m = Monitor::new(cfg());
+        for i in 0..MISSES_PER_MINUTE {
+            assert!(m.missed("client", i64::from(i)).is_none());
+        }
+        assert_eq!(m.risk("client", 1_000), 0, "ordinary clients miss now and then");
+        // A new minute starts afresh.
+        for i in 0..MISSES_PER_MINUTE {
+            assert!(m.missed("client", 60_000 + i64::from(i)).is_none());
+        }
+        assert_eq!(m.risk("client", 61_000), 0);
+        let mut contained = None;
+        for i in 0..200 {
+            if let Some(cause) = m.missed("client", 60_500 + i) {
+                contained = Some((i, cause));
+                break;
+            }
+        }
+        let (n, _) = contained.expect("a flood of misses contains");
+        assert!(m.risk("client", 61_000) >= 90, "each miss past the allowance counts, {n} of them contained it");
     }
 
     #[test]

@@ -303,15 +303,20 @@ impl<'a> Pipeline<'a> {
     }
 
     /// A refusal at resolution that probes for privilege (see
-    /// [`Refusal::suspicious_at_resolution`]) counts against the agent.
+    /// [`Refusal::suspicious_at_resolution`]) counts against the agent, and
+    /// so does a flood of names nothing answers to.
     async fn resolved(&mut self, resolved: Result<Target, Refusal>) -> Result<Target, Refusal> {
-        if let Err(r) = &resolved
-            && r.suspicious_at_resolution()
-        {
-            let trigger = Instant::now();
-            if let Some(cause) = self.gw.monitor.refused(self.auth.claims.agent(), now_ms()) {
-                contain_agent(self.gw, self.auth.claims.agent(), cause, trigger).await;
-            }
+        let Err(r) = &resolved else { return resolved };
+        let (monitor, agent, trigger) = (&self.gw.monitor, self.auth.claims.agent(), Instant::now());
+        // Asking beyond the grant counts at once; a name nothing answers to
+        // only in a flood (see `warden_monitor::MISSES_PER_MINUTE`).
+        let cause = match r {
+            _ if r.suspicious_at_resolution() => monitor.refused(agent, now_ms()),
+            Refusal::Unknown(_) | Refusal::Malformed(_) => monitor.missed(agent, now_ms()),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            contain_agent(self.gw, agent, cause, trigger).await;
         }
         resolved
     }

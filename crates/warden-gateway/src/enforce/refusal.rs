@@ -16,7 +16,8 @@ pub(crate) enum Refusal {
     /// It names nothing the gateway offers (a tool name that is not
     /// SERVER__TOOL or not registered, a resource or prompt of no
     /// configured server): the spec's invalid-params error. Generic
-    /// clients probe like this, so it does not count against the agent.
+    /// clients probe like this, so it counts against the agent only in a
+    /// flood (the monitor's `missed`).
     Unknown(String),
     /// Larger than the front door inspects.
     TooLarge(String),

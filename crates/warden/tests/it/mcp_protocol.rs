@@ -165,8 +165,9 @@ async fn calling_tools_that_do_not_exist_is_answered_and_does_not_contain_the_ag
     let (id, key) = h.register("generic-client", "onboarding/customer_lookup", 1, None);
     let mut c = h.ready_client(&id, &key, None).await;
     // Generic clients and the conformance suite call tools a server does not
-    // offer; 150 such calls once contained an agent (6 risk points each).
-    for i in 0..150 {
+    // offer; 100 such calls once contained an agent (6 risk points each).
+    // (More than warden_monitor::MISSES_PER_MINUTE a minute is a flood.)
+    for i in 0..100 {
         let name = if i % 2 == 0 { format!("onboarding__nope{i}") } else { format!("not_a_gateway_name_{i}") };
         let r = c.call_tool(&name, json!({})).await.unwrap();
         assert_eq!(r.error_code(), Some(-32602), "{}", r.body);
