@@ -13,6 +13,7 @@ mod anchors;
 pub mod eval;
 mod injection;
 mod json;
+mod normalize;
 mod pii;
 mod poison;
 mod redact;

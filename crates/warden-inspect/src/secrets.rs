@@ -183,17 +183,19 @@ fn run_end(b: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize 
     i
 }
 
-/// A provider token starting at `start` (where its prefix matched).
+/// A provider token starting at `start` (where its prefix matched, in any
+/// case). A token whose case was changed as a whole (`akiaz3mn…`, `GHP_…`)
+/// no longer works as written, but it is the secret once its case is
+/// restored: it is reported with a lower confidence.
 pub(crate) fn provider(b: &[u8], start: usize, p: &Provider) -> Option<Hit> {
-    if !b[start..].starts_with(p.prefix.as_bytes()) {
-        return None; // the automaton matches case-insensitively
-    }
+    let exact = b[start..].starts_with(p.prefix.as_bytes());
     let in_url = p.charset == Path || p.charset == UrlPath;
     if start > 0 && is_word(b[start - 1]) && !in_url {
         return None;
     }
     let body = start + p.prefix.len();
-    let end = run_end(b, body, p.max + 1, |c| p.charset.admits(c));
+    let admits = |c: u8| p.charset.admits(c) || (!exact && (p.charset.admits(c.to_ascii_uppercase()) || p.charset.admits(c.to_ascii_lowercase())));
+    let end = run_end(b, body, p.max + 1, admits);
     let n = end - body;
     if n < p.min || n > p.max || (end < b.len() && is_word(b[end]) && p.charset != Dotted) {
         return None;
@@ -208,8 +210,20 @@ pub(crate) fn provider(b: &[u8], start: usize, p: &Provider) -> Option<Hit> {
     if distinct < 6 || has_placeholder_marker(token) {
         return None;
     }
+    let confidence = if exact {
+        0.95
+    } else {
+        // Only the whole token in one case is a case-changed token; a
+        // body without digits is a word.
+        let token = &b[start..end];
+        let one_case = !token.iter().any(u8::is_ascii_uppercase) || !token.iter().any(u8::is_ascii_lowercase);
+        if !one_case || !b[body..end].iter().any(u8::is_ascii_digit) {
+            return None;
+        }
+        0.6
+    };
     let start = if in_url { url_start(b, start) } else { start };
-    Some(Hit { kind: p.kind, start, end, confidence: 0.95 })
+    Some(Hit { kind: p.kind, start, end, confidence })
 }
 
 fn url_start(b: &[u8], at: usize) -> usize {
