@@ -26,7 +26,10 @@ pub struct JsonScan {
 const MAX_DEPTH: usize = 32;
 
 impl Inspector {
-    /// Scan every string in a JSON value.
+    /// Scan every string in a JSON value. Documented example credentials
+    /// (kind [`secrets::EXAMPLE`]) stay among the findings but are not
+    /// secrets for the summary: not in `secrets`, not in `secret_count`, so
+    /// no policy treats them as a leak.
     pub fn scan_json(&self, v: &Value) -> JsonScan {
         let mut out = Vec::new();
         let mut path = String::new();
@@ -39,6 +42,7 @@ impl Inspector {
                     summary.pii.insert(f.kind.to_string());
                     summary.pii_count += 1;
                 }
+                Detector::Secret if f.kind == secrets::EXAMPLE => {}
                 Detector::Secret => {
                     summary.secrets.insert(f.kind.to_string());
                     summary.secret_count += 1;
@@ -70,7 +74,8 @@ impl Inspector {
         let joined = format!("{key}={value}");
         let h = secrets::assignment(joined.as_bytes(), m.start(), m.end(), kind)?;
         let off = key.len() + 1;
-        (h.start >= off && !self.config.secret_allowlist.contains(value)).then(|| secrets::Hit { start: h.start - off, end: h.end - off, ..h })
+        let kind = secrets::label(value.as_bytes(), h.kind);
+        (h.start >= off && !self.config.secret_allowlist.contains(value)).then(|| secrets::Hit { kind, start: h.start - off, end: h.end - off, ..h })
     }
 
     fn walk(&self, v: &Value, path: &mut String, key: Option<&str>, depth: usize, out: &mut Vec<JsonFinding>) {

@@ -23,6 +23,7 @@ mod text;
 pub use json::{JsonFinding, JsonScan};
 pub use poison::{DefinitionScan, ToolDefinition};
 pub use redact::{Method, Redactor, Rule};
+pub use secrets::EXAMPLE;
 pub use warden_core::Findings;
 
 use anchors::Anchors;

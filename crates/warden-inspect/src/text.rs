@@ -5,7 +5,7 @@
 //! the original bytes.
 
 use crate::anchors::Anchor;
-use crate::injection::{self, Bound, Event};
+use crate::injection::{self, Bound, Event, Lex};
 use crate::{Detector, Finding, Inspector, normalize, pii, secrets};
 
 /// Letters, digits and `_`: a byte that continues a word.
@@ -227,6 +227,8 @@ impl<'a> Scanner<'a> {
 
     pub fn finish(mut self) -> Vec<Finding> {
         self.out.sort_by_key(|f| (f.start, f.end));
+        // Two keywords of one name (`secret_key`) find its value twice.
+        self.out.dedup_by(|a, b| (a.detector, a.kind, a.start, a.end) == (b.detector, b.kind, b.start, b.end));
         self.out
     }
 
@@ -278,7 +280,10 @@ impl<'a> Scanner<'a> {
                 Anchor::Reversed => self.reversed_cues.push(s),
                 Anchor::Lex(lex, bound) => {
                     let left = bound != Bound::Word || word_start(b, s);
-                    let right = bound == Bound::Free || e >= b.len() || !is_word(b[e]) || !is_word(b[e - 1]);
+                    // A plural closes a word too: "following instruction" in
+                    // "following instructions" is still that phrase.
+                    let plural = matches!(lex, Lex::Signal(..) | Lex::Instructions) && b.get(e) == Some(&b's') && b.get(e + 1).is_none_or(|c| !is_word(*c));
+                    let right = bound == Bound::Free || e >= b.len() || !is_word(b[e]) || !is_word(b[e - 1]) || plural;
                     if left && right {
                         self.events.push(Event { start: s, end: e, lex });
                     }
@@ -316,6 +321,7 @@ impl<'a> Scanner<'a> {
         if self.ins.config.secret_allowlist.contains(v) {
             return;
         }
+        h.kind = secrets::label(v.as_bytes(), h.kind);
         self.claim(h.start, h.end);
         self.push(Detector::Secret, h.kind, h.start, h.end, h.confidence);
     }
@@ -357,7 +363,7 @@ impl<'a> Scanner<'a> {
             // A bare run of digits is a phone number only next to a phone word.
             match hit {
                 Some(h) if h.kind != pii::PHONE_CANDIDATE => self.push(Detector::Pii, h.kind, h.start, h.end, h.confidence),
-                Some(h) if pii::phone_context(b, h.start) => self.push(Detector::Pii, "phone", h.start, h.end, h.confidence),
+                Some(h) if pii::phone_context(b, h.start, h.end) => self.push(Detector::Pii, "phone", h.start, h.end, h.confidence),
                 Some(_) | None => {}
             }
             i = next.max(i + 1);
@@ -458,10 +464,15 @@ impl<'a> Scanner<'a> {
     }
 
     /// One walk over the runs of token characters: prefixed high-entropy
-    /// tokens (`pscale_tkn_…`) not claimed by a known format.
+    /// tokens (`pscale_tkn_…`) not claimed by a known format, and Twilio
+    /// auth tokens. Those are 32 hex digits, shaped like any MD5 digest, so
+    /// only one next to a Twilio account SID (`AC` and 32 hex digits) is
+    /// taken for one.
     fn runs(&mut self) {
         let b = self.b;
         let n = b.len();
+        let (mut sids, mut hex32) = (Vec::new(), Vec::new());
+        let lower_hex = |v: &[u8]| v.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
         let mut i = 0;
         while i < n {
             while i < n && CLASS[b[i] as usize] & B64 == 0 {
@@ -476,12 +487,24 @@ impl<'a> Scanner<'a> {
             if i - s >= 32
                 && !slash_or_plus
                 && !self.claimed(s)
+                && !secrets::value_of_no_secret_name(b, s)
                 && b[s].is_ascii_alphabetic()
                 && (s == 0 || !matches!(b[s - 1], b'.'))
                 && !matches!(b.get(i), Some(b'.' | b'='))
                 && let Some(conf) = secrets::prefixed_token(&b[s..i])
             {
                 self.secret(secrets::Hit { kind: "prefixed_token", start: s, end: i, confidence: conf });
+            }
+            match i - s {
+                34 if b[s..].starts_with(b"AC") && lower_hex(&b[s + 2..i]) => sids.push(s),
+                32 if lower_hex(&b[s..i]) && !self.claimed(s) => hex32.push((s, i)),
+                _ => {}
+            }
+        }
+        for (s, e) in hex32 {
+            let k = sids.partition_point(|a| *a + 256 < s);
+            if sids.get(k).is_some_and(|a| *a <= e + 256) {
+                self.secret(secrets::Hit { kind: "twilio_auth_token", start: s, end: e, confidence: 0.8 });
             }
         }
     }
