@@ -22,19 +22,16 @@ pub struct JsonScan {
     pub summary: Findings,
 }
 
-/// Deepest nesting walked; deeper values are scanned as their JSON text.
-const MAX_DEPTH: usize = 32;
+impl JsonScan {
+    /// Add findings made elsewhere (joined strings, earlier calls) and
+    /// summarise again.
+    pub fn merge(&mut self, more: impl IntoIterator<Item = JsonFinding>) {
+        self.findings.extend(more);
+        self.summarize();
+    }
 
-impl Inspector {
-    /// Scan every string in a JSON value. Documented example credentials
-    /// (kind [`secrets::EXAMPLE`]) stay among the findings but are not
-    /// secrets for the summary: not in `secrets`, not in `secret_count`, so
-    /// no policy treats them as a leak.
-    pub fn scan_json(&self, v: &Value) -> JsonScan {
-        let mut out = Vec::new();
-        let mut path = String::new();
-        self.walk(v, &mut path, None, 0, &mut out);
-        let all: Vec<Finding> = out.iter().map(|f| f.finding.clone()).collect();
+    fn summarize(&mut self) {
+        let all: Vec<Finding> = self.findings.iter().map(|f| f.finding.clone()).collect();
         let mut summary = Findings { injection_score: (injection::score(&all) * 100.0).round() as i64, ..Default::default() };
         for f in &all {
             match f.detector {
@@ -52,7 +49,25 @@ impl Inspector {
                 }
             }
         }
-        JsonScan { findings: out, summary }
+        self.summary = summary;
+    }
+}
+
+/// Deepest nesting walked; deeper values are scanned as their JSON text.
+const MAX_DEPTH: usize = 32;
+
+impl Inspector {
+    /// Scan every string in a JSON value. Documented example credentials
+    /// (kind [`secrets::EXAMPLE`]) stay among the findings but are not
+    /// secrets for the summary: not in `secrets`, not in `secret_count`, so
+    /// no policy treats them as a leak.
+    pub fn scan_json(&self, v: &Value) -> JsonScan {
+        let mut out = Vec::new();
+        let mut path = String::new();
+        self.walk(v, &mut path, None, 0, &mut out);
+        let mut scan = JsonScan { findings: out, summary: Findings::default() };
+        scan.summarize();
+        scan
     }
 
     /// Findings in one JSON string, with the member key it sits under.

@@ -12,6 +12,7 @@
 mod anchors;
 pub mod eval;
 mod injection;
+mod joined;
 mod json;
 mod normalize;
 mod pii;
@@ -20,6 +21,7 @@ mod redact;
 mod secrets;
 mod text;
 
+pub use joined::{EXFIL_WINDOW_BYTES, ExfilWindow};
 pub use json::{JsonFinding, JsonScan};
 pub use poison::{DefinitionScan, ToolDefinition};
 pub use redact::{Method, Redactor, Rule};
