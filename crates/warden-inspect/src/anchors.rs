@@ -26,7 +26,7 @@ pub(crate) enum Anchor {
 
 /// Injection and secret words whose reversal (`snoitcurtsni`) makes the
 /// scanner read the text around it back to front.
-const REVERSED_CUES: &[&str] = &["ignore", "disregard", "instructions", "previous", "password", "secret", "token", "credit card", "private key"];
+const REVERSED_CUES: &[&str] = &["ignore", "disregard", "instructions", "previous", "password", "secret", "token", "card", "private key"];
 
 pub(crate) struct Anchors {
     pub ac: AhoCorasick,

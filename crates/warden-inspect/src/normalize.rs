@@ -171,9 +171,7 @@ const MIN_SPELLED: usize = 8;
 type Decoder = fn(&[u8], usize) -> (usize, Option<String>);
 
 /// The normalised view of `text`, or `None` when nothing in it changes.
-/// `claimed` says which bytes a detector already reported (an encoded
-/// private key block is a key, not a payload to decode).
-pub(crate) fn normalize(text: &str, claimed: &dyn Fn(usize) -> bool) -> Option<View> {
+pub(crate) fn normalize(text: &str) -> Option<View> {
     let b = text.as_bytes();
     let mut w = Builder::new(text);
     // Where the current word ends and whether look-alikes in it fold.
@@ -226,7 +224,7 @@ pub(crate) fn normalize(text: &str, claimed: &dyn Fn(usize) -> bool) -> Option<V
             continue;
         }
         if CLASS[c as usize] & B64 != 0 && start_of_token {
-            let (end, decoded) = encoded_run(b, i, claimed);
+            let (end, decoded) = encoded_run(b, i);
             if let Some(v) = decoded {
                 w.replace(i, end, &v, true);
             }
@@ -368,7 +366,8 @@ fn entity_value(b: &[u8], s: usize) -> Option<(usize, String)> {
     } else {
         return ENTITIES.iter().find(|(n, _)| *n == name).map(|(_, v)| (end, (*v).to_string()));
     };
-    let v = if invisible(ch) { String::new() } else { fold(ch, true).unwrap_or_else(|| ch.to_string()) };
+    // ASCII stays as written: its TR39 prototype may be another letter (`0`→`O`).
+    let v = if invisible(ch) { String::new() } else { (!ch.is_ascii()).then(|| fold(ch, true)).flatten().unwrap_or_else(|| ch.to_string()) };
     (v.is_empty() || printable(&v, false)).then_some((end, v))
 }
 
@@ -467,7 +466,10 @@ fn spaced_run(b: &[u8], s: usize) -> (usize, Option<String>) {
         e += 1;
         let gap = b[e..].iter().take(4).take_while(|c| **c == b' ').count();
         let next = e + gap;
-        let single = next < b.len() && b[next].is_ascii_graphic() && !b.get(next + 1).is_some_and(u8::is_ascii_graphic);
+        // The next character stands alone, or closes the sentence (`B.`).
+        let alone = |k: usize| !b.get(k).is_some_and(u8::is_ascii_graphic);
+        let closes = |k: usize| matches!(b.get(k), Some(b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b'"' | b'\'')) && alone(k + 1);
+        let single = next < b.len() && b[next].is_ascii_graphic() && (alone(next + 1) || closes(next + 1));
         if gap == 0 || gap == 4 || !single || out.len() >= MAX_DECODED {
             break;
         }
@@ -508,15 +510,13 @@ static CLASS: [u8; 256] = {
 /// A run of base64-alphabet characters at `s`, over line breaks when each
 /// wrapped line is long; returns where it ends and its decoding, if that is
 /// printable text.
-fn encoded_run(b: &[u8], s: usize, claimed: &dyn Fn(usize) -> bool) -> (usize, Option<String>) {
-    let mut chars: Vec<u8> = Vec::new();
-    let mut e = s;
-    let mut line = 0;
+fn encoded_run(b: &[u8], s: usize) -> (usize, Option<String>) {
+    // First where the run ends and how long it is, without copying: most
+    // runs are words, far shorter than an encoding worth decoding.
+    let (mut e, mut len, mut line, mut wrapped) = (s, 0, 0, false);
     loop {
         while e < b.len() && CLASS[b[e] as usize] & B64 != 0 {
-            if chars.len() < MAX_DECODED * 2 {
-                chars.push(b[e]);
-            }
+            len += 1;
             line += 1;
             e += 1;
         }
@@ -533,11 +533,25 @@ fn encoded_run(b: &[u8], s: usize, claimed: &dyn Fn(usize) -> bool) -> (usize, O
             e += pad;
             break;
         }
+        wrapped = true;
         e = next;
         line = 0;
     }
-    if chars.len() < MIN_ENCODED || claimed(s) || b.get(e).is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if len < MIN_ENCODED || b.get(e).is_some_and(|c| c.is_ascii_alphanumeric()) {
         return (e, None);
+    }
+    let mut chars: Vec<u8> = Vec::with_capacity(len.min(MAX_DECODED * 2));
+    let mut i = s;
+    while i < e && chars.len() < MAX_DECODED * 2 {
+        match b[i] {
+            // a line break written as an escape (`\n` inside JSON text)
+            b'\\' if wrapped => i += 2,
+            c if CLASS[c as usize] & B64 != 0 => {
+                chars.push(c);
+                i += 1;
+            }
+            _ => i += 1,
+        }
     }
     let class = chars.iter().fold(B64 | B32 | HEX, |a, c| a & CLASS[*c as usize]);
     let single_case = !(chars.iter().any(u8::is_ascii_uppercase) && chars.iter().any(u8::is_ascii_lowercase));
@@ -619,7 +633,7 @@ mod tests {
     use super::*;
 
     fn view(s: &str) -> String {
-        normalize(s, &|_| false).map(|v| v.text).unwrap_or_else(|| s.to_string())
+        normalize(s).map(|v| v.text).unwrap_or_else(|| s.to_string())
     }
 
     #[test]
@@ -652,14 +666,14 @@ mod tests {
             "0 1 1 0",
             "x = 1010",
         ] {
-            assert!(normalize(s, &|_| false).is_none(), "{s:?} changed to {:?}", view(s));
+            assert!(normalize(s).is_none(), "{s:?} changed to {:?}", view(s));
         }
     }
 
     #[test]
     fn maps_view_spans_back_to_the_original() {
         let s = "mail bob%40corp.example, card 4111%201111%201111%201111.";
-        let v = normalize(s, &|_| false).unwrap();
+        let v = normalize(s).unwrap();
         let at = v.text.find("bob@").unwrap();
         assert_eq!(v.origin(at, at + "bob@corp.example".len()), (5, 5 + "bob%40corp.example".len()));
         let card = v.text.find("4111").unwrap();

@@ -73,26 +73,21 @@ pub(crate) struct Scanner<'a> {
 }
 
 /// What a text's own scan already reported, for deduplicating what its
-/// normalised views find: PII and secrets by overlapping span (merged
-/// intervals per detector, so each lookup is a binary search), injection
-/// signals by kind and span.
+/// normalised views find: a finding of the same detector and kind whose
+/// span covers it (merged intervals per kind, so each lookup is a binary
+/// search). A raw guess of another kind (`generic_secret` over an encoded
+/// run) does not hide the key decoded from it. (PII and secrets only.)
 struct Shown {
-    spans: [Vec<(usize, usize)>; 2],
-    signals: Vec<(&'static str, usize, usize)>,
+    spans: std::collections::HashMap<(Detector, &'static str), Vec<(usize, usize)>>,
 }
 
 impl Shown {
     fn of(found: &[Finding]) -> Self {
-        let mut spans: [Vec<(usize, usize)>; 2] = [Vec::new(), Vec::new()];
-        let mut signals = Vec::new();
+        let mut spans: std::collections::HashMap<(Detector, &'static str), Vec<(usize, usize)>> = std::collections::HashMap::new();
         for f in found {
-            match f.detector {
-                Detector::Pii => spans[0].push((f.start, f.end)),
-                Detector::Secret => spans[1].push((f.start, f.end)),
-                Detector::Injection | Detector::Poisoning => signals.push((f.kind, f.start, f.end)),
-            }
+            spans.entry((f.detector, f.kind)).or_default().push((f.start, f.end));
         }
-        for s in &mut spans {
+        for s in spans.values_mut() {
             s.sort_unstable();
             let mut merged: Vec<(usize, usize)> = Vec::with_capacity(s.len());
             for &(a, b) in s.iter() {
@@ -103,18 +98,13 @@ impl Shown {
             }
             *s = merged;
         }
-        signals.sort_unstable();
-        Self { spans, signals }
+        Self { spans }
     }
 
     fn has(&self, f: &Finding, start: usize, end: usize) -> bool {
-        let spans = match f.detector {
-            Detector::Pii => &self.spans[0],
-            Detector::Secret => &self.spans[1],
-            Detector::Injection | Detector::Poisoning => return self.signals.binary_search(&(f.kind, start, end)).is_ok(),
-        };
-        let i = spans.partition_point(|(a, _)| *a < end);
-        i > 0 && spans[i - 1].1 > start
+        let Some(spans) = self.spans.get(&(f.detector, f.kind)) else { return false };
+        let i = spans.partition_point(|(a, _)| *a <= start);
+        i > 0 && spans[i - 1].1 >= end
     }
 }
 
@@ -175,7 +165,7 @@ impl<'a> Scanner<'a> {
     /// its context, and what it newly shows is reported on the original
     /// bytes it came from.
     fn normalized(&mut self) {
-        let Some(view) = normalize::normalize(self.text, &|p| self.claimed(p)) else { return };
+        let Some(view) = normalize::normalize(self.text) else { return };
         for (ws, we) in view.windows(CONTEXT) {
             let inner = self.ins.scan_window(&view.text[ws..we], self.depth + 1);
             self.adopt(&view, ws, 0, inner);
@@ -211,7 +201,9 @@ impl<'a> Scanner<'a> {
             let Some(change) = view.touches_change(s, e) else { continue };
             let (os, oe) = view.origin(s, e);
             let (os, oe) = (os + base, oe + base);
-            if shown.has(f, os, oe) {
+            // An injection signal counts once per kind in the score anyway,
+            // and the view's may be the stronger one.
+            if f.detector != Detector::Injection && shown.has(f, os, oe) {
                 continue;
             }
             if change.decoded && f.detector == Detector::Injection {
