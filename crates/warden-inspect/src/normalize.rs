@@ -194,20 +194,44 @@ pub(crate) fn normalize(text: &str) -> Option<View> {
             i += n;
             continue;
         }
+        if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
+            continue;
+        }
         let start_of_token = i == 0 || !is_word(b[i - 1]);
+        // A word is passed over whole (its inner bytes are never visited),
+        // and only one long enough to be (the first line of) an encoding is
+        // looked at; a one-letter word may be spelling something out.
+        if start_of_token && CLASS[c as usize] & B64 != 0 && !matches!(c, b'0' | b'1' | b'-') {
+            let mut e = i + 1 + b[i + 1..].iter().position(|x| CLASS[*x as usize] & B64 == 0).unwrap_or(b.len() - i - 1);
+            if e - i > 1 || b.get(e) != Some(&b' ') {
+                if e - i >= MIN_WRAPPED_LINE.min(MIN_ENCODED) {
+                    let (end, decoded) = encoded_run(b, i);
+                    if let Some(v) = decoded {
+                        w.replace(i, end, &v, true);
+                    }
+                    e = end.max(e);
+                }
+                i = e;
+                continue;
+            }
+        }
+        // Other punctuation opens nothing, unless it stands alone before a
+        // space (spelling out).
+        let alone = start_of_token && b.get(i + 1) == Some(&b' ');
+        if !alone && !matches!(c, b'%' | b'&' | b'0' | b'1' | b'.' | b'-') {
+            i += 1;
+            continue;
+        }
         let after_space = i == 0 || matches!(b[i - 1], b' ' | b'\n');
-        let tries: [(Decoder, bool, bool); 5] = [
-            (percent_run, c == b'%', true),
-            (entity, c == b'&', false),
-            (binary_run, matches!(c, b'0' | b'1') && start_of_token, true),
-            (morse_run, matches!(c, b'.' | b'-') && after_space, true),
-            (spaced_run, c.is_ascii_graphic() && start_of_token && b.get(i + 1) == Some(&b' '), false),
-        ];
+        let applies =
+            [c == b'%', c == b'&', matches!(c, b'0' | b'1') && start_of_token, matches!(c, b'.' | b'-') && after_space, alone && c.is_ascii_graphic()];
+        let tries: [(Decoder, bool); 5] = [(percent_run, true), (entity, false), (binary_run, true), (morse_run, true), (spaced_run, false)];
         let mut hit = None;
-        for (k, (decoder, applies, decoded)) in tries.into_iter().enumerate() {
+        for (k, (decoder, decoded)) in tries.into_iter().enumerate() {
             // A decoder that found nothing up to `tried[k]` is not asked
             // again inside that stretch: each byte is looked at once.
-            if !applies || i < tried[k] {
+            if !applies[k] || i < tried[k] {
                 continue;
             }
             match decoder(b, i) {
