@@ -588,6 +588,22 @@ fn encoded_run(b: &[u8], s: usize) -> (usize, Option<String>) {
     (e, decoded.and_then(|d| text_of(&d)))
 }
 
+/// Whether a run of the base64 alphabet may be an encoding worth decoding:
+/// long enough to be one or its first wrapped line, and its first
+/// characters decode (as hex, base32 or base64) to printable bytes. The
+/// scanner asks while it walks the runs anyway.
+pub(crate) fn may_decode(run: &[u8]) -> bool {
+    if run.len() < MIN_WRAPPED_LINE.min(MIN_ENCODED) {
+        return false;
+    }
+    let head = &run[..run.len().min(32)];
+    let shown = |d: &[u8]| d.iter().all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace() || *c >= 0x80);
+    let hex = head.iter().all(u8::is_ascii_hexdigit) && hex::decode(&head[..head.len() & !1]).is_ok_and(|d| shown(&d));
+    let b32 = head.iter().all(|c| CLASS[*c as usize] & B32 != 0) && base32(&head[..head.len() & !7]).is_some_and(|d| shown(&d));
+    let engines = [&base64::engine::general_purpose::STANDARD_NO_PAD, &base64::engine::general_purpose::URL_SAFE_NO_PAD];
+    hex || b32 || engines.iter().any(|e| e.decode(&head[..head.len() & !3]).is_ok_and(|d| shown(&d)))
+}
+
 fn text_of(d: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(d).ok()?;
     printable(s, true).then(|| s.to_string())

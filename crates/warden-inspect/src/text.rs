@@ -70,6 +70,9 @@ pub(crate) struct Scanner<'a> {
     claimed: Vec<(usize, usize)>,
     /// Where the keyword pass found a cue written back to front.
     reversed_cues: Vec<usize>,
+    /// The run walk saw something the normaliser may decode (a long run
+    /// whose start decodes to text, bits, letters spelled out one by one).
+    may_normalize: bool,
 }
 
 /// What a text's own scan already reported, for deduplicating what its
@@ -110,7 +113,7 @@ impl Shown {
 
 impl<'a> Scanner<'a> {
     pub fn new(ins: &'a Inspector, text: &'a str, depth: u8) -> Self {
-        Self { ins, text, b: text.as_bytes(), depth, out: Vec::new(), events: Vec::new(), claimed: Vec::new(), reversed_cues: Vec::new() }
+        Self { ins, text, b: text.as_bytes(), depth, out: Vec::new(), events: Vec::new(), claimed: Vec::new(), reversed_cues: Vec::new(), may_normalize: false }
     }
 
     /// Kept sorted and merged, so each lookup is a binary search however
@@ -165,6 +168,13 @@ impl<'a> Scanner<'a> {
     /// its context, and what it newly shows is reported on the original
     /// bytes it came from.
     fn normalized(&mut self) {
+        // The normaliser's own pass costs about a quarter of a scan; most
+        // texts give it nothing to do, which these cheap searches tell.
+        let b = self.b;
+        let morse = [&b".-"[..], b"-.", b". -", b"- ."].iter().any(|m| memchr::memmem::find(b, m).is_some());
+        if !(self.may_normalize || morse || !self.text.is_ascii() || memchr::memchr2(b'%', b'&', b).is_some()) {
+            return;
+        }
         let Some(view) = normalize::normalize(self.text) else { return };
         for (ws, we) in view.windows(CONTEXT) {
             let inner = self.ins.scan_window(&view.text[ws..we], self.depth + 1);
@@ -465,6 +475,8 @@ impl<'a> Scanner<'a> {
         let n = b.len();
         let (mut sids, mut hex32) = (Vec::new(), Vec::new());
         let lower_hex = |v: &[u8]| v.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        // One-character runs apart by spaces (`s k _ l i v e`): spelled out.
+        let (mut singles, mut last_single) = (0usize, None::<usize>);
         let mut i = 0;
         while i < n {
             while i < n && CLASS[b[i] as usize] & B64 == 0 {
@@ -487,6 +499,15 @@ impl<'a> Scanner<'a> {
             {
                 self.secret(secrets::Hit { kind: "prefixed_token", start: s, end: i, confidence: conf });
             }
+            // What the normaliser could decode here, seen on the way.
+            let run = &b[s..i];
+            let bits = run.len() >= 8 && run.iter().all(|c| matches!(c, b'0' | b'1'));
+            if run.len() == 1 {
+                let spaced = last_single.is_some_and(|e| s - e <= 3 && b[e..s].iter().all(|c| *c == b' '));
+                singles = if spaced { singles + 1 } else { 1 };
+                last_single = Some(i);
+            }
+            self.may_normalize |= bits || singles >= 4 || normalize::may_decode(run);
             match i - s {
                 34 if b[s..].starts_with(b"AC") && lower_hex(&b[s + 2..i]) => sids.push(s),
                 32 if lower_hex(&b[s..i]) && !self.claimed(s) => hex32.push((s, i)),
