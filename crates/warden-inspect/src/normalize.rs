@@ -5,7 +5,7 @@
 //! Owns: URL escapes (`%XX`), HTML entities (common named ones and numeric),
 //! runs of base64 / base64url / base32 / hex (also wrapped over lines) and
 //! of binary octets and Morse code that decode to printable UTF-8; removal
-//! of zero-width and bidi control characters and the soft hyphen; folding
+//! of zero-width and bidi controls, the soft hyphen and tag characters; folding
 //! of confusables to the ASCII character they imitate; collapsing of
 //! spaced-out text (`s k _ l i v e`); and reversed text, which the scanner
 //! asks for where the keyword pass found a reversed cue ([`reversed`]).
@@ -17,8 +17,8 @@
 //! A whole-string TR39 skeleton is not used: it rewrites ASCII too (`0`→`O`,
 //! `1`→`l`, `rn`→`m`) and would destroy the very digits and keys the
 //! detectors look for. Script look-alikes fold only inside a word that also
-//! holds ASCII letters or digits, or that is built only of look-alikes, so a
-//! Russian or Greek text is left as it is.
+//! holds ASCII letters or digits (`Ignоre`, `АKIA…`), so a Russian or Greek
+//! text is left as it is.
 //!
 //! Every transformation here makes the text shorter or keeps its length, so
 //! a view is never longer than its source; the scanner rescans only windows
@@ -152,10 +152,11 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Zero-width and bidi control characters, and the soft hyphen: invisible
-/// when rendered, so text reads the same without them.
+/// Zero-width and bidi control characters, the soft hyphen and Unicode tag
+/// characters: invisible when rendered, so text reads the same without
+/// them (the scanner decodes tag characters as hidden text on its own).
 pub(crate) fn invisible(c: char) -> bool {
-    matches!(c as u32, 0x00AD | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF)
+    matches!(c as u32, 0x00AD | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF | 0xE0000..=0xE007F)
 }
 
 /// Shortest base64 / base32 / hex run worth decoding.
@@ -261,44 +262,47 @@ pub(crate) fn normalize(text: &str) -> Option<View> {
 }
 
 /// The word starting at `i` (letters, digits, `_` and invisible characters)
-/// and whether its look-alikes fold: it also holds ASCII letters or digits,
-/// or every letter of it is a look-alike.
+/// and whether its look-alikes fold: it also holds ASCII letters or digits.
 fn scan_word(text: &str, i: usize) -> (usize, bool) {
-    let (mut ascii, mut other, mut end) = (false, false, i);
+    let (mut ascii, mut end) = (false, i);
     for (k, ch) in text[i..].char_indices() {
         if !(ch.is_alphanumeric() || ch == '_' || invisible(ch)) {
             break;
         }
         end = i + k + ch.len_utf8();
-        if ch.is_ascii_alphanumeric() {
-            ascii = true;
-        } else if ch.is_alphabetic() && fold(ch, true).is_none() {
-            other = true;
-        }
+        ascii |= ch.is_ascii_alphanumeric();
     }
-    (end.max(i + 1), ascii || !other)
+    (end.max(i + 1), ascii)
 }
 
 /// The ASCII a character imitates, when it imitates one: compatibility
-/// forms always (they are the same letter), script look-alikes when the
-/// word around them says so.
+/// forms always (they are the same letter: fullwidth, mathematical,
+/// circled), script look-alikes when the word around them says so. Nothing
+/// is allocated for the characters that fold to nothing, which is almost
+/// all of them.
 fn fold(ch: char, lookalikes: bool) -> Option<String> {
-    // Accents are canonical decompositions and stay: `é` is not a disguise.
-    let (mut compat, mut canonical) = (String::new(), String::new());
-    unicode_normalization::char::decompose_compatible(ch, |d| compat.push(d));
-    unicode_normalization::char::decompose_canonical(ch, |d| canonical.push(d));
-    if compat != canonical && !compat.is_empty() && compat.bytes().all(|c| c.is_ascii_graphic()) && compat.len() <= ch.len_utf8() {
-        return Some(compat);
+    // Accents decompose to a letter and a combining mark, not to ASCII, so
+    // `é` stays.
+    let (mut compat, mut n) = (['\0'; 4], 0);
+    unicode_normalization::char::decompose_compatible(ch, |d| {
+        if n < compat.len() {
+            compat[n] = d;
+        }
+        n += 1;
+    });
+    let compat = &compat[..n.min(4)];
+    if n <= ch.len_utf8() && compat != [ch] && compat.iter().all(|c| c.is_ascii_graphic()) {
+        return Some(compat.iter().collect());
     }
-    if !lookalikes {
+    if !lookalikes || !ch.is_alphanumeric() {
         return None;
     }
     let mut buf = [0u8; 4];
-    let proto: String = unicode_security::skeleton(ch.encode_utf8(&mut buf)).collect();
-    if proto.len() != 1 || !proto.as_bytes()[0].is_ascii_alphanumeric() {
-        return None;
-    }
-    let p = proto.as_bytes()[0];
+    let mut proto = unicode_security::skeleton(ch.encode_utf8(&mut buf));
+    let p = match (proto.next(), proto.next()) {
+        (Some(p), None) if p.is_ascii_alphanumeric() => p as u8,
+        _ => return None,
+    };
     // The prototype of a capital I look-alike is `l`; keep the case the
     // reader sees.
     let folded = match (ch.is_uppercase(), ch.is_lowercase()) {
