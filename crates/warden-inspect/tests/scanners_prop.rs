@@ -358,6 +358,8 @@ fn megabyte_pathological_inputs_complete() {
         "drac ",
         "AIKA",
         "snoitcurtsni ",
+        "<~",
+        "<~!!!!!",
     ];
     for p in patterns {
         let text = p.repeat(mb / p.len());
@@ -381,7 +383,7 @@ fn normalisers_stay_linear_on_adversarial_input() {
             .min()
             .unwrap()
     };
-    for p in ["%00", "&#0;", "00000000 ", "- ", "a ", ".- ", "\u{200b}a", "a\u{430}", "QUJDREVGR0hJSktMTU5PUFFS\n", "drac ", "AIKA"] {
+    for p in ["%00", "&#0;", "00000000 ", "- ", "a ", ".- ", "\u{200b}a", "a\u{430}", "QUJDREVGR0hJSktMTU5PUFFS\n", "drac ", "AIKA", "<~"] {
         let small = p.repeat((64 << 10) / p.len());
         let large = p.repeat((256 << 10) / p.len());
         let (s, l) = (time(&small), time(&large));
