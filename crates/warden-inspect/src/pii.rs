@@ -353,10 +353,18 @@ pub(crate) const PHONE_CANDIDATE: &str = "phone?";
 const PHONE_WORDS: &[&[u8]] =
     &[b"phone", b"call", b"tel", b"mobile", b"cell", b"sms", b"text me", b"message", b"whatsapp", b"fax", b"contact", b"reach", b"dial"];
 
-/// Whether a phone word appears in the 48 bytes before `at`.
-pub(crate) fn phone_context(b: &[u8], at: usize) -> bool {
-    let w = &b[at.saturating_sub(48)..at];
-    PHONE_WORDS.iter().any(|p| w.windows(p.len()).any(|x| x.eq_ignore_ascii_case(p)))
+/// Labels written right after a number in contact lists (`0449006866 office`).
+const PHONE_LABELS: &[&[u8]] = &[b"office", b"home", b"work", b"direct"];
+
+/// Whether a phone word appears in the 48 bytes before the number at
+/// `start..end`, or a phone label right after it.
+pub(crate) fn phone_context(b: &[u8], start: usize, end: usize) -> bool {
+    let has = |w: &[u8], words: &[&[u8]]| words.iter().any(|p| w.windows(p.len()).any(|x| x.eq_ignore_ascii_case(p)));
+    let after = &b[end..(end + 3).min(b.len())];
+    let label = end + after.iter().take_while(|c| matches!(c, b' ' | b'-' | b'(' | b'\t')).count();
+    let label = &b[label..(label + 10).min(b.len())];
+    has(&b[start.saturating_sub(48)..start], PHONE_WORDS)
+        || PHONE_WORDS.iter().chain(PHONE_LABELS).any(|p| label.len() >= p.len() && label[..p.len()].eq_ignore_ascii_case(p))
 }
 
 fn groups_values(digits: &[u8], lens: &[usize]) -> Vec<u32> {
@@ -565,5 +573,19 @@ mod tests {
         let pp = "passport no. X1234567";
         let h = after_keyword(pp.as_bytes(), 8, Keyword::Passport).unwrap();
         assert_eq!(&pp[h.start..h.end], "X1234567");
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use crate::{Detector, Inspector};
+
+    #[test]
+    fn bare_ten_digit_numbers_are_phones_only_with_a_phone_word() {
+        let pii = |t: &str| Inspector::default().scan_text(t).of(Detector::Pii).map(|f| f.kind).collect::<Vec<_>>();
+        assert_eq!(pii("order 9279837542 shipped on time"), Vec::<&str>::new());
+        assert_eq!(pii("invoice 0239120433"), Vec::<&str>::new());
+        assert_eq!(pii("call me on 9279837542"), ["phone"]);
+        assert_eq!(pii("0449006866 office"), ["phone"]);
     }
 }

@@ -183,17 +183,19 @@ fn run_end(b: &[u8], from: usize, max: usize, ok: impl Fn(u8) -> bool) -> usize 
     i
 }
 
-/// A provider token starting at `start` (where its prefix matched).
+/// A provider token starting at `start` (where its prefix matched, in any
+/// case). A token whose case was changed as a whole (`akiaz3mn…`, `GHP_…`)
+/// no longer works as written, but it is the secret once its case is
+/// restored: it is reported with a lower confidence.
 pub(crate) fn provider(b: &[u8], start: usize, p: &Provider) -> Option<Hit> {
-    if !b[start..].starts_with(p.prefix.as_bytes()) {
-        return None; // the automaton matches case-insensitively
-    }
+    let exact = b[start..].starts_with(p.prefix.as_bytes());
     let in_url = p.charset == Path || p.charset == UrlPath;
     if start > 0 && is_word(b[start - 1]) && !in_url {
         return None;
     }
     let body = start + p.prefix.len();
-    let end = run_end(b, body, p.max + 1, |c| p.charset.admits(c));
+    let admits = |c: u8| p.charset.admits(c) || (!exact && (p.charset.admits(c.to_ascii_uppercase()) || p.charset.admits(c.to_ascii_lowercase())));
+    let end = run_end(b, body, p.max + 1, admits);
     let n = end - body;
     if n < p.min || n > p.max || (end < b.len() && is_word(b[end]) && p.charset != Dotted) {
         return None;
@@ -208,8 +210,20 @@ pub(crate) fn provider(b: &[u8], start: usize, p: &Provider) -> Option<Hit> {
     if distinct < 6 || has_placeholder_marker(token) {
         return None;
     }
+    let confidence = if exact {
+        0.95
+    } else {
+        // Only the whole token in one case is a case-changed token; a
+        // body without digits is a word.
+        let token = &b[start..end];
+        let one_case = !token.iter().any(u8::is_ascii_uppercase) || !token.iter().any(u8::is_ascii_lowercase);
+        if !one_case || !b[body..end].iter().any(u8::is_ascii_digit) {
+            return None;
+        }
+        0.6
+    };
     let start = if in_url { url_start(b, start) } else { start };
-    Some(Hit { kind: p.kind, start, end, confidence: 0.95 })
+    Some(Hit { kind: p.kind, start, end, confidence })
 }
 
 fn url_start(b: &[u8], at: usize) -> usize {
@@ -346,6 +360,9 @@ pub(crate) fn url_credentials(b: &[u8], sep: usize) -> Option<Hit> {
     if !(known || (password.len() >= 6 && password.iter().any(u8::is_ascii_digit) && password.iter().any(u8::is_ascii_alphabetic))) {
         return None;
     }
+    // The word in the host (`db.example.com`) is a documentation host, not
+    // a documented password; in the password it is.
+    let kind = if contains_ci(password, b"example") { EXAMPLE } else { kind };
     Some(Hit { kind, start: s, end: auth_end, confidence: 0.9 })
 }
 
@@ -409,7 +426,7 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
         _ => (i, run_end(b, i, 257, |c| c > b' ' && !matches!(c, b',' | b';' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b'[' | b']' | b'{' | b'}'))),
     };
     let v = &b[v_start..v_end];
-    if v.len() > 256 || is_placeholder(v) || v.contains(&b' ') {
+    if v.len() > 256 || is_placeholder(v) || v.contains(&b' ') || names_fixture(name) || value_is_fixture(v) {
         return None;
     }
     let hex32 = v.len() >= 32 && v.iter().all(u8::is_ascii_hexdigit);
@@ -443,7 +460,7 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
             }
             // Paths, URLs and dotted names are not keys; nor is anything under
             // a name for an identifier (`CLIENT_ID`, `key_id`, `token_type`).
-            if (v.iter().filter(|c| **c == b'/').count() > 1 && entropy < 4.5) || v.starts_with(b"http") || names_identifier(name) {
+            if (v.iter().filter(|c| **c == b'/').count() > 1 && entropy < 4.5) || v.starts_with(b"http") || names_identifier(name) || made_of_words(v) {
                 return None;
             }
             if is_uuid(v) {
@@ -575,7 +592,15 @@ pub(crate) fn high_entropy_assignment(b: &[u8], sep: usize) -> Option<Hit> {
     if !random || v.iter().filter(|c| **c == b'/').count() > 1 || has_placeholder_marker(v) {
         return None;
     }
-    // the name before the separator
+    let name = name_before(b, sep);
+    if name.len() < 2 || !name.iter().any(u8::is_ascii_alphabetic) || names_no_secret(name) || names_fixture(name) || value_is_fixture(v) || made_of_words(v) {
+        return None;
+    }
+    Some(Hit { kind: "generic_secret", start: i, end: v_end, confidence: 0.5 })
+}
+
+/// The name before the separator at `sep` (`NAME = `, `"name": `).
+fn name_before(b: &[u8], sep: usize) -> &[u8] {
     let mut n_end = sep;
     while n_end > 0 && sep - n_end < 3 && matches!(b[n_end - 1], b' ' | b'"' | b'\'') {
         n_end -= 1;
@@ -584,14 +609,77 @@ pub(crate) fn high_entropy_assignment(b: &[u8], sep: usize) -> Option<Hit> {
     while n_start > 0 && n_end - n_start < 64 && (b[n_start - 1].is_ascii_alphanumeric() || matches!(b[n_start - 1], b'_' | b'-' | b'.')) {
         n_start -= 1;
     }
-    let name = &b[n_start..n_end];
-    if name.len() < 2 || !name.iter().any(u8::is_ascii_alphabetic) {
-        return None;
+    &b[n_start..n_end]
+}
+
+fn names_no_secret(name: &[u8]) -> bool {
+    name_components(name).iter().any(|c| NOT_SECRET_NAMES.contains(&c.as_str()))
+}
+
+/// Name components that say the value is a test fixture (`TEST_TOKEN`,
+/// `mock_api_key`): a generic value under such a name is not a leak.
+/// Provider formats are judged by their shape alone, so a real key kept
+/// under a test name is still found.
+const FIXTURE_NAMES: &[&str] = &["test", "tests", "testing", "mock", "mocked", "fixture", "fixtures", "fake", "dummy", "stub", "sample"];
+
+fn names_fixture(name: &[u8]) -> bool {
+    name_components(name).iter().any(|c| FIXTURE_NAMES.contains(&c.as_str()))
+}
+
+/// The value itself says it is a fixture (`key_for_unit_tests`); not by
+/// `test` alone, which vendors put in real test-mode keys (`FLWSECK_TEST-…`).
+fn value_is_fixture(v: &[u8]) -> bool {
+    name_components(v).iter().any(|c| c != "test" && FIXTURE_NAMES.contains(&c.as_str()))
+}
+
+/// A token at `start` is the value of a digest or an identifier
+/// (`sha256=…` in a wheel's RECORD, `SHA256:…` fingerprints).
+pub(crate) fn value_of_no_secret_name(b: &[u8], start: usize) -> bool {
+    let mut sep = start;
+    while sep > 0 && start - sep < 3 && matches!(b[sep - 1], b' ' | b'"' | b'\'') {
+        sep -= 1;
     }
-    if name_components(name).iter().any(|c| NOT_SECRET_NAMES.contains(&c.as_str())) {
-        return None;
+    sep > 0 && matches!(b[sep - 1], b'=' | b':') && names_no_secret(name_before(b, sep - 1))
+}
+
+/// A value made of words, as code identifiers are
+/// (`handleTransientNetworkErrors5xxRetry`): at least three humps of an
+/// optional capital and small letters with a vowel (not only hex letters:
+/// `fedcba` is a digit group) hold most of its letters, and at most one
+/// group of digits sits inside it. Generated keys switch case and class
+/// every character or two; chosen passwords end in their digits
+/// (`RedisSentPass123`) and stay passwords.
+pub(crate) fn made_of_words(v: &[u8]) -> bool {
+    let (mut words, mut in_words, mut letters, mut digit_groups) = (0, 0, 0, 0);
+    let mut i = 0;
+    while i < v.len() {
+        if v[i].is_ascii_digit() {
+            digit_groups += 1;
+            while i < v.len() && v[i].is_ascii_digit() {
+                i += 1;
+            }
+            continue;
+        }
+        if !v[i].is_ascii_alphabetic() {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        i += 1;
+        while i < v.len() && v[i].is_ascii_lowercase() {
+            i += 1;
+        }
+        let hump = &v[s..i];
+        letters += hump.len();
+        let vowel = hump.iter().any(|c| b"aeiouyAEIOUY".contains(c));
+        let hex_only = hump.iter().all(u8::is_ascii_hexdigit);
+        if hump.len() >= 3 && vowel && !hex_only {
+            words += 1;
+            in_words += hump.len();
+        }
     }
-    Some(Hit { kind: "generic_secret", start: i, end: v_end, confidence: 0.5 })
+    let ends_in_digits = v.last().is_some_and(|c| !c.is_ascii_alphabetic());
+    words >= 3 && in_words * 5 >= letters * 4 && digit_groups <= 1 && !ends_in_digits
 }
 
 fn right_boundary(b: &[u8], e: usize) -> bool {
@@ -633,6 +721,9 @@ pub(crate) fn prefixed_token(run: &[u8]) -> Option<f32> {
         body_start += k + 1;
     }
     let body = &run[body_start..];
+    if made_of_words(body) {
+        return None;
+    }
     let (up, lo, dig) =
         body.iter().fold((0, 0, 0), |(u, l, d), c| (u + c.is_ascii_uppercase() as usize, l + c.is_ascii_lowercase() as usize, d + c.is_ascii_digit() as usize));
     if body.len() < 28 || body.iter().filter(|c| **c == b'-').count() > 4 {
@@ -663,11 +754,32 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Markers of documentation values, matched case-insensitively in one pass.
 static MARKERS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
-    aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(["example", "xxxxx", "placeholder", "your_", "your-", "redacted"])
-        .expect("static patterns")
+    aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(["xxxxx", "placeholder", "your_", "your-", "redacted"]).expect("static patterns")
 });
+
+/// The kind of a value shaped like a credential that its vendor documents
+/// as an example (`AKIAIOSFODNN7EXAMPLE`): reported, so a reader sees it,
+/// but never counted as a secret (`Findings::secret_count`, policy).
+pub const EXAMPLE: &str = "example";
+
+/// Example credentials published in vendors' documentation without the
+/// word "example" in them (those with it are examples by that word).
+const DOCUMENTED: &[&str] = &[
+    // jwt.io's sample token
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    // Stripe's API reference test key
+    "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+    "sk_test_BQokikJOvBiI2HlWgH4olfQ2",
+];
+
+/// The kind to report for a secret-shaped `value` found as `kind`. A URL
+/// is judged by its password ([`url_credentials`]), so here only by the
+/// documented values.
+pub(crate) fn label(value: &[u8], kind: &'static str) -> &'static str {
+    let documented = DOCUMENTED.iter().any(|d| d.as_bytes() == value);
+    let url = memchr::memmem::find(value, b"://").is_some();
+    if documented || (!url && memchr::memmem::find(&value.to_ascii_lowercase(), b"example").is_some()) { EXAMPLE } else { kind }
+}
 
 /// Markers that make a whole value a stand-in, not a secret.
 static STAND_INS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
@@ -769,5 +881,50 @@ mod tests {
         assert_eq!(assign("X-API-KEY   :  = \"  JSuKxKWNfd898GujYX9p66-_M1knu3xIP").as_deref(), Some("JSuKxKWNfd898GujYX9p66-_M1knu3xIP"));
         let doc = "postgres://user:${DB_PASSWORD}@db/app";
         assert!(url_credentials(doc.as_bytes(), doc.find("://").unwrap()).is_none());
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use crate::{Detector, Inspector};
+    use serde_json::json;
+
+    fn secrets(t: &str) -> Vec<(&'static str, String)> {
+        let scan = Inspector::default().scan_text(t);
+        scan.of(Detector::Secret).map(|f| (f.kind, t[f.start..f.end].to_string())).collect()
+    }
+
+    #[test]
+    fn digests_fingerprints_identifiers_and_fixtures_are_not_secrets() {
+        for t in [
+            "pkg/core.py,sha256=ba_m1xUuM4SuCqvBXDVyHAw6-tiEp0Aat2fX5FODbHU,2048\npkg/x.py,sha256=Zq-9aKm3LxvB8nPq2RtY7wDf5GhJ4kMnB6vC1xZ0aQs,100",
+            "256 SHA256:ab_Ff3kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8 github.com (RSA)",
+            "Key fingerprint = 9DC8 5822 9FC7 DD38 854A  E2D8 8D81 803C 0EBF CD88",
+            "apiKey: handleTransientNetworkErrors5xxRetry",
+            "secret_key = \"test_secret_key_for_unit_tests_1234\"",
+            "mock_api_key = \"Zx8vQp2zNcMfWjR4tYu7\"",
+            "TEST_TOKEN=0123456789abcdefABCDEF0123456789",
+            "md5 9f86d081884c7d659a2feaa0c55ad015 of the upload",
+        ] {
+            assert_eq!(secrets(t), [], "{t}");
+        }
+        assert_eq!(secrets("apiKey: Kp4Qx7Rm2Sn5Tb8Vw3YzKp4Q").len(), 1, "a generated key still is one");
+    }
+
+    #[test]
+    fn documented_examples_are_reported_as_examples_and_not_counted() {
+        let t = "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nstripe sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+        let found = secrets(t);
+        assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), [super::EXAMPLE; 3], "{found:?}");
+        let s = Inspector::default().scan_json(&json!({ "config": t, "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" }));
+        assert!(s.findings.iter().any(|f| f.finding.kind == super::EXAMPLE));
+        assert_eq!((s.summary.secret_count, s.summary.secrets.len()), (0, 0), "{:?}", s.summary);
+    }
+
+    #[test]
+    fn twilio_auth_tokens_next_to_their_account() {
+        let t = "sid AC0123456789abcdef0123456789abcdef token 9f86d081884c7d659a2feaa0c55ad015";
+        let t = t.replace(" token ", " ");
+        assert_eq!(secrets(&t), [("twilio_auth_token", "9f86d081884c7d659a2feaa0c55ad015".to_string())]);
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::cli::InspectCmd;
 use anyhow::{Context, Result, bail};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use warden_inspect::Inspector;
 use warden_inspect::eval::{Counts, Report, Sample, evaluate};
@@ -118,19 +118,21 @@ fn eval(paths: &[PathBuf], json: bool, targets: &[Target], examples: bool) -> Re
     }
     let ins = Inspector::default();
     let report = evaluate(&ins, &samples);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if json {
+        serde_json::to_string_pretty(&report)?
     } else {
-        println!("{} labelled samples\n\n{report}", samples.len());
+        let mut t = format!("{} labelled samples\n\n{report}", samples.len());
         if examples {
             for (name, r) in &report.detectors {
-                println!("\n{name}: examples");
+                t.push_str(&format!("\n{name}: examples\n"));
                 for e in &r.examples {
-                    println!("  {e}");
+                    t.push_str(&format!("  {e}\n"));
                 }
             }
         }
-    }
+        t
+    };
+    print(&text)?;
     let mut missed = Vec::new();
     for t in targets {
         match t.measure(&report) {
@@ -150,6 +152,17 @@ fn eval(paths: &[PathBuf], json: bool, targets: &[Target], examples: bool) -> Re
     Ok(())
 }
 
+/// Write `text` and a newline to stdout. A reader that went away
+/// (`warden inspect eval … | head`) ends the output quietly instead of
+/// panicking as `println!` does on a broken pipe.
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
 fn read_input(file: Option<&Path>) -> Result<String> {
     let mut text = String::new();
     match file {
@@ -166,15 +179,19 @@ fn tools(file: Option<&Path>) -> Result<()> {
     let list = v.get("tools").unwrap_or(&v).as_array().context("expected {\"tools\": [...]} or an array of tool definitions")?;
     let ins = Inspector::default();
     let mut flagged = 0;
+    let mut text = String::new();
     for def in list {
         let name = def.get("name").and_then(serde_json::Value::as_str).unwrap_or("(unnamed)");
         let scan = ins.scan_tool_definition(def, "input", &[]);
         let status = if scan.flagged() { "FLAGGED" } else { "ok" };
-        println!("{status:<8} {name}");
+        text.push_str(&format!("{status:<8} {name}\n"));
         for f in &scan.findings {
-            println!("         {} {:.2} at {}: {}", f.kind, f.confidence, f.path, f.detail);
+            text.push_str(&format!("         {} {:.2} at {}: {}\n", f.kind, f.confidence, f.path, f.detail));
         }
         flagged += usize::from(scan.flagged());
+    }
+    if !text.is_empty() {
+        print(text.trim_end())?;
     }
     if flagged > 0 {
         bail!("{flagged} of {} tool definitions flagged (possible tool poisoning)", list.len());
@@ -197,6 +214,5 @@ fn scan(file: Option<&Path>) -> Result<()> {
             serde_json::json!({ "findings": findings, "injection_score": (s.injection_score * 100.0).round() })
         }
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    print(&serde_json::to_string_pretty(&out)?)
 }

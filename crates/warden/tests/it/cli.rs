@@ -262,6 +262,24 @@ fn inspect_commands_scan_text_and_flag_poisoned_tool_definitions() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/eval-data"), "points to how to build the data");
 }
 
+#[test]
+fn inspect_eval_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = serde_json::json!({ "text": "mail bob@corp.example", "detectors": ["pii"], "entities": [{ "detector": "pii", "kind": "email", "value": "bob@corp.example" }] });
+    std::fs::write(dir.path().join("s.jsonl"), format!("{sample}\n").repeat(200)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["inspect", "eval", dir.path().to_str().unwrap(), "--examples"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the report is written (`… | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+}
+
 #[tokio::test]
 async fn compliance_report_holds_the_evidence_as_json_and_escaped_html() {
     let h = Harness::start("");
