@@ -133,6 +133,9 @@ pub struct Gateway {
     /// Upstreams' notifications about no request, for the session streams
     /// (taken by the task that delivers them).
     notices: Mutex<Option<tokio::sync::mpsc::Receiver<crate::upstream::Notice>>>,
+    /// What each agent recently sent out through exfiltration-capable tools,
+    /// so that a value split over calls is found.
+    exfil: Mutex<HashMap<String, warden_inspect::ExfilWindow>>,
     /// Upstreams' requests relayed to clients, waiting for their answers.
     pub(crate) awaiting: crate::sessions::Awaiting,
     /// Scans arguments, results and tool definitions.
@@ -202,6 +205,7 @@ impl Gateway {
             sessions: Default::default(),
             cancels: Default::default(),
             awaiting: Default::default(),
+            exfil: Default::default(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
             notices: Mutex::new(Some(notices_rx)),
@@ -404,6 +408,22 @@ impl Gateway {
         self.upstreams.get(server)
     }
 
+    /// What `args` reveal joined with what `agent` recently sent out.
+    pub(crate) fn exfil_check(&self, agent: &str, args: &Value) -> Vec<warden_inspect::JsonFinding> {
+        self.exfil.lock().get(agent).map(|w| w.check(&self.inspector, args)).unwrap_or_default()
+    }
+
+    /// Keep what `agent` sends out through an exfiltration-capable tool.
+    pub(crate) fn exfil_record(&self, agent: &str, args: &Value) {
+        let mut windows = self.exfil.lock();
+        // One window per agent; the registry bounds the agents, this bounds
+        // the memory if it is huge.
+        if windows.len() >= MAX_EXFIL_WINDOWS && !windows.contains_key(agent) {
+            windows.clear();
+        }
+        windows.entry(agent.to_string()).or_insert_with(|| warden_inspect::ExfilWindow::new(warden_inspect::EXFIL_WINDOW_BYTES)).record(args);
+    }
+
     /// Each upstream's tool naming.
     fn names(&self) -> impl Iterator<Item = crate::catalog::Names<'_>> {
         self.upstreams.values().map(|u| crate::catalog::Names { server: &u.config.name, naming: u.config.naming, aliases: &u.config.aliases })
@@ -432,6 +452,9 @@ impl Gateway {
         crate::catalog::resolve_tool(name, self.names(), |t| snap.tools.contains_key(t))
     }
 }
+
+/// Agents whose recent outgoing values are kept at once.
+const MAX_EXFIL_WINDOWS: usize = 100_000;
 
 /// Upstreams' notifications about no request waiting to be delivered to
 /// session streams; beyond it they are dropped (notifications are best

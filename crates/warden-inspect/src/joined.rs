@@ -57,19 +57,28 @@ impl Inspector {
 /// Findings of the concatenation that cross a cut.
 fn crossing<'a>(ins: &Inspector, parts: impl Iterator<Item = &'a str>) -> Vec<Finding> {
     let mut text = String::new();
-    let mut cuts = Vec::new();
+    let mut spans = Vec::new();
     for p in parts {
-        if !text.is_empty() {
-            cuts.push(text.len());
-        }
+        spans.push((text.len(), p));
         text.push_str(p);
     }
-    let scan = ins.scan_text(&text);
-    scan.findings
+    let cuts: Vec<usize> = spans.iter().skip(1).map(|(at, _)| *at).collect();
+    let crossing: Vec<Finding> = ins
+        .scan_text(&text)
+        .findings
         .into_iter()
         .filter(|f| matches!(f.detector, Detector::Pii | Detector::Secret) && f.kind != crate::EXAMPLE)
         .filter(|f| cuts.iter().any(|c| f.start < *c && *c < f.end))
-        .collect()
+        .collect();
+    if crossing.is_empty() {
+        return crossing;
+    }
+    // A value whole in one part, which the join only extended (an address
+    // followed by the next part's first word), is that part's finding, not
+    // a split one.
+    let alone: Vec<(usize, usize, &str)> =
+        spans.iter().flat_map(|(at, p)| ins.scan_text(p).findings.into_iter().map(move |f| (at + f.start, at + f.end, f.kind))).collect();
+    crossing.into_iter().filter(|f| !alone.iter().any(|(s, e, k)| *k == f.kind && *s < f.end && f.start < *e)).collect()
 }
 
 /// Every string in a JSON value with its pointer, in document order.
@@ -102,11 +111,15 @@ fn strings(v: &Value) -> Vec<(String, &str)> {
     out
 }
 
-/// The last bytes a session sent through tools that can send data out, so
-/// a value split across two such calls is found when the second is made.
+/// The strings a session recently sent through tools that can send data
+/// out (the newest last, [`EXFIL_WINDOW_BYTES`] in all), so that a value
+/// split across two such calls is found when the second is made: each new
+/// string is joined with each recent one, in both orders (a caller may send
+/// either half first, in any argument).
 #[derive(Debug, Clone)]
 pub struct ExfilWindow {
-    tail: String,
+    recent: std::collections::VecDeque<String>,
+    bytes: usize,
     cap: usize,
 }
 
@@ -116,42 +129,68 @@ impl Default for ExfilWindow {
     }
 }
 
+/// Bytes of each side of a join that are scanned: a split value's halves
+/// meet at the cut, and no secret or card is longer than this.
+const JOIN_REACH: usize = 256;
+/// Recent strings each new one is joined with, newest first.
+const JOINED_RECENT: usize = 32;
+
 impl ExfilWindow {
-    /// A window keeping the last `cap` bytes.
+    /// A window keeping about the last `cap` bytes.
     pub fn new(cap: usize) -> Self {
-        Self { tail: String::new(), cap }
+        Self { recent: Default::default(), bytes: 0, cap }
     }
 
-    /// What the arguments of a new outgoing call show joined after the
-    /// window's tail: PII and secrets that start in what went out before
-    /// and end in this call (path `(earlier calls)+…`).
+    /// What the arguments of a new outgoing call show joined with what went
+    /// out before: PII and secrets that cross from an earlier string into
+    /// one of this call's (path `(earlier calls)+POINTER`).
     pub fn check(&self, ins: &Inspector, args: &Value) -> Vec<JsonFinding> {
-        if self.tail.is_empty() {
-            return Vec::new();
+        let mut out: Vec<JsonFinding> = Vec::new();
+        for (path, new) in strings(args) {
+            for old in self.recent.iter().rev().take(JOINED_RECENT) {
+                let (old_end, new_start) = (suffix(old, JOIN_REACH), prefix(new, JOIN_REACH));
+                let (new_end, old_start) = (suffix(new, JOIN_REACH), prefix(old, JOIN_REACH));
+                let found = crossing(ins, [old_end, new_start].into_iter()).into_iter().chain(crossing(ins, [new_end, old_start].into_iter()));
+                for f in found {
+                    if !out.iter().any(|g| g.finding.kind == f.kind && g.path.ends_with(&path)) {
+                        out.push(JsonFinding { path: format!("(earlier calls)+{path}"), finding: Finding { start: 0, end: new.len(), ..f } });
+                    }
+                }
+            }
         }
-        let strings = strings(args);
-        let text: String = strings.iter().map(|(_, s)| *s).collect();
-        let path = std::iter::once("(earlier calls)").chain(strings.iter().map(|(p, _)| p.as_str())).collect::<Vec<_>>().join("+");
-        let n = self.tail.len();
-        crossing(ins, [self.tail.as_str(), text.as_str()].into_iter())
-            .into_iter()
-            .map(|f| JsonFinding { path: path.clone(), finding: Finding { start: f.start.saturating_sub(n), end: f.end - n, ..f } })
-            .collect()
+        out
     }
 
-    /// Keep the strings of a call that went out as the latest of the tail.
+    /// Keep the strings of a call that went out as the newest.
     pub fn record(&mut self, args: &Value) {
         for (_, s) in strings(args) {
-            self.tail.push_str(s);
+            self.bytes += s.len();
+            self.recent.push_back(s.to_string());
         }
-        if self.tail.len() > self.cap {
-            let mut cut = self.tail.len() - self.cap;
-            while !self.tail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            self.tail.drain(..cut);
+        while self.bytes > self.cap
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.bytes -= old.len();
         }
     }
+}
+
+/// The last (at most) `n` bytes of `s`, on a character boundary.
+fn suffix(s: &str, n: usize) -> &str {
+    let mut cut = s.len().saturating_sub(n);
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &s[cut..]
+}
+
+/// The first (at most) `n` bytes of `s`, on a character boundary.
+fn prefix(s: &str, n: usize) -> &str {
+    let mut cut = n.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 #[cfg(test)]
@@ -186,8 +225,15 @@ mod tests {
         let found = w.check(&ins, &json!({ "body": b }));
         assert_eq!(found.iter().map(|f| f.finding.kind).collect::<Vec<_>>(), ["github_token"], "{found:?}");
         assert_eq!(found[0].path, "(earlier calls)+/body");
+        // Among other strings of the call, and the halves the other way round.
+        let mut w = ExfilWindow::new(4096);
+        w.record(&json!({ "to": "ops@example.com", "subject": "notes", "body": b }));
+        let found = w.check(&ins, &json!({ "subject": "more", "body": a }));
+        assert_eq!(found.iter().map(|f| f.finding.kind).collect::<Vec<_>>(), ["github_token"], "{found:?}");
+        let mut w = ExfilWindow::new(64);
+        w.record(&json!({ "body": a }));
         w.record(&json!({ "body": "x".repeat(100) }));
         assert!(w.check(&ins, &json!({ "body": b })).is_empty(), "the first half left the window");
-        assert!(w.tail.len() <= 64);
+        assert!(w.bytes <= 64);
     }
 }

@@ -385,9 +385,15 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Scan the arguments for secrets, PII and injection.
-    pub(crate) fn inspect(&mut self, args: &Value) -> Inspection {
-        let scan = self.gw.inspector.scan_json(args);
+    /// Scan the arguments for secrets, PII and injection, each string and
+    /// across them (a key split over two arguments); for an
+    /// exfiltration-capable tool also joined with what the agent recently
+    /// sent out that way (a card split over two calls).
+    pub(crate) fn inspect(&mut self, target: &Target) -> Inspection {
+        let mut scan = self.gw.inspector.scan_arguments(&target.args);
+        if target.tool.exfil_capable {
+            scan.merge(self.gw.exfil_check(self.auth.claims.agent(), &target.args));
+        }
         self.take_inspection(scan.summary)
     }
 
@@ -583,7 +589,7 @@ impl<'a> Pipeline<'a> {
             return Err(Stopped::Refused(Refusal::Unavailable(format!("no upstream server {:?} is configured", target.tool.tool.server))));
         };
         self.check_kills(Some(&target.tool.tool)).map_err(Stopped::Refused)?;
-        let found = self.inspect(&target.args);
+        let found = self.inspect(&target);
         let auth = self.auth;
         let mcall = monitor_call(auth, &target.tool, &target.args, target.arg_bytes, now_ms());
         let assessed = self.assess(&mcall);
@@ -610,6 +616,9 @@ impl<'a> Pipeline<'a> {
         };
         let admission = self.admit(mcall, target, &permit, found).await.map_err(Stopped::Refused)?;
         // The admission (its breaker probe) lives on until the result is reviewed.
+        if target.tool.exfil_capable {
+            self.gw.exfil_record(self.auth.claims.agent(), &admission.args);
+        }
         let result = forward(admission.args).await.map_err(Stopped::UpstreamFailed)?;
         self.review(mcall, target, &permit, a, result).map_err(Stopped::Refused)
     }

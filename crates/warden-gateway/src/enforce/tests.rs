@@ -244,7 +244,7 @@ fn tool(name: &str) -> ToolRef {
 /// Resolve, inspect and assess a call, as `tool_call` does before deciding.
 async fn prepared(p: &mut Pipeline<'_>, name: &str, args: Value) -> (Target, Inspection, Assessed) {
     let target = p.resolve_tool(Some(name), Some(&args)).await.unwrap_or_else(|r| panic!("{name} resolves: {r:?}"));
-    let found = p.inspect(&target.args);
+    let found = p.inspect(&target);
     let call = monitor_call(p.auth, &target.tool, &target.args, target.arg_bytes, now_ms());
     let assessed = p.assess(&call);
     (target, found, assessed)

@@ -511,3 +511,25 @@ async fn each_agent_session_has_its_own_upstream_session_and_a_kill_ends_it() {
     assert!(r.result().is_some(), "{}", r.body);
     assert_eq!(*h.serving_pids().last().unwrap(), pids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_split_across_arguments_or_across_calls_is_found_before_it_leaves() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let send = |subject: &str, body: &str| json!({ "to": "ops@example.com", "subject": subject, "body": body });
+    // Over two arguments of one call: the critical guardrail contains the agent.
+    let (id, key) = h.register("splitter", "onboarding/email_send", 2, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let (first, second) = ("ghp_4fT9kQ2mZx7LpW1s", "V8bN3cR6yH0dJ5aE2gUu");
+    let r = c.call_tool("onboarding__email_send", send(second, first)).await.unwrap();
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["credential-exfiltration", "no-secrets-in-arguments"]), "{}", r.body);
+    // Over two calls: the first half goes, the second is refused.
+    let (id, key) = h.register("trickler", "onboarding/email_send", 2, None);
+    let mut c = h.ready_client(&id, &key, None).await;
+    let calls = h.upstream_calls();
+    let r = c.call_tool("onboarding__email_send", send("notes", first)).await.unwrap();
+    assert!(r.result().is_some(), "half a key is nothing yet: {}", r.body);
+    let r = c.call_tool("onboarding__email_send", send("more notes", second)).await.unwrap();
+    assert_eq!(r.body["error"]["data"]["policies"], json!(["credential-exfiltration", "no-secrets-in-arguments"]), "{}", r.body);
+    assert_eq!(h.upstream_calls(), calls + 1, "the second half never left");
+}
