@@ -134,6 +134,15 @@ impl Default for ExfilWindow {
 const JOIN_REACH: usize = 256;
 /// Recent strings each new one is joined with, newest first.
 const JOINED_RECENT: usize = 32;
+/// Bytes joined and scanned per check at most (a call with very many
+/// strings is checked against the newest until this is spent).
+const JOIN_BUDGET: usize = 64 << 10;
+
+/// A character a split value can run through at the cut (a card's groups
+/// are separated by spaces).
+fn runs_through(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '+' | '/' | '=' | '.' | '@' | ' ')
+}
 
 impl ExfilWindow {
     /// A window keeping about the last `cap` bytes.
@@ -146,11 +155,23 @@ impl ExfilWindow {
     /// one of this call's (path `(earlier calls)+POINTER`).
     pub fn check(&self, ins: &Inspector, args: &Value) -> Vec<JsonFinding> {
         let mut out: Vec<JsonFinding> = Vec::new();
+        let mut budget = JOIN_BUDGET;
         for (path, new) in strings(args) {
             for old in self.recent.iter().rev().take(JOINED_RECENT) {
-                let (old_end, new_start) = (suffix(old, JOIN_REACH), prefix(new, JOIN_REACH));
-                let (new_end, old_start) = (suffix(new, JOIN_REACH), prefix(old, JOIN_REACH));
-                let found = crossing(ins, [old_end, new_start].into_iter()).into_iter().chain(crossing(ins, [new_end, old_start].into_iter()));
+                // Only where the cut falls between two characters a value
+                // runs through (a key, a card's digits, an address): prose
+                // ends and starts elsewhere, and the scans stay few.
+                let pairs = [(old.as_str(), new), (new, old.as_str())];
+                let joins = pairs.into_iter().filter(|(a, b)| a.chars().next_back().is_some_and(runs_through) && b.chars().next().is_some_and(runs_through));
+                let mut found = Vec::new();
+                for (a, b) in joins {
+                    let (end, start) = (suffix(a, JOIN_REACH), prefix(b, JOIN_REACH));
+                    if budget < end.len() + start.len() {
+                        break;
+                    }
+                    budget -= end.len() + start.len();
+                    found.extend(crossing(ins, [end, start].into_iter()));
+                }
                 for f in found {
                     if !out.iter().any(|g| g.finding.kind == f.kind && g.path.ends_with(&path)) {
                         out.push(JsonFinding { path: format!("(earlier calls)+{path}"), finding: Finding { start: 0, end: new.len(), ..f } });
@@ -230,6 +251,16 @@ mod tests {
         w.record(&json!({ "to": "ops@example.com", "subject": "notes", "body": b }));
         let found = w.check(&ins, &json!({ "subject": "more", "body": a }));
         assert_eq!(found.iter().map(|f| f.finding.kind).collect::<Vec<_>>(), ["github_token"], "{found:?}");
+        // A card in groups, split at a space.
+        let mut w = ExfilWindow::new(4096);
+        w.record(&json!({ "body": "4111 1111" }));
+        let found = w.check(&ins, &json!({ "body": " 1111 1111" }));
+        assert!(found.iter().any(|f| f.finding.kind == "credit_card"), "{found:?}");
+        // Many strings cost no more than the budget.
+        let mut w = ExfilWindow::new(4096);
+        w.record(&json!((0..64).map(|i| format!("recent value {i}")).collect::<Vec<_>>()));
+        let many: Vec<String> = (0..10_000).map(|i| format!("string {i}")).collect();
+        assert!(w.check(&ins, &json!(many)).is_empty());
         let mut w = ExfilWindow::new(64);
         w.record(&json!({ "body": a }));
         w.record(&json!({ "body": "x".repeat(100) }));
