@@ -31,6 +31,8 @@ pub(crate) type Event = (u64, serde_json::Value);
 /// Events kept for a session's stream, so that a client that reconnects
 /// with `Last-Event-ID` misses none of the last [`EVENTS_KEPT`].
 pub(crate) const EVENTS_KEPT: usize = 256;
+/// And no more than this many bytes of them per session.
+pub(crate) const EVENT_BYTES_KEPT: usize = 256 << 10;
 
 /// One session's stream: the events kept, numbered from 1, and the GET
 /// stream open now (the newest replaces an older one).
@@ -38,6 +40,8 @@ pub(crate) const EVENTS_KEPT: usize = 256;
 struct Events {
     next: u64,
     kept: VecDeque<Event>,
+    /// Their size as JSON text, kept under [`EVENT_BYTES_KEPT`].
+    bytes: usize,
     live: Option<tokio::sync::mpsc::Sender<Event>>,
 }
 
@@ -101,9 +105,12 @@ impl Sessions {
     pub fn push_event(&mut self, sid: &str, event: serde_json::Value) {
         let Some(e) = self.by_id.get_mut(sid).map(|s| &mut s.events) else { return };
         e.next += 1;
-        if e.kept.len() == EVENTS_KEPT {
-            e.kept.pop_front();
+        let size = event.to_string().len();
+        while e.kept.len() == EVENTS_KEPT || (!e.kept.is_empty() && e.bytes + size > EVENT_BYTES_KEPT) {
+            let (_, old) = e.kept.pop_front().expect("not empty");
+            e.bytes -= old.to_string().len();
         }
+        e.bytes += size;
         e.kept.push_back((e.next, event.clone()));
         if e.live.as_ref().is_some_and(|l| l.try_send((e.next, event)).is_err()) {
             e.live = None;

@@ -410,7 +410,9 @@ impl Gateway {
 
     /// What `args` reveal joined with what `agent` recently sent out.
     pub(crate) fn exfil_check(&self, agent: &str, args: &Value) -> Vec<warden_inspect::JsonFinding> {
-        self.exfil.lock().get(agent).map(|w| w.check(&self.inspector, args)).unwrap_or_default()
+        // Checked outside the lock every agent's window shares.
+        let window = self.exfil.lock().get(agent).cloned();
+        window.map(|w| w.check(&self.inspector, args)).unwrap_or_default()
     }
 
     /// Keep what `agent` sends out through an exfiltration-capable tool.

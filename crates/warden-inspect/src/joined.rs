@@ -39,20 +39,26 @@ impl Inspector {
     }
 
     /// [`Inspector::scan_json`] of a call's arguments, plus what their
-    /// strings show only joined (path: the joined strings' pointers with
-    /// `+`). This is the argument inspection for a tool call.
+    /// strings show only joined (path: the first and last joined string's
+    /// pointers, `FIRST+…+LAST`; at most [`MAX_JOINED_FINDINGS`] of them).
+    /// This is the argument inspection for a tool call.
     pub fn scan_arguments(&self, args: &Value) -> JsonScan {
         let mut scan = self.scan_json(args);
         let strings = strings(args);
         let parts: Vec<&str> = strings.iter().map(|(_, s)| *s).collect();
         let joined = self.scan_joined(&parts);
         if !joined.findings.is_empty() {
-            let path = strings.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join("+");
-            scan.merge(joined.findings.into_iter().map(|finding| JsonFinding { path: path.clone(), finding }));
+            let (first, last) = (strings.first().map_or("", |(p, _)| p.as_str()), strings.last().map_or("", |(p, _)| p.as_str()));
+            let path = format!("{first}+…+{last}");
+            scan.merge(joined.findings.into_iter().take(MAX_JOINED_FINDINGS).map(|finding| JsonFinding { path: path.clone(), finding }));
         }
         scan
     }
 }
+
+/// Joined findings kept per scan: one is enough for policy to refuse, and
+/// a call built to produce many must not cost memory in proportion.
+pub const MAX_JOINED_FINDINGS: usize = 16;
 
 /// Findings of the concatenation that cross a cut.
 fn crossing<'a>(ins: &Inspector, parts: impl Iterator<Item = &'a str>) -> Vec<Finding> {
@@ -68,7 +74,9 @@ fn crossing<'a>(ins: &Inspector, parts: impl Iterator<Item = &'a str>) -> Vec<Fi
         .findings
         .into_iter()
         .filter(|f| matches!(f.detector, Detector::Pii | Detector::Secret) && f.kind != crate::EXAMPLE)
-        .filter(|f| cuts.iter().any(|c| f.start < *c && *c < f.end))
+        // The cuts are in order: the first after the finding's start.
+        .filter(|f| cuts.get(cuts.partition_point(|c| *c <= f.start)).is_some_and(|c| *c < f.end))
+        .take(MAX_JOINED_FINDINGS)
         .collect();
     if crossing.is_empty() {
         return crossing;
@@ -134,9 +142,11 @@ impl Default for ExfilWindow {
 const JOIN_REACH: usize = 256;
 /// Recent strings each new one is joined with, newest first.
 const JOINED_RECENT: usize = 32;
-/// Bytes joined and scanned per check at most (a call with very many
-/// strings is checked against the newest until this is spent).
+/// Bytes joined and scanned per check at most, and joins at most (a call
+/// with very many strings is checked against the newest until either is
+/// spent).
 const JOIN_BUDGET: usize = 64 << 10;
+const MAX_JOIN_SCANS: usize = 512;
 
 /// A character a split value can run through at the cut (a card's groups
 /// are separated by spaces).
@@ -155,7 +165,7 @@ impl ExfilWindow {
     /// one of this call's (path `(earlier calls)+POINTER`).
     pub fn check(&self, ins: &Inspector, args: &Value) -> Vec<JsonFinding> {
         let mut out: Vec<JsonFinding> = Vec::new();
-        let mut budget = JOIN_BUDGET;
+        let (mut budget, mut scans) = (JOIN_BUDGET, 0);
         for (path, new) in strings(args) {
             for old in self.recent.iter().rev().take(JOINED_RECENT) {
                 // Only where the cut falls between two characters a value
@@ -166,10 +176,10 @@ impl ExfilWindow {
                 let mut found = Vec::new();
                 for (a, b) in joins {
                     let (end, start) = (suffix(a, JOIN_REACH), prefix(b, JOIN_REACH));
-                    if budget < end.len() + start.len() {
+                    if budget < end.len() + start.len() || scans == MAX_JOIN_SCANS {
                         break;
                     }
-                    budget -= end.len() + start.len();
+                    (budget, scans) = (budget - end.len() - start.len(), scans + 1);
                     found.extend(crossing(ins, [end, start].into_iter()));
                 }
                 for f in found {

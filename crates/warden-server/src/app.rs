@@ -259,7 +259,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let redaction_key: [u8; 32] = Sha256::new().chain_update(b"warden redaction key v1\n").chain_update(key.to_pkcs8_pem().as_bytes()).finalize().into();
     let store = open_store(&cfg).await?;
     let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
-    let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().map_err(|e| StartError::Config(e.to_string()))?;
+    // Upstreams, webhooks and exporters get no redirects followed: a
+    // server must not send the gateway (and its injected credentials) elsewhere.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let logs = cfg.telemetry.otlp_logs_url.clone().map(|url| {
         warden_gateway::telemetry::Exporter::start(cfg.telemetry.service_name.clone(), url, http.clone(), warden_gateway::telemetry::otlp_logs_json)
     });

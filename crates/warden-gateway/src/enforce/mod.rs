@@ -306,7 +306,16 @@ impl<'a> Pipeline<'a> {
     /// [`Refusal::suspicious_at_resolution`]) counts against the agent, and
     /// so does a flood of names nothing answers to.
     async fn resolved(&mut self, resolved: Result<Target, Refusal>) -> Result<Target, Refusal> {
-        let Err(r) = &resolved else { return resolved };
+        if let Err(r) = &resolved {
+            self.unresolved(r).await;
+        }
+        resolved
+    }
+
+    /// Count a refusal at resolution with the monitor, as [`Pipeline::resolved`]
+    /// does (for a front door that refused a request before it could name a
+    /// target).
+    pub(crate) async fn unresolved(&mut self, r: &Refusal) {
         let (monitor, agent, trigger) = (&self.gw.monitor, self.auth.claims.agent(), Instant::now());
         // Asking beyond the grant counts at once; a name nothing answers to
         // only in a flood (see `warden_monitor::MISSES_PER_MINUTE`).
@@ -318,7 +327,6 @@ impl<'a> Pipeline<'a> {
         if let Some(cause) = cause {
             contain_agent(self.gw, agent, cause, trigger).await;
         }
-        resolved
     }
 
     /// Resolve a resource (`kind` resource, `name` its URI upstream) or a

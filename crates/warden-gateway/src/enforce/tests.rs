@@ -338,6 +338,22 @@ async fn an_unregistered_tool_is_unknown_a_pending_one_unavailable_and_neither_i
 }
 
 #[tokio::test]
+async fn a_flood_of_names_nothing_answers_to_counts_against_the_agent() {
+    let fx = Fixture::new().await;
+    let auth = fx.caller();
+    let mut p = pipeline(&fx, &auth);
+    // A front door's own refusals (an unknown resource) count as these do.
+    for _ in 0..warden_monitor::MISSES_PER_MINUTE {
+        p.unresolved(&Refusal::Unknown("unknown resource".into())).await;
+    }
+    assert_eq!(fx.risk(), 0, "the allowance");
+    for _ in 0..5 {
+        let _ = p.resolve_tool(Some("crm__ghost"), None).await;
+    }
+    assert!(fx.risk() > 0, "beyond it, each counts");
+}
+
+#[tokio::test]
 async fn a_call_without_arguments_resolves_with_an_empty_object() {
     let fx = Fixture::new().await;
     let auth = fx.caller();

@@ -459,7 +459,11 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
     let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
     let answer = match item_of(call.gw, method, params) {
-        Err(why) => Err(Stopped::Refused(why)),
+        Err(why) => {
+            // Counted like an unknown tool: free unless it is a flood.
+            pipeline.unresolved(&why).await;
+            Err(Stopped::Refused(why))
+        }
         Ok((kind, server, name, args)) => match pipeline.resolve_item(kind, &server, &name, args).await {
             Err(r) => Err(Stopped::Refused(r)),
             Ok(target) => {

@@ -295,27 +295,46 @@ pub(super) fn session_stream(replay: Vec<(u64, Value)>, live: mpsc::Receiver<(u6
 /// the gateway's own definition checks and approvals).
 pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<crate::upstream::Notice>) {
     while let Some(n) = rx.recv().await {
-        let Caller::Session { session, .. } = &n.caller else { continue };
-        let mut msg = n.message;
-        match msg.get("method").and_then(Value::as_str) {
-            Some("notifications/message") => {
-                let logger = msg.pointer("/params/logger").and_then(Value::as_str).map(|l| format!("{}/{l}", n.server)).unwrap_or(n.server.clone());
-                if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
-                    p.insert("logger".into(), logger.into());
-                }
+        let Caller::Session { agent, session, .. } = &n.caller else { continue };
+        // A notice of a server the agent is now cut off from goes nowhere.
+        let kills = gw.kills();
+        let server = warden_core::ToolRef { server: n.server.clone(), tool: "*".into() };
+        let covered = kills.for_caller([agent.as_str()], "").is_some() || kills.for_tool(&server).is_some();
+        if covered || n.message.to_string().len() > MAX_NOTICE_BYTES {
+            continue;
+        }
+        // Rebuilt from what each kind may carry: nothing else of the
+        // server's passes on.
+        let method = n.message.get("method").and_then(Value::as_str).unwrap_or_default();
+        let params = n.message.get("params");
+        let msg = match method {
+            "notifications/message" => {
+                let logger = params.and_then(|p| p.get("logger")).and_then(Value::as_str).map_or(n.server.clone(), |l| format!("{}/{l}", n.server));
+                let level = params.and_then(|p| p.get("level")).cloned().unwrap_or(json!("info"));
+                let data = params.and_then(|p| p.get("data")).cloned().unwrap_or(Value::Null);
+                json!({ "jsonrpc": "2.0", "method": method, "params": { "level": level, "logger": logger, "data": data } })
             }
-            Some("notifications/resources/list_changed" | "notifications/prompts/list_changed") => {}
-            // A resource the caller subscribed to: under the name it knows.
-            Some("notifications/resources/updated") => {
+            "notifications/resources/list_changed" | "notifications/prompts/list_changed" => json!({ "jsonrpc": "2.0", "method": method }),
+            // A resource the caller subscribed to, under the name it knows
+            // (which must read back as this server's).
+            "notifications/resources/updated" => {
                 let Some(up) = gw.upstream(&n.server) else { continue };
-                let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str) else { continue };
+                let Some(uri) = params.and_then(|p| p.get("uri")).and_then(Value::as_str) else { continue };
                 let Some(exposed) = crate::catalog::exposed_item(&n.server, up.config.naming, TargetKind::Resource, uri) else { continue };
-                msg["params"]["uri"] = exposed.into();
+                if gw.resolve_item(&exposed, TargetKind::Resource).ok() != Some((n.server.clone(), uri.to_string())) {
+                    continue;
+                }
+                json!({ "jsonrpc": "2.0", "method": method, "params": { "uri": exposed } })
             }
             _ => continue,
-        }
+        };
         if let Some(msg) = screened(&gw, msg) {
             gw.sessions.lock().push_event(session, msg);
         }
     }
 }
+
+/// The largest notice a session stream takes (a log message with a big
+/// payload is dropped: the stream keeps [`crate::sessions::EVENTS_KEPT`]
+/// of them per session).
+const MAX_NOTICE_BYTES: usize = 16 << 10;
