@@ -34,6 +34,13 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
+    /// Whether the caller may use `tool` (a tool, or a server's
+    /// `SERVER/:resources` / `SERVER/:prompts`): in its token's scope and
+    /// among its agent's registered tools.
+    pub(crate) fn grants(&self, tool: &warden_core::ToolRef) -> bool {
+        self.claims.in_scope(tool) && self.agent.may_use(tool)
+    }
+
     /// What policy sees of the calling agent, with its current risk score.
     pub(crate) fn agent_facts(&self, risk_score: i64) -> warden_policy::AgentFacts {
         let a = &self.agent;

@@ -86,6 +86,16 @@ pub(crate) fn resolve_item(name: &str, kind: warden_core::TargetKind, upstreams:
     }
 }
 
+/// The server capability that offers items of `kind` (`resources`,
+/// `prompts`; `tools` for tools).
+pub(crate) fn capability(kind: warden_core::TargetKind) -> &'static str {
+    match kind {
+        warden_core::TargetKind::Tool => "tools",
+        warden_core::TargetKind::Resource => "resources",
+        warden_core::TargetKind::Prompt => "prompts",
+    }
+}
+
 /// A listed resource URI (or template) or prompt name as clients see it;
 /// `None` for a resource URI that cannot be federated.
 pub(crate) fn exposed_item(server: &str, naming: Naming, kind: warden_core::TargetKind, name: &str) -> Option<String> {

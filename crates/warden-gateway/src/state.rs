@@ -442,7 +442,7 @@ impl Gateway {
     /// The server and upstream name of a client's resource URI or prompt
     /// name (see [`crate::catalog`]), among the upstreams that may offer such.
     pub(crate) fn resolve_item(&self, name: &str, kind: warden_core::TargetKind) -> Result<(String, String), crate::catalog::NameError> {
-        let capability = if kind == warden_core::TargetKind::Resource { "resources" } else { "prompts" };
+        let capability = crate::catalog::capability(kind);
         let offering: Vec<(&str, crate::catalog::Naming)> =
             self.upstreams.values().filter(|u| u.offers(capability) != Some(false)).map(|u| (u.config.name.as_str(), u.config.naming)).collect();
         crate::catalog::resolve_item(name, kind, &offering)

@@ -1039,7 +1039,13 @@ impl Upstream {
 
     /// A POST to the server in `h`'s session, with the injected credentials.
     fn http_request(&self, url: &str, h: &HttpConn, versioned: bool) -> reqwest::RequestBuilder {
-        let mut req = self.http.post(url).header("accept", "application/json, text/event-stream").header("content-type", "application/json");
+        let post = self.http.post(url).header("accept", "application/json, text/event-stream").header("content-type", "application/json");
+        self.in_session(post, h, versioned)
+    }
+
+    /// `req` in `h`'s session (its revision when `versioned`), with the
+    /// injected credentials.
+    fn in_session(&self, mut req: reqwest::RequestBuilder, h: &HttpConn, versioned: bool) -> reqwest::RequestBuilder {
         if versioned {
             req = req.header("mcp-protocol-version", &h.protocol);
         }
@@ -1055,14 +1061,8 @@ impl Upstream {
     /// Resume a stream the server closed, from after event `last`.
     async fn http_resume(&self, conn: &Conn, last: &str) -> Result<reqwest::Response, UpstreamError> {
         let (Transport::Http { url, .. }, Conn::Http(h)) = (&self.config.transport, conn) else { unreachable!("http_resume on an HTTP upstream only") };
-        let mut req = self.http.get(url).header("accept", "text/event-stream").header("mcp-protocol-version", &h.protocol).header("last-event-id", last);
-        if let Some(s) = &h.session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in self.credentials.headers(&self.config.name) {
-            req = req.header(k, v);
-        }
-        let resp = req.send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        let get = self.http.get(url).header("accept", "text/event-stream").header("last-event-id", last);
+        let resp = self.in_session(get, h, true).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
         if !resp.status().is_success() {
             return Err(self.unavailable(format!("resuming its event stream got HTTP {}", resp.status())));
         }
@@ -1180,11 +1180,8 @@ impl Upstream {
                 // it, else answered at once, so that the call never hangs on it.
                 if v.get("id").is_some() && v.get("method").is_some() {
                     let to = progress.and_then(|p| p.requester(Some(id)));
-                    let offers = match conn {
-                        Conn::Http(h) => h.offers,
-                        Conn::Stdio(_) => ClientOffers::default(),
-                    };
-                    let answer = relay_request(to, offers, v, Duration::from_secs(self.config.timeout_secs)).await;
+                    let Conn::Http(h) = conn else { unreachable!("read_sse on an HTTP upstream only") };
+                    let answer = relay_request(to, h.offers, v, Duration::from_secs(self.config.timeout_secs)).await;
                     if let Err(e) = self.http_send(conn, &answer).await {
                         tracing::warn!(upstream = %self.name(), "could not answer its request: {e}");
                     }

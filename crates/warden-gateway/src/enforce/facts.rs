@@ -83,7 +83,6 @@ pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, as
             (false, false, findings.clone())
         }
     };
-    let a = &auth.agent;
     CallFacts {
         agent: auth.agent_facts(mon.risk),
         tool: ToolFacts {
@@ -98,7 +97,7 @@ pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, as
         },
         request: RequestFacts {
             task: auth.claims.task.clone(),
-            in_scope: auth.claims.in_scope(&tool.tool) && a.may_use(&tool.tool),
+            in_scope: auth.grants(&tool.tool),
             delegation_depth: auth.claims.delegation().len() as i64 - 1,
             token_binding: auth.binding.as_str().into(),
             now,

@@ -141,7 +141,7 @@ impl Pipeline<'_> {
                 .and_then(|u| super::item_tool(u, kind))
                 .ok_or_else(|| (format!("server {} is no longer configured", tref.server), Vec::new()))?,
         };
-        if !(auth.claims.in_scope(tref) && auth.agent.may_use(tref)) {
+        if !auth.grants(tref) {
             return Err((format!("tool {tref} is no longer within the agent's registered tools"), Vec::new()));
         }
         let policy = gw.policy();

@@ -344,7 +344,7 @@ impl<'a> Pipeline<'a> {
         let tool =
             self.gw.upstream(server).and_then(|u| item_tool(u, kind)).ok_or_else(|| Refusal::Unknown(format!("no {what} server {server:?} is configured")))?;
         self.trail.tool = Some(tool.tool.to_string());
-        if !(self.auth.claims.in_scope(&tool.tool) && self.auth.agent.may_use(&tool.tool)) {
+        if !self.auth.grants(&tool.tool) {
             return Err(Refusal::OutOfScope(tool.tool));
         }
         Ok(Target { tool, kind, name: name.to_string(), args, arg_bytes: canonical.len() })
@@ -376,7 +376,7 @@ impl<'a> Pipeline<'a> {
         let Some(tool) = snap.tools.get(&tref) else {
             return Err(Refusal::Unknown(unavailable_reason(None, &tref)));
         };
-        if !(self.auth.claims.in_scope(&tref) && self.auth.agent.may_use(&tref)) {
+        if !self.auth.grants(&tref) {
             return Err(Refusal::OutOfScope(tref));
         }
         if !tool.is_callable() {
@@ -643,7 +643,7 @@ pub(crate) fn visible_tools(gw: &Gateway, auth: &Authenticated, now: i64) -> Vec
     let mon = MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), now_ms())), ..Default::default() };
     let defs = gw.definitions.read();
     defs.iter()
-        .filter(|(tref, _)| auth.claims.in_scope(tref) && auth.agent.may_use(tref))
+        .filter(|(tref, _)| auth.grants(tref))
         .filter_map(|(tref, def)| snap.tools.get(tref).filter(|t| t.is_callable() && kills.for_tool(tref).is_none()).map(|t| (t, def)))
         .filter(|(t, _)| policy.decide(&facts(auth, Subject::tool(t), &empty, Ask::Listing, now, &mon)).is_allow())
         .filter_map(|(t, def)| {
@@ -676,7 +676,7 @@ pub(crate) fn visible_items(
     now: i64,
 ) -> Vec<Value> {
     let Some(tool) = item_tool(upstream, kind) else { return Vec::new() };
-    if !(auth.claims.in_scope(&tool.tool) && auth.agent.may_use(&tool.tool)) || gw.kills().for_tool(&tool.tool).is_some() {
+    if !auth.grants(&tool.tool) || gw.kills().for_tool(&tool.tool).is_some() {
         return Vec::new();
     }
     let policy = gw.policy();

@@ -89,7 +89,7 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
         .upstreams
         .values()
         .filter(|u| start.as_ref().is_none_or(|c| u.config.name >= c.server))
-        .filter(|u| enforce::item_tool(u, l.kind()).is_some_and(|t| auth.claims.in_scope(&t.tool) && auth.agent.may_use(&t.tool)))
+        .filter(|u| enforce::item_tool(u, l.kind()).is_some_and(|t| auth.grants(&t.tool)))
         .collect();
     let (mut items, mut failed, mut next) = (Vec::new(), Vec::new(), None);
     // The cursor's upstream cursor, if its server is still the first listed.
@@ -97,7 +97,7 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
         (Some(c), Some(u)) if u.config.name == c.server => c.upstream.clone(),
         _ => None,
     };
-    let capability = if matches!(l, Listing::Prompts) { "prompts" } else { "resources" };
+    let capability = catalog::capability(l.kind());
     let (mut pages, mut i) = (0, 0);
     while i < servers.len() {
         let up = servers[i];

@@ -211,7 +211,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
-            let streams = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+            let streams = accepts_event_stream(&headers);
             let r = Dispatched {
                 gw: gw.clone(),
                 corr: call.corr.clone(),
@@ -270,6 +270,11 @@ async fn authenticate(
         let resp = respond(f.status, rpc_error(&Value::Null, codes::UNAUTHENTICATED, &msg, None), &corr);
         Box::new(with_challenge(resp, f.status, &f.challenge(&gw.config.resource_metadata, None)))
     })
+}
+
+/// Whether the client takes an event stream for an answer.
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
 }
 
 /// A GET or DELETE past the DNS-rebinding check and authentication.
@@ -359,7 +364,7 @@ async fn handle_get(
         Ok(a) => a,
         Err(refused) => return *refused,
     };
-    if !headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream")) {
+    if !accepts_event_stream(&headers) {
         return (StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an event stream: send Accept: text/event-stream").into_response();
     }
     if gw.kill_covering(&auth, None).is_some() {

@@ -228,10 +228,7 @@ pub(super) fn answer_relayed(gw: &Gateway, session: &str, id: &Value, result: Op
 /// dropped (the progress itself stays), and so is a log message whose data
 /// does.
 fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
-    let flagged = |v: &Value| {
-        let f = gw.inspector.scan_json(v).summary;
-        f.injection_score >= 50 || f.secret_count + f.pii_count > 0
-    };
+    let flagged = |v: &Value| carries_sensitive(gw, v);
     let Some(params) = ev.get_mut("params").and_then(Value::as_object_mut) else { return Some(ev) };
     if params.get("message").is_some_and(&flagged) {
         params.remove("message");
@@ -244,6 +241,14 @@ fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
     Some(ev)
 }
 
+/// Whether a value that passes between a client and an upstream outside
+/// the pipeline (a notification, a request's `_meta`) carries an injection
+/// (score 50 or more), a credential or personal data.
+fn carries_sensitive(gw: &Gateway, v: &Value) -> bool {
+    let f = gw.inspector.scan_json(v).summary;
+    f.injection_score >= 50 || f.secret_count + f.pii_count > 0
+}
+
 /// The request `_meta` passed upstream with a relayed request. It is
 /// caller-controlled data headed for the upstream like the arguments, so it
 /// is inspected: if it carries a credential, personal data or an injection
@@ -252,12 +257,9 @@ fn screened(gw: &Gateway, mut ev: Value) -> Option<Value> {
 fn meta_of(gw: &Gateway, params: &Value) -> Option<Value> {
     let mut meta = params.get("_meta")?.as_object()?.clone();
     let token = meta.remove("progressToken");
-    if !meta.is_empty() {
-        let f = gw.inspector.scan_json(&Value::Object(meta.clone())).summary;
-        if f.secret_count + f.pii_count > 0 || f.injection_score >= 50 {
-            tracing::warn!("dropping request _meta that carries a credential, personal data or an injection");
-            meta.clear();
-        }
+    if !meta.is_empty() && carries_sensitive(gw, &Value::Object(meta.clone())) {
+        tracing::warn!("dropping request _meta that carries a credential, personal data or an injection");
+        meta.clear();
     }
     if let Some(t) = token {
         meta.insert("progressToken".into(), t);
