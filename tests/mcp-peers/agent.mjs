@@ -17,9 +17,10 @@ export const WARDEN = process.env.WARDEN_BIN ?? join(ROOT, 'target/debug/warden'
 export const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 
 /** `warden serve` in a new directory, federating server-everything over
- * stdio as `everything` (and what `extra` adds to its config). Returns its
- * base URL, the directory, a CLI runner on its config, and `stop`. */
-export async function startGateway(name, extra = '') {
+ * stdio as `everything` (and what `extra` adds to its config; `beforeStart`
+ * may write files there first). Returns its base URL, the directory, a CLI
+ * runner on its config, and `stop`. */
+export async function startGateway(name, extra = '', { beforeStart } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `warden-${name}-`));
   const cfg = join(dir, 'warden.toml');
   writeFileSync(cfg, `listen = "127.0.0.1:0"
@@ -32,6 +33,7 @@ transport = "stdio"
 command = "node"
 args = [${JSON.stringify(EVERYTHING)}, "stdio"]
 ${extra}`);
+  beforeStart?.(dir);
   const child = spawn(WARDEN, ['--config', cfg, 'serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const [, base] = await waitFor(child, /serving MCP on (http:\/\/[0-9.:]+)\/mcp/, 'warden');
   const warden = (...args) => execFileSync(WARDEN, ['--config', cfg, ...args], { encoding: 'utf8' });

@@ -37,6 +37,12 @@ pub struct WorkloadClaims {
 struct Unverified {
     iss: String,
     sub: String,
+    exp: i64,
+}
+
+/// What [`verify_issued`] checks of any issuer's JWT.
+#[derive(Deserialize)]
+struct Times {
     aud: Value,
     exp: i64,
     #[serde(default)]
@@ -93,33 +99,67 @@ pub fn verify_workload_jwt<'a>(jwt: &str, trusted: impl IntoIterator<Item = &'a 
         .into_iter()
         .find(|t| t.issuer == claimed.iss)
         .ok_or_else(|| bad(format!("issuer {} is not a configured workload issuer", warden_core::untrusted_text(&claimed.iss, 120))))?;
-    // The key the token's `kid` names; when none does (or it names none),
-    // every key of the issuer is tried: its signature decides.
+    let verified: Unverified = verify_issued(&jws, issuer, now).map_err(|e| bad(e.to_string()))?;
+    if verified.sub.is_empty() {
+        return Err(bad("no subject"));
+    }
+    Ok(WorkloadClaims { iss: verified.iss, sub: verified.sub, exp: verified.exp })
+}
+
+/// Verify an OpenID Connect ID token (OIDC Core §3.1.3.7) that `issuer` (an
+/// IdP with Warden as its client: `audience` is Warden's client id there)
+/// issued for the sign-in whose nonce is `nonce`. Returns all its claims.
+pub fn verify_id_token(jwt: &str, issuer: &TrustedIssuer, nonce: &str, now: i64) -> Result<Value, IdentityError> {
+    let refused = |why: String| IdentityError::Assertion(format!("ID token: {why}"));
+    let jws = split_jws(jwt).map_err(|e| refused(e.to_string()))?;
+    let claims: Value = verify_issued(&jws, issuer, now).map_err(|e| refused(e.to_string()))?;
+    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    if iss != issuer.issuer {
+        return Err(refused(format!("issued by {}, not by {}", warden_core::untrusted_text(iss, 120), issuer.issuer)));
+    }
+    // With several audiences the authorized party must be Warden (§2).
+    if let Some(Value::Array(aud)) = claims.get("aud")
+        && aud.len() > 1
+        && claims.get("azp").and_then(Value::as_str) != Some(issuer.audience.as_str())
+    {
+        return Err(refused(format!("it has several audiences and its azp is not {}", issuer.audience)));
+    }
+    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+        return Err(refused("its nonce is not this sign-in's (a replayed or injected token)".into()));
+    }
+    if claims.get("sub").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(refused("no subject".into()));
+    }
+    Ok(claims)
+}
+
+/// The checks every JWT of a trusted issuer passes: a key of the issuer
+/// (the one its `kid` names; when none does, or it names none, every key is
+/// tried and the signature decides) verifies it by that key's own
+/// algorithm, its audience is the issuer's configured one, and it is
+/// unexpired and already valid (within [`WORKLOAD_SKEW_SECS`]).
+fn verify_issued<T: serde::de::DeserializeOwned>(jws: &crate::jose::Jws<'_>, issuer: &TrustedIssuer, now: i64) -> Result<T, String> {
     let kid = jws.header.get("kid").and_then(Value::as_str);
     let named: Vec<&AgentKey> = issuer.keys.iter().filter(|(k, _)| kid.is_some() && k.as_deref() == kid).map(|(_, key)| key).collect();
     let candidates = if named.is_empty() { issuer.keys.iter().map(|(_, key)| key).collect() } else { named };
-    let verified = candidates
-        .into_iter()
-        .find_map(|key| jws.verify::<Unverified>(key).ok())
-        .ok_or_else(|| bad(format!("no key of {} verifies its signature", issuer.issuer)))?;
-    let aud_ok = match &verified.aud {
+    let claims: Value =
+        candidates.into_iter().find_map(|key| jws.verify::<Value>(key).ok()).ok_or_else(|| format!("no key of {} verifies its signature", issuer.issuer))?;
+    let times: Times = serde_json::from_value(claims.clone()).map_err(|e| format!("claims: {e}"))?;
+    let aud_ok = match &times.aud {
         Value::String(a) => *a == issuer.audience,
         Value::Array(list) => list.iter().any(|a| a.as_str() == Some(issuer.audience.as_str())),
         _ => false,
     };
     if !aud_ok {
-        return Err(bad(format!("its audience is not {}", issuer.audience)));
+        return Err(format!("its audience is not {}", issuer.audience));
     }
-    if verified.exp + WORKLOAD_SKEW_SECS <= now {
-        return Err(bad("expired"));
+    if times.exp + WORKLOAD_SKEW_SECS <= now {
+        return Err("expired".into());
     }
-    if verified.nbf.is_some_and(|nbf| nbf > now + WORKLOAD_SKEW_SECS) {
-        return Err(bad("not yet valid"));
+    if times.nbf.is_some_and(|nbf| nbf > now + WORKLOAD_SKEW_SECS) {
+        return Err("not yet valid".into());
     }
-    if verified.sub.is_empty() {
-        return Err(bad("no subject"));
-    }
-    Ok(WorkloadClaims { iss: verified.iss, sub: verified.sub, exp: verified.exp })
+    serde_json::from_value(claims).map_err(|e| format!("claims: {e}"))
 }
 
 #[cfg(test)]
@@ -186,6 +226,41 @@ mod tests {
         let mut c = sa(json!("warden"), NOW + 600);
         c["nbf"] = json!(NOW + 3600);
         refused(token(&s, "k1", c), "not yet valid");
+    }
+
+    #[test]
+    fn an_id_token_verifies_only_for_its_issuer_audience_and_nonce() {
+        const IDP: &str = "https://idp.example";
+        let s = AgentSigner::generate(JwsAlg::Rs256).unwrap();
+        let idp = TrustedIssuer::from_jwks(IDP, "warden", &jwks(&[("k1", &s)])).unwrap();
+        let id = |f: &dyn Fn(&mut Value)| {
+            let mut c = json!({ "iss": IDP, "sub": "u-1", "aud": "warden", "exp": NOW + 300, "iat": NOW, "nonce": "n1", "email": "alice@example.com" });
+            f(&mut c);
+            token(&s, "k1", c)
+        };
+        let claims = verify_id_token(&id(&|_| {}), &idp, "n1", NOW).unwrap();
+        assert_eq!(claims["email"], "alice@example.com");
+        let refused = |t: String, why: &str| {
+            let e = verify_id_token(&t, &idp, "n1", NOW).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} (expected {why})");
+        };
+        refused(id(&|c| c["nonce"] = json!("n2")), "nonce");
+        refused(
+            id(&|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+            }),
+            "nonce",
+        );
+        refused(id(&|c| c["iss"] = json!("https://evil.example")), "issued by");
+        refused(id(&|c| c["aud"] = json!("someone-else")), "audience");
+        refused(id(&|c| c["aud"] = json!(["warden", "other"])), "azp");
+        refused(id(&|c| c["exp"] = json!(NOW - 120)), "expired");
+        refused(id(&|c| c["sub"] = json!("")), "no subject");
+        let other = AgentSigner::generate(JwsAlg::Rs256).unwrap();
+        let forged = token(&other, "k1", json!({ "iss": IDP, "sub": "u-1", "aud": "warden", "exp": NOW + 300, "nonce": "n1" }));
+        refused(forged, "verifies its signature");
+        let several = json!({ "iss": IDP, "sub": "u-1", "aud": ["warden", "other"], "azp": "warden", "exp": NOW + 300, "nonce": "n1" });
+        assert!(verify_id_token(&token(&s, "k1", several), &idp, "n1", NOW).is_ok());
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! Ed25519 key, compact JWS, RFC 9068 access tokens bound to a key by DPoP
 //! (RFC 9449) or, for agents an operator allows it, bearer tokens,
 //! `private_key_jwt` client assertions (RFC 7523), RFC 8693 attenuation and
-//! the revocation set, and X.509-SVIDs from Warden's CA (`x509`). Pure:
+//! the revocation set, X.509-SVIDs from Warden's CA (`x509`), and the pure
+//! parts of interactive authorization code grants (`interactive`). Pure:
 //! every check takes `now` from the caller.
 
 mod agent_key;
 mod assertion;
 mod dpop;
 mod federation;
+mod interactive;
 mod jose;
 mod keys;
 mod revocation;
@@ -20,7 +22,8 @@ mod x509;
 pub use agent_key::{AgentKey, JwsAlg};
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
 pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
-pub use federation::{TrustedIssuer, WORKLOAD_SKEW_SECS, WorkloadClaims, verify_workload_jwt};
+pub use federation::{TrustedIssuer, WORKLOAD_SKEW_SECS, WorkloadClaims, verify_id_token, verify_workload_jwt};
+pub use interactive::{ClientMetadata, MAX_METADATA_BYTES, Sealer, is_s256_challenge, pkce_challenge, pkce_matches};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
 pub use keys::{Jwk, Keypair, PublicKey};
 pub use revocation::RevocationSet;
@@ -64,4 +67,6 @@ pub enum IdentityError {
     Key(String),
     #[error("requested scope {0:?} exceeds what may be granted")]
     Scope(String),
+    #[error("authorization refused: {0}")]
+    Grant(String),
 }

@@ -202,6 +202,24 @@ fn load_workload_issuer(w: &crate::config::WorkloadIssuerConfig, trust_domain: &
     Ok(oauth::Workload { issuer, agents })
 }
 
+/// `[interactive]`: each host's agent named by SPIFFE id, the IdP secret read.
+fn load_interactive(i: &crate::config::InteractiveConfig, trust_domain: &str, secret: &str) -> Result<crate::interactive::Interactive, StartError> {
+    let agents = i
+        .hosts
+        .iter()
+        .map(|h| {
+            warden_control::agent_id(trust_domain, &h.agent)
+                .map(|id| (h.client_id.clone(), id.to_string()))
+                .map_err(|e| StartError::Config(format!("[[interactive.host]] {}: agent {}: {e}", h.client_id, h.agent)))
+        })
+        .collect::<Result<_, _>>()?;
+    // Secrets come from the environment of the server process only.
+    let idp_secret = std::env::var(&i.idp_client_secret_env).ok().filter(|s| !s.is_empty()).ok_or_else(|| {
+        StartError::Config(format!("interactive.idp_client_secret_env names {}, which is not set in the environment", i.idp_client_secret_env))
+    })?;
+    crate::interactive::Interactive::new(i.clone(), agents, idp_secret, secret.as_bytes()).map_err(StartError::Config)
+}
+
 /// Listen on `addr`; returns the listener and the address it got.
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
@@ -257,6 +275,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     // Redaction tokens and hashes are keyed by a value derived from the
     // gateway key, so every replica sharing the key produces the same ones.
     let redaction_key: [u8; 32] = Sha256::new().chain_update(b"warden redaction key v1\n").chain_update(key.to_pkcs8_pem().as_bytes()).finalize().into();
+    // So are authorization codes and sign-in states, which any replica redeems.
+    let sealing_secret = key.to_pkcs8_pem();
     let store = open_store(&cfg).await?;
     let policy = load_policy_dir(&cfg.policy_dir).map_err(|source| StartError::Policy { dir: cfg.policy_dir.display().to_string(), source })?;
     // Upstreams, webhooks and exporters get no redirects followed: a
@@ -317,8 +337,16 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
     let workload = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
-    let oauth =
-        Arc::new(OAuth { gw: gateway.clone(), issuer: issuer.clone(), issuer_url: public_url.clone(), ttl: cfg.token_ttl_secs, mtls: tls.is_some(), workload });
+    let interactive = cfg.interactive.as_ref().map(|i| load_interactive(i, &cfg.trust_domain, &sealing_secret)).transpose()?;
+    let oauth = Arc::new(OAuth {
+        gw: gateway.clone(),
+        issuer: issuer.clone(),
+        issuer_url: public_url.clone(),
+        ttl: cfg.token_ttl_secs,
+        mtls: tls.is_some(),
+        workload,
+        interactive,
+    });
     let admin = Arc::new(crate::admin::Admin {
         gw: gateway.clone(),
         control: warden_control::ControlPlane::in_gateway(gateway.clone(), &cfg.trust_domain),

@@ -71,6 +71,55 @@ pub struct ServerConfig {
     /// SPIFFE JWT-SVIDs) that agents may present for tokens (`jwt-bearer`).
     #[serde(default, rename = "workload_issuer")]
     pub workload_issuers: Vec<WorkloadIssuerConfig>,
+    /// MCP hosts (desktop apps, IDEs) acting for a human who signs in at
+    /// the enterprise's OpenID Connect provider: the authorization code
+    /// grant with PKCE. Off without this table.
+    pub interactive: Option<InteractiveConfig>,
+}
+
+/// `[interactive]`: which IdP humans sign in at, and which hosts may act
+/// for whom (an operator's decision, as registering an agent is).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractiveConfig {
+    /// The OpenID Connect issuer (its discovery document is read from
+    /// `ISSUER/.well-known/openid-configuration`). HTTPS, or HTTP on a
+    /// loopback address only.
+    pub idp_issuer: String,
+    /// Warden's client id at the IdP, registered there with the redirect
+    /// URI `PUBLIC_URL/oauth/callback`.
+    pub idp_client_id: String,
+    /// Environment variable holding Warden's client secret at the IdP.
+    pub idp_client_secret_env: String,
+    /// The ID token claim that names the human: `sub` (default) or, for
+    /// IdPs where owners are written as addresses, `email` (then only a
+    /// verified address counts).
+    #[serde(default = "d_human_claim")]
+    pub human_claim: String,
+    /// CA certificates (PEM) trusted, besides the system's, when fetching
+    /// hosts' client metadata documents (an internal CA).
+    pub metadata_ca_file: Option<PathBuf>,
+    /// Host names whose metadata documents may be fetched even though they
+    /// resolve to private or loopback addresses (refused otherwise: SSRF).
+    #[serde(default)]
+    pub private_metadata_hosts: Vec<String>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<HostConfig>,
+}
+
+/// `[[interactive.host]]`: one MCP host, known by its Client ID Metadata
+/// Document URL, as a registered agent, and who may use it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The HTTPS URL of the host's client metadata document (its `client_id`).
+    pub client_id: String,
+    /// The registered agent the host acts as (its tools, limits, policies).
+    pub agent: String,
+    /// The humans (values of `human_claim`) who may sign in through it;
+    /// only the agent's registered owner when empty.
+    #[serde(default)]
+    pub humans: Vec<String>,
 }
 
 /// `[[workload_issuer]]`: whose workload tokens are trusted, and which
@@ -104,10 +153,41 @@ pub struct AuditConfig {
     pub publish_checkpoints_to: Option<PathBuf>,
 }
 
+impl InteractiveConfig {
+    fn validate(&self) -> Result<(), String> {
+        let idp = url::Url::parse(&self.idp_issuer).map_err(|e| format!("interactive.idp_issuer {}: {e}", self.idp_issuer))?;
+        let loopback =
+            matches!(idp.host(), Some(url::Host::Ipv4(a)) if a.is_loopback()) || idp.host_str() == Some("[::1]") || idp.host_str() == Some("localhost");
+        if idp.scheme() != "https" && !(idp.scheme() == "http" && loopback) {
+            return Err(format!("interactive.idp_issuer {} must be an https URL (http only on a loopback address)", self.idp_issuer));
+        }
+        if !matches!(self.human_claim.as_str(), "sub" | "email" | "preferred_username") {
+            return Err(format!("interactive.human_claim {} must be sub, email or preferred_username", self.human_claim));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].iter().any(|o| o.client_id == h.client_id) {
+                return Err(format!("[[interactive.host]] {} is configured twice: give each host one entry", h.client_id));
+            }
+            let u = url::Url::parse(&h.client_id).map_err(|e| format!("[[interactive.host]] client_id {}: {e}", h.client_id))?;
+            if u.scheme() != "https" || u.path() == "/" || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+                return Err(format!(
+                    "[[interactive.host]] client_id {} must be the https URL of a client metadata document, with a path, without fragment or credentials",
+                    h.client_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { checkpoint_secs: d_checkpoint(), publish_checkpoints_to: None }
     }
+}
+
+fn d_human_claim() -> String {
+    "sub".into()
 }
 
 fn d_checkpoint() -> u64 {
@@ -166,6 +246,9 @@ impl ServerConfig {
         for w in &mut cfg.workload_issuers {
             w.jwks_file = base.join(&w.jwks_file);
         }
+        if let Some(p) = cfg.interactive.as_mut().and_then(|i| i.metadata_ca_file.as_mut()) {
+            *p = base.join(&*p);
+        }
         if let Some(t) = &mut cfg.tls {
             for p in t.cert_file.iter_mut().chain(t.key_file.iter_mut()).chain(t.trust_bundles.values_mut()) {
                 *p = base.join(&*p);
@@ -188,6 +271,9 @@ impl ServerConfig {
             if self.workload_issuers[..i].iter().any(|o| o.issuer == w.issuer) {
                 return Err(format!("[[workload_issuer]] {} is configured twice: give each issuer one entry", w.issuer));
             }
+        }
+        if let Some(i) = &self.interactive {
+            i.validate()?;
         }
         if !(5..=300).contains(&self.dpop_skew_secs) {
             return Err("dpop_skew_secs must be between 5 and 300".into());
@@ -298,6 +384,22 @@ impl Default for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interactive_sign_in_needs_an_https_idp_and_https_metadata_urls_each_configured_once() {
+        let cfg = |idp: &str, hosts: &str| {
+            let text = format!("[interactive]\nidp_issuer = \"{idp}\"\nidp_client_id = \"warden\"\nidp_client_secret_env = \"S\"\n{hosts}");
+            toml::from_str::<ServerConfig>(&text).unwrap().validate()
+        };
+        let host = |url: &str| format!("[[interactive.host]]\nclient_id = \"{url}\"\nagent = \"desk\"\n");
+        assert_eq!(cfg("https://idp.example", &host("https://desk.example/client.json")), Ok(()));
+        assert_eq!(cfg("http://127.0.0.1:8080", ""), Ok(()), "a local IdP may use http");
+        assert!(cfg("http://idp.example", "").unwrap_err().contains("https"));
+        assert!(cfg("https://idp.example", &host("http://desk.example/client.json")).unwrap_err().contains("https URL of a client metadata document"));
+        assert!(cfg("https://idp.example", &host("https://desk.example/")).unwrap_err().contains("with a path"));
+        let twice = format!("{}{}", host("https://desk.example/c.json"), host("https://desk.example/c.json"));
+        assert!(cfg("https://idp.example", &twice).unwrap_err().contains("configured twice"));
+    }
 
     #[test]
     fn an_issuer_configured_twice_is_refused() {

@@ -7,8 +7,8 @@
 //! `dpop` (the default) is refused without a proof. Token exchange (RFC 8693)
 //! issues attenuated tokens to registered sub-agents.
 //!
-//! Only machine grants exist: `/oauth/authorize` answers every request with
-//! `unsupported_response_type` until interactive authorization is built.
+//! MCP hosts acting for a human use the authorization code grant with PKCE
+//! when `[interactive]` is configured ([`crate::interactive`]).
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -44,6 +44,8 @@ pub struct OAuth {
     pub mtls: bool,
     /// Trusted issuers of workload credentials, each with its subject-to-agent map.
     pub workload: Vec<Workload>,
+    /// Hosts acting for humans signed in at the IdP (`[interactive]`).
+    pub interactive: Option<crate::interactive::Interactive>,
 }
 
 /// One `[[workload_issuer]]`, loaded.
@@ -61,7 +63,8 @@ impl OAuth {
 
 pub fn router(state: Arc<OAuth>) -> Router {
     Router::new()
-        .route("/oauth/authorize", get(authorize).post(authorize))
+        .route("/oauth/authorize", get(crate::interactive::authorize))
+        .route("/oauth/callback", get(crate::interactive::callback))
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(as_metadata))
@@ -73,13 +76,13 @@ pub fn router(state: Arc<OAuth>) -> Router {
 }
 
 /// An RFC 6749 §5.2 error response.
-struct OAuthError {
+pub(crate) struct OAuthError {
     status: StatusCode,
-    error: &'static str,
-    description: String,
+    pub error: &'static str,
+    pub description: String,
 }
 
-fn err(error: &'static str, description: impl Into<String>) -> OAuthError {
+pub(crate) fn err(error: &'static str, description: impl Into<String>) -> OAuthError {
     let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
     OAuthError { status, error, description: description.into() }
 }
@@ -97,13 +100,13 @@ fn slow_down(t: warden_monitor::Throttled) -> Response {
     warden_gateway::throttled_response(t, json!({ "error": "slow_down", "error_description": msg }).to_string())
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).expect("OS random source available");
     warden_identity::b64url(&b)
 }
 
-fn unavailable(e: warden_store::OneTimeIdsUnavailable) -> OAuthError {
+pub(crate) fn unavailable(e: warden_store::OneTimeIdsUnavailable) -> OAuthError {
     OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: e.to_string() }
 }
 
@@ -171,7 +174,7 @@ impl OAuth {
     /// Without a proof, only an agent registered for bearer tokens gets one,
     /// unbound (`None`); a client that does send a proof always gets the
     /// stronger, bound token.
-    async fn confirmation(
+    pub(crate) async fn confirmation(
         &self,
         headers: &HeaderMap,
         cert: Option<&PeerCertificate>,
@@ -213,8 +216,9 @@ impl OAuth {
         Ok(Some(Confirmation::key(p.jkt)))
     }
 
-    fn requested_scope(form: &HashMap<String, String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
-        match form.get("scope").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    /// The tools a `scope` parameter names; `None` when it names none.
+    pub(crate) fn requested_scope(scope: Option<&String>) -> Result<Option<Vec<ToolRef>>, OAuthError> {
+        match scope.map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => Ok(None),
             Some(s) => s
                 .split_whitespace()
@@ -226,7 +230,7 @@ impl OAuth {
 
     /// The resource (RFC 8707) the token is for: the MCP endpoint (default)
     /// or, when the egress proxy runs, the proxy.
-    fn check_resource(&self, form: &HashMap<String, String>) -> Result<String, OAuthError> {
+    pub(crate) fn check_resource(&self, form: &HashMap<String, String>) -> Result<String, OAuthError> {
         let known: Vec<&String> = std::iter::once(&self.gw.config.resource).chain(&self.gw.config.egress_resource).collect();
         match form.get("resource").or(form.get("audience")) {
             None => Ok(self.gw.config.resource.clone()),
@@ -237,10 +241,8 @@ impl OAuth {
         }
     }
 
-    /// A token for `resource` (checked by [`Self::check_resource`]).
-    /// Only for root agents: a sub-agent's authority derives from its
-    /// parent's, so it gets tokens by exchanging a parent token, never on
-    /// its own assertion.
+    /// A token for `resource` (checked by [`Self::check_resource`]) on
+    /// the agent's own credential.
     fn client_credentials(
         &self,
         form: &HashMap<String, String>,
@@ -249,13 +251,12 @@ impl OAuth {
         resource: String,
         now: i64,
     ) -> Result<AccessClaims, OAuthError> {
-        if let Some(parent) = &agent.parent {
-            return Err(err(
-                "unauthorized_client",
-                format!("agent {} is a sub-agent of {parent}: it gets tokens only by exchanging a token of its parent (grant_type={TOKEN_EXCHANGE})", agent.id),
-            ));
-        }
-        let scope = match Self::requested_scope(form)? {
+        self.grant(agent, Self::requested_scope(form.get("scope"))?, form.get("task").map(String::as_str), cnf, resource, now)
+    }
+
+    /// What `agent` gets for `requested` (all its tools when `None`).
+    pub(crate) fn scope_for(&self, agent: &Agent, requested: Option<Vec<ToolRef>>) -> Result<Vec<ToolRef>, OAuthError> {
+        let scope = match requested {
             Some(req) => {
                 if let Some(bad) = req.iter().find(|t| !agent.may_use(t)) {
                     return Err(err("invalid_scope", format!("agent {} may not use {bad}", agent.id)));
@@ -267,8 +268,30 @@ impl OAuth {
         if scope.is_empty() {
             return Err(err("invalid_scope", "the agent has no tools to grant"));
         }
+        Ok(scope)
+    }
+
+    /// A root grant to `agent` for `task` (a new one when `None`). Only for
+    /// root agents: a sub-agent's authority derives from its parent's, so
+    /// it gets tokens by exchanging a parent token, never on its own.
+    pub(crate) fn grant(
+        &self,
+        agent: &Agent,
+        requested: Option<Vec<ToolRef>>,
+        task: Option<&str>,
+        cnf: Option<Confirmation>,
+        resource: String,
+        now: i64,
+    ) -> Result<AccessClaims, OAuthError> {
+        if let Some(parent) = &agent.parent {
+            return Err(err(
+                "unauthorized_client",
+                format!("agent {} is a sub-agent of {parent}: it gets tokens only by exchanging a token of its parent (grant_type={TOKEN_EXCHANGE})", agent.id),
+            ));
+        }
+        let scope = self.scope_for(agent, requested)?;
         let iat = self.gw.snapshot().revocations.issue_time([agent.id.as_str()], now);
-        let task = form.get("task").cloned().unwrap_or_else(|| format!("task-{}", random_id()));
+        let task = task.map_or_else(|| format!("task-{}", random_id()), str::to_string);
         if task.is_empty() || task.len() > 200 || task.chars().any(char::is_control) {
             return Err(err("invalid_request", "task must be 1-200 printable characters"));
         }
@@ -319,7 +342,7 @@ impl OAuth {
         if child.parent.as_ref().map(|p| p.as_str()) != Some(parent.agent()) {
             return Err(err("invalid_grant", format!("agent {} is not registered as a sub-agent of {}", child.id, parent.agent())));
         }
-        let requested = Self::requested_scope(form)?;
+        let requested = Self::requested_scope(form.get("scope"))?;
         let sub = SubAgent { id: child.id.as_str(), allowed: &child.tools, cnf: cnf.as_ref() };
         let iat = snap.revocations.issue_time(std::iter::once(child.id.as_str()).chain(parent.delegation()), now);
         let mut claims = attenuate(&parent, &sub, requested.as_deref(), self.ttl, iat, random_id()).map_err(|e| err("invalid_scope", e.to_string()))?;
@@ -362,8 +385,11 @@ async fn token(
             claims.fed = Some(issuer);
             return Ok(claims);
         }
+        if grant == "authorization_code" {
+            return s.authorization_code(&form, &headers, cert.as_ref(), &mut ev, now).await;
+        }
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
-            return Err(err("unsupported_grant_type", format!("use client_credentials, {TOKEN_EXCHANGE} or {JWT_BEARER}")));
+            return Err(err("unsupported_grant_type", format!("use client_credentials, authorization_code, {TOKEN_EXCHANGE} or {JWT_BEARER}")));
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
@@ -472,20 +498,32 @@ fn algs() -> Vec<&'static str> {
 }
 
 /// RFC 8414 metadata. `authorization_endpoint` and `response_types_supported`
-/// are required by RFC 8414 and by the MCP SDKs' schemas; the endpoint exists
-/// and refuses every request ([`authorize`]), and `grant_types_supported`
-/// names only the grants that work.
+/// are required by RFC 8414 and by the MCP SDKs' schemas; without
+/// `[interactive]` the endpoint refuses every request, and
+/// `grant_types_supported` names only the grants that work.
 async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
+    let mut grants = vec!["client_credentials", TOKEN_EXCHANGE];
+    let mut auth_methods = vec!["private_key_jwt"];
+    if s.interactive.is_some() {
+        grants.push("authorization_code");
+        auth_methods.push("none");
+    }
+    if !s.workload.is_empty() {
+        grants.push(JWT_BEARER);
+    }
     Json(json!({
         "issuer": s.issuer_url,
         "authorization_endpoint": format!("{}/oauth/authorize", s.issuer_url),
         "token_endpoint": s.token_endpoint(),
         "revocation_endpoint": format!("{}/oauth/revoke", s.issuer_url),
         "jwks_uri": format!("{}/jwks.json", s.issuer_url),
-        "grant_types_supported": if s.workload.is_empty() { json!(["client_credentials", TOKEN_EXCHANGE]) } else { json!(["client_credentials", TOKEN_EXCHANGE, JWT_BEARER]) },
+        "grant_types_supported": grants,
         "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "client_id_metadata_document_supported": s.interactive.is_some(),
+        "authorization_response_iss_parameter_supported": true,
+        "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs(),
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
         "revocation_endpoint_auth_signing_alg_values_supported": algs(),
@@ -508,17 +546,6 @@ async fn pr_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
         "resource_name": "Warden MCP gateway",
         "tls_client_certificate_bound_access_tokens": s.mtls,
     }))
-}
-
-/// The authorization endpoint of RFC 8414 metadata: no interactive grant
-/// exists yet, so every request gets an RFC 6749 §4.1.2.1 error as JSON
-/// (no redirect: the request's `redirect_uri` is not registered anywhere).
-async fn authorize() -> Response {
-    err(
-        "unsupported_response_type",
-        "interactive authorization (authorization code with PKCE) is not enabled on this server; agents get tokens at the token endpoint with grant_type=client_credentials and private_key_jwt",
-    )
-    .into_response()
 }
 
 async fn jwks(State(s): State<Arc<OAuth>>) -> Json<Value> {

@@ -1,0 +1,624 @@
+//! Interactive authorization for MCP hosts acting for a human (`[interactive]`):
+//! the OAuth 2.1 authorization code grant with PKCE, as the MCP
+//! authorization specification asks of an authorization server.
+//!
+//! 1. The host sends the human's browser to `/oauth/authorize` with its
+//!    `client_id`, the HTTPS URL of its Client ID Metadata Document (CIMD).
+//!    Warden fetches the document (no redirects, a size cap, addresses
+//!    that resolve to private ranges refused unless an operator allowed the
+//!    host; cached five minutes), requires the `redirect_uri` to be one it
+//!    lists, and requires the host to be one an operator mapped to a
+//!    registered agent (`[[interactive.host]]`).
+//! 2. Warden sends the browser on to the enterprise IdP (OpenID Connect
+//!    authorization code with PKCE and a nonce); the pending request
+//!    travels as the sealed `state`, and a cookie ties it to this browser
+//!    (login CSRF).
+//! 3. `/oauth/callback` redeems the IdP's code, verifies the ID token
+//!    (signature by the IdP's JWKS, issuer, audience, nonce, expiry; RFC
+//!    9207 `iss` when the IdP sends it), checks that this human may use this
+//!    host, and redirects to the host with a sealed, one-minute code and
+//!    `iss` (RFC 9207).
+//! 4. The host redeems the code at the token endpoint with its PKCE
+//!    verifier ([`OAuth::authorization_code`]). The token is the agent's,
+//!    with the human as `sub`; a replayed code is refused and the token
+//!    first issued for it revoked (RFC 6749 §4.1.2).
+//!
+//! Codes and state are sealed rather than stored, so every replica can
+//! redeem them; their one-time use goes through the store's used-id table.
+
+use crate::config::InteractiveConfig;
+use crate::oauth::{OAuth, OAuthError, err, random_id, unavailable};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_core::clock::now_secs;
+use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, TokenBinding, untrusted_text};
+use warden_gateway::PeerCertificate;
+use warden_identity::{
+    AccessClaims, ClientMetadata, MAX_METADATA_BYTES, Sealer, TrustedIssuer, is_s256_challenge, pkce_challenge, pkce_matches, verify_id_token,
+};
+use warden_store::RevocationKind;
+
+/// How long a human has to sign in at the IdP.
+const SIGN_IN_SECS: i64 = 600;
+/// How long an authorization code lives (OAuth 2.1 recommends minutes at most).
+const CODE_SECS: i64 = 60;
+/// How long a fetched metadata document or IdP discovery is reused.
+const CACHE_FOR: Duration = Duration::from_secs(300);
+/// A signature no cached IdP key verifies refetches the JWKS, at most this often.
+const JWKS_REFETCH: Duration = Duration::from_secs(30);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const COOKIE: &str = "warden_sign_in";
+const STATE: &str = "sign-in state";
+const CODE: &str = "authorization code";
+
+/// `[interactive]`, loaded.
+pub struct Interactive {
+    cfg: InteractiveConfig,
+    /// Host `client_id` to the agent's SPIFFE id.
+    agents: HashMap<String, String>,
+    idp_secret: String,
+    sealer: Sealer,
+    extra_roots: Vec<reqwest::Certificate>,
+    /// For the IdP: no redirects followed, bounded time.
+    http: reqwest::Client,
+    idp: tokio::sync::Mutex<Option<Idp>>,
+    metadata: Mutex<HashMap<String, (ClientMetadata, Instant)>>,
+}
+
+/// The IdP's discovery document and keys.
+struct Idp {
+    authorization_endpoint: String,
+    token_endpoint: String,
+    /// Where claims the ID token leaves out are read (OIDC Core §5.3).
+    userinfo_endpoint: Option<String>,
+    /// It sends `iss` with authorization responses (RFC 9207), so one
+    /// without it, or with another, is a mix-up.
+    sends_iss: bool,
+    keys: TrustedIssuer,
+    fetched: Instant,
+}
+
+/// The host's request, while the human signs in.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    id: String,
+    client_id: String,
+    agent: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: Option<String>,
+    resource: String,
+    state: Option<String>,
+}
+
+/// What an authorization code grants.
+#[derive(Serialize, Deserialize)]
+struct Code {
+    id: String,
+    client_id: String,
+    agent: String,
+    human: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: Option<String>,
+    resource: String,
+}
+
+impl Interactive {
+    /// `agents` maps each host's `client_id` to its agent's SPIFFE id;
+    /// `secret` keys the sealed values (the same on every replica).
+    /// `idp_secret` is Warden's client secret at the IdP.
+    pub fn new(cfg: InteractiveConfig, agents: HashMap<String, String>, idp_secret: String, secret: &[u8]) -> Result<Self, String> {
+        let extra_roots = match &cfg.metadata_ca_file {
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| format!("interactive.metadata_ca_file {}: {e}", p.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("interactive.metadata_ca_file {}: {e}", p.display()))?
+            }
+            None => Vec::new(),
+        };
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(FETCH_TIMEOUT).build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            cfg,
+            agents,
+            idp_secret,
+            sealer: Sealer::new(secret),
+            extra_roots,
+            http,
+            idp: tokio::sync::Mutex::new(None),
+            metadata: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The IdP's endpoints and keys: cached, refetched when old or when
+    /// `stale_keys` says a signature found no key (a rotation).
+    async fn idp<T>(&self, use_it: impl Fn(&Idp) -> T, stale_keys: bool) -> Result<T, String> {
+        let mut idp = self.idp.lock().await;
+        let fresh = idp.as_ref().is_some_and(|i| i.fetched.elapsed() < if stale_keys { JWKS_REFETCH } else { CACHE_FOR });
+        if !fresh {
+            *idp = Some(self.discover().await?);
+        }
+        Ok(use_it(idp.as_ref().expect("just fetched")))
+    }
+
+    async fn discover(&self) -> Result<Idp, String> {
+        let issuer = self.cfg.idp_issuer.trim_end_matches('/');
+        let doc: Value = self.get_json(&format!("{issuer}/.well-known/openid-configuration")).await?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(self.cfg.idp_issuer.as_str()) {
+            return Err(format!("the IdP's discovery document names another issuer than {}", self.cfg.idp_issuer));
+        }
+        let field = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("the IdP's discovery document has no {name}"));
+        let jwks_uri = field("jwks_uri")?;
+        let jwks: Value = self.get_json(&jwks_uri).await?;
+        let keys = TrustedIssuer::from_jwks(&self.cfg.idp_issuer, &self.cfg.idp_client_id, &jwks.to_string()).map_err(|e| e.to_string())?;
+        Ok(Idp {
+            authorization_endpoint: field("authorization_endpoint")?,
+            token_endpoint: field("token_endpoint")?,
+            userinfo_endpoint: field("userinfo_endpoint").ok(),
+            sends_iss: doc.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true)),
+            keys,
+            fetched: Instant::now(),
+        })
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let r = self.http.get(url).header(header::ACCEPT, "application/json").send().await.map_err(|e| format!("the IdP at {url} is unreachable: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("the IdP answered {} for {url}", r.status()));
+        }
+        r.json().await.map_err(|e| format!("the IdP's {url} is not JSON: {e}"))
+    }
+
+    /// The host's metadata document, fetched with SSRF protections.
+    async fn client_metadata(&self, client_id: &str) -> Result<ClientMetadata, String> {
+        if let Some((m, at)) = self.metadata.lock().get(client_id)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(m.clone());
+        }
+        let url = url::Url::parse(client_id).map_err(|e| format!("client_id is not a URL: {e}"))?;
+        let host = url.host_str().ok_or("client_id has no host")?.to_string();
+        let port = url.port_or_known_default().ok_or("client_id has no port")?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+        let private_ok = self.cfg.private_metadata_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+        // Every address, not the first: a name that also resolves privately
+        // could be made to connect there.
+        if addrs.is_empty() || (!private_ok && addrs.iter().any(|a| !warden_gateway::egress::is_public(a.ip()))) {
+            return Err(format!(
+                "{host} resolves to a private or special address; its metadata is fetched only if an operator lists it in interactive.private_metadata_hosts"
+            ));
+        }
+        // Connect to the address checked above, not one a second lookup returns.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(FETCH_TIMEOUT)
+            .resolve(bare, addrs[0])
+            .tls_certs_merge(self.extra_roots.iter().cloned())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut r = client.get(url).header(header::ACCEPT, "application/json").send().await.map_err(|e| format!("fetching {client_id}: {e}"))?;
+        if r.status() != StatusCode::OK {
+            return Err(format!("fetching {client_id} answered {} (redirects are not followed)", r.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = r.chunk().await.map_err(|e| format!("fetching {client_id}: {e}"))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_METADATA_BYTES {
+                return Err(format!("{client_id} is larger than {MAX_METADATA_BYTES} bytes"));
+            }
+        }
+        let m = ClientMetadata::parse(client_id, &body).map_err(|e| e.to_string())?;
+        let mut cache = self.metadata.lock();
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
+        if cache.len() < 1024 {
+            cache.insert(client_id.to_string(), (m.clone(), Instant::now()));
+        }
+        Ok(m)
+    }
+
+    fn callback_url(issuer_url: &str) -> String {
+        format!("{issuer_url}/oauth/callback")
+    }
+
+    /// The human the ID token names, by `human_claim` (an email only if verified).
+    fn human(&self, claims: &Value) -> Result<String, String> {
+        let claim = self.cfg.human_claim.as_str();
+        let value = claims.get(claim).and_then(Value::as_str).filter(|v| !v.is_empty()).ok_or_else(|| format!("the ID token has no {claim} claim"))?;
+        if claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
+            return Err("the ID token's email is not verified".into());
+        }
+        Ok(value.to_string())
+    }
+
+    fn may_use(&self, host: &str, agent: &Agent, human: &str) -> bool {
+        let listed = self.cfg.hosts.iter().find(|h| h.client_id == host).map(|h| h.humans.as_slice()).unwrap_or_default();
+        let same = |a: &str| if self.cfg.human_claim == "email" { a.eq_ignore_ascii_case(human) } else { a == human };
+        if listed.is_empty() { same(&agent.owner) } else { listed.iter().any(|h| same(h)) }
+    }
+}
+
+/// Redirect the browser to `uri` with `params` added to its query.
+fn redirect(uri: &str, params: &[(&str, &str)], cookie: Option<String>) -> Response {
+    let mut u = match url::Url::parse(uri) {
+        Ok(u) => u,
+        Err(e) => return err("invalid_request", format!("cannot redirect to {uri}: {e}")).into_response(),
+    };
+    u.query_pairs_mut().extend_pairs(params);
+    let mut r = (StatusCode::FOUND, [(header::LOCATION, u.to_string()), (header::CACHE_CONTROL, "no-store".into())]).into_response();
+    if let Some(c) = cookie
+        && let Ok(v) = c.parse()
+    {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// An error for the host at its (validated) redirect URI, with its state and our `iss`.
+fn to_host(s: &OAuth, redirect_uri: &str, state: Option<&str>, e: OAuthError) -> Response {
+    let mut params = vec![("error", e.error), ("error_description", e.description.as_str()), ("iss", s.issuer_url.as_str())];
+    if let Some(st) = state {
+        params.push(("state", st));
+    }
+    redirect(redirect_uri, &params, None)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// `/oauth/authorize`: validate the host's request, then send the human to the IdP.
+pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(i) = &s.interactive else {
+        return err(
+            "unsupported_response_type",
+            "interactive authorization (authorization code with PKCE) is not enabled on this server ([interactive] in warden.toml); agents get tokens at the token endpoint with grant_type=client_credentials and private_key_jwt",
+        )
+        .into_response();
+    };
+    let now = now_secs();
+    // Until the redirect URI is known to be the host's, errors are shown
+    // here, never redirected (OAuth 2.1 §4.1.2.1).
+    let client_id = q.get("client_id").map(String::as_str).unwrap_or_default();
+    let Some(agent_id) = i.agents.get(client_id) else {
+        return err(
+            "invalid_client",
+            format!("{} is not a host an operator registered for interactive sign-in ([[interactive.host]])", untrusted_text(client_id, 200)),
+        )
+        .into_response();
+    };
+    let metadata = match i.client_metadata(client_id).await {
+        Ok(m) => m,
+        Err(e) => return err("invalid_client", format!("the host's client metadata document: {e}")).into_response(),
+    };
+    let redirect_uri = q.get("redirect_uri").map(String::as_str).unwrap_or_default();
+    if !metadata.allows_redirect(redirect_uri) {
+        return err("invalid_request", format!("redirect_uri {} is not one the host's metadata document lists", untrusted_text(redirect_uri, 200)))
+            .into_response();
+    }
+    let state = q.get("state").map(String::as_str);
+    let refuse = |e: OAuthError| to_host(&s, redirect_uri, state, e);
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return refuse(err("unsupported_response_type", "only response_type=code is supported"));
+    }
+    let challenge = q.get("code_challenge").map(String::as_str).unwrap_or_default();
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256") || !is_s256_challenge(challenge) {
+        return refuse(err("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256"));
+    }
+    let agent = match host_agent(&s, agent_id) {
+        Ok(a) => a,
+        Err(e) => return refuse(e),
+    };
+    let resource = match s.check_resource(&q) {
+        Ok(r) => r,
+        Err(e) => return refuse(e),
+    };
+    if let Err(e) = OAuth::requested_scope(q.get("scope")).and_then(|r| s.scope_for(&agent, r).map(drop)) {
+        return refuse(e);
+    }
+    let pending = Pending {
+        id: random_id(),
+        client_id: client_id.to_string(),
+        agent: agent.id.to_string(),
+        redirect_uri: redirect_uri.to_string(),
+        challenge: challenge.to_string(),
+        scope: q.get("scope").filter(|s| !s.trim().is_empty()).cloned(),
+        resource,
+        state: state.map(str::to_string),
+    };
+    let endpoint = match i.idp(|idp| idp.authorization_endpoint.clone(), false).await {
+        Ok(e) => e,
+        Err(e) => return refuse(err("temporarily_unavailable", e)),
+    };
+    let scope =
+        if i.cfg.human_claim == "sub" { "openid".to_string() } else { format!("openid {}", if i.cfg.human_claim == "email" { "email" } else { "profile" }) };
+    let sealed = i.sealer.seal(STATE, now + SIGN_IN_SECS, &pending);
+    let nonce = i.sealer.derive("idp nonce", &pending.id);
+    let challenge = pkce_challenge(&i.sealer.derive("idp pkce verifier", &pending.id));
+    let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={}; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={SIGN_IN_SECS}{secure}", pending.id);
+    let callback = Interactive::callback_url(&s.issuer_url);
+    redirect(
+        &endpoint,
+        &[
+            ("response_type", "code"),
+            ("client_id", &i.cfg.idp_client_id),
+            ("redirect_uri", &callback),
+            ("scope", &scope),
+            ("state", &sealed),
+            ("nonce", &nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+        Some(cookie),
+    )
+}
+
+/// The registered agent a host acts as, if it may get tokens this way.
+fn host_agent(s: &OAuth, agent_id: &str) -> Result<Agent, OAuthError> {
+    let agent =
+        s.gw.snapshot().agents.get(agent_id).cloned().ok_or_else(|| err("unauthorized_client", format!("the host's agent {agent_id} is not registered")))?;
+    if agent.status != AgentStatus::Active {
+        return Err(err("access_denied", format!("agent {} is {}", agent.id, agent.status.as_str())));
+    }
+    if agent.parent.is_some() {
+        return Err(err("unauthorized_client", format!("agent {} is a sub-agent: it gets tokens only by token exchange", agent.id)));
+    }
+    if agent.token_binding == TokenBinding::Mtls {
+        return Err(err("unauthorized_client", format!("agent {} requires certificate-bound tokens, which a browser sign-in cannot give", agent.id)));
+    }
+    Ok(agent)
+}
+
+/// `/oauth/callback`: the IdP's answer; on success, a code for the host.
+pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(i) = &s.interactive else { return StatusCode::NOT_FOUND.into_response() };
+    let now = now_secs();
+    let pending: Pending = match q.get("state").map(|st| i.sealer.open(STATE, st, now)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
+        None => return err("invalid_request", "the identity provider's answer has no state; start the sign-in again from the application").into_response(),
+    };
+    if cookie(&headers, COOKIE).as_deref() != Some(pending.id.as_str()) {
+        return err("invalid_request", "this sign-in was not started in this browser; start it again from the application").into_response();
+    }
+    match s.gw.first_use(&format!("sign-in:{}", pending.id), now + SIGN_IN_SECS).await {
+        Ok(true) => {}
+        Ok(false) => return err("invalid_request", "this sign-in was already completed; start it again from the application").into_response(),
+        Err(e) => return unavailable(e).into_response(),
+    }
+    let clear = format!("{COOKIE}=; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age=0");
+    let state = pending.state.as_deref();
+    let human = match sign_in(&s, i, &pending, &q, now).await {
+        Ok(h) => h,
+        Err(e) => {
+            record_refusal(&s, &pending, None, &e).await;
+            return to_host(&s, &pending.redirect_uri, state, e);
+        }
+    };
+    let agent = match host_agent(&s, &pending.agent) {
+        Ok(a) => a,
+        Err(e) => return to_host(&s, &pending.redirect_uri, state, e),
+    };
+    if !i.may_use(&pending.client_id, &agent, &human) {
+        let e = err(
+            "access_denied",
+            format!(
+                "{} may not use this application (agent {}): ask an operator to add them to its [[interactive.host]] humans",
+                untrusted_text(&human, 120),
+                agent.id
+            ),
+        );
+        record_refusal(&s, &pending, Some(&human), &e).await;
+        return to_host(&s, &pending.redirect_uri, state, e);
+    }
+    let code = Code {
+        id: random_id(),
+        client_id: pending.client_id,
+        agent: pending.agent,
+        human,
+        redirect_uri: pending.redirect_uri.clone(),
+        challenge: pending.challenge,
+        scope: pending.scope,
+        resource: pending.resource,
+    };
+    let sealed = i.sealer.seal(CODE, now + CODE_SECS, &code);
+    let mut params = vec![("code", sealed.as_str()), ("iss", s.issuer_url.as_str())];
+    if let Some(st) = state {
+        params.push(("state", st));
+    }
+    redirect(&pending.redirect_uri, &params, Some(clear))
+}
+
+/// Redeem the IdP's code and verify the ID token: the human who signed in.
+async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<String, String>, now: i64) -> Result<String, OAuthError> {
+    let (token_endpoint, userinfo, sends_iss) =
+        i.idp(|idp| (idp.token_endpoint.clone(), idp.userinfo_endpoint.clone(), idp.sends_iss), false).await.map_err(|e| err("temporarily_unavailable", e))?;
+    // RFC 9207: an answer that names another issuer (or none, from one that
+    // always names itself) came from a server this sign-in did not go to.
+    match q.get("iss") {
+        Some(iss) if *iss != i.cfg.idp_issuer => {
+            return Err(err(
+                "access_denied",
+                format!("the sign-in answer names issuer {}, not {} (RFC 9207 mix-up)", untrusted_text(iss, 120), i.cfg.idp_issuer),
+            ));
+        }
+        None if sends_iss => return Err(err("access_denied", "the sign-in answer has no iss although the identity provider always sends one (RFC 9207)")),
+        _ => {}
+    }
+    if let Some(e) = q.get("error") {
+        let why = q.get("error_description").map(|d| format!(": {}", untrusted_text(d, 200))).unwrap_or_default();
+        return Err(err("access_denied", format!("the identity provider refused the sign-in ({}{why})", untrusted_text(e, 60))));
+    }
+    let code = q.get("code").ok_or_else(|| err("access_denied", "the identity provider's answer has neither a code nor an error"))?;
+    let callback = Interactive::callback_url(&s.issuer_url);
+    let verifier = i.sealer.derive("idp pkce verifier", &pending.id);
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", &callback), ("code_verifier", &verifier)])
+        .finish();
+    // RFC 6749 §2.3.1: client_secret_basic, each part form-encoded.
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let r = i
+        .http
+        .post(&token_endpoint)
+        .basic_auth(enc(&i.cfg.idp_client_id), Some(enc(&i.idp_secret)))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .map_err(|e| err("temporarily_unavailable", format!("the identity provider's token endpoint is unreachable: {e}")))?;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let id_token = body.get("id_token").and_then(Value::as_str).ok_or_else(|| {
+        let why = body.get("error").and_then(Value::as_str).map(|e| untrusted_text(e, 60)).unwrap_or_else(|| status.to_string());
+        err("access_denied", format!("the identity provider did not redeem its code ({why})"))
+    })?;
+    let nonce = i.sealer.derive("idp nonce", &pending.id);
+    let nonce = nonce.as_str();
+    let verify = |stale: bool| async move { i.idp(|idp| verify_id_token(id_token, &idp.keys, nonce, now), stale).await };
+    let claims = match verify(false).await.map_err(|e| err("temporarily_unavailable", e))? {
+        // A key the cached JWKS lacks: the IdP may have rotated.
+        Err(e) if e.to_string().contains("verifies its signature") => verify(true).await.map_err(|e| err("temporarily_unavailable", e))?,
+        r => r,
+    }
+    .map_err(|e| err("access_denied", e.to_string()))?;
+    if claims.get(&i.cfg.human_claim).is_some() {
+        return i.human(&claims).map_err(|e| err("access_denied", e));
+    }
+    // Many IdPs put only `sub` in the ID token of a code flow and the rest
+    // at the UserInfo endpoint, which must describe the same subject.
+    let (Some(userinfo), Some(access)) = (userinfo, body.get("access_token").and_then(Value::as_str)) else {
+        return Err(err("access_denied", format!("the ID token has no {} claim and the IdP offers no UserInfo endpoint", i.cfg.human_claim)));
+    };
+    let info = i.http.get(&userinfo).bearer_auth(access).header(header::ACCEPT, "application/json").send().await;
+    let info: Value = match info {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+        Ok(r) => return Err(err("access_denied", format!("the IdP's UserInfo endpoint answered {}", r.status()))),
+        Err(e) => return Err(err("temporarily_unavailable", format!("the IdP's UserInfo endpoint is unreachable: {e}"))),
+    };
+    if info.get("sub") != claims.get("sub") {
+        return Err(err("access_denied", "the IdP's UserInfo answer is about another subject than its ID token (OIDC Core §5.3.2)"));
+    }
+    i.human(&info).map_err(|e| err("access_denied", e))
+}
+
+/// A sign-in refused after the host was identified: audited with its agent.
+async fn record_refusal(s: &OAuth, pending: &Pending, human: Option<&str>, e: &OAuthError) {
+    let ev = AuditEvent {
+        kind: Some(EventKind::TokenDenied),
+        action: Some("authorize".into()),
+        agent: Some(pending.agent.clone()),
+        subject: human.map(str::to_string),
+        decision: warden_core::Verdict::Deny,
+        reason: Some(format!("{}: {}", e.error, e.description)),
+        ..Default::default()
+    };
+    if let Err(a) = s.gw.audit.record(ev).await {
+        tracing::error!("auditing a refused sign-in failed: {a}");
+    }
+}
+
+impl OAuth {
+    /// `grant_type=authorization_code`: the host redeems its code with the
+    /// PKCE verifier. Returns the claims and the agent (for the audit).
+    pub(crate) async fn authorization_code(
+        &self,
+        form: &HashMap<String, String>,
+        headers: &HeaderMap,
+        cert: Option<&PeerCertificate>,
+        ev: &mut AuditEvent,
+        now: i64,
+    ) -> Result<AccessClaims, OAuthError> {
+        let Some(i) = &self.interactive else {
+            return Err(err("unsupported_grant_type", "interactive authorization is not enabled on this server ([interactive] in warden.toml)"));
+        };
+        let raw = form.get("code").map(String::as_str).unwrap_or_default();
+        let code: Code = i.sealer.open(CODE, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
+        ev.agent = Some(code.agent.clone());
+        ev.subject = Some(code.human.clone());
+        if form.get("client_id") != Some(&code.client_id) {
+            return Err(err("invalid_grant", "the code was issued to another client_id"));
+        }
+        if form.get("redirect_uri") != Some(&code.redirect_uri) {
+            return Err(err("invalid_grant", "redirect_uri is not the one the code was requested with"));
+        }
+        if !pkce_matches(form.get("code_verifier").map(String::as_str).unwrap_or_default(), &code.challenge) {
+            return Err(err("invalid_grant", "PKCE verification failed: code_verifier does not match the code_challenge"));
+        }
+        if self.check_resource(form)? != code.resource {
+            return Err(err("invalid_target", "resource is not the one the code was requested for"));
+        }
+        // Only after the checks a thief without the verifier cannot pass,
+        // so nobody else can burn the host's code or revoke its token.
+        if !self.gw.first_use(&format!("code:{}", code.id), now + CODE_SECS).await.map_err(unavailable)? {
+            // The token first issued for it has the code's id (RFC 6749 §4.1.2).
+            if let Err(e) = self.gw.store.revoke(RevocationKind::Token, &code.id, "its authorization code was replayed", now).await {
+                tracing::error!("revoking the token of a replayed code failed: {e}");
+            }
+            let _ = self.gw.refresh().await;
+            return Err(err("invalid_grant", "the authorization code was already used; the token issued for it is revoked"));
+        }
+        let agent = host_agent(self, &code.agent).map_err(|e| err("invalid_grant", e.description))?;
+        // The host proves a key of its own for the session, if any.
+        let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
+        let requested = OAuth::requested_scope(code.scope.as_ref())?;
+        let mut claims = self.grant(&agent, requested, None, cnf, code.resource, now)?;
+        claims.sub = code.human;
+        claims.jti = code.id;
+        claims.fed = Some(i.cfg.idp_issuer.clone());
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interactive(private_metadata_hosts: Vec<String>) -> Interactive {
+        let cfg = InteractiveConfig {
+            idp_issuer: "https://idp.example".into(),
+            idp_client_id: "warden".into(),
+            idp_client_secret_env: "UNUSED".into(),
+            human_claim: "sub".into(),
+            metadata_ca_file: None,
+            private_metadata_hosts,
+            hosts: vec![],
+        };
+        Interactive::new(cfg, HashMap::new(), "idp secret".into(), b"key").unwrap()
+    }
+
+    #[tokio::test]
+    async fn metadata_on_private_or_loopback_addresses_is_not_fetched_unless_an_operator_allowed_the_host() {
+        let i = interactive(vec![]);
+        for url in ["https://127.0.0.1:9/client.json", "https://localhost:9/client.json", "https://[::1]:9/c.json", "https://169.254.169.254/latest/meta-data"]
+        {
+            let e = i.client_metadata(url).await.unwrap_err();
+            assert!(e.contains("private or special address"), "{url}: {e}");
+        }
+        // Allowed: the fetch is attempted (nothing listens on port 9).
+        let e = interactive(vec!["127.0.0.1".into()]).client_metadata("https://127.0.0.1:9/client.json").await.unwrap_err();
+        assert!(e.starts_with("fetching"), "{e}");
+    }
+
+    #[test]
+    fn the_sign_in_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; warden_sign_in=abc ; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+}

@@ -1,0 +1,320 @@
+// Acceptance test: MCP hosts acting for a human (issue 16). The official
+// SDKs' own OAuth clients, unmodified, identify themselves by a Client ID
+// Metadata Document served over HTTPS, send the "browser" to Warden's
+// authorization endpoint with PKCE, the human signs in at a real OpenID
+// Connect provider (the certified `oidc-provider` package, started here),
+// and the host redeems Warden's code and calls a tool. The browser is a
+// redirect follower with a cookie jar; the IdP's login and consent screens
+// are answered by its interaction API for the human the test names. Then
+// every refusal: PKCE mismatch, a redirect URI the document does not list,
+// an unknown host, a replayed code (and its token revoked), a wrong RFC 9207
+// `iss`, a human the operator did not allow, a bearer-only SDK against a
+// DPoP-only host, and a DPoP-bound token downgraded to bearer.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
+import Provider from 'oidc-provider';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Agent, ROOT as root, b64u, freePort, startGateway } from './agent.mjs';
+
+const PYTHON = process.env.WARDEN_PYTHON;
+const IDP_SECRET = randomBytes(24).toString('base64url');
+// The host's redirect URI: nothing listens there; the browser stops at it.
+const HOST_REDIRECT = 'http://127.0.0.1:3999/callback';
+
+let gw; let base; let dir; let idp; let idpServer; let cimd; let cimdBase; let tls;
+let loginAs = 'alice';
+
+const warden = (...args) => gw.warden(...args);
+const cimdUrl = (name) => `${cimdBase}/clients/${name}.json`;
+
+/** A CA and a server certificate for 127.0.0.1 (openssl), for the HTTPS metadata host. */
+function certificates() {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  run('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=warden test metadata CA');
+  run('req', ...ec, '-keyout', 'host.key', '-out', 'host.csr', '-subj', '/CN=127.0.0.1');
+  writeFileSync(join(dir, 'host.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  run('x509', '-req', '-in', 'host.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'host.pem', '-days', '1', '-extfile', 'host.ext');
+  return { key: readFileSync(join(dir, 'host.key')), cert: readFileSync(join(dir, 'host.pem')) };
+}
+
+before(async () => {
+  const idpPort = await freePort();
+  const cimdPort = await freePort();
+  const IDP = `http://127.0.0.1:${idpPort}`;
+  cimdBase = `https://127.0.0.1:${cimdPort}`;
+  process.env.WARDEN_TEST_IDP_SECRET = IDP_SECRET;
+  const host = (name, agent, humans) => `
+[[interactive.host]]
+client_id = "${`https://127.0.0.1:${cimdPort}/clients/${name}.json`}"
+agent = "${agent}"
+${humans ? `humans = ${JSON.stringify(humans)}` : ''}`;
+  gw = await startGateway('interactive', `
+[interactive]
+idp_issuer = "${IDP}"
+idp_client_id = "warden"
+idp_client_secret_env = "WARDEN_TEST_IDP_SECRET"
+human_claim = "email"
+metadata_ca_file = "ca.pem"
+private_metadata_hosts = ["127.0.0.1"]
+${host('desk', 'desk', ['alice@example.com'])}
+${host('py-desk', 'desk', ['alice@example.com'])}
+${host('raw-desk', 'desk', ['alice@example.com'])}
+${host('strict-desk', 'strict-desk')}
+`, { beforeStart: (d) => { dir = d; tls = certificates(); } });
+  ({ base } = gw);
+  warden('tool', 'set', 'everything/echo', '--sensitivity', 'low', '--action-class', 'read');
+  warden('tool', 'approve', 'everything/echo');
+  for (const [name, binding] of [['desk', 'bearer'], ['strict-desk', 'dpop']]) {
+    warden('agent', 'register', name, '--owner', 'alice@example.com', '--purpose', 'desktop MCP host acting for its user',
+      '--tools', 'everything/echo', '--generate-key', join(dir, `${name}.pem`), '--token-binding', binding);
+  }
+
+  // The hosts' Client ID Metadata Documents.
+  cimd = createHttpsServer(tls, (req, res) => {
+    const m = req.url.match(/^\/clients\/([a-z-]+)\.json$/);
+    if (!m) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+      client_id: cimdUrl(m[1]), client_name: `Test ${m[1]}`, redirect_uris: [HOST_REDIRECT],
+      grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none',
+    }));
+  });
+  await new Promise((r) => cimd.listen(cimdPort, '127.0.0.1', r));
+
+  // The enterprise IdP, with Warden as its confidential client.
+  idp = new Provider(IDP, {
+    clients: [{ client_id: 'warden', client_secret: IDP_SECRET, redirect_uris: [`${base}/oauth/callback`],
+      grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic' }],
+    findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true }) }),
+    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: { devInteractions: { enabled: false } },
+    cookies: { keys: [randomBytes(16).toString('hex')] },
+    ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, AuthorizationCode: 60, IdToken: 600 },
+  });
+  const handle = idp.callback();
+  idpServer = createHttpServer(async (req, res) => {
+    if (!req.url.startsWith('/interaction/')) return handle(req, res);
+    // The login and consent screens, answered for `loginAs`.
+    const details = await idp.interactionDetails(req, res);
+    if (details.prompt.name === 'login') {
+      return idp.interactionFinished(req, res, { login: { accountId: loginAs } }, { mergeWithLastSubmission: false });
+    }
+    const grant = new idp.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    grant.addOIDCScope(details.params.scope);
+    return idp.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+  });
+  await new Promise((r) => idpServer.listen(idpPort, '127.0.0.1', r));
+});
+
+after(() => { gw?.stop(); cimd?.close(); idpServer?.close(); });
+
+/**
+ * The human's browser: follows redirects from `url` with a cookie jar per
+ * host until it reaches the host's redirect URI, whose URL it returns.
+ * `rewrite` may alter a URL before it is fetched (an attacker's edit).
+ */
+async function browse(url, rewrite = (u) => u) {
+  const jar = new Map();
+  for (let i = 0; i < 20; i += 1) {
+    if (url.startsWith(HOST_REDIRECT)) return new URL(url);
+    url = rewrite(url);
+    const { host } = new URL(url);
+    const cookies = jar.get(host) ?? new Map();
+    const r = await fetch(url, { redirect: 'manual', headers: cookies.size ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {} });
+    for (const c of r.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const at = pair.indexOf('=');
+      cookies.set(pair.slice(0, at).trim(), pair.slice(at + 1));
+    }
+    jar.set(host, cookies);
+    const location = r.headers.get('location');
+    if (!location) return { status: r.status, body: await r.text() };
+    url = new URL(location, url).toString();
+  }
+  throw new Error(`the sign-in did not end: at ${url}`);
+}
+
+/** The TypeScript SDK's OAuthClientProvider as its documentation shows it, with a CIMD client id. */
+class HostProvider {
+  constructor(name) { this.clientMetadataUrl = cimdUrl(name); }
+  get redirectUrl() { return HOST_REDIRECT; }
+  get clientMetadata() {
+    return { client_name: 'Test desk', redirect_uris: [HOST_REDIRECT], grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'none' };
+  }
+  state() { return randomUUID(); }
+  clientInformation() { return this.client; }
+  saveClientInformation(c) { this.client = c; }
+  tokens() { return this.saved; }
+  saveTokens(t) { this.saved = t; }
+  saveCodeVerifier(v) { this.verifier = v; }
+  codeVerifier() { return this.verifier; }
+  async redirectToAuthorization(url) { this.landed = await browse(url.toString()); }
+}
+
+/** Connect the TypeScript SDK as host `name`: the redirect, the code, then the connection. */
+async function tsConnect(name) {
+  const authProvider = new HostProvider(name);
+  const mcp = new URL(`${base}/mcp`);
+  const first = new StreamableHTTPClientTransport(mcp, { authProvider });
+  await assert.rejects(new Client({ name: 'desk', version: '1.0.0' }).connect(first), UnauthorizedError);
+  assert.ok(authProvider.landed instanceof URL, `the sign-in reached the host: ${JSON.stringify(authProvider.landed)}`);
+  const error = authProvider.landed.searchParams.get('error');
+  if (error) throw new Error(`${error}: ${authProvider.landed.searchParams.get('error_description')}`);
+  assert.equal(authProvider.landed.searchParams.get('iss'), base, 'RFC 9207: the response names its issuer');
+  await first.finishAuth(authProvider.landed.searchParams.get('code'));
+  const client = new Client({ name: 'desk', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(mcp, { authProvider }));
+  return client;
+}
+
+test('the authorization server metadata offers the code grant with PKCE, CIMD and RFC 9207', async () => {
+  const m = await (await fetch(`${base}/.well-known/oauth-authorization-server`)).json();
+  assert.ok(m.grant_types_supported.includes('authorization_code'));
+  assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
+  assert.equal(m.client_id_metadata_document_supported, true);
+  assert.equal(m.authorization_response_iss_parameter_supported, true);
+  assert.ok(m.token_endpoint_auth_methods_supported.includes('none'));
+});
+
+test('the TypeScript SDK, as a CIMD host, signs its human in at the IdP and calls a tool as its agent', async () => {
+  loginAs = 'alice';
+  const client = await tsConnect('desk');
+  const r = await client.callTool({ name: 'everything__echo', arguments: { message: 'hello from the desk' } });
+  assert.equal(r.content[0].text, 'Echo: hello from the desk');
+  await client.close();
+  const records = warden('audit', 'query', '--agent', 'desk', '--json').trim().split('\n').map(JSON.parse);
+  const issued = records.find((a) => a.event.kind === 'token_issued');
+  assert.equal(issued?.event.subject, 'alice@example.com', 'the token is the agent acting for the human who signed in');
+  assert.ok(records.some((a) => a.event.kind === 'tool_call' && a.event.subject === 'alice@example.com'), 'so is every call');
+});
+
+test('the Python SDK OAuthClientProvider, as a CIMD host, signs its human in and calls a tool', async (t) => {
+  if (!PYTHON) {
+    const why = 'WARDEN_PYTHON is not set: run `bash scripts/py-peers target/py-peers` and set WARDEN_PYTHON=target/py-peers/bin/python';
+    assert.ok(!process.env.CI, why);
+    t.skip(why);
+    return;
+  }
+  loginAs = 'alice';
+  // Asynchronous: the IdP and the metadata host run in this process.
+  const out = await new Promise((res, rej) => {
+    execFile(PYTHON,
+      [join(root, 'tests/py-peers/interactive_client.py'), `${base}/mcp`, cimdUrl('py-desk'), HOST_REDIRECT, 'everything__echo', JSON.stringify({ message: 'hello from python' })],
+      { timeout: 60_000 }, (e, stdout, stderr) => (e ? rej(new Error(`${e.message}\n${stderr}`)) : res(stdout)));
+  });
+  assert.deepEqual(JSON.parse(out.trim().split('\n').pop()), { ok: true, text: 'Echo: hello from python' });
+});
+
+test('a bearer-only SDK host for a DPoP-only agent is refused at the token endpoint, told why', async () => {
+  loginAs = 'alice';
+  await assert.rejects(tsConnect('strict-desk'), /requires DPoP-bound tokens \(token binding dpop\)/);
+});
+
+/** The authorization request a host builds, with its own PKCE verifier. */
+function authorizeUrl(name, overrides = {}) {
+  const verifier = b64u(randomBytes(32));
+  const params = new URLSearchParams({
+    response_type: 'code', client_id: cimdUrl(name), redirect_uri: HOST_REDIRECT, state: 'host-state',
+    code_challenge: b64u(createHash('sha256').update(verifier).digest()), code_challenge_method: 'S256', resource: `${base}/mcp`, ...overrides,
+  });
+  return { url: `${base}/oauth/authorize?${params}`, verifier };
+}
+
+async function redeem(code, verifier, { name = 'raw-desk', dpop } = {}) {
+  const body = new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: cimdUrl(name), redirect_uri: HOST_REDIRECT, resource: `${base}/mcp` });
+  const url = `${base}/oauth/token`;
+  const r = await fetch(url, { method: 'POST', body, headers: dpop ? { dpop: dpop.proof('POST', url) } : {} });
+  return { status: r.status, json: await r.json() };
+}
+
+/** Call echo through the SDK client with `transportOptions` (a bearer header, a DPoP-signing fetch). */
+async function echo(transportOptions) {
+  const client = new Client({ name: 'raw-desk', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), transportOptions));
+  const r = await client.callTool({ name: 'everything__echo', arguments: { message: 'x' } });
+  await client.close();
+  return r.content[0].text;
+}
+const bearer = (token) => ({ requestInit: { headers: { authorization: `Bearer ${token}` } } });
+
+test('a wrong PKCE verifier is refused without burning the code; a replayed code is refused and its token revoked', async () => {
+  loginAs = 'alice';
+  const { url, verifier } = authorizeUrl('raw-desk');
+  const landed = await browse(url);
+  assert.equal(landed.searchParams.get('state'), 'host-state');
+  const code = landed.searchParams.get('code');
+  const wrong = await redeem(code, b64u(randomBytes(32)));
+  assert.equal(wrong.status, 400);
+  assert.equal(wrong.json.error, 'invalid_grant');
+  assert.match(wrong.json.error_description, /PKCE/);
+  const ok = await redeem(code, verifier);
+  assert.equal(ok.status, 200, JSON.stringify(ok.json));
+  assert.equal(ok.json.token_type, 'Bearer');
+  assert.equal(await echo(bearer(ok.json.access_token)), 'Echo: x');
+  const replay = await redeem(code, verifier);
+  assert.equal(replay.json.error, 'invalid_grant');
+  assert.match(replay.json.error_description, /already used.*revoked/);
+  await new Promise((r) => setTimeout(r, 200));
+  await assert.rejects(echo(bearer(ok.json.access_token)), /401|revoked/, 'the token of a replayed code is revoked');
+  const forged = await redeem(`${code.slice(0, -4)}AAAA`, verifier);
+  assert.equal(forged.json.error, 'invalid_grant');
+});
+
+test('a redirect URI the metadata document does not list, or an unregistered host, gets an error page, never a redirect', async () => {
+  for (const [overrides, status, error, why] of [
+    [{ redirect_uri: 'https://evil.example/cb' }, 400, 'invalid_request', /not one the host's metadata document lists/],
+    [{ client_id: 'https://127.0.0.1:1/unknown.json' }, 401, 'invalid_client', /not a host an operator registered/],
+  ]) {
+    const r = await fetch(authorizeUrl('raw-desk', overrides).url, { redirect: 'manual' });
+    assert.equal(r.status, status);
+    assert.equal(r.headers.get('location'), null);
+    const j = await r.json();
+    assert.equal(j.error, error);
+    assert.match(j.error_description, why);
+  }
+  const plain = await browse(authorizeUrl('raw-desk', { code_challenge_method: 'plain' }).url);
+  assert.equal(plain.searchParams.get('error'), 'invalid_request', 'no S256 PKCE: refused back to the (verified) host');
+});
+
+test('an IdP answer naming another issuer (RFC 9207 mix-up) and a human the operator did not allow are refused to the host', async () => {
+  loginAs = 'alice';
+  const mixed = await browse(authorizeUrl('raw-desk').url, (u) => {
+    if (!u.startsWith(`${base}/oauth/callback`)) return u;
+    const x = new URL(u);
+    x.searchParams.set('iss', 'https://evil.example');
+    return x.toString();
+  });
+  assert.equal(mixed.searchParams.get('error'), 'access_denied');
+  assert.match(mixed.searchParams.get('error_description'), /RFC 9207/);
+  assert.equal(mixed.searchParams.get('state'), 'host-state');
+  loginAs = 'mallory';
+  const stranger = await browse(authorizeUrl('raw-desk').url);
+  assert.equal(stranger.searchParams.get('error'), 'access_denied');
+  assert.match(stranger.searchParams.get('error_description'), /mallory@example.com may not use this application/);
+  const denied = warden('audit', 'query', '--agent', 'desk', '--json').trim().split('\n').map(JSON.parse);
+  assert.ok(denied.some((a) => a.event.kind === 'token_denied' && a.event.subject === 'mallory@example.com'), 'the refused sign-in is audited');
+});
+
+test('a DPoP-only host gets a token bound to its session key, which is refused as a bearer token', async () => {
+  loginAs = 'alice';
+  const pem = join(dir, 'session.pem');
+  writeFileSync(pem, generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  const session = new Agent('strict-desk', pem, base);
+  const { url, verifier } = authorizeUrl('strict-desk');
+  const code = (await browse(url)).searchParams.get('code');
+  const t = await redeem(code, verifier, { name: 'strict-desk', dpop: session });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.equal(t.json.token_type, 'DPoP');
+  session.token = t.json.access_token;
+  assert.equal(await echo({ fetch: session.fetch }), 'Echo: x');
+  await assert.rejects(echo(bearer(t.json.access_token)), /401|DPoP/, 'no downgrade to bearer');
+});

@@ -1,0 +1,77 @@
+"""The official MCP Python SDK's own OAuth client as an MCP host acting for a human.
+
+Usage: interactive_client.py MCP_URL CLIENT_METADATA_URL REDIRECT_URI TOOL ARGS_JSON
+
+`OAuthClientProvider` with a Client ID Metadata Document URL as its client id
+discovers Warden from its 401 challenge, sends the "browser" (a redirect
+follower with a cookie jar, standing in for the human's) through Warden's
+authorization endpoint and the IdP's sign-in to REDIRECT_URI, redeems the
+code with its PKCE verifier, then calls TOOL. Prints one JSON line:
+{"ok": true, "text": ...} or {"ok": false, "error": ...}; exits 0 either way.
+"""
+
+import asyncio
+import json
+import sys
+
+import httpx2 as httpx
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+from private_key_jwt import MemoryStorage, leaf_errors
+
+
+async def main(mcp_url, metadata_url, redirect_uri, tool, args):
+    landed = {}
+
+    async def browse(url):
+        async with httpx.AsyncClient() as browser:
+            for _ in range(20):
+                if url.startswith(redirect_uri):
+                    landed["url"] = httpx.URL(url)
+                    return
+                r = await browser.get(url, follow_redirects=False)
+                location = r.headers.get("location")
+                if not location:
+                    raise RuntimeError(f"the sign-in stopped at {url}: {r.status_code} {r.text[:300]}")
+                url = str(httpx.URL(url).join(location))
+        raise RuntimeError("the sign-in did not end")
+
+    async def callback():
+        params = landed["url"].params
+        if "error" in params:
+            raise RuntimeError(f"{params['error']}: {params.get('error_description')}")
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=mcp_url,
+        client_metadata=OAuthClientMetadata(
+            client_name="Python desk",
+            redirect_uris=[redirect_uri],
+            grant_types=["authorization_code"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage=MemoryStorage(),
+        redirect_handler=browse,
+        callback_handler=callback,
+        client_metadata_url=metadata_url,
+    )
+    async with create_mcp_http_client(auth=provider) as http:
+        async with streamable_http_client(mcp_url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool(tool, args)
+                return result.content[0].text
+
+
+if __name__ == "__main__":
+    try:
+        text = asyncio.run(main(*sys.argv[1:5], json.loads(sys.argv[5])))
+        print(json.dumps({"ok": True, "text": text}))
+    except BaseException as e:  # noqa: BLE001 - the test asserts on the message
+        print(json.dumps({"ok": False, "error": " | ".join(leaf_errors(e))}))
+    sys.stdout.flush()
