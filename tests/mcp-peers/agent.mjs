@@ -17,16 +17,16 @@ export const WARDEN = process.env.WARDEN_BIN ?? join(ROOT, 'target/debug/warden'
 export const EVERYTHING = join(here, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
 
 /** `warden serve` in a new directory, federating server-everything over
- * stdio as `everything` (and what `extra` adds to its config; `beforeStart`
- * may write files there first). Returns its base URL, the directory, a CLI
- * runner on its config, and `stop`. */
-export async function startGateway(name, extra = '', { beforeStart } = {}) {
+ * stdio as `everything` (and what `extra` adds to its config, `settings` to
+ * its top-level keys; `beforeStart` may write files there first). Returns
+ * its base URL, the directory, a CLI runner on its config, and `stop`. */
+export async function startGateway(name, extra = '', { beforeStart, settings = '' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `warden-${name}-`));
   const cfg = join(dir, 'warden.toml');
   writeFileSync(cfg, `listen = "127.0.0.1:0"
 policy_dir = ${JSON.stringify(join(ROOT, 'policies'))}
 refresh_ms = 20
-
+${settings}
 [[upstream]]
 name = "everything"
 transport = "stdio"

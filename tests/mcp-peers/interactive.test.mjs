@@ -28,6 +28,7 @@ const PYTHON = process.env.WARDEN_PYTHON;
 const IDP_SECRET = randomBytes(24).toString('base64url');
 // The host's redirect URI: nothing listens there; the browser stops at it.
 const HOST_REDIRECT = 'http://127.0.0.1:3999/callback';
+const TTL = 8;
 
 let gw; let base; let dir; let idp; let idpServer; let cimd; let cimdBase; let tls;
 let loginAs = 'alice';
@@ -69,7 +70,11 @@ ${host('desk', 'desk', ['alice@example.com'])}
 ${host('py-desk', 'desk', ['alice@example.com'])}
 ${host('raw-desk', 'desk', ['alice@example.com'])}
 ${host('strict-desk', 'strict-desk')}
-`, { beforeStart: (d) => { dir = d; tls = certificates(); } });
+`, {
+    beforeStart: (d) => { dir = d; tls = certificates(); },
+    // Short-lived access tokens: the SDK must refresh mid-session.
+    settings: `token_ttl_secs = ${TTL}`,
+  });
   ({ base } = gw);
   warden('tool', 'set', 'everything/echo', '--sensitivity', 'low', '--action-class', 'read');
   warden('tool', 'approve', 'everything/echo');
@@ -161,8 +166,7 @@ class HostProvider {
 }
 
 /** Connect the TypeScript SDK as host `name`: the redirect, the code, then the connection. */
-async function tsConnect(name) {
-  const authProvider = new HostProvider(name);
+async function tsConnect(name, authProvider = new HostProvider(name)) {
   const mcp = new URL(`${base}/mcp`);
   const first = new StreamableHTTPClientTransport(mcp, { authProvider });
   await assert.rejects(new Client({ name: 'desk', version: '1.0.0' }).connect(first), UnauthorizedError);
@@ -195,6 +199,19 @@ test('the TypeScript SDK, as a CIMD host, signs its human in at the IdP and call
   const issued = records.find((a) => a.event.kind === 'token_issued');
   assert.equal(issued?.event.subject, 'alice@example.com', 'the token is the agent acting for the human who signed in');
   assert.ok(records.some((a) => a.event.kind === 'tool_call' && a.event.subject === 'alice@example.com'), 'so is every call');
+});
+
+test('the TypeScript SDK refreshes its token across expiry mid-session, without the human', async () => {
+  loginAs = 'alice';
+  const host = new HostProvider('desk');
+  const client = await tsConnect('desk', host);
+  assert.ok(host.saved.refresh_token, 'the sign-in gave a refresh token');
+  const first = host.saved.access_token;
+  await new Promise((r) => setTimeout(r, (TTL + 1) * 1000));
+  const r = await client.callTool({ name: 'everything__echo', arguments: { message: 'after expiry' } });
+  assert.equal(r.content[0].text, 'Echo: after expiry');
+  assert.notEqual(host.saved.access_token, first, 'a new access token, from the refresh token');
+  await client.close();
 });
 
 test('the Python SDK OAuthClientProvider, as a CIMD host, signs its human in and calls a tool', async (t) => {
@@ -230,7 +247,11 @@ function authorizeUrl(name, overrides = {}) {
 }
 
 async function redeem(code, verifier, { name = 'raw-desk', dpop } = {}) {
-  const body = new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: cimdUrl(name), redirect_uri: HOST_REDIRECT, resource: `${base}/mcp` });
+  return token({ grant_type: 'authorization_code', code, code_verifier: verifier, client_id: cimdUrl(name), redirect_uri: HOST_REDIRECT, resource: `${base}/mcp` }, dpop);
+}
+
+async function token(params, dpop) {
+  const body = new URLSearchParams(params);
   const url = `${base}/oauth/token`;
   const r = await fetch(url, { method: 'POST', body, headers: dpop ? { dpop: dpop.proof('POST', url) } : {} });
   return { status: r.status, json: await r.json() };
@@ -267,6 +288,26 @@ test('a wrong PKCE verifier is refused without burning the code; a replayed code
   await assert.rejects(echo(bearer(ok.json.access_token)), /401|revoked/, 'the token of a replayed code is revoked');
   const forged = await redeem(`${code.slice(0, -4)}AAAA`, verifier);
   assert.equal(forged.json.error, 'invalid_grant');
+});
+
+test('a refresh token is spent on use; presenting a spent one again revokes every token of the sign-in', async () => {
+  loginAs = 'alice';
+  const { url, verifier } = authorizeUrl('raw-desk');
+  const first = await redeem((await browse(url)).searchParams.get('code'), verifier);
+  assert.equal(first.status, 200, JSON.stringify(first.json));
+  const refresh = (rt) => token({ grant_type: 'refresh_token', refresh_token: rt, client_id: cimdUrl('raw-desk') });
+  const second = await refresh(first.json.refresh_token);
+  assert.equal(second.status, 200, JSON.stringify(second.json));
+  assert.notEqual(second.json.refresh_token, first.json.refresh_token, 'rotated');
+  assert.equal(await echo(bearer(second.json.access_token)), 'Echo: x');
+  const other = await token({ grant_type: 'refresh_token', refresh_token: second.json.refresh_token, client_id: cimdUrl('desk') });
+  assert.equal(other.json.error, 'invalid_grant', 'only for the client it was issued to');
+  const reused = await refresh(first.json.refresh_token);
+  assert.equal(reused.json.error, 'invalid_grant');
+  assert.match(reused.json.error_description, /already used.*every token of this sign-in is revoked/);
+  await new Promise((r) => setTimeout(r, 200));
+  await assert.rejects(echo(bearer(second.json.access_token)), /401|revoked/, 'the newer access token is revoked too');
+  assert.equal((await refresh(second.json.refresh_token)).json.error, 'invalid_grant', 'and so is the newer refresh token');
 });
 
 test('a redirect URI the metadata document does not list, or an unregistered host, gets an error page, never a redirect', async () => {
@@ -317,4 +358,14 @@ test('a DPoP-only host gets a token bound to its session key, which is refused a
   session.token = t.json.access_token;
   assert.equal(await echo({ fetch: session.fetch }), 'Echo: x');
   await assert.rejects(echo(bearer(t.json.access_token)), /401|DPoP/, 'no downgrade to bearer');
+  // Its refresh token is bound to the session key too (RFC 9449 §5).
+  const pem2 = join(dir, 'thief.pem');
+  writeFileSync(pem2, generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }));
+  const params = { grant_type: 'refresh_token', refresh_token: t.json.refresh_token, client_id: cimdUrl('strict-desk') };
+  const stolen = await token(params, new Agent('strict-desk', pem2, base));
+  assert.equal(stolen.json.error, 'invalid_grant');
+  assert.match(stolen.json.error_description, /bound to the DPoP key/);
+  const renewed = await token(params, session);
+  assert.equal(renewed.status, 200, JSON.stringify(renewed.json));
+  assert.equal(renewed.json.token_type, 'DPoP');
 });

@@ -96,6 +96,12 @@ pub struct InteractiveConfig {
     /// verified address counts).
     #[serde(default = "d_human_claim")]
     pub human_claim: String,
+    /// How long a sign-in lasts without the human signing in again: the
+    /// host refreshes its access tokens with one-time refresh tokens
+    /// (rotated; a reused one revokes the whole sign-in) until then. 0: no
+    /// refresh tokens. At most 30 days.
+    #[serde(default = "d_refresh_secs")]
+    pub refresh_token_secs: i64,
     /// CA certificates (PEM) trusted, besides the system's, when fetching
     /// hosts' client metadata documents (an internal CA).
     pub metadata_ca_file: Option<PathBuf>,
@@ -161,6 +167,9 @@ impl InteractiveConfig {
         if idp.scheme() != "https" && !(idp.scheme() == "http" && loopback) {
             return Err(format!("interactive.idp_issuer {} must be an https URL (http only on a loopback address)", self.idp_issuer));
         }
+        if !(0..=30 * 86400).contains(&self.refresh_token_secs) {
+            return Err("interactive.refresh_token_secs must be between 0 and 2592000 (30 days)".into());
+        }
         if !matches!(self.human_claim.as_str(), "sub" | "email" | "preferred_username") {
             return Err(format!("interactive.human_claim {} must be sub, email or preferred_username", self.human_claim));
         }
@@ -184,6 +193,10 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self { checkpoint_secs: d_checkpoint(), publish_checkpoints_to: None }
     }
+}
+
+fn d_refresh_secs() -> i64 {
+    8 * 3600
 }
 
 fn d_human_claim() -> String {

@@ -58,6 +58,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const COOKIE: &str = "warden_sign_in";
 const STATE: &str = "sign-in state";
 const CODE: &str = "authorization code";
+const REFRESH: &str = "refresh token";
 
 /// `[interactive]`, loaded.
 pub struct Interactive {
@@ -99,17 +100,39 @@ struct Pending {
     state: Option<String>,
 }
 
+/// Who a sign-in's tokens are for: the host's agent acting for a human.
+#[derive(Serialize, Deserialize, Clone)]
+struct SignIn {
+    client_id: String,
+    agent: String,
+    human: String,
+    scope: Option<String>,
+    resource: String,
+}
+
 /// What an authorization code grants.
 #[derive(Serialize, Deserialize)]
 struct Code {
     id: String,
-    client_id: String,
-    agent: String,
-    human: String,
     redirect_uri: String,
     challenge: String,
-    scope: Option<String>,
-    resource: String,
+    grant: SignIn,
+}
+
+/// What a refresh token renews: one sign-in (its `family`, also the task of
+/// every token it yields), until `expires`.
+#[derive(Serialize, Deserialize)]
+struct Refresh {
+    id: String,
+    family: String,
+    grant: SignIn,
+    /// The DPoP key of the sign-in (RFC 9449 §5: a public client's refresh
+    /// token is bound to it), if it proved one.
+    jkt: Option<String>,
+    /// When the human signed in: a revocation of the agent's tokens since
+    /// then ends the sign-in.
+    auth_time: i64,
+    expires: i64,
 }
 
 impl Interactive {
@@ -428,13 +451,9 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
     }
     let code = Code {
         id: random_id(),
-        client_id: pending.client_id,
-        agent: pending.agent,
-        human,
         redirect_uri: pending.redirect_uri.clone(),
         challenge: pending.challenge,
-        scope: pending.scope,
-        resource: pending.resource,
+        grant: SignIn { client_id: pending.client_id, agent: pending.agent, human, scope: pending.scope, resource: pending.resource },
     };
     let sealed = i.sealer.seal(CODE, now + CODE_SECS, &code);
     let mut params = vec![("code", sealed.as_str()), ("iss", s.issuer_url.as_str())];
@@ -542,15 +561,13 @@ impl OAuth {
         cert: Option<&PeerCertificate>,
         ev: &mut AuditEvent,
         now: i64,
-    ) -> Result<AccessClaims, OAuthError> {
-        let Some(i) = &self.interactive else {
-            return Err(err("unsupported_grant_type", "interactive authorization is not enabled on this server ([interactive] in warden.toml)"));
-        };
+    ) -> Result<(AccessClaims, Option<String>), OAuthError> {
+        let i = self.interactive()?;
         let raw = form.get("code").map(String::as_str).unwrap_or_default();
         let code: Code = i.sealer.open(CODE, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
-        ev.agent = Some(code.agent.clone());
-        ev.subject = Some(code.human.clone());
-        if form.get("client_id") != Some(&code.client_id) {
+        ev.agent = Some(code.grant.agent.clone());
+        ev.subject = Some(code.grant.human.clone());
+        if form.get("client_id") != Some(&code.grant.client_id) {
             return Err(err("invalid_grant", "the code was issued to another client_id"));
         }
         if form.get("redirect_uri") != Some(&code.redirect_uri) {
@@ -559,7 +576,7 @@ impl OAuth {
         if !pkce_matches(form.get("code_verifier").map(String::as_str).unwrap_or_default(), &code.challenge) {
             return Err(err("invalid_grant", "PKCE verification failed: code_verifier does not match the code_challenge"));
         }
-        if self.check_resource(form)? != code.resource {
+        if self.check_resource(form)? != code.grant.resource {
             return Err(err("invalid_target", "resource is not the one the code was requested for"));
         }
         // Only after the checks a thief without the verifier cannot pass,
@@ -572,15 +589,91 @@ impl OAuth {
             let _ = self.gw.refresh().await;
             return Err(err("invalid_grant", "the authorization code was already used; the token issued for it is revoked"));
         }
-        let agent = host_agent(self, &code.agent).map_err(|e| err("invalid_grant", e.description))?;
+        let agent = host_agent(self, &code.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
         // The host proves a key of its own for the session, if any.
         let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
-        let requested = OAuth::requested_scope(code.scope.as_ref())?;
-        let mut claims = self.grant(&agent, requested, None, cnf, code.resource, now)?;
-        claims.sub = code.human;
+        let family = format!("sign-in-{}", code.id);
+        let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, now)?;
         claims.jti = code.id;
-        claims.fed = Some(i.cfg.idp_issuer.clone());
+        let refresh = Refresh {
+            id: random_id(),
+            family,
+            grant: code.grant,
+            jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()),
+            auth_time: now,
+            expires: now + i.cfg.refresh_token_secs,
+        };
+        Ok((claims, i.refresh_token(&refresh)))
+    }
+
+    /// `grant_type=refresh_token`: a new access token for the same sign-in
+    /// and a new refresh token; the old one is spent. A spent one presented
+    /// again was copied: every token of the sign-in is revoked.
+    pub(crate) async fn refresh(
+        &self,
+        form: &HashMap<String, String>,
+        headers: &HeaderMap,
+        cert: Option<&PeerCertificate>,
+        ev: &mut AuditEvent,
+        now: i64,
+    ) -> Result<(AccessClaims, Option<String>), OAuthError> {
+        let i = self.interactive()?;
+        let raw = form.get("refresh_token").map(String::as_str).unwrap_or_default();
+        let r: Refresh = i.sealer.open(REFRESH, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
+        ev.agent = Some(r.grant.agent.clone());
+        ev.subject = Some(r.grant.human.clone());
+        if form.get("client_id") != Some(&r.grant.client_id) {
+            return Err(err("invalid_grant", "the refresh token was issued to another client_id"));
+        }
+        if self.check_resource(form)? != r.grant.resource {
+            return Err(err("invalid_target", "resource is not the one the sign-in was for"));
+        }
+        let agent = host_agent(self, &r.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
+        let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
+        if r.jkt.is_some() && cnf.as_ref().and_then(|c| c.jkt.as_ref()) != r.jkt.as_ref() {
+            return Err(err("invalid_grant", "the refresh token is bound to the DPoP key of its sign-in: sign the proof with that key"));
+        }
+        let mut claims = self.sign_in_claims(&agent, &r.grant, &r.family, cnf, now)?;
+        // Revocations since the sign-in (of the agent, of the task) end it.
+        let signed_in = AccessClaims { iat: r.auth_time, ..claims.clone() };
+        self.gw.snapshot().revocations.check(&signed_in).map_err(|e| err("invalid_grant", format!("the sign-in was revoked ({e}): sign in again")))?;
+        if !self.gw.first_use(&format!("refresh:{}", r.id), r.expires).await.map_err(unavailable)? {
+            if let Err(e) = self.gw.store.revoke(RevocationKind::Task, &r.family, "a spent refresh token was presented again", now).await {
+                tracing::error!("revoking the sign-in of a reused refresh token failed: {e}");
+            }
+            let _ = self.gw.refresh().await;
+            return Err(err("invalid_grant", "the refresh token was already used: every token of this sign-in is revoked; sign in again"));
+        }
+        claims.exp = claims.exp.min(r.expires.max(now + 1));
+        let next = Refresh { id: random_id(), jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()).or(r.jkt.clone()), ..r };
+        Ok((claims, i.refresh_token(&next)))
+    }
+
+    fn interactive(&self) -> Result<&Interactive, OAuthError> {
+        self.interactive
+            .as_ref()
+            .ok_or_else(|| err("unsupported_grant_type", "interactive authorization is not enabled on this server ([interactive] in warden.toml)"))
+    }
+
+    /// The host's agent acting for the human in sign-in `family` (its task).
+    fn sign_in_claims(
+        &self,
+        agent: &Agent,
+        s: &SignIn,
+        family: &str,
+        cnf: Option<warden_identity::Confirmation>,
+        now: i64,
+    ) -> Result<AccessClaims, OAuthError> {
+        let mut claims = self.grant(agent, OAuth::requested_scope(s.scope.as_ref())?, Some(family), cnf, s.resource.clone(), now)?;
+        claims.sub = s.human.clone();
+        claims.fed = Some(self.interactive()?.cfg.idp_issuer.clone());
         Ok(claims)
+    }
+}
+
+impl Interactive {
+    fn refresh_token(&self, r: &Refresh) -> Option<String> {
+        (self.cfg.refresh_token_secs > 0).then(|| self.sealer.seal(REFRESH, r.expires, r))
     }
 }
 
@@ -594,6 +687,7 @@ mod tests {
             idp_client_id: "warden".into(),
             idp_client_secret_env: "UNUSED".into(),
             human_claim: "sub".into(),
+            refresh_token_secs: 3600,
             metadata_ca_file: None,
             private_metadata_hosts,
             hosts: vec![],

@@ -383,18 +383,23 @@ async fn token(
             let cnf = s.confirmation(&headers, cert.as_ref(), &agent, true, now).await?;
             let mut claims = s.client_credentials(&form, &agent, cnf, resource, now)?;
             claims.fed = Some(issuer);
-            return Ok(claims);
+            return Ok((claims, None));
         }
         if grant == "authorization_code" {
             return s.authorization_code(&form, &headers, cert.as_ref(), &mut ev, now).await;
         }
+        if grant == "refresh_token" {
+            return s.refresh(&form, &headers, cert.as_ref(), &mut ev, now).await;
+        }
         if grant != "client_credentials" && grant != TOKEN_EXCHANGE {
-            return Err(err("unsupported_grant_type", format!("use client_credentials, authorization_code, {TOKEN_EXCHANGE} or {JWT_BEARER}")));
+            return Err(err("unsupported_grant_type", format!("use client_credentials, authorization_code, refresh_token, {TOKEN_EXCHANGE} or {JWT_BEARER}")));
         }
         let agent = s.authenticate_client(&form, now).await?;
         ev.agent = Some(agent.id.to_string());
         let cnf = s.confirmation(&headers, cert.as_ref(), &agent, false, now).await?;
-        if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) }
+        let claims =
+            if grant == "client_credentials" { s.client_credentials(&form, &agent, cnf, resource, now) } else { s.exchange(&form, &agent, cnf, resource, now) };
+        claims.map(|c| (c, None))
     }
     .await;
     // Until the client is authenticated the request proves nothing about
@@ -410,7 +415,7 @@ async fn token(
         r => r,
     };
     match result {
-        Ok(claims) => {
+        Ok((claims, refresh_token)) => {
             ev.kind = Some(if claims.chain.is_empty() { EventKind::TokenIssued } else { EventKind::TokenExchanged });
             ev.decision = warden_core::Verdict::Allow;
             ev.subject = Some(claims.sub.clone());
@@ -438,6 +443,9 @@ async fn token(
             });
             if grant == TOKEN_EXCHANGE {
                 body["issued_token_type"] = ACCESS_TOKEN_TYPE.into();
+            }
+            if let Some(r) = refresh_token {
+                body["refresh_token"] = r.into();
             }
             (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
         }
@@ -505,7 +513,7 @@ async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
     let mut grants = vec!["client_credentials", TOKEN_EXCHANGE];
     let mut auth_methods = vec!["private_key_jwt"];
     if s.interactive.is_some() {
-        grants.push("authorization_code");
+        grants.extend(["authorization_code", "refresh_token"]);
         auth_methods.push("none");
     }
     if !s.workload.is_empty() {
