@@ -13,22 +13,25 @@ impl Store {
     /// The whole stored log in order; unreadable rows come back as parse
     /// errors in their place (verification reports them).
     pub async fn audit_records(&self) -> Result<Vec<std::result::Result<AuditRecord, AuditError>>> {
-        Ok(self.audit_lines().await?.iter().enumerate().map(|(i, l)| warden_audit::parse_line(i, l)).collect())
+        Ok(self.audit_lines(None).await?.iter().enumerate().map(|(i, l)| warden_audit::parse_line(i, l)).collect())
     }
 
-    /// Every record's stored JSON text (its export line), in order.
-    async fn audit_lines(&self) -> Result<Vec<String>> {
+    /// Every record's stored JSON text (its export line), in order; with
+    /// `upto`, only records up to that sequence number.
+    async fn audit_lines(&self, upto: Option<u64>) -> Result<Vec<String>> {
         const PAGE: u32 = 10_000;
         let mut out = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.read_audit_texts(after, PAGE).await?;
+            let mut page = self.read_audit_texts(after, PAGE).await?;
             let n = page.len();
             if let Some(last) = page.last() {
                 after = last.seq as u64;
             }
+            page.retain(|row| upto.is_none_or(|u| row.seq as u64 <= u));
+            let cut = page.len() < n;
             out.extend(page.into_iter().map(|row| row.text));
-            if n < PAGE as usize {
+            if n < PAGE as usize || cut {
                 return Ok(out);
             }
         }
@@ -51,8 +54,12 @@ impl Store {
                 _ => return Ok(Err(AuditError::Checkpoint { size: c.size })),
             }
         }
-        let lines = self.audit_lines().await?;
+        // The head first, then the records up to it: the head and its
+        // records commit together, so the log read this way is exactly as
+        // long as the head says unless records were removed, however many
+        // a live gateway appends meanwhile (those wait for the next run).
         let head = self.audit_head().await?;
+        let lines = self.audit_lines(Some(head.seq)).await?;
         Ok(warden_audit::verify_lines(lines.iter().map(String::as_str), key, ChainHead::default(), Some(&head), &checkpoints))
     }
 

@@ -223,6 +223,32 @@ async fn audit_appends_survive_hostile_text_and_concurrent_writers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifying_a_log_that_grows_meanwhile_reports_no_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in every_backend(dir.path()).await {
+        let key = Keypair::generate();
+        let ev = |r: &str| AuditEvent { decision: warden_core::Verdict::Allow, reason: Some(r.into()), ..Default::default() };
+        let mut w = s.audit_appender(key.clone()).await.unwrap();
+        w.append(vec![(ev("first"), 1)]).await.unwrap();
+        // A live gateway keeps appending while an operator verifies.
+        let writer = tokio::spawn(async move {
+            for i in 0..100 {
+                w.append(vec![(ev("more"), 2 + i)]).await.unwrap();
+            }
+        });
+        let mut runs = 0;
+        while !writer.is_finished() {
+            let r = s.verify_audit(&key.public()).await.unwrap();
+            assert!(r.is_ok(), "a growing log is not a tampered one: {r:?}");
+            runs += 1;
+        }
+        writer.await.unwrap();
+        assert!(runs > 0);
+        assert_eq!(s.verify_audit(&key.public()).await.unwrap().unwrap().records, 101);
+    }
+}
+
 #[tokio::test]
 async fn a_one_time_id_is_first_only_once_across_stores_restarts_and_batches() {
     let dir = tempfile::tempdir().unwrap();
