@@ -29,6 +29,7 @@ const IDP_SECRET = randomBytes(24).toString('base64url');
 // The host's redirect URI: nothing listens there; the browser stops at it.
 const HOST_REDIRECT = 'http://127.0.0.1:3999/callback';
 const TTL = 8;
+const GROUPS = { alice: ['warden-admins'], bob: ['staff'] };
 
 let gw; let base; let dir; let idp; let idpServer; let cimd; let cimdBase; let tls;
 let loginAs = 'alice';
@@ -70,6 +71,11 @@ ${host('desk', 'desk', ['alice@example.com'])}
 ${host('py-desk', 'desk', ['alice@example.com'])}
 ${host('raw-desk', 'desk', ['alice@example.com'])}
 ${host('strict-desk', 'strict-desk')}
+[interactive.operators]
+roles_claim = "groups"
+scope = "groups"
+admin = ["warden-admins"]
+viewer = ["staff"]
 `, {
     beforeStart: (d) => { dir = d; tls = certificates(); },
     // Short-lived access tokens: the SDK must refresh mid-session.
@@ -98,8 +104,8 @@ ${host('strict-desk', 'strict-desk')}
   idp = new Provider(IDP, {
     clients: [{ client_id: 'warden', client_secret: IDP_SECRET, redirect_uris: [`${base}/oauth/callback`],
       grant_types: ['authorization_code'], response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic' }],
-    findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true }) }),
-    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true, groups: GROUPS[id] ?? [] }) }),
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     features: { devInteractions: { enabled: false } },
     cookies: { keys: [randomBytes(16).toString('hex')] },
@@ -124,13 +130,13 @@ after(() => { gw?.stop(); cimd?.close(); idpServer?.close(); });
 
 /**
  * The human's browser: follows redirects from `url` with a cookie jar per
- * host until it reaches the host's redirect URI, whose URL it returns.
+ * host until it reaches `stopAt` (the host's redirect URI), whose URL it returns.
  * `rewrite` may alter a URL before it is fetched (an attacker's edit).
  */
-async function browse(url, rewrite = (u) => u) {
+async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT) {
   const jar = new Map();
   for (let i = 0; i < 20; i += 1) {
-    if (url.startsWith(HOST_REDIRECT)) return new URL(url);
+    if (url.startsWith(stopAt)) return new URL(url);
     url = rewrite(url);
     const { host } = new URL(url);
     const cookies = jar.get(host) ?? new Map();
@@ -368,4 +374,26 @@ test('a DPoP-only host gets a token bound to its session key, which is refused a
   const renewed = await token(params, session);
   assert.equal(renewed.status, 200, JSON.stringify(renewed.json));
   assert.equal(renewed.json.token_type, 'DPoP');
+});
+
+test('operators sign in to the dashboard at the IdP, with the role their groups give', async () => {
+  assert.deepEqual(await (await fetch(`${base}/admin/sso`)).json(), { enabled: true });
+  const signIn = async (who) => {
+    loginAs = who;
+    const back = await browse(`${base}/admin/sso/login`, undefined, `${base}/dashboard`);
+    return new URLSearchParams(back.hash.slice(1));
+  };
+  const whoami = (token) => fetch(`${base}/admin/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
+  const alice = (await signIn('alice')).get('sso');
+  assert.deepEqual(await (await whoami(alice)).json(), { name: 'alice@example.com', role: 'admin' });
+  const bob = (await signIn('bob')).get('sso');
+  assert.deepEqual(await (await whoami(bob)).json(), { name: 'bob@example.com', role: 'viewer' });
+  const suspend = await fetch(`${base}/admin/v1/agents/desk/suspend`, { method: 'POST', headers: { authorization: `Bearer ${bob}` }, body: '{}' });
+  assert.equal(suspend.status, 403, 'a viewer may not suspend');
+  const mallory = await signIn('mallory');
+  assert.equal(mallory.get('sso'), null);
+  assert.match(mallory.get('sso-error'), /mallory@example.com has no operator role/);
+  const forged = await whoami(`${alice.slice(0, -4)}AAAA`);
+  assert.equal(forged.status, 401);
+  assert.match((await forged.json()).error, /sign in again/);
 });

@@ -1,7 +1,8 @@
 //! The operators' face: the admin REST API (`/admin/v1`, described by the
 //! checked-in OpenAPI document), Prometheus `/metrics` and the dashboard
 //! (`/dashboard`, static, served from the binary; it uses the same API).
-//! Operators authenticate with a bearer token (`warden operator add`); their
+//! Operators authenticate with a bearer token (`warden operator add`) or a
+//! session from signing in at the IdP (`[interactive.operators]`); their
 //! role decides what they may do, and every change they make is audited.
 //! Wrong tokens are throttled per source and audited in aggregate; every
 //! answer forbids framing, sniffing, referrers and caching, and the
@@ -46,6 +47,8 @@ pub struct Admin {
     /// and the log's origin: verification checks the log reaches the newest.
     pub publish_checkpoints_to: Option<std::path::PathBuf>,
     pub audit_origin: String,
+    /// Operators signed in at the IdP (`[interactive.operators]`).
+    pub sso: Option<Arc<crate::interactive::Interactive>>,
 }
 
 pub fn router(state: Arc<Admin>) -> Router {
@@ -203,8 +206,15 @@ impl Admin {
         let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
             return Err(self.login_failed(c, unauthorized("expected Authorization: Bearer <operator token>")));
         };
-        let digest = hex::encode(Sha256::digest(token.as_bytes()));
-        let Some(op) = self.gw.store.operator_by_token(&digest).await? else {
+        let sso = token.starts_with(crate::interactive::OPERATOR_SESSION_PREFIX).then(|| self.sso.as_ref()?.operator_session(token, now_ms() / 1000));
+        let op = match sso {
+            Some(op) => op,
+            None => self.gw.store.operator_by_token(&hex::encode(Sha256::digest(token.as_bytes()))).await?,
+        };
+        let Some(op) = op else {
+            if token.starts_with(crate::interactive::OPERATOR_SESSION_PREFIX) {
+                return Err(self.login_failed(c, unauthorized("the sign-in session has expired or is not this server's: sign in again at /dashboard")));
+            }
             return Err(self.login_failed(c, unauthorized("unknown operator token (ask an admin for one: `warden operator add`)")));
         };
         if op.role < need {

@@ -337,7 +337,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     gateway.start_definition_checks(warden_gateway::STARTUP_LISTING_WAIT).await;
 
     let workload = cfg.workload_issuers.iter().map(|w| load_workload_issuer(w, &cfg.trust_domain)).collect::<Result<_, _>>()?;
-    let interactive = cfg.interactive.as_ref().map(|i| load_interactive(i, &cfg.trust_domain, &sealing_secret)).transpose()?;
+    let interactive = cfg.interactive.as_ref().map(|i| load_interactive(i, &cfg.trust_domain, &sealing_secret).map(Arc::new)).transpose()?;
     let oauth = Arc::new(OAuth {
         gw: gateway.clone(),
         issuer: issuer.clone(),
@@ -345,7 +345,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         ttl: cfg.token_ttl_secs,
         mtls: tls.is_some(),
         workload,
-        interactive,
+        interactive: interactive.clone(),
     });
     let admin = Arc::new(crate::admin::Admin {
         gw: gateway.clone(),
@@ -354,6 +354,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         audit_key: issuer.public_key(),
         publish_checkpoints_to: cfg.audit.publish_checkpoints_to.clone(),
         audit_origin: cfg.audit_origin(),
+        sso: interactive,
     });
     let app = warden_gateway::router(gateway.clone()).merge(oauth::router(oauth)).merge(crate::admin::router(admin));
     let shutdown = Arc::new(tokio::sync::Notify::new());

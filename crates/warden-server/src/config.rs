@@ -111,6 +111,45 @@ pub struct InteractiveConfig {
     pub private_metadata_hosts: Vec<String>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<HostConfig>,
+    /// Operators sign in to the dashboard and admin API at the same IdP,
+    /// with the role a claim gives them.
+    pub operators: Option<OperatorsConfig>,
+}
+
+/// `[interactive.operators]`: which values of which claim make an operator
+/// a viewer, an approver or an admin (the highest one listed wins).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorsConfig {
+    /// The claim with the operator's groups or roles (a string or an array of strings).
+    #[serde(default = "d_roles_claim")]
+    pub roles_claim: String,
+    /// An extra scope to ask the IdP for so that it releases the claim (e.g. `groups`).
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub admin: Vec<String>,
+    #[serde(default)]
+    pub approver: Vec<String>,
+    #[serde(default)]
+    pub viewer: Vec<String>,
+    /// How long a dashboard sign-in lasts (it cannot be revoked before:
+    /// keep it short). At most 12 h.
+    #[serde(default = "d_session_secs")]
+    pub session_secs: i64,
+}
+
+impl OperatorsConfig {
+    /// The highest role `claims` give, if any.
+    pub fn role(&self, claims: &serde_json::Value) -> Option<warden_core::Role> {
+        let values: Vec<&str> = match claims.get(&self.roles_claim) {
+            Some(serde_json::Value::String(v)) => vec![v.as_str()],
+            Some(serde_json::Value::Array(list)) => list.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => vec![],
+        };
+        let has = |groups: &[String]| groups.iter().any(|g| values.contains(&g.as_str()));
+        use warden_core::Role;
+        [(Role::Admin, &self.admin), (Role::Approver, &self.approver), (Role::Viewer, &self.viewer)].into_iter().find(|(_, g)| has(g)).map(|(r, _)| r)
+    }
 }
 
 /// `[[interactive.host]]`: one MCP host, known by its Client ID Metadata
@@ -173,6 +212,14 @@ impl InteractiveConfig {
         if !matches!(self.human_claim.as_str(), "sub" | "email" | "preferred_username") {
             return Err(format!("interactive.human_claim {} must be sub, email or preferred_username", self.human_claim));
         }
+        if let Some(o) = &self.operators {
+            if !(60..=12 * 3600).contains(&o.session_secs) {
+                return Err("interactive.operators.session_secs must be between 60 and 43200 (12 h)".into());
+            }
+            if o.admin.is_empty() && o.approver.is_empty() && o.viewer.is_empty() {
+                return Err("[interactive.operators] names no groups for admin, approver or viewer: nobody could sign in".into());
+            }
+        }
         for (i, h) in self.hosts.iter().enumerate() {
             if self.hosts[..i].iter().any(|o| o.client_id == h.client_id) {
                 return Err(format!("[[interactive.host]] {} is configured twice: give each host one entry", h.client_id));
@@ -193,6 +240,14 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self { checkpoint_secs: d_checkpoint(), publish_checkpoints_to: None }
     }
+}
+
+fn d_roles_claim() -> String {
+    "groups".into()
+}
+
+fn d_session_secs() -> i64 {
+    3600
 }
 
 fn d_refresh_secs() -> i64 {
@@ -412,6 +467,16 @@ mod tests {
         assert!(cfg("https://idp.example", &host("https://desk.example/")).unwrap_err().contains("with a path"));
         let twice = format!("{}{}", host("https://desk.example/c.json"), host("https://desk.example/c.json"));
         assert!(cfg("https://idp.example", &twice).unwrap_err().contains("configured twice"));
+    }
+
+    #[test]
+    fn an_operators_role_is_the_highest_its_groups_give() {
+        let ops: OperatorsConfig = toml::from_str("admin = [\"root\"]\napprover = [\"oncall\"]\nviewer = [\"staff\"]").unwrap();
+        let role = |c: serde_json::Value| ops.role(&c);
+        assert_eq!(role(serde_json::json!({ "groups": ["staff", "oncall"] })), Some(warden_core::Role::Approver));
+        assert_eq!(role(serde_json::json!({ "groups": "root" })), Some(warden_core::Role::Admin));
+        assert_eq!(role(serde_json::json!({ "groups": ["Root", "other"] })), None, "groups compare exactly");
+        assert_eq!(role(serde_json::json!({ "roles": ["root"] })), None, "only the configured claim counts");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_core::clock::now_secs;
-use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, TokenBinding, untrusted_text};
+use warden_core::{Agent, AgentStatus, AuditEvent, EventKind, Operator, Role, TokenBinding, untrusted_text};
 use warden_gateway::PeerCertificate;
 use warden_identity::{
     AccessClaims, ClientMetadata, MAX_METADATA_BYTES, Sealer, TrustedIssuer, is_s256_challenge, pkce_challenge, pkce_matches, verify_id_token,
@@ -91,6 +91,12 @@ struct Idp {
 #[derive(Serialize, Deserialize)]
 struct Pending {
     id: String,
+    /// The host's request; `None` for an operator signing in to the dashboard.
+    host: Option<HostRequest>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HostRequest {
     client_id: String,
     agent: String,
     redirect_uri: String,
@@ -313,7 +319,6 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
         )
         .into_response();
     };
-    let now = now_secs();
     // Until the redirect URI is known to be the host's, errors are shown
     // here, never redirected (OAuth 2.1 §4.1.2.1).
     let client_id = q.get("client_id").map(String::as_str).unwrap_or_default();
@@ -353,8 +358,7 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
     if let Err(e) = OAuth::requested_scope(q.get("scope")).and_then(|r| s.scope_for(&agent, r).map(drop)) {
         return refuse(e);
     }
-    let pending = Pending {
-        id: random_id(),
+    let host = HostRequest {
         client_id: client_id.to_string(),
         agent: agent.id.to_string(),
         redirect_uri: redirect_uri.to_string(),
@@ -363,19 +367,42 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
         resource,
         state: state.map(str::to_string),
     };
-    let endpoint = match i.idp(|idp| idp.authorization_endpoint.clone(), false).await {
-        Ok(e) => e,
-        Err(e) => return refuse(err("temporarily_unavailable", e)),
-    };
-    let scope =
-        if i.cfg.human_claim == "sub" { "openid".to_string() } else { format!("openid {}", if i.cfg.human_claim == "email" { "email" } else { "profile" }) };
+    to_idp(&s, i, Pending { id: random_id(), host: Some(host) }).await.unwrap_or_else(refuse)
+}
+
+/// `/admin/sso/login`: an operator signs in to the dashboard at the IdP.
+pub async fn operator_login(State(s): State<Arc<OAuth>>) -> Response {
+    match s.interactive.as_ref().filter(|i| i.cfg.operators.is_some()) {
+        Some(i) => to_idp(&s, i, Pending { id: random_id(), host: None }).await.unwrap_or_else(|e| dashboard_error(&e.description)),
+        None => err("unsupported_response_type", "operator sign-in at an identity provider is not configured ([interactive.operators] in warden.toml)")
+            .into_response(),
+    }
+}
+
+/// `/admin/sso`: whether the dashboard offers operator sign-in at the IdP.
+pub async fn operator_sso(State(s): State<Arc<OAuth>>) -> Response {
+    axum::Json(serde_json::json!({ "enabled": s.interactive.as_ref().is_some_and(|i| i.cfg.operators.is_some()) })).into_response()
+}
+
+/// Send the browser to the IdP for `pending`, tied to it by a cookie.
+async fn to_idp(s: &OAuth, i: &Interactive, pending: Pending) -> Result<Response, OAuthError> {
+    let now = now_secs();
+    let endpoint = i.idp(|idp| idp.authorization_endpoint.clone(), false).await.map_err(|e| err("temporarily_unavailable", e))?;
+    let mut scope = vec!["openid"];
+    match i.cfg.human_claim.as_str() {
+        "email" => scope.push("email"),
+        "preferred_username" => scope.push("profile"),
+        _ => {}
+    }
+    scope.extend(i.cfg.operators.iter().flat_map(|o| o.scope.as_deref()));
+    let scope = scope.join(" ");
     let sealed = i.sealer.seal(STATE, now + SIGN_IN_SECS, &pending);
     let nonce = i.sealer.derive("idp nonce", &pending.id);
     let challenge = pkce_challenge(&i.sealer.derive("idp pkce verifier", &pending.id));
     let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={}; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={SIGN_IN_SECS}{secure}", pending.id);
     let callback = Interactive::callback_url(&s.issuer_url);
-    redirect(
+    Ok(redirect(
         &endpoint,
         &[
             ("response_type", "code"),
@@ -388,7 +415,7 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
             ("code_challenge_method", "S256"),
         ],
         Some(cookie),
-    )
+    ))
 }
 
 /// The registered agent a host acts as, if it may get tokens this way.
@@ -424,12 +451,16 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         Ok(false) => return err("invalid_request", "this sign-in was already completed; start it again from the application").into_response(),
         Err(e) => return unavailable(e).into_response(),
     }
+    let signed_in = sign_in(&s, i, &pending.id, &q, now).await;
+    let Some(pending) = pending.host else {
+        return operator_signed_in(&s, i, signed_in, now).await;
+    };
     let clear = format!("{COOKIE}=; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age=0");
     let state = pending.state.as_deref();
-    let human = match sign_in(&s, i, &pending, &q, now).await {
-        Ok(h) => h,
+    let human = match signed_in {
+        Ok((h, _)) => h,
         Err(e) => {
-            record_refusal(&s, &pending, None, &e).await;
+            record_refusal(&s, Some(&pending.agent), None, &e).await;
             return to_host(&s, &pending.redirect_uri, state, e);
         }
     };
@@ -446,7 +477,7 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
                 agent.id
             ),
         );
-        record_refusal(&s, &pending, Some(&human), &e).await;
+        record_refusal(&s, Some(&pending.agent), Some(&human), &e).await;
         return to_host(&s, &pending.redirect_uri, state, e);
     }
     let code = Code {
@@ -463,8 +494,67 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
     redirect(&pending.redirect_uri, &params, Some(clear))
 }
 
-/// Redeem the IdP's code and verify the ID token: the human who signed in.
-async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<String, String>, now: i64) -> Result<String, OAuthError> {
+/// An operator's sign-in: a dashboard session with the role their claims
+/// give, handed to the dashboard in the URL fragment (never sent to a
+/// server, so no proxy or log sees it).
+async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(String, Value), OAuthError>, now: i64) -> Response {
+    let ops = i.cfg.operators.as_ref().expect("operator sign-ins start only when configured");
+    let (human, claims) = match signed_in {
+        Ok(x) => x,
+        Err(e) => return dashboard_error(&e.description),
+    };
+    let Some(role) = ops.role(&claims) else {
+        let e = err(
+            "access_denied",
+            format!(
+                "{} has no operator role: the IdP's {} claim names none of the groups in [interactive.operators]",
+                untrusted_text(&human, 120),
+                ops.roles_claim
+            ),
+        );
+        record_refusal(s, None, Some(&human), &e).await;
+        return dashboard_error(&e.description);
+    };
+    let session = OperatorSession { name: human, role };
+    let token = format!("{OPERATOR_SESSION_PREFIX}{}", i.sealer.seal(OPERATOR_SESSION, now + ops.session_secs, &session));
+    let clear = format!("{COOKIE}=; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age=0");
+    let mut r = (StatusCode::FOUND, [(header::LOCATION, format!("/dashboard#sso={token}")), (header::CACHE_CONTROL, "no-store".to_string())]).into_response();
+    if let Ok(v) = clear.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Back to the dashboard's sign-in with why it failed.
+fn dashboard_error(why: &str) -> Response {
+    let enc: String = url::form_urlencoded::byte_serialize(why.as_bytes()).collect();
+    (StatusCode::FOUND, [(header::LOCATION, format!("/dashboard#sso-error={enc}")), (header::CACHE_CONTROL, "no-store".to_string())]).into_response()
+}
+
+/// Operator tokens from a dashboard sign-in start with this (registered
+/// operators' tokens never do: `warden operator add` makes hex).
+pub const OPERATOR_SESSION_PREFIX: &str = "wsso.";
+const OPERATOR_SESSION: &str = "operator session";
+
+#[derive(Serialize, Deserialize)]
+struct OperatorSession {
+    name: String,
+    role: Role,
+}
+
+impl Interactive {
+    /// The operator an SSO session token names, while it is valid.
+    pub fn operator_session(&self, token: &str, now: i64) -> Option<Operator> {
+        let sealed = token.strip_prefix(OPERATOR_SESSION_PREFIX)?;
+        self.cfg.operators.as_ref()?;
+        let s: OperatorSession = self.sealer.open(OPERATOR_SESSION, sealed, now).ok()?;
+        Some(Operator { name: s.name, role: s.role })
+    }
+}
+
+/// Redeem the IdP's code and verify the ID token: the human who signed in,
+/// and their claims.
+async fn sign_in(s: &OAuth, i: &Interactive, id: &str, q: &HashMap<String, String>, now: i64) -> Result<(String, Value), OAuthError> {
     let (token_endpoint, userinfo, sends_iss) =
         i.idp(|idp| (idp.token_endpoint.clone(), idp.userinfo_endpoint.clone(), idp.sends_iss), false).await.map_err(|e| err("temporarily_unavailable", e))?;
     // RFC 9207: an answer that names another issuer (or none, from one that
@@ -485,7 +575,7 @@ async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<Stri
     }
     let code = q.get("code").ok_or_else(|| err("access_denied", "the identity provider's answer has neither a code nor an error"))?;
     let callback = Interactive::callback_url(&s.issuer_url);
-    let verifier = i.sealer.derive("idp pkce verifier", &pending.id);
+    let verifier = i.sealer.derive("idp pkce verifier", id);
     let form = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", &callback), ("code_verifier", &verifier)])
         .finish();
@@ -506,7 +596,7 @@ async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<Stri
         let why = body.get("error").and_then(Value::as_str).map(|e| untrusted_text(e, 60)).unwrap_or_else(|| status.to_string());
         err("access_denied", format!("the identity provider did not redeem its code ({why})"))
     })?;
-    let nonce = i.sealer.derive("idp nonce", &pending.id);
+    let nonce = i.sealer.derive("idp nonce", id);
     let nonce = nonce.as_str();
     let verify = |stale: bool| async move { i.idp(|idp| verify_id_token(id_token, &idp.keys, nonce, now), stale).await };
     let claims = match verify(false).await.map_err(|e| err("temporarily_unavailable", e))? {
@@ -515,8 +605,9 @@ async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<Stri
         r => r,
     }
     .map_err(|e| err("access_denied", e.to_string()))?;
-    if claims.get(&i.cfg.human_claim).is_some() {
-        return i.human(&claims).map_err(|e| err("access_denied", e));
+    let needs = |c: &Value| c.get(&i.cfg.human_claim).is_none() || i.cfg.operators.as_ref().is_some_and(|o| c.get(&o.roles_claim).is_none());
+    if !needs(&claims) {
+        return i.human(&claims).map(|h| (h, claims)).map_err(|e| err("access_denied", e));
     }
     // Many IdPs put only `sub` in the ID token of a code flow and the rest
     // at the UserInfo endpoint, which must describe the same subject.
@@ -532,15 +623,15 @@ async fn sign_in(s: &OAuth, i: &Interactive, pending: &Pending, q: &HashMap<Stri
     if info.get("sub") != claims.get("sub") {
         return Err(err("access_denied", "the IdP's UserInfo answer is about another subject than its ID token (OIDC Core §5.3.2)"));
     }
-    i.human(&info).map_err(|e| err("access_denied", e))
+    i.human(&info).map(|h| (h, info)).map_err(|e| err("access_denied", e))
 }
 
 /// A sign-in refused after the host was identified: audited with its agent.
-async fn record_refusal(s: &OAuth, pending: &Pending, human: Option<&str>, e: &OAuthError) {
+async fn record_refusal(s: &OAuth, agent: Option<&str>, human: Option<&str>, e: &OAuthError) {
     let ev = AuditEvent {
         kind: Some(EventKind::TokenDenied),
-        action: Some("authorize".into()),
-        agent: Some(pending.agent.clone()),
+        action: Some(if agent.is_some() { "authorize" } else { "operator sign-in" }.into()),
+        agent: agent.map(str::to_string),
         subject: human.map(str::to_string),
         decision: warden_core::Verdict::Deny,
         reason: Some(format!("{}: {}", e.error, e.description)),
@@ -651,7 +742,7 @@ impl OAuth {
 
     fn interactive(&self) -> Result<&Interactive, OAuthError> {
         self.interactive
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| err("unsupported_grant_type", "interactive authorization is not enabled on this server ([interactive] in warden.toml)"))
     }
 
@@ -691,6 +782,7 @@ mod tests {
             metadata_ca_file: None,
             private_metadata_hosts,
             hosts: vec![],
+            operators: None,
         };
         Interactive::new(cfg, HashMap::new(), "idp secret".into(), b"key").unwrap()
     }

@@ -45,7 +45,7 @@ pub struct OAuth {
     /// Trusted issuers of workload credentials, each with its subject-to-agent map.
     pub workload: Vec<Workload>,
     /// Hosts acting for humans signed in at the IdP (`[interactive]`).
-    pub interactive: Option<crate::interactive::Interactive>,
+    pub interactive: Option<Arc<crate::interactive::Interactive>>,
 }
 
 /// One `[[workload_issuer]]`, loaded.
@@ -65,6 +65,8 @@ pub fn router(state: Arc<OAuth>) -> Router {
     Router::new()
         .route("/oauth/authorize", get(crate::interactive::authorize))
         .route("/oauth/callback", get(crate::interactive::callback))
+        .route("/admin/sso", get(crate::interactive::operator_sso))
+        .route("/admin/sso/login", get(crate::interactive::operator_login))
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(as_metadata))
