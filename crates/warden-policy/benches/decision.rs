@@ -84,16 +84,28 @@ fn requests() -> Vec<CallFacts> {
         .collect()
 }
 
-fn decision(c: &mut Criterion) {
-    let b = bundle();
-    let reqs = requests();
+/// Time `bundle` deciding `reqs` in turn.
+fn bench(c: &mut Criterion, name: &str, bundle: &PolicyBundle, reqs: &[CallFacts]) {
     let mut i = 0;
-    c.bench_function("decide/100-policies/10k-agents", |bench| {
+    c.bench_function(name, |bench| {
         bench.iter(|| {
             i = (i + 1) % reqs.len();
-            black_box(b.decide(black_box(&reqs[i])))
+            black_box(bundle.decide(black_box(&reqs[i])))
         })
     });
+}
+
+fn decision(c: &mut Criterion) {
+    bench(c, "decide/100-policies/10k-agents", &bundle(), &requests());
+}
+
+/// The second decision of every forwarded call: on its result.
+fn result_decision(c: &mut Criterion) {
+    let mut reqs = requests();
+    for r in &mut reqs {
+        r.request.result = true;
+    }
+    bench(c, "decide/receive_result/100-policies/10k-agents", &bundle(), &reqs);
 }
 
 fn one_policy(c: &mut Criterion) {
@@ -104,14 +116,7 @@ fn one_policy(c: &mut Criterion) {
         &[PolicySource { name: "p".into(), text: "permit(principal, action, resource) when { context.in_scope };".into() }],
     )
     .unwrap();
-    let reqs = requests();
-    let mut i = 0;
-    c.bench_function("decide/1-policy", |bench| {
-        bench.iter(|| {
-            i = (i + 1) % reqs.len();
-            black_box(b.decide(black_box(&reqs[i])))
-        })
-    });
+    bench(c, "decide/1-policy", &b, &requests());
 }
 
 fn percentiles() {
@@ -139,7 +144,7 @@ fn percentiles() {
     );
 }
 
-criterion_group!(benches, decision, one_policy);
+criterion_group!(benches, decision, result_decision, one_policy);
 
 fn main() {
     benches();

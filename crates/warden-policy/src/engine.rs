@@ -1,12 +1,13 @@
 use crate::derive::ArgFacts;
-use crate::{CallFacts, PolicyError};
+use crate::prepared::{ANY_ACTION, Action, Actions, Candidates, Names, Prepared, PreparedCache};
+use crate::{CallFacts, PolicyError, RequestFacts};
 use cedar_policy::{
-    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    ActionConstraint, Authorizer, Context, Effect, Entities, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use parking_lot::RwLock;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use warden_core::{Decision, Obligation, TargetKind};
@@ -69,13 +70,6 @@ impl Scope {
     }
 }
 
-/// The policies that can apply to one request, split into the approval
-/// forbids (`@approval`) and all the others.
-struct Candidates {
-    relaxed: PolicySet,
-    approvals: Option<PolicySet>,
-}
-
 /// Distinct candidate sets kept; the cache is dropped when it grows past this.
 const CANDIDATE_CACHE: usize = 4096;
 
@@ -84,26 +78,27 @@ pub struct PolicyBundle {
     schema: Schema,
     policies: PolicySet,
     meta: HashMap<PolicyId, PolicyMeta>,
-    /// Every policy with its principal and resource scope, in a fixed order.
-    index: Vec<(PolicyId, Scope, Scope)>,
+    /// Every policy with its principal, action and resource scope, in a
+    /// fixed order.
+    index: Vec<Indexed>,
     /// Candidate sets by the indices of their policies: Cedar evaluates every
     /// policy it is given, so evaluating only those whose scope can match a
     /// request keeps the cost independent of how many per-agent and per-tool
     /// policies exist. Read-mostly: every call after the first of its
     /// shape is a hit under a shared lock.
     candidates: RwLock<HashMap<Vec<u32>, Arc<Candidates>>>,
+    /// Entities and candidate sets per agent and target, built once.
+    prepared: PreparedCache,
     authorizer: Authorizer,
-    call_action: EntityUid,
-    read_action: EntityUid,
-    prompt_action: EntityUid,
-    relay_action: EntityUid,
-    result_action: EntityUid,
-    agent_type: EntityTypeName,
-    tool_type: EntityTypeName,
-    resource_type: EntityTypeName,
-    prompt_type: EntityTypeName,
-    owner_type: EntityTypeName,
-    server_type: EntityTypeName,
+    names: Names,
+}
+
+/// One policy's scope as far as it can rule the policy out for a request.
+struct Indexed {
+    id: PolicyId,
+    principal: Scope,
+    actions: Actions,
+    resource: Scope,
 }
 
 impl std::fmt::Debug for PolicyBundle {
@@ -172,7 +167,7 @@ impl PolicyBundle {
             let msgs: Vec<String> = result.validation_errors().map(|e| format!("  - {}", render(e))).collect();
             return Err(PolicyError::Validation(msgs.join("\n")));
         }
-        let ty = |s: &str| EntityTypeName::from_str(s).expect("static type name");
+        let names = Names::new();
         let index = policies
             .policies()
             .map(|p| {
@@ -186,7 +181,14 @@ impl PolicyBundle {
                     ResourceConstraint::In(u) | ResourceConstraint::IsIn(_, u) => Scope::In(u),
                     ResourceConstraint::Any | ResourceConstraint::Is(_) => Scope::Any,
                 };
-                (p.id().clone(), principal, resource)
+                // The request's entities carry no action hierarchy, so
+                // `action in [A, B]` is `A` or `B` (an unknown uid admits all).
+                let actions = match p.action_constraint() {
+                    ActionConstraint::Any => ANY_ACTION,
+                    ActionConstraint::Eq(u) => names.named(&u),
+                    ActionConstraint::In(us) => us.iter().fold(0, |set, u| set | names.named(u)),
+                };
+                Indexed { id: p.id().clone(), principal, actions, resource }
             })
             .collect();
         Ok(Self {
@@ -195,18 +197,9 @@ impl PolicyBundle {
             meta,
             index,
             candidates: RwLock::new(HashMap::new()),
+            prepared: PreparedCache::default(),
             authorizer: Authorizer::new(),
-            call_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("call_tool")),
-            read_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("read_resource")),
-            prompt_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("get_prompt")),
-            relay_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("relay_request")),
-            result_action: EntityUid::from_type_name_and_id(ty("Warden::Action"), EntityId::new("receive_result")),
-            agent_type: ty("Warden::Agent"),
-            tool_type: ty("Warden::Tool"),
-            resource_type: ty("Warden::Resource"),
-            prompt_type: ty("Warden::Prompt"),
-            owner_type: ty("Warden::Owner"),
-            server_type: ty("Warden::Server"),
+            names,
         })
     }
 
@@ -238,16 +231,30 @@ impl PolicyBundle {
     /// policy that fails to evaluate (e.g. an argument of the wrong type)
     /// denies rather than being skipped.
     pub fn decide(&self, facts: &CallFacts) -> Decision {
-        let (request, entities, uids) = match self.build(facts) {
-            Ok(x) => x,
-            Err(e) => return Decision::deny(format!("could not build the policy request: {e}")),
+        let cannot = |e: String| Decision::deny(format!("could not build the policy request: {e}"));
+        let prepared = match self.prepared.get_or_prepare(&self.names, &facts.agent, &facts.tool) {
+            Ok(p) => p,
+            Err(e) => return cannot(e),
         };
-        let sets = self.candidates_for(&uids);
+        let action = action_for(facts);
+        let sets = prepared.candidates(action, || self.select(&prepared, action));
+        // Nothing to evaluate (e.g. no result-time policy for this target):
+        // Cedar would deny by default, so the context is not even built.
+        if sets.is_empty() {
+            return default_deny();
+        }
+        let request = match self.context(&facts.request).and_then(|c| {
+            Request::new(prepared.principal.clone(), self.names.action(action).clone(), prepared.resource.clone(), c, None).map_err(|x| x.to_string())
+        }) {
+            Ok(r) => r,
+            Err(e) => return cannot(e),
+        };
+        let entities = &prepared.entities;
         // The set without approval forbids decides allow/deny; the approval
         // forbids, evaluated on their own, tell whether a human must agree.
         // Together that is one evaluation of every candidate policy.
-        let main = self.authorizer.is_authorized(&request, &sets.relaxed, &entities);
-        let approvals = sets.approvals.as_ref().map(|a| self.authorizer.is_authorized(&request, a, &entities));
+        let main = self.authorizer.is_authorized(&request, &sets.relaxed, entities);
+        let approvals = sets.approvals.as_ref().map(|a| self.authorizer.is_authorized(&request, a, entities));
         let responses = std::iter::once(&main).chain(approvals.as_ref());
         let mut erroring_forbids: Vec<String> = responses
             .clone()
@@ -272,7 +279,7 @@ impl PolicyBundle {
         let permitted = main.decision() == cedar_policy::Decision::Allow;
         if forbids.is_empty() {
             if !permitted {
-                return Decision::Deny { policies: vec![], reason: "no policy permits this call (default deny)".into() };
+                return default_deny();
             }
             let mut ids: Vec<String> = main.diagnostics().reason().map(ToString::to_string).collect();
             ids.sort();
@@ -308,13 +315,13 @@ impl PolicyBundle {
         out
     }
 
-    /// The policies whose scope admits this principal and resource.
-    fn candidates_for(&self, uids: &RequestUids) -> Arc<Candidates> {
+    /// The policies whose scope admits this principal, action and resource.
+    fn select(&self, p: &Prepared, action: Action) -> Arc<Candidates> {
         let key: Vec<u32> = self
             .index
             .iter()
             .enumerate()
-            .filter(|(_, (_, p, r))| p.admits(&uids.principal, &uids.owner) && r.admits(&uids.resource, &uids.server))
+            .filter(|(_, x)| x.actions & action.bit() != 0 && x.principal.admits(&p.principal, &p.owner) && x.resource.admits(&p.resource, &p.server))
             .map(|(i, _)| i as u32)
             .collect();
         if let Some(c) = self.candidates.read().get(&key) {
@@ -324,13 +331,12 @@ impl PolicyBundle {
         // set twice, and the second insert replaces an equal value.
         let (mut relaxed, mut approvals) = (PolicySet::new(), PolicySet::new());
         for &i in &key {
-            let id = &self.index[i as usize].0;
+            let id = &self.index[i as usize].id;
             let p = self.policies.policy(id).expect("indexed policy").clone();
             let set = if self.meta[id].approval.is_some() { &mut approvals } else { &mut relaxed };
             set.add(p).expect("ids are unique");
         }
-        let has_approvals = approvals.policies().next().is_some();
-        let approvals = has_approvals.then_some(approvals);
+        let approvals = (!approvals.is_empty()).then_some(approvals);
         let c = Arc::new(Candidates { relaxed, approvals });
         let mut cache = self.candidates.write();
         if cache.len() >= CANDIDATE_CACHE {
@@ -340,47 +346,11 @@ impl PolicyBundle {
         c
     }
 
-    fn build(&self, f: &CallFacts) -> Result<(Request, Entities, RequestUids), String> {
+    /// The one part of a request built per call.
+    fn context(&self, r: &RequestFacts) -> Result<Context, String> {
         let e = |x: cedar_policy::ExpressionConstructionError| x.to_string();
-        let owner = EntityUid::from_type_name_and_id(self.owner_type.clone(), EntityId::new(&f.agent.owner));
-        let server = EntityUid::from_type_name_and_id(self.server_type.clone(), EntityId::new(&f.tool.server));
-        let principal = EntityUid::from_type_name_and_id(self.agent_type.clone(), EntityId::new(&f.agent.id));
-        let resource_type = match f.tool.kind {
-            TargetKind::Tool => &self.tool_type,
-            TargetKind::Resource => &self.resource_type,
-            TargetKind::Prompt => &self.prompt_type,
-        };
-        let resource = EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new(format!("{}/{}", f.tool.server, f.tool.name)));
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
-        let agent = Entity::new(
-            principal.clone(),
-            HashMap::from([
-                ("name".to_string(), s(&f.agent.name)),
-                ("owner".to_string(), s(&f.agent.owner)),
-                ("purpose".to_string(), s(&f.agent.purpose)),
-                ("autonomy".to_string(), RestrictedExpression::new_long(f.agent.autonomy)),
-                ("risk_score".to_string(), RestrictedExpression::new_long(f.agent.risk_score)),
-            ]),
-            HashSet::from([owner.clone()]),
-        )
-        .map_err(|x| x.to_string())?;
-        let mut attrs = HashMap::from([
-            ("name".to_string(), s(&f.tool.name)),
-            ("server".to_string(), s(&f.tool.server)),
-            ("sensitivity".to_string(), s(&f.tool.sensitivity)),
-            ("sensitivity_level".to_string(), RestrictedExpression::new_long(f.tool.sensitivity_level)),
-            ("action_class".to_string(), s(&f.tool.action_class)),
-            ("exfil_capable".to_string(), RestrictedExpression::new_bool(f.tool.exfil_capable)),
-            ("untrusted_content".to_string(), RestrictedExpression::new_bool(f.tool.untrusted_content)),
-        ]);
-        if f.tool.kind == TargetKind::Resource {
-            attrs.insert("uri".to_string(), s(&f.tool.name));
-        }
-        let tool = Entity::new(resource.clone(), attrs, HashSet::from([server.clone()])).map_err(|x| x.to_string())?;
-        let entities =
-            Entities::from_entities([agent, tool, Entity::with_uid(owner.clone()), Entity::with_uid(server.clone())], None).map_err(|x| x.to_string())?;
-        let r = &f.request;
-        let context = Context::from_pairs([
+        Context::from_pairs([
             ("task".to_string(), s(&r.task)),
             ("in_scope".to_string(), RestrictedExpression::new_bool(r.in_scope)),
             ("delegation_depth".to_string(), RestrictedExpression::new_long(r.delegation_depth)),
@@ -396,47 +366,33 @@ impl PolicyBundle {
             ("monitor".to_string(), monitor_record(&r.monitor).map_err(e)?),
             ("facts".to_string(), derived_record(&ArgFacts::of(&r.args)).map_err(e)?),
         ])
-        .map_err(|x| x.to_string())?;
-        let uids = RequestUids { principal: principal.clone(), owner: owner.clone(), resource: resource.clone(), server: server.clone() };
-        let request = Request::new(principal, self.action_for(f).clone(), resource, context, None).map_err(|x| x.to_string())?;
-        Ok((request, entities, uids))
-    }
-
-    fn action_for(&self, f: &CallFacts) -> &EntityUid {
-        match f.tool.kind {
-            _ if f.request.relayed.is_some() => &self.relay_action,
-            _ if f.request.result => &self.result_action,
-            TargetKind::Tool => &self.call_action,
-            TargetKind::Resource => &self.read_action,
-            TargetKind::Prompt => &self.prompt_action,
-        }
+        .map_err(|x| x.to_string())
     }
 
     /// Check that entities and context built for `facts` conform to the schema
     /// (used by tests and `policy validate`; live requests skip it for speed).
     pub fn check_facts(&self, facts: &CallFacts) -> Result<(), PolicyError> {
-        let (request, entities, _) = self.build(facts).map_err(PolicyError::Request)?;
-        let ents: Vec<Entity> = entities.iter().cloned().collect();
-        Entities::from_entities(ents, Some(&self.schema)).map_err(|e| PolicyError::Request(render(&e)))?;
-        let ctx = request.context().ok_or_else(|| PolicyError::Request("no context".into()))?.clone();
-        Request::new(
-            request.principal().cloned().ok_or_else(|| PolicyError::Request("no principal".into()))?,
-            self.action_for(facts).clone(),
-            request.resource().cloned().ok_or_else(|| PolicyError::Request("no resource".into()))?,
-            ctx,
-            Some(&self.schema),
-        )
-        .map_err(|e| PolicyError::Request(render(&e)))?;
+        let p = self.names.prepare(&facts.agent, &facts.tool).map_err(PolicyError::Request)?;
+        Entities::from_entities(p.entities.iter().cloned(), Some(&self.schema)).map_err(|e| PolicyError::Request(render(&e)))?;
+        let ctx = self.context(&facts.request).map_err(PolicyError::Request)?;
+        Request::new(p.principal, self.names.action(action_for(facts)).clone(), p.resource, ctx, Some(&self.schema))
+            .map_err(|e| PolicyError::Request(render(&e)))?;
         Ok(())
     }
 }
 
-/// The entities of one request, for candidate selection.
-struct RequestUids {
-    principal: EntityUid,
-    owner: EntityUid,
-    resource: EntityUid,
-    server: EntityUid,
+fn action_for(f: &CallFacts) -> Action {
+    match f.tool.kind {
+        _ if f.request.relayed.is_some() => Action::RelayRequest,
+        _ if f.request.result => Action::ReceiveResult,
+        TargetKind::Tool => Action::CallTool,
+        TargetKind::Resource => Action::ReadResource,
+        TargetKind::Prompt => Action::GetPrompt,
+    }
+}
+
+fn default_deny() -> Decision {
+    Decision::Deny { policies: vec![], reason: "no policy permits this call (default deny)".into() }
 }
 
 fn findings_record(f: &crate::Findings) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
@@ -632,6 +588,55 @@ pub(crate) mod tests {
             r#"@redact("pii:mask") forbid(principal, action, resource);"#,
         ] {
             assert!(matches!(bundle(bad), Err(PolicyError::Redact { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_changed_agent_or_tool_is_decided_afresh_by_the_same_bundle() {
+        let b = bundle(
+            r#"
+            @id("autonomous") permit(principal, action == Warden::Action::"call_tool", resource) when { principal.autonomy >= 2 };
+            @id("no-money") forbid(principal, action, resource) when { resource.action_class == "financial" };
+            @id("not-mallory") forbid(principal in Warden::Owner::"mallory", action, resource);
+            @id("not-vault") forbid(principal, action, resource in Warden::Server::"vault");
+        "#,
+        )
+        .unwrap();
+        let mut f = facts("transfer", json!({}));
+        f.tool.action_class = "read".into();
+        f.agent.autonomy = 2;
+        assert!(b.decide(&f).is_allow());
+        // Each change below keeps the agent's id and the tool's name: what
+        // the entities were built from must decide, not what they are called.
+        let changes: [fn(&mut CallFacts); 4] =
+            [|f| f.agent.autonomy = 1, |f| f.tool.action_class = "financial".into(), |f| f.agent.owner = "mallory".into(), |f| f.tool.server = "vault".into()];
+        for change in changes {
+            let mut changed = f.clone();
+            change(&mut changed);
+            assert!(!b.decide(&changed).is_allow(), "{changed:?}");
+            assert!(b.decide(&f).is_allow(), "the unchanged facts are still allowed");
+        }
+    }
+
+    #[test]
+    fn a_result_is_denied_by_default_without_a_result_policy_and_a_forbid_on_results_applies() {
+        let calls = r#"@id("calls") permit(principal, action == Warden::Action::"call_tool", resource);"#;
+        let mut f = facts("transfer", json!({}));
+        f.request.result = true;
+        assert_eq!(bundle(calls).unwrap().decide(&f), default_deny(), "no policy can apply to the result");
+        let results = format!(r#"{calls} @id("results") permit(principal, action == Warden::Action::"receive_result", resource);"#);
+        assert!(bundle(&results).unwrap().decide(&f).is_allow());
+        for forbid in [
+            r#"forbid(principal, action == Warden::Action::"receive_result", resource);"#,
+            r#"forbid(principal, action in [Warden::Action::"get_prompt", Warden::Action::"receive_result"], resource);"#,
+            "forbid(principal, action, resource);",
+        ] {
+            let b = bundle(&format!(r#"{results} @id("f") {forbid}"#)).unwrap();
+            assert!(matches!(b.decide(&f), Decision::Deny { policies, .. } if policies == ["f"]), "{forbid}");
+            f.request.result = false;
+            let on_calls = b.decide(&f);
+            assert_eq!(on_calls.is_allow(), forbid.contains("receive_result"), "{forbid} on the call: {on_calls:?}");
+            f.request.result = true;
         }
     }
 

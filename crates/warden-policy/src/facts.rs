@@ -4,7 +4,7 @@ pub use warden_core::Findings;
 use warden_core::TargetKind;
 
 /// What the policy sees of the calling agent (`principal`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AgentFacts {
     /// SPIFFE id; the Cedar entity id.
     pub id: String,
@@ -21,7 +21,7 @@ pub struct AgentFacts {
 /// What the policy sees of the tool, resource or prompt (`resource`). A
 /// resource or prompt has a tool's classification (its upstream's, from the
 /// configuration) so that policies written for tools apply to it as well.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ToolFacts {
     /// A tool (`Warden::Tool`), a resource (`Warden::Resource`) or a prompt
     /// (`Warden::Prompt`).

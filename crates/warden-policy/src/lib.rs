@@ -1,13 +1,15 @@
-//! The Policy Engine: Cedar policies and schema, the entities and context
-//! built for each request, and decisions with the ids of the policies that
-//! made them. Policy-as-code test cases (`warden policy test`) run through the
-//! same path as live requests. Normalised facts (`context.facts`: recipients,
-//! paths, URLs, the amount) are derived here from the raw arguments, so every
-//! enforcement point gets the same reading. Pure: sources are handed in as text.
+//! The Policy Engine: Cedar policies and schema, the entities (built once per
+//! agent and target) and the context (per request), and decisions with the
+//! ids of the policies that made them. Policy-as-code test cases (`warden
+//! policy test`) run through the same path as live requests. Normalised facts
+//! (`context.facts`: recipients, paths, URLs, the amount) are derived here
+//! from the raw arguments, so every enforcement point gets the same reading.
+//! Pure: sources are handed in as text.
 
 mod derive;
 mod engine;
 mod facts;
+mod prepared;
 mod testcase;
 
 pub use derive::{AmountError, amount_of};

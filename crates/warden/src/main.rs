@@ -19,6 +19,11 @@ use clap::Parser;
 use cli::{Cli, Command};
 use warden_server::ServerConfig;
 
+/// jemalloc rather than glibc's malloc: under load allocation was a fifth
+/// of the gateway's CPU, and jemalloc cut CPU per call by 10-18 % (issue 19).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Stored text (a record's reason, an agent name) as a terminal shows it:
 /// escaped, so text that came from a caller or an insider cannot forge a
 /// line or steer the terminal, and at most 2,000 bytes a field (`--json`

@@ -153,8 +153,7 @@ impl Fixture {
         }
         let key = Keypair::generate();
         let audit = if opts.audit_down { stopped_audit(store.clone(), key.clone()) } else { AuditSink::start(store.clone(), key.clone(), None) };
-        let source = |name: &str, text: &str| PolicySource { name: name.into(), text: text.into() };
-        let policy = PolicyBundle::load(&source("schema.cedarschema", SCHEMA), &[source("test.cedar", POLICIES)]).expect("the test policies load");
+        let policy = bundle("");
         let upstream = |name: &str| {
             let transport =
                 Transport::Http { url: format!("http://127.0.0.1:9/{name}"), headers_from_env: BTreeMap::new(), headers_from_file: BTreeMap::new() };
@@ -219,6 +218,12 @@ impl Fixture {
     fn risk(&self) -> u8 {
         self.gw.monitor.risk(AGENT, now_ms())
     }
+}
+
+/// The test policies and `extra` ones.
+fn bundle(extra: &str) -> PolicyBundle {
+    let source = |name: &str, text: &str| PolicySource { name: name.into(), text: text.into() };
+    PolicyBundle::load(&source("schema.cedarschema", SCHEMA), &[source("test.cedar", POLICIES), source("extra.cedar", extra)]).expect("the test policies load")
 }
 
 /// An audit sink whose writer is gone (its runtime shut down), as when the
@@ -418,6 +423,23 @@ async fn decide_allows_a_read_in_scope_with_the_permits_obligations() {
 }
 
 #[tokio::test]
+async fn a_tool_reclassified_in_the_registry_is_decided_as_its_new_class() {
+    let fx = Fixture::new().await;
+    let auth = fx.caller();
+    let decide = async || {
+        let mut p = pipeline(&fx, &auth);
+        let (target, found, a) = prepared(&mut p, "crm__lookup", json!({})).await;
+        p.decide(&target, &found, &a, None).map(|_| ())
+    };
+    assert_eq!(decide().await, Ok(()), "a read in scope");
+    let mut lookup = fx.gw.store.get_tool(&tool("crm/lookup")).await.expect("registered");
+    lookup.action_class = ActionClass::Delete;
+    fx.gw.store.upsert_tool(&lookup).await.expect("tool updates");
+    assert!(fx.gw.refresh().await.expect("refresh"), "the registry changed");
+    assert_eq!(decide().await, Err(Refusal::Policy { reason: "no policy permits this call (default deny)".into(), critical: None }), "no permit for deletes");
+}
+
+#[tokio::test]
 async fn decide_denies_with_the_policys_reason_and_names_the_critical_policy() {
     let fx = Fixture::new().await;
     let auth = fx.caller();
@@ -514,6 +536,17 @@ async fn a_result_carrying_a_prompt_injection_is_withheld_by_policy() {
     assert!(ev.forwarded, "the call itself ran upstream");
     assert!(ev.findings.iter().any(|f| f.starts_with("result.injection")), "{:?}", ev.findings);
     assert_eq!(ev.policies, ["read-in-scope", "injected-result"]);
+}
+
+#[tokio::test]
+async fn a_forbid_on_results_pushed_after_results_were_released_withholds_the_next_one() {
+    let fx = Fixture::new().await;
+    let auth = fx.caller();
+    let forward = async |_: &Upstream, _: &Target, _: Value| Ok(json!({ "customer": "Bob" }));
+    pipeline(&fx, &auth).tool_call(Some("crm__lookup"), None, forward).await.expect("released");
+    fx.gw.set_policy(bundle(r#"@id("no-results") @reason("results are off") forbid(principal, action == Warden::Action::"receive_result", resource);"#));
+    let stopped = pipeline(&fx, &auth).tool_call(Some("crm__lookup"), None, forward).await.expect_err("withheld");
+    assert!(matches!(&stopped, Stopped::Refused(Refusal::Withheld(Withheld::Policy { policies, .. })) if policies == &["no-results"]), "{stopped:?}");
 }
 
 #[tokio::test]
