@@ -292,6 +292,9 @@ test('a wrong PKCE verifier is refused without burning the code; a replayed code
   assert.match(replay.json.error_description, /already used.*revoked/);
   await new Promise((r) => setTimeout(r, 200));
   await assert.rejects(echo(bearer(ok.json.access_token)), /401|revoked/, 'the token of a replayed code is revoked');
+  const refreshed = await token({ grant_type: 'refresh_token', refresh_token: ok.json.refresh_token, client_id: cimdUrl('raw-desk') });
+  assert.equal(refreshed.json.error, 'invalid_grant', 'and so is its refresh token');
+  assert.match(refreshed.json.error_description, /revoked/);
   const forged = await redeem(`${code.slice(0, -4)}AAAA`, verifier);
   assert.equal(forged.json.error, 'invalid_grant');
 });
@@ -328,6 +331,9 @@ test('a redirect URI the metadata document does not list, or an unregistered hos
     assert.equal(j.error, error);
     assert.match(j.error_description, why);
   }
+  const toIdp = await fetch(authorizeUrl('raw-desk').url, { redirect: 'manual' });
+  assert.equal(new URL(toIdp.headers.get('location')).searchParams.get('prompt'), 'login',
+    'a loopback host\'s sign-in always shows the IdP\'s sign-in page: a local process cannot ride an IdP session silently');
   const plain = await browse(authorizeUrl('raw-desk', { code_challenge_method: 'plain' }).url);
   assert.equal(plain.searchParams.get('error'), 'invalid_request', 'no S256 PKCE: refused back to the (verified) host');
 });
@@ -380,14 +386,17 @@ test('operators sign in to the dashboard at the IdP, with the role their groups 
   assert.deepEqual(await (await fetch(`${base}/admin/sso`)).json(), { enabled: true });
   const signIn = async (who) => {
     loginAs = who;
-    const back = await browse(`${base}/admin/sso/login`, undefined, `${base}/dashboard`);
-    return new URLSearchParams(back.hash.slice(1));
+    const nonce = randomBytes(16).toString('hex');
+    const back = await browse(`${base}/admin/sso/login?n=${nonce}`, undefined, `${base}/dashboard`);
+    const fragment = new URLSearchParams(back.hash.slice(1));
+    if (fragment.has('sso')) assert.equal(fragment.get('n'), nonce, 'the session comes back with the nonce of the page that asked');
+    return fragment;
   };
   const whoami = (token) => fetch(`${base}/admin/v1/whoami`, { headers: { authorization: `Bearer ${token}` } });
   const alice = (await signIn('alice')).get('sso');
-  assert.deepEqual(await (await whoami(alice)).json(), { name: 'alice@example.com', role: 'admin' });
+  assert.deepEqual(await (await whoami(alice)).json(), { name: 'sso:alice@example.com', role: 'admin' });
   const bob = (await signIn('bob')).get('sso');
-  assert.deepEqual(await (await whoami(bob)).json(), { name: 'bob@example.com', role: 'viewer' });
+  assert.deepEqual(await (await whoami(bob)).json(), { name: 'sso:bob@example.com', role: 'viewer' });
   const suspend = await fetch(`${base}/admin/v1/agents/desk/suspend`, { method: 'POST', headers: { authorization: `Bearer ${bob}` }, body: '{}' });
   assert.equal(suspend.status, 403, 'a viewer may not suspend');
   const mallory = await signIn('mallory');
@@ -396,4 +405,7 @@ test('operators sign in to the dashboard at the IdP, with the role their groups 
   const forged = await whoami(`${alice.slice(0, -4)}AAAA`);
   assert.equal(forged.status, 401);
   assert.match((await forged.json()).error, /sign in again/);
+  assert.equal((await fetch(`${base}/admin/sso/login`, { redirect: 'manual' })).status, 400, 'only with the dashboard\'s nonce');
+  const records = warden('audit', 'query', '--json').trim().split('\n').map(JSON.parse);
+  assert.ok(records.some((a) => a.event.action === 'operator sign-in' && a.event.subject === 'operator:sso:alice@example.com'), 'each sign-in is audited');
 });

@@ -117,12 +117,13 @@ pub fn verify_id_token(jwt: &str, issuer: &TrustedIssuer, nonce: &str, now: i64)
     if iss != issuer.issuer {
         return Err(refused(format!("issued by {}, not by {}", warden_core::untrusted_text(iss, 120), issuer.issuer)));
     }
-    // With several audiences the authorized party must be Warden (§2).
-    if let Some(Value::Array(aud)) = claims.get("aud")
-        && aud.len() > 1
-        && claims.get("azp").and_then(Value::as_str) != Some(issuer.audience.as_str())
-    {
-        return Err(refused(format!("it has several audiences and its azp is not {}", issuer.audience)));
+    // With several audiences the authorized party must be Warden (§2);
+    // an `azp` present must be Warden in any case (§3.1.3.7).
+    let several = matches!(claims.get("aud"), Some(Value::Array(aud)) if aud.len() > 1);
+    match claims.get("azp").and_then(Value::as_str) {
+        Some(azp) if azp != issuer.audience => return Err(refused(format!("its azp is not {}", issuer.audience))),
+        None if several => return Err(refused(format!("it has several audiences and no azp naming {}", issuer.audience))),
+        _ => {}
     }
     if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
         return Err(refused("its nonce is not this sign-in's (a replayed or injected token)".into()));
@@ -254,6 +255,7 @@ mod tests {
         refused(id(&|c| c["iss"] = json!("https://evil.example")), "issued by");
         refused(id(&|c| c["aud"] = json!("someone-else")), "audience");
         refused(id(&|c| c["aud"] = json!(["warden", "other"])), "azp");
+        refused(id(&|c| c["azp"] = json!("other")), "azp");
         refused(id(&|c| c["exp"] = json!(NOW - 120)), "expired");
         refused(id(&|c| c["sub"] = json!("")), "no subject");
         let other = AgentSigner::generate(JwsAlg::Rs256).unwrap();

@@ -93,7 +93,8 @@ pub struct InteractiveConfig {
     pub idp_client_secret_env: String,
     /// The ID token claim that names the human: `sub` (default) or, for
     /// IdPs where owners are written as addresses, `email` (then only a
-    /// verified address counts).
+    /// verified address counts). Never a name users can edit
+    /// (`preferred_username` is not unique, OIDC Core §5.7).
     #[serde(default = "d_human_claim")]
     pub human_claim: String,
     /// How long a sign-in lasts without the human signing in again: the
@@ -209,8 +210,8 @@ impl InteractiveConfig {
         if !(0..=30 * 86400).contains(&self.refresh_token_secs) {
             return Err("interactive.refresh_token_secs must be between 0 and 2592000 (30 days)".into());
         }
-        if !matches!(self.human_claim.as_str(), "sub" | "email" | "preferred_username") {
-            return Err(format!("interactive.human_claim {} must be sub, email or preferred_username", self.human_claim));
+        if !matches!(self.human_claim.as_str(), "sub" | "email") {
+            return Err(format!("interactive.human_claim {} must be sub or email (a stable, unique claim)", self.human_claim));
         }
         if let Some(o) = &self.operators {
             if !(60..=12 * 3600).contains(&o.session_secs) {

@@ -55,6 +55,8 @@ const CACHE_FOR: Duration = Duration::from_secs(300);
 /// A signature no cached IdP key verifies refetches the JWKS, at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The host's `state` travels inside the IdP's: bounded, so URLs stay short.
+const MAX_HOST_STATE: usize = 512;
 const COOKIE: &str = "warden_sign_in";
 const STATE: &str = "sign-in state";
 const CODE: &str = "authorization code";
@@ -93,6 +95,9 @@ struct Pending {
     id: String,
     /// The host's request; `None` for an operator signing in to the dashboard.
     host: Option<HostRequest>,
+    /// An operator sign-in: the nonce the dashboard that started it keeps,
+    /// echoed with the session so that no other page can plant one.
+    dashboard_nonce: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -230,6 +235,8 @@ impl Interactive {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT)
             .resolve(bare, addrs[0])
+            // A proxy would resolve the name again, past the check above.
+            .no_proxy()
             .tls_certs_merge(self.extra_roots.iter().cloned())
             .build()
             .map_err(|e| e.to_string())?;
@@ -267,7 +274,13 @@ impl Interactive {
         Ok(value.to_string())
     }
 
+    /// Whether `human` may use `host` as `agent`, by the configuration now:
+    /// checked at sign-in and again at every refresh, so a change to the
+    /// mapping or the humans ends sign-ins it no longer allows.
     fn may_use(&self, host: &str, agent: &Agent, human: &str) -> bool {
+        if self.agents.get(host) != Some(&agent.id.to_string()) {
+            return false;
+        }
         let listed = self.cfg.hosts.iter().find(|h| h.client_id == host).map(|h| h.humans.as_slice()).unwrap_or_default();
         let same = |a: &str| if self.cfg.human_claim == "email" { a.eq_ignore_ascii_case(human) } else { a == human };
         if listed.is_empty() { same(&agent.owner) } else { listed.iter().any(|h| same(h)) }
@@ -339,6 +352,9 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
             .into_response();
     }
     let state = q.get("state").map(String::as_str);
+    if state.is_some_and(|st| st.len() > MAX_HOST_STATE) {
+        return to_host(&s, redirect_uri, None, err("invalid_request", format!("state is longer than {MAX_HOST_STATE} bytes")));
+    }
     let refuse = |e: OAuthError| to_host(&s, redirect_uri, state, e);
     if q.get("response_type").map(String::as_str) != Some("code") {
         return refuse(err("unsupported_response_type", "only response_type=code is supported"));
@@ -367,13 +383,20 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
         resource,
         state: state.map(str::to_string),
     };
-    to_idp(&s, i, Pending { id: random_id(), host: Some(host) }).await.unwrap_or_else(refuse)
+    to_idp(&s, i, Pending { id: random_id(), host: Some(host), dashboard_nonce: None }).await.unwrap_or_else(refuse)
 }
 
-/// `/admin/sso/login`: an operator signs in to the dashboard at the IdP.
-pub async fn operator_login(State(s): State<Arc<OAuth>>) -> Response {
+/// `/admin/sso/login?n=NONCE`: an operator signs in to the dashboard at the
+/// IdP; the dashboard accepts the session only with its own nonce back.
+pub async fn operator_login(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let nonce = q.get("n").filter(|n| (16..=128).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let Some(nonce) = nonce else {
+        return err("invalid_request", "start the sign-in from the dashboard (it sends its nonce as n)").into_response();
+    };
     match s.interactive.as_ref().filter(|i| i.cfg.operators.is_some()) {
-        Some(i) => to_idp(&s, i, Pending { id: random_id(), host: None }).await.unwrap_or_else(|e| dashboard_error(&e.description)),
+        Some(i) => to_idp(&s, i, Pending { id: random_id(), host: None, dashboard_nonce: Some(nonce.clone()) })
+            .await
+            .unwrap_or_else(|e| dashboard_error(&s.issuer_url, &e.description)),
         None => err("unsupported_response_type", "operator sign-in at an identity provider is not configured ([interactive.operators] in warden.toml)")
             .into_response(),
     }
@@ -389,33 +412,47 @@ async fn to_idp(s: &OAuth, i: &Interactive, pending: Pending) -> Result<Response
     let now = now_secs();
     let endpoint = i.idp(|idp| idp.authorization_endpoint.clone(), false).await.map_err(|e| err("temporarily_unavailable", e))?;
     let mut scope = vec!["openid"];
-    match i.cfg.human_claim.as_str() {
-        "email" => scope.push("email"),
-        "preferred_username" => scope.push("profile"),
-        _ => {}
+    if i.cfg.human_claim == "email" {
+        scope.push("email");
     }
     scope.extend(i.cfg.operators.iter().flat_map(|o| o.scope.as_deref()));
     let scope = scope.join(" ");
     let sealed = i.sealer.seal(STATE, now + SIGN_IN_SECS, &pending);
     let nonce = i.sealer.derive("idp nonce", &pending.id);
     let challenge = pkce_challenge(&i.sealer.derive("idp pkce verifier", &pending.id));
-    let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={}; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={SIGN_IN_SECS}{secure}", pending.id);
     let callback = Interactive::callback_url(&s.issuer_url);
-    Ok(redirect(
-        &endpoint,
-        &[
-            ("response_type", "code"),
-            ("client_id", &i.cfg.idp_client_id),
-            ("redirect_uri", &callback),
-            ("scope", &scope),
-            ("state", &sealed),
-            ("nonce", &nonce),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ],
-        Some(cookie),
-    ))
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", i.cfg.idp_client_id.as_str()),
+        ("redirect_uri", &callback),
+        ("scope", &scope),
+        ("state", &sealed),
+        ("nonce", &nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    // Any local process can start a sign-in for a host with a loopback
+    // redirect: the human must at least see the IdP's sign-in page, never
+    // be bounced through on an existing IdP session.
+    if pending.host.as_ref().is_some_and(|h| is_loopback_redirect(&h.redirect_uri)) {
+        params.push(("prompt", "login"));
+    }
+    Ok(redirect(&endpoint, &params, Some(sign_in_cookie(&s.issuer_url, &pending.id, SIGN_IN_SECS))))
+}
+
+fn is_loopback_redirect(uri: &str) -> bool {
+    ["http://127.0.0.1", "http://[::1]", "http://localhost"]
+        .iter()
+        .any(|p| uri.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])))
+}
+
+/// The cookie that ties sign-in `id` to the browser that started it: one
+/// per sign-in, so two at once in one browser do not overwrite each other.
+fn sign_in_cookie(issuer_url: &str, id: &str, max_age: i64) -> String {
+    let secure = if issuer_url.starts_with("https:") { "; Secure" } else { "" };
+    let path = url::Url::parse(issuer_url).map(|u| u.path().trim_end_matches('/').to_string()).unwrap_or_default();
+    let value = if max_age > 0 { id } else { "" };
+    format!("{COOKIE}_{id}={value}; Path={path}/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
 /// The registered agent a host acts as, if it may get tokens this way.
@@ -443,7 +480,7 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
         None => return err("invalid_request", "the identity provider's answer has no state; start the sign-in again from the application").into_response(),
     };
-    if cookie(&headers, COOKIE).as_deref() != Some(pending.id.as_str()) {
+    if cookie(&headers, &format!("{COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
         return err("invalid_request", "this sign-in was not started in this browser; start it again from the application").into_response();
     }
     match s.gw.first_use(&format!("sign-in:{}", pending.id), now + SIGN_IN_SECS).await {
@@ -452,10 +489,11 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         Err(e) => return unavailable(e).into_response(),
     }
     let signed_in = sign_in(&s, i, &pending.id, &q, now).await;
-    let Some(pending) = pending.host else {
-        return operator_signed_in(&s, i, signed_in, now).await;
+    let clear = sign_in_cookie(&s.issuer_url, &pending.id, 0);
+    let Some(host) = pending.host else {
+        return operator_signed_in(&s, i, signed_in, pending.dashboard_nonce.as_deref().unwrap_or_default(), clear, now).await;
     };
-    let clear = format!("{COOKIE}=; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age=0");
+    let pending = host;
     let state = pending.state.as_deref();
     let human = match signed_in {
         Ok((h, _)) => h,
@@ -497,11 +535,13 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
 /// An operator's sign-in: a dashboard session with the role their claims
 /// give, handed to the dashboard in the URL fragment (never sent to a
 /// server, so no proxy or log sees it).
-async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(String, Value), OAuthError>, now: i64) -> Response {
-    let ops = i.cfg.operators.as_ref().expect("operator sign-ins start only when configured");
+async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(String, Value), OAuthError>, nonce: &str, clear: String, now: i64) -> Response {
+    let Some(ops) = i.cfg.operators.as_ref() else {
+        return dashboard_error(&s.issuer_url, "operator sign-in at the identity provider is no longer configured");
+    };
     let (human, claims) = match signed_in {
         Ok(x) => x,
-        Err(e) => return dashboard_error(&e.description),
+        Err(e) => return dashboard_error(&s.issuer_url, &e.description),
     };
     let Some(role) = ops.role(&claims) else {
         let e = err(
@@ -513,12 +553,24 @@ async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(Strin
             ),
         );
         record_refusal(s, None, Some(&human), &e).await;
-        return dashboard_error(&e.description);
+        return dashboard_error(&s.issuer_url, &e.description);
     };
-    let session = OperatorSession { name: human, role };
+    // Named apart from registered operators, whose names an admin chooses.
+    let session = OperatorSession { name: format!("sso:{human}"), role };
+    let ev = AuditEvent {
+        kind: Some(EventKind::TokenIssued),
+        action: Some("operator sign-in".into()),
+        subject: Some(format!("operator:{}", session.name)),
+        decision: warden_core::Verdict::Allow,
+        reason: Some(format!("role {role} for {} s", ops.session_secs)),
+        ..Default::default()
+    };
+    if let Err(e) = s.gw.audit.record(ev).await {
+        return dashboard_error(&s.issuer_url, &format!("the sign-in could not be audited ({e}); try again"));
+    }
     let token = format!("{OPERATOR_SESSION_PREFIX}{}", i.sealer.seal(OPERATOR_SESSION, now + ops.session_secs, &session));
-    let clear = format!("{COOKIE}=; Path=/oauth/callback; HttpOnly; SameSite=Lax; Max-Age=0");
-    let mut r = (StatusCode::FOUND, [(header::LOCATION, format!("/dashboard#sso={token}")), (header::CACHE_CONTROL, "no-store".to_string())]).into_response();
+    let location = format!("{}/dashboard#sso={token}&n={nonce}", s.issuer_url);
+    let mut r = (StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store".to_string())]).into_response();
     if let Ok(v) = clear.parse() {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -526,9 +578,10 @@ async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(Strin
 }
 
 /// Back to the dashboard's sign-in with why it failed.
-fn dashboard_error(why: &str) -> Response {
+fn dashboard_error(issuer_url: &str, why: &str) -> Response {
     let enc: String = url::form_urlencoded::byte_serialize(why.as_bytes()).collect();
-    (StatusCode::FOUND, [(header::LOCATION, format!("/dashboard#sso-error={enc}")), (header::CACHE_CONTROL, "no-store".to_string())]).into_response()
+    (StatusCode::FOUND, [(header::LOCATION, format!("{issuer_url}/dashboard#sso-error={enc}")), (header::CACHE_CONTROL, "no-store".to_string())])
+        .into_response()
 }
 
 /// Operator tokens from a dashboard sign-in start with this (registered
@@ -670,20 +723,24 @@ impl OAuth {
         if self.check_resource(form)? != code.grant.resource {
             return Err(err("invalid_target", "resource is not the one the code was requested for"));
         }
-        // Only after the checks a thief without the verifier cannot pass,
-        // so nobody else can burn the host's code or revoke its token.
-        if !self.gw.first_use(&format!("code:{}", code.id), now + CODE_SECS).await.map_err(unavailable)? {
-            // The token first issued for it has the code's id (RFC 6749 §4.1.2).
-            if let Err(e) = self.gw.store.revoke(RevocationKind::Token, &code.id, "its authorization code was replayed", now).await {
-                tracing::error!("revoking the token of a replayed code failed: {e}");
-            }
-            let _ = self.gw.refresh().await;
-            return Err(err("invalid_grant", "the authorization code was already used; the token issued for it is revoked"));
-        }
         let agent = host_agent(self, &code.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
+        if !i.may_use(&code.grant.client_id, &agent, &code.grant.human) {
+            return Err(err("invalid_grant", "the configuration no longer lets this human use this host as this agent"));
+        }
         // The host proves a key of its own for the session, if any.
         let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
         let family = format!("sign-in-{}", code.id);
+        // Only after the checks a thief without the verifier cannot pass
+        // (nobody else can burn the host's code) and the ones a retry can
+        // fix (a missing DPoP proof does not spend it).
+        if !self.gw.first_use(&format!("code:{}", code.id), now + CODE_SECS).await.map_err(unavailable)? {
+            // Every token issued on it (RFC 6749 §4.1.2): the sign-in's task.
+            if let Err(e) = self.gw.store.revoke(RevocationKind::Task, &family, "its authorization code was replayed", now).await {
+                tracing::error!("revoking the sign-in of a replayed code failed: {e}");
+            }
+            let _ = self.gw.refresh().await;
+            return Err(err("invalid_grant", "the authorization code was already used; every token issued for it is revoked"));
+        }
         let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, now)?;
         claims.jti = code.id;
         let refresh = Refresh {
@@ -716,10 +773,14 @@ impl OAuth {
         if form.get("client_id") != Some(&r.grant.client_id) {
             return Err(err("invalid_grant", "the refresh token was issued to another client_id"));
         }
-        if self.check_resource(form)? != r.grant.resource {
+        // RFC 8707: without `resource`, the one the sign-in was for.
+        if form.contains_key("resource") && self.check_resource(form)? != r.grant.resource {
             return Err(err("invalid_target", "resource is not the one the sign-in was for"));
         }
         let agent = host_agent(self, &r.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
+        if !i.may_use(&r.grant.client_id, &agent, &r.grant.human) {
+            return Err(err("invalid_grant", "the configuration no longer lets this human use this host as this agent: sign in again"));
+        }
         let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
         if r.jkt.is_some() && cnf.as_ref().and_then(|c| c.jkt.as_ref()) != r.jkt.as_ref() {
             return Err(err("invalid_grant", "the refresh token is bound to the DPoP key of its sign-in: sign the proof with that key"));

@@ -33,7 +33,10 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 of any IPv4
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 of any IPv4 (64:ff9b::/96 and the local-use 64:ff9b:1::/48)
+                || s[0] == 0x2002 // 6to4: embeds any IPv4
+                || (s[0] & 0xffc0) == 0xfec0 // deprecated site-local
+                || s[..6] == [0; 6]) // IPv4-compatible ::/96
         }
     }
 }
@@ -57,6 +60,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "fec0::1",
+            "::a00:1",
             "224.0.0.1",
             "255.255.255.255",
         ] {
