@@ -10,18 +10,14 @@ code with its PKCE verifier, then calls TOOL. Prints one JSON line:
 {"ok": true, "text": ...} or {"ok": false, "error": ...}; exits 0 either way.
 """
 
-import asyncio
 import json
 import sys
 
 import httpx2 as httpx
 from mcp.client.auth import OAuthClientProvider
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from private_key_jwt import MemoryStorage, leaf_errors
+from private_key_jwt import MemoryStorage, call_tool, report
 
 
 async def main(mcp_url, metadata_url, redirect_uri, tool, args):
@@ -60,18 +56,8 @@ async def main(mcp_url, metadata_url, redirect_uri, tool, args):
         callback_handler=callback,
         client_metadata_url=metadata_url,
     )
-    async with create_mcp_http_client(auth=provider) as http:
-        async with streamable_http_client(mcp_url, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                result = await session.call_tool(tool, args)
-                return result.content[0].text
+    return await call_tool(provider, mcp_url, tool, args)
 
 
 if __name__ == "__main__":
-    try:
-        text = asyncio.run(main(*sys.argv[1:5], json.loads(sys.argv[5])))
-        print(json.dumps({"ok": True, "text": text}))
-    except BaseException as e:  # noqa: BLE001 - the test asserts on the message
-        print(json.dumps({"ok": False, "error": " | ".join(leaf_errors(e))}))
-    sys.stdout.flush()
+    report(main(*sys.argv[1:5], json.loads(sys.argv[5])))

@@ -59,6 +59,11 @@ async def main(mcp_url, issuer, client_id, key_path, alg, tool, args):
         assertion_provider=jwt_params.create_assertion_provider(),
         issuer=issuer,
     )
+    return await call_tool(provider, mcp_url, tool, args)
+
+
+async def call_tool(provider, mcp_url, tool, args):
+    """Connect to MCP_URL with the SDK's streamable HTTP client, authenticated by `provider`, and call TOOL."""
     async with create_mcp_http_client(auth=provider) as http:
         async with streamable_http_client(mcp_url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
@@ -67,10 +72,14 @@ async def main(mcp_url, issuer, client_id, key_path, alg, tool, args):
                 return result.content[0].text
 
 
-if __name__ == "__main__":
+def report(run):
+    """Run the coroutine `run` and print its one JSON line; exits 0 either way."""
     try:
-        text = asyncio.run(main(*sys.argv[1:7], json.loads(sys.argv[7])))
-        print(json.dumps({"ok": True, "text": text}))
+        print(json.dumps({"ok": True, "text": asyncio.run(run)}))
     except BaseException as e:  # noqa: BLE001 - the test asserts on the message
         print(json.dumps({"ok": False, "error": " | ".join(leaf_errors(e))}))
     sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    report(main(*sys.argv[1:7], json.loads(sys.argv[7])))

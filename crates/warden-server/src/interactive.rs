@@ -706,14 +706,7 @@ impl OAuth {
         ev: &mut AuditEvent,
         now: i64,
     ) -> Result<(AccessClaims, Option<String>), OAuthError> {
-        let i = self.interactive()?;
-        let raw = form.get("code").map(String::as_str).unwrap_or_default();
-        let code: Code = i.sealer.open(CODE, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
-        ev.agent = Some(code.grant.agent.clone());
-        ev.subject = Some(code.grant.human.clone());
-        if form.get("client_id") != Some(&code.grant.client_id) {
-            return Err(err("invalid_grant", "the code was issued to another client_id"));
-        }
+        let (i, code) = self.open_grant::<Code>(CODE, "code", form, ev, now, |c| &c.grant)?;
         if form.get("redirect_uri") != Some(&code.redirect_uri) {
             return Err(err("invalid_grant", "redirect_uri is not the one the code was requested with"));
         }
@@ -765,14 +758,7 @@ impl OAuth {
         ev: &mut AuditEvent,
         now: i64,
     ) -> Result<(AccessClaims, Option<String>), OAuthError> {
-        let i = self.interactive()?;
-        let raw = form.get("refresh_token").map(String::as_str).unwrap_or_default();
-        let r: Refresh = i.sealer.open(REFRESH, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
-        ev.agent = Some(r.grant.agent.clone());
-        ev.subject = Some(r.grant.human.clone());
-        if form.get("client_id") != Some(&r.grant.client_id) {
-            return Err(err("invalid_grant", "the refresh token was issued to another client_id"));
-        }
+        let (i, r) = self.open_grant::<Refresh>(REFRESH, "refresh_token", form, ev, now, |r| &r.grant)?;
         // RFC 8707: without `resource`, the one the sign-in was for.
         if form.contains_key("resource") && self.check_resource(form)? != r.grant.resource {
             return Err(err("invalid_target", "resource is not the one the sign-in was for"));
@@ -799,6 +785,29 @@ impl OAuth {
         claims.exp = claims.exp.min(r.expires.max(now + 1));
         let next = Refresh { id: random_id(), jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()).or(r.jkt.clone()), ..r };
         Ok((claims, i.refresh_token(&next)))
+    }
+
+    /// The sealed `param` of a grant request, opened as `purpose`: its agent
+    /// and human named in the audit record, issued to the requesting client.
+    fn open_grant<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: &str,
+        param: &str,
+        form: &HashMap<String, String>,
+        ev: &mut AuditEvent,
+        now: i64,
+        sign_in: impl Fn(&T) -> &SignIn,
+    ) -> Result<(&Interactive, T), OAuthError> {
+        let i = self.interactive()?;
+        let raw = form.get(param).map(String::as_str).unwrap_or_default();
+        let value: T = i.sealer.open(purpose, raw, now).map_err(|e| err("invalid_grant", e.to_string()))?;
+        let grant = sign_in(&value);
+        ev.agent = Some(grant.agent.clone());
+        ev.subject = Some(grant.human.clone());
+        if form.get("client_id") != Some(&grant.client_id) {
+            return Err(err("invalid_grant", format!("the {purpose} was issued to another client_id")));
+        }
+        Ok((i, value))
     }
 
     fn interactive(&self) -> Result<&Interactive, OAuthError> {
