@@ -24,6 +24,7 @@ fn authn(c: &mut Criterion) {
         task: "t".into(),
         chain: vec![],
         fed: None,
+        auth_time: None,
     };
     let token = gw.issue(&claims);
     let verifier = gw.verifier("https://gw", "https://gw/mcp");

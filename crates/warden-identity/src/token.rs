@@ -66,9 +66,19 @@ pub struct AccessClaims {
     /// not to the agent's registered key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fed: Option<String>,
+    /// When the human the token acts for signed in (RFC 9068 §2.2.1): set
+    /// only on tokens of an interactive sign-in (and tokens exchanged from
+    /// them), whose `sub` is then that human rather than the agent's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 impl AccessClaims {
+    /// The human the agent acts for, signed in at the IdP, if any.
+    pub fn human(&self) -> Option<&str> {
+        self.auth_time.map(|_| self.sub.as_str())
+    }
+
     /// The agent making the call.
     pub fn agent(&self) -> &str {
         &self.act.sub
@@ -249,6 +259,8 @@ pub fn attenuate(
         task: parent.task.clone(),
         chain,
         fed: None,
+        // A sub-agent acts for the same human as its parent.
+        auth_time: parent.auth_time,
     })
 }
 
@@ -273,6 +285,7 @@ mod tests {
             task: "task-1".into(),
             chain: vec![],
             fed: None,
+            auth_time: None,
         }
     }
 
@@ -301,6 +314,19 @@ mod tests {
         let tok = issuer.issue(&c);
         assert_eq!(v.verify(&tok, 150), Err(IdentityError::NotYetValid));
         assert!(v.verify(&tok, 196).is_ok(), "within the clock-skew leeway");
+    }
+
+    #[test]
+    fn only_a_sign_in_names_a_human_and_its_sub_agents_act_for_the_same_one() {
+        let own = claims(100);
+        assert_eq!(own.human(), None, "an agent's own credential: sub is its owner, no human signed in");
+        let signed_in = AccessClaims { auth_time: Some(90), ..claims(100) };
+        assert_eq!(signed_in.human(), Some("alice"));
+        let allowed: Vec<ToolRef> = vec!["db/query".parse().unwrap()];
+        let child = SubAgent { id: "spiffe://td/agent/b", allowed: &allowed, cnf: None };
+        let c = attenuate(&signed_in, &child, None, 600, 200, "t2".into()).unwrap();
+        assert_eq!(c.human(), Some("alice"));
+        assert_eq!(attenuate(&own, &child, None, 600, 200, "t3".into()).unwrap().human(), None);
     }
 
     #[test]

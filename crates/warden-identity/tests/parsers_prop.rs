@@ -23,6 +23,7 @@ fn claims() -> AccessClaims {
         task: "t".into(),
         chain: vec![],
         fed: None,
+        auth_time: None,
     }
 }
 

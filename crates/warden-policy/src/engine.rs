@@ -355,6 +355,7 @@ impl PolicyBundle {
             ("in_scope".to_string(), RestrictedExpression::new_bool(r.in_scope)),
             ("delegation_depth".to_string(), RestrictedExpression::new_long(r.delegation_depth)),
             ("token_binding".to_string(), s(&r.token_binding)),
+            ("human".to_string(), s(&r.human)),
             ("now".to_string(), RestrictedExpression::new_long(r.now)),
             ("hour".to_string(), RestrictedExpression::new_long(r.hour())),
             ("weekday".to_string(), RestrictedExpression::new_long(r.weekday())),
@@ -638,6 +639,23 @@ pub(crate) mod tests {
             assert_eq!(on_calls.is_allow(), forbid.contains("receive_result"), "{forbid} on the call: {on_calls:?}");
             f.request.result = true;
         }
+    }
+
+    #[test]
+    fn a_policy_can_require_a_signed_in_human() {
+        let b = bundle(
+            r#"
+            permit(principal, action == Warden::Action::"call_tool", resource) when { context.in_scope };
+            @id("financial-with-a-human") @reason("financial tools only while a human is signed in through the host")
+            forbid(principal, action, resource) when { resource.action_class == "financial" && context.human == "" };
+        "#,
+        )
+        .unwrap();
+        let mut f = facts("transfer", json!({}));
+        assert!(matches!(b.decide(&f), Decision::Deny { .. }), "no human: the agent's own credentials");
+        f.request.human = "alice@example.com".into();
+        assert!(matches!(b.decide(&f), Decision::Allow { .. }));
+        b.check_facts(&f).unwrap();
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct RequestFacts {
     /// token's key) or `bearer` (the token alone).
     #[serde(default = "dpop")]
     pub token_binding: String,
+    /// The human the agent acts for, signed in at the IdP (an MCP host's
+    /// interactive sign-in); empty for an agent's own credentials.
+    #[serde(default)]
+    pub human: String,
     /// Unix seconds; `hour` and `weekday` (0 = Monday) derive from it in UTC.
     pub now: i64,
     /// Arguments of the call (a JSON object); `{}` when listing tools.

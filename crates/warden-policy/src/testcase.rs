@@ -46,6 +46,9 @@ pub struct TestCase {
     /// `dpop` (default) or `bearer`: how the caller presented its token.
     #[serde(default = "crate::facts::dpop")]
     pub token_binding: String,
+    /// The human signed in through the agent's host; empty (default) for none.
+    #[serde(default)]
+    pub human: String,
     #[serde(default = "default_task")]
     pub task: String,
     /// Unix seconds; default 2026-11-23T12:00:00Z (a Monday).
@@ -166,6 +169,7 @@ impl TestCase {
                 in_scope: self.in_scope,
                 delegation_depth: self.delegation_depth,
                 token_binding: self.token_binding.clone(),
+                human: self.human.clone(),
                 now: self.now,
                 args,
                 listing: self.listing,

@@ -734,7 +734,7 @@ impl OAuth {
             let _ = self.gw.refresh().await;
             return Err(err("invalid_grant", "the authorization code was already used; every token issued for it is revoked"));
         }
-        let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, now)?;
+        let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, now, now)?;
         claims.jti = code.id;
         let refresh = Refresh {
             id: random_id(),
@@ -771,7 +771,7 @@ impl OAuth {
         if r.jkt.is_some() && cnf.as_ref().and_then(|c| c.jkt.as_ref()) != r.jkt.as_ref() {
             return Err(err("invalid_grant", "the refresh token is bound to the DPoP key of its sign-in: sign the proof with that key"));
         }
-        let mut claims = self.sign_in_claims(&agent, &r.grant, &r.family, cnf, now)?;
+        let mut claims = self.sign_in_claims(&agent, &r.grant, &r.family, cnf, r.auth_time, now)?;
         // Revocations since the sign-in (of the agent, of the task) end it.
         let signed_in = AccessClaims { iat: r.auth_time, ..claims.clone() };
         self.gw.snapshot().revocations.check(&signed_in).map_err(|e| err("invalid_grant", format!("the sign-in was revoked ({e}): sign in again")))?;
@@ -816,18 +816,21 @@ impl OAuth {
             .ok_or_else(|| err("unsupported_grant_type", "interactive authorization is not enabled on this server ([interactive] in warden.toml)"))
     }
 
-    /// The host's agent acting for the human in sign-in `family` (its task).
+    /// The host's agent acting for the human who signed in at `auth_time`,
+    /// in sign-in `family` (its task).
     fn sign_in_claims(
         &self,
         agent: &Agent,
         s: &SignIn,
         family: &str,
         cnf: Option<warden_identity::Confirmation>,
+        auth_time: i64,
         now: i64,
     ) -> Result<AccessClaims, OAuthError> {
         let mut claims = self.grant(agent, OAuth::requested_scope(s.scope.as_ref())?, Some(family), cnf, s.resource.clone(), now)?;
         claims.sub = s.human.clone();
         claims.fed = Some(self.interactive()?.cfg.idp_issuer.clone());
+        claims.auth_time = Some(auth_time);
         Ok(claims)
     }
 }

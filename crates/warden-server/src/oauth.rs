@@ -312,6 +312,7 @@ impl OAuth {
             task,
             chain: vec![],
             fed: None,
+            auth_time: None,
         })
     }
 

@@ -364,6 +364,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<()> {
         task: "onboard customer c-1001".into(),
         chain: vec![],
         fed: None,
+        auth_time: None,
     };
     let expired = running.issuer.issue(&expired);
     let proof = make_dpop_proof(&bot_key, "POST", &bot.mcp_url(), Some(&expired), now_secs());

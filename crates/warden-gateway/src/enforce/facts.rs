@@ -100,6 +100,7 @@ pub(crate) fn facts(auth: &Authenticated, subject: Subject<'_>, args: &Value, as
             in_scope: auth.grants(&tool.tool),
             delegation_depth: auth.claims.delegation().len() as i64 - 1,
             token_binding: auth.binding.as_str().into(),
+            human: auth.claims.human().unwrap_or_default().into(),
             now,
             args: args.clone(),
             listing,

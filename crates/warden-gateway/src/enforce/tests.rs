@@ -202,6 +202,7 @@ impl Fixture {
             task: "t1".into(),
             chain: Vec::new(),
             fed: None,
+            auth_time: None,
         }
     }
 

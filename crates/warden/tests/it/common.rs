@@ -290,6 +290,7 @@ env = {{ WARDEN_DEMO_CALL_LOG = {log:?} {upstream_env} }}
             task: "minted-task".into(),
             chain: vec![],
             fed: None,
+            auth_time: None,
         }
     }
 
