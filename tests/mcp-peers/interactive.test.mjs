@@ -130,17 +130,21 @@ after(() => { gw?.stop(); cimd?.close(); idpServer?.close(); });
 
 /**
  * The human's browser: follows redirects from `url` with a cookie jar per
- * host until it reaches `stopAt` (the host's redirect URI), whose URL it returns.
- * `rewrite` may alter a URL before it is fetched (an attacker's edit).
+ * host until it reaches `stopAt` (the host's redirect URI), whose URL it
+ * returns. It answers Warden's consent page with `decision`; `rewrite` may
+ * alter a URL before it is fetched (an attacker's edit).
  */
-async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT) {
+async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT, decision = 'allow') {
   const jar = new Map();
+  let form = null;
   for (let i = 0; i < 20; i += 1) {
-    if (url.startsWith(stopAt)) return new URL(url);
-    url = rewrite(url);
+    if (!form && url.startsWith(stopAt)) return new URL(url);
+    if (!form) url = rewrite(url);
     const { host } = new URL(url);
     const cookies = jar.get(host) ?? new Map();
-    const r = await fetch(url, { redirect: 'manual', headers: cookies.size ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {} });
+    const headers = cookies.size ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {};
+    const r = await fetch(url, { redirect: 'manual', headers, ...(form ? { method: 'POST', body: form } : {}) });
+    form = null;
     for (const c of r.headers.getSetCookie()) {
       const [pair] = c.split(';');
       const at = pair.indexOf('=');
@@ -148,7 +152,15 @@ async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT) {
     }
     jar.set(host, cookies);
     const location = r.headers.get('location');
-    if (!location) return { status: r.status, body: await r.text() };
+    if (!location) {
+      const body = await r.text();
+      const consent = r.status === 200 && body.match(/<form method=post action="([^"]+)"><input type=hidden name=consent value="([^"]+)">/);
+      if (!consent) return { status: r.status, body };
+      // The human reads the consent page and answers it.
+      url = consent[1];
+      form = new URLSearchParams({ consent: consent[2], decision });
+      continue;
+    }
     url = new URL(location, url).toString();
   }
   throw new Error(`the sign-in did not end: at ${url}`);
@@ -331,9 +343,20 @@ test('a redirect URI the metadata document does not list, or an unregistered hos
     assert.equal(j.error, error);
     assert.match(j.error_description, why);
   }
-  const toIdp = await fetch(authorizeUrl('raw-desk').url, { redirect: 'manual' });
-  assert.equal(new URL(toIdp.headers.get('location')).searchParams.get('prompt'), 'login',
-    'a loopback host\'s sign-in always shows the IdP\'s sign-in page: a local process cannot ride an IdP session silently');
+  // Nothing goes to the IdP before the human saw who asks: a local process
+  // cannot ride the human's IdP session unseen.
+  const page = await fetch(authorizeUrl('raw-desk').url, { redirect: 'manual' });
+  assert.equal(page.status, 200);
+  assert.equal(page.headers.get('x-frame-options'), 'DENY');
+  const html = await page.text();
+  assert.match(html, /Test raw-desk<\/h1><p>wants to act for you as the agent <b>desk<\/b>, with the tools everything\/echo/);
+  assert.match(html, /a program on this computer/);
+  const sealed = html.match(/name=consent value="([^"]+)"/)[1];
+  const forged = await fetch(`${base}/oauth/authorize`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ consent: sealed, decision: 'allow' }) });
+  assert.equal(forged.status, 400, 'another site submitting the form (without the page\'s cookie) is refused');
+  const cancelled = await browse(authorizeUrl('raw-desk').url, undefined, HOST_REDIRECT, 'deny');
+  assert.equal(cancelled.searchParams.get('error'), 'access_denied');
+  assert.equal(cancelled.searchParams.get('state'), 'host-state');
   const plain = await browse(authorizeUrl('raw-desk', { code_challenge_method: 'plain' }).url);
   assert.equal(plain.searchParams.get('error'), 'invalid_request', 'no S256 PKCE: refused back to the (verified) host');
 });

@@ -5,12 +5,14 @@ Usage: interactive_client.py MCP_URL CLIENT_METADATA_URL REDIRECT_URI TOOL ARGS_
 `OAuthClientProvider` with a Client ID Metadata Document URL as its client id
 discovers Warden from its 401 challenge, sends the "browser" (a redirect
 follower with a cookie jar, standing in for the human's) through Warden's
-authorization endpoint and the IdP's sign-in to REDIRECT_URI, redeems the
+authorization endpoint (answering its consent page) and the IdP's sign-in
+to REDIRECT_URI, redeems the
 code with its PKCE verifier, then calls TOOL. Prints one JSON line:
 {"ok": true, "text": ...} or {"ok": false, "error": ...}; exits 0 either way.
 """
 
 import json
+import re
 import sys
 
 import httpx2 as httpx
@@ -25,15 +27,25 @@ async def main(mcp_url, metadata_url, redirect_uri, tool, args):
 
     async def browse(url):
         async with httpx.AsyncClient() as browser:
+            form = None
             for _ in range(20):
-                if url.startswith(redirect_uri):
+                if form is None and url.startswith(redirect_uri):
                     landed["url"] = httpx.URL(url)
                     return
-                r = await browser.get(url, follow_redirects=False)
+                if form is None:
+                    r = await browser.get(url, follow_redirects=False)
+                else:
+                    r = await browser.post(url, data=form, follow_redirects=False)
+                form = None
                 location = r.headers.get("location")
-                if not location:
+                if location:
+                    url = str(httpx.URL(url).join(location))
+                    continue
+                # Warden's consent page: the human reads it and continues.
+                consent = re.search(r'<form method=post action="([^"]+)"><input type=hidden name=consent value="([^"]+)">', r.text)
+                if r.status_code != 200 or not consent:
                     raise RuntimeError(f"the sign-in stopped at {url}: {r.status_code} {r.text[:300]}")
-                url = str(httpx.URL(url).join(location))
+                url, form = consent.group(1), {"consent": consent.group(2), "decision": "allow"}
         raise RuntimeError("the sign-in did not end")
 
     async def callback():

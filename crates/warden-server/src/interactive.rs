@@ -28,6 +28,7 @@
 
 use crate::config::InteractiveConfig;
 use crate::oauth::{OAuth, OAuthError, err, random_id, unavailable};
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +62,7 @@ const COOKIE: &str = "warden_sign_in";
 const STATE: &str = "sign-in state";
 const CODE: &str = "authorization code";
 const REFRESH: &str = "refresh token";
+const CONSENT: &str = "consent";
 
 /// `[interactive]`, loaded.
 pub struct Interactive {
@@ -383,7 +385,101 @@ pub async fn authorize(State(s): State<Arc<OAuth>>, Query(q): Query<HashMap<Stri
         resource,
         state: state.map(str::to_string),
     };
-    to_idp(&s, i, Pending { id: random_id(), host: Some(host), dashboard_nonce: None }).await.unwrap_or_else(refuse)
+    let pending = Pending { id: random_id(), host: Some(host), dashboard_nonce: None };
+    consent_page(&s, i, &pending, &metadata, &agent)
+}
+
+/// The human sees which application asks to act as which agent, with
+/// which tools, before anything is sent to the IdP: a local process that
+/// starts a host's sign-in (any can, for a loopback redirect) cannot ride
+/// the human's IdP session unseen. The page cannot be framed, and its form
+/// counts only with the cookie it set (`SameSite=Strict`: no other site can
+/// submit it for the human).
+fn consent_page(s: &OAuth, i: &Interactive, pending: &Pending, metadata: &ClientMetadata, agent: &Agent) -> Response {
+    let host = pending.host.as_ref().expect("a host's sign-in");
+    let sealed = i.sealer.seal(CONSENT, now_secs() + SIGN_IN_SECS, pending);
+    let name = metadata.client_name.clone().unwrap_or_else(|| host.client_id.clone());
+    let local = if is_loopback_redirect(&host.redirect_uri) {
+        "<p class=warn>It returns to a program on this computer. Continue only if you just started signing in to it yourself.</p>"
+    } else {
+        ""
+    };
+    let tools = match &host.scope {
+        Some(scope) => scope.split_whitespace().map(html_escape).collect::<Vec<_>>().join(", "),
+        None => agent.tools.iter().map(|t| html_escape(&t.to_string())).collect::<Vec<_>>().join(", "),
+    };
+    let html = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Sign in to {name} through Warden</title>\
+         <style>body{{font:16px system-ui,sans-serif;max-width:36em;margin:3em auto}}.warn{{color:#a40}}code{{word-break:break-all}}</style></head><body>\
+         <h1>{name}</h1><p>wants to act for you as the agent <b>{agent}</b>, with the tools {tools}.</p>\
+         <p>Application: <code>{client_id}</code></p>{local}\
+         <form method=post action=\"{action}\"><input type=hidden name=consent value=\"{sealed}\">\
+         <button name=decision value=allow>Continue to sign in</button> <button name=decision value=deny>Cancel</button></form></body></html>",
+        name = html_escape(&name),
+        agent = html_escape(agent.id.name()),
+        client_id = html_escape(&host.client_id),
+        action = html_escape(&format!("{}/oauth/authorize", s.issuer_url)),
+    );
+    let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}_{id}={id}; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_SECS}{secure}",
+        base_path(&s.issuer_url),
+        id = pending.id
+    );
+    let mut r = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CACHE_CONTROL, "no-store".into()),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'".into()),
+            (header::X_FRAME_OPTIONS, "DENY".into()),
+            (header::REFERRER_POLICY, "no-referrer".into()),
+        ],
+        html,
+    )
+        .into_response();
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The consent page's answer: on to the IdP, or back to the host refused.
+pub async fn consent(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    let Some(i) = &s.interactive else { return StatusCode::NOT_FOUND.into_response() };
+    let pending: Pending = match form.get("consent").map(|c| i.sealer.open(CONSENT, c, now_secs())) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
+        None => return err("invalid_request", "the form has no consent; start the sign-in again from the application").into_response(),
+    };
+    if cookie(&headers, &format!("{COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
+        return err("invalid_request", "this consent was not given on the page Warden showed in this browser; start the sign-in again from the application")
+            .into_response();
+    }
+    let Some(host) = &pending.host else { return err("invalid_request", "not a host's sign-in").into_response() };
+    if form.get("decision").map(String::as_str) != Some("allow") {
+        return to_host(&s, &host.redirect_uri, host.state.as_deref(), err("access_denied", "the user cancelled the sign-in"));
+    }
+    let (redirect_uri, state) = (host.redirect_uri.clone(), host.state.clone());
+    to_idp(&s, i, pending).await.unwrap_or_else(|e| to_host(&s, &redirect_uri, state.as_deref(), e))
+}
+
+fn html_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The path of the public URL (a reverse proxy's prefix), without a final `/`.
+fn base_path(issuer_url: &str) -> String {
+    url::Url::parse(issuer_url).map(|u| u.path().trim_end_matches('/').to_string()).unwrap_or_default()
 }
 
 /// `/admin/sso/login?n=NONCE`: an operator signs in to the dashboard at the
@@ -421,7 +517,7 @@ async fn to_idp(s: &OAuth, i: &Interactive, pending: Pending) -> Result<Response
     let nonce = i.sealer.derive("idp nonce", &pending.id);
     let challenge = pkce_challenge(&i.sealer.derive("idp pkce verifier", &pending.id));
     let callback = Interactive::callback_url(&s.issuer_url);
-    let mut params = vec![
+    let params = [
         ("response_type", "code"),
         ("client_id", i.cfg.idp_client_id.as_str()),
         ("redirect_uri", &callback),
@@ -431,12 +527,6 @@ async fn to_idp(s: &OAuth, i: &Interactive, pending: Pending) -> Result<Response
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
-    // Any local process can start a sign-in for a host with a loopback
-    // redirect: the human must at least see the IdP's sign-in page, never
-    // be bounced through on an existing IdP session.
-    if pending.host.as_ref().is_some_and(|h| is_loopback_redirect(&h.redirect_uri)) {
-        params.push(("prompt", "login"));
-    }
     Ok(redirect(&endpoint, &params, Some(sign_in_cookie(&s.issuer_url, &pending.id, SIGN_IN_SECS))))
 }
 
@@ -450,7 +540,7 @@ fn is_loopback_redirect(uri: &str) -> bool {
 /// per sign-in, so two at once in one browser do not overwrite each other.
 fn sign_in_cookie(issuer_url: &str, id: &str, max_age: i64) -> String {
     let secure = if issuer_url.starts_with("https:") { "; Secure" } else { "" };
-    let path = url::Url::parse(issuer_url).map(|u| u.path().trim_end_matches('/').to_string()).unwrap_or_default();
+    let path = base_path(issuer_url);
     let value = if max_age > 0 { id } else { "" };
     format!("{COOKIE}_{id}={value}; Path={path}/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }

@@ -63,7 +63,7 @@ impl OAuth {
 
 pub fn router(state: Arc<OAuth>) -> Router {
     Router::new()
-        .route("/oauth/authorize", get(crate::interactive::authorize))
+        .route("/oauth/authorize", get(crate::interactive::authorize).post(crate::interactive::consent))
         .route("/oauth/callback", get(crate::interactive::callback))
         .route("/admin/sso", get(crate::interactive::operator_sso))
         .route("/admin/sso/login", get(crate::interactive::operator_login))
