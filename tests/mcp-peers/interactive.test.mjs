@@ -331,6 +331,21 @@ test('a refresh token is spent on use; presenting a spent one again revokes ever
   assert.equal((await refresh(second.json.refresh_token)).json.error, 'invalid_grant', 'and so is the newer refresh token');
 });
 
+test('a host signs out by revoking its refresh token (RFC 7009, public client): every token of the sign-in ends', async () => {
+  loginAs = 'alice';
+  const { url, verifier } = authorizeUrl('raw-desk');
+  const t = await redeem((await browse(url)).searchParams.get('code'), verifier);
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  const revoke = (params) => fetch(`${base}/oauth/revoke`, { method: 'POST', body: new URLSearchParams(params) });
+  assert.equal((await revoke({ token: 'not-a-token', client_id: cimdUrl('raw-desk') })).status, 200, 'RFC 7009: nothing to revoke is still 200');
+  assert.equal((await revoke({ token: t.json.refresh_token, client_id: cimdUrl('raw-desk') })).status, 200);
+  await new Promise((r) => setTimeout(r, 200));
+  await assert.rejects(echo(bearer(t.json.access_token)), /401|revoked/, 'its access token ends too');
+  const again = await token({ grant_type: 'refresh_token', refresh_token: t.json.refresh_token, client_id: cimdUrl('raw-desk') });
+  assert.equal(again.json.error, 'invalid_grant');
+  assert.match(again.json.error_description, /revoked/);
+});
+
 test('a redirect URI the metadata document does not list, or an unregistered host, gets an error page, never a redirect', async () => {
   for (const [overrides, status, error, why] of [
     [{ redirect_uri: 'https://evil.example/cb' }, 400, 'invalid_request', /not one the host's metadata document lists/],

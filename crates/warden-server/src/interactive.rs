@@ -74,9 +74,20 @@ pub struct Interactive {
     extra_roots: Vec<reqwest::Certificate>,
     /// For the IdP: no redirects followed, bounded time.
     http: reqwest::Client,
-    idp: tokio::sync::Mutex<Option<Idp>>,
+    idp: tokio::sync::Mutex<IdpCache>,
     metadata: Mutex<HashMap<String, (ClientMetadata, Instant)>>,
 }
+
+/// The IdP as last read, and when reading it last failed: during an outage
+/// sign-ins fail at once (or use the copy they have) instead of queueing
+/// behind one slow fetch after another.
+struct IdpCache {
+    idp: Option<Idp>,
+    failed: Option<(Instant, String)>,
+}
+
+/// How long after a failed read of the IdP it is not read again.
+const IDP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The IdP's discovery document and keys.
 struct Idp {
@@ -168,7 +179,7 @@ impl Interactive {
             sealer: Sealer::new(secret),
             extra_roots,
             http,
-            idp: tokio::sync::Mutex::new(None),
+            idp: tokio::sync::Mutex::new(IdpCache { idp: None, failed: None }),
             metadata: Mutex::new(HashMap::new()),
         })
     }
@@ -176,12 +187,21 @@ impl Interactive {
     /// The IdP's endpoints and keys: cached, refetched when old or when
     /// `stale_keys` says a signature found no key (a rotation).
     async fn idp<T>(&self, use_it: impl Fn(&Idp) -> T, stale_keys: bool) -> Result<T, String> {
-        let mut idp = self.idp.lock().await;
-        let fresh = idp.as_ref().is_some_and(|i| i.fetched.elapsed() < if stale_keys { JWKS_REFETCH } else { CACHE_FOR });
-        if !fresh {
-            *idp = Some(self.discover().await?);
+        let mut c = self.idp.lock().await;
+        let fresh = c.idp.as_ref().is_some_and(|i| i.fetched.elapsed() < if stale_keys { JWKS_REFETCH } else { CACHE_FOR });
+        let backing_off = c.failed.as_ref().is_some_and(|(at, _)| at.elapsed() < IDP_RETRY_AFTER);
+        if !fresh && !backing_off {
+            match self.discover().await {
+                Ok(idp) => *c = IdpCache { idp: Some(idp), failed: None },
+                Err(e) => c.failed = Some((Instant::now(), e)),
+            }
         }
-        Ok(use_it(idp.as_ref().expect("just fetched")))
+        match (&c.idp, &c.failed) {
+            // An older copy serves while the IdP cannot be read.
+            (Some(idp), _) => Ok(use_it(idp)),
+            (None, Some((_, why))) => Err(why.clone()),
+            (None, None) => Err("the IdP has not been read yet".into()),
+        }
     }
 
     async fn discover(&self) -> Result<Idp, String> {
@@ -898,6 +918,39 @@ impl OAuth {
             return Err(err("invalid_grant", format!("the {purpose} was issued to another client_id")));
         }
         Ok((i, value))
+    }
+
+    /// RFC 7009 for a host (a public client, known by its `client_id`): a
+    /// refresh or access token of one of its sign-ins ends that sign-in,
+    /// every token of it (the host's sign-out). `None`: not a host's
+    /// request, for the agents' revocation.
+    pub(crate) async fn revoke_sign_in(&self, form: &HashMap<String, String>, now: i64) -> Option<Response> {
+        let i = self.interactive.as_deref()?;
+        let client_id = form.get("client_id")?;
+        let agent = i.agents.get(client_id)?;
+        let token = form.get("token").map(String::as_str).unwrap_or_default();
+        let family = match i.sealer.open::<Refresh>(REFRESH, token, now) {
+            Ok(r) => (r.grant.client_id == *client_id).then_some(r.family),
+            Err(_) => self.verify_own(token, now).filter(|c| c.auth_time.is_some() && c.agent() == agent && c.task.starts_with("sign-in-")).map(|c| c.task),
+        };
+        // RFC 7009 §2.2: an invalid, expired or foreign token is answered 200 and changes nothing.
+        let Some(family) = family else { return Some(StatusCode::OK.into_response()) };
+        if let Err(e) = self.gw.store.revoke(RevocationKind::Task, &family, "signed out by its host (RFC 7009)", now).await {
+            return Some(err("temporarily_unavailable", e.to_string()).into_response());
+        }
+        let ev = AuditEvent {
+            kind: Some(EventKind::Revocation),
+            agent: Some(agent.clone()),
+            task: Some(family),
+            decision: warden_core::Verdict::Allow,
+            reason: Some("sign-in ended by its host".into()),
+            ..Default::default()
+        };
+        if let Err(e) = self.gw.audit.record(ev).await {
+            return Some(err("temporarily_unavailable", e.to_string()).into_response());
+        }
+        let _ = self.gw.refresh().await;
+        Some(StatusCode::OK.into_response())
     }
 
     fn interactive(&self) -> Result<&Interactive, OAuthError> {

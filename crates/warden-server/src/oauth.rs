@@ -354,7 +354,7 @@ impl OAuth {
     }
 
     /// An unexpired token this server issued, for any resource it serves.
-    fn verify_own(&self, token: &str, now: i64) -> Option<AccessClaims> {
+    pub(crate) fn verify_own(&self, token: &str, now: i64) -> Option<AccessClaims> {
         let mcp = self.issuer.verifier(&self.issuer_url, &self.gw.config.resource);
         mcp.verify(token, now).ok().or_else(|| self.gw.config.egress_verifier.as_ref()?.verify(token, now).ok())
     }
@@ -464,11 +464,17 @@ async fn token(
     }
 }
 
-/// RFC 7009: an agent revokes one of its own tokens (or one derived from it).
+/// RFC 7009: an agent revokes one of its own tokens (or one derived from it);
+/// a host ends one of its sign-ins ([`OAuth::revoke_sign_in`]).
 async fn revoke(State(s): State<Arc<OAuth>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Form(form): Form<HashMap<String, String>>) -> Response {
     let now = now_secs();
     if let Err(t) = s.gw.admit_stranger(peer.ip(), Door::Token) {
         return slow_down(t);
+    }
+    if !form.contains_key("client_assertion")
+        && let Some(r) = s.revoke_sign_in(&form, now).await
+    {
+        return r;
     }
     let agent = match s.authenticate_client(&form, now).await {
         Ok(a) => a,
@@ -536,7 +542,7 @@ async fn as_metadata(State(s): State<Arc<OAuth>>) -> Json<Value> {
         "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs(),
-        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algs(),
         "dpop_signing_alg_values_supported": algs(),
         "tls_client_certificate_bound_access_tokens": s.mtls,
