@@ -68,6 +68,15 @@ test('an operator approves a held call and presses the kill switch in the dashbo
   page.on('pageerror', (e) => problems.push(e.message));
   page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) problems.push(m.text()); });
   page.on('dialog', (d) => d.accept());
+  // A link carrying a session (someone else's, or any token) signs nobody
+  // in: the dashboard takes an SSO session only with its own tab's nonce.
+  const planted = await browser.newPage();
+  await planted.goto(`${base}/dashboard#sso=${token}&n=${'0'.repeat(48)}`);
+  await planted.locator('#login-error', { hasText: 'not started from this page' }).waitFor();
+  assert.equal(await planted.locator('#app').isHidden(), true);
+  assert.equal(await planted.evaluate(() => sessionStorage.getItem('warden-token')), null);
+  await planted.close();
+
   await page.goto(`${base}/dashboard`);
   await page.fill('#token', token);
   await page.click('#login-form button');

@@ -140,15 +140,21 @@ async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT, decision 
   for (let i = 0; i < 20; i += 1) {
     if (!form && url.startsWith(stopAt)) return new URL(url);
     if (!form) url = rewrite(url);
-    const { host } = new URL(url);
+    const { host, pathname } = new URL(url);
+    // Cookies by host, name and Path, sent only under their path (as a
+    // browser does), so a cookie set for the wrong path breaks the flow here too.
     const cookies = jar.get(host) ?? new Map();
-    const headers = cookies.size ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {};
+    const sent = [...cookies.values()].filter((c) => pathname.startsWith(c.path)).map((c) => `${c.name}=${c.value}`);
+    const headers = sent.length ? { cookie: sent.join('; ') } : {};
     const r = await fetch(url, { redirect: 'manual', headers, ...(form ? { method: 'POST', body: form } : {}) });
     form = null;
     for (const c of r.headers.getSetCookie()) {
-      const [pair] = c.split(';');
+      const [pair, ...attrs] = c.split(';').map((x) => x.trim());
       const at = pair.indexOf('=');
-      cookies.set(pair.slice(0, at).trim(), pair.slice(at + 1));
+      const name = pair.slice(0, at);
+      const path = attrs.find((a) => /^path=/i.test(a))?.slice(5) ?? '/';
+      if (attrs.some((a) => /^max-age=0$/i.test(a))) cookies.delete(`${name}|${path}`);
+      else cookies.set(`${name}|${path}`, { name, value: pair.slice(at + 1), path });
     }
     jar.set(host, cookies);
     const location = r.headers.get('location');
@@ -338,12 +344,22 @@ test('a host signs out by revoking its refresh token (RFC 7009, public client): 
   assert.equal(t.status, 200, JSON.stringify(t.json));
   const revoke = (params) => fetch(`${base}/oauth/revoke`, { method: 'POST', body: new URLSearchParams(params) });
   assert.equal((await revoke({ token: 'not-a-token', client_id: cimdUrl('raw-desk') })).status, 200, 'RFC 7009: nothing to revoke is still 200');
+  // Another host cannot end this sign-in with its refresh token.
+  assert.equal((await revoke({ token: t.json.refresh_token, client_id: cimdUrl('desk') })).status, 200);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(await echo(bearer(t.json.access_token)), 'Echo: x', 'a foreign client_id changed nothing');
   assert.equal((await revoke({ token: t.json.refresh_token, client_id: cimdUrl('raw-desk') })).status, 200);
   await new Promise((r) => setTimeout(r, 200));
   await assert.rejects(echo(bearer(t.json.access_token)), /401|revoked/, 'its access token ends too');
   const again = await token({ grant_type: 'refresh_token', refresh_token: t.json.refresh_token, client_id: cimdUrl('raw-desk') });
   assert.equal(again.json.error, 'invalid_grant');
   assert.match(again.json.error_description, /revoked/);
+  // Signing out with the access token ends the sign-in too.
+  const second = authorizeUrl('raw-desk');
+  const u = await redeem((await browse(second.url)).searchParams.get('code'), second.verifier);
+  assert.equal((await revoke({ token: u.json.access_token, client_id: cimdUrl('raw-desk') })).status, 200);
+  const after = await token({ grant_type: 'refresh_token', refresh_token: u.json.refresh_token, client_id: cimdUrl('raw-desk') });
+  assert.equal(after.json.error, 'invalid_grant', 'its refresh token is revoked with it');
 });
 
 test('a redirect URI the metadata document does not list, or an unregistered host, gets an error page, never a redirect', async () => {
@@ -363,6 +379,7 @@ test('a redirect URI the metadata document does not list, or an unregistered hos
   const page = await fetch(authorizeUrl('raw-desk').url, { redirect: 'manual' });
   assert.equal(page.status, 200);
   assert.equal(page.headers.get('x-frame-options'), 'DENY');
+  assert.match(page.headers.get('content-security-policy'), /default-src 'none'.*frame-ancestors 'none'/);
   const html = await page.text();
   assert.match(html, /Test raw-desk<\/h1><p>wants to act for you as the agent <b>desk<\/b>, with the tools everything\/echo/);
   assert.match(html, /a program on this computer/);

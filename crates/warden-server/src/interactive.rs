@@ -59,6 +59,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The host's `state` travels inside the IdP's: bounded, so URLs stay short.
 const MAX_HOST_STATE: usize = 512;
 const COOKIE: &str = "warden_sign_in";
+const CONSENT_COOKIE: &str = "warden_consent";
 const STATE: &str = "sign-in state";
 const CODE: &str = "authorization code";
 const REFRESH: &str = "refresh token";
@@ -88,6 +89,8 @@ struct IdpCache {
 
 /// How long after a failed read of the IdP it is not read again.
 const IDP_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long past its refresh a copy of the IdP serves while the IdP is down.
+const STALE_FOR: Duration = Duration::from_secs(3600);
 
 /// The IdP's discovery document and keys.
 struct Idp {
@@ -141,6 +144,8 @@ struct Code {
     redirect_uri: String,
     challenge: String,
     grant: SignIn,
+    /// When the human authenticated at the IdP (its `auth_time`, else the sign-in).
+    auth_time: i64,
 }
 
 /// What a refresh token renews: one sign-in (its `family`, also the task of
@@ -188,19 +193,22 @@ impl Interactive {
     /// `stale_keys` says a signature found no key (a rotation).
     async fn idp<T>(&self, use_it: impl Fn(&Idp) -> T, stale_keys: bool) -> Result<T, String> {
         let mut c = self.idp.lock().await;
-        let fresh = c.idp.as_ref().is_some_and(|i| i.fetched.elapsed() < if stale_keys { JWKS_REFETCH } else { CACHE_FOR });
+        let max_age = if stale_keys { JWKS_REFETCH } else { CACHE_FOR };
+        let fresh = |c: &IdpCache| c.idp.as_ref().is_some_and(|i| i.fetched.elapsed() < max_age);
         let backing_off = c.failed.as_ref().is_some_and(|(at, _)| at.elapsed() < IDP_RETRY_AFTER);
-        if !fresh && !backing_off {
+        if !fresh(&c) && !backing_off {
             match self.discover().await {
                 Ok(idp) => *c = IdpCache { idp: Some(idp), failed: None },
                 Err(e) => c.failed = Some((Instant::now(), e)),
             }
         }
+        // While the IdP cannot be read an older copy serves, for an hour at
+        // most, and never to retry keys it lacked (a removed key stays out).
+        let usable = fresh(&c) || (!stale_keys && c.idp.as_ref().is_some_and(|i| i.fetched.elapsed() < CACHE_FOR + STALE_FOR));
         match (&c.idp, &c.failed) {
-            // An older copy serves while the IdP cannot be read.
-            (Some(idp), _) => Ok(use_it(idp)),
-            (None, Some((_, why))) => Err(why.clone()),
-            (None, None) => Err("the IdP has not been read yet".into()),
+            (Some(idp), _) if usable => Ok(use_it(idp)),
+            (_, Some((_, why))) => Err(why.clone()),
+            _ => Err("the IdP has not been read yet".into()),
         }
     }
 
@@ -290,8 +298,12 @@ impl Interactive {
     fn human(&self, claims: &Value) -> Result<String, String> {
         let claim = self.cfg.human_claim.as_str();
         let value = claims.get(claim).and_then(Value::as_str).filter(|v| !v.is_empty()).ok_or_else(|| format!("the ID token has no {claim} claim"))?;
-        if claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
-            return Err("the ID token's email is not verified".into());
+        if claim == "email" {
+            if claims.get("email_verified") != Some(&Value::Bool(true)) {
+                return Err("the ID token's email is not verified".into());
+            }
+            // One spelling in tokens, audit records and `context.human`.
+            return Ok(value.to_lowercase());
         }
         Ok(value.to_string())
     }
@@ -442,7 +454,7 @@ fn consent_page(s: &OAuth, i: &Interactive, pending: &Pending, metadata: &Client
     );
     let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE}_{id}={id}; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_SECS}{secure}",
+        "{CONSENT_COOKIE}_{id}={id}; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_SECS}{secure}",
         base_path(&s.issuer_url),
         id = pending.id
     );
@@ -472,7 +484,7 @@ pub async fn consent(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form)
         Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
         None => return err("invalid_request", "the form has no consent; start the sign-in again from the application").into_response(),
     };
-    if cookie(&headers, &format!("{COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
+    if cookie(&headers, &format!("{CONSENT_COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
         return err("invalid_request", "this consent was not given on the page Warden showed in this browser; start the sign-in again from the application")
             .into_response();
     }
@@ -481,7 +493,12 @@ pub async fn consent(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form)
         return to_host(&s, &host.redirect_uri, host.state.as_deref(), err("access_denied", "the user cancelled the sign-in"));
     }
     let (redirect_uri, state) = (host.redirect_uri.clone(), host.state.clone());
-    to_idp(&s, i, pending).await.unwrap_or_else(|e| to_host(&s, &redirect_uri, state.as_deref(), e))
+    let spent = format!("{CONSENT_COOKIE}_{}=; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age=0", pending.id, base_path(&s.issuer_url));
+    let mut r = to_idp(&s, i, pending).await.unwrap_or_else(|e| to_host(&s, &redirect_uri, state.as_deref(), e));
+    if let Ok(v) = spent.parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
 
 fn html_escape(s: &str) -> String {
@@ -605,8 +622,8 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
     };
     let pending = host;
     let state = pending.state.as_deref();
-    let human = match signed_in {
-        Ok((h, _)) => h,
+    let (human, auth_time) = match signed_in {
+        Ok((h, claims)) => (h, claims.get("auth_time").and_then(Value::as_i64).filter(|t| *t <= now).unwrap_or(now)),
         Err(e) => {
             record_refusal(&s, Some(&pending.agent), None, &e).await;
             return to_host(&s, &pending.redirect_uri, state, e);
@@ -633,6 +650,7 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         redirect_uri: pending.redirect_uri.clone(),
         challenge: pending.challenge,
         grant: SignIn { client_id: pending.client_id, agent: pending.agent, human, scope: pending.scope, resource: pending.resource },
+        auth_time,
     };
     let sealed = i.sealer.seal(CODE, now + CODE_SECS, &code);
     let mut params = vec![("code", sealed.as_str()), ("iss", s.issuer_url.as_str())];
@@ -844,14 +862,14 @@ impl OAuth {
             let _ = self.gw.refresh().await;
             return Err(err("invalid_grant", "the authorization code was already used; every token issued for it is revoked"));
         }
-        let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, now, now)?;
+        let mut claims = self.sign_in_claims(&agent, &code.grant, &family, cnf, code.auth_time, now)?;
         claims.jti = code.id;
         let refresh = Refresh {
             id: random_id(),
             family,
             grant: code.grant,
             jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()),
-            auth_time: now,
+            auth_time: code.auth_time,
             expires: now + i.cfg.refresh_token_secs,
         };
         Ok((claims, i.refresh_token(&refresh)))

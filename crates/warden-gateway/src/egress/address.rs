@@ -35,6 +35,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
                 || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 of any IPv4 (64:ff9b::/96 and the local-use 64:ff9b:1::/48)
                 || s[0] == 0x2002 // 6to4: embeds any IPv4
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo: embeds any IPv4
                 || (s[0] & 0xffc0) == 0xfec0 // deprecated site-local
                 || s[..6] == [0; 6]) // IPv4-compatible ::/96
         }
@@ -62,6 +63,7 @@ mod tests {
             "64:ff9b::a00:1",
             "64:ff9b:1::a00:1",
             "2002:a00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "fec0::1",
             "::a00:1",
             "224.0.0.1",
