@@ -158,9 +158,12 @@ struct Refresh {
     /// The DPoP key of the sign-in (RFC 9449 §5: a public client's refresh
     /// token is bound to it), if it proved one.
     jkt: Option<String>,
-    /// When the human signed in: a revocation of the agent's tokens since
-    /// then ends the sign-in.
+    /// When the human authenticated at the IdP, for the tokens' `auth_time`.
     auth_time: i64,
+    /// When the code was redeemed: a revocation of the agent's tokens since
+    /// then ends the sign-in. (Not `auth_time`: an IdP session older than a
+    /// revocation must not end sign-ins made after it.)
+    signed_in: i64,
     expires: i64,
 }
 
@@ -870,6 +873,7 @@ impl OAuth {
             grant: code.grant,
             jkt: claims.cnf.as_ref().and_then(|c| c.jkt.clone()),
             auth_time: code.auth_time,
+            signed_in: now,
             expires: now + i.cfg.refresh_token_secs,
         };
         Ok((claims, i.refresh_token(&refresh)))
@@ -901,7 +905,7 @@ impl OAuth {
         }
         let mut claims = self.sign_in_claims(&agent, &r.grant, &r.family, cnf, r.auth_time, now)?;
         // Revocations since the sign-in (of the agent, of the task) end it.
-        let signed_in = AccessClaims { iat: r.auth_time, ..claims.clone() };
+        let signed_in = AccessClaims { iat: r.signed_in, ..claims.clone() };
         self.gw.snapshot().revocations.check(&signed_in).map_err(|e| err("invalid_grant", format!("the sign-in was revoked ({e}): sign in again")))?;
         if !self.gw.first_use(&format!("refresh:{}", r.id), r.expires).await.map_err(unavailable)? {
             if let Err(e) = self.gw.store.revoke(RevocationKind::Task, &r.family, "a spent refresh token was presented again", now).await {
