@@ -202,6 +202,13 @@ fn load_workload_issuer(w: &crate::config::WorkloadIssuerConfig, trust_domain: &
     Ok(oauth::Workload { issuer, agents })
 }
 
+/// The secret in environment variable `var`, which the setting `setting`
+/// names: secrets come from the environment of the server process only,
+/// never from its configuration file.
+fn secret_from_env(setting: &str, var: &str) -> Result<String, StartError> {
+    std::env::var(var).ok().filter(|s| !s.is_empty()).ok_or_else(|| StartError::Config(format!("{setting} names {var}, which is not set in the environment")))
+}
+
 /// `[interactive]`: each host's agent named by SPIFFE id, the IdP secret read.
 fn load_interactive(i: &crate::config::InteractiveConfig, trust_domain: &str, secret: &str) -> Result<crate::interactive::Interactive, StartError> {
     let agents = i
@@ -213,10 +220,7 @@ fn load_interactive(i: &crate::config::InteractiveConfig, trust_domain: &str, se
                 .map_err(|e| StartError::Config(format!("[[interactive.host]] {}: agent {}: {e}", h.client_id, h.agent)))
         })
         .collect::<Result<_, _>>()?;
-    // Secrets come from the environment of the server process only.
-    let idp_secret = std::env::var(&i.idp_client_secret_env).ok().filter(|s| !s.is_empty()).ok_or_else(|| {
-        StartError::Config(format!("interactive.idp_client_secret_env names {}, which is not set in the environment", i.idp_client_secret_env))
-    })?;
+    let idp_secret = secret_from_env("interactive.idp_client_secret_env", &i.idp_client_secret_env)?;
     crate::interactive::Interactive::new(i.clone(), agents, idp_secret, secret.as_bytes()).map_err(StartError::Config)
 }
 
@@ -260,11 +264,8 @@ fn spawn_checkpoints(cfg: &ServerConfig, store: Store, key: Keypair) {
 /// bounded time for them), then serve.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     cfg.validate().map_err(StartError::Config)?;
-    // Secrets come from the environment of the server process only.
-    if let Some(v) = &cfg.approvals.webhook_secret_env
-        && std::env::var(v).map(|s| s.is_empty()).unwrap_or(true)
-    {
-        return Err(StartError::Config(format!("approvals.webhook_secret_env names {v}, which is not set in the environment")));
+    if let Some(v) = &cfg.approvals.webhook_secret_env {
+        secret_from_env("approvals.webhook_secret_env", v)?;
     }
     ensure_data_dir(&cfg.data_dir)?;
     if let Some(dir) = &cfg.audit.publish_checkpoints_to {

@@ -199,12 +199,20 @@ pub struct AuditConfig {
     pub publish_checkpoints_to: Option<PathBuf>,
 }
 
+/// Whether `u` names this machine (a loopback address or `localhost`).
+pub(crate) fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 impl InteractiveConfig {
     fn validate(&self) -> Result<(), String> {
         let idp = url::Url::parse(&self.idp_issuer).map_err(|e| format!("interactive.idp_issuer {}: {e}", self.idp_issuer))?;
-        let loopback =
-            matches!(idp.host(), Some(url::Host::Ipv4(a)) if a.is_loopback()) || idp.host_str() == Some("[::1]") || idp.host_str() == Some("localhost");
-        if idp.scheme() != "https" && !(idp.scheme() == "http" && loopback) {
+        if idp.scheme() != "https" && !(idp.scheme() == "http" && is_loopback(&idp)) {
             return Err(format!("interactive.idp_issuer {} must be an https URL (http only on a loopback address)", self.idp_issuer));
         }
         if !(0..=30 * 86400).contains(&self.refresh_token_secs) {

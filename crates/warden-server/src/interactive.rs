@@ -58,8 +58,8 @@ const JWKS_REFETCH: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The host's `state` travels inside the IdP's: bounded, so URLs stay short.
 const MAX_HOST_STATE: usize = 512;
-const COOKIE: &str = "warden_sign_in";
-const CONSENT_COOKIE: &str = "warden_consent";
+/// The task of every token of one sign-in is this and the code's id.
+const FAMILY_PREFIX: &str = "sign-in-";
 const STATE: &str = "sign-in state";
 const CODE: &str = "authorization code";
 const REFRESH: &str = "refresh token";
@@ -455,12 +455,7 @@ fn consent_page(s: &OAuth, i: &Interactive, pending: &Pending, metadata: &Client
         client_id = html_escape(&host.client_id),
         action = html_escape(&format!("{}/oauth/authorize", s.issuer_url)),
     );
-    let secure = if s.issuer_url.starts_with("https:") { "; Secure" } else { "" };
-    let cookie = format!(
-        "{CONSENT_COOKIE}_{id}={id}; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_SECS}{secure}",
-        base_path(&s.issuer_url),
-        id = pending.id
-    );
+    let cookie = CONSENT_PAGE.set(&s.issuer_url, &pending.id);
     let mut r = (
         StatusCode::OK,
         [
@@ -487,7 +482,7 @@ pub async fn consent(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form)
         Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
         None => return err("invalid_request", "the form has no consent; start the sign-in again from the application").into_response(),
     };
-    if cookie(&headers, &format!("{CONSENT_COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
+    if !CONSENT_PAGE.held(&headers, &pending.id) {
         return err("invalid_request", "this consent was not given on the page Warden showed in this browser; start the sign-in again from the application")
             .into_response();
     }
@@ -496,7 +491,7 @@ pub async fn consent(State(s): State<Arc<OAuth>>, headers: HeaderMap, Form(form)
         return to_host(&s, &host.redirect_uri, host.state.as_deref(), err("access_denied", "the user cancelled the sign-in"));
     }
     let (redirect_uri, state) = (host.redirect_uri.clone(), host.state.clone());
-    let spent = format!("{CONSENT_COOKIE}_{}=; Path={}/oauth/authorize; HttpOnly; SameSite=Strict; Max-Age=0", pending.id, base_path(&s.issuer_url));
+    let spent = CONSENT_PAGE.clear(&s.issuer_url, &pending.id);
     let mut r = to_idp(&s, i, pending).await.unwrap_or_else(|e| to_host(&s, &redirect_uri, state.as_deref(), e));
     if let Ok(v) = spent.parse() {
         r.headers_mut().append(header::SET_COOKIE, v);
@@ -567,22 +562,46 @@ async fn to_idp(s: &OAuth, i: &Interactive, pending: Pending) -> Result<Response
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
-    Ok(redirect(&endpoint, &params, Some(sign_in_cookie(&s.issuer_url, &pending.id, SIGN_IN_SECS))))
+    Ok(redirect(&endpoint, &params, Some(SIGN_IN.set(&s.issuer_url, &pending.id))))
 }
 
 fn is_loopback_redirect(uri: &str) -> bool {
-    ["http://127.0.0.1", "http://[::1]", "http://localhost"]
-        .iter()
-        .any(|p| uri.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])))
+    url::Url::parse(uri).is_ok_and(|u| u.scheme() == "http" && crate::config::is_loopback(&u))
 }
 
-/// The cookie that ties sign-in `id` to the browser that started it: one
-/// per sign-in, so two at once in one browser do not overwrite each other.
-fn sign_in_cookie(issuer_url: &str, id: &str, max_age: i64) -> String {
-    let secure = if issuer_url.starts_with("https:") { "; Secure" } else { "" };
-    let path = base_path(issuer_url);
-    let value = if max_age > 0 { id } else { "" };
-    format!("{COOKIE}_{id}={value}; Path={path}/oauth/callback; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+/// A cookie that ties one step of a sign-in (by its id) to the browser that
+/// took it: one per sign-in, so two at once in one browser do not overwrite
+/// each other, under the public URL's path.
+struct Binding {
+    name: &'static str,
+    path: &'static str,
+    same_site: &'static str,
+}
+
+/// The IdP's answer must come back to the browser that was sent there.
+const SIGN_IN: Binding = Binding { name: "warden_sign_in", path: "/oauth/callback", same_site: "Lax" };
+/// The consent form counts only in the browser that was shown the page
+/// (`Strict`: no other site can submit it for the human).
+const CONSENT_PAGE: Binding = Binding { name: "warden_consent", path: "/oauth/authorize", same_site: "Strict" };
+
+impl Binding {
+    fn set(&self, issuer_url: &str, id: &str) -> String {
+        self.header(issuer_url, id, id, SIGN_IN_SECS)
+    }
+
+    fn clear(&self, issuer_url: &str, id: &str) -> String {
+        self.header(issuer_url, id, "", 0)
+    }
+
+    fn header(&self, issuer_url: &str, id: &str, value: &str, max_age: i64) -> String {
+        let secure = if issuer_url.starts_with("https:") { "; Secure" } else { "" };
+        format!("{}_{id}={value}; Path={}{}; HttpOnly; SameSite={}; Max-Age={max_age}{secure}", self.name, base_path(issuer_url), self.path, self.same_site)
+    }
+
+    /// The request comes from the browser that holds this step's cookie.
+    fn held(&self, headers: &HeaderMap, id: &str) -> bool {
+        cookie(headers, &format!("{}_{id}", self.name)).as_deref() == Some(id)
+    }
 }
 
 /// The registered agent a host acts as, if it may get tokens this way.
@@ -610,7 +629,7 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         Some(Err(e)) => return err("invalid_request", format!("{e}; start the sign-in again from the application")).into_response(),
         None => return err("invalid_request", "the identity provider's answer has no state; start the sign-in again from the application").into_response(),
     };
-    if cookie(&headers, &format!("{COOKIE}_{}", pending.id)).as_deref() != Some(pending.id.as_str()) {
+    if !SIGN_IN.held(&headers, &pending.id) {
         return err("invalid_request", "this sign-in was not started in this browser; start it again from the application").into_response();
     }
     match s.gw.first_use(&format!("sign-in:{}", pending.id), now + SIGN_IN_SECS).await {
@@ -619,7 +638,7 @@ pub async fn callback(State(s): State<Arc<OAuth>>, headers: HeaderMap, Query(q):
         Err(e) => return unavailable(e).into_response(),
     }
     let signed_in = sign_in(&s, i, &pending.id, &q, now).await;
-    let clear = sign_in_cookie(&s.issuer_url, &pending.id, 0);
+    let clear = SIGN_IN.clear(&s.issuer_url, &pending.id);
     let Some(host) = pending.host else {
         return operator_signed_in(&s, i, signed_in, pending.dashboard_nonce.as_deref().unwrap_or_default(), clear, now).await;
     };
@@ -828,7 +847,7 @@ async fn record_refusal(s: &OAuth, agent: Option<&str>, human: Option<&str>, e: 
 
 impl OAuth {
     /// `grant_type=authorization_code`: the host redeems its code with the
-    /// PKCE verifier. Returns the claims and the agent (for the audit).
+    /// PKCE verifier. Returns the claims and the sign-in's refresh token.
     pub(crate) async fn authorization_code(
         &self,
         form: &HashMap<String, String>,
@@ -847,13 +866,10 @@ impl OAuth {
         if self.check_resource(form)? != code.grant.resource {
             return Err(err("invalid_target", "resource is not the one the code was requested for"));
         }
-        let agent = host_agent(self, &code.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
-        if !i.may_use(&code.grant.client_id, &agent, &code.grant.human) {
-            return Err(err("invalid_grant", "the configuration no longer lets this human use this host as this agent"));
-        }
+        let agent = self.grant_agent(i, &code.grant)?;
         // The host proves a key of its own for the session, if any.
         let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
-        let family = format!("sign-in-{}", code.id);
+        let family = format!("{FAMILY_PREFIX}{}", code.id);
         // Only after the checks a thief without the verifier cannot pass
         // (nobody else can burn the host's code) and the ones a retry can
         // fix (a missing DPoP proof does not spend it).
@@ -895,10 +911,7 @@ impl OAuth {
         if form.contains_key("resource") && self.check_resource(form)? != r.grant.resource {
             return Err(err("invalid_target", "resource is not the one the sign-in was for"));
         }
-        let agent = host_agent(self, &r.grant.agent).map_err(|e| err("invalid_grant", e.description))?;
-        if !i.may_use(&r.grant.client_id, &agent, &r.grant.human) {
-            return Err(err("invalid_grant", "the configuration no longer lets this human use this host as this agent: sign in again"));
-        }
+        let agent = self.grant_agent(i, &r.grant)?;
         let cnf = self.confirmation(headers, cert, &agent, true, now).await?;
         if r.jkt.is_some() && cnf.as_ref().and_then(|c| c.jkt.as_ref()) != r.jkt.as_ref() {
             return Err(err("invalid_grant", "the refresh token is bound to the DPoP key of its sign-in: sign the proof with that key"));
@@ -953,7 +966,7 @@ impl OAuth {
         let token = form.get("token").map(String::as_str).unwrap_or_default();
         let family = match i.sealer.open::<Refresh>(REFRESH, token, now) {
             Ok(r) => (r.grant.client_id == *client_id).then_some(r.family),
-            Err(_) => self.verify_own(token, now).filter(|c| c.auth_time.is_some() && c.agent() == agent && c.task.starts_with("sign-in-")).map(|c| c.task),
+            Err(_) => self.verify_own(token, now).filter(|c| c.auth_time.is_some() && c.agent() == agent && c.task.starts_with(FAMILY_PREFIX)).map(|c| c.task),
         };
         // RFC 7009 §2.2: an invalid, expired or foreign token is answered 200 and changes nothing.
         let Some(family) = family else { return Some(StatusCode::OK.into_response()) };
@@ -973,6 +986,17 @@ impl OAuth {
         }
         let _ = self.gw.refresh().await;
         Some(StatusCode::OK.into_response())
+    }
+
+    /// The agent a code or refresh token is for, while it may still get
+    /// tokens this way and the configuration still lets this human use this
+    /// host as it.
+    fn grant_agent(&self, i: &Interactive, grant: &SignIn) -> Result<Agent, OAuthError> {
+        let agent = host_agent(self, &grant.agent).map_err(|e| err("invalid_grant", e.description))?;
+        if !i.may_use(&grant.client_id, &agent, &grant.human) {
+            return Err(err("invalid_grant", "the configuration no longer lets this human use this host as this agent: sign in again"));
+        }
+        Ok(agent)
     }
 
     fn interactive(&self) -> Result<&Interactive, OAuthError> {
@@ -1042,7 +1066,7 @@ mod tests {
     fn the_sign_in_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "a=1; warden_sign_in=abc ; b=2".parse().unwrap());
-        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "warden_sign_in").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
 }
