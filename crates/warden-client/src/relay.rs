@@ -1,18 +1,22 @@
 //! What `warden connect` does for every message, whichever side the host
-//! speaks on: it holds the agent's key, gets task tokens with
-//! `private_key_jwt`, renews them before they expire (and once more when the
-//! gateway says a token is no longer valid), and signs a DPoP proof for each
-//! request, so the host needs no OAuth support and never sees a credential.
-//! The fronts ([`crate::stdio`], [`crate::listen`]) only move messages.
+//! speaks on: it finds the server's authorization server as the MCP
+//! specification describes ([`crate::discovery`]), holds the agent's key,
+//! gets task tokens with `private_key_jwt` (or on a workload credential),
+//! renews them before they expire (and once more when the server says a
+//! token is no longer valid), and signs a DPoP proof for each request when
+//! the token is DPoP-bound, so the host needs no OAuth support and never
+//! sees a credential. The fronts ([`crate::stdio`], [`crate::listen`]) only
+//! move messages.
 
-use crate::{AgentClient, ClientError};
+use crate::discovery::{discover, mcp_endpoint};
+use crate::{AgentClient, ClientError, TokenResponse};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use warden_core::clock::now_secs;
 use warden_core::jsonrpc_codes;
-use warden_identity::{AgentSigner, make_dpop_proof};
+use warden_identity::{AgentSigner, JwsSigner, make_dpop_proof};
 
 /// Largest message either side may send through the bridge (a JSON body, an
 /// SSE event or a stdio line); the gateway's own bound is the same order.
@@ -23,7 +27,8 @@ const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Who the bridge acts as, and for what.
 #[derive(Debug)]
 pub struct Identity {
-    /// The gateway's base URL (its issuer; `/mcp` and `/oauth/token` below it).
+    /// The gateway's base URL (its `/mcp` is meant), or the URL of any MCP
+    /// endpoint whose authorization server takes `private_key_jwt` clients.
     pub gateway: String,
     pub agent: String,
     /// The agent's private key (any accepted type).
@@ -42,6 +47,8 @@ pub struct Identity {
 /// the host: it says what happened and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    #[error("cannot find where to get tokens for {gateway}: {message}. Check --gateway (Warden's public_url, or the MCP endpoint's URL)")]
+    Discovery { gateway: String, message: String },
     #[error(
         "Warden refused agent {agent}'s credentials: {reason}. The bridge cannot act for this agent until an operator restores it (see `warden agent list` and `warden kill list` on the server)"
     )]
@@ -57,7 +64,7 @@ impl RelayError {
     pub fn reply(&self, id: &Value) -> Value {
         let code = match self {
             Self::Refused { .. } | Self::Credential { .. } => jsonrpc_codes::UNAUTHENTICATED,
-            Self::Unreachable { .. } => jsonrpc_codes::INTERNAL,
+            Self::Unreachable { .. } | Self::Discovery { .. } => jsonrpc_codes::INTERNAL,
         };
         error_reply(id, code, &self.to_string())
     }
@@ -74,15 +81,19 @@ pub fn error_reply(id: &Value, code: i64, message: &str) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
 }
 
+#[derive(Clone)]
 struct Credentials {
     token: String,
+    /// Presented with the `DPoP` scheme and a proof (else as a bearer token).
+    dpop: bool,
     /// When to get the next token: three quarters into this one's life, so
     /// a renewal that has to wait for a slow gateway still lands in time.
     renew_at: i64,
 }
 
 struct Tokens {
-    client: AgentClient,
+    /// Made once the authorization server is discovered.
+    client: Option<AgentClient>,
     current: Option<Credentials>,
 }
 
@@ -91,6 +102,7 @@ struct Tokens {
 pub struct Relay {
     id: Identity,
     http: reqwest::Client,
+    oauth: reqwest::Client,
     mcp_url: String,
     /// One renewal at a time: requests that find the token stale wait for it.
     tokens: tokio::sync::Mutex<Tokens>,
@@ -98,15 +110,20 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(id: Identity) -> Self {
-        let gateway = id.gateway.trim_end_matches('/').trim_end_matches("/mcp").to_string();
-        // A gateway that stops answering must not hold the bridge: token
-        // requests are bounded whole (every request waits on a renewal that
-        // is due), MCP requests in connecting only (answers may stream).
-        let oauth = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).timeout(TOKEN_TIMEOUT).build().unwrap_or_default();
+        let gateway = id.gateway.trim_end_matches('/').to_string();
+        // A gateway that stops answering must not hold the bridge: discovery
+        // and token requests are bounded whole (every request waits on a
+        // renewal that is due), MCP requests in connecting only (answers may
+        // stream). Metadata is never followed through redirects.
+        let oauth = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(TOKEN_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         let mcp = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default();
-        let client = AgentClient::with_http(&gateway, &id.agent, id.key.clone(), oauth);
-        let mcp_url = client.mcp_url();
-        Self { id: Identity { gateway, ..id }, http: mcp, mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client, current: None }) }
+        let mcp_url = mcp_endpoint(&gateway);
+        Self { id: Identity { gateway, ..id }, http: mcp, oauth, mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client: None, current: None }) }
     }
 
     pub fn agent(&self) -> &str {
@@ -120,26 +137,42 @@ impl Relay {
     /// A token good for now: the current one, or a new one when it is due
     /// for renewal or is `stale` (the one the gateway just refused).
     pub async fn token(&self, stale: Option<&str>) -> Result<String, RelayError> {
+        self.credentials(stale).await.map(|c| c.token)
+    }
+
+    async fn credentials(&self, stale: Option<&str>) -> Result<Credentials, RelayError> {
         let mut t = self.tokens.lock().await;
         let now = now_secs();
         if let Some(c) = &t.current
             && c.renew_at > now
             && Some(c.token.as_str()) != stale
         {
-            return Ok(c.token.clone());
+            return Ok(c.clone());
         }
+        if t.client.is_none() {
+            let endpoints = discover(&self.oauth, &self.mcp_url, self.id.key.alg().as_str()).await.map_err(|e| match e {
+                ClientError::Http { message, .. } => RelayError::Unreachable { gateway: self.id.gateway.clone(), message },
+                e => RelayError::Discovery { gateway: self.id.gateway.clone(), message: e.to_string() },
+            })?;
+            if !endpoints.dpop {
+                tracing::warn!(issuer = %endpoints.issuer, "warden connect: the authorization server does not bind tokens with DPoP for this key's algorithm; its tokens are bearer tokens");
+            }
+            t.client = Some(AgentClient::with_endpoints(endpoints, &self.id.agent, self.id.key.clone(), self.oauth.clone()));
+        }
+        let client = t.client.as_mut().expect("discovered above");
         let granted = match &self.id.workload_token {
             Some(path) => {
                 let credential = std::fs::read_to_string(path).map_err(|e| RelayError::Credential { path: path.clone(), message: e.to_string() })?;
-                t.client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await
+                client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await
             }
-            None => t.client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await,
+            None => client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await,
         };
-        let granted = granted.map_err(|e| self.refusal(e))?;
+        let granted: TokenResponse = granted.map_err(|e| self.refusal(e))?;
         tracing::info!(agent = %self.id.agent, expires_in = granted.expires_in, "warden connect: got a task token");
         let renew_at = now + (granted.expires_in * 3 / 4).max(1);
-        t.current = Some(Credentials { token: granted.access_token.clone(), renew_at });
-        Ok(granted.access_token)
+        let c = Credentials { dpop: granted.dpop_bound(), token: granted.access_token, renew_at };
+        t.current = Some(c.clone());
+        Ok(c)
     }
 
     fn refusal(&self, e: ClientError) -> RelayError {
@@ -157,23 +190,20 @@ impl Relay {
     /// request is sent once more with a new token; any other answer is the
     /// caller's to relay.
     pub async fn send(&self, method: Method, headers: HeaderMap, body: Vec<u8>) -> Result<reqwest::Response, RelayError> {
-        let mut token = self.token(None).await?;
+        let mut c = self.credentials(None).await?;
         let mut renewed = false;
         loop {
-            let proof = make_dpop_proof(&*self.id.key, method.as_str(), &self.mcp_url, Some(&token), now_secs());
-            let resp = self
-                .http
-                .request(method.clone(), &self.mcp_url)
-                .headers(headers.clone())
-                .header(AUTHORIZATION, format!("DPoP {token}"))
-                .header("dpop", proof)
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
+            let mut req = self.http.request(method.clone(), &self.mcp_url).headers(headers.clone());
+            req = if c.dpop {
+                let proof = make_dpop_proof(&*self.id.key, method.as_str(), &self.mcp_url, Some(&c.token), now_secs());
+                req.header(AUTHORIZATION, format!("DPoP {}", c.token)).header("dpop", proof)
+            } else {
+                req.header(AUTHORIZATION, format!("Bearer {}", c.token))
+            };
+            let resp = req.body(body.clone()).send().await.map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed && invalid_token(resp.headers()) {
                 renewed = true;
-                token = self.token(Some(&token)).await?;
+                c = self.credentials(Some(&c.token)).await?;
                 continue;
             }
             return Ok(resp);

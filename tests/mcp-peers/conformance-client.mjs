@@ -1,0 +1,37 @@
+// The client the MCP conformance suite's client scenarios run
+// (`conformance client --command "node conformance-client.mjs"`): an MCP
+// host (the TypeScript SDK's stdio client) that reaches the suite's server
+// only through `warden connect`, which does all the authorization. The
+// suite passes the server URL as the last argument and the scenario's
+// credentials in MCP_CONFORMANCE_CONTEXT; this writes them where `warden
+// connect` reads them (a key file, a workload token file), connects, lists
+// the tools, calls the first one, and exits 0 only when all of that worked.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+
+const url = process.argv.at(-1);
+const scenario = process.env.MCP_CONFORMANCE_SCENARIO;
+const ctx = JSON.parse(process.env.MCP_CONFORMANCE_CONTEXT ?? '{}');
+const dir = mkdtempSync(join(tmpdir(), 'warden-conformance-client-'));
+const secret = (name, value) => { const f = join(dir, name); writeFileSync(f, value, { mode: 0o600 }); return f; };
+
+const args = ['connect', '--gateway', url, '--agent', ctx.client_id ?? 'conformance-client'];
+if (ctx.private_key_pem) args.push('--key', secret('agent.pem', ctx.private_key_pem));
+if (ctx.valid_jwt) args.push('--workload-token', secret('workload.jwt', ctx.valid_jwt));
+
+const transport = new StdioClientTransport({ command: process.env.WARDEN_BIN, args, stderr: 'inherit' });
+const client = new Client({ name: `conformance ${scenario}`, version: '1.0.0' });
+try {
+  await client.connect(transport);
+  const { tools } = await client.listTools();
+  if (tools.length) await client.callTool({ name: tools[0].name, arguments: {} });
+  console.log(`${scenario}: connected through warden connect, ${tools.length} tool(s)`);
+  await client.close();
+} catch (e) {
+  console.error(`${scenario}: ${e.message}`);
+  await client.close().catch(() => {});
+  process.exit(1);
+}
