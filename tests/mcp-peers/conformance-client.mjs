@@ -18,9 +18,18 @@ const ctx = JSON.parse(process.env.MCP_CONFORMANCE_CONTEXT ?? '{}');
 const dir = mkdtempSync(join(tmpdir(), 'warden-conformance-client-'));
 const secret = (name, value) => { const f = join(dir, name); writeFileSync(f, value, { mode: 0o600 }); return f; };
 
-const args = ['connect', '--gateway', url, '--agent', ctx.client_id ?? 'conformance-client'];
-if (ctx.private_key_pem) args.push('--key', secret('agent.pem', ctx.private_key_pem));
-if (ctx.valid_jwt) args.push('--workload-token', secret('workload.jwt', ctx.valid_jwt));
+const args = ['connect', '--gateway', url];
+if (ctx.private_key_pem) args.push('--agent', ctx.client_id, '--key', secret('agent.pem', ctx.private_key_pem));
+else if (ctx.valid_jwt) args.push('--agent', ctx.client_id ?? 'conformance-client', '--workload-token', secret('workload.jwt', ctx.valid_jwt));
+else {
+  // No machine credential: a host acting for its human, who signs in
+  // through the browser, with the client id and secret the suite
+  // registered for it, else the metadata document the suite's
+  // authorization server expects (used only where it accepts CIMD).
+  args.push('--sign-in', '--browser', `node ${join(import.meta.dirname, 'browser.mjs')}`);
+  if (ctx.client_secret) args.push('--client-id', ctx.client_id, '--client-secret-file', secret('client.secret', ctx.client_secret));
+  else args.push('--client-id', 'https://conformance-test.local/client-metadata.json');
+}
 
 const transport = new StdioClientTransport({ command: process.env.WARDEN_BIN, args, stderr: 'inherit' });
 const client = new Client({ name: `conformance ${scenario}`, version: '1.0.0' });

@@ -25,7 +25,9 @@ import Provider from 'oidc-provider';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { Agent, ROOT as root, b64u, freePort, startGateway, waitFor } from './agent.mjs';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { Agent, ROOT as root, WARDEN, b64u, freePort, startGateway, waitFor } from './agent.mjs';
+import { browse as browseTo } from './browser.mjs';
 
 const PYTHON = process.env.WARDEN_PYTHON;
 const IDP_SECRET = randomBytes(24).toString('base64url');
@@ -75,6 +77,7 @@ ${host('py-desk', 'desk', ['alice@example.com'])}
 ${host('raw-desk', 'desk', ['alice@example.com'])}
 ${host('strict-desk', 'strict-desk')}
 ${host('suite-desk', 'desk', ['alice@example.com'])}
+${host('bridge-desk', 'strict-desk', ['alice@example.com'])}
 [interactive.operators]
 roles_claim = "groups"
 scope = "groups"
@@ -132,49 +135,8 @@ viewer = ["staff"]
 
 after(() => { gw?.stop(); cimd?.close(); idpServer?.close(); });
 
-/**
- * The human's browser: follows redirects from `url` with a cookie jar per
- * host until it reaches `stopAt` (the host's redirect URI), whose URL it
- * returns. It answers Warden's consent page with `decision`; `rewrite` may
- * alter a URL before it is fetched (an attacker's edit).
- */
-async function browse(url, rewrite = (u) => u, stopAt = HOST_REDIRECT, decision = 'allow') {
-  const jar = new Map();
-  let form = null;
-  for (let i = 0; i < 20; i += 1) {
-    if (!form && url.startsWith(stopAt)) return new URL(url);
-    if (!form) url = rewrite(url);
-    const { host, pathname } = new URL(url);
-    // Cookies by host, name and Path, sent only under their path (as a
-    // browser does), so a cookie set for the wrong path breaks the flow here too.
-    const cookies = jar.get(host) ?? new Map();
-    const sent = [...cookies.values()].filter((c) => pathname.startsWith(c.path)).map((c) => `${c.name}=${c.value}`);
-    const headers = sent.length ? { cookie: sent.join('; ') } : {};
-    const r = await fetch(url, { redirect: 'manual', headers, ...(form ? { method: 'POST', body: form } : {}) });
-    form = null;
-    for (const c of r.headers.getSetCookie()) {
-      const [pair, ...attrs] = c.split(';').map((x) => x.trim());
-      const at = pair.indexOf('=');
-      const name = pair.slice(0, at);
-      const path = attrs.find((a) => /^path=/i.test(a))?.slice(5) ?? '/';
-      if (attrs.some((a) => /^max-age=0$/i.test(a))) cookies.delete(`${name}|${path}`);
-      else cookies.set(`${name}|${path}`, { name, value: pair.slice(at + 1), path });
-    }
-    jar.set(host, cookies);
-    const location = r.headers.get('location');
-    if (!location) {
-      const body = await r.text();
-      const consent = r.status === 200 && body.match(/<form method=post action="([^"]+)"><input type=hidden name=consent value="([^"]+)">/);
-      if (!consent) return { status: r.status, body };
-      // The human reads the consent page and answers it.
-      url = consent[1];
-      form = new URLSearchParams({ consent: consent[2], decision });
-      continue;
-    }
-    url = new URL(location, url).toString();
-  }
-  throw new Error(`the sign-in did not end: at ${url}`);
-}
+/** The human's browser (browser.mjs), stopping at the host's redirect URI unless told otherwise. */
+const browse = (url, rewrite = (u) => u, stopAt = HOST_REDIRECT, decision = 'allow') => browseTo(url, rewrite, stopAt, decision);
 
 /** The TypeScript SDK's OAuthClientProvider as its documentation shows it, with a CIMD client id. */
 class HostProvider {
@@ -439,6 +401,35 @@ test('a DPoP-only host gets a token bound to its session key, which is refused a
   const renewed = await token(params, session);
   assert.equal(renewed.status, 200, JSON.stringify(renewed.json));
   assert.equal(renewed.json.token_type, 'DPoP');
+});
+
+test('warden connect --sign-in: a stdio host acts for its human, who signs in at the IdP; DPoP-bound, renewed without the human', async () => {
+  loginAs = 'alice';
+  const signIns = join(dir, 'bridge-sign-ins.log');
+  writeFileSync(signIns, '');
+  const transport = new StdioClientTransport({
+    command: WARDEN,
+    args: ['connect', '--gateway', base, '--sign-in', '--client-id', cimdUrl('bridge-desk'), '--browser', `node ${join(root, 'tests/mcp-peers/browser.mjs')}`],
+    env: { ...process.env, BROWSER_LOG: signIns },
+    stderr: 'pipe',
+  });
+  let log = '';
+  transport.stderr.on('data', (d) => { log += d; });
+  const client = new Client({ name: 'stdio desk', version: '1.0.0' });
+  try {
+    await client.connect(transport);
+    const call = async (message) => (await client.callTool({ name: 'everything__echo', arguments: { message } })).content[0].text;
+    assert.equal(await call('from the bridge'), 'Echo: from the bridge', log);
+    // strict-desk takes DPoP-bound tokens only: the bridge's session key proved them.
+    await new Promise((r) => setTimeout(r, (TTL + 1) * 1000));
+    assert.equal(await call('after expiry'), 'Echo: after expiry', log);
+  } finally {
+    await client.close();
+  }
+  assert.equal(readFileSync(signIns, 'utf8').trim().split('\n').length, 1, `one sign-in, then the refresh token:\n${log}`);
+  const records = warden('audit', 'query', '--agent', 'strict-desk', '--json').trim().split('\n').map(JSON.parse);
+  const calls = records.filter((a) => a.event.kind === 'tool_call' && a.event.subject === 'alice@example.com');
+  assert.ok(calls.length >= 2, 'every call is the host acting for the human who signed in');
 });
 
 test('operators sign in to the dashboard at the IdP, with the role their groups give', async () => {

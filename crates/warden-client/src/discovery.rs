@@ -15,7 +15,7 @@
 //! server the operator named.
 
 use crate::ClientError;
-use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde_json::Value;
 
 /// Largest metadata document read (they are a few hundred bytes).
@@ -26,6 +26,9 @@ const MAX_METADATA_BYTES: usize = 64 << 10;
 pub struct Endpoints {
     /// The MCP endpoint the tokens are for.
     pub mcp: String,
+    /// Its resource identifier, exactly as its metadata publishes it: what
+    /// a sign-in names as RFC 8707's `resource`.
+    pub resource: String,
     /// The authorization server's issuer: the audience of client assertions.
     pub issuer: String,
     pub token: String,
@@ -33,6 +36,29 @@ pub struct Endpoints {
     /// Whether to prove possession at the token endpoint (DPoP, RFC 9449):
     /// the authorization server lists the agent key's algorithm.
     pub dpop: bool,
+    /// What a human's sign-in needs ([`crate::signin`]).
+    pub interactive: Interactive,
+}
+
+/// The authorization server's part in a sign-in by authorization code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interactive {
+    pub authorization: Option<String>,
+    /// Dynamic client registration (RFC 7591), for a host without a client id.
+    pub registration: Option<String>,
+    /// `code_challenge_methods_supported` lists `S256`: without it the MCP
+    /// specification has clients refuse to go on.
+    pub pkce: bool,
+    /// The server sends `iss` with its answer (RFC 9207), which must then be there.
+    pub iss_parameter: bool,
+    /// Client ID Metadata Documents are accepted as client ids.
+    pub cimd: bool,
+    /// A client secret goes in HTTP Basic (RFC 8414's default), else in the form.
+    pub secret_basic: bool,
+    /// The scope to ask for when the user names none: the server's `401`
+    /// challenge's, else every scope its resource metadata lists (the MCP
+    /// specification's order).
+    pub scope: Option<String>,
 }
 
 impl Endpoints {
@@ -42,10 +68,20 @@ impl Endpoints {
         let base = base.trim_end_matches('/');
         Self {
             mcp: format!("{base}/mcp"),
+            resource: format!("{base}/mcp"),
             issuer: base.to_string(),
             token: format!("{base}/oauth/token"),
             revocation: Some(format!("{base}/oauth/revoke")),
             dpop: true,
+            interactive: Interactive {
+                authorization: Some(format!("{base}/oauth/authorize")),
+                registration: None,
+                pkce: true,
+                iss_parameter: true,
+                cimd: true,
+                secret_basic: false,
+                scope: None,
+            },
         }
     }
 }
@@ -78,12 +114,54 @@ fn split(url: &str) -> Option<(String, String, &str)> {
     Some((scheme, authority, rest[at..].trim_end_matches('/')))
 }
 
-/// The `resource_metadata` parameter of any challenge in a
-/// `WWW-Authenticate` value (RFC 9728 §5.1).
-pub fn resource_metadata_param(challenge: &str) -> Option<String> {
-    let start = challenge.find("resource_metadata=\"")? + "resource_metadata=\"".len();
-    let rest = &challenge[start..];
-    Some(rest[..rest.find('"')?].to_string())
+/// The value of the auth-param `name` in any challenge of a
+/// `WWW-Authenticate` value (RFC 9110 §11.2): a quoted string (its escapes
+/// undone) or a token. The value is read as a sequence of schemes and
+/// parameters, so a name inside a quoted value (an `error_description`
+/// quoting a request) is not taken for a parameter; names match
+/// case-insensitively and whole.
+pub fn auth_param(challenge: &str, name: &str) -> Option<String> {
+    let mut rest = challenge;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let word_end = rest.find(['=', ' ', '\t', ',']).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(word_end);
+        let Some(value) = after.strip_prefix('=') else {
+            // A scheme (or a token68's end): the parameters follow.
+            rest = after;
+            continue;
+        };
+        let (parsed, left) = match value.strip_prefix('"') {
+            Some(quoted) => {
+                let mut v = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        '\\' => v.push(chars.next()?.1),
+                        c => v.push(c),
+                    }
+                }
+                // Unterminated: nothing after it is to be trusted.
+                (v, &quoted[end?..])
+            }
+            None => {
+                let at = value.find([',', ' ', '\t']).unwrap_or(value.len());
+                (value[..at].to_string(), &value[at..])
+            }
+        };
+        if word.eq_ignore_ascii_case(name) {
+            return Some(parsed);
+        }
+        rest = left;
+    }
 }
 
 /// The well-known URIs of `url`'s metadata document `suffix`, path-based
@@ -158,12 +236,31 @@ fn endpoints_from(mcp: &str, issuer: &str, meta: &Value, alg: &str) -> Result<En
     };
     let token = url("token_endpoint")?.ok_or_else(|| refuse("names no token_endpoint".into()))?;
     let revocation = url("revocation_endpoint")?;
-    let dpop = meta.get("dpop_signing_alg_values_supported").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some(alg)));
-    Ok(Endpoints { mcp: mcp.to_string(), issuer: issuer.to_string(), token, revocation, dpop })
+    let lists = |field: &str, value: &str| meta.get(field).and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v.as_str() == Some(value)));
+    let says = |field: &str| meta.get(field).and_then(Value::as_bool).unwrap_or(false);
+    let interactive = Interactive {
+        authorization: url("authorization_endpoint")?,
+        registration: url("registration_endpoint")?,
+        pkce: lists("code_challenge_methods_supported", "S256"),
+        iss_parameter: says("authorization_response_iss_parameter_supported"),
+        cimd: says("client_id_metadata_document_supported"),
+        secret_basic: meta.get("token_endpoint_auth_methods_supported").is_none() || lists("token_endpoint_auth_methods_supported", "client_secret_basic"),
+        scope: None,
+    };
+    Ok(Endpoints {
+        mcp: mcp.to_string(),
+        resource: mcp.to_string(),
+        issuer: issuer.to_string(),
+        token,
+        revocation,
+        dpop: lists("dpop_signing_alg_values_supported", alg),
+        interactive,
+    })
 }
 
-/// What the resource metadata says: the authorization server to use.
-fn issuer_from(mcp: &str, url: &str, meta: &Value) -> Result<String, ClientError> {
+/// What the resource metadata says: the authorization server to use, and
+/// the resource identifier as it is written there.
+fn issuer_and_resource(mcp: &str, url: &str, meta: &Value) -> Result<(String, String), ClientError> {
     let refuse = |why: String| ClientError::Protocol(format!("the protected resource metadata at {url} {why}"));
     let resource = meta.get("resource").and_then(Value::as_str).ok_or_else(|| refuse("names no resource".into()))?;
     if !resource_covers(resource, mcp) {
@@ -180,7 +277,7 @@ fn issuer_from(mcp: &str, url: &str, meta: &Value) -> Result<String, ClientError
     if split(issuer).is_none() || !transport_allowed(issuer, mcp) {
         return Err(refuse(format!("names authorization server {issuer:?}: it must be an https URL (http only on loopback or the server named)")));
     }
-    Ok(issuer.to_string())
+    Ok((issuer.to_string(), resource.to_string()))
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<Option<Value>, ClientError> {
@@ -206,15 +303,31 @@ async fn first_document(http: &reqwest::Client, urls: Vec<String>) -> Result<Opt
     Ok(None)
 }
 
+/// What the discovery probe sends: a request any MCP server answers
+/// without effect (no session is opened), so that one requiring tokens
+/// says where to get them.
+const PROBE: &str = r#"{"jsonrpc":"2.0","id":"warden-connect-discovery","method":"ping"}"#;
+
 /// Discovers the token endpoint for the MCP endpoint `mcp`, for an agent
-/// whose key signs with `alg`. An unauthenticated GET asks the server for
-/// its challenge (a server that answers otherwise is looked up at the
-/// well-known URIs); nothing the agent holds is sent.
+/// whose key signs with `alg`. An unauthenticated request asks the server
+/// for its challenge, as a host's first request would (a server that
+/// answers otherwise is looked up at the well-known URIs); nothing the
+/// agent holds is sent.
 pub async fn discover(http: &reqwest::Client, mcp: &str, alg: &str) -> Result<Endpoints, ClientError> {
-    let probe = http.get(mcp).header(ACCEPT, "text/event-stream").send().await.map_err(|e| ClientError::Http { url: mcp.into(), message: e.to_string() })?;
-    let named = (probe.status() == reqwest::StatusCode::UNAUTHORIZED)
-        .then(|| probe.headers().get_all(WWW_AUTHENTICATE).iter().find_map(|v| v.to_str().ok().and_then(resource_metadata_param)))
-        .flatten();
+    let probe = http
+        .post(mcp)
+        .header(ACCEPT, "application/json, text/event-stream")
+        .header(CONTENT_TYPE, "application/json")
+        .body(PROBE)
+        .send()
+        .await
+        .map_err(|e| ClientError::Http { url: mcp.into(), message: e.to_string() })?;
+    let challenge = |param: &str| {
+        (probe.status() == reqwest::StatusCode::UNAUTHORIZED)
+            .then(|| probe.headers().get_all(WWW_AUTHENTICATE).iter().find_map(|v| v.to_str().ok().and_then(|v| auth_param(v, param))))
+            .flatten()
+    };
+    let (named, challenged_scope) = (challenge("resource_metadata"), challenge("scope"));
     // Dropped unread: a server that opened an event stream closes it.
     drop(probe);
     let candidates = match named {
@@ -225,11 +338,15 @@ pub async fn discover(http: &reqwest::Client, mcp: &str, alg: &str) -> Result<En
     let (url, prm) = first_document(http, candidates).await?.ok_or_else(|| {
         ClientError::Protocol(format!("{mcp} publishes no protected resource metadata (RFC 9728): is it an MCP server that takes OAuth tokens?"))
     })?;
-    let issuer = issuer_from(mcp, &url, &prm)?;
+    let (issuer, resource) = issuer_and_resource(mcp, &url, &prm)?;
     let (_, meta) = first_document(http, as_metadata_urls(&issuer))
         .await?
         .ok_or_else(|| ClientError::Protocol(format!("the authorization server {issuer} publishes no metadata (RFC 8414 or OpenID Connect discovery)")))?;
-    endpoints_from(mcp, &issuer, &meta, alg)
+    let mut endpoints = endpoints_from(mcp, &issuer, &meta, alg)?;
+    endpoints.resource = resource;
+    let listed = prm.get("scopes_supported").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
+    endpoints.interactive.scope = challenged_scope.or(listed).filter(|s| !s.trim().is_empty());
+    Ok(endpoints)
 }
 
 #[cfg(test)]
@@ -247,11 +364,28 @@ mod tests {
 
     #[test]
     fn the_challenge_names_the_resource_metadata_in_any_scheme() {
+        let rm = |c: &str| auth_param(c, "resource_metadata");
         let c = r#"Bearer resource_metadata="https://gw/.well-known/oauth-protected-resource/mcp", DPoP algs="EdDSA""#;
-        assert_eq!(resource_metadata_param(c).as_deref(), Some("https://gw/.well-known/oauth-protected-resource/mcp"));
-        assert_eq!(resource_metadata_param(r#"DPoP resource_metadata="https://x/m""#).as_deref(), Some("https://x/m"));
-        assert_eq!(resource_metadata_param(r#"Bearer realm="x""#), None);
-        assert_eq!(resource_metadata_param(r#"Bearer resource_metadata="unterminated"#), None);
+        assert_eq!(rm(c).as_deref(), Some("https://gw/.well-known/oauth-protected-resource/mcp"));
+        assert_eq!(rm(r#"DPoP resource_metadata="https://x/m""#).as_deref(), Some("https://x/m"));
+        assert_eq!(rm(r#"Bearer realm="x""#), None);
+        assert_eq!(rm(r#"Bearer resource_metadata="unterminated"#), None);
+    }
+
+    #[test]
+    fn auth_params_match_whole_names_quoted_or_not() {
+        let c = r#"Bearer xscope="no", Scope="mcp:read mcp:write", error=invalid_token, error_description="say \"why\"""#;
+        assert_eq!(auth_param(c, "scope").as_deref(), Some("mcp:read mcp:write"));
+        assert_eq!(auth_param(c, "error").as_deref(), Some("invalid_token"));
+        assert_eq!(auth_param(c, "error_description").as_deref(), Some(r#"say "why""#));
+        assert_eq!(auth_param(c, "description"), None);
+        assert_eq!(auth_param(r#"DPoP error="use_dpop_nonce""#, "error").as_deref(), Some("use_dpop_nonce"));
+        // A parameter quoted inside another's value is no parameter.
+        let reflected = r#"Bearer error_description="bad scope=\"admin\" resource_metadata=\"https://evil/m\"", error="insufficient_scope""#;
+        assert_eq!(auth_param(reflected, "scope"), None);
+        assert_eq!(auth_param(reflected, "resource_metadata"), None);
+        assert_eq!(auth_param(reflected, "error").as_deref(), Some("insufficient_scope"));
+        assert_eq!(auth_param("Bearer abc.def==, error=x", "error").as_deref(), Some("x"));
     }
 
     #[test]
@@ -303,6 +437,26 @@ mod tests {
     }
 
     #[test]
+    fn the_metadata_says_what_a_sign_in_may_use() {
+        let mcp = "https://gw.example/mcp";
+        let mut m = meta("https://as.example", "https://as.example/token");
+        let bare = endpoints_from(mcp, "https://as.example", &m, "ES256").unwrap().interactive;
+        assert_eq!(bare, Interactive { secret_basic: true, ..Interactive::default() }, "RFC 8414's defaults");
+        m["authorization_endpoint"] = json!("https://as.example/authorize");
+        m["registration_endpoint"] = json!("https://as.example/register");
+        m["code_challenge_methods_supported"] = json!(["plain", "S256"]);
+        m["authorization_response_iss_parameter_supported"] = json!(true);
+        m["client_id_metadata_document_supported"] = json!(true);
+        m["token_endpoint_auth_methods_supported"] = json!(["none", "client_secret_post"]);
+        let i = endpoints_from(mcp, "https://as.example", &m, "ES256").unwrap().interactive;
+        assert_eq!(i.authorization.as_deref(), Some("https://as.example/authorize"));
+        assert_eq!(i.registration.as_deref(), Some("https://as.example/register"));
+        assert!(i.pkce && i.iss_parameter && i.cimd && !i.secret_basic);
+        m["authorization_endpoint"] = json!("http://as.example/authorize");
+        assert!(endpoints_from(mcp, "https://as.example", &m, "ES256").is_err(), "no sign-in over plain HTTP");
+    }
+
+    #[test]
     fn no_discovered_url_downgrades_to_http_away_from_loopback_or_the_named_server() {
         let mcp = "https://gw.example/mcp";
         let plain = endpoints_from(mcp, "https://as.example", &meta("https://as.example", "http://as.example/token"), "EdDSA").unwrap_err();
@@ -319,7 +473,10 @@ mod tests {
     fn resource_metadata_must_describe_the_endpoint_asked_for_and_name_a_server() {
         let mcp = "https://gw.example/mcp";
         let prm = |resource: &str| json!({ "resource": resource, "authorization_servers": ["https://as.example"] });
+        let issuer_from = |mcp: &str, url: &str, meta: &Value| issuer_and_resource(mcp, url, meta).map(|(issuer, _)| issuer);
         assert_eq!(issuer_from(mcp, "u", &prm("https://gw.example/mcp")).unwrap(), "https://as.example");
+        // The resource is named as published: a pathless one gains no "/".
+        assert_eq!(issuer_and_resource(mcp, "u", &prm("https://gw.example")).unwrap().1, "https://gw.example");
         let other = issuer_from(mcp, "u", &prm("https://other.example/mcp")).unwrap_err();
         assert!(other.to_string().contains("RFC 9728"), "{other}");
         assert!(issuer_from(mcp, "u", &json!({ "resource": mcp })).is_err());

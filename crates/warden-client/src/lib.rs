@@ -8,6 +8,7 @@
 pub mod discovery;
 pub mod listen;
 pub mod relay;
+pub mod signin;
 
 pub use discovery::Endpoints;
 pub mod stdio;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use warden_core::clock::now_secs;
-use warden_identity::{AgentSigner, b64url, make_dpop_proof, sign_jws};
+use warden_identity::{AgentSigner, b64url, make_dpop_proof, make_dpop_proof_with_nonce, sign_jws};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -39,6 +40,9 @@ pub struct TokenResponse {
     /// Absent when the server granted what was asked (RFC 6749 §5.1).
     #[serde(default)]
     pub scope: String,
+    /// Given with a human's sign-in, to renew without the human.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 impl TokenResponse {
@@ -88,6 +92,17 @@ fn nonce() -> String {
     b64url(&b)
 }
 
+/// How a request to the authorization server authenticates the client.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// A public client, or one whose credentials are in the form already.
+    None,
+    /// An RFC 7523 assertion by the agent's key.
+    Assertion,
+    /// HTTP Basic with a client id and secret (RFC 6749 §2.3.1).
+    Basic(&'a str, &'a str),
+}
+
 /// One agent's connection to a Warden server.
 pub struct AgentClient {
     http: reqwest::Client,
@@ -97,6 +112,9 @@ pub struct AgentClient {
     pub token: Option<String>,
     pub session: Option<String>,
     next_id: i64,
+    /// The token endpoint's last DPoP nonce (RFC 9449 §8), sent in every
+    /// proof after it; servers that want none send none.
+    as_nonce: parking_lot::Mutex<Option<String>>,
 }
 
 impl AgentClient {
@@ -115,11 +133,15 @@ impl AgentClient {
     /// For an MCP server whose endpoints were discovered
     /// ([`discovery::discover`]): Warden's or another's.
     pub fn with_endpoints(endpoints: Endpoints, agent_id: &str, key: Arc<AgentSigner>, http: reqwest::Client) -> Self {
-        Self { http, endpoints, agent_id: agent_id.into(), key, token: None, session: None, next_id: 1 }
+        Self { http, endpoints, agent_id: agent_id.into(), key, token: None, session: None, next_id: 1, as_nonce: parking_lot::Mutex::new(None) }
     }
 
     pub fn mcp_url(&self) -> String {
         self.endpoints.mcp.clone()
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     fn token_url(&self) -> String {
@@ -144,32 +166,55 @@ impl AgentClient {
 
     /// POSTs `form` with this agent's client assertion (RFC 7523) and a DPoP
     /// proof to an OAuth endpoint; the JSON answer (`null` when empty).
-    async fn oauth_post(&self, url: &str, mut form: Vec<(&str, String)>) -> Result<Value, ClientError> {
-        form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
-        form.push(("client_assertion", self.client_assertion()));
-        self.post_form(url, form).await
+    async fn oauth_post(&self, url: &str, form: Vec<(&str, String)>) -> Result<Value, ClientError> {
+        self.post(url, form, Auth::Assertion).await
     }
 
     /// POSTs `form` with a DPoP proof by this client's key (when the
-    /// authorization server binds tokens with DPoP); the JSON answer.
+    /// authorization server binds tokens with DPoP); the JSON answer. A
+    /// `use_dpop_nonce` refusal is answered once, with the server's nonce.
     async fn post_form(&self, url: &str, form: Vec<(&str, String)>) -> Result<Value, ClientError> {
-        let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
-        let mut req = self.http.post(url).header("content-type", "application/x-www-form-urlencoded");
-        if self.endpoints.dpop {
-            req = req.header("dpop", make_dpop_proof(&*self.key, "POST", url, None, now_secs()));
+        self.post(url, form, Auth::None).await
+    }
+
+    /// POSTs `form` authenticated as `auth` (a fresh assertion for every
+    /// attempt: a retry must not replay its `jti`).
+    async fn post(&self, url: &str, form: Vec<(&str, String)>, auth: Auth<'_>) -> Result<Value, ClientError> {
+        let mut retried = false;
+        loop {
+            let mut form = form.clone();
+            if matches!(auth, Auth::Assertion) {
+                form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
+                form.push(("client_assertion", self.client_assertion()));
+            }
+            let body: String = form.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+            let mut req = self.http.post(url).header("content-type", "application/x-www-form-urlencoded");
+            if let Auth::Basic(id, secret) = auth {
+                req = req.basic_auth(urlencode(id), Some(urlencode(secret)));
+            }
+            if self.endpoints.dpop {
+                let nonce = self.as_nonce.lock().clone();
+                req = req.header("dpop", make_dpop_proof_with_nonce(&*self.key, "POST", url, None, nonce.as_deref(), now_secs()));
+            }
+            let resp = req.body(body).send().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
+            let status = resp.status().as_u16();
+            let fresh_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let new_nonce = fresh_nonce.is_some() && *self.as_nonce.lock() != fresh_nonce;
+            if fresh_nonce.is_some() {
+                *self.as_nonce.lock() = fresh_nonce;
+            }
+            let text = resp.text().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
+            let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))? };
+            if status == 200 {
+                return Ok(v);
+            }
+            let error = v["error"].as_str().unwrap_or("?");
+            if error == "use_dpop_nonce" && self.endpoints.dpop && !retried && new_nonce {
+                retried = true;
+                continue;
+            }
+            return Err(ClientError::Token { status, error: error.into(), description: v["error_description"].as_str().unwrap_or("").into() });
         }
-        let resp = req.body(body).send().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
-        let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))? };
-        if status != 200 {
-            return Err(ClientError::Token {
-                status,
-                error: v["error"].as_str().unwrap_or("?").into(),
-                description: v["error_description"].as_str().unwrap_or("").into(),
-            });
-        }
-        Ok(v)
     }
 
     async fn token_request(&mut self, form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
@@ -214,6 +259,43 @@ impl AgentClient {
             form.push(("task", t.into()));
         }
         let v = self.post_form(&self.token_url(), form).await?;
+        self.took(v)
+    }
+
+    /// Redeems a human's authorization code (RFC 6749 §4.1.3, PKCE's
+    /// verifier, RFC 8707's `resource`) as `host`, a public client or one
+    /// with the secret its registration gave.
+    pub async fn redeem_code(&mut self, host: &signin::Host, code: &str, verifier: &str) -> Result<TokenResponse, ClientError> {
+        let form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", host.redirect_uri.clone()),
+            ("code_verifier", verifier.to_string()),
+            ("resource", self.endpoints.resource.clone()),
+        ];
+        self.host_token_request(host, form).await
+    }
+
+    /// Renews a human's sign-in without the human (RFC 6749 §6).
+    pub async fn refresh(&mut self, host: &signin::Host, refresh_token: &str) -> Result<TokenResponse, ClientError> {
+        let form =
+            vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token.to_string()), ("resource", self.endpoints.resource.clone())];
+        self.host_token_request(host, form).await
+    }
+
+    async fn host_token_request(&mut self, host: &signin::Host, mut form: Vec<(&str, String)>) -> Result<TokenResponse, ClientError> {
+        let auth = match &host.secret {
+            Some(secret) if host.basic => Auth::Basic(&host.client_id, secret),
+            Some(secret) => {
+                form.push(("client_secret", secret.clone()));
+                Auth::None
+            }
+            None => Auth::None,
+        };
+        if !matches!(auth, Auth::Basic(..)) {
+            form.push(("client_id", host.client_id.clone()));
+        }
+        let v = self.post(&self.token_url(), form, auth).await?;
         self.took(v)
     }
 
@@ -329,7 +411,7 @@ impl AgentClient {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

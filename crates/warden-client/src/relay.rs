@@ -1,14 +1,16 @@
 //! What `warden connect` does for every message, whichever side the host
 //! speaks on: it finds the server's authorization server as the MCP
 //! specification describes ([`crate::discovery`]), holds the agent's key,
-//! gets task tokens with `private_key_jwt` (or on a workload credential),
-//! renews them before they expire (and once more when the server says a
-//! token is no longer valid), and signs a DPoP proof for each request when
-//! the token is DPoP-bound, so the host needs no OAuth support and never
-//! sees a credential. The fronts ([`crate::stdio`], [`crate::listen`]) only
-//! move messages.
+//! gets task tokens with `private_key_jwt` (or on a workload credential, or
+//! by signing the human in, [`crate::signin`]), renews them before they
+//! expire (and once more when the server says a token is no longer valid),
+//! and signs a DPoP proof for each request when the token is DPoP-bound,
+//! with the server's nonce when it asks for one (RFC 9449 §9), so the host
+//! needs no OAuth support and never sees a credential. The fronts
+//! ([`crate::stdio`], [`crate::listen`]) only move messages.
 
-use crate::discovery::{discover, mcp_endpoint};
+use crate::discovery::{auth_param, discover, mcp_endpoint};
+use crate::signin::{self, SignIn, SignInError};
 use crate::{AgentClient, ClientError, TokenResponse};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
@@ -16,7 +18,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use warden_core::clock::now_secs;
 use warden_core::jsonrpc_codes;
-use warden_identity::{AgentSigner, JwsSigner, make_dpop_proof};
+use warden_identity::{AgentSigner, JwsSigner, make_dpop_proof_with_nonce};
 
 /// Largest message either side may send through the bridge (a JSON body, an
 /// SSE event or a stdio line); the gateway's own bound is the same order.
@@ -37,10 +39,20 @@ pub struct Identity {
     pub scope: Option<String>,
     /// The task every token is for: one monitored session across renewals.
     pub task: String,
+    pub grant: Grant,
+}
+
+/// How the bridge gets its tokens.
+#[derive(Debug)]
+pub enum Grant {
+    /// Client credentials with a `private_key_jwt` assertion by `key`.
+    Agent,
     /// A workload credential file (a projected service-account token, a
     /// JWT-SVID) re-read at every renewal, as its platform rotates it;
     /// `key` is then the bridge's own for the session, not a registered one.
-    pub workload_token: Option<std::path::PathBuf>,
+    Workload(std::path::PathBuf),
+    /// The human at the keyboard signs in; `key` is the session's.
+    SignIn(SignIn),
 }
 
 /// Why a message could not be relayed. The text is meant for the person at
@@ -57,13 +69,15 @@ pub enum RelayError {
     Unreachable { gateway: String, message: String },
     #[error("the workload credential {} cannot be read: {message}. Check --workload-token (the projected token's path)", path.display())]
     Credential { path: std::path::PathBuf, message: String },
+    #[error("the sign-in did not complete: {0}. Sign in again: the next request opens a new sign-in")]
+    SignIn(#[from] SignInError),
 }
 
 impl RelayError {
     /// The JSON-RPC error answering request `id` with this error.
     pub fn reply(&self, id: &Value) -> Value {
         let code = match self {
-            Self::Refused { .. } | Self::Credential { .. } => jsonrpc_codes::UNAUTHENTICATED,
+            Self::Refused { .. } | Self::Credential { .. } | Self::SignIn(_) => jsonrpc_codes::UNAUTHENTICATED,
             Self::Unreachable { .. } | Self::Discovery { .. } => jsonrpc_codes::INTERNAL,
         };
         error_reply(id, code, &self.to_string())
@@ -86,6 +100,8 @@ struct Credentials {
     token: String,
     /// Presented with the `DPoP` scheme and a proof (else as a bearer token).
     dpop: bool,
+    /// A signed-in human's, to renew without them.
+    refresh: Option<String>,
     /// When to get the next token: three quarters into this one's life, so
     /// a renewal that has to wait for a slow gateway still lands in time.
     renew_at: i64,
@@ -94,8 +110,19 @@ struct Credentials {
 struct Tokens {
     /// Made once the authorization server is discovered.
     client: Option<AgentClient>,
+    /// The host as the authorization server knows it, after a first sign-in.
+    host: Option<signin::Host>,
+    /// What a sign-in asks for: the user's scope or the server's, widened
+    /// by step-up challenges (the union, as SEP-2350 has clients keep it).
+    scope: Option<String>,
     current: Option<Credentials>,
+    /// When the last sign-in failed, and why.
+    failed_sign_in: Option<(i64, String)>,
 }
+
+/// How long after a failed sign-in requests get its error rather than a new
+/// prompt each.
+const SIGN_IN_BACKOFF_SECS: i64 = 30;
 
 /// Relays requests to the gateway's MCP endpoint with the agent's
 /// credentials. Shared by every message in flight.
@@ -106,6 +133,8 @@ pub struct Relay {
     mcp_url: String,
     /// One renewal at a time: requests that find the token stale wait for it.
     tokens: tokio::sync::Mutex<Tokens>,
+    /// The MCP server's last DPoP nonce (RFC 9449 §9).
+    rs_nonce: parking_lot::Mutex<Option<String>>,
 }
 
 impl Relay {
@@ -123,7 +152,14 @@ impl Relay {
             .unwrap_or_default();
         let mcp = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default();
         let mcp_url = mcp_endpoint(&gateway);
-        Self { id: Identity { gateway, ..id }, http: mcp, oauth, mcp_url, tokens: tokio::sync::Mutex::new(Tokens { client: None, current: None }) }
+        Self {
+            id: Identity { gateway, ..id },
+            http: mcp,
+            oauth,
+            mcp_url,
+            tokens: tokio::sync::Mutex::new(Tokens { client: None, host: None, scope: None, current: None, failed_sign_in: None }),
+            rs_nonce: parking_lot::Mutex::new(None),
+        }
     }
 
     pub fn agent(&self) -> &str {
@@ -142,37 +178,163 @@ impl Relay {
 
     async fn credentials(&self, stale: Option<&str>) -> Result<Credentials, RelayError> {
         let mut t = self.tokens.lock().await;
+        self.renewed(&mut t, stale, false).await
+    }
+
+    /// After the server refused `stale` for too narrow a scope (a step-up
+    /// challenge for `scope`): a sign-in for the union of what was asked
+    /// before and `scope` (SEP-2350), or `None` when that asks for nothing
+    /// new: the server would refuse again, so the host gets the refusal and
+    /// the human no new prompt. The current credentials stay until the new
+    /// sign-in succeeds.
+    async fn stepped_up(&self, stale: &str, scope: &str) -> Option<Result<Credentials, RelayError>> {
+        let mut t = self.tokens.lock().await;
+        if let Some(c) = t.current.as_ref().filter(|c| c.token != stale) {
+            // Another request stepped up meanwhile.
+            return Some(Ok(c.clone()));
+        }
+        let mut wanted: Vec<String> = t.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let asked = wanted.len();
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            if !wanted.iter().any(|w| w == s) {
+                wanted.push(s.to_string());
+            }
+        }
+        if wanted.len() == asked {
+            return None;
+        }
+        t.scope = Some(wanted.join(" "));
+        Some(self.renewed(&mut t, Some(stale), true).await)
+    }
+
+    /// The current credentials, or new ones when they are due, `stale` (the
+    /// server refused them) or, with `sign_in_again`, too narrow.
+    async fn renewed(&self, t: &mut Tokens, stale: Option<&str>, sign_in_again: bool) -> Result<Credentials, RelayError> {
         let now = now_secs();
         if let Some(c) = &t.current
             && c.renew_at > now
             && Some(c.token.as_str()) != stale
+            && !sign_in_again
         {
             return Ok(c.clone());
         }
-        if t.client.is_none() {
-            let endpoints = discover(&self.oauth, &self.mcp_url, self.id.key.alg().as_str()).await.map_err(|e| match e {
-                ClientError::Http { message, .. } => RelayError::Unreachable { gateway: self.id.gateway.clone(), message },
-                e => RelayError::Discovery { gateway: self.id.gateway.clone(), message: e.to_string() },
-            })?;
-            if !endpoints.dpop {
-                tracing::warn!(issuer = %endpoints.issuer, "warden connect: the authorization server does not bind tokens with DPoP for this key's algorithm; its tokens are bearer tokens");
-            }
-            t.client = Some(AgentClient::with_endpoints(endpoints, &self.id.agent, self.id.key.clone(), self.oauth.clone()));
+        if let Some((at, message)) = &t.failed_sign_in
+            && now - at < SIGN_IN_BACKOFF_SECS
+        {
+            // Requests queued behind a failed sign-in do not each open one.
+            return Err(RelayError::SignIn(SignInError::Recent { message: message.clone(), wait: SIGN_IN_BACKOFF_SECS - (now - at) }));
         }
-        let client = t.client.as_mut().expect("discovered above");
-        let granted = match &self.id.workload_token {
-            Some(path) => {
+        self.discovered(t, stale.is_some()).await?;
+        let previous = t.current.as_ref().and_then(|c| c.refresh.clone());
+        let Tokens { client, host, scope, failed_sign_in, .. } = &mut *t;
+        let client = client.as_mut().expect("discovered above");
+        let granted = match &self.id.grant {
+            Grant::Workload(path) => {
                 let credential = std::fs::read_to_string(path).map_err(|e| RelayError::Credential { path: path.clone(), message: e.to_string() })?;
-                client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await
+                client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e))
             }
-            None => client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await,
+            Grant::Agent => client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e)),
+            Grant::SignIn(how) => {
+                let renewed = match (previous.as_deref().filter(|_| !sign_in_again), host.as_ref()) {
+                    (Some(r), Some(h)) => match client.refresh(h, r).await {
+                        // A server that does not rotate refresh tokens sends none: the old one stays good.
+                        Ok(t) => Some(TokenResponse { refresh_token: t.refresh_token.clone().or(previous.clone()), ..t }),
+                        // Spent, revoked or expired: the human signs in again.
+                        Err(ClientError::Token { error, description, .. }) => {
+                            tracing::info!(%error, description = %signin::printable(&description), "warden connect: the sign-in cannot be renewed; signing in again");
+                            None
+                        }
+                        Err(e) => return Err(self.refusal(e)),
+                    },
+                    _ => None,
+                };
+                match renewed {
+                    Some(t) => Ok(t),
+                    None => {
+                        let signed_in = self.sign_in(client, host, how, scope.as_deref()).await;
+                        if let Err(e) = &signed_in {
+                            *failed_sign_in = Some((now_secs(), e.to_string()));
+                        }
+                        signed_in
+                    }
+                }
+            }
         };
-        let granted: TokenResponse = granted.map_err(|e| self.refusal(e))?;
+        let granted: TokenResponse = granted?;
+        t.failed_sign_in = None;
         tracing::info!(agent = %self.id.agent, expires_in = granted.expires_in, "warden connect: got a task token");
-        let renew_at = now + (granted.expires_in * 3 / 4).max(1);
-        let c = Credentials { dpop: granted.dpop_bound(), token: granted.access_token, renew_at };
+        let renew_at = now_secs() + (granted.expires_in * 3 / 4).max(1);
+        let c = Credentials { dpop: granted.dpop_bound(), token: granted.access_token, refresh: granted.refresh_token, renew_at };
         t.current = Some(c.clone());
         Ok(c)
+    }
+
+    /// Finds the authorization server: first, and `again` whenever the
+    /// server refuses a token, since it may have moved to another one
+    /// (SEP-2352). A failure to look again keeps the one known.
+    async fn discovered(&self, t: &mut Tokens, again: bool) -> Result<(), RelayError> {
+        if t.client.is_some() && !again {
+            return Ok(());
+        }
+        let endpoints = match discover(&self.oauth, &self.mcp_url, self.id.key.alg().as_str()).await {
+            Ok(e) => e,
+            Err(e) if t.client.is_some() => {
+                tracing::warn!(error = %e, "warden connect: could not look again for the authorization server; keeping the one known");
+                return Ok(());
+            }
+            Err(ClientError::Http { message, .. }) => return Err(RelayError::Unreachable { gateway: self.id.gateway.clone(), message }),
+            Err(e) => return Err(RelayError::Discovery { gateway: self.id.gateway.clone(), message: e.to_string() }),
+        };
+        if let Some(known) = &t.client {
+            let from = &known.endpoints().issuer;
+            if *from == endpoints.issuer {
+                return Ok(());
+            }
+            if !self.may_move() {
+                tracing::warn!(%from, to = %endpoints.issuer, "warden connect: the server names another authorization server now; this identity was made for the first, so the bridge stays with it");
+                return Ok(());
+            }
+            tracing::info!(%from, to = %endpoints.issuer, "warden connect: the server names another authorization server now; signing in there");
+            (t.host, t.current) = (None, None);
+        }
+        if !endpoints.dpop {
+            tracing::warn!(issuer = %endpoints.issuer, "warden connect: the authorization server does not bind tokens with DPoP for this key's algorithm; its tokens are bearer tokens");
+        }
+        t.scope = self.id.scope.clone().or(endpoints.interactive.scope.clone());
+        t.client = Some(AgentClient::with_endpoints(endpoints, &self.id.agent, self.id.key.clone(), self.oauth.clone()));
+        Ok(())
+    }
+
+    /// Whether the bridge may follow the resource to another authorization
+    /// server: only a sign-in whose host the new server can know by its own
+    /// means (a metadata document, a registration). A registered agent, a
+    /// workload credential (a bearer assertion the new server could replay)
+    /// and a host's registered id and secret belong to the server they were
+    /// made for.
+    fn may_move(&self) -> bool {
+        matches!(&self.id.grant, Grant::SignIn(s) if s.client_secret.is_none() && s.client_id.as_deref().is_none_or(|id| id.starts_with("https://")))
+    }
+
+    /// A human's sign-in, from the browser to the redeemed code. The host's
+    /// client id (and its loopback port) is kept for the next one.
+    async fn sign_in(&self, client: &mut AgentClient, host: &mut Option<signin::Host>, how: &SignIn, scope: Option<&str>) -> Result<TokenResponse, RelayError> {
+        let failed = RelayError::SignIn;
+        let endpoints = client.endpoints().clone();
+        let port = host.as_ref().and_then(|h| h.redirect_uri.rsplit_once(':')).and_then(|(_, p)| p.split('/').next()?.parse().ok()).unwrap_or(0);
+        let listener = signin::listener(port).await.map_err(failed)?;
+        let redirect = signin::redirect_uri(&listener).map_err(failed)?;
+        if host.as_ref().is_none_or(|h| h.redirect_uri != redirect) {
+            *host = Some(signin::host_for(&self.oauth, &endpoints, how, &redirect).await.map_err(failed)?);
+        }
+        let h = host.as_ref().expect("set above");
+        let pkce = signin::Pkce::new();
+        let state = signin::new_state();
+        let url = signin::authorize_url(&endpoints, h, &pkce.challenge, &state, scope).map_err(failed)?;
+        let code = signin::await_code(listener, &endpoints, &url, &state, how.browser.as_deref()).await.map_err(failed)?;
+        client.redeem_code(h, &code, &pkce.verifier).await.map_err(|e| match e {
+            ClientError::Token { error, description, .. } => RelayError::SignIn(SignInError::Refused { error, description: signin::printable(&description) }),
+            e => self.refusal(e),
+        })
     }
 
     fn refusal(&self, e: ClientError) -> RelayError {
@@ -191,38 +353,64 @@ impl Relay {
     /// caller's to relay.
     pub async fn send(&self, method: Method, headers: HeaderMap, body: Vec<u8>) -> Result<reqwest::Response, RelayError> {
         let mut c = self.credentials(None).await?;
-        let mut renewed = false;
+        let (mut renewed, mut nonce_retried, mut stepped_up) = (false, false, false);
         loop {
             let mut req = self.http.request(method.clone(), &self.mcp_url).headers(headers.clone());
             req = if c.dpop {
-                let proof = make_dpop_proof(&*self.id.key, method.as_str(), &self.mcp_url, Some(&c.token), now_secs());
+                let nonce = self.rs_nonce.lock().clone();
+                let proof = make_dpop_proof_with_nonce(&*self.id.key, method.as_str(), &self.mcp_url, Some(&c.token), nonce.as_deref(), now_secs());
                 req.header(AUTHORIZATION, format!("DPoP {}", c.token)).header("dpop", proof)
             } else {
                 req.header(AUTHORIZATION, format!("Bearer {}", c.token))
             };
             let resp = req.body(body.clone()).send().await.map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed && invalid_token(resp.headers()) {
-                renewed = true;
-                c = self.credentials(Some(&c.token)).await?;
-                continue;
+            // A server may hand out the next nonce on any answer (RFC 9449 §8.2).
+            if let Some(n) = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) {
+                *self.rs_nonce.lock() = Some(n.to_string());
+            }
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+                match challenge_error(resp.headers()).as_deref() {
+                    Some("invalid_token") if !renewed => {
+                        renewed = true;
+                        c = self.credentials(Some(&c.token)).await?;
+                        continue;
+                    }
+                    Some("use_dpop_nonce") if c.dpop && !nonce_retried && self.rs_nonce.lock().is_some() => {
+                        nonce_retried = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            // A step-up challenge (RFC 6750 §3.1): a signed-in human can be
+            // asked for the wider scope, once per request.
+            if resp.status() == reqwest::StatusCode::FORBIDDEN
+                && matches!(self.id.grant, Grant::SignIn(_))
+                && !stepped_up
+                && challenge_error(resp.headers()).as_deref() == Some("insufficient_scope")
+                && let Some(scope) = resp.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| auth_param(v, "scope"))
+            {
+                stepped_up = true;
+                if let Some(wider) = self.stepped_up(&c.token, &scope).await {
+                    c = wider?;
+                    continue;
+                }
             }
             return Ok(resp);
         }
     }
 }
 
-/// Whether a 401's challenge says the token (not the proof or the request)
-/// was refused: the one case a new token can fix.
-fn invalid_token(headers: &HeaderMap) -> bool {
-    headers.get_all(WWW_AUTHENTICATE).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("error=\"invalid_token\"")))
+/// The `error` of a 401's challenge: `invalid_token` (the token, not the
+/// proof or the request, was refused: a new token can fix it) or
+/// `use_dpop_nonce` (a proof with the server's nonce can).
+fn challenge_error(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| auth_param(v, "error"))
 }
 
 /// The `error_description` of a `WWW-Authenticate` challenge, if any.
 pub fn challenge_description(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(WWW_AUTHENTICATE)?.to_str().ok()?;
-    let start = v.find("error_description=\"")? + "error_description=\"".len();
-    let rest = &v[start..];
-    Some(rest[..rest.find('"').unwrap_or(rest.len())].to_string())
+    auth_param(headers.get(WWW_AUTHENTICATE)?.to_str().ok()?, "error_description")
 }
 
 #[cfg(test)]
@@ -231,13 +419,15 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     #[test]
-    fn only_an_invalid_token_challenge_asks_for_a_new_token() {
+    fn the_challenge_error_decides_what_a_retry_can_fix() {
         let mut h = HeaderMap::new();
-        assert!(!invalid_token(&h));
-        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="invalid_dpop_proof", error_description="DPoP proof replayed""#));
-        assert!(!invalid_token(&h));
-        h.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="invalid_token", error_description="token has expired""#));
-        assert!(invalid_token(&h));
+        assert_eq!(challenge_error(&h), None);
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer resource_metadata="https://x/m""#));
+        h.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="invalid_dpop_proof", error_description="DPoP proof replayed""#));
+        assert_eq!(challenge_error(&h).as_deref(), Some("invalid_dpop_proof"));
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP error="use_dpop_nonce", resource_metadata="https://x/m""#));
+        assert_eq!(challenge_error(&h).as_deref(), Some("use_dpop_nonce"));
     }
 
     #[test]

@@ -14,6 +14,9 @@ struct ProofClaims {
     iat: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ath: Option<String>,
+    /// A nonce the server supplied (RFC 9449 §8, §9); Warden issues none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
 }
 
 /// A verified DPoP proof: the key it proves possession of and its jti, which
@@ -28,6 +31,12 @@ pub struct DpopProof {
 
 /// Create a DPoP proof (client side; used by the demo agent and tests).
 pub fn make_dpop_proof(key: &impl JwsSigner, method: &str, url: &str, access_token: Option<&str>, now: i64) -> String {
+    make_dpop_proof_with_nonce(key, method, url, access_token, None, now)
+}
+
+/// A DPoP proof carrying the `nonce` a server asked for with a
+/// `use_dpop_nonce` error (RFC 9449 §8 at a token endpoint, §9 at a resource).
+pub fn make_dpop_proof_with_nonce(key: &impl JwsSigner, method: &str, url: &str, access_token: Option<&str>, nonce: Option<&str>, now: i64) -> String {
     let mut jti = [0u8; 16];
     getrandom::fill(&mut jti).expect("OS random source available");
     let mut header = serde_json::Map::new();
@@ -39,6 +48,7 @@ pub fn make_dpop_proof(key: &impl JwsSigner, method: &str, url: &str, access_tok
         htu: strip_query(url).to_string(),
         iat: now,
         ath: access_token.map(|t| b64url(&Sha256::digest(t.as_bytes()))),
+        nonce: nonce.map(str::to_string),
     };
     sign_jws(key, header, &claims)
 }
@@ -193,7 +203,7 @@ mod tests {
             let mut header = serde_json::Map::new();
             header.insert("typ".into(), "dpop+jwt".into());
             header.insert("jwk".into(), jwk);
-            let claims = ProofClaims { jti: "j".into(), htm: "POST".into(), htu: URL.into(), iat: 1000, ath: None };
+            let claims = ProofClaims { jti: "j".into(), htm: "POST".into(), htu: URL.into(), iat: 1000, ath: None, nonce: None };
             let proof = sign_jws(&k, header, &claims);
             let e = verify_dpop_proof(&proof, "POST", URL, None, 1000, 60).unwrap_err();
             assert!(e.to_string().contains("private key material"), "{member}: {e}");

@@ -21,7 +21,7 @@ mod x509;
 
 pub use agent_key::{AgentKey, JwsAlg};
 pub use assertion::{ClientAssertion, MAX_ASSERTION_LIFETIME, assertion_client_id, verify_client_assertion};
-pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, verify_dpop_proof};
+pub use dpop::{DpopProof, ReplayCache, ReplayCheck, make_dpop_proof, make_dpop_proof_with_nonce, verify_dpop_proof};
 pub use federation::{TrustedIssuer, WORKLOAD_SKEW_SECS, WorkloadClaims, verify_id_token, verify_workload_jwt};
 pub use interactive::{ClientMetadata, MAX_METADATA_BYTES, Sealer, is_s256_challenge, pkce_challenge, pkce_matches};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};

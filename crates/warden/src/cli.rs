@@ -184,18 +184,40 @@ pub struct ConnectArgs {
     #[arg(long, env = "WARDEN_GATEWAY")]
     pub gateway: String,
     /// The registered agent this host acts as.
-    #[arg(long, env = "WARDEN_AGENT")]
-    pub agent: String,
+    #[arg(long, env = "WARDEN_AGENT", required_unless_present = "sign_in")]
+    pub agent: Option<String>,
     /// The agent's private key (PKCS#8 PEM, as `warden agent register
-    /// --generate-key` writes it); readable by its owner only.
-    #[arg(long, env = "WARDEN_AGENT_KEY", required_unless_present = "workload_token", conflicts_with = "workload_token")]
+    /// --generate-key` writes it); readable by its owner only. With
+    /// --sign-in, the key the tokens are bound to (default: one of the session's).
+    #[arg(long, env = "WARDEN_AGENT_KEY", required_unless_present_any = ["workload_token", "sign_in"], conflicts_with = "workload_token")]
     pub key: Option<PathBuf>,
     /// Instead of a key: a workload credential file the platform rotates
     /// (a Kubernetes projected service-account token, a SPIFFE JWT-SVID),
     /// re-read at every renewal; the gateway maps it to the agent
     /// (`[[workload_issuer]]`). The bridge's DPoP key is then its own, in memory.
-    #[arg(long, env = "WARDEN_WORKLOAD_TOKEN")]
+    #[arg(long, env = "WARDEN_WORKLOAD_TOKEN", conflicts_with = "sign_in")]
     pub workload_token: Option<PathBuf>,
+    /// Act for the human at the keyboard instead of a registered agent:
+    /// sign them in through the browser (authorization code with PKCE, to a
+    /// loopback redirect), as a host that speaks OAuth would. The tokens
+    /// are bound to a key of this session's (DPoP) where the server can.
+    #[arg(long)]
+    pub sign_in: bool,
+    /// With --sign-in: the host's client id at the authorization server,
+    /// the URL of its Client ID Metadata Document (Warden: a host in
+    /// `[[interactive.host]]`) or an id it registered; default: dynamic
+    /// registration where the server offers it.
+    #[arg(long, requires = "sign_in")]
+    pub client_id: Option<String>,
+    /// With --client-id: a file holding the secret of a host registered as
+    /// a confidential client (readable by its owner only).
+    #[arg(long, requires = "client_id")]
+    pub client_secret_file: Option<PathBuf>,
+    /// With --sign-in: the command that opens the sign-in page (the URL is
+    /// its last argument); default: `xdg-open` (`open` on macOS). The URL
+    /// is printed on standard error either way.
+    #[arg(long, requires = "sign_in")]
+    pub browser: Option<String>,
     /// The task the session's tokens are for (default: a new task id); one
     /// task is one monitored session across token renewals.
     #[arg(long)]

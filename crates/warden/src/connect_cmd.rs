@@ -4,21 +4,29 @@
 use crate::cli::ConnectArgs;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
-use warden_client::relay::{Identity, Relay};
+use warden_client::relay::{Grant, Identity, Relay};
+use warden_client::signin::SignIn;
 use warden_identity::AgentSigner;
 
-/// The agent's key: refused when others may read it, as ssh refuses one.
-fn load_key(path: &std::path::Path) -> Result<AgentSigner> {
+/// A secret file (`what`): refused when others may read it, as ssh refuses a key.
+fn read_private(path: &std::path::Path, what: &str) -> Result<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).with_context(|| format!("reading the agent key {}", path.display()))?.permissions().mode();
+        let mode = std::fs::metadata(path).with_context(|| format!("reading the {what} {}", path.display()))?.permissions().mode();
         if mode & 0o077 != 0 {
-            bail!("the agent key {} is readable by other users (mode {:o}); restrict it with `chmod 600 {}`", path.display(), mode & 0o777, path.display());
+            bail!("the {what} {} is readable by other users (mode {:o}); restrict it with `chmod 600 {}`", path.display(), mode & 0o777, path.display());
         }
     }
-    let pem = std::fs::read_to_string(path).with_context(|| format!("reading the agent key {}", path.display()))?;
-    AgentSigner::from_pkcs8_pem(&pem).with_context(|| format!("the agent key {}", path.display()))
+    std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+fn load_key(path: &std::path::Path) -> Result<AgentSigner> {
+    AgentSigner::from_pkcs8_pem(&read_private(path, "agent key")?).with_context(|| format!("the agent key {}", path.display()))
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    Ok(read_private(path, "client secret")?.trim().to_string())
 }
 
 /// The secret a host must present to the loopback listener.
@@ -34,25 +42,36 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
     let key = match &args.key {
         Some(path) => load_key(path)?,
         // No key on disk: one for this session only, which the tokens the
-        // workload credential buys are bound to.
+        // workload credential buys are bound to. A human's sign-in may be
+        // at any server: P-256, the algorithm DPoP servers list most.
+        None if args.sign_in => AgentSigner::generate(warden_identity::JwsAlg::Es256)?,
         None => AgentSigner::generate(warden_identity::JwsAlg::EdDSA)?,
     };
     let scope = args.scope.as_deref().map(|s| s.split([' ', ',']).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" "));
     let task = args.task.clone().unwrap_or_else(task_id);
-    let relay = Arc::new(Relay::new(Identity {
-        gateway: args.gateway.clone(),
-        agent: args.agent.clone(),
-        key: Arc::new(key),
-        scope,
-        task,
-        workload_token: args.workload_token.clone(),
-    }));
-    // A first token now, so a misconfiguration shows at launch; the bridge
-    // still starts, and answers each request with the reason, so the host
-    // shows it where its user looks.
-    if let Err(e) = relay.token(None).await {
-        eprintln!("warden connect: {e}");
-    }
+    let grant = match (&args.workload_token, args.sign_in) {
+        (_, true) => Grant::SignIn(SignIn {
+            client_id: args.client_id.clone(),
+            client_secret: args.client_secret_file.as_deref().map(read_secret).transpose()?,
+            browser: args.browser.clone(),
+        }),
+        (Some(path), false) => Grant::Workload(path.clone()),
+        (None, false) => Grant::Agent,
+    };
+    // Clap requires --agent unless --sign-in; a signed-in host is named by
+    // its client id in messages.
+    let agent = args.agent.clone().or_else(|| args.client_id.clone()).unwrap_or_else(|| "signed-in host".into());
+    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent, key: Arc::new(key), scope, task, grant }));
+    // A first token now, so a misconfiguration shows at launch (and a
+    // sign-in opens at once), while the fronts already take the host's
+    // messages: those wait for it, and are answered with the reason when
+    // there is none, so the host shows it where its user looks.
+    let first = relay.clone();
+    tokio::spawn(async move {
+        if let Err(e) = first.token(None).await {
+            eprintln!("warden connect: {e}");
+        }
+    });
     match args.listen {
         Some(addr) => {
             let secret = std::env::var(LISTEN_SECRET_ENV).map_err(|_| {
@@ -61,7 +80,7 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
                 )
             })?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-            eprintln!("warden connect: agent {} at http://{}/mcp (gateway {})", args.agent, listener.local_addr()?, relay.gateway());
+            eprintln!("warden connect: agent {} at http://{}/mcp (gateway {})", relay.agent(), listener.local_addr()?, relay.gateway());
             warden_client::listen::serve(relay, listener, &secret).await.context("serving streamable HTTP")
         }
         None => warden_client::stdio::serve(relay, tokio::io::stdin(), tokio::io::stdout()).await.context("relaying stdio"),
