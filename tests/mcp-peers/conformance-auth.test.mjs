@@ -3,8 +3,8 @@
 // authorization server, and the host (conformance-client.mjs, the
 // TypeScript SDK over stdio) reaches them only through the bridge. For the
 // machine-client extensions (SEP-1046 client credentials, SEP-1933 workload
-// identity) the bridge authenticates with the suite's key or workload
-// token; for every other scenario it signs the human in (`--sign-in`), the
+// identity) the bridge authenticates with the suite's key, client secret
+// or workload token; for every other scenario it signs the human in (`--sign-in`), the
 // browser (browser.mjs) following the suite's redirects to the bridge's
 // loopback callback. Each scenario's every check must pass; the README
 // lists the few the bridge does not take part in, and why.
@@ -48,13 +48,12 @@ function scenario(name) {
 const failures = (checks) => checks.filter((c) => c.status === 'FAILURE' || c.status === 'WARNING').map((c) => `${c.id}: ${c.errorMessage ?? c.description}`);
 
 // Every client authorization scenario of the suite but those the README
-// names as outside the bridge's part: a shared client secret for a machine
-// client (refused by design), the enterprise-managed ID-JAG extension, the
-// 2025-03-26 revision's layout (before resource metadata), and the
-// authorization-server migration, which the suite's 2026-07-28-only MCP
-// server lets no 2025-11-25 host reach.
+// names as outside the bridge's part: the enterprise-managed ID-JAG
+// extension, the 2025-03-26 revision's layout (before resource metadata),
+// and the authorization-server migration, which the suite's
+// 2026-07-28-only MCP server lets no 2025-11-25 host reach.
 const SCENARIOS = [
-  'auth/client-credentials-jwt', 'auth/wif-jwt-bearer', 'auth/dpop', 'auth/dpop-nonce',
+  'auth/client-credentials-jwt', 'auth/client-credentials-basic', 'auth/wif-jwt-bearer', 'auth/dpop', 'auth/dpop-nonce',
   'auth/metadata-default', 'auth/metadata-var1', 'auth/metadata-var2', 'auth/metadata-var3', 'auth/basic-cimd',
   'auth/scope-from-www-authenticate', 'auth/scope-from-scopes-supported', 'auth/scope-omitted-when-undefined',
   'auth/scope-step-up', 'auth/scope-retry-limit', 'auth/token-endpoint-auth-basic', 'auth/token-endpoint-auth-post',
@@ -66,6 +65,7 @@ const SCENARIOS = [
 // Checks that show the bridge did its part, per scenario, besides none failing.
 const REQUIRED = {
   'auth/client-credentials-jwt': ['authorization-server-metadata', 'client-credentials-jwt-verified', 'valid-bearer-token'],
+  'auth/client-credentials-basic': ['client-credentials-basic-auth', 'valid-bearer-token'],
   'auth/wif-jwt-bearer': ['wif-assertion-verified', 'valid-bearer-token'],
   'auth/dpop': ['sep-1932-client-token-request-proof', 'sep-1932-client-dpop-auth-scheme', 'sep-1932-client-fresh-proof'],
   'auth/dpop-nonce': ['sep-1932-client-as-nonce', 'sep-1932-client-rs-nonce', 'sep-1932-client-fresh-proof'],

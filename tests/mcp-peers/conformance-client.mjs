@@ -21,7 +21,12 @@ const secret = (name, value) => { const f = join(dir, name); writeFileSync(f, va
 const args = ['connect', '--gateway', url];
 if (ctx.private_key_pem) args.push('--agent', ctx.client_id, '--key', secret('agent.pem', ctx.private_key_pem));
 else if (ctx.valid_jwt) args.push('--agent', ctx.client_id ?? 'conformance-client', '--workload-token', secret('workload.jwt', ctx.valid_jwt));
-else {
+// A client id and secret are a machine client's in the SEP-1046
+// client-credentials scenarios (as the SDKs' conformance clients, this
+// one is configured per scenario), else a registered host's.
+else if (ctx.client_secret && scenario.startsWith('auth/client-credentials-')) {
+  args.push('--agent', ctx.client_id, '--client-secret-file', secret('client.secret', ctx.client_secret));
+} else {
   // No machine credential: a host acting for its human, who signs in
   // through the browser, with the client id and secret the suite
   // registered for it, else the metadata document the suite's

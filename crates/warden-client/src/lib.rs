@@ -299,6 +299,24 @@ impl AgentClient {
         self.took(v)
     }
 
+    /// `client_credentials` grant authenticated by a client secret (SEP-1046's
+    /// `client_secret_basic`, or in the form where the server lists only
+    /// `client_secret_post`), for MCP servers whose authorization server
+    /// registers machine clients so; Warden's own takes keys only.
+    pub async fn fetch_token_with_secret(&mut self, secret: &str, scope: Option<&str>) -> Result<TokenResponse, ClientError> {
+        let mut form = vec![("grant_type", "client_credentials".to_string()), ("resource", self.endpoints.resource.clone())];
+        if let Some(s) = scope {
+            form.push(("scope", s.into()));
+        }
+        let client = signin::Host {
+            client_id: self.agent_id.clone(),
+            secret: Some(secret.into()),
+            basic: self.endpoints.interactive.secret_basic,
+            redirect_uri: String::new(),
+        };
+        self.host_token_request(&client, form).await
+    }
+
     /// `client_credentials` grant for `scope` (space-separated `SERVER/TOOL`s).
     pub async fn fetch_token(&mut self, scope: Option<&str>, task: Option<&str>) -> Result<TokenResponse, ClientError> {
         let mut form = vec![("grant_type", "client_credentials".to_string())];

@@ -47,12 +47,24 @@ pub struct Identity {
 pub enum Grant {
     /// Client credentials with a `private_key_jwt` assertion by `key`.
     Agent,
+    /// Client credentials with a client secret, for other servers' machine
+    /// clients (Warden's agents have keys); `key` is the session's.
+    Secret(Secret),
     /// A workload credential file (a projected service-account token, a
     /// JWT-SVID) re-read at every renewal, as its platform rotates it;
     /// `key` is then the bridge's own for the session, not a registered one.
     Workload(std::path::PathBuf),
     /// The human at the keyboard signs in; `key` is the session's.
     SignIn(SignIn),
+}
+
+/// A client secret; never printed.
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// Why a message could not be relayed. The text is meant for the person at
@@ -234,6 +246,7 @@ impl Relay {
                 client.fetch_token_on_workload(credential.trim(), self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e))
             }
             Grant::Agent => client.fetch_token(self.id.scope.as_deref(), Some(&self.id.task)).await.map_err(|e| self.refusal(e)),
+            Grant::Secret(secret) => client.fetch_token_with_secret(&secret.0, self.id.scope.as_deref()).await.map_err(|e| self.refusal(e)),
             Grant::SignIn(how) => {
                 let renewed = match (previous.as_deref().filter(|_| !sign_in_again), host.as_ref()) {
                     (Some(r), Some(h)) => match client.refresh(h, r).await {

@@ -189,7 +189,7 @@ pub struct ConnectArgs {
     /// The agent's private key (PKCS#8 PEM, as `warden agent register
     /// --generate-key` writes it); readable by its owner only. With
     /// --sign-in, the key the tokens are bound to (default: one of the session's).
-    #[arg(long, env = "WARDEN_AGENT_KEY", required_unless_present_any = ["workload_token", "sign_in"], conflicts_with = "workload_token")]
+    #[arg(long, env = "WARDEN_AGENT_KEY", required_unless_present_any = ["workload_token", "sign_in", "client_secret_file"], conflicts_with = "workload_token")]
     pub key: Option<PathBuf>,
     /// Instead of a key: a workload credential file the platform rotates
     /// (a Kubernetes projected service-account token, a SPIFFE JWT-SVID),
@@ -209,9 +209,12 @@ pub struct ConnectArgs {
     /// registration where the server offers it.
     #[arg(long, requires = "sign_in")]
     pub client_id: Option<String>,
-    /// With --client-id: a file holding the secret of a host registered as
-    /// a confidential client (readable by its owner only).
-    #[arg(long, requires = "client_id")]
+    /// A file holding a client secret (readable by its owner only): with
+    /// --sign-in and --client-id, a host registered as a confidential
+    /// client; with --agent instead of --key, a machine client of another
+    /// server's authorization server (client credentials; Warden's own
+    /// agents authenticate with keys).
+    #[arg(long, conflicts_with_all = ["key", "workload_token"])]
     pub client_secret_file: Option<PathBuf>,
     /// With --sign-in: the command that opens the sign-in page (the URL is
     /// its last argument); default: `xdg-open` (`open` on macOS). The URL

@@ -4,7 +4,7 @@
 use crate::cli::ConnectArgs;
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
-use warden_client::relay::{Grant, Identity, Relay};
+use warden_client::relay::{Grant, Identity, Relay, Secret};
 use warden_client::signin::SignIn;
 use warden_identity::AgentSigner;
 
@@ -42,21 +42,23 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
     let key = match &args.key {
         Some(path) => load_key(path)?,
         // No key on disk: one for this session only, which the tokens the
-        // workload credential buys are bound to. A human's sign-in may be
-        // at any server: P-256, the algorithm DPoP servers list most.
-        None if args.sign_in => AgentSigner::generate(warden_identity::JwsAlg::Es256)?,
+        // workload credential buys are bound to. A human's sign-in or a
+        // client secret is for any server: P-256, the algorithm DPoP
+        // servers list most.
+        None if args.sign_in || args.client_secret_file.is_some() => AgentSigner::generate(warden_identity::JwsAlg::Es256)?,
         None => AgentSigner::generate(warden_identity::JwsAlg::EdDSA)?,
     };
     let scope = args.scope.as_deref().map(|s| s.split([' ', ',']).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" "));
     let task = args.task.clone().unwrap_or_else(task_id);
-    let grant = match (&args.workload_token, args.sign_in) {
-        (_, true) => Grant::SignIn(SignIn {
-            client_id: args.client_id.clone(),
-            client_secret: args.client_secret_file.as_deref().map(read_secret).transpose()?,
-            browser: args.browser.clone(),
-        }),
-        (Some(path), false) => Grant::Workload(path.clone()),
-        (None, false) => Grant::Agent,
+    let secret = args.client_secret_file.as_deref().map(read_secret).transpose()?;
+    if secret.is_some() && args.sign_in && args.client_id.is_none() {
+        bail!("--client-secret-file with --sign-in is the secret of a registered host: give its --client-id too");
+    }
+    let grant = match (&args.workload_token, args.sign_in, secret) {
+        (_, true, client_secret) => Grant::SignIn(SignIn { client_id: args.client_id.clone(), client_secret, browser: args.browser.clone() }),
+        (_, false, Some(secret)) => Grant::Secret(Secret(secret)),
+        (Some(path), false, None) => Grant::Workload(path.clone()),
+        (None, false, None) => Grant::Agent,
     };
     // Clap requires --agent unless --sign-in; a signed-in host is named by
     // its client id in messages.
