@@ -19,6 +19,8 @@ const dir = mkdtempSync(join(tmpdir(), 'warden-conformance-client-'));
 const secret = (name, value) => { const f = join(dir, name); writeFileSync(f, value, { mode: 0o600 }); return f; };
 
 const args = ['connect', '--gateway', url];
+// Where the suite says which authorization server to expect, nothing goes to any other.
+if (ctx.issuer) args.push('--issuer', ctx.issuer);
 if (ctx.private_key_pem) args.push('--agent', ctx.client_id, '--key', secret('agent.pem', ctx.private_key_pem));
 else if (ctx.valid_jwt) args.push('--agent', ctx.client_id ?? 'conformance-client', '--workload-token', secret('workload.jwt', ctx.valid_jwt));
 // A client id and secret are a machine client's in the SEP-1046

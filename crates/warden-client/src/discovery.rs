@@ -345,7 +345,8 @@ pub async fn discover(http: &reqwest::Client, mcp: &str, alg: &str) -> Result<En
     let mut endpoints = endpoints_from(mcp, &issuer, &meta, alg)?;
     endpoints.resource = resource;
     let listed = prm.get("scopes_supported").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "));
-    endpoints.interactive.scope = challenged_scope.or(listed).filter(|s| !s.trim().is_empty());
+    let named = |s: &String| !s.trim().is_empty();
+    endpoints.interactive.scope = challenged_scope.filter(named).or(listed.filter(named));
     Ok(endpoints)
 }
 

@@ -40,6 +40,10 @@ pub struct Identity {
     /// The task every token is for: one monitored session across renewals.
     pub task: String,
     pub grant: Grant,
+    /// The authorization server the user expects: anything the server names
+    /// otherwise is refused before a credential is sent (what a client
+    /// secret, replayable wherever it goes, needs).
+    pub issuer: Option<String>,
 }
 
 /// How the bridge gets its tokens.
@@ -114,9 +118,13 @@ struct Credentials {
     dpop: bool,
     /// A signed-in human's, to renew without them.
     refresh: Option<String>,
+    /// What the server says it granted.
+    scope: String,
     /// When to get the next token: three quarters into this one's life, so
     /// a renewal that has to wait for a slow gateway still lands in time.
     renew_at: i64,
+    /// When it ends: until then a failed renewal leaves it in use.
+    expires_at: i64,
 }
 
 struct Tokens {
@@ -205,14 +213,21 @@ impl Relay {
             // Another request stepped up meanwhile.
             return Some(Ok(c.clone()));
         }
-        let mut wanted: Vec<String> = t.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
-        let asked = wanted.len();
-        for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            if !wanted.iter().any(|w| w == s) {
-                wanted.push(s.to_string());
+        let mut wanted: Vec<String> = Vec::new();
+        let mut add = |from: &str| {
+            let before = wanted.len();
+            for s in from.split(' ').filter(|s| !s.is_empty()) {
+                if !wanted.iter().any(|w| w == s) {
+                    wanted.push(s.to_string());
+                }
             }
-        }
-        if wanted.len() == asked {
+            wanted.len() > before
+        };
+        // What was asked for and what was granted (a server's default
+        // grant included), then the challenge's.
+        add(t.scope.as_deref().unwrap_or(""));
+        add(t.current.as_ref().map_or("", |c| c.scope.as_str()));
+        if !add(scope) {
             return None;
         }
         t.scope = Some(wanted.join(" "));
@@ -230,12 +245,19 @@ impl Relay {
         {
             return Ok(c.clone());
         }
-        if let Some((at, message)) = &t.failed_sign_in
-            && now - at < SIGN_IN_BACKOFF_SECS
-        {
-            // Requests queued behind a failed sign-in do not each open one.
-            return Err(RelayError::SignIn(SignInError::Recent { message: message.clone(), wait: SIGN_IN_BACKOFF_SECS - (now - at) }));
+        match self.fresh(t, stale, sign_in_again).await {
+            Ok(c) => Ok(c),
+            // A token still good (not refused, not too narrow) stays in use
+            // while renewing it fails: the next request tries again.
+            Err(e) if stale.is_none() && !sign_in_again && t.current.as_ref().is_some_and(|c| c.expires_at > now_secs() + 1) => {
+                tracing::warn!(error = %e, "warden connect: renewing the token failed; using it until it expires");
+                Ok(t.current.clone().expect("checked above"))
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    async fn fresh(&self, t: &mut Tokens, stale: Option<&str>, sign_in_again: bool) -> Result<Credentials, RelayError> {
         self.discovered(t, stale.is_some()).await?;
         let previous = t.current.as_ref().and_then(|c| c.refresh.clone());
         let Tokens { client, host, scope, failed_sign_in, .. } = &mut *t;
@@ -254,19 +276,27 @@ impl Relay {
                         Ok(t) => Some(TokenResponse { refresh_token: t.refresh_token.clone().or(previous.clone()), ..t }),
                         // Spent, revoked or expired: the human signs in again.
                         Err(ClientError::Token { error, description, .. }) => {
-                            tracing::info!(%error, description = %signin::printable(&description), "warden connect: the sign-in cannot be renewed; signing in again");
+                            tracing::info!(error = %signin::printable(&error), description = %signin::printable(&description), "warden connect: the sign-in cannot be renewed; signing in again");
                             None
                         }
                         Err(e) => return Err(self.refusal(e)),
                     },
                     _ => None,
                 };
-                match renewed {
-                    Some(t) => Ok(t),
-                    None => {
+                match (renewed, failed_sign_in.as_ref()) {
+                    (Some(t), _) => Ok(t),
+                    // Requests queued behind a failed sign-in do not each open one.
+                    (None, Some((at, message))) if now_secs() - at < SIGN_IN_BACKOFF_SECS => {
+                        Err(RelayError::SignIn(SignInError::Recent { message: message.clone(), wait: SIGN_IN_BACKOFF_SECS - (now_secs() - at) }))
+                    }
+                    (None, _) => {
                         let signed_in = self.sign_in(client, host, how, scope.as_deref()).await;
                         if let Err(e) = &signed_in {
-                            *failed_sign_in = Some((now_secs(), e.to_string()));
+                            let why = match e {
+                                RelayError::SignIn(inner) => inner.to_string(),
+                                e => e.to_string(),
+                            };
+                            *failed_sign_in = Some((now_secs(), why));
                         }
                         signed_in
                     }
@@ -276,8 +306,15 @@ impl Relay {
         let granted: TokenResponse = granted?;
         t.failed_sign_in = None;
         tracing::info!(agent = %self.id.agent, expires_in = granted.expires_in, "warden connect: got a task token");
-        let renew_at = now_secs() + (granted.expires_in * 3 / 4).max(1);
-        let c = Credentials { dpop: granted.dpop_bound(), token: granted.access_token, refresh: granted.refresh_token, renew_at };
+        let now = now_secs();
+        let c = Credentials {
+            dpop: granted.dpop_bound(),
+            token: granted.access_token,
+            refresh: granted.refresh_token,
+            scope: granted.scope,
+            renew_at: now + (granted.expires_in * 3 / 4).max(1),
+            expires_at: now + granted.expires_in,
+        };
         t.current = Some(c.clone());
         Ok(c)
     }
@@ -298,6 +335,12 @@ impl Relay {
             Err(ClientError::Http { message, .. }) => return Err(RelayError::Unreachable { gateway: self.id.gateway.clone(), message }),
             Err(e) => return Err(RelayError::Discovery { gateway: self.id.gateway.clone(), message: e.to_string() }),
         };
+        if let Some(expected) = self.id.issuer.as_deref().filter(|i| *i != endpoints.issuer) {
+            return Err(RelayError::Discovery {
+                gateway: self.id.gateway.clone(),
+                message: format!("the server names authorization server {}, not the --issuer {expected} given; nothing was sent to it", endpoints.issuer),
+            });
+        }
         if let Some(known) = &t.client {
             let from = &known.endpoints().issuer;
             if *from == endpoints.issuer {
@@ -345,7 +388,9 @@ impl Relay {
         let url = signin::authorize_url(&endpoints, h, &pkce.challenge, &state, scope).map_err(failed)?;
         let code = signin::await_code(listener, &endpoints, &url, &state, how.browser.as_deref()).await.map_err(failed)?;
         client.redeem_code(h, &code, &pkce.verifier).await.map_err(|e| match e {
-            ClientError::Token { error, description, .. } => RelayError::SignIn(SignInError::Refused { error, description: signin::printable(&description) }),
+            ClientError::Token { error, description, .. } => {
+                RelayError::SignIn(SignInError::Refused { error: signin::printable(&error), description: signin::printable(&description) })
+            }
             e => self.refusal(e),
         })
     }
@@ -353,6 +398,7 @@ impl Relay {
     fn refusal(&self, e: ClientError) -> RelayError {
         match e {
             ClientError::Token { error, description, .. } => {
+                let (error, description) = (signin::printable(&error), signin::printable(&description));
                 RelayError::Refused { agent: self.id.agent.clone(), reason: if description.is_empty() { error } else { format!("{error}: {description}") } }
             }
             ClientError::Http { message, .. } | ClientError::Protocol(message) => RelayError::Unreachable { gateway: self.id.gateway.clone(), message },
@@ -378,8 +424,10 @@ impl Relay {
             };
             let resp = req.body(body.clone()).send().await.map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
             // A server may hand out the next nonce on any answer (RFC 9449 §8.2).
-            if let Some(n) = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) {
-                *self.rs_nonce.lock() = Some(n.to_string());
+            let fresh_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let new_nonce = fresh_nonce.is_some() && *self.rs_nonce.lock() != fresh_nonce;
+            if fresh_nonce.is_some() {
+                *self.rs_nonce.lock() = fresh_nonce;
             }
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
                 match challenge_error(resp.headers()).as_deref() {
@@ -388,7 +436,7 @@ impl Relay {
                         c = self.credentials(Some(&c.token)).await?;
                         continue;
                     }
-                    Some("use_dpop_nonce") if c.dpop && !nonce_retried && self.rs_nonce.lock().is_some() => {
+                    Some("use_dpop_nonce") if c.dpop && !nonce_retried && new_nonce => {
                         nonce_retried = true;
                         continue;
                     }

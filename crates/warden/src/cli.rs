@@ -216,6 +216,11 @@ pub struct ConnectArgs {
     /// agents authenticate with keys).
     #[arg(long, conflicts_with_all = ["key", "workload_token"])]
     pub client_secret_file: Option<PathBuf>,
+    /// The authorization server expected (its issuer URL): the bridge sends
+    /// nothing to any other the server names. Give it with a client
+    /// secret, which would be good wherever it went.
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// With --sign-in: the command that opens the sign-in page (the URL is
     /// its last argument); default: `xdg-open` (`open` on macOS). The URL
     /// is printed on standard error either way.

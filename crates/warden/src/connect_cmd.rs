@@ -63,7 +63,26 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
     // Clap requires --agent unless --sign-in; a signed-in host is named by
     // its client id in messages.
     let agent = args.agent.clone().or_else(|| args.client_id.clone()).unwrap_or_else(|| "signed-in host".into());
-    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent, key: Arc::new(key), scope, task, grant }));
+    if args.issuer.is_none() && args.client_secret_file.is_some() {
+        eprintln!(
+            "warden connect: the client secret goes to whichever authorization server {} names; give --issuer to allow only the one you expect",
+            args.gateway
+        );
+    }
+    // The listener first: a missing secret or a taken port must not wait
+    // on a sign-in.
+    let listening = match args.listen {
+        Some(addr) => {
+            let secret = std::env::var(LISTEN_SECRET_ENV).map_err(|_| {
+                anyhow::anyhow!(
+                    "--listen needs a secret the host will send: set {LISTEN_SECRET_ENV} to a random value (e.g. `openssl rand -hex 32`) and configure the host to send `Authorization: Bearer <it>`"
+                )
+            })?;
+            Some((tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?, secret))
+        }
+        None => None,
+    };
+    let relay = Arc::new(Relay::new(Identity { gateway: args.gateway.clone(), agent, key: Arc::new(key), scope, task, grant, issuer: args.issuer.clone() }));
     // A first token now, so a misconfiguration shows at launch (and a
     // sign-in opens at once), while the fronts already take the host's
     // messages: those wait for it, and are answered with the reason when
@@ -74,14 +93,8 @@ pub async fn run(args: &ConnectArgs) -> Result<()> {
             eprintln!("warden connect: {e}");
         }
     });
-    match args.listen {
-        Some(addr) => {
-            let secret = std::env::var(LISTEN_SECRET_ENV).map_err(|_| {
-                anyhow::anyhow!(
-                    "--listen needs a secret the host will send: set {LISTEN_SECRET_ENV} to a random value (e.g. `openssl rand -hex 32`) and configure the host to send `Authorization: Bearer <it>`"
-                )
-            })?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    match listening {
+        Some((listener, secret)) => {
             eprintln!("warden connect: agent {} at http://{}/mcp (gateway {})", relay.agent(), listener.local_addr()?, relay.gateway());
             warden_client::listen::serve(relay, listener, &secret).await.context("serving streamable HTTP")
         }

@@ -189,6 +189,17 @@ async fn a_misconfigured_bridge_says_why_to_the_host_or_at_launch() {
     assert!(msg.contains("unknown agent") && msg.contains("nobody"), "{msg}");
     host.close();
 
+    // An authorization server other than the one expected gets nothing:
+    // no assertion reaches Warden's token endpoint.
+    let records = || h.cli(&["audit", "query", "--agent", "real-bot", "--json"]).lines().count();
+    let before = records();
+    let mut host = Host::launch(&h, &id, &["--issuer", "https://login.example.com"]);
+    let r = host.initialize();
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("not the --issuer https://login.example.com given"), "{r}");
+    host.close();
+    assert_eq!(records(), before, "nothing reached Warden's token endpoint");
+
     // A key others may read is refused, as ssh refuses one.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
