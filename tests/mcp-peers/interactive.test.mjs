@@ -432,7 +432,7 @@ test('warden connect --sign-in: a stdio host acts for its human, who signs in at
   assert.ok(calls.length >= 2, 'every call is the host acting for the human who signed in');
 });
 
-test('operators sign in to the dashboard at the IdP, with the role their groups give', async () => {
+test('operators sign in to the dashboard at the IdP, with the role their groups give, and their sessions end on sign-out or by an admin', async () => {
   assert.deepEqual(await (await fetch(`${base}/admin/sso`)).json(), { enabled: true });
   const signIn = async (who) => {
     loginAs = who;
@@ -458,6 +458,31 @@ test('operators sign in to the dashboard at the IdP, with the role their groups 
   assert.equal((await fetch(`${base}/admin/sso/login`, { redirect: 'manual' })).status, 400, 'only with the dashboard\'s nonce');
   const records = warden('audit', 'query', '--json').trim().split('\n').map(JSON.parse);
   assert.ok(records.some((a) => a.event.action === 'operator sign-in' && a.event.subject === 'operator:sso:alice@example.com'), 'each sign-in is audited');
+
+  // A session ends before it expires: its holder signs out, or an admin ends
+  // every session of an operator (whose next sign-in works again).
+  const post = (path, t) => fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${t}` } });
+  const alice2 = (await signIn('alice')).get('sso');
+  assert.equal((await post('/admin/v1/sign-out', alice)).status, 200);
+  const ended = await whoami(alice);
+  assert.equal(ended.status, 401);
+  assert.match((await ended.json()).error, /session has ended .* sign in again/);
+  assert.equal((await whoami(alice2)).status, 200, 'signing out ends that session only');
+  assert.equal((await post(`/admin/v1/operators/${encodeURIComponent('sso:bob@example.com')}/end-sessions`, bob)).status, 403, 'a viewer may not');
+  warden('operator', 'end-sessions', 'sso:bob@example.com');
+  // The CLI wrote to the store; the server sees it at its next poll.
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 401; i += 1) {
+    status = (await whoami(bob)).status;
+    if (status !== 401) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(status, 401, 'an admin ended every session of bob');
+  assert.equal((await whoami(alice2)).status, 200);
+  const bobAgain = (await signIn('bob')).get('sso');
+  assert.equal((await whoami(bobAgain)).status, 200, 'a later sign-in works again');
+  const after = warden('audit', 'query', '--json').trim().split('\n').map(JSON.parse);
+  assert.ok(after.some((a) => a.event.action === 'operator:sign-out' && a.event.subject === 'operator:sso:alice@example.com (admin api)'), 'the sign-out is audited');
+  assert.ok(after.some((a) => a.event.action === 'operator:sessions-ended'), 'so is ending them');
 });
 
 test('the conformance suite\'s authorization server scenarios (metadata, authorization-code grant) pass against Warden\'s issuer', async () => {

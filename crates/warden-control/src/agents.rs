@@ -182,23 +182,18 @@ impl ControlPlane {
     /// (an agent as its SPIFFE id).
     pub async fn revoke(&self, actor: &Actor, what: Revocation<'_>, reason: &str) -> Result<String, ControlError> {
         let reason = required(reason, Why::RevokeTokens)?;
+        let mut ev = crate::change(reason.to_string());
         let (kind, value) = match what {
-            Revocation::Token(j) => (RevocationKind::Token, j.to_string()),
-            Revocation::Task(t) => (RevocationKind::Task, t.to_string()),
+            Revocation::Token(j) => (RevocationKind::Token, ev.token_id.insert(j.to_string()).clone()),
+            Revocation::Task(t) => (RevocationKind::Task, ev.task.insert(t.to_string()).clone()),
             Revocation::Agent(a) => {
                 let id = self.agent_id(a)?;
                 self.store.get_agent(&id).await?;
-                (RevocationKind::Agent, id.to_string())
+                (RevocationKind::Agent, ev.agent.insert(id.to_string()).clone())
             }
         };
         self.store.revoke(kind, &value, reason, warden_core::clock::now_secs()).await?;
         self.settle().await;
-        let mut ev = crate::change(reason.to_string());
-        match kind {
-            RevocationKind::Token => ev.token_id = Some(value.clone()),
-            RevocationKind::Task => ev.task = Some(value.clone()),
-            RevocationKind::Agent => ev.agent = Some(value.clone()),
-        }
         self.record(actor, EventKind::Revocation, "token:revoke", ev).await?;
         Ok(value)
     }

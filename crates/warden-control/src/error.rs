@@ -30,6 +30,8 @@ pub enum ControlError {
     UnknownParent(AgentId),
     #[error("no OS randomness for the operator token ({0}); retry once the system's entropy source is available")]
     Randomness(String),
+    #[error("{0} is not an operator signed in at the identity provider (sso:HUMAN); a registered operator's token ends with `warden operator remove {0}`")]
+    NotSignedIn(String),
     #[error("reading the newest published checkpoint (audit.publish_checkpoints_to): {0}")]
     Publication(#[from] PublishError),
     #[error("published checkpoint {} is for the log {origin:?}, not this one ({expected:?}): point audit.publish_checkpoints_to at this log's own directory", path.display())]

@@ -1,6 +1,6 @@
 //! Decisions only people make: held calls approved or denied (by an
 //! operator authenticated by their token), operators added and removed,
-//! policy bundles pushed.
+//! their sign-in sessions ended, policy bundles pushed.
 
 use crate::{Actor, ControlError, ControlPlane, Via, Why, required};
 use warden_core::{Approval, AuditEvent, EventKind, Operator, Role, sha256_hex};
@@ -45,6 +45,27 @@ impl ControlPlane {
     pub async fn remove_operator(&self, actor: &Actor, name: &str) -> Result<(), ControlError> {
         self.store.remove_operator(name).await?;
         self.record(actor, EventKind::OperatorChanged, "operator:remove", reason(format!("operator {name} removed"))).await
+    }
+
+    /// End operator `name`'s sign-in sessions at the IdP (`sso:HUMAN`), every
+    /// one started up to now, on every replica before its next request
+    /// (a registered operator's token ends with `remove_operator`).
+    pub async fn end_operator_sessions(&self, actor: &Actor, name: &str) -> Result<(), ControlError> {
+        if !name.starts_with("sso:") {
+            return Err(ControlError::NotSignedIn(name.into()));
+        }
+        let now = warden_core::clock::now_secs();
+        self.store.revoke(warden_store::RevocationKind::Operator, name, "sessions ended by an operator", now).await?;
+        self.settle().await;
+        self.record(actor, EventKind::OperatorChanged, "operator:sessions-ended", reason(format!("every sign-in session of operator {name} ended"))).await
+    }
+
+    /// End one sign-in session (its holder signing out).
+    pub async fn sign_out(&self, actor: &Actor, session: &str) -> Result<(), ControlError> {
+        let now = warden_core::clock::now_secs();
+        self.store.revoke(warden_store::RevocationKind::Token, &warden_identity::operator_session_id(session), "signed out", now).await?;
+        self.settle().await;
+        self.record(actor, EventKind::OperatorChanged, "operator:sign-out", reason("signed out of the dashboard".to_string())).await
     }
 
     /// Store a tested bundle as the next policy version (every gateway on

@@ -26,7 +26,7 @@ pub use federation::{TrustedIssuer, WORKLOAD_SKEW_SECS, WorkloadClaims, verify_i
 pub use interactive::{ClientMetadata, MAX_METADATA_BYTES, Sealer, is_s256_challenge, pkce_challenge, pkce_matches};
 pub use jose::{b64url, b64url_decode, sign_jws, split_jws};
 pub use keys::{Jwk, Keypair, PublicKey};
-pub use revocation::RevocationSet;
+pub use revocation::{RevocationSet, operator_session_id};
 pub use signer::{AgentSigner, JwsSigner};
 pub use token::{AccessClaims, Actor, Confirmation, SubAgent, TokenIssuer, TokenVerifier, attenuate};
 pub use x509::{Authority, Issued, MAX_AGENT_CERT_SECS, Svid, pem_to_der, read_svid, x5t_s256};

@@ -57,6 +57,8 @@ pub fn router(state: Arc<Admin>) -> Router {
         .route("/dashboard", get(|| async { Html(DASHBOARD) }))
         .route("/admin/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/admin/v1/whoami", get(whoami))
+        .route("/admin/v1/sign-out", post(sign_out))
+        .route("/admin/v1/operators/{name}/end-sessions", post(end_sessions))
         .route("/admin/v1/agents", get(agents))
         .route("/admin/v1/agents/{name}", get(agent))
         .route("/admin/v1/agents/{name}/suspend", post(suspend))
@@ -206,9 +208,14 @@ impl Admin {
         let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) else {
             return Err(self.login_failed(c, unauthorized("expected Authorization: Bearer <operator token>")));
         };
-        let sso = token.starts_with(crate::interactive::OPERATOR_SESSION_PREFIX).then(|| self.sso.as_ref()?.operator_session(token, now_ms() / 1000));
-        let op = match sso {
-            Some(op) => op,
+        let op = match self.signed_in(token) {
+            Some(Some(s)) if self.gw.snapshot().revocations.ends_operator_session(&s.operator.name, &s.session, s.since) => {
+                return Err(self.login_failed(
+                    c,
+                    unauthorized("this sign-in session has ended (signed out, or an admin ended the operator's sessions): sign in again at /dashboard"),
+                ));
+            }
+            Some(s) => s.map(|s| s.operator),
             None => self.gw.store.operator_by_token(&hex::encode(Sha256::digest(token.as_bytes()))).await?,
         };
         let Some(op) = op else {
@@ -221,6 +228,12 @@ impl Admin {
             return Err(ApiError::new(StatusCode::FORBIDDEN, format!("operator {} is a {}; this needs the {need} role", op.name, op.role)));
         }
         Ok(op)
+    }
+
+    /// For a sign-in session's token (`Some`): the session, while it is
+    /// valid; `None` for other tokens.
+    fn signed_in(&self, token: &str) -> Option<Option<crate::interactive::SignedIn>> {
+        token.starts_with(crate::interactive::OPERATOR_SESSION_PREFIX).then(|| self.sso.as_ref()?.operator_session(token, now_ms() / 1000))
     }
 
     /// Count a wrong token against its source, for the throttle and the
@@ -263,6 +276,24 @@ async fn metrics(State(s): State<Arc<Admin>>) -> Response {
 async fn whoami(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
     let op = s.operator(&h, Role::Viewer).await?;
     ok(json!({ "name": op.name, "role": op.role }))
+}
+
+/// The caller's own sign-in session ends, on every replica.
+async fn sign_out(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {
+    let op = s.operator(&h, Role::Viewer).await?;
+    let token = h.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
+    let Some(Some(session)) = s.signed_in(token) else {
+        return Err(bad(format!("only a sign-in session signs out; operator {}'s token ends with `warden operator remove {}`", op.name, op.name)));
+    };
+    s.control.sign_out(&Actor::operator(&op, Via::AdminApi), &session.session).await?;
+    ok(json!({ "signed_out": op.name }))
+}
+
+/// Every sign-in session of operator `name` (`sso:HUMAN`) ends.
+async fn end_sessions(State(s): State<Arc<Admin>>, h: Caller, Path(name): Path<String>) -> ApiResult {
+    let op = s.operator(&h, Role::Admin).await?;
+    s.control.end_operator_sessions(&Actor::operator(&op, Via::AdminApi), &name).await?;
+    ok(json!({ "sessions_ended": name }))
 }
 
 async fn agents(State(s): State<Arc<Admin>>, h: Caller) -> ApiResult {

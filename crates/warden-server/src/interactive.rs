@@ -706,7 +706,10 @@ async fn operator_signed_in(s: &OAuth, i: &Interactive, signed_in: Result<(Strin
         return dashboard_error(&s.issuer_url, &e.description);
     };
     // Named apart from registered operators, whose names an admin chooses.
-    let session = OperatorSession { name: format!("sso:{human}"), role };
+    let name = format!("sso:{human}");
+    // After any cut-off that ended this operator's sessions, as a token's iat is.
+    let since = s.gw.snapshot().revocations.operators_before.get(&name).map_or(now, |cut| now.max(cut + 1));
+    let session = OperatorSession { name, role, id: random_id(), since };
     let ev = AuditEvent {
         kind: Some(EventKind::TokenIssued),
         action: Some("operator sign-in".into()),
@@ -743,15 +746,27 @@ const OPERATOR_SESSION: &str = "operator session";
 struct OperatorSession {
     name: String,
     role: Role,
+    /// Names the session among revocations (its holder signing out).
+    id: String,
+    /// When it started (a cut-off for the operator ends it).
+    since: i64,
+}
+
+/// An operator signed in at the IdP, and which session of theirs this is.
+pub struct SignedIn {
+    pub operator: Operator,
+    pub session: String,
+    pub since: i64,
 }
 
 impl Interactive {
-    /// The operator an SSO session token names, while it is valid.
-    pub fn operator_session(&self, token: &str, now: i64) -> Option<Operator> {
+    /// The operator an SSO session token names, while it is valid (the
+    /// caller checks it has not been ended).
+    pub fn operator_session(&self, token: &str, now: i64) -> Option<SignedIn> {
         let sealed = token.strip_prefix(OPERATOR_SESSION_PREFIX)?;
         self.cfg.operators.as_ref()?;
         let s: OperatorSession = self.sealer.open(OPERATOR_SESSION, sealed, now).ok()?;
-        Some(Operator { name: s.name, role: s.role })
+        Some(SignedIn { operator: Operator { name: s.name, role: s.role }, session: s.id, since: s.since })
     }
 }
 

@@ -153,7 +153,25 @@ CREATE TABLE operators (
     r#"ALTER TABLE approvals ADD COLUMN approver_args TEXT;"#,
     ONE_TIME_IDS_TABLE,
     AGENT_KEYS_AND_BINDING,
+    OPERATOR_REVOCATIONS,
 ];
+
+/// Revocations may end operators' sign-in sessions too (`operator`: every
+/// session of the operator named up to the cut-off). SQLite cannot change a
+/// CHECK in place: the table is rebuilt, its rows kept in order.
+const OPERATOR_REVOCATIONS: &str = r#"
+CREATE TABLE revocations_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('token','task','agent','operator')),
+    value TEXT NOT NULL,
+    cutoff INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+INSERT INTO revocations_v2 (kind, value, cutoff, reason, at) SELECT kind, value, cutoff, reason, at FROM revocations ORDER BY id;
+DROP TABLE revocations;
+ALTER TABLE revocations_v2 RENAME TO revocations;
+"#;
 
 /// Agent keys of every type are stored as their RFC 7638 canonical JWK (a
 /// raw Ed25519 `x` written before becomes the same JWK, so a key has one
@@ -452,7 +470,7 @@ mod migration_tests {
             for q in [
                 format!("UPDATE agents SET public_key = '{x}'"),
                 "ALTER TABLE agents DROP COLUMN token_binding".into(),
-                format!("UPDATE schema_version SET version = {}", MIGRATIONS.len() - 1),
+                format!("UPDATE schema_version SET version = {}", MIGRATIONS.iter().position(|m| *m == AGENT_KEYS_AND_BINDING).unwrap()),
             ] {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(q)).execute(&s.pool).await.unwrap();
             }

@@ -1,5 +1,5 @@
 //! What makes a token or proof unusable: the `revocations` table (tokens,
-//! tasks, agents up to a cut-off) and the `one_time_ids` table (DPoP proof
+//! tasks, agents up to a cut-off, operators' sign-in sessions) and the `one_time_ids` table (DPoP proof
 //! and client assertion `jti`s already used), with its group-commit writer.
 
 use crate::{Result, Store, db};
@@ -16,6 +16,8 @@ pub enum RevocationKind {
     Task,
     /// Every token an agent (or its sub-agents) got up to the cut-off.
     Agent,
+    /// Every sign-in session an operator started up to the cut-off.
+    Operator,
 }
 
 impl RevocationKind {
@@ -24,6 +26,7 @@ impl RevocationKind {
             Self::Token => "token",
             Self::Task => "task",
             Self::Agent => "agent",
+            Self::Operator => "operator",
         }
     }
 }
@@ -62,6 +65,10 @@ impl Store {
                 }
                 "task" => {
                     set.tasks.insert(value);
+                }
+                "operator" => {
+                    let e = set.operators_before.entry(value).or_insert(cutoff);
+                    *e = (*e).max(cutoff);
                 }
                 _ => {
                     let e = set.agents_before.entry(value).or_insert(cutoff);

@@ -96,6 +96,10 @@ pub async fn operator(cfg: &ServerConfig, cmd: &OperatorCmd) -> Result<()> {
             control_plane(cfg).await?.remove_operator(&me, name).await?;
             println!("operator {name} removed");
         }
+        OperatorCmd::EndSessions { name } => {
+            control_plane(cfg).await?.end_operator_sessions(&me, name).await?;
+            println!("every sign-in session of operator {name} ended");
+        }
     }
     Ok(())
 }

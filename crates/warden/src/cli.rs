@@ -381,6 +381,12 @@ pub enum OperatorCmd {
     Remove {
         name: String,
     },
+    /// End every dashboard sign-in session of an operator signed in at the
+    /// identity provider (`sso:HUMAN`, as `warden audit` names them), at
+    /// once on every replica; a later sign-in works again.
+    EndSessions {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,6 +54,21 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
     let (s, v) = api.call("GET", "/admin/v1/whoami", "/admin/v1/whoami", Some(&approver), None).await;
     assert_eq!((s, v["name"].as_str(), v["role"].as_str()), (200, Some("arno"), Some("approver")));
 
+    // Sign-in sessions (the IdP's are tested in tests/mcp-peers/interactive.test.mjs):
+    // a registered operator's token does not sign out, and only an admin
+    // ends someone's sessions, only those of an operator signed in at the IdP.
+    let (s, v) = api.call("POST", "/admin/v1/sign-out", "/admin/v1/sign-out", Some(&viewer), None).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("warden operator remove vera"), "{v}");
+    assert_eq!(api.call("POST", "/admin/v1/sign-out", "/admin/v1/sign-out", None, None).await.0, 401);
+    let end = "/admin/v1/operators/{name}/end-sessions";
+    assert_eq!(api.call("POST", end, "/admin/v1/operators/sso:eve@example.com/end-sessions", Some(&approver), None).await.0, 403);
+    let (s, v) = api.call("POST", end, "/admin/v1/operators/vera/end-sessions", Some(&admin), None).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = api.call("POST", end, "/admin/v1/operators/sso:eve@example.com/end-sessions", Some(&admin), None).await;
+    assert_eq!((s, v["sessions_ended"].as_str()), (200, Some("sso:eve@example.com")), "{v}");
+    assert_eq!(api.call("GET", "/admin/v1/whoami", "/admin/v1/whoami", Some(&viewer), None).await.0, 200, "registered tokens live on");
+
     // Agents.
     let (s, v) = api.call("GET", "/admin/v1/agents", "/admin/v1/agents", Some(&viewer), None).await;
     assert_eq!(s, 200);
@@ -196,7 +211,7 @@ async fn every_endpoint_with_roles_bad_input_and_the_openapi_document() {
         .filter(|r| r["event"]["subject"].as_str().is_some_and(|s| s.ends_with("(admin api)")))
         .collect();
     let actions: BTreeSet<&str> = by_api.iter().filter_map(|r| r["event"]["action"].as_str()).collect();
-    assert_eq!(actions, BTreeSet::from(["agent:suspended", "agent:active", "approval:approve", "kill:lift:tool"]), "{by_api:?}");
+    assert_eq!(actions, BTreeSet::from(["agent:suspended", "agent:active", "approval:approve", "kill:lift:tool", "operator:sessions-ended"]), "{by_api:?}");
     let contained = h.cli(&["audit", "query", "--kind", "containment", "--json"]);
     assert!(contained.contains("operator:ada"), "{contained}");
     h.assert_audit_intact();
