@@ -59,9 +59,12 @@ struct Args {
     /// MCP sessions to open for the memory phase (0: skip).
     #[arg(long, default_value_t = 0)]
     sessions: usize,
-    /// The gateway's process id (memory phase; Linux /proc).
+    /// The gateway's process id (CPU per call and memory phases; Linux /proc).
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// The upstream's process id (its CPU per call, direct and behind the gateway).
+    #[arg(long)]
+    upstream_pid: Option<u32>,
     /// Clients flooding `/mcp` with forged tokens from 127.0.0.2 during a
     /// second sequential latency phase (0: skip).
     #[arg(long, default_value_t = 0)]
@@ -73,6 +76,40 @@ fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
     line.split_whitespace().nth(1).context("VmRSS value")?.parse().context("VmRSS value")
+}
+
+/// CPU time a process has used, in µs (Linux /proc: user + system).
+fn cpu_us(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: fields are counted after its ")".
+    let rest = &stat[stat.rfind(')').context("no command name in stat")? + 2..];
+    let field = |n: usize| -> Result<u64> { rest.split(' ').nth(n).context("short stat")?.parse().context("stat field") };
+    // utime and stime (fields 14 and 15) in clock ticks.
+    let ticks = field(11)? + field(12)?;
+    Ok(ticks * 1_000_000 / *CLOCK_TICKS)
+}
+
+/// Clock ticks per second of /proc's times (`getconf CLK_TCK`; 100 on
+/// every mainstream Linux).
+static CLOCK_TICKS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .filter(|hz| *hz > 0)
+        .unwrap_or(100)
+});
+
+/// CPU µs per call of each process in `pids` while `calls` calls ran from `before`.
+fn per_call(pids: &[(&str, Option<u32>)], before: &[Option<u64>], calls: u64) -> Result<String> {
+    let mut parts = Vec::new();
+    for ((name, pid), then) in pids.iter().zip(before) {
+        if let (Some(pid), Some(then)) = (pid, then) {
+            parts.push(format!("{name} {:.0} µs", (cpu_us(*pid)? - then) as f64 / calls.max(1) as f64));
+        }
+    }
+    Ok(if parts.is_empty() { String::new() } else { format!("   CPU per call: {}", parts.join(", ")) })
 }
 
 /// Offer `rate` calls per second for `secs` seconds, each started when it is
@@ -159,7 +196,8 @@ impl Gw {
 }
 
 /// Run `n` workers concurrently; each returns how many calls it made.
-async fn workers<F, Fut>(n: usize, mut spawn: F) -> Result<f64>
+/// Calls per second, and how many.
+async fn workers<F, Fut>(n: usize, mut spawn: F) -> Result<(f64, u64)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
@@ -170,7 +208,7 @@ where
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok((total as f64 / start.elapsed().as_secs_f64(), total))
 }
 
 #[tokio::main]
@@ -245,9 +283,14 @@ async fn main() -> Result<()> {
     println!("  gateway  p50 {g50:>8.1} µs   p99 {g99:>8.1} µs");
     println!("  added    p50 {:>8.1} µs   p99 {:>8.1} µs", g50 - d50, g99 - d99);
 
-    // Phase 2: throughput with `concurrency` workers for `seconds` each path.
+    // Phase 2: throughput with `concurrency` workers for `seconds` each path,
+    // and what each process spent per call (the figure least disturbed by
+    // other load on a shared machine).
     let dur = Duration::from_secs(a.seconds);
-    let direct_rate = workers(a.concurrency, || {
+    let pids = [("gateway", a.gateway_pid), ("upstream", a.upstream_pid)];
+    let cpu_now = || pids.iter().map(|(_, p)| p.map(cpu_us).transpose()).collect::<Result<Vec<_>>>();
+    let before = cpu_now()?;
+    let (direct_rate, direct_calls) = workers(a.concurrency, || {
         let (u, p, until) = (upstream.clone(), direct_params.clone(), Instant::now() + dur);
         async move {
             let mut n = 0u64;
@@ -259,7 +302,9 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    let gw_rate = workers(a.concurrency, || {
+    let direct_cpu = per_call(&pids[1..], &before[1..], direct_calls)?;
+    let before = cpu_now()?;
+    let (gw_rate, gw_calls) = workers(a.concurrency, || {
         let (g, until) = (gw.clone(), Instant::now() + dur);
         async move {
             // Proofs are minted in small batches so that their iat stays fresh.
@@ -275,9 +320,10 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
+    let gw_cpu = per_call(&pids, &before, gw_calls)?;
     println!("throughput with {} concurrent clients, {} s per path:", a.concurrency, a.seconds);
-    println!("  direct  {direct_rate:>8.0} calls/s");
-    println!("  gateway {gw_rate:>8.0} calls/s   ratio {:.2}", gw_rate / direct_rate);
+    println!("  direct  {direct_rate:>8.0} calls/s{direct_cpu}");
+    println!("  gateway {gw_rate:>8.0} calls/s   ratio {:.2}{gw_cpu}", gw_rate / direct_rate);
 
     // Phase 3: a fixed offered rate on each path.
     if a.rate > 0 {
@@ -365,4 +411,23 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_from_proc_and_grows_with_work() {
+        let me = std::process::id();
+        let before = cpu_us(me).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_us(me).unwrap() > before, "60 ms of work shows in utime+stime");
+        assert!(cpu_us(u32::MAX).is_err(), "no such process");
+    }
 }
