@@ -92,6 +92,17 @@ fn nonce() -> String {
     b64url(&b)
 }
 
+/// Keeps the `DPoP-Nonce` a server sent with an answer (RFC 9449 §8.2: any
+/// answer may carry the next one) in `slot`; whether it is a new one, the
+/// only case in which a `use_dpop_nonce` refusal is worth a retry.
+pub(crate) fn take_dpop_nonce(slot: &parking_lot::Mutex<Option<String>>, headers: &reqwest::header::HeaderMap) -> bool {
+    let Some(fresh) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok()) else { return false };
+    let mut kept = slot.lock();
+    let new = kept.as_deref() != Some(fresh);
+    *kept = Some(fresh.to_string());
+    new
+}
+
 /// How a request to the authorization server authenticates the client.
 #[derive(Clone, Copy)]
 enum Auth<'a> {
@@ -198,11 +209,7 @@ impl AgentClient {
             }
             let resp = req.body(body).send().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
             let status = resp.status().as_u16();
-            let fresh_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let new_nonce = fresh_nonce.is_some() && *self.as_nonce.lock() != fresh_nonce;
-            if fresh_nonce.is_some() {
-                *self.as_nonce.lock() = fresh_nonce;
-            }
+            let new_nonce = take_dpop_nonce(&self.as_nonce, resp.headers());
             let text = resp.text().await.map_err(|e| ClientError::Http { url: url.into(), message: e.to_string() })?;
             let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| ClientError::Protocol(format!("{url}: {e}")))? };
             if status == 200 {

@@ -423,12 +423,7 @@ impl Relay {
                 req.header(AUTHORIZATION, format!("Bearer {}", c.token))
             };
             let resp = req.body(body.clone()).send().await.map_err(|e| RelayError::Unreachable { gateway: self.id.gateway.clone(), message: e.to_string() })?;
-            // A server may hand out the next nonce on any answer (RFC 9449 §8.2).
-            let fresh_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let new_nonce = fresh_nonce.is_some() && *self.rs_nonce.lock() != fresh_nonce;
-            if fresh_nonce.is_some() {
-                *self.rs_nonce.lock() = fresh_nonce;
-            }
+            let new_nonce = crate::take_dpop_nonce(&self.rs_nonce, resp.headers());
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
                 match challenge_error(resp.headers()).as_deref() {
                     Some("invalid_token") if !renewed => {
