@@ -187,7 +187,7 @@ impl Gateway {
         let traces =
             config.telemetry.otlp_traces_url.clone().map(|url| crate::telemetry::Exporter::start(service, url, http.clone(), crate::telemetry::otlp_json));
         let strangers = Mutex::new(warden_monitor::Strangers::new(config.unauthenticated.clone()));
-        let one_time_ids = store.one_time_ids(config.dpop_skew_secs);
+        let one_time_ids = audit.one_time_ids(&store, config.dpop_skew_secs);
         let gw = Arc::new(Self {
             config,
             store,

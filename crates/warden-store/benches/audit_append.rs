@@ -1,7 +1,9 @@
 //! Durable audit appends: one event per transaction (a lone call) and
 //! batches of 256 (group commit under load), on SQLite (synchronous=FULL
 //! for the audit writer) and, when `WARDEN_TEST_POSTGRES_URL` names a
-//! server, on PostgreSQL.
+//! server, on PostgreSQL. On SQLite also through the writer thread the
+//! gateway uses there (`SqliteWriter`): a lone record, and 64 callers at
+//! once, each with a one-time id and a record (it batches them itself).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warden_core::{AuditEvent, EventKind};
@@ -30,13 +32,38 @@ fn append(c: &mut Criterion) {
         stores.push(("postgres", rt.block_on(Store::connect(&url)).unwrap()));
     }
     let mut g = c.benchmark_group("audit append");
-    for (name, store) in stores {
+    for (name, store) in &stores {
         let mut w = rt.block_on(store.audit_appender(Keypair::generate())).unwrap();
         for batch in [1usize, 256] {
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_function(format!("{name}, batch of {batch}"), |b| b.iter(|| rt.block_on(w.append(vec![(event(), 0); batch])).unwrap()));
         }
     }
+    let w = stores[0].1.sqlite_writer(Keypair::generate()).expect("SQLite");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sqlite, writer thread, a lone record", |b| b.iter(|| rt.block_on(w.append(event())).unwrap()));
+    let ids = w.one_time_ids(60);
+    let next = std::sync::atomic::AtomicU64::new(0);
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("sqlite, writer thread, 64 callers with an id and a record each", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let calls: Vec<_> = (0..64)
+                    .map(|_| {
+                        let (w, ids) = (w.clone(), ids.clone());
+                        let id = format!("dpop:bench:{}", next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                        tokio::spawn(async move {
+                            assert!(ids.claim(id, i64::MAX).await.unwrap());
+                            w.append(event()).await.unwrap();
+                        })
+                    })
+                    .collect();
+                for c in calls {
+                    c.await.unwrap();
+                }
+            })
+        })
+    });
     g.finish();
 }
 

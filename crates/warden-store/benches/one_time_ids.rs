@@ -2,7 +2,9 @@
 //! (per process). After: the cache plus the store's record through the
 //! group-commit writer, which every first use waits for — a lone request
 //! (one round trip) and 64 at once (batched), on SQLite and, when
-//! `WARDEN_TEST_POSTGRES_URL` names a server, on PostgreSQL.
+//! `WARDEN_TEST_POSTGRES_URL` names a server, on PostgreSQL. On SQLite
+//! both writers: the pooled one (sqlx) and the writer thread the gateway
+//! uses there (`SqliteWriter`, which also commits the audit records).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +32,10 @@ fn one_time_ids(c: &mut Criterion) {
     if let Some(url) = rt.block_on(warden_test_support::fresh_postgres_url()).unwrap() {
         stores.push(("postgres", rt.block_on(Store::connect(&url)).unwrap()));
     }
-    for (name, store) in stores {
-        let w = store.one_time_ids(60);
+    let writer = stores[0].1.sqlite_writer(warden_identity::Keypair::generate()).expect("SQLite");
+    let mut writers: Vec<_> = stores.iter().map(|(name, store)| (format!("{name}, pooled"), store.one_time_ids(60))).collect();
+    writers.push(("sqlite, writer thread".into(), writer.one_time_ids(60)));
+    for (name, w) in writers {
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("{name}, a lone request"), |b| b.iter(|| rt.block_on(w.claim(id(), now_secs() + 120)).unwrap()));
         g.throughput(Throughput::Elements(64));

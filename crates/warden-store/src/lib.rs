@@ -11,12 +11,17 @@
 //! 64-bit integer and identity types); only the write lock and change
 //! notification differ per backend.
 //!
+//! The exception is SQLite's hot path: one-time ids and audit records are
+//! written by [`SqliteWriter`], one connection (rusqlite) on a thread of
+//! its own, so that the two never contend for SQLite's one write lock and
+//! each commit covers both (see `writer` for why not sqlx there).
+//!
 //! Every registry write bumps a change counter that gateways poll to refresh
 //! their in-memory snapshot; on PostgreSQL the bump also sends a
 //! `NOTIFY warden_changes` so every replica refreshes at once.
 //!
 //! This module owns the connection (pool, session settings, the write
-//! lock), the schema and its migrations, the change counter and the error
+//! lock; `writer` owns SQLite's writer thread), the schema and its migrations, the change counter and the error
 //! type; each table's queries live in the module of their domain, as
 //! `impl Store` blocks: `agents`, `tools`, `tokens` (revocations and
 //! one-time ids), `kills`, `monitor`, `operators`, `approvals`, `audit`
@@ -39,6 +44,7 @@ mod operators;
 mod policy;
 mod tokens;
 mod tools;
+mod writer;
 
 pub use agents::AutonomyRecord;
 pub use audit::{AuditAppender, StoredCheckpoint};
@@ -47,6 +53,7 @@ pub use monitor::StoredMonitorState;
 pub use operators::StoredOperator;
 pub use policy::StoredPolicy;
 pub use tokens::{OneTimeIds, OneTimeIdsUnavailable, RevocationKind};
+pub use writer::{SqliteWriter, WriteFailed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -231,7 +238,7 @@ pub const CHANGE_CHANNEL: &str = "warden_changes";
 pub const DB_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings of every SQLite connection (`busy_timeout` is [`DB_WAIT`]).
-const SQLITE_SESSION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+pub(crate) const SQLITE_SESSION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 /// Settings of every PostgreSQL connection (`statement_timeout` is [`DB_WAIT`]).
 const POSTGRES_SESSION: &str = "SET statement_timeout = 5000";
@@ -250,13 +257,15 @@ pub struct Store {
     backend: Backend,
     /// The connection URL (PostgreSQL), for change listeners.
     url: Option<String>,
+    /// The database file (SQLite), for its hot-path writer.
+    file: Option<std::path::PathBuf>,
 }
 
 impl Store {
     /// Open (creating if needed) the SQLite database at `path` and migrate it.
     pub async fn open(path: &Path) -> Result<Self> {
         let url = SqliteConnectOptions::new().filename(path).create_if_missing(true).to_url_lossy();
-        Self::connect_with(AnyConnectOptions::from_url(&url).map_err(db("opening the database"))?, Backend::Sqlite, None).await
+        Self::connect_with(AnyConnectOptions::from_url(&url).map_err(db("opening the database"))?, Backend::Sqlite, None, Some(path.to_path_buf())).await
     }
 
     /// Connect to the database at `url`: `postgres://…` (or `postgresql://…`)
@@ -270,10 +279,17 @@ impl Store {
             return Err(StoreError::Config("database_url must start with postgres://, postgresql:// or sqlite:".into()));
         };
         let opts = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Config(format!("database_url is not valid: {e}")))?;
-        Self::connect_with(opts, backend, (backend == Backend::Postgres).then(|| url.to_string())).await
+        let file = match backend {
+            Backend::Sqlite => {
+                let o = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Config(format!("database_url is not valid: {e}")))?;
+                Some(o.get_filename().to_path_buf())
+            }
+            Backend::Postgres => None,
+        };
+        Self::connect_with(opts, backend, (backend == Backend::Postgres).then(|| url.to_string()), file).await
     }
 
-    async fn connect_with(opts: AnyConnectOptions, backend: Backend, url: Option<String>) -> Result<Self> {
+    async fn connect_with(opts: AnyConnectOptions, backend: Backend, url: Option<String>, file: Option<std::path::PathBuf>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let pool = match backend {
             Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
@@ -294,7 +310,7 @@ impl Store {
         .connect_with(opts)
         .await
         .map_err(db("connecting to the database"))?;
-        let store = Self { pool, backend, url };
+        let store = Self { pool, backend, url, file };
         if backend == Backend::Postgres {
             // The audit appender writes string literals; they are only
             // quoted correctly with standard-conforming strings.
@@ -306,6 +322,14 @@ impl Store {
         }
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// On SQLite, the writer for the hot path: one-time ids and audit
+    /// records, sealed with `key`, committed together by one connection
+    /// (see [`SqliteWriter`]). `None` on PostgreSQL, whose pooled writers
+    /// ([`Store::one_time_ids`], [`Store::audit_appender`]) serve instead.
+    pub fn sqlite_writer(&self, key: warden_identity::Keypair) -> Option<SqliteWriter> {
+        self.file.clone().map(|f| SqliteWriter::start(f, key))
     }
 
     /// The backend this store runs on.

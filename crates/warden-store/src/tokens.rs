@@ -120,7 +120,7 @@ impl Store {
     pub fn one_time_ids(&self, prune_grace_secs: i64) -> OneTimeIds {
         let (tx, rx) = tokio::sync::mpsc::channel(8192);
         tokio::spawn(claim_batches(self.clone(), rx, prune_grace_secs));
-        OneTimeIds { tx }
+        OneTimeIds { via: Claims::Batched(tx) }
     }
 }
 
@@ -132,13 +132,21 @@ type ClaimReply = tokio::sync::oneshot::Sender<std::result::Result<bool, OneTime
 /// trip, a busy gateway one round trip per batch).
 #[derive(Debug, Clone)]
 pub struct OneTimeIds {
-    tx: tokio::sync::mpsc::Sender<(String, i64, ClaimReply)>,
+    via: Claims,
+}
+
+#[derive(Debug, Clone)]
+enum Claims {
+    /// Batched into statements on the pool (PostgreSQL).
+    Batched(tokio::sync::mpsc::Sender<(String, i64, ClaimReply)>),
+    /// Committed with the audit records by SQLite's one writer.
+    Writer(crate::SqliteWriter),
 }
 
 /// The one-time id could not be recorded; the request must be refused.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the one-time id cannot be recorded in the database ({0}); refusing the request (fail closed): retry when the database is reachable")]
-pub struct OneTimeIdsUnavailable(String);
+pub struct OneTimeIdsUnavailable(pub(crate) String);
 
 /// Ids per statement (two parameters each).
 const MAX_CLAIM_BATCH: usize = 128;
@@ -147,10 +155,19 @@ impl OneTimeIds {
     /// `true` when `id` is used for the first time anywhere; it is then
     /// recorded until `expires_at` (Unix seconds).
     pub async fn claim(&self, id: String, expires_at: i64) -> std::result::Result<bool, OneTimeIdsUnavailable> {
+        let tx = match &self.via {
+            Claims::Batched(tx) => tx,
+            Claims::Writer(w) => return w.claim(id, expires_at).await,
+        };
         let stopped = || OneTimeIdsUnavailable("the one-time id writer stopped".into());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send((id, expires_at, tx)).await.map_err(|_| stopped())?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send((id, expires_at, reply)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// One-time ids recorded by a SQLite writer.
+    pub(crate) fn through(writer: crate::SqliteWriter) -> Self {
+        Self { via: Claims::Writer(writer) }
     }
 }
 

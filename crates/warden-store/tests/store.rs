@@ -293,3 +293,88 @@ async fn a_one_time_id_is_first_only_once_across_stores_restarts_and_batches() {
         assert_eq!(restarted.claim_one_time_ids(&ids(&["x"])).await.unwrap(), [true], "an expired id is forgotten");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_commits_claims_and_records_together_beside_other_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let s = Store::open(&path).await.unwrap();
+    let key = Keypair::generate();
+    let w = s.sqlite_writer(key.clone()).expect("a SQLite store has a writer");
+    let ev = |r: String| AuditEvent { decision: warden_core::Verdict::Allow, reason: Some(r), ..Default::default() };
+    let exp = warden_core::clock::now_secs() + 1000;
+
+    // Another process (the CLI: a writer of its own) appends between two
+    // of this writer's appends: the second is sealed again on top.
+    assert_eq!(w.append(ev("first".into())).await.unwrap().seq, 1);
+    let other = Store::open(&path).await.unwrap().sqlite_writer(key.clone()).unwrap();
+    assert_eq!(other.append(ev("CLI".into())).await.unwrap().seq, 2);
+    let third = w.append(ev("third".into())).await.unwrap();
+    assert_eq!((third.seq, third.event.reason.as_deref()), (3, Some("third")));
+    // And a pooled writer's record is a replay for this one.
+    assert_eq!(s.claim_one_time_ids(&[("seen".into(), exp)]).await.unwrap(), [true]);
+    assert!(!w.claim("seen".into(), exp).await.unwrap(), "an id another writer recorded is a replay");
+
+    // Many callers at once: each gets its own answer back.
+    let appends: Vec<_> = (0..200)
+        .map(|i| {
+            let w = w.clone();
+            let e = ev(format!("call {i}"));
+            tokio::spawn(async move { (i, w.append(e).await.unwrap()) })
+        })
+        .collect();
+    let claims: Vec<_> = (0..100)
+        .map(|i| {
+            let w = w.clone();
+            tokio::spawn(async move { (i % 40, w.claim(format!("jti-{}", i % 40), exp).await.unwrap()) })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for a in appends {
+        let (i, r) = a.await.unwrap();
+        assert_eq!(r.event.reason, Some(format!("call {i}")), "a caller gets its own record");
+        seqs.push(r.seq);
+    }
+    let mut firsts = [0; 40];
+    for c in claims {
+        let (id, first) = c.await.unwrap();
+        firsts[id] += usize::from(first);
+    }
+    assert_eq!(firsts, [1; 40], "each id is first exactly once");
+    seqs.sort();
+    assert_eq!(seqs, (4..204).collect::<Vec<u64>>(), "every append got a sequence number of its own");
+    let report = s.verify_audit(&key.public()).await.unwrap().unwrap();
+    assert_eq!(report.records, 203, "one chain, nothing lost, however the writers interleaved");
+
+    // Expired ids are pruned by the writer (first tick at once).
+    assert_eq!(s.claim_one_time_ids(&[("old".into(), 1)]).await.unwrap(), [true]);
+    let ids = w.one_time_ids(0);
+    let mut pruned = false;
+    for _ in 0..100 {
+        if ids.claim("old".into(), exp).await.unwrap() {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(pruned, "an id that expired is forgotten, so it is first again");
+
+    // A head it cannot read fails the append closed and writes nothing;
+    // once it is repaired, the same writer goes on.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let good: String = db.query_row("SELECT value FROM meta WHERE key = 'audit_head'", [], |r| r.get(0)).unwrap();
+    db.execute("UPDATE meta SET value = 'garbage' WHERE key = 'audit_head'", []).unwrap();
+    let fresh = s.sqlite_writer(key.clone()).unwrap();
+    let e = fresh.append(ev("lost?".into())).await.unwrap_err();
+    assert!(e.to_string().contains("audit head is corrupt"), "{e}");
+    assert_eq!(s.read_audit(0, 1000).await.unwrap().len(), 203);
+    db.execute("UPDATE meta SET value = ?1 WHERE key = 'audit_head'", [&good]).unwrap();
+    assert_eq!(fresh.append(ev("after repair".into())).await.unwrap().seq, 204);
+    assert_eq!(s.verify_audit(&key.public()).await.unwrap().unwrap().records, 204);
+}
+
+#[tokio::test]
+async fn postgres_has_no_sqlite_writer() {
+    let Some(url) = fresh_postgres_url().await.unwrap() else { return };
+    assert!(Store::connect(&url).await.unwrap().sqlite_writer(Keypair::generate()).is_none());
+}

@@ -152,7 +152,7 @@ impl Fixture {
                 .expect("tool registers");
         }
         let key = Keypair::generate();
-        let audit = if opts.audit_down { stopped_audit(store.clone(), key.clone()) } else { AuditSink::start(store.clone(), key.clone(), None) };
+        let audit = if opts.audit_down { lost_audit(key.clone()).await } else { AuditSink::start(store.clone(), key.clone(), None) };
         let policy = bundle("");
         let upstream = |name: &str| {
             let transport =
@@ -227,15 +227,14 @@ fn bundle(extra: &str) -> PolicyBundle {
     PolicyBundle::load(&source("schema.cedarschema", SCHEMA), &[source("test.cedar", POLICIES), source("extra.cedar", extra)]).expect("the test policies load")
 }
 
-/// An audit sink whose writer is gone (its runtime shut down), as when the
-/// database is lost: every record fails.
-fn stopped_audit(store: Store, key: Keypair) -> AuditSink {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        rt.block_on(async { AuditSink::start(store, key, None) })
-    })
-    .join()
-    .expect("the sink starts")
+/// An audit sink whose database is lost (its file and directory removed
+/// once opened): every record fails.
+async fn lost_audit(key: Keypair) -> AuditSink {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(&dir.path().join("lost.db")).await.expect("store opens");
+    let sink = AuditSink::start(store, key, None);
+    drop(dir);
+    sink
 }
 
 fn pipeline<'a>(fx: &'a Fixture, auth: &'a Authenticated) -> Pipeline<'a> {
@@ -776,7 +775,11 @@ async fn a_call_whose_intent_cannot_be_recorded_is_not_forwarded() {
     let mut p = pipeline(&fx, &auth);
     let stopped = p.tool_call(Some("crm__lookup"), None, never).await.expect_err("not forwarded");
     let Stopped::Refused(r) = &stopped else { panic!("{stopped:?}") };
-    assert_eq!(r, &Refusal::NotForwarded("the audit log cannot be written (writer stopped); refusing the request".into()));
+    let Refusal::NotForwarded(why) = r else { panic!("{r:?}") };
+    assert!(
+        why.starts_with("the audit log cannot be written (database error while opening the database: ") && why.ends_with("; refusing the request"),
+        "{why}"
+    );
     let ev = p.trail.record(Some(&stopped));
     assert_eq!((ev.decision, ev.forwarded), (Verdict::Error, false));
     assert_eq!(fx.risk(), 0, "the gateway's own failure is not the agent's");
