@@ -191,6 +191,7 @@ impl Batch {
     fn answer(self, outcome: Result<Committed, WriteFailed>) {
         match outcome {
             Ok(Committed { firsts, records }) => {
+                debug_assert_eq!((firsts.len(), records.len()), (self.claimed.len(), self.appended.len()), "one answer per job");
                 self.claimed.into_iter().zip(firsts).for_each(|(reply, first)| drop(reply.send(Ok(first))));
                 self.appended.into_iter().zip(records).for_each(|(reply, r)| drop(reply.send(Ok(r))));
             }
@@ -245,15 +246,21 @@ impl Writer {
             Some(c) => c,
             None => self.conn.insert(open(&self.path).map_err(|e| failed("opening the database", &e))?),
         };
+        if let Some(before) = batch.prune_before {
+            // A transaction of its own: a failed prune fails no caller.
+            if let Err(e) = conn.execute("DELETE FROM one_time_ids WHERE expires_at < ?1", [before]) {
+                tracing::warn!("pruning expired one-time ids failed (retried in a minute): {e}");
+            }
+        }
         let (committed, head) = attempt(conn, &self.key, self.head.take(), batch, events)?;
         self.head = head;
         Ok(committed)
     }
 }
 
-/// One transaction over the whole batch: claims and pruning first, then the
-/// audit events sealed from `head`. Returns what it committed and the head
-/// after it (still unknown when there were no events).
+/// One transaction over the whole batch: claims first, then the audit
+/// events sealed from `head`. Returns what it committed and the head after
+/// it (`head` as given when there were no events).
 ///
 /// The transaction holds the write lock from its start (`BEGIN
 /// IMMEDIATE`): if a remembered head is stale (another process appended
@@ -277,9 +284,6 @@ fn attempt(
         for (id, expires_at) in &batch.claims {
             firsts.push(claim.execute(params![id, expires_at]).map_err(fail("recording one-time ids"))? == 1);
         }
-    }
-    if let Some(before) = batch.prune_before {
-        tx.prepare_cached("DELETE FROM one_time_ids WHERE expires_at < ?1").and_then(|mut s| s.execute([before])).map_err(fail("pruning one-time ids"))?;
     }
     if events.is_empty() {
         tx.commit().map_err(fail("committing"))?;
@@ -346,7 +350,7 @@ fn stored_head(tx: &rusqlite::Transaction<'_>) -> Result<ChainHead, WriteFailed>
         None => return Ok(ChainHead::default()),
         Some(s) => serde_json::from_str(&s).map_err(|_| corrupt())?,
     };
-    let hash_ok = head.hash.len() == 64 && head.hash.bytes().all(|b| b.is_ascii_hexdigit());
+    let hash_ok = head.hash.len() == 64 && head.hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if head.seq > (i64::MAX as u64) - MAX_BATCH as u64 || !hash_ok {
         return Err(corrupt());
     }
@@ -379,11 +383,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_commit_is_synced_to_disk() {
+    async fn every_commit_is_synced_to_disk_and_waits_for_the_lock_at_most_db_wait() {
         let (_dir, path) = database().await;
         let conn = open(&path).expect("opens");
-        let mode: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("reads");
-        assert_eq!(mode, 2, "FULL: an id or a record survives a power cut");
+        let pragma = |p: &str| conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0)).expect("reads");
+        assert_eq!(pragma("synchronous"), 2, "FULL: an id or a record survives a power cut");
+        assert_eq!(pragma("busy_timeout"), DB_WAIT.as_millis() as i64);
+    }
+
+    fn event(reason: &str) -> (AuditEvent, i64) {
+        (AuditEvent { reason: Some(reason.into()), ..Default::default() }, 1)
+    }
+
+    fn claim(id: &str) -> Batch {
+        let mut batch = Batch::default();
+        batch.claims.push((id.into(), i64::MAX));
+        batch
+    }
+
+    fn seqs(path: &Path) -> Vec<i64> {
+        let db = Connection::open(path).expect("opens");
+        let mut q = db.prepare("SELECT seq FROM audit ORDER BY seq").expect("prepares");
+        q.query_map([], |r| r.get(0)).expect("reads").map(|r| r.expect("row")).collect()
+    }
+
+    fn set_head(path: &Path, value: &str) {
+        Connection::open(path)
+            .expect("opens")
+            .execute("INSERT INTO meta (key, value) VALUES ('audit_head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [value])
+            .expect("writes");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_answers_no_claim_and_keeps_none() {
+        let (_dir, path) = database().await;
+        let mut w = Writer { path: path.clone(), key: Keypair::generate(), conn: None, head: None };
+        set_head(&path, &format!(r#"{{"seq":1,"hash":"{}"}}"#, "A".repeat(64)));
+        let e = w.commit(&claim("x"), vec![event("e")]).err().expect("an upper-case head is not one this chain wrote");
+        assert!(e.0.contains("audit head is corrupt"), "{e}");
+        let c = w.commit(&claim("x"), Vec::new()).expect("commits");
+        assert_eq!(c.firsts, [true], "the failed batch's claim was rolled back with it");
+        assert!(seqs(&path).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stale_head_is_sealed_again_and_a_head_behind_the_log_fails() {
+        let (_dir, path) = database().await;
+        let key = Keypair::generate();
+        let mut w = Writer { path: path.clone(), key: key.clone(), conn: None, head: None };
+        w.commit(&Batch::default(), vec![event("1"), event("2")]).expect("commits");
+        // Another writer left seq 4 (and its head) while 3 is free: the
+        // batch collides midway, takes back its seq 3 and goes on from 4.
+        let four = format!(r#"{{"seq":4,"hash":"{}"}}"#, "b".repeat(64));
+        Connection::open(&path).expect("opens").execute("INSERT INTO audit (seq, record) VALUES (4, 'other')", []).expect("writes");
+        set_head(&path, &four);
+        let c = w.commit(&Batch::default(), vec![event("a"), event("b")]).expect("commits");
+        assert_eq!(c.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(seqs(&path), [1, 2, 4, 5, 6]);
+        // A stored head behind the log: nothing is written over it.
+        set_head(&path, &four);
+        let mut fresh = Writer { path: path.clone(), key, conn: None, head: None };
+        let e = fresh.commit(&claim("y"), vec![event("c")]).err().expect("fails");
+        assert!(e.0.contains("behind the log"), "{e}");
+        assert_eq!(seqs(&path), [1, 2, 4, 5, 6]);
     }
 
     #[tokio::test]
