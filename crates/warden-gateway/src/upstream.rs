@@ -104,7 +104,7 @@ impl ClientOffers {
     }
 
     /// The capabilities declared upstream.
-    fn capabilities(self) -> Value {
+    pub(crate) fn capabilities(self) -> Value {
         let mut caps = serde_json::Map::new();
         if self.sampling {
             caps.insert("sampling".into(), if self.sampling_tools { json!({ "tools": {} }) } else { json!({}) });
@@ -419,6 +419,16 @@ struct HttpConn {
     protocol: String,
     /// What the caller's client offers (the server's requests it may get).
     offers: ClientOffers,
+    /// The headers a request of the stateless revision mirrors from its
+    /// body (none in a session).
+    mirrored: Vec<(String, String)>,
+}
+
+impl HttpConn {
+    /// A request of the stateless revision (it mirrors at least its method).
+    fn stateless(&self) -> bool {
+        self.session.is_none() && !self.mirrored.is_empty()
+    }
 }
 
 /// The connection, and what is known about making one.
@@ -636,6 +646,9 @@ pub struct Upstream {
     instructions: parking_lot::RwLock<Option<String>>,
     /// Where notifications about no request go (the gateway's session streams).
     notices: std::sync::OnceLock<mpsc::Sender<Notice>>,
+    /// Whether the server speaks the stateless revision (`server/discover`
+    /// said so); `None` until asked.
+    stateless: parking_lot::RwLock<Option<bool>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -672,6 +685,7 @@ impl Upstream {
             capabilities: Default::default(),
             instructions: Default::default(),
             notices: Default::default(),
+            stateless: Default::default(),
         })
     }
 
@@ -729,6 +743,68 @@ impl Upstream {
         tokio::time::timeout_at(deadline.into(), exchange)
             .await
             .unwrap_or_else(|_| Err(self.timeout(if connected.load(Ordering::Relaxed) { method_what(method) } else { "initialize" })))
+    }
+
+    /// Whether the server speaks the stateless revision (2026-07-28): an
+    /// HTTP server asked once with `server/discover`. A server of the
+    /// session revisions refuses that request outside a session; one that
+    /// cannot be reached is asked again next time.
+    pub async fn speaks_stateless(&self) -> bool {
+        if !matches!(self.config.transport, Transport::Http { .. }) {
+            return false;
+        }
+        if let Some(known) = *self.stateless.read() {
+            return known;
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.config.timeout_secs);
+        let asked = tokio::time::timeout_at(
+            deadline.into(),
+            self.stateless_send(ClientOffers::default(), None, None, "server/discover", json!({}), &Exchange::default()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(self.timeout("server/discover")));
+        let known = match asked {
+            Ok(r) => r.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == crate::mcp::STATELESS_VERSION)),
+            Err(UpstreamError::Unavailable { .. } | UpstreamError::Timeout { .. }) => return false,
+            Err(_) => false,
+        };
+        *self.stateless.write() = Some(known);
+        tracing::info!(upstream = %self.name(), "speaks MCP {}: {known}", crate::mcp::STATELESS_VERSION);
+        known
+    }
+
+    /// Send a request of the stateless revision: no session, the gateway's
+    /// own `_meta` (declaring `offers`, the client's, and `log_level`), the
+    /// headers mirrored from the body (`tool_schema` annotates the
+    /// arguments'), within `timeout_secs` of now.
+    pub async fn stateless(
+        &self,
+        offers: ClientOffers,
+        log_level: Option<usize>,
+        tool_schema: Option<&Value>,
+        method: &str,
+        params: Value,
+        relay: &Exchange,
+    ) -> Result<Value, UpstreamError> {
+        let deadline = Instant::now() + Duration::from_secs(self.config.timeout_secs);
+        tokio::time::timeout_at(deadline.into(), self.stateless_send(offers, log_level, tool_schema, method, params, relay))
+            .await
+            .unwrap_or_else(|_| Err(self.timeout(method_what(method))))
+    }
+
+    async fn stateless_send(
+        &self,
+        offers: ClientOffers,
+        log_level: Option<usize>,
+        tool_schema: Option<&Value>,
+        method: &str,
+        mut params: Value,
+        relay: &Exchange,
+    ) -> Result<Value, UpstreamError> {
+        crate::mcp::upstream_meta(&mut params, offers, log_level);
+        let mirrored = crate::mcp::mirrored_headers(method, &params, tool_schema);
+        let conn = Conn::Http(HttpConn { session: None, protocol: crate::mcp::STATELESS_VERSION.into(), offers, mirrored });
+        self.send(&conn, method, params, relay).await.map_err(SendError::into_error)
     }
 
     /// End the callers' sessions `close` selects (their gateway sessions
@@ -924,12 +1000,12 @@ impl Upstream {
                 Ok(conn)
             }
             Transport::Http { .. } => {
-                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into(), offers });
+                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into(), offers, mirrored: Vec::new() });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init, None).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
                 let protocol = self.protocol_of(&result)?.to_string();
-                let conn = Conn::Http(HttpConn { session, protocol, offers });
+                let conn = Conn::Http(HttpConn { session, protocol, offers, mirrored: Vec::new() });
                 self.notify(&conn, "notifications/initialized").await?;
                 Ok(conn)
             }
@@ -999,7 +1075,10 @@ impl Upstream {
             r = answer => r,
             () = cancel.cancelled() => {
                 let notice = json!({ "requestId": id, "reason": "cancelled by the client" });
-                if let Err(e) = self.notify_with(conn, "notifications/cancelled", notice).await {
+                // In the stateless revision dropping the request's stream
+                // is its cancellation; there is no notification to send.
+                let stateless = matches!(conn, Conn::Http(h) if h.stateless());
+                if !stateless && let Err(e) = self.notify_with(conn, "notifications/cancelled", notice).await {
                     tracing::warn!(upstream = %self.name(), "could not pass a cancellation on: {e}");
                 }
                 Err(UpstreamError::Cancelled { server: self.name().into() }.into())
@@ -1051,6 +1130,9 @@ impl Upstream {
         }
         if let Some(s) = &h.session {
             req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in &h.mirrored {
+            req = req.header(k, v);
         }
         for (k, v) in self.credentials.headers(&self.config.name) {
             req = req.header(k, v);
@@ -1105,7 +1187,9 @@ impl Upstream {
         if status == reqwest::StatusCode::NOT_FOUND && h.session.is_some() {
             return Err(SendError::Unsent(self.unavailable("its MCP session expired (HTTP 404)")));
         }
-        if !status.is_success() {
+        // A server of the stateless revision refuses a request with a
+        // JSON-RPC error under a 4xx status: that error is its answer.
+        if !(status.is_success() || h.stateless() && status.is_client_error()) {
             return Err(self.unavailable(format!("HTTP {status}")).into());
         }
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);

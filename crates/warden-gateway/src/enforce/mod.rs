@@ -509,7 +509,18 @@ impl<'a> Pipeline<'a> {
         if let Some(k) = gw.kill_covering(self.auth, Some(&target.tool.tool)) {
             return Err(self.refusal(Refusal::Withheld(Withheld::Killed(k))));
         }
-        let scan = gw.inspector.scan_json(&result);
+        let scan = match result.get("resultType").and_then(Value::as_str) {
+            // An interim MRTR answer's `requestState` is for its server to
+            // read back (sealed by the gateway, opaque to the client and
+            // never for its model): not scanned. Its input requests are,
+            // here and when they were decided on.
+            Some("input_required") if result.get("requestState").is_some() => {
+                let mut shown = result.clone();
+                shown.as_object_mut().map(|r| r.remove("requestState"));
+                gw.inspector.scan_json(&shown)
+            }
+            _ => gw.inspector.scan_json(&result),
+        };
         self.trail.findings.extend(finding_labels("result", &scan.summary));
         let policy = &permit.policy;
         let decision = policy.decide(&facts(self.auth, target.subject(), &target.args, Ask::Result(&scan.summary), self.now, &MonitorView::from(&a.seen)));

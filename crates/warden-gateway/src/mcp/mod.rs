@@ -7,7 +7,9 @@
 //! bodies, or event streams when the upstream talks back before it answers
 //! ([`stream`]); `GET /mcp` opens the session's own stream of what its
 //! upstreams say about no request, resumable with `Last-Event-ID`.
-//! Listings are in [`listing`].
+//! Listings are in [`listing`]. Requests of the stateless revision
+//! (2026-07-28: no session, per-request `_meta`, mirrored headers) are
+//! checked by [`modern`] and then dispatched like a session's.
 
 use crate::authn::Authenticated;
 use crate::catalog;
@@ -33,9 +35,12 @@ use crate::upstream::PROTOCOL_VERSIONS as SUPPORTED_VERSIONS;
 pub use crate::jsonrpc::codes;
 
 mod listing;
+mod modern;
 mod stream;
 
 use listing::{Listing, list_catalog, list_tools};
+use modern::Modern;
+pub(crate) use modern::{VERSION as STATELESS_VERSION, mirrored_headers, upstream_meta};
 pub(crate) use stream::deliver_notices;
 use stream::{Dispatched, answer_relayed, session_stream, with_meta, with_progress};
 
@@ -75,6 +80,9 @@ struct Call<'a> {
     now: i64,
     /// The agent's trace context (W3C `traceparent`), for the span.
     trace: Option<([u8; 16], [u8; 8])>,
+    /// What a request of the stateless revision declared (its results get
+    /// that revision's envelope).
+    modern: Option<Modern>,
 }
 
 impl Call<'_> {
@@ -91,7 +99,10 @@ impl Call<'_> {
     }
 
     /// Audit, then answer; if the audit write fails, the answer is an error.
-    async fn finish(&self, ev: AuditEvent, status: StatusCode, body: Value, id: &Value) -> Response {
+    async fn finish(&self, ev: AuditEvent, status: StatusCode, mut body: Value, id: &Value) -> Response {
+        if let (Some(m), Some(r)) = (&self.modern, body.get_mut("result")) {
+            m.envelope(r);
+        }
         match enforce::record(self.gw, ev, self.trace).await {
             Ok(()) => respond(status, body, &self.corr),
             Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, &e.to_string(), None), &self.corr),
@@ -131,7 +142,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         return refused;
     }
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
-    let call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace };
+    let mut call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace, modern: None };
     let null = Value::Null;
     if let Some(why) = gw.registry_stale() {
         let ev = call.event(EventKind::McpRequest, None, None, Verdict::Deny, Some(why.clone()));
@@ -184,6 +195,18 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         return call.finish(ev, StatusCode::FORBIDDEN, body, &id).await;
     }
 
+    if modern::is_modern(&headers, &params) {
+        if notification {
+            // This revision defines none over HTTP; nothing to do.
+            return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+        }
+        let schema = (method == "tools/call").then(|| tool_schema(&gw, &params)).flatten();
+        match modern::admit(&headers, method, &params, schema.as_ref()) {
+            Ok(m) => call.modern = Some(m),
+            Err(r) => return respond(r.status, rpc_error(&id, r.code, &r.message, r.data), &call.corr),
+        }
+        return stateless(&gw, &call, &headers, auth, id, method, params).await;
+    }
     if method == "initialize" {
         return initialize(&call, &auth, &id, &params).await;
     }
@@ -211,20 +234,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
-            let streams = accepts_event_stream(&headers);
-            let r = Dispatched {
-                gw: gw.clone(),
-                corr: call.corr.clone(),
-                start: call.start,
-                now: call.now,
-                trace: call.trace,
-                auth,
-                id,
-                method: method.into(),
-                params,
-                caller: session,
-            };
-            if streams { with_progress(r).await } else { r.run(None).await }
+            dispatch(call.relayed(&gw, auth, id, method, params, session), &headers).await
         }
         "logging/setLevel" => set_level(&call, &auth, &id, &params, &session).await,
         "resources/list" => list_catalog(&call, &auth, &id, &params, &session, Listing::Resources).await,
@@ -236,6 +246,108 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
             &call.corr,
         ),
     }
+}
+
+impl Call<'_> {
+    /// This request, owned, to relay to an upstream in `caller`'s sessions.
+    fn relayed(&self, gw: &Arc<Gateway>, auth: Authenticated, id: Value, method: &str, params: Value, caller: Caller) -> Dispatched {
+        Dispatched {
+            gw: gw.clone(),
+            corr: self.corr.clone(),
+            start: self.start,
+            now: self.now,
+            trace: self.trace,
+            modern: self.modern,
+            auth,
+            id,
+            method: method.into(),
+            params,
+            caller,
+        }
+    }
+}
+
+/// A request relayed to an upstream, streamed when its client takes it so.
+async fn dispatch(r: Dispatched, headers: &HeaderMap) -> Response {
+    if accepts_event_stream(headers) { with_progress(r).await } else { r.run(None).await }
+}
+
+/// A request of the stateless revision, checked: the methods it has, in
+/// the caller's own upstream sessions (one per agent, so no state crosses
+/// agents), whose declared client takes no server requests.
+async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth: Authenticated, id: Value, method: &str, params: Value) -> Response {
+    let caller = Caller::Session { agent: auth.claims.agent().to_string(), session: format!("stateless:{}", auth.claims.agent()), offers: Default::default() };
+    match method {
+        "server/discover" => discover(call, &auth, &id).await,
+        "tools/list" => list_tools(call, &auth, &id).await,
+        "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => match retried(call, &auth, method, params) {
+            Ok(params) => dispatch(call.relayed(gw, auth, id, method, params, caller), headers).await,
+            Err(r) => respond(r.status, rpc_error(&id, r.code, &r.message, r.data), &call.corr),
+        },
+        "resources/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Resources).await,
+        "resources/templates/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Templates).await,
+        "prompts/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Prompts).await,
+        // `initialize`, `ping`, `logging/setLevel` and the subscriptions of
+        // the session revisions included.
+        other => respond(
+            StatusCode::NOT_FOUND,
+            rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway in MCP {}", modern::VERSION), None),
+            &call.corr,
+        ),
+    }
+}
+
+/// A retry of an MRTR request, made ready for its upstream: the sealed
+/// `requestState` opened to the upstream's own (refused when it was not
+/// this agent's for this request, was altered or expired), and the
+/// client's `inputResponses` refused when they carry a credential (the
+/// server asked for it; the gateway does not hand it over).
+fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Value) -> Result<Value, modern::Rejection> {
+    if let Some(sealed) = params.get("requestState").filter(|v| !v.is_null()) {
+        let Some(sealed) = sealed.as_str() else { return Err(modern::malformed("params.requestState must be a string")) };
+        let name = modern::request_name(method, &params);
+        let upstream = modern::RequestState::open(sealed, &call.gw.cursor_key, auth.claims.agent(), method, name, call.now)?;
+        match upstream {
+            Some(s) => params["requestState"] = s.into(),
+            None => {
+                params.as_object_mut().map(|p| p.remove("requestState"));
+            }
+        }
+    }
+    if let Some(responses) = params.get("inputResponses")
+        && call.gw.inspector.scan_json(responses).summary.secret_count > 0
+    {
+        return Err(modern::Rejection {
+            status: StatusCode::OK,
+            code: codes::DENIED,
+            message: "denied: the client's inputResponses carry a credential; the Warden gateway does not pass it to the server".into(),
+            data: None,
+        });
+    }
+    Ok(params)
+}
+
+/// The `inputSchema` of the tool a `tools/call` names, as the gateway
+/// lists it.
+fn tool_schema(gw: &Gateway, params: &Value) -> Option<Value> {
+    let tref = gw.resolve_tool_name(params.get("name")?.as_str()?).ok()?;
+    gw.definitions.read().get(&tref)?.get("inputSchema").cloned()
+}
+
+/// What the gateway offers a client, in either revision.
+fn capabilities(stateless: bool) -> Value {
+    // The stateless revision subscribes through `subscriptions/listen`,
+    // which the gateway does not offer yet.
+    let resources = if stateless { json!({}) } else { json!({ "subscribe": true }) };
+    json!({ "tools": { "listChanged": false }, "resources": resources, "prompts": {}, "completions": {}, "logging": {} })
+}
+
+/// `server/discover`: the versions the gateway speaks, what it offers and
+/// its instructions (the envelope adds its identity).
+async fn discover(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
+    let ev = call.event(EventKind::McpRequest, Some(auth), Some("server/discover"), Verdict::Allow, None);
+    let result = json!({ "supportedVersions": modern::supported_versions(), "capabilities": capabilities(true), "instructions": instructions(call.gw, auth) });
+    call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
 }
 
 /// Authenticate a request to `/mcp`. A failure is answered with its
@@ -318,7 +430,7 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": { "tools": { "listChanged": false }, "resources": { "subscribe": true }, "prompts": {}, "completions": {}, "logging": {} },
+        "capabilities": capabilities(false),
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         "instructions": instructions(call.gw, auth),
     });
@@ -352,6 +464,13 @@ fn instructions(gw: &Gateway, auth: &Authenticated) -> String {
     out
 }
 
+/// A GET or DELETE of the stateless revision, which has no session to
+/// stream or end.
+fn not_in_stateless(verb: &str) -> Response {
+    let message = format!("MCP {} has no {verb} /mcp: send each request as a POST (subscriptions/listen for notifications)", modern::VERSION);
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], message).into_response()
+}
+
 /// `GET /mcp`: the session's stream of what its upstreams say about no
 /// request (log messages, list changes), resumable with `Last-Event-ID`.
 async fn handle_get(
@@ -364,6 +483,9 @@ async fn handle_get(
         Ok(a) => a,
         Err(refused) => return *refused,
     };
+    if modern::stateless_header(&headers) {
+        return not_in_stateless("GET");
+    }
     if !accepts_event_stream(&headers) {
         return (StatusCode::NOT_ACCEPTABLE, "GET /mcp opens an event stream: send Accept: text/event-stream").into_response();
     }
@@ -399,6 +521,9 @@ async fn handle_delete(
         Ok(a) => a,
         Err(refused) => return *refused,
     };
+    if modern::stateless_header(&headers) {
+        return not_in_stateless("DELETE");
+    }
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
     };
@@ -447,7 +572,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
     let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
         let sent = with_meta(call.gw, json!({ "name": t.name, "arguments": args }), params);
-        let mut r = upstream.exchange(&caller, "tools/call", sent, &relay).await?;
+        let mut r = Relaying { call, auth, caller: &caller, params, exchange: &relay }.send(upstream, t, "tools/call", sent).await?;
         catalog::federate_references(&upstream.config, &mut r);
         Ok(r)
     };
@@ -492,7 +617,8 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
                             json!({ "ref": reference, "argument": argument, "context": { "arguments": others } })
                         }
                     };
-                    let mut r = upstream.exchange(&caller, method, with_meta(call.gw, sent, params), &relay).await?;
+                    let sent = with_meta(call.gw, sent, params);
+                    let mut r = Relaying { call, auth, caller: &caller, params, exchange: &relay }.send(upstream, t, method, sent).await?;
                     catalog::federate_references(&upstream.config, &mut r);
                     Ok(r)
                 };
@@ -500,8 +626,21 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
             }
         },
     };
+    // The session revisions' "resource not found" is `-32602` in the
+    // stateless one (SEP-2164); an upstream of theirs answers `-32002`.
+    let mut answer = answer;
+    if call.modern.is_some()
+        && method == "resources/read"
+        && let Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, .. })) = &mut answer
+        && *code == LEGACY_RESOURCE_NOT_FOUND
+    {
+        *code = codes::INVALID_PARAMS;
+    }
     answer_of(call, pipeline, answer, id).await
 }
+
+/// "Resource not found" in MCP 2025-06-18 and 2025-11-25.
+const LEGACY_RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// What a resource read, a prompt or a completion asks for: its kind, the
 /// server, the name upstream and the arguments policy sees.
@@ -557,15 +696,83 @@ fn item_of(gw: &Gateway, method: &str, params: &Value) -> Result<(TargetKind, St
     }
 }
 
+/// Send what the pipeline admitted to its upstream: in the caller's own
+/// upstream session, or, when both the client and the upstream speak the
+/// stateless revision, as a request of that revision. Then an upstream
+/// that needs the client's input (MRTR, SEP-2322) answers `input_required`:
+/// each input request must be one the client declared and is decided like
+/// a server request of the session revisions; the upstream's
+/// `requestState` goes to the client sealed ([`modern::RequestState`]),
+/// and the client's retry brings the `inputResponses` and the state, opened
+/// at the front door, along.
+struct Relaying<'r> {
+    call: &'r Call<'r>,
+    auth: &'r Authenticated,
+    caller: &'r Caller,
+    /// The client's params.
+    params: &'r Value,
+    exchange: &'r Exchange,
+}
+
+impl Relaying<'_> {
+    async fn send(&self, upstream: &crate::Upstream, t: &Target, method: &str, sent: Value) -> Result<Value, UpstreamError> {
+        match self.call.modern {
+            Some(m) if upstream.speaks_stateless().await => self.stateless(m, upstream, t, method, sent).await,
+            _ => upstream.exchange(self.caller, method, sent, self.exchange).await,
+        }
+    }
+
+    async fn stateless(&self, m: Modern, upstream: &crate::Upstream, t: &Target, method: &str, mut sent: Value) -> Result<Value, UpstreamError> {
+        let (call, auth, params, relay) = (self.call, self.auth, self.params, self.exchange);
+        for retried in ["inputResponses", "requestState"] {
+            if let Some(v) = params.get(retried).filter(|v| !v.is_null()) {
+                sent[retried] = v.clone();
+            }
+        }
+        let schema = (t.kind == TargetKind::Tool).then(|| call.gw.definitions.read().get(&t.tool.tool).and_then(|d| d.get("inputSchema")).cloned()).flatten();
+        let mut r = upstream.stateless(m.offers, m.log_level, schema.as_ref(), method, sent, relay).await?;
+        if r.get("resultType").and_then(Value::as_str) != Some("input_required") {
+            return Ok(r);
+        }
+        let refused = |why: String| UpstreamError::Rpc {
+            server: upstream.config.name.clone(),
+            code: codes::DENIED,
+            message: format!("refused by the Warden gateway: {why}"),
+            data: None,
+        };
+        let subject = stream::subject_of(call.gw, method, params);
+        let asked = r.get("inputRequests").and_then(Value::as_object).cloned().unwrap_or_default();
+        for (key, request) in &asked {
+            let what = request.get("method").and_then(Value::as_str).unwrap_or_default();
+            let its = request.get("params").cloned().unwrap_or_default();
+            m.offers.admit(what, &its).map_err(|why| refused(format!("the server asked the client ({key:?}) for what it did not declare: {why}")))?;
+            stream::relay_decision(call.gw, auth, &call.corr, subject.as_ref(), what, &its)
+                .await
+                .map_err(|why| refused(format!("the server's input request {key:?} ({what}): {why}")))?;
+        }
+        let state = modern::RequestState {
+            method: method.to_string(),
+            name: modern::request_name(method, params).to_string(),
+            upstream: r.get("requestState").and_then(Value::as_str).map(str::to_string),
+            expires: now_secs() + modern::RequestState::LIFETIME_SECS,
+        };
+        r["requestState"] = state.seal(&call.gw.cursor_key, auth.claims.agent()).into();
+        Ok(r)
+    }
+}
+
 /// Record a call that went through the pipeline, and answer it as JSON-RPC.
 async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value, Stopped>, id: &Value) -> Response {
     let ev = pipeline.trail.record(answer.as_ref().err());
     let (status, body) = match &answer {
         Ok(r) => (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": r })),
         Err(Stopped::Refused(r)) => render(r, id, &call.corr, &ev.policies),
-        // The upstream's own JSON-RPC error, passed through.
+        // The upstream's own JSON-RPC error, passed through (in the
+        // stateless revision the specification's own errors, such as a
+        // missing client capability, are HTTP 400s).
         Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, message, data, .. })) => {
-            (StatusCode::OK, rpc_error(id, *code, message, data.as_ref().map(|d| (**d).clone())))
+            let status = if call.modern.is_some() && (-32099..=-32020).contains(code) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            (status, rpc_error(id, *code, message, data.as_ref().map(|d| (**d).clone())))
         }
         Err(Stopped::UpstreamFailed(e)) => (StatusCode::OK, rpc_error(id, codes::INTERNAL, &e.to_string(), None)),
     };

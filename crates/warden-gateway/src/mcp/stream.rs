@@ -5,6 +5,7 @@
 //! decided and relayed, the client's answers routed back, and the request
 //! `_meta` that may go upstream.
 
+use super::modern::{self, Modern};
 use super::{Call, call_tool, codes, item_of, request_item};
 use crate::authn::Authenticated;
 use crate::enforce::{self, Trail};
@@ -29,6 +30,7 @@ pub(super) struct Dispatched {
     pub(super) start: Instant,
     pub(super) now: i64,
     pub(super) trace: Option<([u8; 16], [u8; 8])>,
+    pub(super) modern: Option<Modern>,
     pub(super) auth: Authenticated,
     pub(super) id: Value,
     pub(super) method: String,
@@ -40,7 +42,7 @@ impl Dispatched {
     /// Run it to its answer, cancellable by its client while it runs, its
     /// progress sent to `progress`.
     pub(super) async fn run(self, progress: Option<mpsc::Sender<Relayed>>) -> Response {
-        let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace };
+        let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace, modern: self.modern };
         let cancellable = match &self.caller {
             Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
             Caller::Gateway => None,
@@ -57,10 +59,16 @@ impl Dispatched {
 /// response if it ends before any notification about it arrives (its HTTP
 /// status and challenge intact), otherwise as an event stream of its
 /// progress and log notifications (inspected: see [`screened`]) and then
-/// its answer. A client that goes away stops only the stream; the request
-/// runs to its end and its record.
+/// its answer. A client of the session revisions that goes away stops only
+/// the stream; the request runs to its end and its record. In the stateless
+/// revision closing the stream is how a client cancels (it has no
+/// `notifications/cancelled`), so the request is cancelled upstream.
 pub(super) async fn with_progress(r: Dispatched) -> Response {
     let (gw, corr, id) = (r.gw.clone(), r.corr.clone(), r.id.clone());
+    let cancel_on_close = match (&r.caller, r.modern) {
+        (Caller::Session { session, .. }, Some(_)) => Some(session.clone()),
+        _ => None,
+    };
     let passing = Passing {
         gw: gw.clone(),
         auth: r.auth.clone(),
@@ -70,6 +78,7 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
             Caller::Gateway => None,
         },
         subject: subject_of(&gw, &r.method, &r.params),
+        modern: r.modern,
     };
     // Bounded: a client that does not keep up misses progress rather than
     // the gateway holding it all (see `upstream::Progress`).
@@ -91,6 +100,7 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
     tokio::spawn(async move {
         let frame = |v: &Value| format!("event: message\ndata: {v}\n\n");
         let _ = out.send(frame(&first)).await;
+        let mut watching = cancel_on_close;
         let done = loop {
             tokio::select! {
                 biased;
@@ -98,6 +108,11 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
                     let _ = out.send(frame(&ev)).await;
                 },
                 done = &mut work => break done,
+                _ = out.closed(), if watching.is_some() => {
+                    if let Some(session) = watching.take() {
+                        gw.cancels.cancel(&session, &id);
+                    }
+                }
             }
         };
         while let Ok(ev) = rx.try_recv() {
@@ -136,6 +151,9 @@ struct Passing {
     /// What the request is for, as policy sees it (the resource of a
     /// `relay_request` decision).
     subject: Option<(warden_core::Tool, TargetKind, String)>,
+    /// A request of the stateless revision gets log messages only when it
+    /// asked for them, at its level.
+    modern: Option<Modern>,
 }
 
 impl Passing {
@@ -143,6 +161,7 @@ impl Passing {
     /// a request is refused at once when the client has gone.
     async fn pass(&self, r: Relayed, client_gone: bool) -> Option<Value> {
         match r {
+            Relayed::Notification(ev) if self.modern.is_some_and(|m| log_level(&ev).is_some_and(|l| !m.wants_log(l))) => None,
             Relayed::Notification(ev) => screened(&self.gw, ev),
             Relayed::Request(_, answer) if client_gone => {
                 let _ = answer.send(json!({ "error": { "code": codes::INTERNAL, "message": "the client's stream for this request has closed" } }));
@@ -153,42 +172,21 @@ impl Passing {
     }
 
     /// A request the upstream makes of the client (its client offers it):
-    /// inspected, decided by Cedar (`relay_request`) and recorded; if
-    /// allowed, sent on under an id of the gateway's, to which the client's
-    /// answer must come back in this session; if not, the upstream is told
-    /// why and the client never sees it.
+    /// decided (see [`relay_decision`]); if allowed, sent on under an id of
+    /// the gateway's, to which the client's answer must come back in this
+    /// session; if not, the upstream is told why and the client never sees
+    /// it.
     async fn request(&self, mut msg: Value, answer: tokio::sync::oneshot::Sender<Value>) -> Option<Value> {
         let refuse = |answer: tokio::sync::oneshot::Sender<Value>, reason: &str| {
             let _ = answer.send(json!({ "error": { "code": codes::DENIED, "message": format!("refused by the Warden gateway: {reason}") } }));
             None
         };
-        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
-        let (Some(session), Some((tool, kind, name))) = (&self.session, &self.subject) else {
+        let Some(session) = &self.session else {
             return refuse(answer, "the request it came with is not one the gateway relays for");
         };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
         let params = msg.get("params").cloned().unwrap_or_default();
-        let findings = self.gw.inspector.scan_json(&params).summary;
-        let asks = method == "elicitation/create" && enforce::asks_for_credentials(&params);
-        let mon = enforce::MonitorView { risk: i64::from(self.gw.monitor.risk(self.auth.claims.agent(), warden_core::clock::now_ms())), ..Default::default() };
-        let ask = enforce::Ask::Relay { findings: &findings, method: &method, asks_for_credentials: asks };
-        let decision = self.gw.policy().decide(&enforce::facts(&self.auth, enforce::Subject { tool, kind: *kind, name }, &json!({}), ask, now_secs(), &mon));
-        let mut trail = Trail::new(EventKind::McpRequest, &self.corr, method.as_str(), &self.auth, Instant::now());
-        trail.tool = Some(tool.tool.to_string());
-        trail.add_policies(decision.policies().iter().cloned());
-        let refused = match &decision {
-            warden_core::Decision::Allow { .. } => None,
-            warden_core::Decision::Deny { reason, .. } | warden_core::Decision::NeedsApproval { reason, .. } => Some(reason.clone()),
-        };
-        let (verdict, reason) = match &refused {
-            None => (Verdict::Allow, "relayed to the client".to_string()),
-            Some(r) => (Verdict::Deny, r.clone()),
-        };
-        let mut ev = trail.into_event(EventKind::McpRequest, verdict, Some(reason));
-        ev.findings = enforce::finding_labels("relayed", &findings);
-        if let Err(e) = enforce::record(&self.gw, ev, None).await {
-            return refuse(answer, &format!("it could not be recorded ({e})"));
-        }
-        if let Some(reason) = refused {
+        if let Err(reason) = relay_decision(&self.gw, &self.auth, &self.corr, self.subject.as_ref(), &method, &params).await {
             return refuse(answer, &reason);
         }
         msg["id"] = self.gw.awaiting.start(session, answer).into();
@@ -196,8 +194,51 @@ impl Passing {
     }
 }
 
+/// Whether a request an upstream makes of the client (a server request of
+/// the session revisions, or an input request of an MRTR answer) may
+/// reach it: inspected, decided by Cedar (`relay_request`, as an ask of
+/// `subject`, what the request it came with is for) and recorded. `Err`
+/// says why not.
+pub(super) async fn relay_decision(
+    gw: &Gateway,
+    auth: &Authenticated,
+    corr: &str,
+    subject: Option<&(warden_core::Tool, TargetKind, String)>,
+    method: &str,
+    params: &Value,
+) -> Result<(), String> {
+    let Some((tool, kind, name)) = subject else {
+        return Err("the request it came with is not one the gateway relays for".into());
+    };
+    let findings = gw.inspector.scan_json(params).summary;
+    let asks = method == "elicitation/create" && enforce::asks_for_credentials(params);
+    let mon = enforce::MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), warden_core::clock::now_ms())), ..Default::default() };
+    let ask = enforce::Ask::Relay { findings: &findings, method, asks_for_credentials: asks };
+    let decision = gw.policy().decide(&enforce::facts(auth, enforce::Subject { tool, kind: *kind, name }, &json!({}), ask, now_secs(), &mon));
+    let mut trail = Trail::new(EventKind::McpRequest, corr, method, auth, Instant::now());
+    trail.tool = Some(tool.tool.to_string());
+    trail.add_policies(decision.policies().iter().cloned());
+    let refused = match &decision {
+        warden_core::Decision::Allow { .. } => None,
+        warden_core::Decision::Deny { reason, .. } | warden_core::Decision::NeedsApproval { reason, .. } => Some(reason.clone()),
+    };
+    let (verdict, reason) = match &refused {
+        None => (Verdict::Allow, "relayed to the client".to_string()),
+        Some(r) => (Verdict::Deny, r.clone()),
+    };
+    let mut ev = trail.into_event(EventKind::McpRequest, verdict, Some(reason));
+    ev.findings = enforce::finding_labels("relayed", &findings);
+    enforce::record(gw, ev, None).await.map_err(|e| format!("it could not be recorded ({e})"))?;
+    refused.map_or(Ok(()), Err)
+}
+
+/// The level of a log message; none for any other notification.
+fn log_level(ev: &Value) -> Option<&str> {
+    (ev.get("method").and_then(Value::as_str) == Some("notifications/message")).then(|| ev.pointer("/params/level").and_then(Value::as_str).unwrap_or("info"))
+}
+
 /// What a relayed request is for, as policy sees it.
-fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core::Tool, TargetKind, String)> {
+pub(super) fn subject_of(gw: &Gateway, method: &str, params: &Value) -> Option<(warden_core::Tool, TargetKind, String)> {
     if method == "tools/call" {
         let tref = gw.resolve_tool_name(params.get("name")?.as_str()?).ok()?;
         let tool = gw.snapshot().tools.get(&tref)?.clone();
@@ -256,6 +297,11 @@ fn carries_sensitive(gw: &Gateway, v: &Value) -> bool {
 /// goes on.
 fn meta_of(gw: &Gateway, params: &Value) -> Option<Value> {
     let mut meta = params.get("_meta")?.as_object()?.clone();
+    // What the client declared of itself is the client's; upstream, the
+    // gateway speaks for itself.
+    for field in modern::REQUEST_FIELDS {
+        meta.remove(field);
+    }
     let token = meta.remove("progressToken");
     if !meta.is_empty() && carries_sensitive(gw, &Value::Object(meta.clone())) {
         tracing::warn!("dropping request _meta that carries a credential, personal data or an injection");
