@@ -279,6 +279,15 @@ const TOOLS = [
       return says(text(`${step1.content?.name} likes ${step2.content?.color}`));
     },
   },
+  // Not a scenario's: what Warden's own test (conformance.test.mjs) shows
+  // its policy refuses, a server asking the user for a credential.
+  {
+    name: 'test_input_required_result_sign_in', description: 'Asks the user to sign in to their account, then says whether they did', inputSchema: noArgs,
+    run: async ({ input }) => {
+      const { sign_in } = await input({ sign_in: form('Sign in to continue', { username: { type: 'string' }, password: { type: 'string', format: 'password' } }, ['username', 'password']) });
+      return says(text(`Signed in: ${sign_in.action === 'accept'}`));
+    },
+  },
   {
     name: 'test_input_required_result_capabilities', description: 'Asks for a name and a greeting through whichever of elicitation and sampling the client offers', inputSchema: noArgs,
     run: async ({ capabilities, input }) => {

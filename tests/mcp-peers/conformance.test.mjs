@@ -82,6 +82,8 @@ let out;
 let fixtureUrl;
 let proxyUrl;
 let proxy;
+let agent;
+let agentKey;
 
 /** A loopback HTTP proxy to `target` that adds `Authorization: Bearer
  * secret` to every request and streams bodies both ways. */
@@ -201,7 +203,8 @@ naming = "bare"
     }
   }
   const key = join(gw.dir, 'conformance-agent.pem');
-  const agent = gw.warden('agent', 'register', 'conformance-agent', '--owner', 'alice@example.com', '--purpose', 'the MCP conformance suite',
+  agentKey = key;
+  agent = gw.warden('agent', 'register', 'conformance-agent', '--owner', 'alice@example.com', '--purpose', 'the MCP conformance suite',
     '--tools', 'fixture/*', '--autonomy', '2', '--generate-key', key).trim();
   await new Promise((r) => setTimeout(r, 200));
 
@@ -237,3 +240,97 @@ for (const [revision, run] of Object.entries(RUNS)) {
     assert.deepEqual(stale, [], `these now pass through Warden: remove them from the gaps of ${revision} and update the README table`);
   });
 }
+
+/** A request of MCP 2026-07-28 to the gateway (through the bridge), with
+ * the headers that revision mirrors from the body; `headers` overrides. */
+async function stateless(method, params, headers = {}) {
+  const name = params.name ?? params.uri;
+  const res = await fetch(proxyUrl, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json', accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name && { 'mcp-name': name }), ...headers,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientCapabilities': { elicitation: {}, sampling: {}, roots: {} },
+    } } }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+test('through Warden, what an MCP 2026-07-28 upstream asks of the client and what comes back stays under the gateway', async () => {
+  const call = (name, extra = {}, headers) => stateless('tools/call', { name, arguments: {}, ...extra }, headers);
+  const first = await call('test_input_required_result_request_state');
+  assert.equal(first.body.result?.resultType, 'input_required', JSON.stringify(first.body));
+  const state = first.body.result.requestState;
+  const confirm = { inputResponses: { confirm: { action: 'accept', content: { ok: true } } } };
+
+  const done = await call('test_input_required_result_request_state', { ...confirm, requestState: state });
+  assert.match(JSON.stringify(done.body.result?.content), /state-ok/, 'the sealed state round-trips to the upstream');
+
+  // The state is sealed by the gateway: altered, or presented with another
+  // request, it is refused before anything reaches the upstream.
+  const flipped = state.slice(0, 5) + (state[5] === 'A' ? 'B' : 'A') + state.slice(6);
+  for (const [what, r, why] of [
+    ['altered', await call('test_input_required_result_request_state', { ...confirm, requestState: flipped }), /not one the gateway gave this agent/],
+    ['on another tool', await call('test_input_required_result_tampered_state', { ...confirm, requestState: state }), /belongs to another request/],
+  ]) {
+    assert.equal(r.body.error?.code, -32602, `${what}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error.message, why, `${what}: refused by the gateway, not by the fixture`);
+  }
+
+  // A credential in the client's answer is not handed to the server.
+  const token = `ghp_${'a1B2c3D4e5F6g7H8i9J0'.repeat(2).slice(0, 36)}`;
+  const leak = await call('test_input_required_result_elicitation', {
+    inputResponses: { user_name: { action: 'accept', content: { name: token } } },
+    requestState: (await call('test_input_required_result_elicitation')).body.result.requestState,
+  });
+  assert.equal(leak.body.error?.code, -32001, JSON.stringify(leak.body));
+  assert.match(leak.body.error.message, /credential/);
+
+  // A server asking the user for a password is refused by policy
+  // (no-credential-elicitation): the client never sees the request.
+  const phish = await call('test_input_required_result_sign_in');
+  assert.equal(phish.body.error?.code, -32001, JSON.stringify(phish.body));
+  assert.match(phish.body.error.message, /credential/);
+  assert.equal(phish.body.result, undefined);
+
+  // Headers that disagree with the body are refused (SEP-2243).
+  const mismatch = await stateless('tools/list', {}, { 'mcp-method': 'prompts/list' });
+  assert.deepEqual([mismatch.status, mismatch.body.error?.code], [400, -32020]);
+});
+
+test('a host of MCP 2026-07-28 on stdio reaches the gateway through warden connect', async () => {
+  const bridge = spawn(WARDEN, ['connect', '--gateway', gw.base, '--agent', agent, '--key', agentKey], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(bridge);
+  const answers = new Map();
+  let buffered = '';
+  bridge.stdout.on('data', (d) => {
+    buffered += d;
+    for (let i; (i = buffered.indexOf('\n')) >= 0; buffered = buffered.slice(i + 1)) {
+      const m = JSON.parse(buffered.slice(0, i));
+      if (m.id !== undefined) answers.get(m.id)?.(m);
+    }
+  });
+  let next = 1;
+  const ask = (method, params = {}) => new Promise((res, rej) => {
+    const id = next++;
+    const timer = setTimeout(() => rej(new Error(`no answer to ${method}`)), 20000);
+    answers.set(id, (m) => { clearTimeout(timer); res(m); });
+    bridge.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientCapabilities': {},
+    } } })}\n`);
+  });
+  const discovered = await ask('server/discover');
+  assert.ok(discovered.result?.supportedVersions.includes('2026-07-28'), JSON.stringify(discovered));
+  const listed = await ask('tools/list');
+  assert.ok(listed.result.tools.some((t) => t.name === 'test_mcp_param_header'));
+  // The bridge mirrors the annotated argument into Mcp-Param-Region, encoded
+  // (it is not ASCII), as the gateway checks.
+  const called = await ask('tools/call', { name: 'test_mcp_param_header', arguments: { region: 'Zürich' } });
+  assert.equal(called.result?.resultType, 'complete', JSON.stringify(called));
+  assert.match(JSON.stringify(called.result.content), /Zürich/);
+  bridge.stdin.end();
+});

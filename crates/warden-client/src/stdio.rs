@@ -10,6 +10,11 @@
 //! an idle timeout) the bridge opens a new one with the host's own
 //! `initialize` and sends the message again, once. At the end of input the
 //! bridge lets requests in flight finish, then closes the session.
+//!
+//! A host of the stateless revision (MCP 2026-07-28) opens no session: each
+//! of its requests says its version in `_meta`, and the bridge sends it
+//! with the headers that revision mirrors from the body (SEP-2243),
+//! `Mcp-Param-*` included for the tools whose schemas it saw listed.
 
 use crate::relay::{MAX_MESSAGE_BYTES, Relay, RelayError, challenge_description, error_reply, request_id};
 use parking_lot::Mutex;
@@ -21,8 +26,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use warden_core::jsonrpc_codes;
 use warden_core::sse;
+use warden_core::{jsonrpc_codes, mcp_headers};
 
 #[derive(Default)]
 struct Session {
@@ -40,6 +45,17 @@ struct Bridge {
     relay: Arc<Relay>,
     session: Mutex<Session>,
     out: mpsc::Sender<Value>,
+    /// The `inputSchema` of each tool a stateless host was listed, for the
+    /// arguments its calls mirror into headers.
+    schemas: Mutex<std::collections::HashMap<String, Value>>,
+}
+
+/// The most tool schemas the bridge keeps (a listing beyond starts over).
+const MAX_SCHEMAS: usize = 4096;
+
+/// The version a host's message of the stateless revision declares.
+fn stateless_version(msg: &Value) -> Option<&str> {
+    msg.pointer("/params/_meta")?.get(mcp_headers::PROTOCOL_VERSION_KEY)?.as_str()
 }
 
 /// Relay `input` (the host's messages) to the gateway and its answers to
@@ -51,7 +67,7 @@ where
 {
     let (out, rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_lines(rx, output));
-    let bridge = Arc::new(Bridge { relay, session: Mutex::new(Session::default()), out });
+    let bridge = Arc::new(Bridge { relay, session: Mutex::new(Session::default()), out, schemas: Default::default() });
     let mut reader = BufReader::new(input);
     let mut in_flight = JoinSet::new();
     loop {
@@ -136,6 +152,24 @@ impl Bridge {
         h
     }
 
+    /// The headers of a host's request of the stateless revision: its
+    /// version, and what that revision mirrors from the body; no session.
+    fn stateless_headers(&self, msg: &Value, version: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
+        let params = msg.get("params").unwrap_or(&Value::Null);
+        let schema = params.get("name").and_then(Value::as_str).and_then(|n| self.schemas.lock().get(n).cloned());
+        let mirrored = mcp_headers::mirrored_headers(method, params, schema.as_ref());
+        for (name, value) in std::iter::once(("mcp-protocol-version".to_string(), version.to_string())).chain(mirrored) {
+            if let (Ok(n), Ok(v)) = (reqwest::header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                h.insert(n, v);
+            }
+        }
+        h
+    }
+
     /// Relay one message from the host; a request that cannot be relayed is
     /// answered with the reason.
     async fn forward(self: Arc<Self>, msg: Value) {
@@ -158,9 +192,14 @@ impl Bridge {
     async fn exchange(self: &Arc<Self>, msg: &Value) -> Result<(), RelayError> {
         let body = serde_json::to_vec(msg).unwrap_or_default();
         let mut reopened = false;
+        let stateless = stateless_version(msg);
         loop {
-            let had_session = self.session.lock().id.is_some();
-            let resp = self.relay.send(Method::POST, self.headers("application/json, text/event-stream"), body.clone()).await?;
+            let had_session = stateless.is_none() && self.session.lock().id.is_some();
+            let headers = match stateless {
+                Some(version) => self.stateless_headers(msg, version),
+                None => self.headers("application/json, text/event-stream"),
+            };
+            let resp = self.relay.send(Method::POST, headers, body.clone()).await?;
             if resp.status() == StatusCode::NOT_FOUND && had_session && !reopened && !is_initialize(msg) {
                 reopened = true;
                 self.reopen().await?;
@@ -238,6 +277,20 @@ impl Bridge {
     async fn deliver(self: &Arc<Self>, msg: &Value, answer: Value, to_host: bool) {
         if !to_host {
             return;
+        }
+        if stateless_version(msg).is_some()
+            && msg.get("method").and_then(Value::as_str) == Some("tools/list")
+            && let Some(tools) = answer.pointer("/result/tools").and_then(Value::as_array)
+        {
+            let mut schemas = self.schemas.lock();
+            if schemas.len() + tools.len() > MAX_SCHEMAS {
+                schemas.clear();
+            }
+            for t in tools {
+                if let (Some(name), Some(schema)) = (t.get("name").and_then(Value::as_str), t.get("inputSchema")) {
+                    schemas.insert(name.to_string(), schema.clone());
+                }
+            }
         }
         if is_initialize(msg)
             && let Some(v) = answer.pointer("/result/protocolVersion").and_then(Value::as_str)

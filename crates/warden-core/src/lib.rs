@@ -45,6 +45,7 @@ mod findings;
 mod json;
 pub mod jsonrpc_codes;
 mod kill;
+pub mod mcp_headers;
 mod operator;
 pub mod sse;
 mod text;

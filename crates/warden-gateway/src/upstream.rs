@@ -764,12 +764,12 @@ impl Upstream {
         .await
         .unwrap_or_else(|_| Err(self.timeout("server/discover")));
         let known = match asked {
-            Ok(r) => r.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == crate::mcp::STATELESS_VERSION)),
+            Ok(r) => r.get("supportedVersions").and_then(Value::as_array).is_some_and(|v| v.iter().any(|v| v == warden_core::mcp_headers::STATELESS_VERSION)),
             Err(UpstreamError::Unavailable { .. } | UpstreamError::Timeout { .. }) => return false,
             Err(_) => false,
         };
         *self.stateless.write() = Some(known);
-        tracing::info!(upstream = %self.name(), "speaks MCP {}: {known}", crate::mcp::STATELESS_VERSION);
+        tracing::info!(upstream = %self.name(), "speaks MCP {}: {known}", warden_core::mcp_headers::STATELESS_VERSION);
         known
     }
 
@@ -802,8 +802,8 @@ impl Upstream {
         relay: &Exchange,
     ) -> Result<Value, UpstreamError> {
         crate::mcp::upstream_meta(&mut params, offers, log_level);
-        let mirrored = crate::mcp::mirrored_headers(method, &params, tool_schema);
-        let conn = Conn::Http(HttpConn { session: None, protocol: crate::mcp::STATELESS_VERSION.into(), offers, mirrored });
+        let mirrored = warden_core::mcp_headers::mirrored_headers(method, &params, tool_schema);
+        let conn = Conn::Http(HttpConn { session: None, protocol: warden_core::mcp_headers::STATELESS_VERSION.into(), offers, mirrored });
         self.send(&conn, method, params, relay).await.map_err(SendError::into_error)
     }
 

@@ -40,7 +40,7 @@ mod stream;
 
 use listing::{Listing, list_catalog, list_tools};
 use modern::Modern;
-pub(crate) use modern::{VERSION as STATELESS_VERSION, mirrored_headers, upstream_meta};
+pub(crate) use modern::upstream_meta;
 pub(crate) use stream::deliver_notices;
 use stream::{Dispatched, answer_relayed, session_stream, with_meta, with_progress};
 

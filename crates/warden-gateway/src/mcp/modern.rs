@@ -16,15 +16,15 @@
 
 use crate::upstream::ClientOffers;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine;
 use serde_json::{Map, Value, json};
 use warden_core::jsonrpc_codes as codes;
+use warden_core::mcp_headers::{decoded, mirrored, named_field};
 
 /// The stateless revision; the session revisions are
 /// [`crate::upstream::PROTOCOL_VERSIONS`].
-pub const VERSION: &str = "2026-07-28";
+pub const VERSION: &str = warden_core::mcp_headers::STATELESS_VERSION;
 
-const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const PROTOCOL_VERSION: &str = warden_core::mcp_headers::PROTOCOL_VERSION_KEY;
 const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 pub(super) const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
@@ -103,15 +103,6 @@ pub(super) fn is_modern(headers: &HeaderMap, params: &Value) -> bool {
     }
 }
 
-/// The methods whose `Mcp-Name` header mirrors a body field, and the field.
-fn named_field(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
-
 /// Check a request of the stateless revision: its `_meta`, then its headers
 /// against its body. `tool_schema` is the `inputSchema` of the tool a
 /// `tools/call` names, for its `x-mcp-header` arguments.
@@ -155,40 +146,6 @@ pub(super) fn admit(headers: &HeaderMap, method: &str, params: &Value, tool_sche
         ),
     };
     Ok(Modern { offers: ClientOffers::of(capabilities), log_level, ttl_ms: cache_ttl(method) })
-}
-
-/// A value as a header carries it (what [`decoded`] reads back): as is when
-/// it is plain visible ASCII, else the `=?base64?…?=` sentinel.
-fn encoded(value: &str) -> String {
-    let plain = value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && value.trim() == value && !(value.starts_with("=?base64?") && value.ends_with("?="));
-    if plain { value.to_string() } else { format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value)) }
-}
-
-/// The headers a request of the stateless revision mirrors from its body
-/// (`Mcp-Method`, `Mcp-Name`, and the `Mcp-Param-*` the tool's
-/// `inputSchema` annotates), as the gateway sends it upstream.
-pub(crate) fn mirrored_headers(method: &str, params: &Value, tool_schema: Option<&Value>) -> Vec<(String, String)> {
-    let mut out = vec![("mcp-method".to_string(), method.to_string())];
-    if let Some(name) = named_field(method).and_then(|f| params.get(f)).and_then(Value::as_str) {
-        out.push(("mcp-name".into(), encoded(name)));
-    }
-    let mut annotated = Vec::new();
-    if let Some(schema) = tool_schema {
-        mirrored(schema, params.get("arguments").unwrap_or(&Value::Null), &mut annotated);
-    }
-    for (name, value) in annotated {
-        let text = match value {
-            Some(Value::String(s)) => s.clone(),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            _ => continue,
-        };
-        // A name that cannot be a header leaves the header out (the server
-        // refuses the call, as it should refuse such a definition).
-        if axum::http::HeaderName::from_bytes(format!("mcp-param-{name}").as_bytes()).is_ok() {
-            out.push((format!("mcp-param-{name}"), encoded(&text)));
-        }
-    }
-    out
 }
 
 /// The `_meta` the gateway sends upstream with a request of the stateless
@@ -278,15 +235,6 @@ fn text<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Rejec
     headers.get(name).map(|v| v.to_str().map_err(|_| mismatch(format!("the {name} header is not visible ASCII")))).transpose()
 }
 
-/// A mirrored value as sent: `=?base64?…?=` is standard Base64 (padded,
-/// strict) of UTF-8; anything else is itself.
-fn decoded(header: &str) -> Option<String> {
-    match header.strip_prefix("=?base64?").and_then(|h| h.strip_suffix("?=")) {
-        Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok()),
-        None => Some(header.to_string()),
-    }
-}
-
 /// The arguments a tool's schema mirrors into `Mcp-Param-{Name}` headers
 /// (an `x-mcp-header` on a property reached through `properties` only),
 /// each checked against its header: present when the argument is, equal to
@@ -310,20 +258,6 @@ fn check_arguments(headers: &HeaderMap, schema: &Value, arguments: &Value) -> Re
         }
     }
     Ok(())
-}
-
-/// Walk `schema`'s `properties` (and theirs), collecting each annotated
-/// header name with the argument at that path, if any.
-fn mirrored<'a>(schema: &'a Value, at: &'a Value, out: &mut Vec<(&'a str, Option<&'a Value>)>) {
-    static NONE: Value = Value::Null;
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
-    for (key, property) in properties {
-        let value = at.get(key);
-        if let Some(name) = property.get("x-mcp-header").and_then(Value::as_str) {
-            out.push((name, value));
-        }
-        mirrored(property, value.unwrap_or(&NONE), out);
-    }
 }
 
 fn same_value(body: &Value, header: &str) -> bool {
@@ -357,7 +291,7 @@ impl Modern {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-    use proptest::prelude::*;
+    use warden_core::mcp_headers::mirrored_headers;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -487,8 +421,6 @@ mod tests {
         h.insert("mcp-protocol-version", HeaderValue::from_static(VERSION));
         assert!(h.get("mcp-param-region").unwrap().to_str().unwrap().starts_with("=?base64?"));
         assert!(admit(&h, "tools/call", &params, Some(&schema)).is_ok(), "what it sends passes its own check");
-        assert_eq!(encoded("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=", "a literal that looks encoded is encoded");
-        assert_eq!(encoded(" padded "), "=?base64?IHBhZGRlZCA=?=");
     }
 
     #[test]
@@ -505,21 +437,5 @@ mod tests {
         tampered[2] ^= 1;
         assert!(RequestState::open(std::str::from_utf8(&tampered).unwrap(), &key, "a", "tools/call", "t", 50).is_err());
         assert_eq!(RequestState::open(&sealed, &key, "a", "tools/call", "t", 101).unwrap_err().code, codes::INVALID_PARAMS);
-    }
-
-    proptest! {
-        /// Whatever a client encodes as the spec says is read back as it was.
-        #[test]
-        fn a_sentinel_encoded_value_reads_back(s in "\\PC{0,64}") {
-            let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(s.as_bytes()));
-            prop_assert_eq!(decoded(&encoded), Some(s));
-        }
-
-        /// Decoding untrusted header bytes never panics.
-        #[test]
-        fn any_header_value_decodes_or_is_refused(s in "[ -~]{0,80}") {
-            let _ = decoded(&s);
-            let _ = decoded(&format!("=?base64?{s}?="));
-        }
     }
 }
