@@ -279,6 +279,9 @@ const TOOLS = [
       return says(text(`${step1.content?.name} likes ${step2.content?.color}`));
     },
   },
+  // Not a scenario's: a call that takes long enough for Warden's own test
+  // (conformance.test.mjs) to cancel it.
+  { name: 'test_slow_tool', description: 'Answers after three seconds', inputSchema: noArgs, run: async () => { await sleep(3000); return says(text('slow answer')); } },
   // Not a scenario's: what Warden's own test (conformance.test.mjs) shows
   // its policy refuses, a server asking the user for a credential.
   {

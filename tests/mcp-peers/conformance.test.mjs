@@ -317,6 +317,7 @@ test('a host of MCP 2026-07-28 on stdio reaches the gateway through warden conne
   const ask = (method, params = {}) => new Promise((res, rej) => {
     const id = next++;
     const timer = setTimeout(() => rej(new Error(`no answer to ${method}`)), 20000);
+    timer.unref();
     answers.set(id, (m) => { clearTimeout(timer); res(m); });
     bridge.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: {
       'io.modelcontextprotocol/protocolVersion': '2026-07-28',
@@ -332,5 +333,18 @@ test('a host of MCP 2026-07-28 on stdio reaches the gateway through warden conne
   const called = await ask('tools/call', { name: 'test_mcp_param_header', arguments: { region: 'Zürich' } });
   assert.equal(called.result?.resultType, 'complete', JSON.stringify(called));
   assert.match(JSON.stringify(called.result.content), /Zürich/);
+
+  // On stdio the host cancels with notifications/cancelled; the bridge ends
+  // the request's stream (the revision's cancellation on HTTP), and no
+  // answer follows.
+  const slowId = next;
+  let slowAnswered = false;
+  ask('tools/call', { name: 'test_slow_tool', arguments: {} }).then(() => { slowAnswered = true; }, () => {});
+  await new Promise((r) => setTimeout(r, 300));
+  bridge.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: slowId, reason: 'the user gave up' } })}\n`);
+  await new Promise((r) => setTimeout(r, 3500));
+  assert.equal(slowAnswered, false, 'a cancelled request is not answered');
+  const after = await ask('tools/list');
+  assert.ok(after.result?.tools, 'the bridge goes on serving');
   bridge.stdin.end();
 });

@@ -48,6 +48,10 @@ struct Bridge {
     /// The `inputSchema` of each tool a stateless host was listed, for the
     /// arguments its calls mirror into headers.
     schemas: Mutex<std::collections::HashMap<String, Value>>,
+    /// A stateless host's requests in flight, by id: that revision cancels
+    /// a request on HTTP by closing its stream, which the bridge does when
+    /// the host sends `notifications/cancelled` for it.
+    cancellable: Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
 }
 
 /// The most tool schemas the bridge keeps (a listing beyond starts over).
@@ -67,7 +71,7 @@ where
 {
     let (out, rx) = mpsc::channel(64);
     let writer = tokio::spawn(write_lines(rx, output));
-    let bridge = Arc::new(Bridge { relay, session: Mutex::new(Session::default()), out, schemas: Default::default() });
+    let bridge = Arc::new(Bridge { relay, session: Mutex::new(Session::default()), out, schemas: Default::default(), cancellable: Default::default() });
     let mut reader = BufReader::new(input);
     let mut in_flight = JoinSet::new();
     loop {
@@ -87,9 +91,24 @@ where
             continue;
         }
         match serde_json::from_slice::<Value>(text) {
-            Ok(msg) => {
-                in_flight.spawn(bridge.clone().forward(msg));
-            }
+            Ok(msg) if bridge.cancelled_here(&msg) => {}
+            Ok(msg) => match stateless_version(&msg).is_some().then(|| request_id(&msg).map(Value::to_string)).flatten() {
+                Some(key) => {
+                    // Registered under the lock the task's own removal
+                    // takes, so a request that ends at once leaves nothing.
+                    let mut cancellable = bridge.cancellable.lock();
+                    let b = bridge.clone();
+                    let k = key.clone();
+                    let task = in_flight.spawn(async move {
+                        b.clone().forward(msg).await;
+                        b.cancellable.lock().remove(&k);
+                    });
+                    cancellable.insert(key, task);
+                }
+                None => {
+                    in_flight.spawn(bridge.clone().forward(msg));
+                }
+            },
             Err(e) => bridge.emit(error_reply(&Value::Null, jsonrpc_codes::PARSE_ERROR, &format!("not JSON: {e}"))).await,
         }
         while in_flight.try_join_next().is_some() {}
@@ -134,6 +153,19 @@ fn is_initialize(msg: &Value) -> bool {
 }
 
 impl Bridge {
+    /// Whether `msg` cancels a stateless host's request in flight, which
+    /// it then ends here (its stream to the gateway closes, no answer
+    /// follows); a cancellation of anything else goes to the gateway.
+    fn cancelled_here(&self, msg: &Value) -> bool {
+        if msg.get("method").and_then(Value::as_str) != Some("notifications/cancelled") {
+            return false;
+        }
+        let Some(id) = msg.pointer("/params/requestId") else { return false };
+        let Some(task) = self.cancellable.lock().remove(&id.to_string()) else { return false };
+        task.abort();
+        true
+    }
+
     async fn emit(&self, msg: Value) {
         // The writer is gone only when the host's output closed: nothing to tell.
         let _ = self.out.send(msg).await;
