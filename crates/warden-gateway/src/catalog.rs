@@ -230,6 +230,14 @@ impl Cursor {
     }
 }
 
+/// The purpose of a sealed MRTR `requestState` (`mcp::modern::RequestState`).
+pub(crate) const REQUEST_STATE: &str = "warden mcp request state v1";
+
+/// Whether `s` is a `requestState` this gateway sealed for `holder`.
+pub(crate) fn sealed_request_state(s: &str, key: &[u8; 32], holder: &str) -> bool {
+    open::<Value>(s, key, REQUEST_STATE, holder).is_some()
+}
+
 /// `value` as `PAYLOAD.MAC`, both base64url, for `holder` to hand back
 /// unaltered: the MAC covers `purpose` (what it may be taken back as), the
 /// holder and the payload. Readable, not secret.

@@ -1189,7 +1189,10 @@ impl Upstream {
         }
         // A server of the stateless revision refuses a request with a
         // JSON-RPC error under a 4xx status: that error is its answer.
-        if !(status.is_success() || h.stateless() && status.is_client_error()) {
+        // (Not one about the gateway's credentials or its rate: those are
+        // the upstream being unavailable to it for now.)
+        let answers_with_error = h.stateless() && status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 407 | 408 | 429);
+        if !(status.is_success() || answers_with_error) {
             return Err(self.unavailable(format!("HTTP {status}")).into());
         }
         let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -1208,6 +1211,9 @@ impl Upstream {
             }
             serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol { server: self.name().into(), message: e.to_string() })?
         };
+        if answers_with_error && message.get("error").is_none() {
+            return Err(UpstreamError::Protocol { server: self.name().into(), message: format!("answered HTTP {status} without a JSON-RPC error") }.into());
+        }
         Ok((self.response_for(id, message)?, session))
     }
 
@@ -1244,8 +1250,10 @@ impl Upstream {
                 // The server may close a request's stream before it answers
                 // and let the client resume it (GET with `Last-Event-ID`):
                 // resumed a few times, within the call's deadline.
+                let Conn::Http(h) = conn else { unreachable!("read_sse on an HTTP upstream only") };
                 match events.last_event_id() {
-                    Some(last) if resumed < MAX_RESUMES => {
+                    // The stateless revision has no resumption.
+                    Some(last) if resumed < MAX_RESUMES && !h.stateless() => {
                         resumed += 1;
                         stream = self.http_resume(conn, last).await?.bytes_stream();
                         continue;
@@ -1265,6 +1273,12 @@ impl Upstream {
                 if v.get("id").is_some() && v.get("method").is_some() {
                     let to = progress.and_then(|p| p.requester(Some(id)));
                     let Conn::Http(h) = conn else { unreachable!("read_sse on an HTTP upstream only") };
+                    // The stateless revision has no server requests (MRTR
+                    // replaces them) and no session to answer one in.
+                    if h.stateless() {
+                        tracing::warn!(upstream = %self.name(), "ignoring a server request on a stream of MCP {}", warden_core::mcp_headers::STATELESS_VERSION);
+                        continue;
+                    }
                     let answer = relay_request(to, h.offers, v, Duration::from_secs(self.config.timeout_secs)).await;
                     if let Err(e) = self.http_send(conn, &answer).await {
                         tracing::warn!(upstream = %self.name(), "could not answer its request: {e}");

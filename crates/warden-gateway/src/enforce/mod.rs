@@ -510,11 +510,17 @@ impl<'a> Pipeline<'a> {
             return Err(self.refusal(Refusal::Withheld(Withheld::Killed(k))));
         }
         let scan = match result.get("resultType").and_then(Value::as_str) {
-            // An interim MRTR answer's `requestState` is for its server to
-            // read back (sealed by the gateway, opaque to the client and
-            // never for its model): not scanned. Its input requests are,
-            // here and when they were decided on.
-            Some("input_required") if result.get("requestState").is_some() => {
+            // An interim MRTR answer's `requestState`, once the gateway
+            // sealed it, is for its server to read back (opaque to the
+            // client, never for its model): not scanned. Its input
+            // requests are, here and when they were decided on. Any other
+            // `requestState` is scanned like the rest.
+            Some("input_required")
+                if result
+                    .get("requestState")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| crate::catalog::sealed_request_state(s, &gw.cursor_key, self.auth.claims.agent())) =>
+            {
                 let mut shown = result.clone();
                 shown.as_object_mut().map(|r| r.remove("requestState"));
                 gw.inspector.scan_json(&shown)

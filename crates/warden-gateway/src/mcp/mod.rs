@@ -203,7 +203,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         let schema = (method == "tools/call").then(|| tool_schema(&gw, &params)).flatten();
         match modern::admit(&headers, method, &params, schema.as_ref()) {
             Ok(m) => call.modern = Some(m),
-            Err(r) => return respond(r.status, rpc_error(&id, r.code, &r.message, r.data), &call.corr),
+            Err(r) => return refuse_stateless(&call, &auth, method, &id, r).await,
         }
         return stateless(&gw, &call, &headers, auth, id, method, params).await;
     }
@@ -282,7 +282,7 @@ async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth
         "tools/list" => list_tools(call, &auth, &id).await,
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => match retried(call, &auth, method, params) {
             Ok(params) => dispatch(call.relayed(gw, auth, id, method, params, caller), headers).await,
-            Err(r) => respond(r.status, rpc_error(&id, r.code, &r.message, r.data), &call.corr),
+            Err(r) => refuse_stateless(call, &auth, method, &id, r).await,
         },
         "resources/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Resources).await,
         "resources/templates/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Templates).await,
@@ -297,34 +297,71 @@ async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth
     }
 }
 
+/// A request of the stateless revision refused before it is dispatched,
+/// recorded like any refused request.
+async fn refuse_stateless(call: &Call<'_>, auth: &Authenticated, method: &str, id: &Value, r: modern::Rejection) -> Response {
+    let ev = call.event(EventKind::McpRequest, Some(auth), Some(method), Verdict::Deny, Some(r.message.clone()));
+    call.finish(ev, r.status, rpc_error(id, r.code, &r.message, r.data), id).await
+}
+
 /// A retry of an MRTR request, made ready for its upstream: the sealed
 /// `requestState` opened to the upstream's own (refused when it was not
-/// this agent's for this request, was altered or expired), and the
-/// client's `inputResponses` refused when they carry a credential (the
-/// server asked for it; the gateway does not hand it over).
+/// this agent's for this request at this server, was altered or expired);
+/// `inputResponses` only with such a state, and only those that answer
+/// what the gateway let the server ask: others, and any without a state,
+/// are dropped, as a server ignores what it did not ask for (it then asks
+/// again). They are refused when they carry a credential (the server
+/// asked for it; the gateway does not hand it over).
 fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Value) -> Result<Value, modern::Rejection> {
-    if let Some(sealed) = params.get("requestState").filter(|v| !v.is_null()) {
-        let Some(sealed) = sealed.as_str() else { return Err(modern::malformed("params.requestState must be a string")) };
-        let name = modern::request_name(method, &params);
-        let upstream = modern::RequestState::open(sealed, &call.gw.cursor_key, auth.claims.agent(), method, name, call.now)?;
-        match upstream {
-            Some(s) => params["requestState"] = s.into(),
-            None => {
-                params.as_object_mut().map(|p| p.remove("requestState"));
-            }
+    let sealed = match params.get("requestState") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(modern::malformed("params.requestState must be a string")),
+    };
+    let Some(p) = params.as_object_mut() else { return Ok(params) };
+    let responses = p.remove("inputResponses").filter(|r| !r.is_null());
+    p.remove("requestState");
+    let state = match sealed {
+        None => None,
+        Some(sealed) => {
+            let name = modern::request_name(method, &params);
+            let server = server_of(call.gw, method, &params);
+            Some(modern::RequestState::open(&sealed, &call.gw.cursor_key, auth.claims.agent(), (method, name, server.as_deref()), call.now)?)
         }
+    };
+    match (responses, &state) {
+        (None, _) | (Some(_), None) => {}
+        (Some(Value::Object(mut answers)), Some(s)) => {
+            answers.retain(|k, _| s.asked.contains(k));
+            let answers = Value::Object(answers);
+            if call.gw.inspector.scan_json(&answers).summary.secret_count > 0 {
+                return Err(modern::Rejection {
+                    status: StatusCode::OK,
+                    code: codes::DENIED,
+                    message: "denied: the client's inputResponses carry a credential; the Warden gateway does not pass it to the server".into(),
+                    data: None,
+                });
+            }
+            params["inputResponses"] = answers;
+        }
+        (Some(_), Some(_)) => return Err(modern::malformed("params.inputResponses must be an object")),
     }
-    if let Some(responses) = params.get("inputResponses")
-        && call.gw.inspector.scan_json(responses).summary.secret_count > 0
-    {
-        return Err(modern::Rejection {
-            status: StatusCode::OK,
-            code: codes::DENIED,
-            message: "denied: the client's inputResponses carry a credential; the Warden gateway does not pass it to the server".into(),
-            data: None,
-        });
+    if let Some(upstream) = state.and_then(|s| s.upstream) {
+        params["requestState"] = upstream.into();
     }
     Ok(params)
+}
+
+/// The server a tool call, prompt or resource read goes to, as the
+/// gateway resolves its name now.
+fn server_of(gw: &Gateway, method: &str, params: &Value) -> Option<String> {
+    let name = modern::request_name(method, params);
+    match method {
+        "tools/call" => gw.resolve_tool_name(name).ok().map(|t| t.server),
+        "prompts/get" => gw.resolve_item(name, TargetKind::Prompt).ok().map(|(s, _)| s),
+        "resources/read" => gw.resolve_item(name, TargetKind::Resource).ok().map(|(s, _)| s),
+        _ => None,
+    }
 }
 
 /// The `inputSchema` of the tool a `tools/call` names, as the gateway
@@ -716,10 +753,16 @@ struct Relaying<'r> {
 
 impl Relaying<'_> {
     async fn send(&self, upstream: &crate::Upstream, t: &Target, method: &str, sent: Value) -> Result<Value, UpstreamError> {
-        match self.call.modern {
-            Some(m) if upstream.speaks_stateless().await => self.stateless(m, upstream, t, method, sent).await,
-            _ => upstream.exchange(self.caller, method, sent, self.exchange).await,
+        let r = match self.call.modern {
+            Some(m) if upstream.speaks_stateless().await => return self.stateless(m, upstream, t, method, sent).await,
+            _ => upstream.exchange(self.caller, method, sent, self.exchange).await?,
+        };
+        // Only a request of the stateless revision can be answered so (and
+        // only there does the gateway decide on the input requests).
+        if self.call.modern.is_some() && r.get("resultType").and_then(Value::as_str) == Some("input_required") {
+            return Err(refused_by_gateway(upstream, "an upstream of the session revisions answered input_required".into()));
         }
+        Ok(r)
     }
 
     async fn stateless(&self, m: Modern, upstream: &crate::Upstream, t: &Target, method: &str, mut sent: Value) -> Result<Value, UpstreamError> {
@@ -734,14 +777,17 @@ impl Relaying<'_> {
         if r.get("resultType").and_then(Value::as_str) != Some("input_required") {
             return Ok(r);
         }
-        let refused = |why: String| UpstreamError::Rpc {
-            server: upstream.config.name.clone(),
-            code: codes::DENIED,
-            message: format!("refused by the Warden gateway: {why}"),
-            data: None,
+        let refused = |why: String| refused_by_gateway(upstream, why);
+        if !modern::takes_input(method) {
+            return Err(refused(format!("the server answered {method} with input_required, which only tool calls, prompts and resource reads may")));
+        }
+        let asked = match r.get("inputRequests") {
+            None | Some(Value::Null) => Default::default(),
+            Some(Value::Object(a)) if a.len() <= MAX_INPUT_REQUESTS => a.clone(),
+            Some(Value::Object(_)) => return Err(refused(format!("the server asked for more than {MAX_INPUT_REQUESTS} inputs at once"))),
+            Some(_) => return Err(refused("the server's inputRequests is not an object".into())),
         };
         let subject = stream::subject_of(call.gw, method, params);
-        let asked = r.get("inputRequests").and_then(Value::as_object).cloned().unwrap_or_default();
         for (key, request) in &asked {
             let what = request.get("method").and_then(Value::as_str).unwrap_or_default();
             let its = request.get("params").cloned().unwrap_or_default();
@@ -753,12 +799,23 @@ impl Relaying<'_> {
         let state = modern::RequestState {
             method: method.to_string(),
             name: modern::request_name(method, params).to_string(),
+            server: upstream.config.name.clone(),
+            asked: asked.keys().cloned().collect(),
             upstream: r.get("requestState").and_then(Value::as_str).map(str::to_string),
             expires: now_secs() + modern::RequestState::LIFETIME_SECS,
         };
         r["requestState"] = state.seal(&call.gw.cursor_key, auth.claims.agent()).into();
         Ok(r)
     }
+}
+
+/// The most input requests one MRTR answer may carry (each is a policy
+/// decision and an audit record).
+const MAX_INPUT_REQUESTS: usize = 16;
+
+/// An upstream's answer the gateway refuses to pass on, and why.
+fn refused_by_gateway(upstream: &crate::Upstream, why: String) -> UpstreamError {
+    UpstreamError::Rpc { server: upstream.config.name.clone(), code: codes::DENIED, message: format!("refused by the Warden gateway: {why}"), data: None }
 }
 
 /// Record a call that went through the pipeline, and answer it as JSON-RPC.
@@ -770,10 +827,19 @@ async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value
         // The upstream's own JSON-RPC error, passed through (in the
         // stateless revision the specification's own errors, such as a
         // missing client capability, are HTTP 400s).
-        Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, message, data, .. })) => {
-            let status = if call.modern.is_some() && (-32099..=-32020).contains(code) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-            (status, rpc_error(id, *code, message, data.as_ref().map(|d| (**d).clone())))
-        }
+        Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, message, data, .. })) => match *code {
+            // A missing client capability is the client's to know about.
+            codes::MISSING_CLIENT_CAPABILITY if call.modern.is_some() => {
+                (StatusCode::BAD_REQUEST, rpc_error(id, *code, message, data.as_ref().map(|d| (**d).clone())))
+            }
+            // The upstream refusing the gateway's own headers or version
+            // says nothing about the client's request: not passed off as the
+            // gateway's answer to it.
+            c if call.modern.is_some() && (-32099..=-32020).contains(&c) => {
+                (StatusCode::OK, rpc_error(id, codes::INTERNAL, &format!("the upstream refused the gateway's request ({c}): {message}"), None))
+            }
+            c => (StatusCode::OK, rpc_error(id, c, message, data.as_ref().map(|d| (**d).clone()))),
+        },
         Err(Stopped::UpstreamFailed(e)) => (StatusCode::OK, rpc_error(id, codes::INTERNAL, &e.to_string(), None)),
     };
     let resp = call.finish(ev, status, body, id).await;

@@ -166,16 +166,22 @@ pub(crate) fn upstream_meta(params: &mut Value, offers: ClientOffers, log_level:
 
 /// What the gateway hands a client as an upstream's `requestState` (MRTR,
 /// SEP-2322): the upstream's own state, sealed to the agent, the request it
-/// came with and a short lifetime, so that a client can neither alter it,
-/// replay it on another request nor pass it to another agent.
+/// came with (method, name as the client named it, the server that asked)
+/// and the input requests the gateway let through, for a short lifetime,
+/// so that a client can neither alter it, replay it on another request,
+/// answer what was never asked nor pass it to another agent.
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RequestState {
-    /// The method and the name (tool, prompt or URI as the client named
-    /// it) of the request.
     #[serde(rename = "m")]
     pub method: String,
     #[serde(rename = "n")]
     pub name: String,
+    #[serde(rename = "v")]
+    pub server: String,
+    /// The keys of the input requests that reached the client: the only
+    /// `inputResponses` that go upstream.
+    #[serde(rename = "k")]
+    pub asked: Vec<String>,
     /// The upstream's state, as it gave it.
     #[serde(rename = "s", skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
@@ -185,34 +191,37 @@ pub(crate) struct RequestState {
 }
 
 impl RequestState {
-    const PURPOSE: &'static str = "warden mcp request state v1";
     /// How long a client may take to gather what an upstream asked for.
     pub(crate) const LIFETIME_SECS: i64 = 600;
 
     pub(crate) fn seal(&self, key: &[u8; 32], agent: &str) -> String {
-        crate::catalog::seal(key, Self::PURPOSE, agent, self)
+        crate::catalog::seal(key, crate::catalog::REQUEST_STATE, agent, self)
     }
 
-    /// The upstream's state in `sealed`, if it is this gateway's for
-    /// `agent`'s request `method` of `name`, unaltered and not expired.
-    pub(crate) fn open(sealed: &str, key: &[u8; 32], agent: &str, method: &str, name: &str, now: i64) -> Result<Option<String>, Rejection> {
-        let s: Self = crate::catalog::open(sealed, key, Self::PURPOSE, agent)
+    /// The state in `sealed`, if it is this gateway's for `agent`'s
+    /// request `method` of `name` at `server`, unaltered and not expired.
+    pub(crate) fn open(sealed: &str, key: &[u8; 32], agent: &str, (method, name, server): (&str, &str, Option<&str>), now: i64) -> Result<Self, Rejection> {
+        let s: Self = crate::catalog::open(sealed, key, crate::catalog::REQUEST_STATE, agent)
             .ok_or_else(|| malformed("params.requestState is not one the gateway gave this agent, or was altered: retry the request without it"))?;
-        if s.method != method || s.name != name {
+        if s.method != method || s.name != name || Some(s.server.as_str()) != server {
             return Err(malformed("params.requestState belongs to another request: send it only with the request it came with"));
         }
         if s.expires < now {
             return Err(malformed("params.requestState has expired: retry the request without it"));
         }
-        Ok(s.upstream)
+        Ok(s)
     }
 }
 
 /// The name a request of the stateless revision names (the `Mcp-Name`
 /// source), for binding its `requestState`.
 pub(crate) fn request_name<'p>(method: &str, params: &'p Value) -> &'p str {
-    let field = if method == "completion/complete" { None } else { named_field(method) };
-    field.and_then(|f| params.get(f)).and_then(Value::as_str).unwrap_or_default()
+    named_field(method).and_then(|f| params.get(f)).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The requests an upstream may answer `input_required` (SEP-2322).
+pub(crate) fn takes_input(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 /// How long a listing may be taken as fresh. Listings are per caller
@@ -426,16 +435,28 @@ mod tests {
     #[test]
     fn a_request_state_is_taken_back_only_unaltered_by_its_agent_for_its_request() {
         let key = [7u8; 32];
-        let s = RequestState { method: "tools/call".into(), name: "t".into(), upstream: Some("up".into()), expires: 100 };
+        let s = RequestState {
+            method: "tools/call".into(),
+            name: "t".into(),
+            server: "crm".into(),
+            asked: vec!["q".into()],
+            upstream: Some("up".into()),
+            expires: 100,
+        };
         let sealed = s.seal(&key, "a");
-        assert_eq!(RequestState::open(&sealed, &key, "a", "tools/call", "t", 50), Ok(Some("up".into())));
-        assert!(RequestState::open(&sealed, &key, "b", "tools/call", "t", 50).is_err(), "another agent");
-        assert!(RequestState::open(&sealed, &key, "a", "tools/call", "u", 50).is_err(), "another tool");
-        assert!(RequestState::open(&sealed, &key, "a", "prompts/get", "t", 50).is_err(), "another method");
-        assert!(RequestState::open(&sealed, &key, "a", "tools/call", "t", 101).is_err(), "expired");
+        let call = ("tools/call", "t", Some("crm"));
+        assert_eq!(RequestState::open(&sealed, &key, "a", call, 50), Ok(s));
+        assert!(RequestState::open(&sealed, &key, "b", call, 50).is_err(), "another agent");
+        assert!(RequestState::open(&sealed, &key, "a", ("tools/call", "u", Some("crm")), 50).is_err(), "another tool");
+        assert!(RequestState::open(&sealed, &key, "a", ("prompts/get", "t", Some("crm")), 50).is_err(), "another method");
+        assert!(RequestState::open(&sealed, &key, "a", ("tools/call", "t", Some("hr")), 50).is_err(), "the name now another server's");
+        assert!(RequestState::open(&sealed, &key, "a", ("tools/call", "t", None), 50).is_err(), "a name that resolves to nothing");
+        let r = RequestState::open(&sealed, &key, "a", call, 101).unwrap_err();
+        assert_eq!((r.code, r.status), (codes::INVALID_PARAMS, StatusCode::BAD_REQUEST), "expired");
         let mut tampered = sealed.clone().into_bytes();
         tampered[2] ^= 1;
-        assert!(RequestState::open(std::str::from_utf8(&tampered).unwrap(), &key, "a", "tools/call", "t", 50).is_err());
-        assert_eq!(RequestState::open(&sealed, &key, "a", "tools/call", "t", 101).unwrap_err().code, codes::INVALID_PARAMS);
+        assert!(RequestState::open(std::str::from_utf8(&tampered).unwrap(), &key, "a", call, 50).is_err());
+        let cursor = crate::catalog::Cursor { server: "crm".into(), upstream: None }.encode(&key, "a");
+        assert!(RequestState::open(&cursor, &key, "a", call, 50).is_err(), "a listing cursor is not a request state");
     }
 }

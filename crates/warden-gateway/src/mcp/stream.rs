@@ -43,15 +43,23 @@ impl Dispatched {
     /// progress sent to `progress`.
     pub(super) async fn run(self, progress: Option<mpsc::Sender<Relayed>>) -> Response {
         let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace, modern: self.modern };
-        let cancellable = match &self.caller {
-            Caller::Session { session, .. } => Some(self.gw.cancels.start(session, &self.id)),
-            Caller::Gateway => None,
-        };
+        let cancellable = self.cancel_key().map(|key| self.gw.cancels.start(&key, &self.id));
         let relay = Exchange { progress, cancel: cancellable.as_ref().map(|c| c.token.clone()) };
         match self.method.as_str() {
             "tools/call" => call_tool(&call, &self.auth, &self.id, &self.params, self.caller.clone(), relay).await,
             method => request_item(&call, &self.auth, &self.id, method, &self.params, self.caller.clone(), relay).await,
         }
+    }
+}
+
+impl Dispatched {
+    /// Where the request's cancellation is registered: its session, or, in
+    /// the stateless revision (whose agent's clients all share one upstream
+    /// session), the request alone, so that no other request of the agent
+    /// under the same id can be cancelled with it.
+    fn cancel_key(&self) -> Option<String> {
+        let Caller::Session { session, .. } = &self.caller else { return None };
+        Some(if self.modern.is_some() { format!("{session} {}", self.corr) } else { session.clone() })
     }
 }
 
@@ -65,10 +73,7 @@ impl Dispatched {
 /// `notifications/cancelled`), so the request is cancelled upstream.
 pub(super) async fn with_progress(r: Dispatched) -> Response {
     let (gw, corr, id) = (r.gw.clone(), r.corr.clone(), r.id.clone());
-    let cancel_on_close = match (&r.caller, r.modern) {
-        (Caller::Session { session, .. }, Some(_)) => Some(session.clone()),
-        _ => None,
-    };
+    let cancel_on_close = r.modern.and(r.cancel_key());
     let passing = Passing {
         gw: gw.clone(),
         auth: r.auth.clone(),
