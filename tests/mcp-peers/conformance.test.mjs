@@ -183,13 +183,14 @@ before(async () => {
   children.push(fixture);
   [, fixtureUrl] = await waitFor(fixture, /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/, 'the conformance fixture');
 
+  // Calls held for approval answer after a second (the last test holds one).
   gw = await startGateway('conformance', `
 [[upstream]]
 name = "fixture"
 transport = "http"
 url = "${fixtureUrl}"
 naming = "bare"
-`);
+`, { settings: '[approvals]\nhold_secs = 1\n' });
   // Every tool the fixture offers, classified and approved as an operator would.
   const client = new Client({ name: 'conformance-setup', version: '1.0.0' });
   await client.connect(new StreamableHTTPClientTransport(new URL(fixtureUrl)));
@@ -207,7 +208,7 @@ naming = "bare"
   const key = join(gw.dir, 'conformance-agent.pem');
   agentKey = key;
   agent = gw.warden('agent', 'register', 'conformance-agent', '--owner', 'alice@example.com', '--purpose', 'the MCP conformance suite',
-    '--tools', 'fixture/*', '--autonomy', '2', '--generate-key', key).trim();
+    '--tools', 'fixture/*', '--autonomy', '3', '--generate-key', key).trim();
   await new Promise((r) => setTimeout(r, 200));
 
   const secret = `conformance-${'0123456789abcdef'.repeat(3)}`;
@@ -245,7 +246,7 @@ for (const [revision, run] of Object.entries(RUNS)) {
 
 /** A request of MCP 2026-07-28 to the gateway (through the bridge), with
  * the headers that revision mirrors from the body; `headers` overrides. */
-async function stateless(method, params, headers = {}) {
+async function stateless(method, params, headers = {}, capabilities = { elicitation: {}, sampling: {}, roots: {} }) {
   const name = params.name ?? params.uri;
   const res = await fetch(proxyUrl, {
     method: 'POST',
@@ -255,7 +256,7 @@ async function stateless(method, params, headers = {}) {
     },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: {
       'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-      'io.modelcontextprotocol/clientCapabilities': { elicitation: {}, sampling: {}, roots: {} },
+      'io.modelcontextprotocol/clientCapabilities': capabilities,
     } } }),
   });
   return { status: res.status, body: await res.json() };
@@ -354,4 +355,38 @@ test('a host of MCP 2026-07-28 on stdio reaches the gateway through warden conne
   const after = await ask('tools/list');
   assert.ok(after.result?.tools, 'the bridge goes on serving');
   bridge.stdin.end();
+});
+
+test('a call held for approval is answered, in MCP 2026-07-28, with a URL elicitation of the approval, and goes through once approved', async () => {
+  // A payment above 1000 needs a human (large-payment-approval), even from
+  // an agent autonomous within bounds (autonomy 3, which may move money).
+  gw.warden('tool', 'set', 'fixture/test_simple_text', '--sensitivity', 'medium', '--action-class', 'financial');
+  await new Promise((r) => setTimeout(r, 300));
+  const url = { elicitation: { url: {} } };
+  const pay = (extra = {}) => stateless('tools/call', { name: 'test_simple_text', arguments: { amount: 5000 }, ...extra }, {}, url);
+
+  const held = await pay();
+  const asked = held.body.result?.inputRequests?.warden_approval;
+  assert.equal(held.body.result?.resultType, 'input_required', JSON.stringify(held.body));
+  assert.equal(asked.method, 'elicitation/create');
+  assert.equal(asked.params.mode, 'url');
+  assert.match(asked.params.url, /\/dashboard$/);
+  const [, approval] = asked.params.message.match(/approval ([0-9a-f]+)/);
+
+  // Retried before anyone decided: held on the same approval, not another.
+  const again = await pay({ requestState: held.body.result.requestState, inputResponses: { warden_approval: { action: 'accept' } } });
+  assert.equal(again.body.result?.resultType, 'input_required', JSON.stringify(again.body));
+  assert.match(again.body.result.inputRequests.warden_approval.params.message, new RegExp(`approval ${approval}`));
+  const pending = gw.warden('approvals', 'list', '--json').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(pending.map((a) => a.id), [approval], 'one approval for the call, however often it is retried');
+
+  const token = gw.warden('operator', 'add', 'ada', '--role', 'approver').trim();
+  execFileSync(WARDEN, ['--config', gw.cfg, 'approvals', 'approve', approval], { encoding: 'utf8', env: { ...process.env, WARDEN_OPERATOR_TOKEN: token } });
+  const done = await pay({ requestState: again.body.result.requestState });
+  assert.equal(done.body.result?.resultType, 'complete', JSON.stringify(done.body));
+  assert.match(JSON.stringify(done.body.result.content), /simple text response/);
+
+  // A client without URL elicitation is told with the error it always was.
+  const plain = await stateless('tools/call', { name: 'test_simple_text', arguments: { amount: 7000 } });
+  assert.equal(plain.body.error?.code, -32002, JSON.stringify(plain.body));
 });

@@ -49,6 +49,71 @@ impl Pipeline<'_> {
             self.trail.note(format!("approved earlier (approval {id}); this is the repeated call it covers"));
             return Ok(id);
         }
+        // The same call coming back for the approval it was told of: the
+        // same agent, tool and arguments, still pending.
+        let resumed = match self.resumes.take() {
+            Some(id) => gw
+                .store
+                .get_approval(&id)
+                .await
+                .ok()
+                .filter(|p| p.status == ApprovalStatus::Pending && p.agent == agent && p.tool == *tref && p.args_sha256 == hash && p.expires_ms > now_ms()),
+            None => None,
+        };
+        let id = match resumed {
+            Some(p) => {
+                self.trail.note(format!("waiting again on approval {}", p.id));
+                p.id
+            }
+            None => self.request_approval(target, a, decided_by, reason, policies, hash).await?,
+        };
+        let hold_until = Instant::now() + Duration::from_secs(cfg.hold_secs);
+        loop {
+            tokio::time::sleep(APPROVAL_POLL).await;
+            let cur = gw.store.get_approval(&id).await.map_err(store_err)?;
+            match cur.status {
+                ApprovalStatus::Approved => {
+                    self.trail.note(format!("approved by {} (approval {id})", cur.approvers.join(" and ")));
+                    return Ok(id);
+                }
+                ApprovalStatus::Denied => {
+                    let by = cur.decided_by.unwrap_or_default();
+                    let why = cur.decision_reason.filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
+                    return Err(Refusal::ApprovalRefused(format!("denied: approval {id} was refused by {by}{why}")));
+                }
+                ApprovalStatus::Pending if now_ms() > cur.expires_ms => {
+                    let _ = gw.store.expire_approval(&id).await;
+                    return Err(Refusal::ApprovalRefused(format!("denied: no decision on approval {id} before it expired (timeout = deny)")));
+                }
+                // A stopping gateway answers held calls now (they stay
+                // pending) instead of holding its shutdown.
+                ApprovalStatus::Pending if Instant::now() >= hold_until || gw.shutting_down() => {
+                    let expires_in_secs = (cur.expires_ms - now_ms()).max(0) / 1000;
+                    return Err(Refusal::Pending { approval: id, reason: reason.to_string(), expires_in_secs });
+                }
+                ApprovalStatus::Pending => {}
+                ApprovalStatus::Expired | ApprovalStatus::Used => {
+                    return Err(Refusal::ApprovalRefused(format!("denied: approval {id} is {}", cur.status)));
+                }
+            }
+        }
+    }
+
+    /// Ask for a new approval of this call: stored, recorded, announced.
+    async fn request_approval(
+        &mut self,
+        target: &Target,
+        a: &Assessed,
+        decided_by: &PolicyBundle,
+        reason: &str,
+        policies: &[String],
+        hash: String,
+    ) -> Result<String, Refusal> {
+        let gw = self.gw;
+        let store_err = |e: warden_store::StoreError| Refusal::ApprovalsUnavailable(format!("approval store unavailable, so the call was not executed: {e}"));
+        let agent = self.auth.claims.agent();
+        let tref = &target.tool.tool;
+        let cfg = &gw.config.approvals;
         // Approvers see the personal data they decide on (the destination);
         // everyone else (audit, webhooks, viewers) a keyed fingerprint of it.
         // No human needs a secret to decide, so secrets are masked for all.
@@ -84,37 +149,7 @@ impl Pipeline<'_> {
         gw.audit.record(req).await.map_err(|e| Refusal::ApprovalsUnavailable(e.to_string()))?;
         gw.metrics.observe_approval_request();
         gw.notify_approval(&held);
-        let id = held.id;
-        let hold_until = Instant::now() + Duration::from_secs(cfg.hold_secs);
-        loop {
-            tokio::time::sleep(APPROVAL_POLL).await;
-            let cur = gw.store.get_approval(&id).await.map_err(store_err)?;
-            match cur.status {
-                ApprovalStatus::Approved => {
-                    self.trail.note(format!("approved by {} (approval {id})", cur.approvers.join(" and ")));
-                    return Ok(id);
-                }
-                ApprovalStatus::Denied => {
-                    let by = cur.decided_by.unwrap_or_default();
-                    let why = cur.decision_reason.filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default();
-                    return Err(Refusal::ApprovalRefused(format!("denied: approval {id} was refused by {by}{why}")));
-                }
-                ApprovalStatus::Pending if now_ms() > cur.expires_ms => {
-                    let _ = gw.store.expire_approval(&id).await;
-                    return Err(Refusal::ApprovalRefused(format!("denied: no decision on approval {id} before it expired (timeout = deny)")));
-                }
-                // A stopping gateway answers held calls now (they stay
-                // pending) instead of holding its shutdown.
-                ApprovalStatus::Pending if Instant::now() >= hold_until || gw.shutting_down() => {
-                    let expires_in_secs = (cur.expires_ms - now_ms()).max(0) / 1000;
-                    return Err(Refusal::Pending { approval: id, reason: reason.to_string(), expires_in_secs });
-                }
-                ApprovalStatus::Pending => {}
-                ApprovalStatus::Expired | ApprovalStatus::Used => {
-                    return Err(Refusal::ApprovalRefused(format!("denied: approval {id} is {}", cur.status)));
-                }
-            }
-        }
+        Ok(held.id)
     }
 
     /// Authorize an approved call again as it is released: the hold lasted

@@ -288,11 +288,14 @@ pub(crate) struct Pipeline<'a> {
     pub(crate) now: i64,
     pub(crate) trail: Trail,
     outcome: Outcome,
+    /// A pending approval this call goes on waiting for (the client came
+    /// back with it, sealed), rather than asking for another.
+    pub(crate) resumes: Option<String>,
 }
 
 impl<'a> Pipeline<'a> {
     pub(crate) fn new(gw: &'a Gateway, auth: &'a Authenticated, now: i64, trail: Trail) -> Self {
-        Self { gw, auth, now, trail, outcome: Outcome::default() }
+        Self { gw, auth, now, trail, outcome: Outcome::default(), resumes: None }
     }
 
     /// Resolve a federated tool name (`SERVER__TOOL`) and its arguments for

@@ -83,6 +83,8 @@ struct Call<'a> {
     /// What a request of the stateless revision declared (its results get
     /// that revision's envelope).
     modern: Option<Modern>,
+    /// The pending approval a stateless client's retry comes back for.
+    resumes: Option<String>,
 }
 
 impl Call<'_> {
@@ -142,7 +144,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         return refused;
     }
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
-    let mut call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace, modern: None };
+    let mut call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace, modern: None, resumes: None };
     let null = Value::Null;
     if let Some(why) = gw.registry_stale() {
         let ev = call.event(EventKind::McpRequest, None, None, Verdict::Deny, Some(why.clone()));
@@ -258,6 +260,7 @@ impl Call<'_> {
             now: self.now,
             trace: self.trace,
             modern: self.modern,
+            resumes: self.resumes.clone(),
             auth,
             id,
             method: method.into(),
@@ -281,7 +284,11 @@ async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth
         "server/discover" => discover(call, &auth, &id).await,
         "tools/list" => list_tools(call, &auth, &id).await,
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => match retried(call, &auth, method, params) {
-            Ok(params) => dispatch(call.relayed(gw, auth, id, method, params, caller), headers).await,
+            Ok((params, resumes)) => {
+                let mut r = call.relayed(gw, auth, id, method, params, caller);
+                r.resumes = resumes;
+                dispatch(r, headers).await
+            }
             Err(r) => refuse_stateless(call, &auth, method, &id, r).await,
         },
         "resources/list" => list_catalog(call, &auth, &id, &params, &caller, Listing::Resources).await,
@@ -312,13 +319,14 @@ async fn refuse_stateless(call: &Call<'_>, auth: &Authenticated, method: &str, i
 /// are dropped, as a server ignores what it did not ask for (it then asks
 /// again). They are refused when they carry a credential (the server
 /// asked for it; the gateway does not hand it over).
-fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Value) -> Result<Value, modern::Rejection> {
+/// The approval the state was sealed with comes back beside them.
+fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Value) -> Result<(Value, Option<String>), modern::Rejection> {
     let sealed = match params.get("requestState") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(modern::malformed("params.requestState must be a string")),
     };
-    let Some(p) = params.as_object_mut() else { return Ok(params) };
+    let Some(p) = params.as_object_mut() else { return Ok((params, None)) };
     let responses = p.remove("inputResponses").filter(|r| !r.is_null());
     p.remove("requestState");
     let state = match sealed {
@@ -346,10 +354,11 @@ fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Valu
         }
         (Some(_), Some(_)) => return Err(modern::malformed("params.inputResponses must be an object")),
     }
-    if let Some(upstream) = state.and_then(|s| s.upstream) {
+    let (upstream, resumes) = state.map_or((None, None), |s| (s.upstream, s.approval));
+    if let Some(upstream) = upstream {
         params["requestState"] = upstream.into();
     }
-    Ok(params)
+    Ok((params, resumes))
 }
 
 /// The server a tool call, prompt or resource read goes to, as the
@@ -607,6 +616,7 @@ fn granted_any(auth: &Authenticated, server: &str) -> bool {
 async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller, relay: Exchange) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, "call_tool", auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
+    pipeline.resumes = call.resumes.clone();
     let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
         let sent = with_meta(call.gw, json!({ "name": t.name, "arguments": args }), params);
         let mut r = Relaying { call, auth, caller: &caller, params, exchange: &relay }.send(upstream, t, "tools/call", sent).await?;
@@ -614,7 +624,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
         Ok(r)
     };
     let answer = pipeline.tool_call(params.get("name").and_then(Value::as_str), params.get("arguments"), forward).await;
-    answer_of(call, pipeline, answer, id).await
+    answer_of(call, pipeline, answer, (id, "tools/call", params)).await
 }
 
 /// A resource read, a prompt or a completion, through the enforcement core
@@ -625,6 +635,7 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller, relay: Exchange) -> Response {
     let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
+    pipeline.resumes = call.resumes.clone();
     let answer = match item_of(call.gw, method, params) {
         Err(why) => {
             // Counted like an unknown tool: free unless it is a flood.
@@ -673,7 +684,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
     {
         *code = codes::INVALID_PARAMS;
     }
-    answer_of(call, pipeline, answer, id).await
+    answer_of(call, pipeline, answer, (id, method, params)).await
 }
 
 /// "Resource not found" in MCP 2025-06-18 and 2025-11-25.
@@ -802,6 +813,7 @@ impl Relaying<'_> {
             server: upstream.config.name.clone(),
             asked: asked.keys().cloned().collect(),
             upstream: r.get("requestState").and_then(Value::as_str).map(str::to_string),
+            approval: None,
             expires: now_secs() + modern::RequestState::LIFETIME_SECS,
         };
         r["requestState"] = state.seal(&call.gw.cursor_key, auth.claims.agent()).into();
@@ -819,10 +831,18 @@ fn refused_by_gateway(upstream: &crate::Upstream, why: String) -> UpstreamError 
 }
 
 /// Record a call that went through the pipeline, and answer it as JSON-RPC.
-async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value, Stopped>, id: &Value) -> Response {
+/// `request` is the client's: its id, method and params.
+async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value, Stopped>, request: (&Value, &str, &Value)) -> Response {
+    let (id, method, params) = request;
     let ev = pipeline.trail.record(answer.as_ref().err());
     let (status, body) = match &answer {
         Ok(r) => (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": r })),
+        Err(Stopped::Refused(Refusal::Pending { approval, reason, .. }))
+            if call.modern.is_some_and(|m| m.offers.elicitation_url) && modern::takes_input(method) =>
+        {
+            let result = approval_asked(call, pipeline.auth, method, params, approval, reason);
+            (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }))
+        }
         Err(Stopped::Refused(r)) => render(r, id, &call.corr, &ev.policies),
         // The upstream's own JSON-RPC error, passed through (in the
         // stateless revision the specification's own errors, such as a
@@ -856,6 +876,32 @@ async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value
         }
         _ => resp,
     }
+}
+
+/// A call held for a human's approval, for a client of the stateless
+/// revision that takes URL elicitation: an MRTR answer whose input request
+/// sends the user to the approvals (the host shows it natively), with a
+/// sealed state naming the approval, so that the retry waits for that one
+/// (and goes through once it is approved) rather than asking again.
+fn approval_asked(call: &Call<'_>, auth: &Authenticated, method: &str, params: &Value, approval: &str, reason: &str) -> Value {
+    let state = modern::RequestState {
+        method: method.to_string(),
+        name: modern::request_name(method, params).to_string(),
+        server: server_of(call.gw, method, params).unwrap_or_default(),
+        asked: Vec::new(),
+        upstream: None,
+        approval: Some(approval.to_string()),
+        expires: call.now + modern::RequestState::LIFETIME_SECS,
+    };
+    let message = format!(
+        "This call needs a human's approval (approval {approval}: {reason}). An approver decides it on the Warden dashboard; retry once it is decided."
+    );
+    let url = format!("{}/dashboard", call.gw.config.issuer);
+    json!({
+        "resultType": "input_required",
+        "inputRequests": { "warden_approval": { "method": "elicitation/create", "params": { "mode": "url", "message": message, "url": url } } },
+        "requestState": state.seal(&call.gw.cursor_key, auth.claims.agent()),
+    })
 }
 
 /// A refusal as JSON-RPC: its code, the HTTP status, and data naming the

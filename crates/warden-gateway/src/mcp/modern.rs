@@ -185,6 +185,10 @@ pub(crate) struct RequestState {
     /// The upstream's state, as it gave it.
     #[serde(rename = "s", skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// The approval the call is held for, when it is the gateway that asked
+    /// (the retry waits for that one rather than asking again).
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// Unix seconds after which it is refused.
     #[serde(rename = "e")]
     pub expires: i64,
@@ -441,6 +445,7 @@ mod tests {
             server: "crm".into(),
             asked: vec!["q".into()],
             upstream: Some("up".into()),
+            approval: None,
             expires: 100,
         };
         let sealed = s.seal(&key, "a");

@@ -31,6 +31,8 @@ pub(super) struct Dispatched {
     pub(super) now: i64,
     pub(super) trace: Option<([u8; 16], [u8; 8])>,
     pub(super) modern: Option<Modern>,
+    /// The pending approval a stateless client's retry comes back for.
+    pub(super) resumes: Option<String>,
     pub(super) auth: Authenticated,
     pub(super) id: Value,
     pub(super) method: String,
@@ -42,7 +44,15 @@ impl Dispatched {
     /// Run it to its answer, cancellable by its client while it runs, its
     /// progress sent to `progress`.
     pub(super) async fn run(self, progress: Option<mpsc::Sender<Relayed>>) -> Response {
-        let call = Call { gw: &self.gw, corr: self.corr.clone(), start: self.start, now: self.now, trace: self.trace, modern: self.modern };
+        let call = Call {
+            gw: &self.gw,
+            corr: self.corr.clone(),
+            start: self.start,
+            now: self.now,
+            trace: self.trace,
+            modern: self.modern,
+            resumes: self.resumes.clone(),
+        };
         let cancellable = self.cancel_key().map(|key| self.gw.cancels.start(&key, &self.id));
         let relay = Exchange { progress, cancel: cancellable.as_ref().map(|c| c.token.clone()) };
         match self.method.as_str() {
