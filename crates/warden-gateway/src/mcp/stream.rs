@@ -60,9 +60,7 @@ impl Dispatched {
             method => request_item(&call, &self.auth, &self.id, method, &self.params, self.caller.clone(), relay).await,
         }
     }
-}
 
-impl Dispatched {
     /// Where the request's cancellation is registered: its session, or, in
     /// the stateless revision (whose agent's clients all share one upstream
     /// session), the request alone, so that no other request of the agent
