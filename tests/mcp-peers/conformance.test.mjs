@@ -390,3 +390,17 @@ test('a call held for approval is answered, in MCP 2026-07-28, with a URL elicit
   const plain = await stateless('tools/call', { name: 'test_simple_text', arguments: { amount: 7000 } });
   assert.equal(plain.body.error?.code, -32002, JSON.stringify(plain.body));
 });
+
+test('the official Python SDK in its default mode speaks MCP 2026-07-28 through warden connect, MRTR included', () => {
+  const PYTHON = process.env.WARDEN_PYTHON ?? join(here, '../../target/py-peers/bin/python');
+  const out = execFileSync(PYTHON, [join(here, '../py-peers/modern_client.py'), WARDEN, gw.base, agent, agentKey], { encoding: 'utf8', timeout: 60000 });
+  const seen = JSON.parse(out.trim().split('\n').pop());
+  assert.equal(seen.protocol_version, '2026-07-28', 'the SDK found the gateway modern with server/discover');
+  assert.equal(seen.server, 'warden-gateway');
+  assert.ok(seen.tools.includes('test_input_required_result_elicitation'), JSON.stringify(seen.tools));
+  assert.deepEqual(seen.progress, [0, 50, 100], 'progress arrives on the call\'s stream');
+  assert.match(seen.with_progress, /executed successfully/);
+  assert.deepEqual(seen.asked, ['What is your name?'], 'the upstream\'s input request reached the SDK\'s elicitation callback');
+  assert.equal(seen.greeted, 'Hello, Ada!');
+  assert.match(seen.mirrored, /São Paulo/, 'the SDK mirrored the argument into Mcp-Param-Region, encoded, and the gateway checked it');
+});
