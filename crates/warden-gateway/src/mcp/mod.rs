@@ -216,11 +216,8 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         Ok(sid) => sid,
         Err((status, message)) => return respond(status, rpc_error(&id, codes::INVALID_REQUEST, message, None), &call.corr),
     };
-    if let Some(v) = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok())
-        && !SUPPORTED_VERSIONS.contains(&v)
-    {
-        return respond(StatusCode::BAD_REQUEST, rpc_error(&id, codes::INVALID_REQUEST, &format!("unsupported MCP-Protocol-Version {v}"), None), &call.corr);
-    }
+    // (A version header naming no session revision was answered above, as
+    // the stateless revision answers it: -32022 with the versions spoken.)
     if notification {
         // A cancellation reaches its request if it is still in flight in
         // this session (too late is fine: the spec allows the race).
