@@ -15,7 +15,7 @@ use std::sync::Arc;
 use warden_core::{EventKind, TargetKind, Verdict};
 
 pub(super) async fn list_tools(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
-    let tools = enforce::visible_tools(call.gw, auth, call.now);
+    let tools = enforce::visible_tools(call.gw, auth, call.ctx.now);
     let ev = call.event(EventKind::ToolList, Some(auth), Some("tools/list"), Verdict::Allow, Some(format!("{} tools visible", tools.len())));
     call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": { "tools": tools } }), id).await
 }
@@ -79,7 +79,7 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
                 return respond(
                     StatusCode::OK,
                     rpc_error(id, codes::INVALID_PARAMS, "invalid cursor: pass nextCursor exactly as a previous page returned it", None),
-                    &call.corr,
+                    &call.ctx.corr,
                 );
             }
         },
@@ -120,7 +120,7 @@ pub(super) async fn list_catalog(call: &Call<'_>, auth: &Authenticated, id: &Val
             Ok(page) => {
                 let listed = page.get(l.key()).and_then(Value::as_array).cloned().unwrap_or_default();
                 let name_of = |v: &Value| v.get(l.name_field()).and_then(Value::as_str).map(|n| n.to_string());
-                let shown = enforce::visible_items(call.gw, auth, up, l.kind(), listed, |v| v.get(l.name_field()).and_then(Value::as_str), call.now);
+                let shown = enforce::visible_items(call.gw, auth, up, l.kind(), listed, |v| v.get(l.name_field()).and_then(Value::as_str), call.ctx.now);
                 for mut item in shown {
                     let name = name_of(&item).expect("visible items have names");
                     // Listed under a name only if the name reads back as this

@@ -74,6 +74,13 @@ fn with_challenge(mut resp: Response, status: StatusCode, challenge: &str) -> Re
 /// Per-request context of the MCP front door.
 struct Call<'a> {
     gw: &'a Gateway,
+    ctx: Context,
+}
+
+/// What the front door knows of a request besides the gateway: owned, so
+/// that a request relayed upstream ([`stream::Dispatched`]) carries it.
+#[derive(Clone)]
+struct Context {
     corr: String,
     /// When the request arrived.
     start: Instant,
@@ -92,22 +99,22 @@ impl Call<'_> {
     /// opened, a listing, a request refused before it was understood).
     fn event(&self, kind: EventKind, auth: Option<&Authenticated>, action: Option<&str>, decision: Verdict, reason: Option<String>) -> AuditEvent {
         let mut ev = match auth {
-            Some(a) => Trail::new(kind, &self.corr, action.unwrap_or_default(), a, self.start).into_event(kind, decision, reason),
-            None => AuditEvent { kind: Some(kind), correlation_id: Some(self.corr.clone()), decision, reason, ..Default::default() },
+            Some(a) => Trail::new(kind, &self.ctx.corr, action.unwrap_or_default(), a, self.ctx.start).into_event(kind, decision, reason),
+            None => AuditEvent { kind: Some(kind), correlation_id: Some(self.ctx.corr.clone()), decision, reason, ..Default::default() },
         };
         ev.action = action.map(String::from);
-        ev.latency_us = Some(self.start.elapsed().as_micros() as u64);
+        ev.latency_us = Some(self.ctx.start.elapsed().as_micros() as u64);
         ev
     }
 
     /// Audit, then answer; if the audit write fails, the answer is an error.
     async fn finish(&self, ev: AuditEvent, status: StatusCode, mut body: Value, id: &Value) -> Response {
-        if let (Some(m), Some(r)) = (&self.modern, body.get_mut("result")) {
+        if let (Some(m), Some(r)) = (&self.ctx.modern, body.get_mut("result")) {
             m.envelope(r);
         }
-        match enforce::record(self.gw, ev, self.trace).await {
-            Ok(()) => respond(status, body, &self.corr),
-            Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, &e.to_string(), None), &self.corr),
+        match enforce::record(self.gw, ev, self.ctx.trace).await {
+            Ok(()) => respond(status, body, &self.ctx.corr),
+            Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, &e.to_string(), None), &self.ctx.corr),
         }
     }
 }
@@ -144,13 +151,13 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         return refused;
     }
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(crate::telemetry::parse_traceparent);
-    let mut call = Call { gw: &gw, corr: correlation_id(), start: Instant::now(), now: now_secs(), trace, modern: None, resumes: None };
+    let mut call = Call { gw: &gw, ctx: Context { corr: correlation_id(), start: Instant::now(), now: now_secs(), trace, modern: None, resumes: None } };
     let null = Value::Null;
     if let Some(why) = gw.registry_stale() {
         let ev = call.event(EventKind::McpRequest, None, None, Verdict::Deny, Some(why.clone()));
         return call.finish(ev, StatusCode::SERVICE_UNAVAILABLE, rpc_error(&null, codes::INTERNAL, &why, None), &null).await;
     }
-    let auth = match authenticate(&gw, &headers, "POST", peer, cert.as_ref(), call.now).await {
+    let auth = match authenticate(&gw, &headers, "POST", peer, cert.as_ref(), call.ctx.now).await {
         Ok(a) => a,
         Err(resp) => return *resp,
     };
@@ -181,7 +188,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
             {
                 answer_relayed(&gw, &session, &id.to_value(), result, error);
             }
-            return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+            return respond(StatusCode::ACCEPTED, Value::Null, &call.ctx.corr);
         }
     };
     let notification = id.is_none();
@@ -193,18 +200,18 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
     if let Some(k) = gw.kill_covering(&auth, None) {
         let mut ev = call.event(EventKind::McpRequest, Some(&auth), Some(method), Verdict::Deny, Some(k.describe()));
         ev.policies = vec![k.policy_id()];
-        let body = rpc_error(&id, codes::DENIED, &Refusal::Killed(k).message(), Some(json!({ "correlation_id": call.corr })));
+        let body = rpc_error(&id, codes::DENIED, &Refusal::Killed(k).message(), Some(json!({ "correlation_id": call.ctx.corr })));
         return call.finish(ev, StatusCode::FORBIDDEN, body, &id).await;
     }
 
     if modern::is_modern(&headers, &params) {
         if notification {
             // This revision defines none over HTTP; nothing to do.
-            return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+            return respond(StatusCode::ACCEPTED, Value::Null, &call.ctx.corr);
         }
         let schema = (method == "tools/call").then(|| tool_schema(&gw, &params)).flatten();
         match modern::admit(&headers, method, &params, schema.as_ref()) {
-            Ok(m) => call.modern = Some(m),
+            Ok(m) => call.ctx.modern = Some(m),
             Err(r) => return refuse_stateless(&call, &auth, method, &id, r).await,
         }
         return stateless(&gw, &call, &headers, auth, id, method, params).await;
@@ -214,7 +221,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
     }
     let session = match session_for(&gw, &headers, &auth) {
         Ok(sid) => sid,
-        Err((status, message)) => return respond(status, rpc_error(&id, codes::INVALID_REQUEST, message, None), &call.corr),
+        Err((status, message)) => return respond(status, rpc_error(&id, codes::INVALID_REQUEST, message, None), &call.ctx.corr),
     };
     // (A version header naming no session revision was answered above, as
     // the stateless revision answers it: -32022 with the versions spoken.)
@@ -227,10 +234,10 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
             gw.cancels.cancel(session, request);
         }
         // Notifications need no answer.
-        return respond(StatusCode::ACCEPTED, Value::Null, &call.corr);
+        return respond(StatusCode::ACCEPTED, Value::Null, &call.ctx.corr);
     }
     match method {
-        "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.corr),
+        "ping" => respond(StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": {} }), &call.ctx.corr),
         "tools/list" => list_tools(&call, &auth, &id).await,
         "tools/call" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "prompts/get" | "completion/complete" => {
             dispatch(call.relayed(&gw, auth, id, method, params, session), &headers).await
@@ -242,7 +249,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
         other => respond(
             StatusCode::OK,
             rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway"), None),
-            &call.corr,
+            &call.ctx.corr,
         ),
     }
 }
@@ -250,20 +257,7 @@ async fn process_post(gw: Arc<Gateway>, peer: SocketAddr, cert: Option<PeerCerti
 impl Call<'_> {
     /// This request, owned, to relay to an upstream in `caller`'s sessions.
     fn relayed(&self, gw: &Arc<Gateway>, auth: Authenticated, id: Value, method: &str, params: Value, caller: Caller) -> Dispatched {
-        Dispatched {
-            gw: gw.clone(),
-            corr: self.corr.clone(),
-            start: self.start,
-            now: self.now,
-            trace: self.trace,
-            modern: self.modern,
-            resumes: self.resumes.clone(),
-            auth,
-            id,
-            method: method.into(),
-            params,
-            caller,
-        }
+        Dispatched { gw: gw.clone(), ctx: self.ctx.clone(), auth, id, method: method.into(), params, caller }
     }
 }
 
@@ -283,7 +277,7 @@ async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => match retried(call, &auth, method, params) {
             Ok((params, resumes)) => {
                 let mut r = call.relayed(gw, auth, id, method, params, caller);
-                r.resumes = resumes;
+                r.ctx.resumes = resumes;
                 dispatch(r, headers).await
             }
             Err(r) => refuse_stateless(call, &auth, method, &id, r).await,
@@ -296,7 +290,7 @@ async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth
         other => respond(
             StatusCode::NOT_FOUND,
             rpc_error(&id, codes::METHOD_NOT_FOUND, &format!("method {other} is not available through the Warden gateway in MCP {}", modern::VERSION), None),
-            &call.corr,
+            &call.ctx.corr,
         ),
     }
 }
@@ -331,7 +325,7 @@ fn retried(call: &Call<'_>, auth: &Authenticated, method: &str, mut params: Valu
         Some(sealed) => {
             let name = modern::request_name(method, &params);
             let server = server_of(call.gw, method, &params);
-            Some(modern::RequestState::open(&sealed, &call.gw.cursor_key, auth.claims.agent(), (method, name, server.as_deref()), call.now)?)
+            Some(modern::RequestState::open(&sealed, &call.gw.cursor_key, auth.claims.agent(), (method, name, server.as_deref()), call.ctx.now)?)
         }
     };
     match (responses, &state) {
@@ -466,7 +460,7 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     {
         let mut sessions = call.gw.sessions.lock();
         if sessions.open(sid.clone(), auth.claims.agent(), Instant::now()).is_err() {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.corr);
+            return respond(StatusCode::SERVICE_UNAVAILABLE, rpc_error(id, codes::INTERNAL, "too many open sessions; retry later", None), &call.ctx.corr);
         }
         sessions.set_offers(&sid, ClientOffers::of(params.get("capabilities").unwrap_or(&Value::Null)));
     }
@@ -588,7 +582,7 @@ async fn set_level(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
     const LEVELS: &[&str] = &["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
     let Some(level) = params.get("level").and_then(Value::as_str).filter(|l| LEVELS.contains(l)) else {
         let message = format!("logging/setLevel needs params.level, one of {}", LEVELS.join(", "));
-        return respond(StatusCode::OK, rpc_error(id, codes::INVALID_PARAMS, &message, None), &call.corr);
+        return respond(StatusCode::OK, rpc_error(id, codes::INVALID_PARAMS, &message, None), &call.ctx.corr);
     };
     let mut failed = Vec::new();
     for up in call.gw.upstreams.values().filter(|u| u.offers("logging") != Some(false) && granted_any(auth, &u.config.name)) {
@@ -611,9 +605,9 @@ fn granted_any(auth: &Authenticated, server: &str) -> bool {
 /// A `tools/call`, through the enforcement core; the upstream is called
 /// with the admitted arguments.
 async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &Value, caller: Caller, relay: Exchange) -> Response {
-    let trail = Trail::new(EventKind::ToolCall, &call.corr, "call_tool", auth, call.start);
-    let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
-    pipeline.resumes = call.resumes.clone();
+    let trail = Trail::new(EventKind::ToolCall, &call.ctx.corr, "call_tool", auth, call.ctx.start);
+    let mut pipeline = Pipeline::new(call.gw, auth, call.ctx.now, trail);
+    pipeline.resumes = call.ctx.resumes.clone();
     let forward = async |upstream: &crate::Upstream, t: &Target, args: Value| {
         let sent = with_meta(call.gw, json!({ "name": t.name, "arguments": args }), params);
         let mut r = Relaying { call, auth, caller: &caller, params, exchange: &relay }.send(upstream, t, "tools/call", sent).await?;
@@ -630,9 +624,9 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 /// completes as its arguments, and its suggestions are reviewed as an
 /// answer of that prompt or resource).
 async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller, relay: Exchange) -> Response {
-    let trail = Trail::new(EventKind::ToolCall, &call.corr, method, auth, call.start);
-    let mut pipeline = Pipeline::new(call.gw, auth, call.now, trail);
-    pipeline.resumes = call.resumes.clone();
+    let trail = Trail::new(EventKind::ToolCall, &call.ctx.corr, method, auth, call.ctx.start);
+    let mut pipeline = Pipeline::new(call.gw, auth, call.ctx.now, trail);
+    pipeline.resumes = call.ctx.resumes.clone();
     let answer = match item_of(call.gw, method, params) {
         Err(why) => {
             // Counted like an unknown tool: free unless it is a flood.
@@ -674,7 +668,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
     // The session revisions' "resource not found" is `-32602` in the
     // stateless one (SEP-2164); an upstream of theirs answers `-32002`.
     let mut answer = answer;
-    if call.modern.is_some()
+    if call.ctx.modern.is_some()
         && method == "resources/read"
         && let Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, .. })) = &mut answer
         && *code == LEGACY_RESOURCE_NOT_FOUND
@@ -761,13 +755,13 @@ struct Relaying<'r> {
 
 impl Relaying<'_> {
     async fn send(&self, upstream: &crate::Upstream, t: &Target, method: &str, sent: Value) -> Result<Value, UpstreamError> {
-        let r = match self.call.modern {
+        let r = match self.call.ctx.modern {
             Some(m) if upstream.speaks_stateless().await => return self.stateless(m, upstream, t, method, sent).await,
             _ => upstream.exchange(self.caller, method, sent, self.exchange).await?,
         };
         // Only a request of the stateless revision can be answered so (and
         // only there does the gateway decide on the input requests).
-        if self.call.modern.is_some() && r.get("resultType").and_then(Value::as_str) == Some("input_required") {
+        if self.call.ctx.modern.is_some() && r.get("resultType").and_then(Value::as_str) == Some("input_required") {
             return Err(refused_by_gateway(upstream, "an upstream of the session revisions answered input_required".into()));
         }
         Ok(r)
@@ -800,7 +794,7 @@ impl Relaying<'_> {
             let what = request.get("method").and_then(Value::as_str).unwrap_or_default();
             let its = request.get("params").cloned().unwrap_or_default();
             m.offers.admit(what, &its).map_err(|why| refused(format!("the server asked the client ({key:?}) for what it did not declare: {why}")))?;
-            stream::relay_decision(call.gw, auth, &call.corr, subject.as_ref(), what, &its)
+            stream::relay_decision(call.gw, auth, &call.ctx.corr, subject.as_ref(), what, &its)
                 .await
                 .map_err(|why| refused(format!("the server's input request {key:?} ({what}): {why}")))?;
         }
@@ -835,24 +829,24 @@ async fn answer_of(call: &Call<'_>, pipeline: Pipeline<'_>, answer: Result<Value
     let (status, body) = match &answer {
         Ok(r) => (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": r })),
         Err(Stopped::Refused(Refusal::Pending { approval, reason, .. }))
-            if call.modern.is_some_and(|m| m.offers.elicitation_url) && modern::takes_input(method) =>
+            if call.ctx.modern.is_some_and(|m| m.offers.elicitation_url) && modern::takes_input(method) =>
         {
             let result = approval_asked(call, pipeline.auth, method, params, approval, reason);
             (StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }))
         }
-        Err(Stopped::Refused(r)) => render(r, id, &call.corr, &ev.policies),
+        Err(Stopped::Refused(r)) => render(r, id, &call.ctx.corr, &ev.policies),
         // The upstream's own JSON-RPC error, passed through (in the
         // stateless revision the specification's own errors, such as a
         // missing client capability, are HTTP 400s).
         Err(Stopped::UpstreamFailed(UpstreamError::Rpc { code, message, data, .. })) => match *code {
             // A missing client capability is the client's to know about.
-            codes::MISSING_CLIENT_CAPABILITY if call.modern.is_some() => {
+            codes::MISSING_CLIENT_CAPABILITY if call.ctx.modern.is_some() => {
                 (StatusCode::BAD_REQUEST, rpc_error(id, *code, message, data.as_ref().map(|d| (**d).clone())))
             }
             // The upstream refusing the gateway's own headers or version
             // says nothing about the client's request: not passed off as the
             // gateway's answer to it.
-            c if call.modern.is_some() && (-32099..=-32020).contains(&c) => {
+            c if call.ctx.modern.is_some() && (-32099..=-32020).contains(&c) => {
                 (StatusCode::OK, rpc_error(id, codes::INTERNAL, &format!("the upstream refused the gateway's request ({c}): {message}"), None))
             }
             c => (StatusCode::OK, rpc_error(id, c, message, data.as_ref().map(|d| (**d).clone()))),
@@ -888,7 +882,7 @@ fn approval_asked(call: &Call<'_>, auth: &Authenticated, method: &str, params: &
         asked: Vec::new(),
         upstream: None,
         approval: Some(approval.to_string()),
-        expires: call.now + modern::RequestState::LIFETIME_SECS,
+        expires: call.ctx.now + modern::RequestState::LIFETIME_SECS,
     };
     let message = format!(
         "This call needs a human's approval (approval {approval}: {reason}). An approver decides it on the Warden dashboard; retry once it is decided."

@@ -6,7 +6,7 @@
 //! `_meta` that may go upstream.
 
 use super::modern::{self, Modern};
-use super::{Call, call_tool, codes, item_of, request_item};
+use super::{Call, Context, call_tool, codes, item_of, request_item};
 use crate::authn::Authenticated;
 use crate::enforce::{self, Trail};
 use crate::state::Gateway;
@@ -26,13 +26,7 @@ use warden_core::{EventKind, TargetKind, Verdict};
 /// streams to the client.
 pub(super) struct Dispatched {
     pub(super) gw: Arc<Gateway>,
-    pub(super) corr: String,
-    pub(super) start: Instant,
-    pub(super) now: i64,
-    pub(super) trace: Option<([u8; 16], [u8; 8])>,
-    pub(super) modern: Option<Modern>,
-    /// The pending approval a stateless client's retry comes back for.
-    pub(super) resumes: Option<String>,
+    pub(super) ctx: Context,
     pub(super) auth: Authenticated,
     pub(super) id: Value,
     pub(super) method: String,
@@ -44,15 +38,7 @@ impl Dispatched {
     /// Run it to its answer, cancellable by its client while it runs, its
     /// progress sent to `progress`.
     pub(super) async fn run(self, progress: Option<mpsc::Sender<Relayed>>) -> Response {
-        let call = Call {
-            gw: &self.gw,
-            corr: self.corr.clone(),
-            start: self.start,
-            now: self.now,
-            trace: self.trace,
-            modern: self.modern,
-            resumes: self.resumes.clone(),
-        };
+        let call = Call { gw: &self.gw, ctx: self.ctx.clone() };
         let cancellable = self.cancel_key().map(|key| self.gw.cancels.start(&key, &self.id));
         let relay = Exchange { progress, cancel: cancellable.as_ref().map(|c| c.token.clone()) };
         match self.method.as_str() {
@@ -67,7 +53,7 @@ impl Dispatched {
     /// under the same id can be cancelled with it.
     fn cancel_key(&self) -> Option<String> {
         let Caller::Session { session, .. } = &self.caller else { return None };
-        Some(if self.modern.is_some() { format!("{session} {}", self.corr) } else { session.clone() })
+        Some(if self.ctx.modern.is_some() { format!("{session} {}", self.ctx.corr) } else { session.clone() })
     }
 }
 
@@ -80,8 +66,8 @@ impl Dispatched {
 /// revision closing the stream is how a client cancels (it has no
 /// `notifications/cancelled`), so the request is cancelled upstream.
 pub(super) async fn with_progress(r: Dispatched) -> Response {
-    let (gw, corr, id) = (r.gw.clone(), r.corr.clone(), r.id.clone());
-    let cancel_on_close = r.modern.and(r.cancel_key());
+    let (gw, corr, id) = (r.gw.clone(), r.ctx.corr.clone(), r.id.clone());
+    let cancel_on_close = r.ctx.modern.and(r.cancel_key());
     let passing = Passing {
         gw: gw.clone(),
         auth: r.auth.clone(),
@@ -91,7 +77,7 @@ pub(super) async fn with_progress(r: Dispatched) -> Response {
             Caller::Gateway => None,
         },
         subject: subject_of(&gw, &r.method, &r.params),
-        modern: r.modern,
+        modern: r.ctx.modern,
     };
     // Bounded: a client that does not keep up misses progress rather than
     // the gateway holding it all (see `upstream::Progress`).
