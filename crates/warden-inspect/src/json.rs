@@ -20,6 +20,10 @@ pub struct JsonFinding {
 pub struct JsonScan {
     pub findings: Vec<JsonFinding>,
     pub summary: Findings,
+    /// Whether the summary's injection score weighs the word model in (see
+    /// [`crate::InspectConfig::word_model`]).
+    #[serde(skip)]
+    word_model: bool,
 }
 
 impl JsonScan {
@@ -32,7 +36,7 @@ impl JsonScan {
 
     fn summarize(&mut self) {
         let all: Vec<Finding> = self.findings.iter().map(|f| f.finding.clone()).collect();
-        let mut summary = Findings { injection_score: (injection::score(&all) * 100.0).round() as i64, ..Default::default() };
+        let mut summary = Findings { injection_score: (injection::score(&all, self.word_model) * 100.0).round() as i64, ..Default::default() };
         for f in &all {
             match f.detector {
                 Detector::Pii => {
@@ -65,7 +69,7 @@ impl Inspector {
         let mut out = Vec::new();
         let mut path = String::new();
         self.walk(v, &mut path, None, 0, &mut out);
-        let mut scan = JsonScan { findings: out, summary: Findings::default() };
+        let mut scan = JsonScan { findings: out, summary: Findings::default(), word_model: self.config.word_model };
         scan.summarize();
         scan
     }

@@ -14,6 +14,7 @@ pub mod eval;
 mod injection;
 mod joined;
 mod json;
+mod model;
 mod normalize;
 mod pii;
 mod poison;
@@ -30,7 +31,8 @@ pub use warden_core::Findings;
 
 use anchors::Anchors;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// The detector family a finding belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -78,8 +80,9 @@ pub struct Finding {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TextScan {
     pub findings: Vec<Finding>,
-    /// 0..1: independent injection signals combined as 1 - Π(1 - wᵢ), taking
-    /// the strongest signal of each kind.
+    /// 0..1: the strongest injection signal of each kind, weighed by the
+    /// fitted combination (see the `injection` module), or the rules' own
+    /// score where the word model is off.
     pub injection_score: f32,
 }
 
@@ -110,11 +113,19 @@ pub struct InspectConfig {
     /// Texts longer than this are scanned in windows of this size that
     /// overlap by [`WINDOW_OVERLAP`], so memory stays bounded.
     pub window_bytes: usize,
+    /// Whether the injection score is the fitted combination of the rules'
+    /// signals and the statistical word model (for data: tool results,
+    /// resources, notifications). Off, it is the rules' own score, for
+    /// texts in which the word model would find just what they are:
+    /// instructions or requests written for a model or a recipient (an MCP
+    /// prompt's messages, a server's sampling request, the arguments an
+    /// agent writes).
+    pub word_model: bool,
 }
 
 impl Default for InspectConfig {
     fn default() -> Self {
-        Self { secret_allowlist: HashSet::new(), max_decode_depth: 2, window_bytes: 1 << 20 }
+        Self { secret_allowlist: HashSet::new(), max_decode_depth: 2, window_bytes: 1 << 20, word_model: true }
     }
 }
 
@@ -124,7 +135,7 @@ pub const WINDOW_OVERLAP: usize = 4096;
 
 /// The scanners, built once (the keyword automaton) and shared.
 pub struct Inspector {
-    anchors: Anchors,
+    anchors: Arc<Anchors>,
     config: InspectConfig,
 }
 
@@ -142,7 +153,13 @@ impl Default for Inspector {
 
 impl Inspector {
     pub fn new(config: InspectConfig) -> Self {
-        Self { anchors: Anchors::build(), config }
+        Self { anchors: Arc::new(Anchors::build()), config }
+    }
+
+    /// The same scanners, judging injection by the rules alone (see
+    /// [`InspectConfig::word_model`]).
+    pub fn rules_only(&self) -> Self {
+        Self { anchors: Arc::clone(&self.anchors), config: InspectConfig { word_model: false, ..self.config.clone() } }
     }
 
     pub fn config(&self) -> &InspectConfig {
@@ -183,17 +200,39 @@ impl Inspector {
         }
         out.findings.sort_by_key(|f| (f.start, f.end));
         out.findings.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.kind == b.kind);
-        out.injection_score = injection::score(&out.findings);
+        out.injection_score = injection::score(&out.findings, self.config.word_model);
+        out
+    }
+
+    /// The strongest confidence of each kind of rule signal for injection in
+    /// `text` (the word model's left out): what the combination is fitted on.
+    pub fn rule_signals(&self, text: &str) -> BTreeMap<&'static str, f32> {
+        let mut out = BTreeMap::new();
+        for f in self.scan_text(text).of(Detector::Injection).filter(|f| f.kind != model::KIND) {
+            let w = out.entry(f.kind).or_insert(0.0f32);
+            *w = w.max(f.confidence);
+        }
         out
     }
 
     fn scan_window(&self, text: &str, depth: u8) -> TextScan {
         let mut t = text::Scanner::new(self, text, depth);
         t.run();
-        let findings = t.finish();
-        let injection_score = injection::score(&findings);
+        let mut findings = t.finish();
+        if let Some(f) = self.config.word_model.then(|| model::model().finding(text)).flatten() {
+            let at = findings.partition_point(|g| (g.start, g.end) <= (f.start, f.end));
+            findings.insert(at, f);
+        }
+        let injection_score = injection::score(&findings, self.config.word_model);
         TextScan { findings, injection_score }
     }
+}
+
+/// The word model's probability for `text` (its best window), which the
+/// injection score weighs with the rules' signals; for the benchmark.
+#[doc(hidden)]
+pub fn word_model_probability(text: &str) -> f32 {
+    model::model().best(text).map_or(0.0, |(_, _, p)| p)
 }
 
 /// One input through every entry point, checking the invariants the gateway

@@ -426,7 +426,11 @@ pub(crate) fn assignment(b: &[u8], kw_start: usize, kw_end: usize, kind: WordKin
         _ => (i, run_end(b, i, 257, |c| c > b' ' && !matches!(c, b',' | b';' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'(' | b')' | b'[' | b']' | b'{' | b'}'))),
     };
     let v = &b[v_start..v_end];
-    if v.len() > 256 || is_placeholder(v) || v.contains(&b' ') || names_fixture(name) || value_is_fixture(v) {
+    if v.len() > 256 || is_placeholder(v) || v.contains(&b' ') || names_fixture(name) || value_is_fixture(v) || labelled_digest(b, v_start, v) {
+        return None;
+    }
+    // Unquoted, the value may be code: `password = kwargs.pop("password")`.
+    if !matches!(b.get(i), Some(b'"' | b'\'' | b'`')) && code_expression(b, v_end, v) {
         return None;
     }
     let hex32 = v.len() >= 32 && v.iter().all(u8::is_ascii_hexdigit);
@@ -593,10 +597,42 @@ pub(crate) fn high_entropy_assignment(b: &[u8], sep: usize) -> Option<Hit> {
         return None;
     }
     let name = name_before(b, sep);
-    if name.len() < 2 || !name.iter().any(u8::is_ascii_alphabetic) || names_no_secret(name) || names_fixture(name) || value_is_fixture(v) || made_of_words(v) {
+    if name.len() < 2
+        || !name.iter().any(u8::is_ascii_alphabetic)
+        || names_no_secret(name)
+        || names_fixture(name)
+        || value_is_fixture(v)
+        || made_of_words(v)
+        || labelled_digest(b, i, v)
+    {
         return None;
     }
     Some(Hit { kind: "generic_secret", start: i, end: v_end, confidence: 0.5 })
+}
+
+/// A hex value of a digest's length with its algorithm or the word for a
+/// digest just before it: an SBOM's `{"alg": "SHA-256", "content": "…"}`,
+/// a lock file's checksum, `sha1 = …`.
+fn labelled_digest(b: &[u8], start: usize, v: &[u8]) -> bool {
+    const LABELS: &[&[u8]] = &[b"sha", b"md5", b"blake", b"digest", b"checksum", b"integrity", b"hash", b"\"alg\""];
+    matches!(v.len(), 32 | 40 | 56 | 64 | 96 | 128)
+        && v.iter().all(u8::is_ascii_hexdigit)
+        && LABELS.iter().any(|l| contains_ci(&b[start.saturating_sub(160)..start], l))
+}
+
+/// An unquoted value that is code, not a literal: a call
+/// (`kwargs.pop(…)`), a dotted path of identifiers (`self.cfg.password`,
+/// `hashes.SHA224`), or a snake_case variable (`proxy_auth`).
+fn code_expression(b: &[u8], v_end: usize, v: &[u8]) -> bool {
+    let ident = |seg: &[u8]| {
+        seg.len() <= 32 && seg.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') && seg.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    };
+    let call = b.get(v_end) == Some(&b'(') && ident(v.rsplit(|c| *c == b'.').next().unwrap_or(v));
+    // A module or object first (`self`, `hashes`): letters only, small.
+    let head = v.split(|c| *c == b'.').next().unwrap_or(v);
+    let dotted = v.contains(&b'.') && v.split(|c| *c == b'.').all(ident) && head.iter().all(|c| c.is_ascii_lowercase() || *c == b'_');
+    let snake = v.contains(&b'_') && v.iter().all(|c| c.is_ascii_lowercase() || *c == b'_');
+    call || dotted || snake
 }
 
 /// The name before the separator at `sep` (`NAME = `, `"name": `).
@@ -905,10 +941,18 @@ mod regressions {
             "mock_api_key = \"Zx8vQp2zNcMfWjR4tYu7\"",
             "TEST_TOKEN=0123456789abcdefABCDEF0123456789",
             "md5 9f86d081884c7d659a2feaa0c55ad015 of the upload",
+            r#"{"hashes": [{"alg": "SHA-256", "content": "33ca55ee147b1926dbea904f50fe4902494e97bc742205abbbf10c709e43bc3a"}]}"#,
+            "password = kwargs.pop(\"password\", None)",
+            "password = self.cfg.ssl_options.get",
+            "proxy_password = proxy_auth",
+            "ECDSA_WITH_SHA224_KEY: hashes.SHA224(),",
         ] {
             assert_eq!(secrets(t), [], "{t}");
         }
         assert_eq!(secrets("apiKey: Kp4Qx7Rm2Sn5Tb8Vw3YzKp4Q").len(), 1, "a generated key still is one");
+        assert_eq!(secrets("password = \"proxy_auth\"").len(), 1, "quoted, a value is a literal");
+        assert_eq!(secrets("DB_PASSWORD=s3cr3t.Pa55word").len(), 1, "a password with a dot is not code");
+        assert_eq!(secrets("api_key = 9f86d081884c7d659a2feaa0c55ad015c0ffee11").len(), 1, "hex without a digest's label is a key");
     }
 
     #[test]

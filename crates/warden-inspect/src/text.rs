@@ -223,8 +223,9 @@ impl<'a> Scanner<'a> {
             self.push(f.detector, f.kind, os, oe, f.confidence * 0.9);
         }
         // An injection decoded from an encoding is a signal of its own.
-        if let Some((s, e)) = payload.filter(|_| inner.injection_score >= crate::INJECTION_THRESHOLD) {
-            self.push(Detector::Injection, "encoded_payload", s, e, inner.injection_score.min(0.95));
+        let rules = crate::injection::rules_score(&inner.findings);
+        if let Some((s, e)) = payload.filter(|_| rules >= crate::INJECTION_THRESHOLD) {
+            self.push(Detector::Injection, "encoded_payload", s, e, rules.min(0.95));
         }
     }
 

@@ -621,12 +621,18 @@ pub enum InspectCmd {
         #[arg(long)]
         check: bool,
         /// Require these targets instead (DETECTOR.METRIC>=VALUE or <=VALUE;
-        /// METRIC: F1, precision, recall, FPR), e.g. --require secrets.F1>=0.90.
+        /// METRIC: F1, precision, recall, FPR), e.g. --require secrets.F1>=0.90;
+        /// DETECTOR[TEXT].METRIC judges only sources whose name contains TEXT.
         #[arg(long, value_name = "TARGET")]
         require: Vec<String>,
         /// Print up to 20 misses and false alarms per detector.
         #[arg(long)]
         examples: bool,
+        /// Also write, per injection-labelled sample, the strongest confidence
+        /// of each kind of rule signal (JSONL): what eval/train_injection.py
+        /// fits the combination on.
+        #[arg(long, value_name = "FILE")]
+        signals: Option<PathBuf>,
     },
     /// Scan a file (or stdin) and print the findings as JSON. A JSON
     /// document is scanned value by value, anything else as text.

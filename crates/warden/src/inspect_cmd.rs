@@ -20,9 +20,11 @@ fn excluded(detector: &str) -> &'static [&'static str] {
 }
 
 /// `DETECTOR.METRIC>=VALUE` or `DETECTOR.METRIC<=VALUE`; METRIC is F1,
-/// precision, recall or FPR.
+/// precision, recall or FPR. `DETECTOR[TEXT].METRIC…` judges only the
+/// sources whose name contains TEXT (`injection[heldout/].recall>=0.5`).
 struct Target {
     detector: String,
+    sources: Option<String>,
     metric: String,
     bound: f64,
     at_least: bool,
@@ -30,23 +32,35 @@ struct Target {
 
 impl Target {
     fn parse(s: &str) -> Result<Self> {
-        let bad = || anyhow::anyhow!("bad target {s:?}: write DETECTOR.METRIC>=VALUE or <=VALUE, e.g. secrets.F1>=0.95 or injection.FPR<=0.01");
+        let bad = || {
+            anyhow::anyhow!(
+                "bad target {s:?}: write DETECTOR.METRIC>=VALUE or <=VALUE, e.g. secrets.F1>=0.95, injection.FPR<=0.01 or injection[heldout/].recall>=0.5"
+            )
+        };
         let (lhs, bound, at_least) = match (s.split_once(">="), s.split_once("<=")) {
             (Some((l, v)), None) => (l, v, true),
             (None, Some((l, v))) => (l, v, false),
             _ => return Err(bad()),
         };
-        let (detector, metric) = lhs.trim().split_once('.').ok_or_else(bad)?;
+        let (detector, metric) = lhs.trim().rsplit_once('.').ok_or_else(bad)?;
         if !matches!(metric, "F1" | "precision" | "recall" | "FPR") {
             return Err(bad());
         }
-        Ok(Self { detector: detector.into(), metric: metric.into(), bound: bound.trim().parse().map_err(|_| bad())?, at_least })
+        let (detector, sources) = match detector.split_once('[') {
+            Some((d, rest)) => (d, Some(rest.strip_suffix(']').filter(|t| !t.is_empty()).ok_or_else(bad)?.to_string())),
+            None => (detector, None),
+        };
+        Ok(Self { detector: detector.into(), sources, metric: metric.into(), bound: bound.trim().parse().map_err(|_| bad())?, at_least })
     }
 
     /// The measured value, or why there is none.
     fn measure(&self, r: &Report) -> Result<f64, String> {
         let d = r.detectors.get(&self.detector).ok_or_else(|| format!("{}: no samples labelled for it in the dataset", self.detector))?;
-        let c = Counts::sum(d.sources.iter(), excluded(&self.detector));
+        let picked: Vec<_> = d.sources.iter().filter(|(k, _)| self.sources.as_ref().is_none_or(|t| k.contains(t.as_str()))).collect();
+        if picked.is_empty() {
+            return Err(format!("{}: no source of the dataset matches [{}]", self.detector, self.sources.as_deref().unwrap_or_default()));
+        }
+        let c = Counts::sum(picked.into_iter(), excluded(&self.detector));
         Ok(match self.metric.as_str() {
             "F1" => c.f1(),
             "precision" => c.precision(),
@@ -59,16 +73,21 @@ impl Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let without = if excluded(&self.detector).is_empty() { String::new() } else { format!(" (without {})", excluded(&self.detector).join(", ")) };
-        write!(f, "{}{without} {} {} {}", self.detector, self.metric, if self.at_least { ">=" } else { "<=" }, self.bound)
+        let only = self.sources.as_ref().map(|t| format!(" [sources with {t:?}]")).unwrap_or_default();
+        write!(f, "{}{only}{without} {} {} {}", self.detector, self.metric, if self.at_least { ">=" } else { "<=" }, self.bound)
     }
 }
 
 pub fn run(cmd: &InspectCmd) -> Result<()> {
     match cmd {
-        InspectCmd::Eval { dataset, json, check, require, examples } => {
+        InspectCmd::Eval { dataset, json, check, require, examples, signals } => {
             let specs: Vec<&str> = if require.is_empty() { TARGETS.to_vec() } else { require.iter().map(String::as_str).collect() };
             let targets = if *check || !require.is_empty() { specs.into_iter().map(Target::parse).collect::<Result<Vec<_>>>()? } else { Vec::new() };
-            eval(dataset, *json, &targets, *examples)
+            let samples = load_all(dataset)?;
+            if let Some(out) = signals {
+                write_signals(&samples, out)?;
+            }
+            eval(&samples, *json, &targets, *examples)
         }
         InspectCmd::Scan { file } => scan(file.as_deref()),
         InspectCmd::Tools { file } => tools(file.as_deref()),
@@ -111,13 +130,29 @@ fn load(file: &Path) -> Result<Vec<Sample>> {
         .collect()
 }
 
-fn eval(paths: &[PathBuf], json: bool, targets: &[Target], examples: bool) -> Result<()> {
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Sample>> {
     let mut samples = Vec::new();
     for f in jsonl_files(paths)? {
         samples.extend(load(&f)?);
     }
+    Ok(samples)
+}
+
+/// One line per injection-labelled sample: `{"id", "signals": {KIND: confidence}}`.
+fn write_signals(samples: &[Sample], out: &Path) -> Result<()> {
     let ins = Inspector::default();
-    let report = evaluate(&ins, &samples);
+    let mut text = String::new();
+    for s in samples.iter().filter(|s| s.injection.is_some()) {
+        let line = serde_json::json!({ "id": s.id, "source": s.source, "signals": ins.rule_signals(&s.text) });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
+
+fn eval(samples: &[Sample], json: bool, targets: &[Target], examples: bool) -> Result<()> {
+    let ins = Inspector::default();
+    let report = evaluate(&ins, samples);
     let text = if json {
         serde_json::to_string_pretty(&report)?
     } else {
@@ -215,4 +250,36 @@ fn scan(file: Option<&Path>) -> Result<()> {
         }
     };
     print(&serde_json::to_string_pretty(&out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_inspect::eval::DetectorReport;
+
+    fn report(sources: &[(&str, Counts)]) -> Report {
+        let mut d = DetectorReport::default();
+        for (k, c) in sources {
+            d.sources.insert((*k).to_string(), *c);
+        }
+        let mut r = Report::default();
+        r.detectors.insert("injection".into(), d);
+        r
+    }
+
+    #[test]
+    fn a_target_judges_the_sources_it_names() {
+        let seen = Counts { tp: 9, fn_: 1, ..Default::default() };
+        let unseen = Counts { tp: 1, fn_: 3, negatives: 10, negatives_flagged: 1, ..Default::default() };
+        let r = report(&[("train/agentdojo", seen), ("heldout/garak", unseen)]);
+        let all = Target::parse("injection.recall>=0.5").unwrap();
+        assert!((all.measure(&r).unwrap() - 10.0 / 14.0).abs() < 1e-9);
+        let held = Target::parse("injection[heldout/].recall>=0.5").unwrap();
+        assert!((held.measure(&r).unwrap() - 0.25).abs() < 1e-9);
+        assert!(held.to_string().contains("heldout/"), "{held}");
+        assert!(Target::parse("injection[nothing].FPR<=0.1").unwrap().measure(&r).is_err(), "no source matches: an error, not 0");
+        for bad in ["injection[].recall>=1", "injection[x.recall>=1", "injection.accuracy>=1", "injection.recall=1"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -276,7 +276,7 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream) {
     // the raw target, the scanners also decode what they recognise. An IP
     // literal is the allowlist's business, not data (it reads as PII).
     let literal = host.parse::<IpAddr>().ok().and_then(|_| args.as_object_mut()?.remove("host"));
-    let mut scan = gw.inspector.scan_json(&args);
+    let mut scan = gw.rules_only.scan_json(&args);
     if let Some(h) = literal {
         args["host"] = h;
     }

@@ -399,9 +399,10 @@ impl<'a> Pipeline<'a> {
     /// Scan the arguments for secrets, PII and injection, each string and
     /// across them (a key split over two arguments); for an
     /// exfiltration-capable tool also joined with what the agent recently
-    /// sent out that way (a card split over two calls).
+    /// sent out that way (a card split over two calls). Injection is judged
+    /// by the rules alone: an agent's arguments are written for a recipient.
     pub(crate) fn inspect(&mut self, target: &Target) -> Inspection {
-        let mut scan = self.gw.inspector.scan_arguments(&target.args);
+        let mut scan = self.gw.rules_only.scan_arguments(&target.args);
         if target.tool.exfil_capable {
             scan.merge(self.gw.exfil_check(self.auth.claims.agent(), &target.args));
         }
@@ -512,6 +513,8 @@ impl<'a> Pipeline<'a> {
         if let Some(k) = gw.kill_covering(self.auth, Some(&target.tool.tool)) {
             return Err(self.refusal(Refusal::Withheld(Withheld::Killed(k))));
         }
+        // A prompt's messages are instructions for the model by design.
+        let inspector = if target.kind == TargetKind::Prompt { &gw.rules_only } else { &gw.inspector };
         let scan = match result.get("resultType").and_then(Value::as_str) {
             // An interim MRTR answer's `requestState`, once the gateway
             // sealed it, is for its server to read back (opaque to the
@@ -526,9 +529,9 @@ impl<'a> Pipeline<'a> {
             {
                 let mut shown = result.clone();
                 shown.as_object_mut().map(|r| r.remove("requestState"));
-                gw.inspector.scan_json(&shown)
+                inspector.scan_json(&shown)
             }
-            _ => gw.inspector.scan_json(&result),
+            _ => inspector.scan_json(&result),
         };
         self.trail.findings.extend(finding_labels("result", &scan.summary));
         let policy = &permit.policy;

@@ -209,7 +209,8 @@ pub(super) async fn relay_decision(
     let Some((tool, kind, name)) = subject else {
         return Err("the request it came with is not one the gateway relays for".into());
     };
-    let findings = gw.inspector.scan_json(params).summary;
+    // A request of the client's model is instructions to it by design.
+    let findings = gw.rules_only.scan_json(params).summary;
     let asks = method == "elicitation/create" && enforce::asks_for_credentials(params);
     let mon = enforce::MonitorView { risk: i64::from(gw.monitor.risk(auth.claims.agent(), warden_core::clock::now_ms())), ..Default::default() };
     let ask = enforce::Ask::Relay { findings: &findings, method, asks_for_credentials: asks };

@@ -54,7 +54,15 @@ async fn mcp(axum::extract::State(up): axum::extract::State<Upstream>, headers: 
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(json!({ "error": { "message": "no answer" } }));
-            let text = answer["result"]["content"]["text"].as_str().or(answer["error"]["message"].as_str()).unwrap_or("no answer").to_string();
+            // A refusal by policy is answered with the policy it names, not
+            // echoed: the gateway's wording of it is prose a detector weighs.
+            let refused = answer["error"]["message"].as_str().map(|m| {
+                match ["injected-server-request", "no-credential-elicitation", "may not include context"].into_iter().find(|p| m.contains(p)) {
+                    Some(policy) => format!("the gateway declined ({policy})"),
+                    None => m.to_string(),
+                }
+            });
+            let text = answer["result"]["content"]["text"].as_str().map(str::to_string).or(refused).unwrap_or_else(|| "no answer".into());
             let reply = json!({ "jsonrpc": "2.0", "id": id, "result": { "content": [{ "type": "text", "text": text }] } });
             let _ = events.send(format!("event: message\ndata: {reply}\n\n")).await;
         });
@@ -242,12 +250,12 @@ async fn an_upstreams_sampling_request_reaches_a_client_that_offers_it_under_pol
         .await
         .unwrap();
     let text = resp.text().await.unwrap();
-    assert!(!text.contains("sampling/createMessage") && text.contains("refused by the Warden gateway") && text.contains("injected-server-request"), "{text}");
+    assert!(!text.contains("sampling/createMessage") && text.contains("the gateway declined (injected-server-request)"), "{text}");
     // Nor one that asks for context: through the gateway that is every
     // other server's data, flowing to the one that asked.
     let resp = post(json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "recorder__ask", "arguments": { "context": true } } }))
         .await
         .unwrap();
     let text = resp.text().await.unwrap();
-    assert!(text.contains("may not include context through the gateway"), "{text}");
+    assert!(text.contains("the gateway declined (may not include context)"), "{text}");
 }
