@@ -1,11 +1,13 @@
 //! The statistical prompt-injection detector, the second signal beside the
-//! rules of [`crate::injection`]: a logistic model over hashed counts of
-//! the words and word pairs in windows of a text. `eval/train_injection.py`
-//! fits it (its module doc says on what, and how it was judged on corpora it
-//! never saw) and writes `model/injection.bin`, which is compiled in; this
-//! module reads that file and scores texts exactly as the script does
-//! (`model-parity.json` holds the script's own probabilities for a set of
-//! texts, and a test here checks them).
+//! rules of [`crate::injection`]: a logistic model over the hashed words
+//! and word pairs in windows of a text, and the fitted combination of its
+//! probability with the rules' signals into the injection score.
+//! `eval/train_injection.py` fits both (its module doc says on what, and
+//! how they were judged on corpora never seen) and writes
+//! `model/injection.bin`, which is compiled in; this module reads that file
+//! and scores texts exactly as the script does (`model/parity.json` holds
+//! the script's own probabilities for a set of texts, and a test here
+//! checks them).
 //!
 //! Deterministic and linear in the text: one pass cuts tokens and hashes
 //! them, and each window (at most 100 tokens, so at most 199 features)
