@@ -10,6 +10,10 @@
 // instead of a request on the stream, and runs again on the client's retry
 // (MRTR, SEP-2322); the answers of earlier rounds travel in an HMAC-sealed
 // requestState, so no round leaves anything behind on the server.
+// `subscriptions/listen` answers with a stream that stays open and carries
+// the tool and prompt list changes the client asked for (the fixture's
+// resources never change, so it offers no resource notifications), until
+// the client closes it or the fixture shuts down.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 
@@ -20,14 +24,25 @@ const PROTOCOL_VERSION = 'io.modelcontextprotocol/protocolVersion';
 const CLIENT_CAPABILITIES = 'io.modelcontextprotocol/clientCapabilities';
 const LOG_LEVEL = 'io.modelcontextprotocol/logLevel';
 const SERVER_INFO = 'io.modelcontextprotocol/serverInfo';
+const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 const HEADER_MISMATCH = -32020;
 const UNSUPPORTED_PROTOCOL_VERSION = -32022;
 
-// No listChanged or subscribe: this revision delivers those on
-// subscriptions/listen streams, which the fixture does not serve.
-const CAPABILITIES = { tools: {}, resources: {}, prompts: {}, completions: {}, logging: {} };
-// Nothing the fixture returns depends on who asks, or changes.
+// listChanged: delivered on subscriptions/listen streams. No resources
+// subscribe or listChanged: the fixture's resources never change.
+const CAPABILITIES = { tools: { listChanged: true }, resources: {}, prompts: { listChanged: true }, completions: {}, logging: {} };
+// Nothing the fixture returns depends on who asks; the tool and prompt lists
+// change only when a test_trigger_* tool is called, and say so to listeners.
 const CACHE = { ttlMs: 60_000, cacheScope: 'public' };
+// The list changes a listen stream may ask for: the filter's field, the
+// catalog's event, and the notification that tells of it.
+const LIST_CHANGES = {
+  toolsListChanged: ['tools', 'notifications/tools/list_changed'],
+  promptsListChanged: ['prompts', 'notifications/prompts/list_changed'],
+};
+// A comment line this often keeps a quiet listen stream from looking idle to
+// intermediaries, and finds out when its client has gone.
+const KEEP_ALIVE_MS = 15_000;
 
 const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -155,16 +170,18 @@ async function withInputs(method, params, run) {
   }
 }
 
+const SSE = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };
+const event = (message) => `data: ${JSON.stringify(message)}\n\n`;
+
 /** Writes one answer: JSON, unless a notification came first and made it an
  * SSE stream. A client that closed the stream has cancelled the request:
  * nothing more is sent. */
 function responder(res) {
   let streaming = false;
-  const event = (message) => `data: ${JSON.stringify(message)}\n\n`;
   return {
     notify(message) {
       if (res.destroyed) return;
-      if (!streaming) res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+      if (!streaming) res.writeHead(200, SSE);
       streaming = true;
       res.write(event(message));
     },
@@ -181,8 +198,45 @@ function responder(res) {
 // it names not being here (404) and the fixture failing (500).
 const statusOf = (code) => (code === ErrorCode.MethodNotFound ? 404 : code === ErrorCode.InternalError ? 500 : 400);
 
-/** The request handler for `catalog`, the operations the fixture serves in both eras. */
+/** The request handler for `catalog`, the operations the fixture serves in
+ * both eras; its `close()` ends the open listen streams gracefully and
+ * resolves once their closing responses are sent. */
 export function statelessHandler(catalog) {
+  // How to end each open listen stream.
+  const listening = new Set();
+
+  /** subscriptions/listen: acknowledges the part of the filter the fixture
+   * honours, then sends each change it asked for; every message carries the
+   * subscription's id, the request's. */
+  function listen(res, id, notifications) {
+    if (!isObject(notifications)) throw new McpError(ErrorCode.InvalidParams, 'params.notifications must be an object');
+    const tag = { [SUBSCRIPTION_ID]: id };
+    const honoured = Object.keys(LIST_CHANGES).filter((field) => notifications[field] === true);
+    const send = (message) => res.write(event({ jsonrpc: '2.0', ...message }));
+    res.writeHead(200, SSE);
+    send({ method: 'notifications/subscriptions/acknowledged', params: { _meta: tag, notifications: Object.fromEntries(honoured.map((f) => [f, true])) } });
+    const listeners = honoured.map((field) => {
+      const [list, method] = LIST_CHANGES[field];
+      const changed = () => send({ method, params: { _meta: tag } });
+      catalog.changes.on(list, changed);
+      return [list, changed];
+    });
+    const keepAlive = setInterval(() => res.write(':\n\n'), KEEP_ALIVE_MS);
+    const stop = () => {
+      for (const [list, changed] of listeners) catalog.changes.off(list, changed);
+      clearInterval(keepAlive);
+      listening.delete(end);
+    };
+    // The server's own end of the subscription: its response to the request.
+    const end = () => new Promise((resolve) => {
+      stop();
+      res.end(event({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { ...tag, [SERVER_INFO]: catalog.serverInfo } } }), resolve);
+    });
+    listening.add(end);
+    // The client's: it closed the stream.
+    res.on('close', stop);
+  }
+
   // `named`: the param Mcp-Name mirrors; `inputs`: may answer with an
   // InputRequiredResult; `cacheable`: carries caching hints (SEP-2549).
   const METHODS = {
@@ -197,7 +251,7 @@ export function statelessHandler(catalog) {
     'completion/complete': { run: catalog.complete },
   };
 
-  return async (req, res, body) => {
+  const handler = async (req, res, body) => {
     if (req.method !== 'POST') {
       res.writeHead(405, { allow: 'POST' });
       return res.end();
@@ -214,6 +268,7 @@ export function statelessHandler(catalog) {
       const { method } = body;
       const params = isObject(body.params) ? body.params : {};
       const meta = envelope(req, method, params);
+      if (method === 'subscriptions/listen') return listen(res, id, params.notifications);
       const entry = METHODS[method];
       if (!entry) throw new McpError(ErrorCode.MethodNotFound, `Method not found: ${method}`);
       if (entry.named) checkName(req, params[entry.named]);
@@ -241,4 +296,6 @@ export function statelessHandler(catalog) {
       out.finish(statusOf(code), { jsonrpc: '2.0', ...(id !== undefined && { id }), error });
     }
   };
+  handler.close = () => Promise.all([...listening].map((end) => end()));
+  return handler;
 }

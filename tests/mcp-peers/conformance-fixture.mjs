@@ -5,17 +5,22 @@
 // one endpoint:
 //
 // - 2025-11-25 and earlier: streamable HTTP with stateful sessions
-//   (`initialize`), resumable SSE streams (an in-memory event store, so a
-//   client that reconnects with Last-Event-ID gets what it missed), and
-//   server-to-client requests (sampling, elicitation, roots) on the call's
+//   (`initialize`), resumable SSE streams (an in-memory event store per
+//   session, so a client that reconnects with Last-Event-ID gets what it
+//   missed), server-to-client requests (sampling, elicitation, roots) on the
+//   call's stream, and tool and prompt list changes on the session's GET
 //   stream.
 // - 2026-07-28 (stateless, SEP-2575): a request that carries the per-request
 //   `_meta` envelope (or names a newer protocol version) and no session is
 //   served by conformance-fixture-2026.mjs, where those server-to-client
-//   requests become InputRequiredResults and retries (MRTR, SEP-2322).
+//   requests become InputRequiredResults and retries (MRTR, SEP-2322), and
+//   list changes go to the subscriptions/listen streams that ask for them.
 //
 // Both eras serve the same catalog (below): a handler gets a `ctx` whose
-// `log`, `progress` and `input` each era implements its own way. Only
+// `log`, `progress` and `input` each era implements its own way. The tool
+// and prompt lists change only when test_trigger_tool_change or
+// test_trigger_prompt_change puts a harmless entry in or takes it out, and
+// every client of either era that listens hears of it. Only
 // loopback Host and Origin headers are accepted (DNS rebinding protection),
 // whichever era a request belongs to.
 //
@@ -30,6 +35,7 @@
 // of silent WAV, short sentences.
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
@@ -109,6 +115,19 @@ async function logs({ log }) {
 async function confirms({ input }) {
   const { confirm } = await input({ confirm: CONFIRM });
   return says(text(`state-ok: ${elicited(confirm)}`));
+}
+
+// What test_trigger_tool_change and test_trigger_prompt_change switch: whether
+// test_dynamic_tool and test_dynamic_prompt are listed. `changes` emits
+// 'tools' or 'prompts' after each switch; the sessions listen, and so does
+// each open listen stream of the 2026 side, as many as clients open.
+const changes = new EventEmitter().setMaxListeners(0);
+const added = { tools: false, prompts: false };
+/** Puts `list`'s dynamic entry in, or takes it out, and says which. */
+function toggle(list) {
+  added[list] = !added[list];
+  changes.emit(list);
+  return added[list] ? 'added to' : 'removed from';
 }
 
 // `run(ctx)` answers a call; `sessionOnly` tools need what only a 2025-era
@@ -279,6 +298,9 @@ const TOOLS = [
       return says(text(`${step1.content?.name} likes ${step2.content?.color}`));
     },
   },
+  // The hooks server-stateless calls while a subscriptions/listen stream is open.
+  { name: 'test_trigger_tool_change', description: 'Adds test_dynamic_tool to the tool list, or takes it out again', inputSchema: noArgs, run: () => says(text(`test_dynamic_tool ${toggle('tools')} the tool list`)) },
+  { name: 'test_trigger_prompt_change', description: 'Adds test_dynamic_prompt to the prompt list, or takes it out again', inputSchema: noArgs, run: () => says(text(`test_dynamic_prompt ${toggle('prompts')} the prompt list`)) },
   // Not a scenario's: a call that takes long enough for Warden's own test
   // (conformance.test.mjs) to cancel it.
   { name: 'test_slow_tool', description: 'Answers after three seconds', inputSchema: noArgs, run: async () => { await sleep(3000); return says(text('slow answer')); } },
@@ -301,6 +323,13 @@ const TOOLS = [
     },
   },
 ];
+
+// Listed, and callable, only while test_trigger_tool_change has added it.
+const DYNAMIC_TOOL = {
+  name: 'test_dynamic_tool', description: 'Echoes its message back',
+  inputSchema: { type: 'object', properties: { message: { type: 'string', description: 'What to echo' } } },
+  run: ({ args }) => says(text(`Echo: ${args.message ?? ''}`)),
+};
 
 const RESOURCES = [
   { uri: 'test://static-text', name: 'static-text', description: 'A static text resource', mimeType: 'text/plain' },
@@ -349,6 +378,8 @@ const PROMPTS = [
     },
   },
 ];
+// Listed, and served, only while test_trigger_prompt_change has added it.
+const DYNAMIC_PROMPT = { name: 'test_dynamic_prompt', description: 'A prompt that comes and goes', run: () => ({ messages: [user(text('This prompt comes and goes.'))] }) };
 const COMPLETIONS = { arg1: ['paris', 'park', 'party'], arg2: ['red', 'green', 'blue'], id: ['123', '456'] };
 
 const LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
@@ -394,10 +425,13 @@ function context(args, { capabilities, logLevel, progressToken, notify, ask, clo
 const listed = ({ run, sessionOnly, ...definition }) => definition;
 
 /** The operations both eras serve, on a request's params (and, where a
- * handler runs, its era's channel); each era adds its own envelope.
- * `notFound` is the code for a resource there is not: -32002 up to
- * 2025-11-25, -32602 from 2026-07-28 (SEP-2164). */
+ * handler runs, its era's channel); each era adds its own envelope, and
+ * hears of list changes from `changes`. `notFound` is the code for a
+ * resource there is not: -32002 up to 2025-11-25, -32602 from 2026-07-28
+ * (SEP-2164). */
 function catalog(tools, notFound) {
+  const toolList = () => (added.tools ? [...tools, DYNAMIC_TOOL] : tools);
+  const promptList = () => (added.prompts ? [...PROMPTS, DYNAMIC_PROMPT] : PROMPTS);
   const find = (list, name, kind) => {
     const entry = list.find((e) => e.name === name);
     if (!entry) throw new McpError(ErrorCode.InvalidParams, `Unknown ${kind}: ${name}`);
@@ -405,8 +439,9 @@ function catalog(tools, notFound) {
   };
   return {
     serverInfo: SERVER_INFO,
-    listTools: () => ({ tools: tools.map(listed) }),
-    callTool: ({ name, arguments: args = {} }, channel) => find(tools, name, 'tool').run(context(args, channel)),
+    changes,
+    listTools: () => ({ tools: toolList().map(listed) }),
+    callTool: ({ name, arguments: args = {} }, channel) => find(toolList(), name, 'tool').run(context(args, channel)),
     listResources: () => ({ resources: RESOURCES }),
     listResourceTemplates: () => ({ resourceTemplates: [TEMPLATE] }),
     readResource: ({ uri }) => {
@@ -414,8 +449,8 @@ function catalog(tools, notFound) {
       if (!found) throw new McpError(notFound, `Resource not found: ${uri}`, { uri });
       return { contents: [found] };
     },
-    listPrompts: () => ({ prompts: PROMPTS.map(listed) }),
-    getPrompt: ({ name, arguments: args = {} }, channel) => find(PROMPTS, name, 'prompt').run(context(args, channel)),
+    listPrompts: () => ({ prompts: promptList().map(listed) }),
+    getPrompt: ({ name, arguments: args = {} }, channel) => find(promptList(), name, 'prompt').run(context(args, channel)),
     complete: ({ argument }) => {
       const values = (COMPLETIONS[argument.name] ?? []).filter((v) => v.startsWith(argument.value));
       return { completion: { values, total: values.length, hasMore: false } };
@@ -428,7 +463,7 @@ const STATELESS = catalog(TOOLS.filter((t) => !t.sessionOnly), ErrorCode.Invalid
 /** One MCP server for one session; `transport` is that session's. */
 function sessionServer(transport) {
   const server = new Server(SERVER_INFO, {
-    capabilities: { tools: {}, resources: { subscribe: true }, prompts: {}, logging: {}, completions: {} },
+    capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: { listChanged: true }, logging: {}, completions: {} },
   });
   let minLevel = 'debug';
   const subscriptions = new Set();
@@ -461,7 +496,7 @@ function sessionServer(transport) {
   return server;
 }
 
-/** Every message sent on a stream, so a client reconnecting with
+/** Every message sent on a session's streams, so a client reconnecting with
  * Last-Event-ID gets the ones after it (the SDK's EventStore interface). */
 class MemoryEventStore {
   streams = new Map();
@@ -488,9 +523,20 @@ class MemoryEventStore {
 }
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 0);
+/** Each live session's transport and server, by session id. */
 const sessions = new Map();
-const eventStore = new MemoryEventStore();
 const stateless = statelessHandler(STATELESS);
+
+// A change to the tool or prompt list goes to every session's client, on its
+// GET stream (not to sessions whose initialize failed, nor to closed ones).
+changes.on('tools', () => { for (const { server } of sessions.values()) server.sendToolListChanged(); });
+changes.on('prompts', () => { for (const { server } of sessions.values()) server.sendPromptListChanged(); });
+
+// On shutdown each open subscriptions/listen stream first gets its closing
+// response (a graceful end); then the signal does what it would have done.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => stateless.close().then(() => process.kill(process.pid, signal)));
+}
 
 const reply = (res, status, message) => {
   res.writeHead(status, { 'content-type': 'application/json' });
@@ -520,19 +566,22 @@ const http = createServer(async (req, res) => {
   const id = req.headers['mcp-session-id'];
   if (!id && isStatelessRequest(req, body)) return stateless(req, res, body);
   if (id) {
-    const transport = sessions.get(id);
-    if (!transport) return reply(res, 404, 'Session not found');
-    return transport.handleRequest(req, res, body);
+    const session = sessions.get(id);
+    if (!session) return reply(res, 404, 'Session not found');
+    return session.transport.handleRequest(req, res, body);
   }
   if (req.method !== 'POST' || !isInitializeRequest(body)) return reply(res, 400, 'Bad Request: no session; start with initialize');
   const transport = new StreamableHTTPServerTransport({
     sessionIdGenerator: () => randomUUID(),
-    eventStore,
+    // One store per session: the SDK names every session's GET stream alike,
+    // so a shared one would replay one session's list changes to another.
+    eventStore: new MemoryEventStore(),
     retryInterval: 500,
-    onsessioninitialized: (sid) => sessions.set(sid, transport),
+    onsessioninitialized: (sid) => sessions.set(sid, { transport, server }),
   });
   transport.onclose = () => { if (transport.sessionId) sessions.delete(transport.sessionId); };
-  await sessionServer(transport).connect(transport);
+  const server = sessionServer(transport);
+  await server.connect(transport);
   await transport.handleRequest(req, res, body);
 });
 

@@ -107,6 +107,7 @@ impl Gateway {
             }
         };
         let closed = self.sessions.lock().close_where(|s| covers(&s.agent));
+        self.listeners.lock().close_where(covers);
         for up in self.upstreams.values() {
             up.close_sessions(|c| matches!(c, crate::upstream::Caller::Session { agent, .. } if covers(agent)));
         }

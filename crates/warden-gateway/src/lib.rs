@@ -12,6 +12,7 @@ mod catalog;
 mod containment;
 mod enforce;
 pub mod jsonrpc;
+mod listeners;
 mod mcp;
 pub mod metrics;
 pub mod origin;

@@ -117,6 +117,13 @@ impl Sessions {
         }
     }
 
+    /// Add an event to every session's stream; returns how many.
+    pub fn broadcast(&mut self, event: &serde_json::Value) -> usize {
+        let all: Vec<String> = self.by_id.keys().cloned().collect();
+        all.iter().for_each(|sid| self.push_event(sid, event.clone()));
+        all.len()
+    }
+
     /// Open `sid`'s stream for `agent`: the kept events after `after` (a
     /// reconnecting client's `Last-Event-ID`; none for a new stream), and
     /// the events from now on. `None` if the session is not the agent's.

@@ -125,6 +125,12 @@ pub struct Gateway {
     /// Tool definitions as last listed upstream, by tool.
     pub(crate) definitions: RwLock<BTreeMap<ToolRef, Value>>,
     pub(crate) sessions: Mutex<crate::sessions::Sessions>,
+    /// Stateless clients' notification streams (`subscriptions/listen`).
+    pub(crate) listeners: Mutex<crate::listeners::Listeners>,
+    /// Upstreams whose tools are being listed again because they said their
+    /// tools changed (one listing at a time each), and whether they said so
+    /// again meanwhile.
+    pub(crate) relisting: Mutex<BTreeMap<String, bool>>,
     /// Requests in flight that their client can cancel.
     pub(crate) cancels: crate::sessions::Cancels,
     /// Keys the listing cursors given to clients (derived from the
@@ -208,6 +214,8 @@ impl Gateway {
             upstreams: upstreams.into_iter().map(|u| (u.config.name.clone(), Arc::new(u))).collect(),
             definitions: RwLock::new(BTreeMap::new()),
             sessions: Default::default(),
+            listeners: Default::default(),
+            relisting: Default::default(),
             cancels: Default::default(),
             awaiting: Default::default(),
             exfil: Default::default(),
@@ -289,9 +297,12 @@ impl Gateway {
         let seq = self.store.change_seq().await?;
         let changed = seq != self.snapshot.load().seq;
         if changed {
-            self.snapshot.store(Arc::new(Snapshot::load(&self.store).await?));
+            let before = self.snapshot.swap(Arc::new(Snapshot::load(&self.store).await?));
             self.sync_kills().await;
             self.sync_policy().await?;
+            if before.tools != self.snapshot.load().tools {
+                self.tools_changed();
+            }
         }
         self.last_sync_ms.store(now_ms(), std::sync::atomic::Ordering::Release);
         Ok(changed)
@@ -386,6 +397,21 @@ impl Gateway {
         F::Output: Send + 'static,
     {
         (!self.inflight.is_closed()).then(|| self.inflight.spawn(request))
+    }
+
+    /// The tools the gateway lists may have changed (an upstream's
+    /// definitions, an approval, a block): every session's stream and every
+    /// notification stream that asked is told, and lists again.
+    pub(crate) fn tools_changed(&self) {
+        let told = self.listeners.lock().deliver(crate::listeners::Change::Tools);
+        let sessions = self.sessions.lock().broadcast(&serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" }));
+        tracing::debug!("tools changed: told {told} notification streams and {sessions} sessions");
+    }
+
+    /// End every notification stream (the shutdown begins): each gets the
+    /// graceful closing response and may listen again on another replica.
+    pub fn end_listening(&self) {
+        self.listeners.lock().close_where(|_| true);
     }
 
     /// The shutdown drain has begun: held calls stop waiting.

@@ -422,6 +422,8 @@ struct HttpConn {
     /// The headers a request of the stateless revision mirrors from its
     /// body (none in a session).
     mirrored: Vec<(String, String)>,
+    /// Ends the session's `GET` stream with the connection.
+    _listening: Option<tokio_util::sync::DropGuard>,
 }
 
 impl HttpConn {
@@ -636,7 +638,7 @@ impl Credentials {
 pub struct Upstream {
     pub config: UpstreamConfig,
     http: reqwest::Client,
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
     slots: parking_lot::Mutex<Slots>,
     next_id: AtomicI64,
     /// The `capabilities` the server answered its last `initialize` with
@@ -675,7 +677,7 @@ impl Upstream {
                 files.push((header.clone(), path.clone()));
             }
         }
-        let credentials = Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) };
+        let credentials = Arc::new(Credentials { fixed, files, current: parking_lot::RwLock::new((std::time::Instant::now(), from_files)) });
         Ok(Self {
             config,
             http,
@@ -803,7 +805,7 @@ impl Upstream {
     ) -> Result<Value, UpstreamError> {
         crate::mcp::upstream_meta(&mut params, offers, log_level);
         let mirrored = warden_core::mcp_headers::mirrored_headers(method, &params, tool_schema);
-        let conn = Conn::Http(HttpConn { session: None, protocol: warden_core::mcp_headers::STATELESS_VERSION.into(), offers, mirrored });
+        let conn = Conn::Http(HttpConn { session: None, protocol: warden_core::mcp_headers::STATELESS_VERSION.into(), offers, mirrored, _listening: None });
         self.send(&conn, method, params, relay).await.map_err(SendError::into_error)
     }
 
@@ -826,11 +828,29 @@ impl Upstream {
         let _ = self.notices.set(to);
     }
 
-    /// Where a connection of `slot`'s sends notifications about no request:
-    /// a caller's session only (the gateway's own has no stream).
+    /// Where a connection of `slot`'s sends notifications about no request,
+    /// with whose session it is.
     fn notices_for(&self, slot: &Slot) -> Option<(Caller, mpsc::Sender<Notice>)> {
-        let caller = slot.caller.clone().filter(|c| *c != Caller::Gateway)?;
-        Some((caller, self.notices.get()?.clone()))
+        Some((slot.caller.clone()?, self.notices.get()?.clone()))
+    }
+
+    /// Open the `GET` stream of an HTTP session just made, on which the
+    /// server says what is about no request (list changes, subscribed
+    /// resources' updates, log messages); it ends with the connection.
+    fn listen(&self, conn: &HttpConn, slot: &Slot) -> Option<tokio_util::sync::DropGuard> {
+        let (Transport::Http { url, .. }, Some(session)) = (&self.config.transport, &conn.session) else { return None };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let listening = Listening {
+            http: self.http.clone(),
+            url: url.clone(),
+            name: self.name().to_string(),
+            session: session.clone(),
+            protocol: conn.protocol.clone(),
+            credentials: self.credentials.clone(),
+            notices: self.notices_for(slot),
+        };
+        tokio::spawn(listening.run(stop.clone()));
+        Some(stop.drop_guard())
     }
 
     /// The instructions the server gave at its last `initialize`.
@@ -1000,13 +1020,16 @@ impl Upstream {
                 Ok(conn)
             }
             Transport::Http { .. } => {
-                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into(), offers, mirrored: Vec::new() });
+                let bootstrap = Conn::Http(HttpConn { session: None, protocol: PROTOCOL_VERSIONS[0].into(), offers, mirrored: Vec::new(), _listening: None });
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let (result, session) = self.http_post(&bootstrap, Some(id), "initialize", init, None).await.map_err(SendError::into_error)?;
                 self.check_init(&result)?;
                 let protocol = self.protocol_of(&result)?.to_string();
-                let conn = Conn::Http(HttpConn { session, protocol, offers, mirrored: Vec::new() });
+                let mut conn = Conn::Http(HttpConn { session, protocol, offers, mirrored: Vec::new(), _listening: None });
                 self.notify(&conn, "notifications/initialized").await?;
+                if let Conn::Http(h) = &mut conn {
+                    h._listening = self.listen(h, slot);
+                }
                 Ok(conn)
             }
         }
@@ -1313,6 +1336,113 @@ fn refuse_server_request(id: &Value, method: &str, why: &str) -> Value {
         json!({ "jsonrpc": "2.0", "id": id, "result": {} })
     } else {
         json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": format!("the Warden gateway does not relay this {method} to the client: {why}") } })
+    }
+}
+
+/// An HTTP session's `GET` stream (streamable HTTP's stream for what is
+/// about no request), held open for the session's life: each notification
+/// goes on as a notice of the session's; each request of the server's on
+/// it is answered at once (a ping) or refused, since no request of the
+/// client's is in flight to relay it on and policy decides a relayed
+/// request as part of one; a stream that ends is resumed from its last
+/// event id, after a pause that grows while attempts fail. A server that
+/// offers no such stream (405) is not asked again, and one that ended the
+/// session (404) ends it.
+struct Listening {
+    http: reqwest::Client,
+    url: String,
+    name: String,
+    session: String,
+    protocol: String,
+    credentials: Arc<Credentials>,
+    notices: Option<(Caller, mpsc::Sender<Notice>)>,
+}
+
+/// The longest pause before the stream is opened again.
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Listening {
+    fn request(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req.header("mcp-protocol-version", &self.protocol).header("mcp-session-id", &self.session);
+        self.credentials.headers(&self.name).into_iter().fold(req, |r, (k, v)| r.header(k, v))
+    }
+
+    async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        let mut last: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            let mut get = self.request(self.http.get(&self.url).header("accept", "text/event-stream"));
+            if let Some(l) = &last {
+                get = get.header("last-event-id", l);
+            }
+            let sent = tokio::select! {
+                r = get.send() => r,
+                () = stop.cancelled() => return,
+            };
+            match sent {
+                Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+                    tracing::debug!(upstream = %self.name, "offers no stream for notifications about no request (GET 405)");
+                    return;
+                }
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return,
+                Ok(r) if r.status().is_success() => {
+                    failures = 0;
+                    if !self.read(r, &mut last, &stop).await {
+                        return;
+                    }
+                }
+                Ok(r) => tracing::info!(upstream = %self.name, "its notification stream (GET) answered HTTP {}", r.status()),
+                Err(e) => tracing::debug!(upstream = %self.name, "its notification stream (GET): {}", e.without_url()),
+            }
+            failures += 1;
+            let pause = Duration::from_millis(500 << failures.min(6)).min(MAX_LISTEN_BACKOFF);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Read the stream until it ends (`true`: open it again) or the session
+    /// does (`false`).
+    async fn read(&self, resp: reqwest::Response, last: &mut Option<String>, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let mut body = resp.bytes_stream();
+        let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
+        loop {
+            let chunk = tokio::select! {
+                c = body.next() => c,
+                () = stop.cancelled() => return false,
+            };
+            let Some(Ok(chunk)) = chunk else { return true };
+            let Ok(messages) = events.push(&chunk) else {
+                tracing::warn!(upstream = %self.name, "its notification stream sent an event larger than {} MiB; reopening it", MAX_MESSAGE_BYTES >> 20);
+                return true;
+            };
+            for data in messages {
+                let Ok(msg) = serde_json::from_str::<Value>(&data) else { continue };
+                let Some(method) = msg.get("method").and_then(Value::as_str) else { continue };
+                match msg.get("id") {
+                    Some(id) => {
+                        let answer = refuse_server_request(id, method, "it came with no request of the client's in flight");
+                        let post = self.request(
+                            self.http.post(&self.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream"),
+                        );
+                        if let Err(e) = post.body(answer.to_string()).send().await {
+                            tracing::debug!(upstream = %self.name, "could not answer its request: {}", e.without_url());
+                        }
+                    }
+                    None => {
+                        if let Some((caller, to)) = &self.notices {
+                            // Dropped if the gateway is behind, as on stdio.
+                            let _ = to.try_send(Notice { caller: caller.clone(), server: self.name.clone(), message: msg });
+                        }
+                    }
+                }
+            }
+            if let Some(id) = events.last_event_id() {
+                *last = Some(id.to_string());
+            }
+        }
     }
 }
 

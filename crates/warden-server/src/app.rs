@@ -48,6 +48,9 @@ impl Running {
     /// (their connections are closed with the process).
     pub async fn shut_down(self, bound: Duration) -> usize {
         self.shutdown.notify_one();
+        // Notification streams never end by themselves: ended now, so that
+        // their connections close within the bound.
+        self.gateway.end_listening();
         let started = tokio::time::Instant::now();
         let _ = tokio::time::timeout(bound, self.task).await;
         self.gateway.drain(bound.saturating_sub(started.elapsed())).await

@@ -34,6 +34,7 @@ use crate::upstream::PROTOCOL_VERSIONS as SUPPORTED_VERSIONS;
 
 pub use crate::jsonrpc::codes;
 
+mod listen;
 mod listing;
 mod modern;
 mod stream;
@@ -270,9 +271,14 @@ async fn dispatch(r: Dispatched, headers: &HeaderMap) -> Response {
 /// the caller's own upstream sessions (one per agent, so no state crosses
 /// agents), whose declared client takes no server requests.
 async fn stateless(gw: &Arc<Gateway>, call: &Call<'_>, headers: &HeaderMap, auth: Authenticated, id: Value, method: &str, params: Value) -> Response {
-    let caller = Caller::Session { agent: auth.claims.agent().to_string(), session: format!("stateless:{}", auth.claims.agent()), offers: Default::default() };
+    let caller = Caller::Session {
+        agent: auth.claims.agent().to_string(),
+        session: crate::listeners::stateless_session(auth.claims.agent()),
+        offers: Default::default(),
+    };
     match method {
         "server/discover" => discover(call, &auth, &id).await,
+        "subscriptions/listen" => listen::listen(gw, call, auth, id, &params, caller).await,
         "tools/list" => list_tools(call, &auth, &id).await,
         "tools/call" | "resources/read" | "prompts/get" | "completion/complete" => match retried(call, &auth, method, params) {
             Ok((params, resumes)) => {
@@ -371,19 +377,24 @@ fn tool_schema(gw: &Gateway, params: &Value) -> Option<Value> {
     gw.definitions.read().get(&tref)?.get("inputSchema").cloned()
 }
 
-/// What the gateway offers a client, in either revision.
-fn capabilities(stateless: bool) -> Value {
-    // The stateless revision subscribes through `subscriptions/listen`,
-    // which the gateway does not offer yet.
-    let resources = if stateless { json!({}) } else { json!({ "subscribe": true }) };
-    json!({ "tools": { "listChanged": false }, "resources": resources, "prompts": {}, "completions": {}, "logging": {} })
+/// What the gateway offers a client (the same in either revision: the
+/// stateless one hears of changes and subscribes through
+/// `subscriptions/listen`, a session on its `GET` stream).
+fn capabilities() -> Value {
+    json!({
+        "tools": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "prompts": { "listChanged": true },
+        "completions": {},
+        "logging": {},
+    })
 }
 
 /// `server/discover`: the versions the gateway speaks, what it offers and
 /// its instructions (the envelope adds its identity).
 async fn discover(call: &Call<'_>, auth: &Authenticated, id: &Value) -> Response {
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("server/discover"), Verdict::Allow, None);
-    let result = json!({ "supportedVersions": modern::supported_versions(), "capabilities": capabilities(true), "instructions": instructions(call.gw, auth) });
+    let result = json!({ "supportedVersions": modern::supported_versions(), "capabilities": capabilities(), "instructions": instructions(call.gw, auth) });
     call.finish(ev, StatusCode::OK, json!({ "jsonrpc": "2.0", "id": id, "result": result }), id).await
 }
 
@@ -467,7 +478,7 @@ async fn initialize(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &
     let ev = call.event(EventKind::McpRequest, Some(auth), Some("initialize"), Verdict::Allow, None);
     let result = json!({
         "protocolVersion": version,
-        "capabilities": capabilities(false),
+        "capabilities": capabilities(),
         "serverInfo": { "name": "warden-gateway", "version": env!("CARGO_PKG_VERSION") },
         "instructions": instructions(call.gw, auth),
     });
@@ -624,6 +635,19 @@ async fn call_tool(call: &Call<'_>, auth: &Authenticated, id: &Value, params: &V
 /// completes as its arguments, and its suggestions are reviewed as an
 /// answer of that prompt or resource).
 async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method: &str, params: &Value, caller: Caller, relay: Exchange) -> Response {
+    let (pipeline, answer) = request_answer(call, auth, method, params, caller, relay).await;
+    answer_of(call, pipeline, answer, (id, method, params)).await
+}
+
+/// What [`request_item`] answers, before it is recorded and rendered.
+async fn request_answer<'c>(
+    call: &'c Call<'_>,
+    auth: &'c Authenticated,
+    method: &str,
+    params: &Value,
+    caller: Caller,
+    relay: Exchange,
+) -> (Pipeline<'c>, Result<Value, Stopped>) {
     let trail = Trail::new(EventKind::ToolCall, &call.ctx.corr, method, auth, call.ctx.start);
     let mut pipeline = Pipeline::new(call.gw, auth, call.ctx.now, trail);
     pipeline.resumes = call.ctx.resumes.clone();
@@ -675,7 +699,7 @@ async fn request_item(call: &Call<'_>, auth: &Authenticated, id: &Value, method:
     {
         *code = codes::INVALID_PARAMS;
     }
-    answer_of(call, pipeline, answer, (id, method, params)).await
+    (pipeline, answer)
 }
 
 /// "Resource not found" in MCP 2025-06-18 and 2025-11-25.

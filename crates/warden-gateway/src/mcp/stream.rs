@@ -9,6 +9,7 @@ use super::modern::{self, Modern};
 use super::{Call, Context, call_tool, codes, item_of, request_item};
 use crate::authn::Authenticated;
 use crate::enforce::{self, Trail};
+use crate::listeners::Change;
 use crate::state::Gateway;
 use crate::upstream::{Caller, Exchange, Relayed};
 use axum::body::Body;
@@ -335,15 +336,24 @@ pub(super) fn session_stream(replay: Vec<(u64, Value)>, live: mpsc::Receiver<(u6
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Deliver upstreams' notifications about no request to their callers'
-/// session streams: a log message (screened like one about a request, its
-/// logger named after its server), the changes of a server's resource or
-/// prompt lists, and updates of resources the caller subscribed to; nothing
-/// else (tool list changes reach clients through
-/// the gateway's own definition checks and approvals).
+/// Deliver upstreams' notifications about no request: in a caller's
+/// session, to its session stream: a log message (screened like one about
+/// a request, its logger named after its server), the changes of a
+/// server's resource or prompt lists, and updates of resources the caller
+/// subscribed to; in a stateless agent's upstream session, the updates of
+/// the resources its notification streams subscribed to; in the gateway's
+/// own session, a server's list changes (see [`gateway_notice`]). Nothing
+/// else (tool list changes reach clients through the gateway's own
+/// definition checks).
 pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<crate::upstream::Notice>) {
     while let Some(n) = rx.recv().await {
-        let Caller::Session { agent, session, .. } = &n.caller else { continue };
+        let (agent, session) = match &n.caller {
+            Caller::Gateway => {
+                gateway_notice(&gw, &n);
+                continue;
+            }
+            Caller::Session { agent, session, .. } => (agent, session),
+        };
         // A notice of a server the agent is now cut off from goes nowhere.
         let kills = gw.kills();
         let server = warden_core::ToolRef { server: n.server.clone(), tool: "*".into() };
@@ -376,9 +386,62 @@ pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<cra
             }
             _ => continue,
         };
-        if let Some(msg) = screened(&gw, msg) {
-            gw.sessions.lock().push_event(session, msg);
+        let Some(msg) = screened(&gw, msg) else { continue };
+        match crate::listeners::stateless_agent(session) {
+            // A stateless client hears only what its streams asked for.
+            Some(agent) => {
+                if let Some(uri) = msg.pointer("/params/uri").and_then(Value::as_str).filter(|_| method == "notifications/resources/updated") {
+                    gw.listeners.lock().deliver(Change::Updated { agent, uri });
+                }
+            }
+            None => gw.sessions.lock().push_event(session, msg),
         }
+    }
+}
+
+/// A notification in the gateway's own session with a server: its tools
+/// changed (they are listed again, one listing at a time per server, and clients are
+/// told if what the gateway lists changed), or its prompts or resources
+/// did (the notification streams that asked, of callers granted something
+/// of the server, are told; sessions hear it from their own upstream
+/// sessions).
+fn gateway_notice(gw: &Arc<Gateway>, n: &crate::upstream::Notice) {
+    let server = n.server.as_str();
+    if gw.kills().for_tool(&warden_core::ToolRef { server: server.to_string(), tool: "*".into() }).is_some() {
+        return;
+    }
+    match n.message.get("method").and_then(Value::as_str).unwrap_or_default() {
+        "notifications/tools/list_changed" => {
+            {
+                // A change told during a listing may have come after the
+                // listing read the tools: it is listed once more after it.
+                let mut relisting = gw.relisting.lock();
+                if let Some(again) = relisting.get_mut(server) {
+                    *again = true;
+                    return;
+                }
+                relisting.insert(server.to_string(), false);
+            }
+            let gw = gw.clone();
+            let server = server.to_string();
+            tokio::spawn(async move {
+                loop {
+                    gw.check_definitions(Some(&[server.clone()].into())).await;
+                    let mut relisting = gw.relisting.lock();
+                    if relisting.insert(server.clone(), false) != Some(true) {
+                        relisting.remove(&server);
+                        return;
+                    }
+                }
+            });
+        }
+        "notifications/prompts/list_changed" => {
+            gw.listeners.lock().deliver(Change::Prompts { server });
+        }
+        "notifications/resources/list_changed" => {
+            gw.listeners.lock().deliver(Change::Resources { server });
+        }
+        _ => {}
     }
 }
 

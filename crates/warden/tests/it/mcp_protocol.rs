@@ -30,6 +30,27 @@ async fn all_pages(c: &mut AgentClient, method: &str, key: &str) -> (Vec<Value>,
     }
 }
 
+/// (id, data) of the next event on a stream, skipping comments; `None`
+/// when the stream ends.
+async fn next_event(body: &mut (impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin), buf: &mut String) -> Option<(String, Value)> {
+    use futures_util::StreamExt;
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+            if let Some(data) = field("data:") {
+                return Some((field("id:").unwrap_or_default(), serde_json::from_str(&data).unwrap()));
+            }
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(15), body.next()).await.expect("an event within 15 s")?.unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+async fn next(body: &mut (impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin), buf: &mut String) -> (String, Value) {
+    next_event(body, buf).await.expect("the stream goes on")
+}
+
 fn denied_by(r: &Reply, policy: &str) {
     assert_eq!(r.error_code(), Some(-32001), "{}", r.body);
     assert_eq!(r.body["error"]["data"]["policies"], json!([policy]), "{}", r.body);
@@ -262,7 +283,6 @@ async fn an_upstream_can_keep_its_own_tool_names_and_aliases_and_a_shared_name_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_drop() {
-    use futures_util::StreamExt;
     let h = Harness::start("");
     h.approve_demo_tools();
     let (id, key) = h.register("listener", "onboarding/customer_lookup,onboarding/:resources", 1, None);
@@ -279,18 +299,6 @@ async fn the_sessions_own_stream_carries_what_upstreams_say_and_resumes_after_a_
         }
         req.send()
     };
-    // (id, data) of the next event on a stream.
-    async fn next(body: &mut (impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin), buf: &mut String) -> (String, Value) {
-        loop {
-            if let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let field = |name: &str| event.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().trim().to_string();
-                return (field("id:"), serde_json::from_str(&field("data:")).unwrap());
-            }
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next()).await.expect("an event within 10 s").unwrap().unwrap();
-            buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
     let resp = open(&c, None).await.unwrap();
     assert_eq!(resp.status(), 200);
     let (mut body, mut buf) = (resp.bytes_stream(), String::new());
@@ -344,4 +352,80 @@ async fn a_bare_upstreams_resources_and_prompts_keep_their_names_beside_prefixed
         ok(&mut c, "prompts/get", json!({ "name": name, "arguments": { "name": "Ada" } })).await;
         assert_eq!(h.last_audit()["event"]["tool"], server);
     }
+}
+
+/// `subscriptions/listen` (MCP 2026-07-28) at the gateway: a stateless
+/// client's stream opens with the acknowledgment of what the gateway
+/// honours (a resource the policy refuses is left out), carries its
+/// subscribed resource's updates from the agent's own upstream session and
+/// the gateway's tool list changes, each tagged with the request's id, and
+/// ends with the agent's containment, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_clients_stream_hears_what_it_asked_for_until_its_agent_is_contained() {
+    let h = Harness::start("");
+    h.approve_demo_tools();
+    let (id, key) = h.register("listener", "onboarding/customer_lookup,onboarding/:resources", 1, None);
+    let c = h.ready_client(&id, &key, None).await;
+    let (other, other_key) = h.register("bystander", "onboarding/customer_lookup,onboarding/:resources", 1, None);
+    let o = h.ready_client(&other, &other_key, None).await;
+    let listen = |c: &AgentClient, id: i64, notifications: Value| {
+        let body = json!({
+            "jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+            "params": { "_meta": { "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} }, "notifications": notifications },
+        });
+        reqwest::Client::new()
+            .post(c.mcp_url())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("authorization", format!("DPoP {}", c.token.clone().unwrap()))
+            .header("dpop", c.proof("POST"))
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .body(body.to_string())
+            .send()
+    };
+    let checklist = "onboarding+file:///onboarding/checklist.md";
+    let secrets = "onboarding+file:///secrets/api-keys.txt";
+    let resp = listen(&c, 7, json!({ "toolsListChanged": true, "resourceSubscriptions": [checklist, secrets] })).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let (mut body, mut buf) = (resp.bytes_stream(), String::new());
+    let (_, ack) = next(&mut body, &mut buf).await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "the acknowledgment comes first: {ack}");
+    assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+    assert_eq!(ack["params"]["notifications"], json!({ "toolsListChanged": true, "resourceSubscriptions": [checklist] }), "no-secret-files refuses the other");
+    // The demo upstream says the file changed as it subscribes.
+    let (_, updated) = next(&mut body, &mut buf).await;
+    assert_eq!((updated["method"].as_str(), updated["params"]["uri"].as_str()), (Some("notifications/resources/updated"), Some(checklist)), "{updated}");
+    assert_eq!(updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+    h.audited("no-secret-files").await;
+
+    // Another agent's stream, filtered to prompts, hears neither this
+    // agent's resources nor tool changes.
+    let theirs = listen(&o, 1, json!({ "promptsListChanged": true })).await.unwrap();
+    let (mut their_body, mut their_buf) = (theirs.bytes_stream(), String::new());
+    let (_, their_ack) = next(&mut their_body, &mut their_buf).await;
+    assert_eq!(their_ack["params"]["notifications"], json!({ "promptsListChanged": true }));
+
+    // The registry's tools change: the listing may differ.
+    h.cli(&["tool", "set", "onboarding/customer_lookup", "--sensitivity", "high", "--action-class", "read"]);
+    let (_, changed) = next(&mut body, &mut buf).await;
+    assert_eq!(changed["method"], "notifications/tools/list_changed", "{changed}");
+    assert_eq!(changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+
+    // A malformed filter is the client's error, before anything opens.
+    let bad = listen(&c, 8, json!({ "toolsListChanged": "yes" })).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["error"]["code"], -32602);
+
+    // Containing the agent ends its stream with the reason; the
+    // bystander's goes on, having heard nothing of the other's.
+    h.cli(&["kill", "agent", &id, "--reason", "listening too closely"]);
+    let (_, end) = next(&mut body, &mut buf).await;
+    assert_eq!(end["id"], 7, "{end}");
+    assert_eq!(end["error"]["code"], -32001, "{end}");
+    assert!(end["error"]["message"].as_str().unwrap().contains("listening too closely"), "{end}");
+    assert!(next_event(&mut body, &mut buf).await.is_none(), "the stream ends after its answer");
+    let heard = tokio::time::timeout(std::time::Duration::from_millis(300), next_event(&mut their_body, &mut their_buf)).await;
+    assert!(heard.is_err(), "the bystander heard nothing: {heard:?}");
 }
