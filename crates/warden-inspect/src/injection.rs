@@ -496,6 +496,12 @@ pub(crate) fn score(findings: &[Finding], word_model: bool) -> f32 {
     crate::model::model().score(&best)
 }
 
+/// Whether a rule (not the word model) signalled injection among
+/// `findings`: only then can the combined score be above 0.
+pub(crate) fn rules_signalled_in<'f>(findings: impl IntoIterator<Item = &'f Finding>) -> bool {
+    findings.into_iter().any(|f| f.detector == crate::Detector::Injection && f.kind != crate::model::KIND)
+}
+
 /// The rules' own score, apart from the word model: the strongest signal
 /// of each kind combined as 1 - Π(1 - w). It decides whether a decoded
 /// payload is an injection, so that what the rules find never depends on

@@ -166,15 +166,44 @@ impl Inspector {
         &self.config
     }
 
-    /// Scan one text with every detector.
+    /// Scan one text with every detector. The word model runs only where a
+    /// rule signalled injection: it weighs the rules' evidence and never
+    /// flags alone (see [`model`]), so a text no rule finds anything in is
+    /// not worth its pass.
     pub fn scan_text(&self, text: &str) -> TextScan {
+        let mut findings = self.scan_rules(text);
+        if self.config.word_model && injection::rules_signalled_in(&findings) {
+            findings.extend(self.model_findings(text));
+            findings.sort_by_key(|f| (f.start, f.end));
+        }
+        let injection_score = injection::score(&findings, self.config.word_model);
+        TextScan { findings, injection_score }
+    }
+
+    /// The rules' findings in `text`, window by window, sorted.
+    pub(crate) fn scan_rules(&self, text: &str) -> Vec<Finding> {
+        self.windows(text, |window| {
+            let mut t = text::Scanner::new(self, window, 0);
+            t.run();
+            t.finish()
+        })
+    }
+
+    /// The word model's finding in each window of `text`.
+    pub(crate) fn model_findings(&self, text: &str) -> Vec<Finding> {
+        self.windows(text, |window| model::model().finding(window).into_iter().collect())
+    }
+
+    /// Run `scan` over `text`, in windows of [`InspectConfig::window_bytes`]
+    /// that overlap by [`WINDOW_OVERLAP`] when it is longer: each window
+    /// owns the findings that start before the next window begins (the last
+    /// owns the rest). The findings in text order, each once.
+    fn windows(&self, text: &str, scan: impl Fn(&str) -> Vec<Finding>) -> Vec<Finding> {
         let w = self.config.window_bytes.max(2 * WINDOW_OVERLAP);
         if text.len() <= w {
-            return self.scan_window(text, 0);
+            return scan(text);
         }
-        // Windows overlap by WINDOW_OVERLAP; each window owns the findings
-        // that start before the next window begins (the last owns the rest).
-        let mut out = TextScan::default();
+        let mut out = Vec::new();
         let mut start = 0;
         loop {
             let mut end = (start + w).min(text.len());
@@ -186,11 +215,11 @@ impl Inspector {
             while !text.is_char_boundary(next) {
                 next -= 1;
             }
-            for mut f in self.scan_window(&text[start..end], 0).findings {
+            for mut f in scan(&text[start..end]) {
                 if last || start + f.start < next {
                     f.start += start;
                     f.end += start;
-                    out.findings.push(f);
+                    out.push(f);
                 }
             }
             if last {
@@ -198,9 +227,8 @@ impl Inspector {
             }
             start = next;
         }
-        out.findings.sort_by_key(|f| (f.start, f.end));
-        out.findings.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.kind == b.kind);
-        out.injection_score = injection::score(&out.findings, self.config.word_model);
+        out.sort_by_key(|f| (f.start, f.end));
+        out.dedup_by(|a, b| a.start == b.start && a.end == b.end && a.kind == b.kind);
         out
     }
 
@@ -208,18 +236,23 @@ impl Inspector {
     /// `text` (the word model's left out): what the combination is fitted on.
     pub fn rule_signals(&self, text: &str) -> BTreeMap<&'static str, f32> {
         let mut out = BTreeMap::new();
-        for f in self.scan_text(text).of(Detector::Injection).filter(|f| f.kind != model::KIND) {
+        for f in self.scan_rules(text).into_iter().filter(|f| f.detector == Detector::Injection) {
             let w = out.entry(f.kind).or_insert(0.0f32);
             *w = w.max(f.confidence);
         }
         out
     }
 
-    fn scan_window(&self, text: &str, depth: u8) -> TextScan {
+    /// A view of a text (decoded, normalised, reversed) rescanned whole,
+    /// `depth` decodings deep.
+    pub(crate) fn scan_window(&self, text: &str, depth: u8) -> TextScan {
         let mut t = text::Scanner::new(self, text, depth);
         t.run();
         let mut findings = t.finish();
-        if let Some(f) = self.config.word_model.then(|| model::model().finding(text)).flatten() {
+        if self.config.word_model
+            && injection::rules_signalled_in(&findings)
+            && let Some(f) = model::model().finding(text)
+        {
             let at = findings.partition_point(|g| (g.start, g.end) <= (f.start, f.end));
             findings.insert(at, f);
         }

@@ -151,8 +151,8 @@ impl Redactor {
     fn walk(&self, ins: &Inspector, v: &mut Value, key: Option<&str>, rules: &[Rule]) -> usize {
         match v {
             Value::String(s) => {
-                let scan = ins.scan_member(key, s);
-                let (new, n) = self.redact_text(s, &scan.findings, rules);
+                let findings = ins.scan_member(key, s);
+                let (new, n) = self.redact_text(s, &findings, rules);
                 if n > 0 {
                     *s = new;
                 }
