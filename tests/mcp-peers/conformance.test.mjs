@@ -50,6 +50,15 @@ const RUNS = {
     suite: join(here, 'node_modules/conformance-next/dist/index.js'),
     args: ['--suite', 'all', '--spec-version', '2026-07-28'],
     directPassingAtLeast: 40,
+    // Checks that must succeed both ways, not only match: the suite skips
+    // them when a server advertises nothing they apply to, which would
+    // pass unnoticed both ways.
+    required: {
+      'server-stateless': [
+        'sep-2575-server-sends-subscription-ack', 'sep-2575-server-tags-subscription-id', 'sep-2575-server-honors-notification-filter',
+        'sep-2575-server-sends-prompts-list-changed-on-subscription', 'sep-2575-server-sends-tools-list-changed-on-subscription',
+      ],
+    },
     gaps: {
       'input-required-result-ignore-extra-params': 'the scenario sends inputResponses on a first call, answering input requests nobody asked; Warden passes answers upstream only with the sealed requestState of the input requests it let through, drops these, and the server asks again (input_required, not the complete result the scenario SHOULD-expects)',
     },
@@ -239,6 +248,12 @@ for (const [revision, run] of Object.entries(RUNS)) {
     const short = new Map(passing.map((s) => [s, shortfall(s, direct.get(s), through.get(s))]));
     const regressions = passing.filter((s) => short.get(s).length && !(s in run.gaps));
     assert.deepEqual(regressions.map((s) => `${s}: ${short.get(s).join('; ')}`), [], 'scenarios that pass directly fail through Warden');
+    for (const [scenario, ids] of Object.entries(run.required ?? {})) {
+      for (const [way, r] of [['directly', direct], ['through Warden', through]]) {
+        const not = ids.filter((id) => r.get(scenario)?.checks.get(id)?.status !== 'SUCCESS');
+        assert.deepEqual(not, [], `${scenario}: these checks did not succeed ${way}`);
+      }
+    }
     const stale = Object.keys(run.gaps).filter((s) => short.get(s)?.length === 0);
     assert.deepEqual(stale, [], `these now pass through Warden: remove them from the gaps of ${revision} and update the README table`);
   });

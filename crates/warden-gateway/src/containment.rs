@@ -107,7 +107,7 @@ impl Gateway {
             }
         };
         let closed = self.sessions.lock().close_where(|s| covers(&s.agent));
-        self.listeners.lock().close_where(covers);
+        self.listeners.lock().close_where(|l| covers(&l.agent));
         for up in self.upstreams.values() {
             up.close_sessions(|c| matches!(c, crate::upstream::Caller::Session { agent, .. } if covers(agent)));
         }

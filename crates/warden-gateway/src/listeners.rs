@@ -79,28 +79,22 @@ impl Filter {
 /// Something a stream may be told about.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
-    /// The gateway's tool listing may differ.
-    Tools,
-    /// A server's prompts or resources list changed.
-    Prompts {
-        server: &'a str,
-    },
-    Resources {
-        server: &'a str,
-    },
+    /// The gateway's listing of these servers' tools may differ.
+    Tools { servers: &'a BTreeSet<String> },
+    /// A server's prompts list changed.
+    Prompts { server: &'a str },
+    /// A server's resources list changed.
+    Resources { server: &'a str },
     /// A resource, as the client names it, changed (its agent's own
     /// upstream subscription said so).
-    Updated {
-        agent: &'a str,
-        uri: &'a str,
-    },
+    Updated { agent: &'a str, uri: &'a str },
 }
 
 impl Change<'_> {
     /// The notification, before it is tagged with a stream's id.
     pub fn notification(&self) -> Value {
         match self {
-            Change::Tools => json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {} }),
+            Change::Tools { .. } => json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {} }),
             Change::Prompts { .. } => json!({ "jsonrpc": "2.0", "method": "notifications/prompts/list_changed", "params": {} }),
             Change::Resources { .. } => json!({ "jsonrpc": "2.0", "method": "notifications/resources/list_changed", "params": {} }),
             Change::Updated { uri, .. } => json!({ "jsonrpc": "2.0", "method": "notifications/resources/updated", "params": { "uri": uri } }),
@@ -116,6 +110,9 @@ pub(crate) struct Listener {
     /// are not its business.
     pub servers: BTreeSet<String>,
     pub filter: Filter,
+    /// The resources subscribed to upstream for it (what its end may
+    /// unsubscribe): only those whose subscription went through.
+    held: BTreeSet<String>,
     /// The `subscriptions/listen` request's id, which tags its notifications.
     pub id: Value,
     tx: mpsc::Sender<Value>,
@@ -123,12 +120,22 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub fn new(agent: String, servers: BTreeSet<String>, filter: Filter, id: Value, tx: mpsc::Sender<Value>) -> Self {
-        Self { agent, servers, filter, id, tx }
+        Self { agent, servers, filter, held: BTreeSet::new(), id, tx }
+    }
+
+    /// Whether it wants or holds `uri`'s subscription.
+    fn needs(&self, agent: &str, uri: &str) -> bool {
+        self.agent == agent && (self.filter.uris.contains(uri) || self.held.contains(uri))
+    }
+
+    /// The resources it wants or holds.
+    pub fn resources(&self) -> impl Iterator<Item = &String> {
+        self.filter.uris.union(&self.held)
     }
 
     fn wants(&self, change: &Change<'_>) -> bool {
         match change {
-            Change::Tools => self.filter.tools,
+            Change::Tools { servers } => self.filter.tools && !self.servers.is_disjoint(servers),
             Change::Prompts { server } => self.filter.prompts && self.servers.contains(*server),
             Change::Resources { server } => self.filter.resources && self.servers.contains(*server),
             Change::Updated { agent, uri } => self.agent == *agent && self.filter.uris.contains(*uri),
@@ -147,11 +154,16 @@ pub(crate) enum Full {
 pub(crate) struct Listeners {
     by_key: HashMap<u64, Listener>,
     next: u64,
+    /// The shutdown began: no stream opens any more.
+    ended: bool,
 }
 
 impl Listeners {
     /// Register a stream; its key closes it.
     pub fn open(&mut self, l: Listener) -> Result<u64, Full> {
+        if self.ended {
+            return Err(Full::Gateway);
+        }
         if self.by_key.values().filter(|o| o.agent == l.agent).count() >= MAX_PER_AGENT {
             return Err(Full::Agent);
         }
@@ -163,29 +175,46 @@ impl Listeners {
         Ok(self.next)
     }
 
+    /// A resource's subscription went through upstream for stream `key`.
+    pub fn hold(&mut self, key: u64, uri: &str) {
+        if let Some(l) = self.by_key.get_mut(&key) {
+            l.held.insert(uri.to_string());
+        }
+    }
+
     /// Keep, of the resources a stream asked for, those `taken` (it is
-    /// registered before it subscribes, so that no update is missed).
+    /// registered with all of them before it subscribes, so that an update
+    /// the upstream sends as it subscribes is not missed).
     pub fn keep_uris(&mut self, key: u64, taken: &BTreeSet<String>) {
         if let Some(l) = self.by_key.get_mut(&key) {
             l.filter.uris.retain(|u| taken.contains(u));
         }
     }
 
-    /// Close a stream; returns the resources it held that no other stream
-    /// of its agent holds (to unsubscribe upstream), with the agent.
+    /// Close a stream; returns its agent and the resources it held upstream
+    /// that no other stream of the agent wants or holds (to unsubscribe).
     pub fn close(&mut self, key: u64) -> Option<(String, Vec<String>)> {
         let l = self.by_key.remove(&key)?;
-        let held = |uri: &String| self.by_key.values().any(|o| o.agent == l.agent && o.filter.uris.contains(uri));
-        let orphaned = l.filter.uris.iter().filter(|u| !held(u)).cloned().collect();
+        let orphaned = l.held.iter().filter(|u| !self.needed(&l.agent, u)).cloned().collect();
         Some((l.agent, orphaned))
     }
 
-    /// End every stream `close` selects by its agent (a kill switch, the
-    /// shutdown): their senders go, so each stream sees its end.
-    pub fn close_where(&mut self, close: impl Fn(&str) -> bool) -> usize {
-        let before = self.by_key.len();
-        self.by_key.retain(|_, l| !close(&l.agent));
-        before - self.by_key.len()
+    /// Whether a stream of `agent` wants or holds `uri`'s subscription.
+    pub fn needed(&self, agent: &str, uri: &str) -> bool {
+        self.by_key.values().any(|o| o.needs(agent, uri))
+    }
+
+    /// End every stream `close` selects (a kill switch; its agent's
+    /// upstream session lost): their senders go, so each stream sees its
+    /// end.
+    pub fn close_where(&mut self, close: impl Fn(&Listener) -> bool) {
+        self.by_key.retain(|_, l| !close(l));
+    }
+
+    /// End every stream, and open none any more (the shutdown).
+    pub fn end(&mut self) {
+        self.ended = true;
+        self.by_key.clear();
     }
 
     /// Tell every stream that asked for it; returns how many were told. A
@@ -264,7 +293,9 @@ mod tests {
         let (prompts, mut prompts_rx) = listener("a", Filter { prompts: true, ..Filter::default() }, 2);
         ls.open(tools).unwrap();
         ls.open(prompts).unwrap();
-        assert_eq!(ls.deliver(Change::Tools), 1);
+        let elsewhere: BTreeSet<String> = ["other".to_string()].into();
+        assert_eq!(ls.deliver(Change::Tools { servers: &elsewhere }), 0, "a change of tools its token grants nothing of is not its business");
+        assert_eq!(ls.deliver(Change::Tools { servers: &["crm".to_string(), "other".to_string()].into() }), 1);
         let got = tools_rx.try_recv().unwrap();
         assert_eq!(got["method"], "notifications/tools/list_changed");
         assert_eq!(got["params"]["_meta"][SUBSCRIPTION_ID], 1);
@@ -289,17 +320,23 @@ mod tests {
     }
 
     #[test]
-    fn closing_returns_what_no_other_stream_of_the_agent_holds() {
+    fn closing_unsubscribes_only_what_went_through_and_no_other_stream_of_the_agent_needs() {
         let mut ls = Listeners::default();
-        let both: BTreeSet<String> = ["x".to_string(), "y".to_string()].into();
-        let (first, _r1) = listener("a", Filter { uris: both, ..Filter::default() }, 1);
+        let asked: BTreeSet<String> = ["x".to_string(), "y".to_string(), "z".to_string()].into();
+        let (first, _r1) = listener("a", Filter { uris: asked, ..Filter::default() }, 1);
         let (second, _r2) = listener("a", Filter { uris: ["y".to_string()].into(), ..Filter::default() }, 2);
         let (other, _r3) = listener("b", Filter { uris: ["x".to_string()].into(), ..Filter::default() }, 3);
         let k1 = ls.open(first).unwrap();
         ls.open(second).unwrap();
-        ls.open(other).unwrap();
-        assert_eq!(ls.close(k1), Some(("a".to_string(), vec!["x".to_string()])), "y is still held; b's x is b's own session's");
+        let k3 = ls.open(other).unwrap();
+        ls.hold(k1, "x");
+        ls.hold(k1, "y");
+        ls.hold(k3, "x");
+        // z was asked for and never went through (refused, or the stream
+        // went before it was subscribed): nothing to unsubscribe.
+        assert_eq!(ls.close(k1), Some(("a".to_string(), vec!["x".to_string()])), "y is still wanted; b's x is b's own session's");
         assert_eq!(ls.close(k1), None);
+        assert!(!ls.needed("a", "x") && ls.needed("a", "y") && ls.needed("b", "x"));
     }
 
     #[test]
@@ -315,9 +352,12 @@ mod tests {
         assert_eq!(ls.open(extra), Err(Full::Agent));
         let (other, _rx) = listener("b", Filter::default(), 1);
         ls.open(other).unwrap();
-        assert_eq!(ls.close_where(|a| a == "a"), MAX_PER_AGENT);
+        ls.close_where(|l| l.agent == "a");
         assert_eq!(ls.len(), 1);
         assert!(rxs.iter_mut().all(|rx| matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected))), "each closed stream sees its end");
+        ls.end();
+        let (late, _rx) = listener("b", Filter::default(), 2);
+        assert_eq!((ls.len(), ls.open(late)), (0, Err(Full::Gateway)), "no stream opens once the shutdown began");
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl Gateway {
             let fresh: BTreeSet<&str> = listed.iter().map(|(s, _)| s.as_str()).collect();
             all.extend(defs.keys().filter(|t| !fresh.contains(t.server.as_str())).map(|t| ToolDefinition { server: t.server.clone(), name: t.tool.clone() }));
         }
-        let mut changed = false;
+        let mut changed = BTreeSet::new();
         for (name, tools) in listed {
             let mut seen = Vec::new();
             for def in tools {
@@ -152,19 +152,27 @@ impl Gateway {
                 }
                 seen.push((tref, def));
             }
+            // A name listed twice counts once (its first definition).
             seen.sort_by(|a, b| a.0.cmp(&b.0));
+            seen.dedup_by(|a, b| a.0 == b.0);
             let mut defs = self.definitions.write();
             let before: Vec<(&ToolRef, &Value)> = defs.iter().filter(|(t, _)| t.server == name).collect();
-            changed |= before.len() != seen.len() || before.iter().zip(&seen).any(|((t, d), (u, e))| *t != u || *d != e);
+            if before.len() != seen.len() || before.iter().zip(&seen).any(|((t, d), (u, e))| *t != u || *d != e) {
+                changed.insert(name.clone());
+            }
             defs.retain(|t, _| t.server != name);
             defs.extend(seen);
         }
         // A new or changed definition is also a registry change, which the
-        // refresh reports itself; a tool gone, or one whose definition
+        // refresh tells itself; a tool gone, or one whose definition
         // changed back, only shows here.
-        match self.refresh().await {
-            Ok(_) if changed => self.tools_changed(),
-            Ok(_) => {}
+        match self.refresh_telling().await {
+            Ok((_, told)) => {
+                let rest: BTreeSet<String> = changed.difference(&told).cloned().collect();
+                if !rest.is_empty() {
+                    self.tools_changed(&rest);
+                }
+            }
             Err(e) => tracing::error!("registry refresh failed: {e}"),
         }
         unanswered

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::clock::{now_ms, now_secs};
@@ -19,6 +19,13 @@ use warden_inspect::{Inspector, Redactor};
 use warden_monitor::{Monitor, MonitorConfig};
 use warden_policy::PolicyBundle;
 use warden_store::{OneTimeIds, OneTimeIdsUnavailable, Store, StoreError};
+
+/// The servers of the tools that are in one registry copy and not the
+/// other, or differ.
+fn servers_whose_tools_differ(a: &HashMap<ToolRef, Tool>, b: &HashMap<ToolRef, Tool>) -> BTreeSet<String> {
+    let changed = a.iter().filter(|(t, v)| b.get(*t) != Some(*v)).map(|(t, _)| t);
+    changed.chain(b.keys().filter(|t| !a.contains_key(*t))).map(|t| t.server.clone()).collect()
+}
 
 /// Everything the hot path reads, swapped atomically on refresh.
 #[derive(Debug, Default)]
@@ -294,18 +301,27 @@ impl Gateway {
 
     /// Reload the snapshot now if the store changed.
     pub async fn refresh(&self) -> Result<bool, StoreError> {
+        self.refresh_telling().await.map(|(changed, _)| changed)
+    }
+
+    /// As [`Gateway::refresh`]; also the servers whose registered tools
+    /// changed, whose clients were told (see [`Gateway::tools_changed`]).
+    pub(crate) async fn refresh_telling(&self) -> Result<(bool, BTreeSet<String>), StoreError> {
         let seq = self.store.change_seq().await?;
         let changed = seq != self.snapshot.load().seq;
+        let mut told = BTreeSet::new();
         if changed {
-            let before = self.snapshot.swap(Arc::new(Snapshot::load(&self.store).await?));
+            let fresh = Arc::new(Snapshot::load(&self.store).await?);
+            let before = self.snapshot.swap(fresh.clone());
             self.sync_kills().await;
             self.sync_policy().await?;
-            if before.tools != self.snapshot.load().tools {
-                self.tools_changed();
+            told = servers_whose_tools_differ(&before.tools, &fresh.tools);
+            if !told.is_empty() {
+                self.tools_changed(&told);
             }
         }
         self.last_sync_ms.store(now_ms(), std::sync::atomic::Ordering::Release);
-        Ok(changed)
+        Ok((changed, told))
     }
 
     /// Why this gateway must refuse calls now, if its registry copy is
@@ -399,11 +415,14 @@ impl Gateway {
         (!self.inflight.is_closed()).then(|| self.inflight.spawn(request))
     }
 
-    /// The tools the gateway lists may have changed (an upstream's
-    /// definitions, an approval, a block): every session's stream and every
-    /// notification stream that asked is told, and lists again.
-    pub(crate) fn tools_changed(&self) {
-        let told = self.listeners.lock().deliver(crate::listeners::Change::Tools);
+    /// The tools the gateway lists of `servers` may have changed (an
+    /// upstream's definitions, an approval, a block): the notification
+    /// streams that asked, of callers granted something of one of them,
+    /// and every session's stream are told, and list again. (A session
+    /// keeps no grant; its client learns no more than that some listing
+    /// changed, and sees only its own when it lists.)
+    pub(crate) fn tools_changed(&self, servers: &BTreeSet<String>) {
+        let told = self.listeners.lock().deliver(crate::listeners::Change::Tools { servers });
         let sessions = self.sessions.lock().broadcast(&serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed" }));
         tracing::debug!("tools changed: told {told} notification streams and {sessions} sessions");
     }
@@ -411,7 +430,7 @@ impl Gateway {
     /// End every notification stream (the shutdown begins): each gets the
     /// graceful closing response and may listen again on another replica.
     pub fn end_listening(&self) {
-        self.listeners.lock().close_where(|_| true);
+        self.listeners.lock().end();
     }
 
     /// The shutdown drain has begun: held calls stop waiting.

@@ -441,6 +441,9 @@ struct Link {
     failed: Option<(Instant, UpstreamError)>,
     /// When the newest attempt in flight started.
     connecting: Option<Instant>,
+    /// Whether a connection was made before: a new one is a new session,
+    /// without what the old one held.
+    connected_before: bool,
 }
 
 /// What a call does next to get a connection.
@@ -514,6 +517,12 @@ impl Slots {
         self.by_caller.remove(&victim);
         Some(())
     }
+}
+
+/// Keeps a caller's upstream session from being closed for being idle or
+/// to make room (see [`Upstream::hold`]).
+pub(crate) struct SessionHold {
+    _slot: Arc<Slot>,
 }
 
 /// Ends an attempt however it ends (cancelled with its call too), so calls
@@ -834,6 +843,19 @@ impl Upstream {
         Some((slot.caller.clone()?, self.notices.get()?.clone()))
     }
 
+    /// Say that `slot`'s session ended (it was replaced by a new one).
+    fn session_lost(&self, slot: &Slot) {
+        if let Some((caller, to)) = self.notices_for(slot) {
+            let _ = to.try_send(Notice { caller, server: self.name().to_string(), message: Value::Null, lost: true });
+        }
+    }
+
+    /// Keep `caller`'s session open (not closed idle, nor to make room)
+    /// while the hold lives: a notification stream depends on what it holds.
+    pub(crate) fn hold(&self, caller: &Caller) -> Option<SessionHold> {
+        self.slots.lock().get(caller, Instant::now()).map(|slot| SessionHold { _slot: slot })
+    }
+
     /// Open the `GET` stream of an HTTP session just made, on which the
     /// server says what is about no request (list changes, subscribed
     /// resources' updates, log messages); it ends with the connection.
@@ -848,6 +870,7 @@ impl Upstream {
             protocol: conn.protocol.clone(),
             credentials: self.credentials.clone(),
             notices: self.notices_for(slot),
+            timeout: Duration::from_secs(self.config.timeout_secs),
         };
         tokio::spawn(listening.run(stop.clone()));
         Some(stop.drop_guard())
@@ -948,6 +971,9 @@ impl Upstream {
                 let c = Arc::new(c);
                 link.conn = Some(c.clone());
                 link.failed = None;
+                if std::mem::replace(&mut link.connected_before, true) {
+                    self.session_lost(slot);
+                }
                 Ok(c)
             }
             Err(e) => {
@@ -1345,9 +1371,10 @@ fn refuse_server_request(id: &Value, method: &str, why: &str) -> Value {
 /// it is answered at once (a ping) or refused, since no request of the
 /// client's is in flight to relay it on and policy decides a relayed
 /// request as part of one; a stream that ends is resumed from its last
-/// event id, after a pause that grows while attempts fail. A server that
-/// offers no such stream (405) is not asked again, and one that ended the
-/// session (404) ends it.
+/// event id, after a pause that grows while attempts bring nothing. A
+/// server that offers no such stream (405, or an answer that is not an
+/// event stream) is not asked again; one that ended the session (404)
+/// ends the stream, and its callers are told the session was lost.
 struct Listening {
     http: reqwest::Client,
     url: String,
@@ -1356,6 +1383,8 @@ struct Listening {
     protocol: String,
     credentials: Arc<Credentials>,
     notices: Option<(Caller, mpsc::Sender<Notice>)>,
+    /// How long answering a request of the server's may take.
+    timeout: Duration,
 }
 
 /// The longest pause before the stream is opened again.
@@ -1367,9 +1396,16 @@ impl Listening {
         self.credentials.headers(&self.name).into_iter().fold(req, |r, (k, v)| r.header(k, v))
     }
 
+    fn notice(&self, message: Value, lost: bool) {
+        if let Some((caller, to)) = &self.notices {
+            // Dropped if the gateway is behind, as on stdio.
+            let _ = to.try_send(Notice { caller: caller.clone(), server: self.name.clone(), message, lost });
+        }
+    }
+
     async fn run(self, stop: tokio_util::sync::CancellationToken) {
         let mut last: Option<String> = None;
-        let mut failures = 0u32;
+        let mut idle = 0u32;
         loop {
             let mut get = self.request(self.http.get(&self.url).header("accept", "text/event-stream"));
             if let Some(l) = &last {
@@ -1379,23 +1415,37 @@ impl Listening {
                 r = get.send() => r,
                 () = stop.cancelled() => return,
             };
+            let event_stream = |r: &reqwest::Response| {
+                r.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"))
+            };
             match sent {
-                Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => {
-                    tracing::debug!(upstream = %self.name, "offers no stream for notifications about no request (GET 405)");
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                    self.notice(Value::Null, true);
                     return;
                 }
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return,
-                Ok(r) if r.status().is_success() => {
-                    failures = 0;
-                    if !self.read(r, &mut last, &stop).await {
-                        return;
-                    }
+                Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED || (r.status().is_success() && !event_stream(&r)) => {
+                    tracing::debug!(upstream = %self.name, "offers no stream for notifications about no request (GET answered {})", r.status());
+                    return;
                 }
-                Ok(r) => tracing::info!(upstream = %self.name, "its notification stream (GET) answered HTTP {}", r.status()),
-                Err(e) => tracing::debug!(upstream = %self.name, "its notification stream (GET): {}", e.without_url()),
+                Ok(r) if r.status().is_success() => match self.read(r, &mut last, &stop).await {
+                    None => return,
+                    Some(0) => idle += 1,
+                    Some(_) => idle = 0,
+                },
+                Ok(r) => {
+                    // The event id may be what it refuses: not offered again.
+                    if r.status().is_client_error() {
+                        last = None;
+                    }
+                    idle += 1;
+                    tracing::debug!(upstream = %self.name, "its notification stream (GET) answered HTTP {}", r.status());
+                }
+                Err(e) => {
+                    idle += 1;
+                    tracing::debug!(upstream = %self.name, "its notification stream (GET): {}", e.without_url());
+                }
             }
-            failures += 1;
-            let pause = Duration::from_millis(500 << failures.min(6)).min(MAX_LISTEN_BACKOFF);
+            let pause = Duration::from_millis(500 << idle.min(6)).min(MAX_LISTEN_BACKOFF);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = stop.cancelled() => return,
@@ -1403,40 +1453,44 @@ impl Listening {
         }
     }
 
-    /// Read the stream until it ends (`true`: open it again) or the session
-    /// does (`false`).
-    async fn read(&self, resp: reqwest::Response, last: &mut Option<String>, stop: &tokio_util::sync::CancellationToken) -> bool {
+    /// Read the stream until it ends: how many messages it carried (then it
+    /// is opened again), or `None` when the session's connection went.
+    async fn read(&self, resp: reqwest::Response, last: &mut Option<String>, stop: &tokio_util::sync::CancellationToken) -> Option<usize> {
         let mut body = resp.bytes_stream();
         let mut events = sse::Decoder::new(MAX_MESSAGE_BYTES);
+        let mut carried = 0;
         loop {
             let chunk = tokio::select! {
                 c = body.next() => c,
-                () = stop.cancelled() => return false,
+                () = stop.cancelled() => return None,
             };
-            let Some(Ok(chunk)) = chunk else { return true };
+            let Some(Ok(chunk)) = chunk else { return Some(carried) };
             let Ok(messages) = events.push(&chunk) else {
                 tracing::warn!(upstream = %self.name, "its notification stream sent an event larger than {} MiB; reopening it", MAX_MESSAGE_BYTES >> 20);
-                return true;
+                return Some(carried);
             };
             for data in messages {
+                carried += 1;
+                if data.len() > MAX_NOTICE_BYTES {
+                    tracing::debug!(upstream = %self.name, "dropping a notification larger than {MAX_NOTICE_BYTES} bytes");
+                    continue;
+                }
                 let Ok(msg) = serde_json::from_str::<Value>(&data) else { continue };
                 let Some(method) = msg.get("method").and_then(Value::as_str) else { continue };
-                match msg.get("id") {
-                    Some(id) => {
-                        let answer = refuse_server_request(id, method, "it came with no request of the client's in flight");
-                        let post = self.request(
-                            self.http.post(&self.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream"),
-                        );
-                        if let Err(e) = post.body(answer.to_string()).send().await {
-                            tracing::debug!(upstream = %self.name, "could not answer its request: {}", e.without_url());
-                        }
-                    }
-                    None => {
-                        if let Some((caller, to)) = &self.notices {
-                            // Dropped if the gateway is behind, as on stdio.
-                            let _ = to.try_send(Notice { caller: caller.clone(), server: self.name.clone(), message: msg });
-                        }
-                    }
+                let Some(id) = msg.get("id") else {
+                    self.notice(msg, false);
+                    continue;
+                };
+                let answer = refuse_server_request(id, method, "it came with no request of the client's in flight");
+                let post =
+                    self.request(self.http.post(&self.url).header("content-type", "application/json").header("accept", "application/json, text/event-stream"));
+                tokio::select! {
+                    r = tokio::time::timeout(self.timeout, post.body(answer.to_string()).send()) => match r {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::debug!(upstream = %self.name, "could not answer its request: {}", e.without_url()),
+                        Err(_) => tracing::debug!(upstream = %self.name, "answering its request timed out"),
+                    },
+                    () = stop.cancelled() => return None,
                 }
             }
             if let Some(id) = events.last_event_id() {
@@ -1462,7 +1516,17 @@ pub struct Notice {
     pub caller: Caller,
     pub server: String,
     pub message: Value,
+    /// Instead of a message: the session ended (the server restarted or
+    /// expired it, or its process exited), and what it held (resource
+    /// subscriptions, a log level) with it.
+    pub lost: bool,
 }
+
+/// The largest notice passed on (a log message with a big payload is
+/// dropped: a session stream keeps [`crate::sessions::EVENTS_KEPT`] of
+/// them, and one chatty session must not crowd the others out of the
+/// notices' queue).
+pub const MAX_NOTICE_BYTES: usize = 16 << 10;
 
 /// What a stdio server's reader relays to: the writer (answers to the
 /// server's requests), the requests waiting for a response, the requests
@@ -1533,11 +1597,12 @@ async fn read_loop(name: String, stdout: tokio::process::ChildStdout, relay: Rel
                     drop(permit);
                 });
             }
+            (None, _) if line.len() > MAX_NOTICE_BYTES => tracing::debug!(upstream = %name, "dropping a notification larger than {MAX_NOTICE_BYTES} bytes"),
             (None, _) => {
                 if let (Some(msg), Some((caller, to))) = (progress.relay_any(msg, None), &notices) {
                     // Dropped if the gateway is behind: the session's
                     // stream is best effort, as notifications are.
-                    let _ = to.try_send(Notice { caller: caller.clone(), server: name.clone(), message: msg });
+                    let _ = to.try_send(Notice { caller: caller.clone(), server: name.clone(), message: msg, lost: false });
                 }
             }
         }

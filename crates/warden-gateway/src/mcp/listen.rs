@@ -40,7 +40,9 @@ use tokio::sync::mpsc;
 use warden_core::clock::now_secs;
 use warden_core::{EventKind, Verdict};
 
-/// Notifications waiting for a slow stream; more are dropped for it.
+/// Notifications waiting for a slow stream; more are dropped for it, and a
+/// client that reads nothing while its stream's buffer is full loses the
+/// stream.
 const BUFFER: usize = 64;
 /// How often an idle stream re-checks its credentials and sends a comment,
 /// so that a client that went away (or a proxy that cuts idle streams) is
@@ -54,26 +56,43 @@ pub(super) async fn listen(gw: &Arc<Gateway>, call: &Call<'_>, auth: Authenticat
         Err(message) => return super::refuse_stateless(call, &auth, "subscriptions/listen", &id, modern::malformed(message)).await,
     };
     let servers: BTreeSet<String> = gw.upstreams.keys().filter(|s| super::granted_any(&auth, s)).cloned().collect();
+    // Honoured only where some server it may use can say it.
+    let offered = |what: &str| servers.iter().any(|s| gw.upstream(s).is_some_and(|u| u.offers(what) != Some(false)));
+    filter.prompts &= offered("prompts");
+    filter.resources &= offered("resources");
     let (tx, rx) = mpsc::channel(BUFFER);
     let asked = filter.uris.clone();
-    // Registered first: an update the upstream sends as it subscribes is
-    // kept for the stream (after the acknowledgment).
+    // Registered with every resource it asks for, so that an update the
+    // upstream sends as it subscribes is kept for the stream (after the
+    // acknowledgment); trimmed to those taken below.
     let opened = gw.listeners.lock().open(Listener::new(auth.claims.agent().to_string(), servers, filter.clone(), id.clone(), tx));
     let key = match opened {
         Ok(k) => k,
         Err(full) => {
             let message = match full {
                 Full::Agent => format!("this agent has {} notification streams open already; close one first", crate::listeners::MAX_PER_AGENT),
-                Full::Gateway => "the gateway has as many notification streams open as it keeps; retry later".to_string(),
+                Full::Gateway => {
+                    "the gateway is not opening notification streams now (it is full, or shutting down); retry later, or on another replica".to_string()
+                }
             };
             let ev = call.event(EventKind::McpRequest, Some(&auth), Some("subscriptions/listen"), Verdict::Deny, Some(message.clone()));
             return call.finish(ev, StatusCode::TOO_MANY_REQUESTS, rpc_error(&id, codes::INTERNAL, &message, None), &id).await;
         }
     };
-    let open = Open { gw: gw.clone(), key, caller: caller.clone() };
+    let mut open = Open { gw: gw.clone(), key, caller: caller.clone(), holds: Vec::new() };
     let mut taken = BTreeSet::new();
     for uri in &asked {
-        if subscribe(call, &auth, uri, &caller).await {
+        let Some((server, subscribed, recorded)) = subscribe(call, &auth, uri, &caller).await else { continue };
+        if subscribed {
+            gw.listeners.lock().hold(key, uri);
+            // Its session must stay open while the stream needs it.
+            if !open.holds.iter().any(|(s, _)| *s == server)
+                && let Some(h) = gw.upstream(&server).and_then(|u| u.hold(&caller))
+            {
+                open.holds.push((server, h));
+            }
+        }
+        if subscribed && recorded {
             taken.insert(uri.clone());
         }
     }
@@ -97,27 +116,37 @@ pub(super) async fn listen(gw: &Arc<Gateway>, call: &Call<'_>, auth: Authenticat
 }
 
 /// A registered stream; dropping it closes the registration and the
-/// upstream subscriptions no other stream of the agent holds.
+/// upstream subscriptions no other stream of the agent needs, and lets its
+/// upstream sessions close again.
 struct Open {
     gw: Arc<Gateway>,
     key: u64,
     caller: Caller,
+    holds: Vec<(String, crate::upstream::SessionHold)>,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         let closed = self.gw.listeners.lock().close(self.key);
-        if let Some((_, orphaned)) = closed {
-            unsubscribe(&self.gw, &self.caller, orphaned);
+        if let Some((agent, orphaned)) = closed {
+            unsubscribe(&self.gw, &self.caller, agent, orphaned);
         }
     }
 }
 
 /// The stream's life: the acknowledgment first, then what it was told,
-/// until the client goes, its credentials end, or the gateway ends it.
+/// until the client goes or stops reading, its credentials end, or the
+/// gateway ends it.
 async fn stream(open: Open, auth: Authenticated, ack: Value, id: Value, mut rx: mpsc::Receiver<Value>, out: mpsc::Sender<String>) {
     let frame = |v: &Value| format!("event: message\ndata: {v}\n\n");
-    if out.send(frame(&ack)).await.is_err() {
+    // Never waits on the client: one that does not read loses the stream
+    // (its expiry and its credentials' checks must not wait on it either).
+    let send = |text: String| out.try_send(text).is_ok();
+    if let Err((code, message)) = still_valid(&open.gw, &auth) {
+        send(frame(&rpc_error(&id, code, &message, None)));
+        return;
+    }
+    if !send(frame(&ack)) {
         return;
     }
     let expires = tokio::time::Instant::now() + Duration::from_secs(u64::try_from(auth.claims.exp - now_secs()).unwrap_or(0));
@@ -131,24 +160,24 @@ async fn stream(open: Open, auth: Authenticated, ack: Value, id: Value, mut rx: 
             told = rx.recv() => match told {
                 Some(n) => match still_valid(&open.gw, &auth) {
                     Err(why) => break Some(why),
-                    Ok(()) => if out.send(frame(&n)).await.is_err() { return },
+                    Ok(()) => if !send(frame(&n)) { return },
                 },
-                // Closed by the gateway: the shutdown, or a kill switch
-                // (which the check below names).
+                // Closed by the gateway: the shutdown, its upstream session
+                // lost, or a kill switch (which the check names).
                 None => break still_valid(&open.gw, &auth).err(),
             },
             _ = tick.tick() => match still_valid(&open.gw, &auth) {
                 Err(why) => break Some(why),
-                Ok(()) => if out.send(": still listening\n\n".into()).await.is_err() { return },
+                Ok(()) => if !send(": still listening\n\n".into()) { return },
             },
         }
     };
     let end = match ended {
         // The graceful end (SEP-2575): the client may listen again.
         None => json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete", "_meta": { SUBSCRIPTION_ID: id } } }),
-        Some((code, message)) => rpc_error(&id, code, &message, None),
+        Some((code, message)) => rpc_error(&id, code, &message, Some(json!({ SUBSCRIPTION_ID: id }))),
     };
-    let _ = out.send(frame(&end)).await;
+    send(frame(&end));
     drop(open);
 }
 
@@ -165,23 +194,32 @@ fn still_valid(gw: &Gateway, auth: &Authenticated) -> Result<(), (i64, String)> 
 /// and recorded as `resources/subscribe` is in a session. Always in a
 /// session revision: the stateless one has no `resources/subscribe`, and
 /// every upstream speaks a session revision (the gateway's own session
-/// opens with `initialize`).
-async fn subscribe(call: &Call<'_>, auth: &Authenticated, uri: &str, caller: &Caller) -> bool {
-    let in_session = Call { gw: call.gw, ctx: Context { modern: None, ..call.ctx.clone() } };
+/// opens with `initialize`). Its server, whether the upstream subscribed,
+/// and whether that was recorded; `None` for a name no server answers to.
+async fn subscribe(call: &Call<'_>, auth: &Authenticated, uri: &str, caller: &Caller) -> Option<(String, bool, bool)> {
     let params = json!({ "uri": uri });
+    let (_, server, _, _) = item_of(call.gw, "resources/subscribe", &params).ok()?;
+    let in_session = Call { gw: call.gw, ctx: Context { modern: None, ..call.ctx.clone() } };
     let (pipeline, answer) = request_answer(&in_session, auth, "resources/subscribe", &params, caller.clone(), Exchange::default()).await;
     let ev = pipeline.trail.record(answer.as_ref().err());
-    enforce::record(call.gw, ev, call.ctx.trace).await.is_ok() && answer.is_ok()
+    let recorded = enforce::record(call.gw, ev, call.ctx.trace).await.is_ok();
+    Some((server, answer.is_ok(), recorded))
 }
 
-/// Unsubscribe, in the background, from resources no stream holds any more.
-fn unsubscribe(gw: &Arc<Gateway>, caller: &Caller, uris: Vec<String>) {
+/// Unsubscribe, in the background, from resources no stream needs any
+/// more, each checked again just before (a client listening again at once
+/// subscribes again in the same upstream session).
+fn unsubscribe(gw: &Arc<Gateway>, caller: &Caller, agent: String, uris: Vec<String>) {
     if uris.is_empty() {
         return;
     }
     let (gw, caller) = (gw.clone(), caller.clone());
-    tokio::spawn(async move {
+    let task = gw.clone();
+    let _ = task.track(async move {
         for uri in uris {
+            if gw.listeners.lock().needed(&agent, &uri) {
+                continue;
+            }
             let params = json!({ "uri": uri });
             let Ok((_, server, name, _)) = item_of(&gw, "resources/unsubscribe", &params) else { continue };
             let Some(up) = gw.upstream(&server) else { continue };

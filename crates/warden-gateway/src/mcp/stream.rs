@@ -348,17 +348,22 @@ pub(super) fn session_stream(replay: Vec<(u64, Value)>, live: mpsc::Receiver<(u6
 pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<crate::upstream::Notice>) {
     while let Some(n) = rx.recv().await {
         let (agent, session) = match &n.caller {
+            Caller::Gateway if n.lost => continue,
             Caller::Gateway => {
                 gateway_notice(&gw, &n);
                 continue;
             }
             Caller::Session { agent, session, .. } => (agent, session),
         };
+        if n.lost {
+            session_lost(&gw, &n.server, agent, session);
+            continue;
+        }
         // A notice of a server the agent is now cut off from goes nowhere.
         let kills = gw.kills();
         let server = warden_core::ToolRef { server: n.server.clone(), tool: "*".into() };
         let covered = kills.for_caller([agent.as_str()], "").is_some() || kills.for_tool(&server).is_some();
-        if covered || n.message.to_string().len() > MAX_NOTICE_BYTES {
+        if covered || n.message.to_string().len() > crate::upstream::MAX_NOTICE_BYTES {
             continue;
         }
         // Rebuilt from what each kind may carry: nothing else of the
@@ -399,6 +404,22 @@ pub(crate) async fn deliver_notices(gw: Arc<Gateway>, mut rx: mpsc::Receiver<cra
     }
 }
 
+/// The shortest time between two listings of a server that keeps saying
+/// its tools changed.
+const RELIST_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A caller's upstream session ended, and what it held with it. A
+/// stateless agent's notification streams that subscribed to resources of
+/// that server end (gracefully: their clients listen again, which
+/// subscribes again in a new session) rather than stay open and deaf.
+fn session_lost(gw: &Gateway, server: &str, agent: &str, session: &str) {
+    if crate::listeners::stateless_agent(session).is_none() {
+        return;
+    }
+    let at_server = |uri: &String| gw.resolve_item(uri, TargetKind::Resource).is_ok_and(|(s, _)| s == server);
+    gw.listeners.lock().close_where(|l| l.agent == agent && l.resources().any(at_server));
+}
+
 /// A notification in the gateway's own session with a server: its tools
 /// changed (they are listed again, one listing at a time per server, and clients are
 /// told if what the gateway lists changed), or its prompts or resources
@@ -427,11 +448,16 @@ fn gateway_notice(gw: &Arc<Gateway>, n: &crate::upstream::Notice) {
             tokio::spawn(async move {
                 loop {
                     gw.check_definitions(Some(&[server.clone()].into())).await;
-                    let mut relisting = gw.relisting.lock();
-                    if relisting.insert(server.clone(), false) != Some(true) {
-                        relisting.remove(&server);
-                        return;
+                    {
+                        let mut relisting = gw.relisting.lock();
+                        if relisting.insert(server.clone(), false) != Some(true) {
+                            relisting.remove(&server);
+                            return;
+                        }
                     }
+                    // A server that says so again and again is listed no
+                    // more often than this.
+                    tokio::time::sleep(RELIST_AGAIN_AFTER).await;
                 }
             });
         }
@@ -444,8 +470,3 @@ fn gateway_notice(gw: &Arc<Gateway>, n: &crate::upstream::Notice) {
         _ => {}
     }
 }
-
-/// The largest notice a session stream takes (a log message with a big
-/// payload is dropped: the stream keeps [`crate::sessions::EVENTS_KEPT`]
-/// of them per session).
-const MAX_NOTICE_BYTES: usize = 16 << 10;

@@ -386,6 +386,16 @@ async fn a_stateless_clients_stream_hears_what_it_asked_for_until_its_agent_is_c
     };
     let checklist = "onboarding+file:///onboarding/checklist.md";
     let secrets = "onboarding+file:///secrets/api-keys.txt";
+    // Another agent's stream, subscribed to the same resource first (its
+    // own update comes from its own upstream session), hears nothing of
+    // the other agent's subscription, nor the tool changes it did not ask for.
+    let theirs = listen(&o, 1, json!({ "promptsListChanged": true, "resourceSubscriptions": [checklist] })).await.unwrap();
+    let (mut their_body, mut their_buf) = (theirs.bytes_stream(), String::new());
+    let (_, their_ack) = next(&mut their_body, &mut their_buf).await;
+    assert_eq!(their_ack["params"]["notifications"], json!({ "promptsListChanged": true, "resourceSubscriptions": [checklist] }));
+    let (_, their_update) = next(&mut their_body, &mut their_buf).await;
+    assert_eq!(their_update["params"]["uri"], checklist);
+
     let resp = listen(&c, 7, json!({ "toolsListChanged": true, "resourceSubscriptions": [checklist, secrets] })).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
@@ -399,13 +409,6 @@ async fn a_stateless_clients_stream_hears_what_it_asked_for_until_its_agent_is_c
     assert_eq!((updated["method"].as_str(), updated["params"]["uri"].as_str()), (Some("notifications/resources/updated"), Some(checklist)), "{updated}");
     assert_eq!(updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
     h.audited("no-secret-files").await;
-
-    // Another agent's stream, filtered to prompts, hears neither this
-    // agent's resources nor tool changes.
-    let theirs = listen(&o, 1, json!({ "promptsListChanged": true })).await.unwrap();
-    let (mut their_body, mut their_buf) = (theirs.bytes_stream(), String::new());
-    let (_, their_ack) = next(&mut their_body, &mut their_buf).await;
-    assert_eq!(their_ack["params"]["notifications"], json!({ "promptsListChanged": true }));
 
     // The registry's tools change: the listing may differ.
     h.cli(&["tool", "set", "onboarding/customer_lookup", "--sensitivity", "high", "--action-class", "read"]);
